@@ -1,0 +1,1 @@
+//! wire protocol (in progress)
