@@ -1,1 +1,14 @@
-//! placeholder
+//! weir-verification: checks of weir-core's invariants beyond examples.
+//!
+//! - [`harness`]: a deterministic world of real nodes, the store's reference
+//!   model, generators and recording clients, driven step by step in virtual
+//!   time, with store replies and notices that can be delayed, reordered or
+//!   lost.
+//! - [`check`]: judges a run from the outside (what clients received, against
+//!   the store's truth), one rule per invariant of DESIGN.md.
+//!
+//! The tests in `tests/` use both: scenario tests, the model-based proptest
+//! (`core_model.rs`) and the wire properties (`wire_properties.rs`).
+
+pub mod check;
+pub mod harness;

@@ -1,0 +1,214 @@
+//! What goes into the core ([`Input`]) and what comes out ([`Output`]).
+
+use crate::ids::{ConnId, ConvKey, MessageId, Seq, SessionId, UserId};
+use crate::store::{Notice, StoreError, StoreOp, StoreReply, Topic};
+use crate::stream::Outcome;
+use crate::wire::{CancelStatus, CloseCode, Message, ServerFrame, Usage};
+
+/// Names one store operation so that its reply finds its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub(crate) u64);
+
+impl OpId {
+    /// The number (for logs).
+    #[must_use]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// What a generator reports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GeneratorEvent {
+    /// More text.
+    Delta(String),
+    /// The generator finished.
+    Finished {
+        /// Token counts, when the generator knows them.
+        usage: Option<Usage>,
+    },
+    /// The generator failed.
+    Failed {
+        /// Why, for the client (`end.reason`).
+        reason: String,
+        /// Token counts, when known.
+        usage: Option<Usage>,
+    },
+}
+
+/// An input to [`Node::handle_input`](crate::Node::handle_input).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// A WebSocket was accepted and authenticated for `user` on conversation
+    /// `session`. `resume` comes from `resume=MESSAGE_ID:SEQ` in the URL.
+    Connect {
+        /// The runtime's number for the connection.
+        conn: ConnId,
+        /// The authenticated user.
+        user: UserId,
+        /// The conversation.
+        session: SessionId,
+        /// Continue this reply after this seq.
+        resume: Option<(MessageId, Seq)>,
+    },
+    /// A text frame arrived (raw bytes; the core decodes and checks limits).
+    Frame {
+        /// The connection.
+        conn: ConnId,
+        /// The frame's payload.
+        bytes: Vec<u8>,
+    },
+    /// A frame larger than the limit arrived and was not read whole.
+    FrameTooLarge {
+        /// The connection.
+        conn: ConnId,
+        /// Its size, as far as known.
+        len: usize,
+    },
+    /// A WebSocket pong (or any other sign of life that is not a text frame).
+    Activity {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The connection's outbound queue is full and merging could not make
+    /// room: the client cannot keep up.
+    SlowConsumer {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The socket is gone (closed by either side, or failed).
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The store answered an operation.
+    StoreReply {
+        /// The operation.
+        op: OpId,
+        /// The answer.
+        result: Result<StoreReply, StoreError>,
+    },
+    /// A notice arrived on a subscribed topic.
+    Notice(Notice),
+    /// A generator that this node started reports.
+    Generator {
+        /// The reply it produces.
+        message_id: MessageId,
+        /// What happened.
+        event: GeneratorEvent,
+    },
+    /// Wall-clock time, to re-anchor the core's wall clock (it advances with
+    /// `now` in between).
+    WallClock {
+        /// Milliseconds since the Unix epoch.
+        unix_ms: u64,
+    },
+    /// Stop: close every connection with 1001 and settle the replies this
+    /// node produces.
+    Shutdown,
+}
+
+/// Something the runtime must do, from
+/// [`Node::poll_output`](crate::Node::poll_output).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[must_use = "every output must be carried out"]
+pub enum Output {
+    /// Send a frame on a connection (through its one writer, in order).
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: ServerFrame,
+    },
+    /// Send a WebSocket ping.
+    Ping {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Send everything queued before this, then close with `code`.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The close code.
+        code: CloseCode,
+    },
+    /// The core holds nothing of this connection any more; drop the socket
+    /// if it is still there.
+    Released {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Run a store operation and feed its reply back as
+    /// [`Input::StoreReply`].
+    Store {
+        /// Names the reply.
+        op: OpId,
+        /// The operation.
+        request: StoreOp,
+    },
+    /// Receive notices published on `topic`.
+    Subscribe(Topic),
+    /// Stop receiving notices on `topic`.
+    Unsubscribe(Topic),
+    /// Start a generator for a reply; feed its events back as
+    /// [`Input::Generator`].
+    StartGenerator {
+        /// The reply.
+        message_id: MessageId,
+        /// The conversation.
+        conv: ConvKey,
+        /// The conversation's turns, oldest first, the new user turn last.
+        context: Vec<Message>,
+    },
+    /// Stop a generator at once (close its upstream request). Events it
+    /// still reports are ignored.
+    AbortGenerator {
+        /// The reply.
+        message_id: MessageId,
+    },
+    /// Something worth a log line or a metric.
+    Event(Event),
+}
+
+/// Observations for logs and metrics. They change nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A connection is Open (after its snapshot).
+    ConnectionOpened {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A connection's record was released.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A reply this node produced settled.
+    ReplySettled {
+        /// The reply.
+        message_id: MessageId,
+        /// Its outcome.
+        outcome: Outcome,
+        /// Its last chunk.
+        final_seq: Seq,
+    },
+    /// A cancel was answered.
+    CancelAnswered {
+        /// The connection that asked.
+        conn: ConnId,
+        /// The answer.
+        status: CancelStatus,
+    },
+    /// A resume was served exactly (`true`) or answered `resume_unavailable`.
+    Resumed {
+        /// The connection.
+        conn: ConnId,
+        /// Whether it was served exactly.
+        exact: bool,
+    },
+    /// A store operation failed.
+    StoreUnavailable {
+        /// The operation.
+        op: OpId,
+    },
+}

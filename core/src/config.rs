@@ -1,0 +1,68 @@
+//! A node's settings.
+
+use std::time::Duration;
+
+use crate::ids::NodeId;
+use crate::presence::PresenceTimers;
+use crate::stream::StreamTimers;
+use crate::wire::Limits;
+
+/// A node's settings. The stream and presence timers must equal the store's
+/// (they are cluster-wide).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// This node's name, unique in the cluster.
+    pub node_id: NodeId,
+    /// Inbound frame and content limits.
+    pub limits: Limits,
+    /// Lease, cancel deadline, grace window.
+    pub timers: StreamTimers,
+    /// Presence debounce and entry expiry.
+    pub presence: PresenceTimers,
+    /// How often a WebSocket ping is sent on a quiet connection.
+    pub heartbeat: Duration,
+    /// A connection with no inbound frame or pong for this long is closed
+    /// with 4000.
+    pub idle_timeout: Duration,
+    /// How long a closing connection may take before its slot is released.
+    pub close_timeout: Duration,
+    /// How many messages the `history` frame holds at most.
+    pub history_limit: usize,
+    /// How many history messages a generator gets as context.
+    pub context_limit: usize,
+    /// How often the node sweeps the store (reaps dead owners' replies) and
+    /// refreshes its presence entries.
+    pub housekeeping: Duration,
+    /// How long a watched reply may stay silent before the node re-reads it
+    /// from the store (catches lost notices and dead owners).
+    pub watch_interval: Duration,
+    /// Delay before a producer retries a store write that failed.
+    pub store_retry: Duration,
+}
+
+impl Config {
+    /// Defaults for a node named `node_id`.
+    #[must_use]
+    pub fn new(node_id: NodeId) -> Self {
+        Self {
+            node_id,
+            limits: Limits::default(),
+            timers: StreamTimers::default(),
+            presence: PresenceTimers::default(),
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(5),
+            history_limit: 200,
+            context_limit: 50,
+            housekeeping: Duration::from_secs(2),
+            watch_interval: Duration::from_secs(2),
+            store_retry: Duration::from_millis(200),
+        }
+    }
+
+    /// How often the producer renews its lease: a third of the lease.
+    #[must_use]
+    pub fn renew_interval(&self) -> Duration {
+        Duration::from_millis((self.timers.lease_ttl_ms / 3).max(1))
+    }
+}

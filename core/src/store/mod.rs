@@ -1,0 +1,509 @@
+//! The store: what must be agreed cluster-wide, as operations the core emits
+//! ([`Output::Store`](crate::Output::Store)) and replies it consumes
+//! ([`Input::StoreReply`](crate::Input::StoreReply)).
+//!
+//! Every operation is atomic. Its meaning is defined once, by the pure
+//! reference model in [`model`]: the in-memory store of a single node *is*
+//! that model, and the Redis store implements each operation as one script
+//! whose replies must equal the model's (a differential test checks it).
+//!
+//! | operation | atomically does |
+//! | --- | --- |
+//! | [`StoreOp::Start`] | refuse (`busy`) if the conversation has a live stream whose lease holds; else add the user turn to history and record the reply Active with a lease and a fencing token; idempotent per `client_message_id` |
+//! | [`StoreOp::Append`] | only if Active and the token matches: store chunks at explicit seqs (a retry cannot duplicate), renew the lease, notify the conversation; else `cancelled` / `fenced` |
+//! | [`StoreOp::Cancel`] | decide per the cancel table; on Active: → Cancelling, fix `final_seq`, notify the owner node and the conversation |
+//! | [`StoreOp::Settle`] | Active/Cancelling → Settled (a cancel that came first wins), write the reply to history, start the grace window |
+//! | [`StoreOp::Renew`] | extend the lease; reply the state, so a lost cancel notice is noticed within one renew period |
+//! | [`StoreOp::Reap`] | if the lease expired (or the cancel deadline passed) → Settled(failed `owner_lost` / cancelled) |
+//! | [`StoreOp::Read`] | a reply's chunks after a seq, its state, and the store's epoch |
+//! | [`StoreOp::Snapshot`] | a conversation's history and its live reply (for a new connection) |
+//! | [`StoreOp::Sweep`] | reap every expired lease, drop expired records and presence entries |
+//! | presence ops | connection joined / left / refreshed; user status with debounce |
+//!
+//! Times in operations are wall-clock milliseconds chosen by the calling
+//! node, so every implementation decides leases and grace windows the same
+//! way (Redis scripts get the time as an argument rather than reading their
+//! own clock).
+//!
+//! **Epoch.** The store has an epoch that changes when its data was lost (a
+//! Redis restart without persistence, a flush). Message ids embed the epoch
+//! they were made in ([`epoch_of`]), so a resume of a message from an older
+//! epoch is answered `resume_unavailable: epoch_changed`, never with a silent
+//! gap.
+
+pub mod model;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, UserId};
+use crate::stream::{CancelAnswer, Outcome, SettleRequest, StreamState};
+use crate::wire::{Message, PresenceStatus, Usage};
+
+pub use model::{Model, StoreConfig};
+
+/// A fencing token: issued by [`StoreOp::Start`], required by every write of
+/// the producer. A producer whose stream was reaped can never write again.
+pub type Token = u64;
+
+/// The store's epoch (see the module docs).
+pub type Epoch = u64;
+
+/// Builds the ids of a new exchange: the user turn and its reply.
+///
+/// Both embed the store's epoch and the caller's random nonce; the store
+/// makes them so that the epoch is always the one the message was stored in.
+#[must_use]
+pub fn message_ids(epoch: Epoch, nonce: u64) -> (MessageId, MessageId) {
+    let make = |suffix: char| {
+        MessageId::parse(format!("{epoch:x}.{nonce:016x}{suffix}"))
+            .unwrap_or_else(|_| unreachable!("at most 35 ASCII characters"))
+    };
+    (make('u'), make('r'))
+}
+
+/// The epoch a message id was made in, if it is one of ours.
+#[must_use]
+pub fn epoch_of(id: &MessageId) -> Option<Epoch> {
+    let (epoch, rest) = id.as_str().split_once('.')?;
+    if rest.len() != 17 {
+        return None;
+    }
+    u64::from_str_radix(epoch, 16).ok()
+}
+
+/// An operation on the store. See the table in the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StoreOp {
+    /// A new connection's view: history and the live reply.
+    Snapshot {
+        /// The conversation.
+        conv: ConvKey,
+        /// At most this many history messages (the newest).
+        limit: usize,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// A user turn and the start of its reply.
+    Start {
+        /// The conversation.
+        conv: ConvKey,
+        /// The user's text (already validated).
+        content: String,
+        /// The idempotency key, if the client sent one.
+        client_message_id: Option<ClientMessageId>,
+        /// Random bits for the new message ids.
+        nonce: u64,
+        /// The node that will produce the reply.
+        owner: NodeId,
+        /// At most this many history messages go to the generator.
+        context_limit: usize,
+        /// Wall-clock time of the operation (the user turn's `created_at_ms`).
+        at_ms: u64,
+    },
+    /// Chunks `first_seq ..` of a reply.
+    Append {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The producer's fencing token.
+        token: Token,
+        /// The seq of the first delta.
+        first_seq: Seq,
+        /// The deltas, in seq order (at least one).
+        deltas: Vec<String>,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// A cancel, of one reply or (without id) of the latest one.
+    Cancel {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply, or `None` for the conversation's latest reply.
+        message_id: Option<MessageId>,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// The producer ends a reply.
+    Settle {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The producer's fencing token.
+        token: Token,
+        /// What the producer asks for.
+        request: SettleRequest,
+        /// Token counts, where known.
+        usage: Option<Usage>,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// The producer extends its lease.
+    Renew {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The producer's fencing token.
+        token: Token,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// Any node asks to settle a reply whose owner is gone.
+    Reap {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// A reply's chunks after `after_seq`, and its state.
+    Read {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// Chunks with a greater seq are returned.
+        after_seq: Seq,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// Reap every expired lease, drop expired records and presence entries.
+    Sweep {
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// A connection of `user` opened on `node`.
+    PresenceJoin {
+        /// The user.
+        user: UserId,
+        /// The node holding the connection.
+        node: NodeId,
+        /// The connection.
+        conn: ConnId,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// A connection of `user` closed on `node`.
+    PresenceLeave {
+        /// The user.
+        user: UserId,
+        /// The node holding the connection.
+        node: NodeId,
+        /// The connection.
+        conn: ConnId,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// `node` is alive: extend the entries of `users`' connections on it.
+    PresenceRefresh {
+        /// The node.
+        node: NodeId,
+        /// The users with connections on the node.
+        users: Vec<UserId>,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+    /// Move a user's presence on with time (debounce, expiry) and read it.
+    PresenceCheck {
+        /// The user.
+        user: UserId,
+        /// Wall-clock time of the operation.
+        at_ms: u64,
+    },
+}
+
+impl StoreOp {
+    /// The conversation the operation is about, if one.
+    #[must_use]
+    pub fn conv(&self) -> Option<&ConvKey> {
+        match self {
+            StoreOp::Snapshot { conv, .. }
+            | StoreOp::Start { conv, .. }
+            | StoreOp::Append { conv, .. }
+            | StoreOp::Cancel { conv, .. }
+            | StoreOp::Settle { conv, .. }
+            | StoreOp::Renew { conv, .. }
+            | StoreOp::Reap { conv, .. }
+            | StoreOp::Read { conv, .. } => Some(conv),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the operation after an unknown outcome (a timeout)
+    /// is safe. Everything is, except `Start` without an idempotency key.
+    #[must_use]
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(
+            self,
+            StoreOp::Start {
+                client_message_id: None,
+                ..
+            }
+        )
+    }
+}
+
+/// A live reply as a snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LiveReply {
+    /// The reply.
+    pub message_id: MessageId,
+    /// The user turn it answers.
+    pub reply_to: MessageId,
+    /// Its state (Active or Cancelling).
+    pub state: StreamState,
+    /// Chunks `1..=deltas.len()`.
+    pub deltas: Vec<String>,
+    /// When it started.
+    pub created_at_ms: u64,
+    /// The node producing it.
+    pub owner: NodeId,
+}
+
+/// The reply to an operation. One variant per kind of answer; each
+/// operation's docs list the variants it can return.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum StoreReply {
+    /// [`StoreOp::Snapshot`]: history (oldest first) and the live reply.
+    Snapshot {
+        /// The store's epoch.
+        epoch: Epoch,
+        /// Settled messages, oldest first, at most the configured count.
+        history: Vec<Message>,
+        /// The reply being produced, if any.
+        live: Option<LiveReply>,
+    },
+    /// [`StoreOp::Start`]: the reply is Active and the caller owns it.
+    Started {
+        /// The store's epoch.
+        epoch: Epoch,
+        /// The user turn, as stored.
+        user_message: Message,
+        /// The reply's id.
+        message_id: MessageId,
+        /// The producer's fencing token.
+        token: Token,
+        /// The newest history messages, the new user turn last: the
+        /// generator's input.
+        context: Vec<Message>,
+    },
+    /// [`StoreOp::Start`]: the idempotency key was seen before; nothing new
+    /// was started. These are the original ids.
+    Duplicate {
+        /// The original user turn.
+        user_message_id: MessageId,
+        /// The original reply.
+        message_id: MessageId,
+    },
+    /// [`StoreOp::Start`]: another reply is live in the conversation.
+    Busy {
+        /// The live reply.
+        message_id: MessageId,
+    },
+    /// [`StoreOp::Append`]: stored; the log now ends at `last_seq`.
+    /// [`StoreOp::Renew`]: the lease was extended and the stream is Active.
+    Ok {
+        /// The last stored seq.
+        last_seq: Seq,
+    },
+    /// [`StoreOp::Append`] with a `first_seq` beyond the log's end: nothing
+    /// was stored.
+    Gap {
+        /// The last stored seq.
+        last_seq: Seq,
+    },
+    /// [`StoreOp::Append`], [`StoreOp::Renew`]: the stream was cancelled;
+    /// stop producing and settle.
+    CancelRequested {
+        /// The fixed last chunk.
+        final_seq: Seq,
+    },
+    /// A producer's write with a stale token, or on a stream that is settled
+    /// (reaped) or gone: the producer must stop and write nothing more.
+    Fenced,
+    /// [`StoreOp::Cancel`]: the decision.
+    Cancel {
+        /// The reply the cancel was decided against (`None`: not found).
+        message_id: Option<MessageId>,
+        /// The answer, or `None` for `not_found`.
+        answer: Option<CancelAnswer>,
+        /// The reply's fixed last chunk (when found).
+        final_seq: Option<Seq>,
+    },
+    /// [`StoreOp::Settle`], [`StoreOp::Reap`]: the outcome that holds now.
+    /// `changed` says whether this call settled it.
+    Settled {
+        /// The outcome.
+        outcome: Outcome,
+        /// The last chunk.
+        final_seq: Seq,
+        /// Whether this call made the transition.
+        changed: bool,
+    },
+    /// [`StoreOp::Reap`]: the lease still holds; nothing changed.
+    NotDue {
+        /// When a reap could succeed.
+        due_ms: u64,
+    },
+    /// [`StoreOp::Read`]: the reply's record.
+    Read {
+        /// The store's epoch.
+        epoch: Epoch,
+        /// Its state.
+        state: StreamState,
+        /// Chunks after the requested seq (never beyond `final_seq`).
+        deltas: Vec<String>,
+        /// The seq of `deltas[0]`.
+        first_seq: Seq,
+        /// Token counts, when settled and known.
+        usage: Option<Usage>,
+    },
+    /// [`StoreOp::Read`], [`StoreOp::Reap`], [`StoreOp::Settle`],
+    /// [`StoreOp::Renew`]: there is no record (expired, never existed, or lost
+    /// with an older epoch). `snapshot` is the final message when history
+    /// still has it.
+    Missing {
+        /// The store's epoch.
+        epoch: Epoch,
+        /// The settled message, if history has it.
+        snapshot: Option<Message>,
+    },
+    /// [`StoreOp::Sweep`]: what it reaped.
+    Swept {
+        /// The replies settled by this sweep.
+        reaped: Vec<(ConvKey, MessageId, Outcome)>,
+    },
+    /// Presence operations: the user's status and open connection count.
+    Presence {
+        /// The status on the wire.
+        status: PresenceStatus,
+        /// Open connections, all nodes.
+        connections: u64,
+        /// When the status may next change by itself (debounce, expiry).
+        due_ms: Option<u64>,
+    },
+    /// [`StoreOp::PresenceRefresh`].
+    Refreshed,
+}
+
+/// Why a store operation has no reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
+pub enum StoreError {
+    /// The store cannot be reached; whether the operation took effect is
+    /// unknown unless it was never sent.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a notice is published.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "topic", content = "key", rename_all = "snake_case")]
+pub enum Topic {
+    /// Everything about one conversation's replies.
+    Conv(ConvKey),
+    /// A user's presence.
+    User(UserId),
+    /// Control messages for one node (cancel notices for the replies it owns).
+    Node(NodeId),
+}
+
+/// A notice published by an operation (pub/sub: fast, but may be lost; the
+/// store's records are the truth).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum Notice {
+    /// A reply started.
+    Started {
+        /// The conversation.
+        conv: ConvKey,
+        /// The user turn.
+        user_message: Message,
+        /// The reply.
+        message_id: MessageId,
+        /// The producing node.
+        owner: NodeId,
+    },
+    /// Chunks were stored.
+    Chunks {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The seq of `deltas[0]`.
+        first_seq: Seq,
+        /// The deltas.
+        deltas: Vec<String>,
+    },
+    /// A reply was cancelled; `final_seq` is fixed.
+    Cancelling {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The fixed last chunk.
+        final_seq: Seq,
+    },
+    /// To the owner node: stop the generator of this reply.
+    CancelRequested {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The fixed last chunk.
+        final_seq: Seq,
+    },
+    /// A reply settled.
+    Settled {
+        /// The conversation.
+        conv: ConvKey,
+        /// The reply.
+        message_id: MessageId,
+        /// The outcome.
+        outcome: Outcome,
+        /// The last chunk.
+        final_seq: Seq,
+        /// Token counts, where known.
+        usage: Option<Usage>,
+    },
+    /// A user's presence changed.
+    Presence {
+        /// The user.
+        user: UserId,
+        /// The new status.
+        status: PresenceStatus,
+    },
+}
+
+/// A notice and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Published {
+    /// The topic.
+    pub topic: Topic,
+    /// The notice.
+    pub notice: Notice,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_carry_their_epoch() {
+        let (u, r) = message_ids(0xabc, 42);
+        assert_ne!(u, r);
+        assert_eq!(epoch_of(&u), Some(0xabc));
+        assert_eq!(epoch_of(&r), Some(0xabc));
+        assert!(r.as_str().len() <= MessageId::MAX_LEN);
+        let (_, big) = message_ids(u64::MAX, u64::MAX);
+        assert_eq!(epoch_of(&big), Some(u64::MAX));
+        assert_eq!(
+            epoch_of(&MessageId::parse("nope").unwrap_or_else(|e| panic!("{e}"))),
+            None
+        );
+    }
+}

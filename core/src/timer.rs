@@ -1,0 +1,124 @@
+//! Timers are data: a table of named deadlines. [`Timers::next`] is what
+//! `poll_timeout` returns; `handle_timeout` pops every due entry once, in
+//! deadline order (ties in key order), and dispatches it through one `match`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use crate::ids::{ConnId, ConvKey, MessageId, UserId};
+
+/// What a deadline is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKey {
+    /// Send a WebSocket ping on this connection.
+    Heartbeat(ConnId),
+    /// The connection was silent too long: close it with 4000.
+    Idle(ConnId),
+    /// A closing connection did not finish closing: release it.
+    Closing(ConnId),
+    /// Renew the lease of a reply this node produces.
+    Renew(ConvKey, MessageId),
+    /// Retry a failed store write of a reply this node produces.
+    OwnerRetry(ConvKey, MessageId),
+    /// Re-read a watched reply (catches lost notices; reaps dead owners).
+    Watch(ConvKey, MessageId),
+    /// Move a user's presence on (debounce, expiry).
+    Presence(UserId),
+    /// Reap expired leases store-wide and refresh this node's presence.
+    Housekeeping,
+}
+
+/// The deadline table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Timers {
+    by_key: BTreeMap<TimerKey, Instant>,
+    by_time: BTreeSet<(Instant, TimerKey)>,
+}
+
+impl Timers {
+    /// Sets (or moves) `key` to fire at `at`.
+    pub fn set(&mut self, key: TimerKey, at: Instant) {
+        if let Some(old) = self.by_key.insert(key.clone(), at) {
+            self.by_time.remove(&(old, key.clone()));
+        }
+        self.by_time.insert((at, key));
+    }
+
+    /// Sets `key` to fire at `at` unless it is already set to fire earlier.
+    pub fn set_earliest(&mut self, key: TimerKey, at: Instant) {
+        match self.by_key.get(&key) {
+            Some(old) if *old <= at => {}
+            _ => self.set(key, at),
+        }
+    }
+
+    /// Removes `key`.
+    pub fn cancel(&mut self, key: &TimerKey) {
+        if let Some(old) = self.by_key.remove(key) {
+            self.by_time.remove(&(old, key.clone()));
+        }
+    }
+
+    /// Whether `key` is set.
+    #[must_use]
+    pub fn is_set(&self, key: &TimerKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The earliest deadline.
+    #[must_use]
+    pub fn next(&self) -> Option<Instant> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns the earliest entry due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+        let (at, _) = self.by_time.first()?;
+        if *at > now {
+            return None;
+        }
+        let (_, key) = self.by_time.pop_first()?;
+        self.by_key.remove(&key);
+        Some(key)
+    }
+
+    /// How many deadlines are set.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether no deadline is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// The keys that are set (for checkers).
+    pub fn keys(&self) -> impl Iterator<Item = &TimerKey> {
+        self.by_key.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn fires_in_deadline_order_once() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        t.set(TimerKey::Housekeeping, t0 + Duration::from_secs(3));
+        t.set(TimerKey::Idle(ConnId(1)), t0 + Duration::from_secs(1));
+        t.set(TimerKey::Idle(ConnId(1)), t0 + Duration::from_secs(2));
+        t.set_earliest(TimerKey::Housekeeping, t0 + Duration::from_secs(5));
+        assert_eq!(t.next(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(t.pop_due(t0 + Duration::from_secs(1)), None);
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(t.pop_due(now), Some(TimerKey::Idle(ConnId(1))));
+        assert_eq!(t.pop_due(now), Some(TimerKey::Housekeeping));
+        assert_eq!(t.pop_due(now), None);
+        assert!(t.is_empty());
+    }
+}

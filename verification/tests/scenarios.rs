@@ -1,0 +1,223 @@
+//! Hand-written scenarios through the harness: each names the behaviour it shows.
+
+use std::time::Duration;
+
+use weir_core::ids::{ConnId, MessageId};
+use weir_core::wire::{CancelStatus, ReplyStatus, ServerFrame};
+use weir_core::GeneratorEvent;
+use weir_verification::check::Checker;
+use weir_verification::harness::{World, WorldConfig};
+
+fn world() -> World {
+    World::new(&WorldConfig::default())
+}
+
+fn settle(w: &mut World, c: &mut Checker) {
+    w.settle_queues();
+    if let Err(v) = c.check(w) {
+        panic!(
+            "{v}\n{:?}",
+            w.clients
+                .iter()
+                .map(|(k, c)| (k, c.frames.iter().map(|f| f.encode()).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+fn kinds(w: &World, conn: ConnId) -> Vec<&'static str> {
+    w.frames(conn).iter().map(ServerFrame::kind).collect()
+}
+
+fn reply_id(w: &World) -> MessageId {
+    w.running_generators()
+        .first()
+        .map(|(_, id)| id.clone())
+        .expect("a generator runs")
+}
+
+#[test]
+fn chat_streams_and_completes_with_history() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    assert_eq!(kinds(&w, a), ["hello", "history"]);
+    w.send_text(a, r#"{"type":"chat","content":"hi","request_id":"r1"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    for d in ["Hel", "lo", "!"] {
+        w.generate(&id, GeneratorEvent::Delta(d.into()));
+        settle(&mut w, &mut c);
+    }
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    assert_eq!(
+        kinds(&w, a),
+        [
+            "hello",
+            "history",
+            "ack",
+            "user_message",
+            "start",
+            "chunk",
+            "chunk",
+            "chunk",
+            "end"
+        ]
+    );
+    let hist = w.store.history(&w.clients[&a].conv);
+    assert_eq!(hist.len(), 2);
+    assert_eq!(hist[1].content, "Hello!");
+    c.check_quiescent(&w).unwrap();
+}
+
+#[test]
+fn cancel_fences_later_chunks() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    settle(&mut w, &mut c);
+    w.send_text(
+        b,
+        &format!(r#"{{"type":"cancel","message_id":"{id}","request_id":"c1"}}"#),
+    );
+    // The generator keeps producing before it learns of the cancel.
+    w.generate(&id, GeneratorEvent::Delta("two".into()));
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Delta("three".into()));
+    settle(&mut w, &mut c);
+    assert!(w.nodes[0].aborted.contains(&id));
+    let cr = w.frames(b).iter().find_map(|f| match f {
+        ServerFrame::CancelResult(cr) => Some(cr.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        cr.as_ref().map(|c| c.status),
+        Some(CancelStatus::Cancelled),
+        "{:?}",
+        w.frames(b).iter().map(|f| f.encode()).collect::<Vec<_>>()
+    );
+    for conn in [a, b] {
+        let end = w.frames(conn).iter().find_map(|f| match f {
+            ServerFrame::End(e) => Some(e.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            end.map(|e| e.status),
+            Some(ReplyStatus::Cancelled),
+            "{:?}",
+            w.frames(conn)
+                .iter()
+                .map(|f| f.encode())
+                .collect::<Vec<_>>()
+        );
+    }
+    // Repeated cancel: still cancelled.
+    w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    settle(&mut w, &mut c);
+    assert!(
+        matches!(w.frames(a).last(), Some(ServerFrame::CancelResult(cr)) if cr.status == CancelStatus::Cancelled)
+    );
+    c.check_quiescent(&w).unwrap();
+}
+
+#[test]
+fn cancel_right_after_chat_before_any_chunk() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    w.send_text(a, r#"{"type":"cancel","request_id":"x"}"#);
+    settle(&mut w, &mut c);
+    assert!(w.running_generators().is_empty(), "the generator never ran");
+    let k = kinds(&w, a);
+    assert!(k.contains(&"cancel_result") && k.contains(&"end"), "{k:?}");
+    c.check_quiescent(&w).unwrap();
+}
+
+#[test]
+fn cancel_after_completion_answers_completed_then_not_found_after_grace() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Delta("x".into()));
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    settle(&mut w, &mut c);
+    assert!(
+        matches!(w.frames(a).last(), Some(ServerFrame::CancelResult(cr)) if cr.status == CancelStatus::Completed)
+    );
+    w.run_for(Duration::from_secs(31), Duration::from_secs(5));
+    w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    settle(&mut w, &mut c);
+    assert!(
+        matches!(w.frames(a).last(), Some(ServerFrame::CancelResult(cr)) if cr.status == CancelStatus::NotFound)
+    );
+}
+
+#[test]
+fn late_joiner_gets_snapshot_then_continuation() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Delta("ab".into()));
+    settle(&mut w, &mut c);
+    let b = w.connect(0, "u1", "s1", None);
+    w.generate(&id, GeneratorEvent::Delta("cd".into()));
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    assert_eq!(kinds(&w, b), ["hello", "history", "chunk", "end"]);
+    c.check_quiescent(&w).unwrap();
+}
+
+#[test]
+fn resume_delivers_exactly_the_missing_chunks() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    for d in ["1", "2", "3"] {
+        w.generate(&id, GeneratorEvent::Delta(d.into()));
+        settle(&mut w, &mut c);
+    }
+    w.disconnect(a);
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Delta("4".into()));
+    settle(&mut w, &mut c);
+    let b = w.connect(0, "u1", "s1", Some((id.clone(), 1)));
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    let seqs: Vec<u64> = w
+        .frames(b)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunk(ch) => Some(ch.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3, 4]);
+    assert_eq!(kinds(&w, b).last(), Some(&"end"));
+    c.check_quiescent(&w).unwrap();
+}
