@@ -153,6 +153,9 @@ struct Owned {
     settling: Option<OpId>,
     renewing: Option<OpId>,
     generator_running: bool,
+    /// The generator's input, kept while a cancel sent before the reply had
+    /// an id is at the store: if that cancel fails, the generator starts.
+    deferred: Option<Vec<Message>>,
     /// A cancel or a fence stopped the reply: generator events are dropped.
     stopped: bool,
 }
@@ -166,6 +169,8 @@ enum Pending {
         conn: ConnId,
         conv: ConvKey,
         request_id: Option<crate::ids::RequestId>,
+        /// The reply named by the cancel, if it named one.
+        message_id: Option<MessageId>,
     },
     Append(MessageId),
     Settle(MessageId),
@@ -643,6 +648,7 @@ impl<I: IdSource> Node<I> {
                 conn,
                 conv: conv.clone(),
                 request_id,
+                message_id: message_id.clone(),
             },
             StoreOp::Cancel {
                 conv,
@@ -888,6 +894,7 @@ impl<I: IdSource> Node<I> {
                 conn,
                 conv,
                 request_id,
+                ..
             } => self.on_cancel_reply(now, conn, &conv, request_id, reply),
             Pending::Append(id) => self.on_append_reply(now, &id, op, reply),
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
@@ -944,7 +951,10 @@ impl<I: IdSource> Node<I> {
                 }
             }
             Pending::Cancel {
-                conn, request_id, ..
+                conn,
+                request_id,
+                message_id,
+                ..
             } => {
                 self.send(
                     conn,
@@ -953,6 +963,23 @@ impl<I: IdSource> Node<I> {
                         request_id,
                     ),
                 );
+                // A reply held back for a cancel that did not happen goes on.
+                let deferred = message_id
+                    .as_ref()
+                    .and_then(|id| self.owned.get_mut(id))
+                    .filter(|o| !o.stopped)
+                    .and_then(|o| {
+                        let context = o.deferred.take()?;
+                        o.generator_running = true;
+                        Some((o.conv.clone(), context))
+                    });
+                if let (Some((conv, context)), Some(message_id)) = (deferred, message_id) {
+                    self.out.push_back(Output::StartGenerator {
+                        message_id,
+                        conv,
+                        context,
+                    });
+                }
             }
             Pending::Append(id) => {
                 if let Some(o) = self.owned.get_mut(&id) {
@@ -1025,6 +1052,7 @@ impl<I: IdSource> Node<I> {
         }
         let view = self.convs.entry(conv.clone()).or_default();
         let mut reread = Vec::new();
+        let live_id = live.as_ref().map(|l| l.message_id.clone());
         if let Some(LiveReply {
             message_id,
             reply_to,
@@ -1063,22 +1091,13 @@ impl<I: IdSource> Node<I> {
             .conns
             .get_mut(&conn)
             .unwrap_or_else(|| unreachable!("checked above"));
-        // Replies this node knows that the snapshot does not show as settled:
-        // the connection continues them from what it was shown.
-        for (id, r) in &view.replies {
-            match shown.get(id) {
-                Some(seq)
-                    if r.settled.is_none()
-                        || messages.iter().any(|m| {
-                            &m.message_id == id && m.status == MessageStatus::Streaming
-                        }) =>
-                {
-                    c.cursors.insert(id.clone(), Cursor::at(*seq, false));
-                }
-                Some(_) => {}
-                None if resume.as_ref().is_some_and(|(rid, _)| rid == id) => {}
-                None => {
-                    // Started after the snapshot was read: announce it below.
+        // The live reply continues from what the snapshot showed; replies the
+        // snapshot shows settled are done for this connection; replies it
+        // does not show started after it was read: they are announced below.
+        if let Some(live_seq) = live_id.as_ref().and_then(|id| shown.get(id)) {
+            if let Some(id) = live_id.clone() {
+                if resume.as_ref().is_none_or(|(rid, _)| *rid != id) {
+                    c.cursors.insert(id, Cursor::at(*live_seq, false));
                 }
             }
         }
@@ -1194,6 +1213,7 @@ impl<I: IdSource> Node<I> {
                         settling: None,
                         renewing: None,
                         generator_running: cancel_first.is_none(),
+                        deferred: cancel_first.is_some().then(|| context.clone()),
                         stopped: false,
                     },
                 );
@@ -1225,6 +1245,7 @@ impl<I: IdSource> Node<I> {
                                 conn,
                                 conv: conv.clone(),
                                 request_id: cancel_rid,
+                                message_id: Some(message_id.clone()),
                             },
                             StoreOp::Cancel {
                                 conv,
@@ -1625,6 +1646,7 @@ impl<I: IdSource> Node<I> {
             return;
         }
         o.stopped = true;
+        o.deferred = None;
         o.queue.clear();
         o.end = Some((SettleRequest::Cancelled, None));
         if std::mem::take(&mut o.generator_running) {

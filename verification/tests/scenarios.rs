@@ -221,3 +221,28 @@ fn resume_delivers_exactly_the_missing_chunks() {
     assert_eq!(kinds(&w, b).last(), Some(&"end"));
     c.check_quiescent(&w).unwrap();
 }
+
+#[test]
+fn failed_early_cancel_lets_the_reply_go_on() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    w.send_text(a, r#"{"type":"cancel"}"#);
+    assert!(w.apply_op(0));
+    assert!(w.deliver_reply(0));
+    assert_eq!(w.ops.len(), 1, "{:?}", w.ops);
+    assert!(w.fail_op(0));
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    let k = kinds(&w, a);
+    assert_eq!(k.last(), Some(&"end"), "{k:?}");
+    assert!(
+        k.contains(&"error"),
+        "the cancel answered unavailable: {k:?}"
+    );
+    c.check_quiescent(&w).unwrap();
+}

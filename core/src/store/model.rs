@@ -617,7 +617,7 @@ impl Model {
             state: r.state.clone(),
             deltas,
             first_seq: after_seq + 1,
-            usage: r.usage.clone(),
+            usage: r.usage,
         }
     }
 
@@ -725,7 +725,7 @@ fn publish_settled(
         created_at_ms: r.created_at_ms,
         seq: final_seq,
     };
-    let usage = r.usage.clone();
+    let usage = r.usage;
     c.push_history(message, history_limit);
     if c.live.as_ref() == Some(id) {
         c.live = None;
