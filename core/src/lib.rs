@@ -1,6 +1,144 @@
-//! weir-core (docs in progress)
+//! # weir-core
+//!
+//! The sans-IO core of weir: every decision of a weir node — the stream,
+//! cancel and session state machines, presence, the wire protocol and the
+//! store's semantics — as plain data structures that are driven by inputs
+//! and drained of outputs.
+//!
+//! ## What the core never does
+//!
+//! - **No I/O.** It never touches a socket, a file or Redis. Frames arrive
+//!   as bytes in [`Input::Frame`] and leave as [`ServerFrame`](wire::ServerFrame)s
+//!   in [`Output::Send`]; store operations leave as [`Output::Store`] and
+//!   their replies come back as [`Input::StoreReply`].
+//! - **No clock.** Every call that depends on time takes `now`
+//!   (a monotonic [`Instant`](std::time::Instant)); wall-clock time is
+//!   anchored once at [`Node::new`] and re-anchored by [`Input::WallClock`].
+//!   A clippy configuration in this crate forbids `Instant::now`,
+//!   `SystemTime::now` and `thread::sleep`.
+//! - **No async runtime, no threads, no locks.** One owner drives a
+//!   [`Node`]; timers are deadlines ([`Node::poll_timeout`]), never sleeps.
+//! - **No randomness of its own.** Ids come from an injected
+//!   [`IdSource`](ids::IdSource); [`SeededIds`](ids::SeededIds) reproduces a
+//!   run from a seed.
+//!
+//! ## The run loop a runtime writes
+//!
+//! Feed one input, drain every output, then sleep until the next socket
+//! event, store reply, generator event or [`Node::poll_timeout`]. Extra polls
+//! and extra [`Node::handle_timeout`] calls are harmless. Here the "runtime"
+//! is a few lines around the store's reference [`Model`](store::Model) (which
+//! *is* the in-memory store) and a fake socket:
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::time::{Duration, Instant};
+//! use weir_core::ids::{ConnId, NodeId, SeededIds, SessionId, UserId};
+//! use weir_core::store::{Model, StoreConfig};
+//! use weir_core::wire::ServerFrame;
+//! use weir_core::{Config, GeneratorEvent, Input, Node, Output};
+//!
+//! let start = Instant::now(); // a runtime reads its clock; the core never does
+//! let mut node = Node::new(
+//!     Config::new(NodeId::parse("n1").unwrap()),
+//!     SeededIds::new(42),
+//!     start,
+//!     1_700_000_000_000,
+//! );
+//! let mut store = Model::new(StoreConfig::default(), 1);
+//! let mut inbox: VecDeque<Input> = VecDeque::new(); // socket reads, store replies, notices, generator events
+//! let mut socket: Vec<ServerFrame> = Vec::new(); // what the client would receive
+//! let conn = ConnId(1);
+//!
+//! inbox.push_back(Input::Connect {
+//!     conn,
+//!     user: UserId::parse("alice").unwrap(),
+//!     session: SessionId::parse("chat-1").unwrap(),
+//!     resume: None,
+//! });
+//! inbox.push_back(Input::Frame { conn, bytes: br#"{"type":"chat","content":"hi"}"#.to_vec() });
+//!
+//! let mut now = start;
+//! for _ in 0..100 {
+//!     // 1. Feed what arrived (or fire the timers that are due).
+//!     match inbox.pop_front() {
+//!         Some(input) => node.handle_input(now, input),
+//!         None => match node.poll_timeout() {
+//!             Some(deadline) if deadline <= now + Duration::from_secs(1) => {
+//!                 now = deadline;
+//!                 node.handle_timeout(now);
+//!             }
+//!             _ => break, // nothing due soon: a runtime would sleep on its sockets
+//!         },
+//!     }
+//!     // 2. Carry out every output.
+//!     while let Some(output) = node.poll_output() {
+//!         match output {
+//!             Output::Send { frame, .. } => socket.push(frame),
+//!             Output::Store { op, request } => {
+//!                 // The in-memory store: apply atomically, reply, publish.
+//!                 let (reply, notices) = store.apply(request);
+//!                 inbox.push_back(Input::StoreReply { op, result: Ok(reply) });
+//!                 for p in notices {
+//!                     inbox.push_back(Input::Notice(p.notice)); // one node: subscribed to all it asked for
+//!                 }
+//!             }
+//!             Output::StartGenerator { message_id, .. } => {
+//!                 // A real generator runs as a task; this one answers at once.
+//!                 for word in ["Hello", ", ", "Alice"] {
+//!                     inbox.push_back(Input::Generator {
+//!                         message_id: message_id.clone(),
+//!                         event: GeneratorEvent::Delta(word.into()),
+//!                     });
+//!                 }
+//!                 inbox.push_back(Input::Generator {
+//!                     message_id,
+//!                     event: GeneratorEvent::Finished { usage: None },
+//!                 });
+//!             }
+//!             Output::AbortGenerator { .. } => {} // stop the task
+//!             Output::Close { conn, .. } => inbox.push_back(Input::Disconnected { conn }),
+//!             Output::Ping { .. } | Output::Released { .. } => {}
+//!             Output::Subscribe(_) | Output::Unsubscribe(_) | Output::Event(_) => {}
+//!         }
+//!     }
+//! }
+//!
+//! let kinds: Vec<&str> = socket.iter().map(ServerFrame::kind).collect();
+//! assert_eq!(
+//!     kinds,
+//!     ["hello", "history", "ack", "user_message", "start", "chunk", "chunk", "chunk", "end"]
+//! );
+//! let text: String = socket
+//!     .iter()
+//!     .filter_map(|f| match f {
+//!         ServerFrame::Chunk(c) => Some(c.delta.as_str()),
+//!         _ => None,
+//!     })
+//!     .collect();
+//! assert_eq!(text, "Hello, Alice");
+//! ```
+//!
+//! ## Map of the crate
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`node`] | [`Node`]: the driver — connections, conversation views, the replies this node produces |
+//! | [`api`] | [`Input`], [`Output`], [`Event`], [`GeneratorEvent`] |
+//! | [`stream`] | the stream state machine (Active → Cancelling → Settled → Expired) and the cancel decision |
+//! | [`session`] | the connection state machine (Handshake → Open → Closing → Closed) and cursors |
+//! | [`presence`] | presence per user (online → lingering → offline, with debounce and expiry) |
+//! | [`store`] | store operations, replies, notices, and the pure reference [`Model`](store::Model) |
+//! | [`timer`] | timers as a table of deadlines |
+//! | [`wire`] | every frame and HTTP body of protocol v1, with decoding errors mapped to error codes |
+//! | [`ids`] | validated identifiers and the injected id source |
+//! | [`config`] | a node's settings |
+//!
+//! The state machines' diagrams are in each module's docs; the invariants the
+//! node keeps, and how, are in [`node`]'s.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod ids;

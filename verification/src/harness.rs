@@ -51,6 +51,8 @@ pub struct Client {
     pub gone: bool,
     /// `resume=` it connected with.
     pub resume: Option<(MessageId, Seq)>,
+    /// WebSocket pings the server sent it.
+    pub pings: usize,
 }
 
 /// A store operation on its way to the store.
@@ -176,7 +178,11 @@ impl World {
                         }
                     }
                 }
-                Output::Ping { .. } => {}
+                Output::Ping { conn } => {
+                    if let Some(c) = self.clients.get_mut(&conn) {
+                        c.pings += 1;
+                    }
+                }
                 Output::Close { conn, code } => {
                     if let Some(c) = self.clients.get_mut(&conn) {
                         c.closed.get_or_insert(code);
@@ -243,6 +249,7 @@ impl World {
                 closed: None,
                 gone: false,
                 resume: resume.clone(),
+                pings: 0,
             },
         );
         self.input(

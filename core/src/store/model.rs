@@ -267,6 +267,17 @@ impl Model {
             .unwrap_or_default()
     }
 
+    /// A user's presence status and open connection count, as stored (time
+    /// is not applied: see [`StoreOp::PresenceCheck`]).
+    #[must_use]
+    pub fn presence(&self, user: &UserId) -> (crate::wire::PresenceStatus, usize) {
+        self.presence
+            .get(user)
+            .map_or((crate::wire::PresenceStatus::Offline, 0), |p| {
+                (p.state.status(), p.entries.len())
+            })
+    }
+
     /// How many records would carry an expiry in Redis: reply records,
     /// idempotency keys and presence records. Retained history is not
     /// counted. After every window has passed and a sweep ran, this is 0

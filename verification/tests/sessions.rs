@@ -1,0 +1,381 @@
+//! The session machine, presence, bad input, resume edge cases and shutdown,
+//! through the harness. Each test names the behaviour it shows.
+
+use std::time::Duration;
+
+use weir_core::ids::{ConnId, MessageId, UserId};
+use weir_core::session::ConnState;
+use weir_core::stream::OWNER_LOST;
+use weir_core::wire::{
+    CloseCode, ErrorCode, PresenceStatus, ReplyStatus, ResumeUnavailableReason, ServerFrame,
+};
+use weir_core::GeneratorEvent;
+use weir_verification::check::Checker;
+use weir_verification::harness::{World, WorldConfig};
+
+fn world() -> World {
+    World::new(&WorldConfig::default())
+}
+
+fn settle(w: &mut World, c: &mut Checker) {
+    w.settle_queues();
+    if let Err(v) = c.check(w) {
+        panic!("{v}");
+    }
+}
+
+fn last(w: &World, conn: ConnId) -> ServerFrame {
+    w.frames(conn).last().cloned().expect("a frame")
+}
+
+fn error_code(f: &ServerFrame) -> Option<ErrorCode> {
+    match f {
+        ServerFrame::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+fn start_reply(w: &mut World, c: &mut Checker, conn: ConnId) -> MessageId {
+    w.send_text(conn, r#"{"type":"chat","content":"hi"}"#);
+    settle(w, c);
+    w.running_generators()
+        .last()
+        .map(|(_, id)| id.clone())
+        .expect("a generator runs")
+}
+
+#[test]
+fn heartbeat_pings_and_idle_deadline_closes_with_4000() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    // Quiet for 45 s: pings every 15 s, still open (the idle deadline is 60 s).
+    w.run_for(Duration::from_secs(45), Duration::from_secs(1));
+    assert_eq!(w.clients[&a].pings, 3);
+    assert_eq!(w.nodes[0].node.conn_state(a), Some(ConnState::Open));
+    // A pong (activity) moves the idle deadline.
+    w.input(0, weir_core::Input::Activity { conn: a });
+    w.run_for(Duration::from_secs(45), Duration::from_secs(1));
+    assert_eq!(w.clients[&a].closed, None);
+    w.run_for(Duration::from_secs(20), Duration::from_secs(1));
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::IdleTimeout));
+    assert_eq!(w.nodes[0].node.conn_state(a), None, "released");
+}
+
+#[test]
+fn json_ping_gets_pong_with_the_same_id() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"ping","id":"p-7"}"#);
+    assert_eq!(last(&w, a).encode(), r#"{"type":"pong","id":"p-7"}"#);
+}
+
+#[test]
+fn frames_sent_before_hello_are_answered_after_it() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    w.send_text(a, r#"{"type":"ping","id":1}"#);
+    settle(&mut w, &mut c);
+    let kinds: Vec<_> = w.frames(a).iter().map(ServerFrame::kind).collect();
+    assert_eq!(kinds, ["hello", "history", "pong"]);
+}
+
+#[test]
+fn bad_frames_get_specific_errors_and_the_connection_stays_usable() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let other = w.connect(0, "u2", "s1", None);
+    settle(&mut w, &mut c);
+    let cases = [
+        ("{not json", ErrorCode::BadRequest),
+        (r#"{"type":"dance"}"#, ErrorCode::BadRequest),
+        (r#"{"type":"chat"}"#, ErrorCode::BadRequest),
+        (
+            r#"{"type":"resume","message_id":"m","after_seq":"x"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (r#"{"type":"chat","content":"   "}"#, ErrorCode::BadRequest),
+    ];
+    for (text, code) in cases {
+        w.send_text(a, text);
+        assert_eq!(error_code(&last(&w, a)), Some(code), "{text}");
+    }
+    let long = format!(
+        r#"{{"type":"chat","content":"{}","request_id":"big"}}"#,
+        "x".repeat(40_000)
+    );
+    w.send_text(a, &long);
+    match last(&w, a) {
+        ServerFrame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::TooLarge);
+            assert_eq!(e.request_id.map(|r| r.to_string()), Some("big".into()));
+        }
+        f => panic!("{f:?}"),
+    }
+    // Still usable, and the other user saw nothing.
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    assert!(matches!(last(&w, a), ServerFrame::End(_)));
+    assert_eq!(w.frames(other).len(), 2, "hello and history only");
+    assert_eq!(w.clients[&a].closed, None);
+}
+
+#[test]
+fn oversized_frame_closes_with_1009_and_spares_others() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let huge = format!(r#"{{"type":"chat","content":"{}"}}"#, "x".repeat(70_000));
+    w.send_text(a, &huge);
+    assert_eq!(error_code(&last(&w, a)), Some(ErrorCode::TooLarge));
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::TooLarge));
+    let id = start_reply(&mut w, &mut c, b);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    assert!(matches!(last(&w, b), ServerFrame::End(_)));
+}
+
+#[test]
+fn second_chat_while_streaming_is_busy() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let _ = start_reply(&mut w, &mut c, a);
+    w.send_text(b, r#"{"type":"chat","content":"me too","request_id":"r2"}"#);
+    settle(&mut w, &mut c);
+    match last(&w, b) {
+        ServerFrame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Busy);
+            assert_eq!(e.request_id.map(|r| r.to_string()), Some("r2".into()));
+        }
+        f => panic!("{f:?}"),
+    }
+}
+
+#[test]
+fn replayed_client_message_id_returns_the_same_ack_and_no_second_reply() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let chat = r#"{"type":"chat","content":"hi","client_message_id":"k1"}"#;
+    w.send_text(a, chat);
+    settle(&mut w, &mut c);
+    let acks = |w: &World| -> Vec<(String, String)> {
+        w.frames(a)
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Ack(k) => {
+                    Some((k.user_message_id.to_string(), k.message_id.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // While streaming, and after it ended: the same ack, no new reply.
+    w.send_text(a, chat);
+    settle(&mut w, &mut c);
+    let id = w.running_generators()[0].1.clone();
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    w.send_text(a, chat);
+    settle(&mut w, &mut c);
+    let got = acks(&w);
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|k| *k == got[0]));
+    assert!(w.running_generators().is_empty());
+    assert_eq!(w.store.history(&w.clients[&a].conv).len(), 2);
+}
+
+#[test]
+fn another_users_reply_is_not_found() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let eve = w.connect(0, "eve", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    w.send_text(eve, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    settle(&mut w, &mut c);
+    assert_eq!(
+        last(&w, eve).encode(),
+        r#"{"type":"cancel_result","message_id":null,"status":"not_found"}"#
+    );
+    // Resuming it is no better.
+    w.send_text(
+        eve,
+        &format!(r#"{{"type":"resume","message_id":"{id}","after_seq":0}}"#),
+    );
+    settle(&mut w, &mut c);
+    match last(&w, eve) {
+        ServerFrame::ResumeUnavailable(r) => assert_eq!(r.reason, ResumeUnavailableReason::Unknown),
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(w.running_generators().len(), 1, "the reply goes on");
+}
+
+#[test]
+fn resume_after_the_grace_window_is_unavailable_with_the_final_text() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Delta("all".into()));
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    w.run_for(Duration::from_secs(31), Duration::from_secs(1));
+    let b = w.connect(0, "u1", "s1", Some((id.clone(), 0)));
+    settle(&mut w, &mut c);
+    match last(&w, b) {
+        ServerFrame::ResumeUnavailable(r) => {
+            assert_eq!(r.reason, ResumeUnavailableReason::Expired);
+            assert_eq!(r.snapshot.map(|m| m.content), Some("all".into()));
+        }
+        f => panic!("{f:?}"),
+    }
+}
+
+#[test]
+fn resume_across_a_store_restart_is_epoch_changed() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    settle(&mut w, &mut c);
+    w.disconnect(a);
+    settle(&mut w, &mut c);
+    w.store.restart(2);
+    let b = w.connect(0, "u1", "s1", Some((id.clone(), 1)));
+    settle(&mut w, &mut c);
+    match last(&w, b) {
+        ServerFrame::ResumeUnavailable(r) => {
+            assert_eq!(r.reason, ResumeUnavailableReason::EpochChanged);
+        }
+        f => panic!("{f:?}"),
+    }
+    // The producer learns at its next write that the reply is gone.
+    w.generate(&id, GeneratorEvent::Delta("two".into()));
+    settle(&mut w, &mut c);
+    assert!(w.nodes[0].aborted.contains(&id));
+    assert_eq!(w.nodes[0].node.owned_replies().count(), 0);
+}
+
+#[test]
+fn presence_reconnect_inside_debounce_does_not_go_offline() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let user = UserId::parse("u1").expect("valid");
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
+    w.disconnect(a);
+    settle(&mut w, &mut c);
+    w.run_for(Duration::from_secs(2), Duration::from_millis(500));
+    let _b = w.connect(0, "u1", "s2", None);
+    // Never offline in between, nor after: sampled every half second.
+    for _ in 0..20 {
+        w.run_for(Duration::from_millis(500), Duration::from_millis(500));
+        assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
+    }
+}
+
+#[test]
+fn presence_goes_offline_after_the_debounce() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let user = UserId::parse("u1").expect("valid");
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.disconnect(a);
+    settle(&mut w, &mut c);
+    w.run_for(Duration::from_secs(4), Duration::from_millis(500));
+    assert_eq!(
+        w.store.presence(&user).0,
+        PresenceStatus::Online,
+        "lingering"
+    );
+    w.run_for(Duration::from_secs(2), Duration::from_millis(500));
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Offline, 0));
+}
+
+#[test]
+fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Delta("partial".into()));
+    settle(&mut w, &mut c);
+    // Node 0 dies: from now on nothing it sends reaches the store.
+    w.nodes[0].generators.clear();
+    let died_at = w.elapsed_ms();
+    let mut ended_at = None;
+    for _ in 0..60 {
+        w.advance(Duration::from_millis(500));
+        w.ops.retain(|op| op.node != 0);
+        w.notices.retain(|(node, _)| *node != 0);
+        w.settle_queues();
+        c.check(&w).unwrap();
+        if ended_at.is_none() && matches!(last(&w, b), ServerFrame::End(_)) {
+            ended_at = Some(w.elapsed_ms());
+        }
+    }
+    match last(&w, b) {
+        ServerFrame::End(e) => {
+            assert_eq!(e.status, ReplyStatus::Failed);
+            assert_eq!(e.reason.as_deref(), Some(OWNER_LOST));
+            assert_eq!(e.final_seq, 1);
+        }
+        f => panic!("{f:?}"),
+    }
+    // Invariant 6: within the lease (10 s) plus one watch period (2 s) and
+    // one step of this loop.
+    let took = ended_at.expect("ended") - died_at;
+    assert!(
+        (10_000..=12_500).contains(&took),
+        "ended {took} ms after the owner died"
+    );
+}
+
+#[test]
+fn shutdown_closes_with_1001_and_settles_owned_replies() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Delta("so far".into()));
+    settle(&mut w, &mut c);
+    w.input(0, weir_core::Input::Shutdown);
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::GoingAway));
+    assert!(w.nodes[0].aborted.contains(&id));
+    assert!(
+        !w.nodes[0].node.is_drained(),
+        "the settle is still at the store"
+    );
+    settle(&mut w, &mut c);
+    assert!(w.nodes[0].node.is_drained());
+    let hist = w.store.history(&w.clients[&a].conv);
+    assert_eq!(hist.last().map(|m| m.content.as_str()), Some("so far"));
+    // New connections are refused while shutting down.
+    let late = w.connect(0, "u1", "s1", None);
+    assert_eq!(w.clients[&late].closed, Some(CloseCode::GoingAway));
+}
