@@ -69,15 +69,13 @@ impl ReplyView {
 
     /// Adds chunks `first_seq..`, skipping known ones; returns false on a gap.
     fn add(&mut self, first_seq: Seq, deltas: impl IntoIterator<Item = String>) -> bool {
-        let mut seq = first_seq;
-        for d in deltas {
+        for (seq, d) in (first_seq..).zip(deltas) {
             if seq == self.len() + 1 {
                 self.deltas.push(d);
             } else if seq > self.len() + 1 {
                 self.gap = true;
                 return false;
             }
-            seq += 1;
         }
         true
     }
@@ -726,7 +724,7 @@ impl<I: IdSource> Node<I> {
                                 status: outcome.status(),
                                 final_seq,
                                 reason: outcome.reason().map(str::to_owned),
-                                usage: usage.clone(),
+                                usage: *usage,
                             }),
                         ));
                         if cursor.resumed {
@@ -986,7 +984,7 @@ impl<I: IdSource> Node<I> {
                     // Keep the batch: a retry with the same seqs cannot duplicate.
                     if let Some((_, first, deltas)) = o.in_flight.take() {
                         let mut q = deltas;
-                        q.extend(o.queue.drain(..));
+                        q.append(&mut o.queue);
                         o.queue = q;
                         debug_assert_eq!(first, o.acked + 1);
                     }
@@ -1489,9 +1487,11 @@ impl<I: IdSource> Node<I> {
                 conv,
                 user_message,
                 message_id,
-                ..
+                owner,
             } => {
-                if self.convs.contains_key(&conv) {
+                // This node's own replies are announced by the `Start` reply,
+                // which carries the sender's `request_id` and comes after `ack`.
+                if owner != self.config.node_id && self.convs.contains_key(&conv) {
                     self.announce(now, &conv, &message_id, &user_message, None);
                 }
             }

@@ -86,6 +86,7 @@ impl Default for UserPresence {
 
 impl UserPresence {
     /// A connection joined. Returns the new wire status if it changed.
+    #[must_use]
     pub fn join(
         &mut self,
         node: NodeId,
@@ -102,6 +103,7 @@ impl UserPresence {
 
     /// A connection left. Returns the new wire status if it changed (it never
     /// does at once: the user lingers).
+    #[must_use]
     pub fn leave(
         &mut self,
         node: &NodeId,
@@ -124,6 +126,7 @@ impl UserPresence {
 
     /// Drops expired entries and moves the state on with time. Returns the
     /// new wire status if it changed.
+    #[must_use]
     pub fn expire(&mut self, now_ms: u64, t: &PresenceTimers) -> Option<PresenceStatus> {
         let before = self.state.status();
         let had_expired = {

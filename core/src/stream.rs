@@ -195,6 +195,7 @@ impl StreamState {
     /// Active → Cancelling (fixing `final_seq = last_seq`) and `Cancelled`;
     /// Cancelling or Settled(cancelled) → `Cancelled` (idempotent);
     /// Settled(completed) → `Completed`; Settled(failed) → `Failed`.
+    #[must_use]
     pub fn recv_cancel(&mut self, last_seq: Seq, now_ms: u64, t: &StreamTimers) -> CancelAnswer {
         match self {
             StreamState::Active { lease_until_ms } => {
@@ -222,6 +223,7 @@ impl StreamState {
     /// Cancelling → Settled(cancelled) whatever was requested: the cancel came
     /// first. An Active stream cannot be settled `Cancelled` (nothing cancelled
     /// it): that request settles it `failed`.
+    #[must_use]
     pub fn recv_settle(
         &mut self,
         req: SettleRequest,
@@ -250,6 +252,7 @@ impl StreamState {
     }
 
     /// The owner renews its lease. Returns false if the stream is settled.
+    #[must_use]
     pub fn recv_renew(&mut self, now_ms: u64, t: &StreamTimers) -> bool {
         match self {
             StreamState::Active { lease_until_ms }
@@ -266,6 +269,7 @@ impl StreamState {
     /// Active whose lease expired → Settled(failed `owner_lost`);
     /// Cancelling whose lease expired or whose cancel deadline passed →
     /// Settled(cancelled). Otherwise nothing changes.
+    #[must_use]
     pub fn recv_reap(&mut self, last_seq: Seq, now_ms: u64, t: &StreamTimers) -> Option<Outcome> {
         let (outcome, final_seq) = match self {
             StreamState::Active { lease_until_ms } if now_ms >= *lease_until_ms => {

@@ -401,14 +401,15 @@ impl Run {
                 }
                 let outcome = self.checker.outcome(&m.message_id).cloned();
                 match outcome {
-                    Some(Outcome::Completed) => {
-                        if r.ended != Some(Ok(())) || n != r.produced.len() {
-                            return Err(format!(
-                                "{} completed without its generator finishing",
-                                m.message_id
-                            ));
-                        }
+                    Some(Outcome::Completed)
+                        if r.ended != Some(Ok(())) || n != r.produced.len() =>
+                    {
+                        return Err(format!(
+                            "{} completed without its generator finishing",
+                            m.message_id
+                        ));
                     }
+                    Some(Outcome::Completed) => {}
                     Some(Outcome::Failed(reason)) => {
                         let ok = reason == OWNER_LOST
                             || reason == weir_core::node::SHUTDOWN

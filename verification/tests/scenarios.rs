@@ -246,3 +246,32 @@ fn failed_early_cancel_lets_the_reply_go_on() {
     );
     c.check_quiescent(&w).unwrap();
 }
+
+#[test]
+fn sender_gets_ack_then_its_user_message_with_request_id_even_if_the_notice_wins() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi","request_id":"r9"}"#);
+    assert!(w.apply_op(0));
+    // Pub/sub is faster than the command's reply.
+    assert!(w.deliver_notice(0));
+    assert!(w.deliver_reply(0));
+    settle(&mut w, &mut c);
+    let frames: Vec<String> = w
+        .frames(a)
+        .iter()
+        .skip(2)
+        .take(2)
+        .map(ServerFrame::encode)
+        .collect();
+    assert!(
+        frames[0].starts_with(r#"{"type":"ack","request_id":"r9""#),
+        "{frames:?}"
+    );
+    assert!(
+        frames[1].contains(r#""request_id":"r9""#) && frames[1].contains("user_message"),
+        "{frames:?}"
+    );
+}

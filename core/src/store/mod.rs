@@ -32,6 +32,8 @@
 //! gap.
 
 pub mod model;
+#[cfg(test)]
+mod tests_model;
 
 use serde::{Deserialize, Serialize};
 
