@@ -1657,6 +1657,21 @@ impl<I: IdSource> Node<I> {
         self.owner_flush(now, id);
     }
 
+    /// A write of the producer was answered "cancelled at `final_seq`".
+    fn owner_told_cancelled(&mut self, now: Instant, id: &MessageId, final_seq: Seq) {
+        let conv = self.owned.get(id).map(|o| o.conv.clone());
+        if let Some(r) = conv
+            .and_then(|c| self.convs.get_mut(&c))
+            .and_then(|v| v.replies.get_mut(id))
+        {
+            r.fix_final(final_seq);
+        }
+        self.owner_cancel(now, id);
+        // Already stopped by an earlier notice: the write that just returned
+        // may have been what the settle waited for.
+        self.owner_flush(now, id);
+    }
+
     /// The store fenced this node off the reply (reaped, or lost).
     fn owner_fenced(&mut self, now: Instant, id: &MessageId) {
         let Some(o) = self.owned.remove(id) else {
@@ -1698,15 +1713,7 @@ impl<I: IdSource> Node<I> {
                 self.owner_flush(now, id);
             }
             StoreReply::CancelRequested { final_seq } => {
-                if let Some(r) = self
-                    .convs
-                    .get_mut(&conv)
-                    .and_then(|v| v.replies.get_mut(id))
-                {
-                    r.fix_final(final_seq);
-                }
-                self.owner_cancel(now, id);
-                self.owner_flush(now, id);
+                self.owner_told_cancelled(now, id, final_seq);
                 self.pump(now, &conv);
             }
             _ => self.owner_fenced(now, id),
@@ -1778,15 +1785,7 @@ impl<I: IdSource> Node<I> {
             StoreReply::Ok { .. } => {}
             StoreReply::CancelRequested { final_seq } => {
                 // A lost cancel notice, noticed within one renew period.
-                let conv = o.conv.clone();
-                if let Some(r) = self
-                    .convs
-                    .get_mut(&conv)
-                    .and_then(|v| v.replies.get_mut(id))
-                {
-                    r.fix_final(final_seq);
-                }
-                self.owner_cancel(now, id);
+                self.owner_told_cancelled(now, id, final_seq);
             }
             _ => {
                 if o.settling.is_none() {
