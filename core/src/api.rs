@@ -17,6 +17,40 @@ impl OpId {
     }
 }
 
+/// Names one HTTP request so that its response finds its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HttpReqId(pub u64);
+
+/// An HTTP API request (PROTOCOL.md, "HTTP API"), after the runtime routed
+/// it and authenticated its user. Bodies are raw: the core decodes them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HttpRequest {
+    /// `POST /v1/sessions/{session_id}/messages`.
+    PostMessage {
+        /// The conversation.
+        session: SessionId,
+        /// `{content, client_message_id?}`.
+        body: Vec<u8>,
+    },
+    /// `POST /v1/sessions/{session_id}/cancel`.
+    Cancel {
+        /// The conversation.
+        session: SessionId,
+        /// `{message_id?}` (may be empty).
+        body: Vec<u8>,
+    },
+    /// `GET /v1/sessions/{session_id}/messages`.
+    ListMessages {
+        /// The conversation.
+        session: SessionId,
+    },
+    /// `GET /v1/users/{user_id}/presence`.
+    Presence {
+        /// The user asked about.
+        user: UserId,
+    },
+}
+
 /// What a generator reports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GeneratorEvent {
@@ -97,6 +131,15 @@ pub enum Input {
         /// What happened.
         event: GeneratorEvent,
     },
+    /// An HTTP API request from `user`.
+    Http {
+        /// Names the response.
+        req: HttpReqId,
+        /// The authenticated user.
+        user: UserId,
+        /// The request.
+        request: HttpRequest,
+    },
     /// Wall-clock time, to re-anchor the core's wall clock (it advances with
     /// `now` in between).
     WallClock {
@@ -165,6 +208,15 @@ pub enum Output {
     AbortGenerator {
         /// The reply.
         message_id: MessageId,
+    },
+    /// Answer an HTTP request: `status` with a JSON `body`.
+    HttpResponse {
+        /// The request.
+        req: HttpReqId,
+        /// The HTTP status code.
+        status: u16,
+        /// The JSON body.
+        body: String,
     },
     /// Something worth a log line or a metric.
     Event(Event),

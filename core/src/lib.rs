@@ -99,6 +99,7 @@
 //!             Output::AbortGenerator { .. } => {} // stop the task
 //!             Output::Close { conn, .. } => inbox.push_back(Input::Disconnected { conn }),
 //!             Output::Ping { .. } | Output::Released { .. } => {}
+//!             Output::HttpResponse { .. } => {} // no HTTP requests in this example
 //!             Output::Subscribe(_) | Output::Unsubscribe(_) | Output::Event(_) => {}
 //!         }
 //!     }
@@ -133,6 +134,7 @@
 //! | [`wire`] | every frame and HTTP body of protocol v1, with decoding errors mapped to error codes |
 //! | [`ids`] | validated identifiers and the injected id source |
 //! | [`config`] | a node's settings |
+//! | [`demo`] | the demo generator's deterministic text |
 //!
 //! The state machines' diagrams are in each module's docs; the invariants the
 //! node keeps, and how, are in [`node`]'s.
@@ -141,6 +143,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod ids;
 pub mod node;
 pub mod presence;
@@ -150,6 +153,6 @@ pub mod stream;
 pub mod timer;
 pub mod wire;
 
-pub use api::{Event, GeneratorEvent, Input, OpId, Output};
+pub use api::{Event, GeneratorEvent, HttpReqId, HttpRequest, Input, OpId, Output};
 pub use config::Config;
 pub use node::Node;

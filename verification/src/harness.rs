@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use weir_core::ids::{ConnId, ConvKey, MessageId, NodeId, SeededIds, Seq, SessionId, UserId};
 use weir_core::store::{Model, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 use weir_core::wire::{CloseCode, ServerFrame};
-use weir_core::{Config, Event, GeneratorEvent, Input, Node, OpId, Output};
+use weir_core::{Config, Event, GeneratorEvent, HttpReqId, HttpRequest, Input, Node, OpId, Output};
 
 /// The wall clock at virtual time zero.
 pub const WALL0: u64 = 1_700_000_000_000;
@@ -96,7 +96,10 @@ pub struct World {
     pub replies: VecDeque<InFlightReply>,
     /// Notices not yet delivered: (node, notice).
     pub notices: VecDeque<(usize, Notice)>,
+    /// HTTP responses: request → (status, body).
+    pub http: BTreeMap<HttpReqId, (u16, String)>,
     next_conn: u64,
+    next_req: u64,
 }
 
 /// Settings for a world.
@@ -153,7 +156,9 @@ impl World {
             ops: VecDeque::new(),
             replies: VecDeque::new(),
             notices: VecDeque::new(),
+            http: BTreeMap::new(),
             next_conn: 0,
+            next_req: 0,
         };
         for i in 0..w.nodes.len() {
             w.drain(i);
@@ -217,6 +222,9 @@ impl World {
                     self.nodes[i].generators.remove(&message_id);
                     self.nodes[i].aborted.insert(message_id);
                 }
+                Output::HttpResponse { req, status, body } => {
+                    self.http.insert(req, (status, body));
+                }
                 Output::Event(e) => self.nodes[i].events.push(e),
             }
         }
@@ -262,6 +270,15 @@ impl World {
             },
         );
         conn
+    }
+
+    /// An HTTP API request from `user` to node `i`.
+    pub fn http_request(&mut self, i: usize, user: &str, request: HttpRequest) -> HttpReqId {
+        self.next_req += 1;
+        let req = HttpReqId(self.next_req);
+        let user = UserId::parse(user).unwrap_or_else(|e| panic!("{e}"));
+        self.input(i, Input::Http { req, user, request });
+        req
     }
 
     /// The client sends a text frame.

@@ -27,7 +27,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::api::{Event, GeneratorEvent, Input, OpId, Output};
+use crate::api::{Event, GeneratorEvent, HttpReqId, Input, OpId, Output};
+
+mod http;
 use crate::config::Config;
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, SeededIds, Seq, UserId};
 use crate::session::{ConnState, Connection, Cursor, HeldCancelResult, PendingChat, EARLY_FRAMES};
@@ -177,6 +179,10 @@ enum Pending {
     Reap,
     Housekeeping,
     Presence(UserId),
+    HttpStart(HttpReqId, ConvKey),
+    HttpCancel(HttpReqId, ConvKey, Option<MessageId>),
+    HttpList(HttpReqId, crate::ids::SessionId),
+    HttpPresence(HttpReqId, UserId),
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -327,6 +333,7 @@ impl<I: IdSource> Node<I> {
             Input::StoreReply { op, result } => self.on_store_reply(now, op, result),
             Input::Notice(n) => self.on_notice(now, n),
             Input::Generator { message_id, event } => self.on_generator(now, message_id, event),
+            Input::Http { req, user, request } => self.on_http(now, req, user, request),
             Input::WallClock { unix_ms } => self.anchor = (now, unix_ms),
             Input::Shutdown => self.on_shutdown(now),
         }
@@ -899,6 +906,12 @@ impl<I: IdSource> Node<I> {
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
             Pending::Read(conv, id) => self.on_read_reply(now, &conv, &id, reply),
             Pending::Reap | Pending::Housekeeping => {}
+            Pending::HttpStart(req, conv) => self.on_http_started(now, req, conv, reply),
+            Pending::HttpCancel(req, conv, asked) => {
+                self.on_http_cancel(now, req, &conv, asked, reply)
+            }
+            Pending::HttpList(req, session) => self.on_http_list(req, session, reply),
+            Pending::HttpPresence(req, user) => self.on_http_presence(req, user, reply),
             Pending::Presence(user) => {
                 if let StoreReply::Presence {
                     due_ms: Some(due), ..
@@ -1018,6 +1031,10 @@ impl<I: IdSource> Node<I> {
                 }
                 self.tidy_conv(&conv);
             }
+            Pending::HttpStart(req, _)
+            | Pending::HttpCancel(req, _, _)
+            | Pending::HttpList(req, _)
+            | Pending::HttpPresence(req, _) => self.http_unavailable(req),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
         }
     }
@@ -1176,6 +1193,72 @@ impl<I: IdSource> Node<I> {
         }
     }
 
+    /// This node produces reply `id` (its `Start` succeeded): record it,
+    /// keep its lease, announce it to local connections, and start its
+    /// generator — unless `deferred` holds the context back for a cancel that
+    /// arrived before the reply had an id.
+    #[allow(clippy::too_many_arguments)]
+    fn own_reply(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        token: Token,
+        user_message: &Message,
+        sender: Option<(ConnId, Option<crate::ids::RequestId>)>,
+        deferred: Option<Vec<Message>>,
+        context: Vec<Message>,
+    ) {
+        self.owned.insert(
+            id.clone(),
+            Owned {
+                conv: conv.clone(),
+                token,
+                acked: 0,
+                queue: Vec::new(),
+                in_flight: None,
+                end: None,
+                settling: None,
+                renewing: None,
+                generator_running: deferred.is_none(),
+                deferred: deferred.clone(),
+                stopped: false,
+            },
+        );
+        self.timers.set(
+            TimerKey::Renew(conv.clone(), id.clone()),
+            now + self.config.renew_interval(),
+        );
+        if self.convs.contains_key(conv) {
+            self.announce(now, conv, id, user_message, sender);
+        }
+        if deferred.is_none() {
+            self.out.push_back(Output::StartGenerator {
+                message_id: id.clone(),
+                conv: conv.clone(),
+                context,
+            });
+        }
+    }
+
+    /// The store decided a cancel of `id`: fence local delivery at
+    /// `final_seq` and, if this node produces it, stop producing.
+    fn cancel_decided(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        answer: CancelAnswer,
+        final_seq: Seq,
+    ) {
+        if answer == CancelAnswer::Cancelled {
+            if let Some(r) = self.convs.get_mut(conv).and_then(|v| v.replies.get_mut(id)) {
+                r.fix_final(final_seq);
+            }
+            self.owner_cancel(now, id);
+        }
+    }
+
     fn on_started(&mut self, now: Instant, conn: ConnId, conv: ConvKey, reply: StoreReply) {
         let pending = self
             .conns
@@ -1199,41 +1282,18 @@ impl<I: IdSource> Node<I> {
                     }),
                 );
                 let cancel_first = pending.as_ref().and_then(|p| p.cancel.clone());
-                self.owned.insert(
-                    message_id.clone(),
-                    Owned {
-                        conv: conv.clone(),
-                        token,
-                        acked: 0,
-                        queue: Vec::new(),
-                        in_flight: None,
-                        end: None,
-                        settling: None,
-                        renewing: None,
-                        generator_running: cancel_first.is_none(),
-                        deferred: cancel_first.is_some().then(|| context.clone()),
-                        stopped: false,
-                    },
+                self.own_reply(
+                    now,
+                    &conv,
+                    &message_id,
+                    token,
+                    &user_message,
+                    Some((conn, request_id)),
+                    cancel_first.is_some().then(|| context.clone()),
+                    context,
                 );
-                self.timers.set(
-                    TimerKey::Renew(conv.clone(), message_id.clone()),
-                    now + self.config.renew_interval(),
-                );
-                if self.convs.contains_key(&conv) {
-                    self.announce(
-                        now,
-                        &conv,
-                        &message_id,
-                        &user_message,
-                        Some((conn, request_id)),
-                    );
-                }
                 match cancel_first {
-                    None => self.out.push_back(Output::StartGenerator {
-                        message_id,
-                        conv,
-                        context,
-                    }),
+                    None => {}
                     Some(cancel_rid) => {
                         // The user cancelled before the reply had an id: the
                         // generator never starts.
@@ -1334,16 +1394,7 @@ impl<I: IdSource> Node<I> {
             CancelAnswer::Completed => CancelStatus::Completed,
             CancelAnswer::Failed => CancelStatus::Failed,
         };
-        if answer == CancelAnswer::Cancelled {
-            if let Some(r) = self
-                .convs
-                .get_mut(conv)
-                .and_then(|v| v.replies.get_mut(&id))
-            {
-                r.fix_final(final_seq);
-            }
-            self.owner_cancel(now, &id);
-        }
+        self.cancel_decided(now, conv, &id, answer, final_seq);
         self.out
             .push_back(Output::Event(Event::CancelAnswered { conn, status }));
         let held = HeldCancelResult {
@@ -1869,4 +1920,17 @@ fn cancel_result(h: HeldCancelResult, message_id: Option<MessageId>) -> ServerFr
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A live reply as a `Message` with status `streaming`: `content` holds
+/// chunks `1..=seq`.
+fn live_message(live: &LiveReply) -> Message {
+    Message {
+        message_id: live.message_id.clone(),
+        role: Role::Assistant,
+        content: live.deltas.concat(),
+        status: MessageStatus::Streaming,
+        created_at_ms: live.created_at_ms,
+        seq: live.deltas.len() as Seq,
+    }
 }

@@ -1,0 +1,177 @@
+//! The HTTP API as the node answers it, through the harness.
+
+use weir_core::ids::SessionId;
+use weir_core::wire::ServerFrame;
+use weir_core::{GeneratorEvent, HttpRequest};
+use weir_verification::check::Checker;
+use weir_verification::harness::{World, WorldConfig};
+
+fn sid(s: &str) -> SessionId {
+    SessionId::parse(s).expect("valid")
+}
+
+fn answer(w: &World, req: weir_core::HttpReqId) -> (u16, serde_json::Value) {
+    let (status, body) = w.http.get(&req).cloned().expect("answered");
+    (status, serde_json::from_str(&body).expect("JSON body"))
+}
+
+#[test]
+fn post_streams_to_websocket_viewers_and_lists_in_history() {
+    let mut w = World::new(&WorldConfig::default());
+    let mut c = Checker::new();
+    let viewer = w.connect(0, "u1", "s1", None);
+    w.settle_queues();
+    let post = w.http_request(
+        0,
+        "u1",
+        HttpRequest::PostMessage {
+            session: sid("s1"),
+            body: br#"{"content":"hello"}"#.to_vec(),
+        },
+    );
+    w.settle_queues();
+    let (status, body) = answer(&w, post);
+    assert_eq!(status, 202);
+    let id = body["message_id"].as_str().expect("message_id").to_owned();
+    let running = w.running_generators();
+    assert_eq!(running[0].1.as_str(), id);
+    let mid = running[0].1.clone();
+    w.generate(&mid, GeneratorEvent::Delta("hi there".into()));
+    w.generate(&mid, GeneratorEvent::Finished { usage: None });
+    w.settle_queues();
+    c.check_quiescent(&w).expect("invariants");
+    let kinds: Vec<_> = w.frames(viewer).iter().map(ServerFrame::kind).collect();
+    assert_eq!(
+        kinds,
+        ["hello", "history", "user_message", "start", "chunk", "end"]
+    );
+    let list = w.http_request(0, "u1", HttpRequest::ListMessages { session: sid("s1") });
+    w.settle_queues();
+    let (status, body) = answer(&w, list);
+    assert_eq!(status, 200);
+    assert_eq!(body["session_id"], "s1");
+    assert_eq!(body["messages"][1]["content"], "hi there");
+    assert_eq!(body["messages"][1]["status"], "completed");
+}
+
+#[test]
+fn post_errors_busy_bad_request_and_too_large() {
+    let mut w = World::new(&WorldConfig::default());
+    let post = |w: &mut World, body: &str| {
+        let r = w.http_request(
+            0,
+            "u1",
+            HttpRequest::PostMessage {
+                session: sid("s1"),
+                body: body.as_bytes().to_vec(),
+            },
+        );
+        w.settle_queues();
+        answer(w, r)
+    };
+    assert_eq!(post(&mut w, "{}").0, 400);
+    assert_eq!(post(&mut w, "not json").0, 400);
+    let long = format!(r#"{{"content":"{}"}}"#, "x".repeat(40_000));
+    assert_eq!(post(&mut w, &long).0, 413);
+    assert_eq!(post(&mut w, r#"{"content":"one"}"#).0, 202);
+    let (status, body) = post(&mut w, r#"{"content":"two"}"#);
+    assert_eq!((status, body["code"].as_str()), (409, Some("busy")));
+}
+
+#[test]
+fn cancel_answers_200_with_final_seq_or_404() {
+    let mut w = World::new(&WorldConfig::default());
+    let r = w.http_request(
+        0,
+        "u1",
+        HttpRequest::PostMessage {
+            session: sid("s1"),
+            body: br#"{"content":"q"}"#.to_vec(),
+        },
+    );
+    w.settle_queues();
+    let id = answer(&w, r).1["message_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mid = w.running_generators()[0].1.clone();
+    w.generate(&mid, GeneratorEvent::Delta("a".into()));
+    w.settle_queues();
+    let cancel = |w: &mut World, user: &str, body: String| {
+        let r = w.http_request(
+            0,
+            user,
+            HttpRequest::Cancel {
+                session: sid("s1"),
+                body: body.into_bytes(),
+            },
+        );
+        w.settle_queues();
+        answer(w, r)
+    };
+    let (status, body) = cancel(&mut w, "u1", format!(r#"{{"message_id":"{id}"}}"#));
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["status"].as_str(), body["final_seq"].as_u64()),
+        (Some("cancelled"), Some(1))
+    );
+    assert!(
+        w.nodes[0].aborted.contains(&mid),
+        "the generator was stopped"
+    );
+    // Another user: not found; an empty body targets the latest reply.
+    let (status, body) = cancel(&mut w, "eve", format!(r#"{{"message_id":"{id}"}}"#));
+    assert_eq!((status, body["status"].as_str()), (404, Some("not_found")));
+    let (status, body) = cancel(&mut w, "u1", String::new());
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
+}
+
+#[test]
+fn presence_is_readable_only_by_its_user() {
+    let mut w = World::new(&WorldConfig::default());
+    let _a = w.connect(0, "u1", "s1", None);
+    w.settle_queues();
+    let own = w.http_request(
+        0,
+        "u1",
+        HttpRequest::Presence {
+            user: weir_core::ids::UserId::parse("u1").expect("valid"),
+        },
+    );
+    let other = w.http_request(
+        0,
+        "eve",
+        HttpRequest::Presence {
+            user: weir_core::ids::UserId::parse("u1").expect("valid"),
+        },
+    );
+    w.settle_queues();
+    let (status, body) = answer(&w, own);
+    assert_eq!(
+        (
+            status,
+            body["status"].as_str(),
+            body["connections"].as_u64()
+        ),
+        (200, Some("online"), Some(1))
+    );
+    assert_eq!(answer(&w, other).0, 403);
+}
+
+#[test]
+fn store_outage_answers_503_and_changes_nothing() {
+    let mut w = World::new(&WorldConfig::default());
+    let r = w.http_request(
+        0,
+        "u1",
+        HttpRequest::PostMessage {
+            session: sid("s1"),
+            body: br#"{"content":"q"}"#.to_vec(),
+        },
+    );
+    assert!(w.fail_op(w.ops.len() - 1));
+    w.settle_queues();
+    let (status, body) = answer(&w, r);
+    assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
+    assert!(w.running_generators().is_empty());
+}
