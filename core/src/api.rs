@@ -244,12 +244,16 @@ pub enum Event {
         /// Its last chunk.
         final_seq: Seq,
     },
-    /// A cancel was answered.
+    /// A cancel's answer went out on the connection that asked. For a
+    /// found reply it goes out after the last chunk that connection gets of
+    /// it, so `latency` is the cancel-to-quiet time there.
     CancelAnswered {
         /// The connection that asked.
         conn: ConnId,
         /// The answer.
         status: CancelStatus,
+        /// From the cancel frame's arrival to its answer being sent.
+        latency: std::time::Duration,
     },
     /// A resume was served exactly (`true`) or answered `resume_unavailable`.
     Resumed {

@@ -23,6 +23,7 @@
 //! connection never sees a gap or a duplicate (invariant 4).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use crate::ids::{ConvKey, MessageId, RequestId, Seq};
 use crate::wire::{CancelStatus, PresenceStatus};
@@ -45,6 +46,8 @@ pub(crate) struct HeldCancelResult {
     pub(crate) request_id: Option<RequestId>,
     pub(crate) status: CancelStatus,
     pub(crate) final_seq: Seq,
+    /// When the cancel frame arrived (for the cancel-to-quiet latency).
+    pub(crate) since: Instant,
 }
 
 /// One connection's view of one reply.
@@ -74,8 +77,8 @@ impl Cursor {
 pub(crate) struct PendingChat {
     pub(crate) request_id: Option<RequestId>,
     /// A `cancel` without `message_id` arrived before the reply had an id;
-    /// holds that cancel's `request_id`.
-    pub(crate) cancel: Option<Option<RequestId>>,
+    /// holds that cancel's `request_id` and when it arrived.
+    pub(crate) cancel: Option<(Option<RequestId>, Instant)>,
 }
 
 /// The most frames a connection may send before it is Open.

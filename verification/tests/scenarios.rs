@@ -275,3 +275,33 @@ fn sender_gets_ack_then_its_user_message_with_request_id_even_if_the_notice_wins
         "{frames:?}"
     );
 }
+
+#[test]
+fn cancel_to_quiet_latency_is_measured_until_the_held_answer_goes_out() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    // The chunk is at the store, not yet acknowledged, when the cancel comes.
+    w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    w.advance(std::time::Duration::from_millis(30));
+    settle(&mut w, &mut c);
+    let latency = w.nodes[0].events.iter().find_map(|e| match e {
+        weir_core::Event::CancelAnswered {
+            status, latency, ..
+        } => Some((*status, *latency)),
+        _ => None,
+    });
+    assert_eq!(
+        latency,
+        Some((
+            CancelStatus::Cancelled,
+            std::time::Duration::from_millis(30)
+        ))
+    );
+    c.check_quiescent(&w).unwrap();
+}

@@ -171,6 +171,8 @@ enum Pending {
         request_id: Option<crate::ids::RequestId>,
         /// The reply named by the cancel, if it named one.
         message_id: Option<MessageId>,
+        /// When the cancel frame arrived.
+        since: Instant,
     },
     Append(MessageId),
     Settle(MessageId),
@@ -576,7 +578,7 @@ impl<I: IdSource> Node<I> {
             Ok(ClientFrame::Ping(p)) => self.send(conn, ServerFrame::Pong(Pong { id: p.id })),
             Ok(ClientFrame::Chat(chat)) => self.on_chat(now, conn, chat),
             Ok(ClientFrame::Cancel(cancel)) => {
-                self.on_cancel(now, conn, cancel.message_id, cancel.request_id)
+                self.on_cancel(now, now, conn, cancel.message_id, cancel.request_id)
             }
             Ok(ClientFrame::Resume(r)) => self.on_resume(now, conn, r.message_id, r.after_seq),
         }
@@ -630,6 +632,7 @@ impl<I: IdSource> Node<I> {
 
     fn on_cancel(
         &mut self,
+        since: Instant,
         now: Instant,
         conn: ConnId,
         message_id: Option<MessageId>,
@@ -642,7 +645,7 @@ impl<I: IdSource> Node<I> {
             if let Some(p) = c.pending_chat.as_mut() {
                 // Cancel right after Send: the reply has no id yet; cancel it
                 // as soon as it has one.
-                p.cancel = Some(request_id);
+                p.cancel = Some((request_id, now));
                 return;
             }
         }
@@ -654,6 +657,7 @@ impl<I: IdSource> Node<I> {
                 conv: conv.clone(),
                 request_id,
                 message_id: message_id.clone(),
+                since,
             },
             StoreOp::Cancel {
                 conv,
@@ -688,6 +692,7 @@ impl<I: IdSource> Node<I> {
         };
         let mut frames = Vec::new();
         let mut resumed = Vec::new();
+        let mut answered = Vec::new();
         for conn_id in &view.conns {
             let Some(c) = self.conns.get_mut(conn_id) else {
                 continue;
@@ -718,6 +723,7 @@ impl<I: IdSource> Node<I> {
                     if cursor.delivered >= h.final_seq {
                         let h = cursor.held_cancel.take();
                         if let Some(h) = h {
+                            answered.push((*conn_id, h.status, h.since));
                             frames.push((*conn_id, cancel_result(h, Some(id.clone()))));
                         }
                     }
@@ -753,6 +759,13 @@ impl<I: IdSource> Node<I> {
             .collect();
         for (conn, frame) in frames {
             self.send(conn, frame);
+        }
+        for (conn, status, since) in answered {
+            self.out.push_back(Output::Event(Event::CancelAnswered {
+                conn,
+                status,
+                latency: now.saturating_duration_since(since),
+            }));
         }
         for conn in resumed {
             self.out
@@ -899,8 +912,9 @@ impl<I: IdSource> Node<I> {
                 conn,
                 conv,
                 request_id,
+                since,
                 ..
-            } => self.on_cancel_reply(now, conn, &conv, request_id, reply),
+            } => self.on_cancel_reply(now, conn, &conv, (request_id, since), reply),
             Pending::Append(id) => self.on_append_reply(now, &id, op, reply),
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
@@ -950,7 +964,7 @@ impl<I: IdSource> Node<I> {
                             p.request_id,
                         ),
                     );
-                    if let Some(cancel_rid) = p.cancel {
+                    if let Some((cancel_rid, _)) = p.cancel {
                         self.send(
                             conn,
                             unavailable(
@@ -1294,7 +1308,7 @@ impl<I: IdSource> Node<I> {
                 );
                 match cancel_first {
                     None => {}
-                    Some(cancel_rid) => {
+                    Some((cancel_rid, since)) => {
                         // The user cancelled before the reply had an id: the
                         // generator never starts.
                         let at_ms = self.wall_ms(now);
@@ -1304,6 +1318,7 @@ impl<I: IdSource> Node<I> {
                                 conv: conv.clone(),
                                 request_id: cancel_rid,
                                 message_id: Some(message_id.clone()),
+                                since,
                             },
                             StoreOp::Cancel {
                                 conv,
@@ -1326,8 +1341,8 @@ impl<I: IdSource> Node<I> {
                         message_id,
                     }),
                 );
-                if let Some(cancel_rid) = pending.and_then(|p| p.cancel) {
-                    self.on_cancel(now, conn, None, cancel_rid);
+                if let Some((cancel_rid, since)) = pending.and_then(|p| p.cancel) {
+                    self.on_cancel(since, now, conn, None, cancel_rid);
                 }
             }
             StoreReply::Busy { .. } => {
@@ -1339,22 +1354,53 @@ impl<I: IdSource> Node<I> {
                         request_id,
                     ),
                 );
-                if let Some(cancel_rid) = pending.and_then(|p| p.cancel) {
+                if let Some((cancel_rid, since)) = pending.and_then(|p| p.cancel) {
                     // The cancel was meant for the reply this chat would have
                     // started: there is none.
-                    self.send(
-                        conn,
-                        ServerFrame::CancelResult(CancelResult {
-                            request_id: cancel_rid,
-                            message_id: None,
-                            status: CancelStatus::NotFound,
-                            final_seq: None,
-                        }),
-                    );
+                    self.send_not_found(now, conn, cancel_rid, since);
                 }
             }
             _ => {}
         }
+    }
+
+    fn send_cancel_result(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        h: HeldCancelResult,
+        id: MessageId,
+    ) {
+        let (status, since) = (h.status, h.since);
+        self.send(conn, cancel_result(h, Some(id)));
+        self.out.push_back(Output::Event(Event::CancelAnswered {
+            conn,
+            status,
+            latency: now.saturating_duration_since(since),
+        }));
+    }
+
+    fn send_not_found(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: Option<crate::ids::RequestId>,
+        since: Instant,
+    ) {
+        self.send(
+            conn,
+            ServerFrame::CancelResult(CancelResult {
+                request_id,
+                message_id: None,
+                status: CancelStatus::NotFound,
+                final_seq: None,
+            }),
+        );
+        self.out.push_back(Output::Event(Event::CancelAnswered {
+            conn,
+            status: CancelStatus::NotFound,
+            latency: now.saturating_duration_since(since),
+        }));
     }
 
     fn on_cancel_reply(
@@ -1362,7 +1408,7 @@ impl<I: IdSource> Node<I> {
         now: Instant,
         conn: ConnId,
         conv: &ConvKey,
-        request_id: Option<crate::ids::RequestId>,
+        (request_id, since): (Option<crate::ids::RequestId>, Instant),
         reply: StoreReply,
     ) {
         let StoreReply::Cancel {
@@ -1374,19 +1420,7 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let (Some(id), Some(answer), Some(final_seq)) = (message_id, answer, final_seq) else {
-            self.send(
-                conn,
-                ServerFrame::CancelResult(CancelResult {
-                    request_id,
-                    message_id: None,
-                    status: CancelStatus::NotFound,
-                    final_seq: None,
-                }),
-            );
-            self.out.push_back(Output::Event(Event::CancelAnswered {
-                conn,
-                status: CancelStatus::NotFound,
-            }));
+            self.send_not_found(now, conn, request_id, since);
             return;
         };
         let status = match answer {
@@ -1395,12 +1429,11 @@ impl<I: IdSource> Node<I> {
             CancelAnswer::Failed => CancelStatus::Failed,
         };
         self.cancel_decided(now, conv, &id, answer, final_seq);
-        self.out
-            .push_back(Output::Event(Event::CancelAnswered { conn, status }));
         let held = HeldCancelResult {
             request_id,
             status,
             final_seq,
+            since,
         };
         let cursor = self
             .conns
@@ -1413,7 +1446,7 @@ impl<I: IdSource> Node<I> {
                 self.pump(now, conv);
             }
             _ => {
-                self.send(conn, cancel_result(held, Some(id)));
+                self.send_cancel_result(now, conn, held, id);
                 self.pump(now, conv);
             }
         }
@@ -1514,7 +1547,7 @@ impl<I: IdSource> Node<I> {
                     ),
                 };
                 if let Some(h) = cursor.held_cancel {
-                    self.send(conn, cancel_result(h, Some(id.clone())));
+                    self.send_cancel_result(now, conn, h, id.clone());
                 }
                 ServerFrame::End(End {
                     message_id: id.clone(),
