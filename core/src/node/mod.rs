@@ -1082,36 +1082,24 @@ impl<I: IdSource> Node<I> {
         let view = self.convs.entry(conv.clone()).or_default();
         let mut reread = Vec::new();
         let live_id = live.as_ref().map(|l| l.message_id.clone());
-        if let Some(LiveReply {
-            message_id,
-            reply_to,
-            state,
-            deltas,
-            created_at_ms,
-            ..
-        }) = live
-        {
-            if view.is_done(&message_id) {
+        if let Some(l) = live {
+            if view.is_done(&l.message_id) {
                 // The snapshot was read before the reply ended here: learn
                 // the end from the store.
-                reread.push(message_id.clone());
+                reread.push(l.message_id.clone());
             }
-            let r = view.replies.entry(message_id.clone()).or_default();
-            let _ = r.add(1, deltas.iter().cloned());
-            r.apply_state(&state, None);
+            let r = view.replies.entry(l.message_id.clone()).or_default();
+            let _ = r.add(1, l.deltas.iter().cloned());
+            r.apply_state(&l.state, None);
             if r.user_message.is_none() {
-                r.user_message = messages.iter().find(|m| m.message_id == reply_to).cloned();
+                r.user_message = messages
+                    .iter()
+                    .find(|m| m.message_id == l.reply_to)
+                    .cloned();
             }
-            let seq = deltas.len() as Seq;
-            shown.insert(message_id.clone(), seq);
-            messages.push(Message {
-                message_id,
-                role: Role::Assistant,
-                content: deltas.concat(),
-                status: MessageStatus::Streaming,
-                created_at_ms,
-                seq,
-            });
+            let shown_live = live_message(&l);
+            shown.insert(l.message_id, shown_live.seq);
+            messages.push(shown_live);
         }
         if let Some((id, _)) = &resume {
             messages.retain(|m| &m.message_id != id);
