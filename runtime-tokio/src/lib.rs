@@ -1,20 +1,281 @@
-//! weir-runtime-tokio: drives [`weir_core`] on tokio.
+//! # weir-runtime-tokio
 //!
-//! **Skeleton.** Nothing is implemented yet; this crate arrives with the
-//! milestone "server on tokio". What it will hold (see `DESIGN.md`,
-//! "Runtimes"):
+//! Drives the sans-IO [`weir_core`] on tokio: it accepts TCP connections,
+//! serves HTTP with hyper 1.x and WebSocket with async-tungstenite (upgraded
+//! through hyper), runs the node's timers, the in-memory store and the demo
+//! generator. It **holds no policy**: what to send, when to close, what a
+//! cancel answers, when a heartbeat is due, who may see what — every decision
+//! is the core's. This crate moves bytes, time and store replies in and out.
 //!
-//! - the run loop: accept, read, decode → `Node::handle_input`, drain
-//!   `Node::poll_output` (send frames, run store operations, start and abort
-//!   generators), then sleep until the next socket event, store reply,
-//!   generator event or `Node::poll_timeout` — and no policy of its own;
-//! - HTTP with hyper 1.x and WebSocket with async-tungstenite;
-//! - exactly one writer task per connection, fed by a bounded queue; a full
-//!   queue first merges pending deltas of the same reply into one `chunk`
-//!   frame (`from_seq..=seq`) and only then closes with 4008;
-//! - the in-memory store (the core's reference model behind a task) and the
-//!   Redis store (one script per operation, one always-drained pub/sub
-//!   connection, reconnect with backoff and resubscribe);
-//! - generators (demo and OpenAI-compatible) as abortable tasks.
+//! ## What it holds
+//!
+//! | module | what |
+//! | --- | --- |
+//! | `driver` | the one task that owns the [`Node`](weir_core::Node) and the store |
+//! | `http` | the hyper service: routing, bodies, the WebSocket upgrade, `/healthz`, `/readyz`, `/metrics`, the page |
+//! | `ws` | per WebSocket: one reader task and exactly one writer task |
+//! | [`queue`] | the per-connection bounded outbound queue (merges chunk frames when full) |
+//! | `auth` | `Auth::None` (user from the query) and HS256 JWTs |
+//! | `generator` | the demo generator as an abortable task |
+//! | `metrics` | counters and the Prometheus text |
+//!
+//! ## The driver
+//!
+//! ```text
+//!  accept loop ──► hyper connection ──► HTTP API request ──┐
+//!                        └─► WebSocket upgrade             │   mpsc (bounded)
+//!  reader task (per WebSocket): frames, pongs, close ──────┼──────────────────► driver task
+//!  generator tasks: deltas, finish ────────────────────────┘                    owns Node + Model
+//!                                                                                 │
+//!  writer task (per WebSocket) ◄── OutQueue + Notify ◄── Output::Send/Ping/Close ─┤
+//!  HTTP response (oneshot)     ◄── Output::HttpResponse ◄─────────────────────────┘
+//! ```
+//!
+//! One driver task owns the [`Node`](weir_core::Node) and the in-memory store
+//! (the core's reference [`Model`](weir_core::store::Model): the in-memory
+//! store *is* `Model::apply`). It waits for the next message on its channel
+//! or for [`Node::poll_timeout`](weir_core::Node::poll_timeout), feeds the
+//! input (or `handle_timeout`), and then drains every output:
+//!
+//! - `Send` / `Ping` / `Close` go into the connection's [`queue::OutQueue`]
+//!   and wake its writer; a push that overflows is fed back at once as
+//!   `Input::SlowConsumer` (the core then closes with 4008);
+//! - `Store` is applied to the model synchronously; its reply, and every
+//!   published notice on a topic this node subscribed to, are fed back before
+//!   the next channel message;
+//! - `StartGenerator` / `AbortGenerator` spawn and abort generator tasks;
+//! - `HttpResponse` answers the waiting request; `Released` drops the
+//!   connection's socket; `Event` becomes metrics and log lines.
+//!
+//! Each WebSocket has exactly one writer task, the only code that writes to
+//! its socket, fed by its bounded queue; frames of one connection are never
+//! interleaved. Its reader task turns text frames into `Input::Frame`, pongs
+//! into `Input::Activity`, an oversized frame into `Input::FrameTooLarge` and
+//! the end of the socket into `Input::Disconnected`.
+//!
+//! ## Use
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use weir_core::ids::NodeId;
+//! use weir_runtime_tokio::{shutdown_signal, RuntimeConfig, Server};
+//!
+//! # async fn serve() -> std::io::Result<()> {
+//! let node_id = NodeId::parse("n1").expect("a valid node id");
+//! let listen: SocketAddr = "127.0.0.1:8080".parse().expect("a valid address");
+//! let config = RuntimeConfig::new(listen, weir_core::Config::new(node_id));
+//! Server::bind(config).await?.run(shutdown_signal()).await
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+mod auth;
+mod driver;
+mod generator;
+mod http;
+mod metrics;
+pub mod queue;
+mod server;
+mod sync;
+mod ws;
+
+/// Everything a [`Server`] needs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The address to listen on (port 0: any free port, see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// The node's settings: node id, limits, timers, heartbeat, idle timeout…
+    pub node: weir_core::Config,
+    /// The in-memory store's settings; its stream and presence timers must
+    /// equal the node's ([`Server::bind`] refuses a mismatch).
+    pub store: weir_core::store::StoreConfig,
+    /// How clients authenticate.
+    pub auth: Auth,
+    /// What produces the replies.
+    pub generator: GeneratorConfig,
+    /// The HTML page served at `GET /` (`None`: `/` answers 404).
+    pub page: Option<String>,
+    /// Capacity of each connection's outbound queue, in frames (default 256).
+    pub queue_capacity: usize,
+    /// The longest [`Server::run`] waits, after its shutdown signal, for
+    /// connections to close and replies to settle (default 5 s).
+    pub shutdown_grace: Duration,
+}
+
+impl RuntimeConfig {
+    /// Default queue capacity, in frames.
+    pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+    /// Default shutdown grace.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// A configuration for `node` listening on `listen`, with the store's
+    /// timers taken from `node`, [`Auth::None`], the default demo generator,
+    /// no page, and the default queue capacity and shutdown grace.
+    #[must_use]
+    pub fn new(listen: SocketAddr, node: weir_core::Config) -> Self {
+        let store = weir_core::store::StoreConfig {
+            timers: node.timers,
+            presence: node.presence,
+            ..weir_core::store::StoreConfig::default()
+        };
+        Self {
+            listen,
+            node,
+            store,
+            auth: Auth::None,
+            generator: GeneratorConfig::default(),
+            page: None,
+            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// How clients authenticate (PROTOCOL.md, "Authentication").
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No authentication (development): the user is the `user_id` query
+    /// parameter, `anonymous` when absent. The server logs a warning.
+    None,
+    /// An HS256 JWT signed with `secret`, from `Authorization: Bearer …` or
+    /// the `token` query parameter; `sub` is the user id and `exp` is
+    /// required (no leeway). Anything else answers 401 before any upgrade.
+    Token {
+        /// The shared HMAC secret.
+        secret: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            // Never print the secret.
+            Auth::Token { secret } => f
+                .debug_struct("Token")
+                .field("secret", &format_args!("<{} bytes>", secret.len()))
+                .finish(),
+        }
+    }
+}
+
+/// What produces the replies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GeneratorConfig {
+    /// The built-in demo generator: deterministic text
+    /// ([`DemoText`](weir_core::demo::DemoText) of the last user message),
+    /// `chunks` chunks per reply, `rate_per_sec` chunks per second (a rate
+    /// that is not a positive finite number means "as fast as possible").
+    Demo {
+        /// Chunks per reply.
+        chunks: u32,
+        /// Chunks per second.
+        rate_per_sec: f64,
+    },
+}
+
+impl Default for GeneratorConfig {
+    /// The demo generator: 40 chunks at 20 per second.
+    fn default() -> Self {
+        GeneratorConfig::Demo {
+            chunks: 40,
+            rate_per_sec: 20.0,
+        }
+    }
+}
+
+/// A bound, not yet running weir server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: RuntimeConfig,
+}
+
+impl Server {
+    /// Binds the listening socket. Fails when the address cannot be bound, or
+    /// with [`std::io::ErrorKind::InvalidInput`] when the store's timers
+    /// differ from the node's (they are cluster-wide and must agree).
+    pub async fn bind(config: RuntimeConfig) -> std::io::Result<Server> {
+        if config.store.timers != config.node.timers
+            || config.store.presence != config.node.presence
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the store's stream and presence timers must equal the node's",
+            ));
+        }
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        if config.auth == Auth::None {
+            tracing::warn!(
+                "authentication is off (auth = none): anyone can act as any user_id; \
+                 use token auth outside development"
+            );
+        }
+        Ok(Server {
+            listener,
+            local_addr,
+            config,
+        })
+    }
+
+    /// The address the server listens on.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully: stops
+    /// accepting, has the core close every WebSocket with 1001 and settle the
+    /// replies this node produces, waits until that is done (or
+    /// [`RuntimeConfig::shutdown_grace`] has passed), lets open HTTP requests
+    /// finish, and returns `Ok(())`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        server::run(self.listener, self.config, shutdown).await
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM (on other platforms:
+/// Ctrl-C). If a handler cannot be installed, that signal is not waited for
+/// (and an error is logged); if none can, this never resolves.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let wait = |kind: SignalKind, name: &'static str| async move {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
+                    tracing::info!("received {name}");
+                }
+                Err(e) => {
+                    tracing::error!("cannot listen for {name}: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = wait(SignalKind::interrupt(), "SIGINT") => {}
+            () = wait(SignalKind::terminate(), "SIGTERM") => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -380,10 +380,14 @@ impl<I: IdSource> Node<I> {
         resume: Option<(MessageId, Seq)>,
     ) {
         if self.shutting_down || self.conns.contains_key(&conn) {
+            // Refused: the core never holds it, so it is released at once.
             self.out.push_back(Output::Close {
                 conn,
                 code: CloseCode::GoingAway,
             });
+            if !self.conns.contains_key(&conn) {
+                self.out.push_back(Output::Released { conn });
+            }
             return;
         }
         let conv = ConvKey::new(user.clone(), session);

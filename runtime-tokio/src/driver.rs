@@ -1,0 +1,418 @@
+//! The driver: the one task that owns the [`Node`] and the in-memory store.
+//!
+//! Everything else talks to it through one bounded mpsc channel
+//! ([`ToDriver`]). Its loop is the core's run loop: wait for a message or the
+//! node's next deadline, feed it, then carry out every output — and feed
+//! what that produces at once (store replies, notices, slow-consumer
+//! reports) before the next message. It decides nothing itself.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::AbortHandle;
+use weir_core::ids::{ConnId, MessageId, SeededIds, Seq, SessionId, UserId};
+use weir_core::store::{Model, Topic};
+use weir_core::wire::{CancelStatus, CloseCode};
+use weir_core::{Event, GeneratorEvent, HttpReqId, HttpRequest, Input, Node, Output};
+
+use crate::metrics::Metrics;
+use crate::queue::{Item, OutQueue, Push};
+use crate::{generator, GeneratorConfig, RuntimeConfig};
+
+/// How often the core's wall clock is re-anchored.
+const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
+
+/// An HTTP status and JSON body, from `Output::HttpResponse`.
+pub(crate) type HttpAnswer = (u16, String);
+
+/// A message to the driver.
+#[derive(Debug)]
+pub(crate) enum ToDriver {
+    /// A WebSocket was upgraded and authenticated: register its writer side,
+    /// then feed `Input::Connect`.
+    Connect {
+        conn: ConnId,
+        user: UserId,
+        session: SessionId,
+        resume: Option<(MessageId, Seq)>,
+        handle: ConnHandle,
+    },
+    /// An input to feed as it is (frames, activity, disconnects, generator
+    /// events).
+    Input(Input),
+    /// An authenticated HTTP API request; the answer goes to `reply`.
+    Http {
+        user: UserId,
+        request: HttpRequest,
+        reply: oneshot::Sender<HttpAnswer>,
+    },
+    /// Begin the graceful shutdown.
+    Shutdown,
+}
+
+/// The driver's side of one WebSocket. Dropping it releases the socket:
+/// the queue closes, the writer task is aborted and the reader task (which
+/// waits on `_stop`) ends.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) queue: Arc<OutQueue>,
+    pub(crate) notify: Arc<Notify>,
+    pub(crate) writer: AbortHandle,
+    /// Dropped with the handle: tells the reader to stop.
+    pub(crate) _stop: oneshot::Sender<()>,
+    /// `queue.merged_frames()` as last counted into the metrics.
+    pub(crate) merged_seen: u64,
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        self.queue.close();
+        self.notify.notify_one();
+        self.writer.abort();
+    }
+}
+
+/// The driver task's state.
+pub(crate) struct Driver {
+    node: Node<SeededIds>,
+    store: Model,
+    /// Topics this node subscribed to: the notices it receives.
+    subscriptions: HashSet<Topic>,
+    conns: HashMap<ConnId, ConnHandle>,
+    generators: HashMap<MessageId, AbortHandle>,
+    http: HashMap<HttpReqId, oneshot::Sender<HttpAnswer>>,
+    next_http: u64,
+    /// Inputs produced while carrying out outputs (store replies, notices,
+    /// slow consumers): fed before the next channel message.
+    immediate: VecDeque<Input>,
+    generator: GeneratorConfig,
+    /// For generator tasks; weak, so the channel closes when every outside
+    /// sender is gone.
+    tx: mpsc::WeakSender<ToDriver>,
+    metrics: Arc<Metrics>,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("conns", &self.conns.len())
+            .field("generators", &self.generators.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: &RuntimeConfig,
+        tx: mpsc::WeakSender<ToDriver>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let unix_ms = unix_ms();
+        let node = Node::new(
+            config.node.clone(),
+            SeededIds::new(os_random_seed()),
+            Instant::now(),
+            unix_ms,
+        );
+        // The in-memory store starts empty in every process: a new epoch
+        // (the start time) tells resumes of an older process's replies apart.
+        let store = Model::new(config.store, unix_ms);
+        Self {
+            node,
+            store,
+            subscriptions: HashSet::new(),
+            conns: HashMap::new(),
+            generators: HashMap::new(),
+            http: HashMap::new(),
+            next_http: 0,
+            immediate: VecDeque::new(),
+            generator: config.generator.clone(),
+            tx,
+            metrics,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+
+    /// Runs until the graceful shutdown is done (or its grace has passed),
+    /// until `alive` resolves (the server's `run` was dropped), or until
+    /// every sender of the channel is gone.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<ToDriver>,
+        mut alive: oneshot::Receiver<()>,
+    ) {
+        self.drain();
+        let mut wall = tokio::time::interval_at(
+            tokio::time::Instant::now() + WALL_CLOCK_EVERY,
+            WALL_CLOCK_EVERY,
+        );
+        let mut shutdown_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(deadline) = shutdown_deadline {
+                if self.node.is_drained() {
+                    tracing::info!("shutdown: every connection closed and every reply settled");
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        connections = self.conns.len(),
+                        "shutdown grace passed before everything closed"
+                    );
+                    break;
+                }
+            }
+            let timeout = self.node.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                _ = &mut alive => break,
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.on_message(msg, &mut shutdown_deadline),
+                    None => break,
+                },
+                () = sleep_until(timeout), if timeout.is_some() => {
+                    self.node.handle_timeout(Instant::now());
+                }
+                () = sleep_until(shutdown_deadline), if shutdown_deadline.is_some() => {}
+                _ = wall.tick() => {
+                    self.node.handle_input(Instant::now(), Input::WallClock { unix_ms: unix_ms() });
+                }
+            }
+            self.drain();
+        }
+        for (_, g) in self.generators.drain() {
+            g.abort();
+        }
+        // Dropping the handles releases every socket that is left.
+        self.conns.clear();
+        self.metrics.connections.store(0, Relaxed);
+    }
+
+    fn on_message(&mut self, msg: ToDriver, shutdown: &mut Option<tokio::time::Instant>) {
+        let now = Instant::now();
+        match msg {
+            ToDriver::Connect {
+                conn,
+                user,
+                session,
+                resume,
+                handle,
+            } => {
+                self.conns.insert(conn, handle);
+                self.count_connections();
+                self.node.handle_input(
+                    now,
+                    Input::Connect {
+                        conn,
+                        user,
+                        session,
+                        resume,
+                    },
+                );
+            }
+            ToDriver::Input(input) => {
+                if let Input::Generator {
+                    message_id,
+                    event: GeneratorEvent::Finished { .. } | GeneratorEvent::Failed { .. },
+                } = &input
+                {
+                    // The task ends by itself after its last event.
+                    self.generators.remove(message_id);
+                }
+                self.node.handle_input(now, input);
+            }
+            ToDriver::Http {
+                user,
+                request,
+                reply,
+            } => {
+                let req = HttpReqId(self.next_http);
+                self.next_http += 1;
+                self.http.insert(req, reply);
+                self.node
+                    .handle_input(now, Input::Http { req, user, request });
+            }
+            ToDriver::Shutdown => {
+                if shutdown.is_none() {
+                    tracing::info!("shutdown: closing connections and settling replies");
+                    *shutdown = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                    self.node.handle_input(now, Input::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Carries out every output, feeding what that produces, until the node
+    /// has nothing more to say.
+    fn drain(&mut self) {
+        loop {
+            while let Some(output) = self.node.poll_output() {
+                self.carry(output);
+            }
+            match self.immediate.pop_front() {
+                Some(input) => self.node.handle_input(Instant::now(), input),
+                None => break,
+            }
+        }
+    }
+
+    fn carry(&mut self, output: Output) {
+        match output {
+            Output::Send { conn, frame } => self.push(conn, Item::Frame(frame)),
+            Output::Ping { conn } => self.push(conn, Item::Ping),
+            Output::Close { conn, code } => {
+                if code == CloseCode::TooSlow {
+                    self.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
+                }
+                tracing::debug!(%conn, %code, "closing");
+                self.push(conn, Item::Close(code));
+            }
+            Output::Released { conn } => self.release(conn),
+            Output::Store { op, request } => {
+                let (reply, published) = self.store.apply(request);
+                self.immediate.push_back(Input::StoreReply {
+                    op,
+                    result: Ok(reply),
+                });
+                for p in published {
+                    if self.subscriptions.contains(&p.topic) {
+                        self.immediate.push_back(Input::Notice(p.notice));
+                    }
+                }
+            }
+            Output::Subscribe(topic) => {
+                self.subscriptions.insert(topic);
+            }
+            Output::Unsubscribe(topic) => {
+                self.subscriptions.remove(&topic);
+            }
+            Output::StartGenerator {
+                message_id,
+                conv,
+                context,
+            } => {
+                let Some(tx) = self.tx.upgrade() else {
+                    return; // shutting down: nobody would read its events
+                };
+                tracing::debug!(%message_id, %conv, "starting generator");
+                let task = generator::spawn(&self.generator, tx, message_id.clone(), &context);
+                if let Some(old) = self.generators.insert(message_id, task) {
+                    old.abort();
+                }
+            }
+            Output::AbortGenerator { message_id } => {
+                if let Some(task) = self.generators.remove(&message_id) {
+                    tracing::debug!(%message_id, "aborting generator");
+                    task.abort();
+                }
+            }
+            Output::HttpResponse { req, status, body } => {
+                if let Some(reply) = self.http.remove(&req) {
+                    // The client may have gone away; nothing to do then.
+                    let _ = reply.send((status, body));
+                }
+            }
+            Output::Event(event) => self.on_event(event),
+        }
+    }
+
+    /// Offers `item` to a connection's queue and wakes its writer.
+    fn push(&mut self, conn: ConnId, item: Item) {
+        let Some(handle) = self.conns.get_mut(&conn) else {
+            return; // already released: the socket is gone
+        };
+        match handle.queue.push(item) {
+            Push::Queued => {}
+            Push::Merged => {
+                let merged = handle.queue.merged_frames();
+                let new = merged.saturating_sub(handle.merged_seen);
+                handle.merged_seen = merged;
+                self.metrics.merged_frames.fetch_add(new, Relaxed);
+            }
+            Push::Overflow => {
+                tracing::debug!(%conn, "outbound queue overflow: slow consumer");
+                self.immediate.push_back(Input::SlowConsumer { conn });
+            }
+            Push::Dropped | Push::Closed => return,
+        }
+        handle.notify.notify_one();
+    }
+
+    fn release(&mut self, conn: ConnId) {
+        if self.conns.remove(&conn).is_some() {
+            self.count_connections();
+        }
+    }
+
+    fn count_connections(&self) {
+        let n = i64::try_from(self.conns.len()).unwrap_or(i64::MAX);
+        self.metrics.connections.store(n, Relaxed);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ConnectionOpened { conn } => tracing::debug!(%conn, "connection open"),
+            Event::ConnectionClosed { conn } => tracing::debug!(%conn, "connection released"),
+            Event::ReplySettled {
+                message_id,
+                outcome,
+                final_seq,
+            } => {
+                tracing::debug!(%message_id, ?outcome, final_seq, "reply settled");
+                self.metrics.reply_settled(&outcome);
+                if let Some(task) = self.generators.remove(&message_id) {
+                    task.abort();
+                }
+            }
+            Event::CancelAnswered {
+                conn,
+                status,
+                latency,
+            } => {
+                tracing::debug!(%conn, ?status, ?latency, "cancel answered");
+                if status != CancelStatus::NotFound {
+                    self.metrics.cancel_quiet(latency);
+                }
+            }
+            Event::Resumed { conn, exact } => {
+                tracing::debug!(%conn, exact, "resume");
+                self.metrics.resumed(exact);
+            }
+            Event::StoreUnavailable { op } => {
+                tracing::warn!(op = op.get(), "store unavailable");
+                self.metrics.store_unavailable.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`; forever when there is none (the `select!` branch
+/// is disabled then anyway).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// 64 bits of the operating system's randomness, through std's randomly
+/// keyed hasher (no extra dependency).
+fn os_random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}

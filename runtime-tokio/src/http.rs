@@ -1,0 +1,483 @@
+//! The hyper service: routing, authentication, bodies, the WebSocket upgrade.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `426` not an upgrade) |
+//! | `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/cancel`, `GET /v1/sessions/{id}/messages`, `GET /v1/users/{id}/presence` | the core's answer (`Input::Http` → `Output::HttpResponse`) |
+//! | `GET /healthz` | `200` while the process serves |
+//! | `GET /readyz` | `200` when the store is reachable, else `503` |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /` | the page, when one is configured |
+//! | anything else | `404` (`405` for a known path with another method) |
+//!
+//! Errors are the protocol's `{code, message}` JSON bodies. The runtime only
+//! routes and authenticates; what a request means is the core's decision.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
+use weir_core::wire::http::HttpError;
+use weir_core::wire::ErrorCode;
+use weir_core::HttpRequest;
+
+use crate::auth::Authenticator;
+use crate::driver::ToDriver;
+use crate::metrics::Metrics;
+use crate::ws::{self, Accepted, WsSettings};
+
+/// A safety net: the core answers every request (the in-memory store at
+/// once), so this only bounds a request if that promise were ever broken.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The response type of every route.
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// Whether the store can be reached, for `/readyz`. An enum so that a store
+/// that can be unreachable (Redis) adds a variant that answers `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// The in-memory store lives in the process: always reachable.
+    Memory,
+}
+
+impl Readiness {
+    pub(crate) fn is_ready(self) -> bool {
+        match self {
+            Readiness::Memory => true,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) tx: mpsc::Sender<ToDriver>,
+    pub(crate) auth: Authenticator,
+    /// Request bodies larger than this answer 413 (the core's frame limit).
+    pub(crate) max_body_bytes: usize,
+    pub(crate) page: Option<Bytes>,
+    pub(crate) ws: WsSettings,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) readiness: Readiness,
+}
+
+/// Answers one request.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let method = req.method().clone();
+    let resp = match (segments.as_slice(), method) {
+        (["v1", "ws"], Method::GET) => upgrade(&shared, req),
+        (["v1", "sessions", session, "messages"], Method::POST) => {
+            let session = (*session).to_owned();
+            api(&shared, req, |body| match parse_session(&session) {
+                Ok(session) => Ok(HttpRequest::PostMessage { session, body }),
+                Err(e) => Err(e),
+            })
+            .await
+        }
+        (["v1", "sessions", session, "cancel"], Method::POST) => {
+            let session = (*session).to_owned();
+            api(&shared, req, |body| {
+                parse_session(&session).map(|session| HttpRequest::Cancel { session, body })
+            })
+            .await
+        }
+        (["v1", "sessions", session, "messages"], Method::GET) => {
+            let session = (*session).to_owned();
+            api(&shared, req, |_| {
+                parse_session(&session).map(|session| HttpRequest::ListMessages { session })
+            })
+            .await
+        }
+        (["v1", "users", user, "presence"], Method::GET) => {
+            let user = (*user).to_owned();
+            api(&shared, req, |_| {
+                let user = decode_path(&user)
+                    .ok_or_else(|| bad_request("the user id is not valid percent-encoded UTF-8"))?;
+                UserId::parse(user)
+                    .map(|user| HttpRequest::Presence { user })
+                    .map_err(|e| bad_request(e.to_string()))
+            })
+            .await
+        }
+        (["healthz"], Method::GET) => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+        (["readyz"], Method::GET) => {
+            if shared.readiness.is_ready() {
+                json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())
+            } else {
+                error(&HttpError::new(
+                    ErrorCode::Unavailable,
+                    "the store cannot be reached",
+                ))
+            }
+        }
+        (["metrics"], Method::GET) => {
+            let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        ([""], Method::GET) => match &shared.page {
+            Some(page) => {
+                let mut resp = Response::new(Full::new(page.clone()));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                resp.headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                resp
+            }
+            None => not_found(),
+        },
+        (segments, _) => match allowed(segments) {
+            Some(allow) => {
+                let mut resp = error_with(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &HttpError::new(ErrorCode::BadRequest, "method not allowed on this path"),
+                );
+                resp.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+                resp
+            }
+            None => not_found(),
+        },
+    };
+    Ok(resp)
+}
+
+/// The methods a known path allows.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["v1", "sessions", _, "messages"] => Some("GET, POST"),
+        ["v1", "sessions", _, "cancel"] => Some("POST"),
+        ["v1", "ws"] | ["v1", "users", _, "presence"] | ["healthz" | "readyz" | "metrics" | ""] => {
+            Some("GET")
+        }
+        _ => None,
+    }
+}
+
+/// An HTTP API request: authenticate, read the body (bounded), hand it to
+/// the core and wait for its answer.
+async fn api(
+    shared: &Shared,
+    req: Request<Incoming>,
+    build: impl FnOnce(Vec<u8>) -> Result<HttpRequest, HttpError>,
+) -> Resp {
+    let query = Query::parse(req.uri().query());
+    let user = match shared.auth.user(req.headers(), &query) {
+        Ok(u) => u,
+        Err(e) => return error(&e),
+    };
+    let body = match read_body(req, shared.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error(&e),
+    };
+    let request = match build(body) {
+        Ok(r) => r,
+        Err(e) => return error(&e),
+    };
+    let (reply, answer) = oneshot::channel();
+    let sent = shared
+        .tx
+        .send(ToDriver::Http {
+            user,
+            request,
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return shutting_down();
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok((status, body))) => json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        ),
+        Ok(Err(_)) => shutting_down(),
+        Err(_) => error(&HttpError::new(
+            ErrorCode::Unavailable,
+            "no answer in time; the request may or may not have taken effect",
+        )),
+    }
+}
+
+fn shutting_down() -> Resp {
+    error(&HttpError::new(
+        ErrorCode::Unavailable,
+        "the server is shutting down",
+    ))
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            ErrorCode::TooLarge,
+            format!("the request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(bad_request(format!("cannot read the request body: {e}"))),
+    }
+}
+
+/// `GET /v1/ws`: checks the handshake, the user and the parameters, then
+/// answers `101` and serves the socket in a new task.
+fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
+    let headers = req.headers();
+    if !header_has_token(headers, CONNECTION, "upgrade")
+        || !header_has_token(headers, UPGRADE, "websocket")
+    {
+        return error_with(
+            StatusCode::UPGRADE_REQUIRED,
+            &bad_request("expected a WebSocket upgrade"),
+        );
+    }
+    if headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut resp = error_with(
+            StatusCode::UPGRADE_REQUIRED,
+            &bad_request("unsupported WebSocket version (13 expected)"),
+        );
+        resp.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return resp;
+    }
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
+        return error(&bad_request("Sec-WebSocket-Key is missing"));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let query = Query::parse(req.uri().query());
+    // Credentials first: an unauthenticated caller learns nothing else.
+    let user = match shared.auth.user(headers, &query) {
+        Ok(u) => u,
+        Err(e) => return error(&e),
+    };
+    let session = match query.get("session_id") {
+        Some(Ok(s)) => match SessionId::parse(s) {
+            Ok(s) => s,
+            Err(e) => return error(&bad_request(e.to_string())),
+        },
+        Some(Err(())) => return error(&bad_request("session_id is not valid percent-encoding")),
+        None => return error(&bad_request("session_id is required")),
+    };
+    let resume = match query.get("resume") {
+        None => None,
+        Some(Ok(r)) => match parse_resume(r) {
+            Ok(r) => Some(r),
+            Err(e) => return error(&e),
+        },
+        Some(Err(())) => return error(&bad_request("resume is not valid percent-encoding")),
+    };
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return error(&HttpError::new(ErrorCode::Internal, "bad accept key"));
+    };
+    let conn = ConnId(shared.next_conn.fetch_add(1, Relaxed));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(ws::serve(
+        shared.ws.clone(),
+        shared.tx.clone(),
+        shared.metrics.clone(),
+        Accepted {
+            conn,
+            user,
+            session,
+            resume,
+        },
+        on_upgrade,
+    ));
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    resp
+}
+
+/// `resume=MESSAGE_ID:SEQ` (split at the last `:`).
+fn parse_resume(s: &str) -> Result<(MessageId, Seq), HttpError> {
+    let bad = || bad_request("resume must be MESSAGE_ID:SEQ");
+    let (id, seq) = s.rsplit_once(':').ok_or_else(bad)?;
+    let seq: Seq = seq.parse().map_err(|_| bad())?;
+    let id = MessageId::parse(id).map_err(|e| bad_request(format!("resume: {e}")))?;
+    Ok((id, seq))
+}
+
+fn parse_session(segment: &str) -> Result<SessionId, HttpError> {
+    let s = decode_path(segment)
+        .ok_or_else(|| bad_request("the session id is not valid percent-encoded UTF-8"))?;
+    SessionId::parse(s).map_err(|e| bad_request(e.to_string()))
+}
+
+/// Whether a comma-separated header holds `token` (ASCII case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+fn bad_request(message: impl Into<String>) -> HttpError {
+    HttpError::new(ErrorCode::BadRequest, message)
+}
+
+fn not_found() -> Resp {
+    error(&HttpError::new(ErrorCode::NotFound, "no such route"))
+}
+
+/// An error body with its code's status.
+pub(crate) fn error(e: &HttpError) -> Resp {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error_with(status, e)
+}
+
+fn error_with(status: StatusCode, e: &HttpError) -> Resp {
+    let body = serde_json::to_string(e)
+        .unwrap_or_else(|_| r#"{"code":"internal","message":"encoding failed"}"#.to_owned());
+    json(status, body)
+}
+
+fn json(status: StatusCode, body: String) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A request's query parameters, percent-decoded (`+` is a space).
+#[derive(Debug, Default)]
+pub(crate) struct Query(Vec<(String, Result<String, ()>)>);
+
+impl Query {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let key = percent_decode(k, true)?;
+                Some((key, percent_decode(v, true).ok_or(())))
+            })
+            .collect();
+        Query(pairs)
+    }
+
+    /// The first value of `key`: `Err` when it is not valid percent-encoded
+    /// UTF-8.
+    pub(crate) fn get(&self, key: &str) -> Option<Result<&str, ()>> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_deref().map_err(|&()| ()))
+    }
+}
+
+fn decode_path(segment: &str) -> Option<String> {
+    percent_decode(segment, false)
+}
+
+/// Percent-decodes `s` (and `+` as a space when `plus_is_space`); `None`
+/// for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    if !s.contains(['%', '+']) {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some("a=1&b=x%3Ay&c=a+b&d=%zz&e&=f&b=2"));
+        assert_eq!(q.get("a"), Some(Ok("1")));
+        assert_eq!(q.get("b"), Some(Ok("x:y")), "the first value counts");
+        assert_eq!(q.get("c"), Some(Ok("a b")));
+        assert_eq!(q.get("d"), Some(Err(())));
+        assert_eq!(q.get("e"), Some(Ok("")));
+        assert_eq!(q.get("zz"), None);
+        assert_eq!(Query::parse(None).get("a"), None);
+        assert_eq!(percent_decode("%E2%9C%93", false).as_deref(), Some("✓"));
+        assert_eq!(percent_decode("%FF", false), None);
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%4", false), None);
+    }
+
+    #[test]
+    fn resume_parameter() {
+        let (id, seq) =
+            parse_resume("abc.0123456789abcdefr:12").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(id.as_str(), "abc.0123456789abcdefr");
+        assert_eq!(seq, 12);
+        let (id, seq) = parse_resume("a:b:3").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((id.as_str(), seq), ("a:b", 3));
+        assert!(parse_resume("m1").is_err());
+        assert!(parse_resume("m1:x").is_err());
+        assert!(parse_resume(":3").is_err());
+        assert!(parse_resume("m1:-1").is_err());
+    }
+
+    #[test]
+    fn readiness_of_the_memory_store() {
+        assert!(Readiness::Memory.is_ready());
+    }
+}

@@ -1,0 +1,296 @@
+//! Helpers for the runtime's tests: a server on 127.0.0.1:0, a real
+//! WebSocket client (async-tungstenite), a minimal HTTP/1.1 client. Every
+//! wait is bounded.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_tungstenite::tokio::{client_async, TokioAdapter};
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use weir_core::ids::NodeId;
+use weir_core::wire::{decode_server_frame, Chunk, End, ServerFrame};
+use weir_runtime_tokio::{GeneratorConfig, RuntimeConfig, Server};
+
+/// The longest any single wait in a test may take.
+pub(crate) const T: Duration = Duration::from_secs(10);
+
+pub(crate) type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
+
+/// A running server.
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A config for tests: demo replies of `chunks` chunks at `rate` per second.
+pub(crate) fn config(chunks: u32, rate: f64) -> RuntimeConfig {
+    let node = weir_core::Config::new(NodeId::parse("test-node").expect("valid node id"));
+    let mut config = RuntimeConfig::new("127.0.0.1:0".parse().expect("valid address"), node);
+    config.generator = GeneratorConfig::Demo {
+        chunks,
+        rate_per_sec: rate,
+    };
+    config
+}
+
+pub(crate) async fn start(config: RuntimeConfig) -> TestServer {
+    let server = Server::bind(config).await.expect("bind");
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl TestServer {
+    /// Signals shutdown; `run` must return within `T`.
+    pub(crate) fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub(crate) async fn stopped(self) -> std::io::Result<()> {
+        tokio::time::timeout(T, self.task)
+            .await
+            .expect("run() returns in time")
+            .expect("run() does not panic")
+    }
+
+    pub(crate) async fn shutdown(mut self) -> std::io::Result<()> {
+        self.signal_shutdown();
+        self.stopped().await
+    }
+
+    pub(crate) fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/v1/ws?{query}", self.addr)
+    }
+
+    /// A WebSocket to `/v1/ws?{query}`.
+    pub(crate) async fn connect(&self, query: &str) -> Ws {
+        self.try_connect(query).await.expect("WebSocket connects")
+    }
+
+    pub(crate) async fn try_connect(
+        &self,
+        query: &str,
+    ) -> Result<Ws, async_tungstenite::tungstenite::Error> {
+        let stream = TcpStream::connect(self.addr).await.expect("tcp connect");
+        let (ws, _) = tokio::time::timeout(T, client_async(self.ws_url(query), stream))
+            .await
+            .expect("handshake in time")?;
+        Ok(ws)
+    }
+
+    /// A WebSocket whose socket has a tiny receive buffer (a slow reader).
+    pub(crate) async fn connect_small_buffer(&self, query: &str) -> Ws {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(self.addr).await.expect("tcp connect");
+        let (ws, _) = tokio::time::timeout(T, client_async(self.ws_url(query), stream))
+            .await
+            .expect("handshake in time")
+            .expect("WebSocket connects");
+        ws
+    }
+
+    /// A WebSocket with extra request headers.
+    pub(crate) async fn connect_with_header(
+        &self,
+        query: &str,
+        name: &'static str,
+        value: &str,
+    ) -> Result<Ws, async_tungstenite::tungstenite::Error> {
+        let mut req = self.ws_url(query).into_client_request()?;
+        req.headers_mut()
+            .insert(name, value.parse().expect("header value"));
+        let stream = TcpStream::connect(self.addr).await.expect("tcp connect");
+        let (ws, _) = tokio::time::timeout(T, client_async(req, stream))
+            .await
+            .expect("handshake in time")?;
+        Ok(ws)
+    }
+
+    pub(crate) async fn http(&self, method: &str, path: &str, body: &str) -> HttpResponse {
+        http(self.addr, method, path, &[], body.as_bytes()).await
+    }
+
+    /// The value of an unlabelled metric, or of `name{labels}`.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = self.http("GET", "/metrics", "").await.body;
+        text.lines()
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("metric {series} in:\n{text}"))
+    }
+}
+
+pub(crate) async fn send_json(ws: &mut Ws, value: serde_json::Value) {
+    ws.send(Message::text(value.to_string()))
+        .await
+        .expect("send frame");
+}
+
+/// The next WebSocket message, within `T`.
+pub(crate) async fn next_message(ws: &mut Ws) -> Option<Message> {
+    tokio::time::timeout(T, ws.next())
+        .await
+        .expect("a message in time")
+        .map(|m| m.expect("read from the WebSocket"))
+}
+
+/// The next server frame; panics on close.
+pub(crate) async fn next_frame(ws: &mut Ws) -> ServerFrame {
+    loop {
+        match next_message(ws).await {
+            Some(Message::Text(t)) => return decode_server_frame(&t).expect("a server frame"),
+            Some(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+}
+
+/// Frames until the server closes; returns them and the close code. Reads on
+/// until the socket ends, which sends the client's answer to the close (as a
+/// browser does at once).
+pub(crate) async fn frames_until_close(ws: &mut Ws) -> (Vec<ServerFrame>, u16) {
+    let mut frames = Vec::new();
+    let code = loop {
+        match next_message(ws).await {
+            Some(Message::Text(t)) => frames.push(decode_server_frame(&t).expect("a server frame")),
+            Some(Message::Close(Some(f))) => break u16::from(f.code),
+            Some(Message::Close(None)) => break 1005,
+            Some(_) => continue,
+            None => panic!("the stream ended without a close frame after {frames:?}"),
+        }
+    };
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(T, ws.next()).await {}
+    (frames, code)
+}
+
+/// `hello` and `history`.
+pub(crate) async fn handshake(ws: &mut Ws) -> (ServerFrame, ServerFrame) {
+    let hello = next_frame(ws).await;
+    assert_eq!(hello.kind(), "hello", "{hello:?}");
+    let history = next_frame(ws).await;
+    assert_eq!(history.kind(), "history", "{history:?}");
+    (hello, history)
+}
+
+/// Frames of one reply from now until its `end` (other frames are kept too).
+pub(crate) async fn until_end(ws: &mut Ws) -> (Vec<ServerFrame>, End) {
+    let mut frames = Vec::new();
+    loop {
+        let f = next_frame(ws).await;
+        if let ServerFrame::End(end) = &f {
+            return (frames, end.clone());
+        }
+        frames.push(f);
+    }
+}
+
+pub(crate) fn chunks(frames: &[ServerFrame]) -> Vec<&Chunk> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunk(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks that `chunks` continue `after` without gaps or duplicates; returns
+/// their text and last seq.
+pub(crate) fn contiguous(after: u64, chunks: &[&Chunk]) -> (String, u64) {
+    let mut last = after;
+    let mut text = String::new();
+    for c in chunks {
+        assert_eq!(c.first_seq(), last + 1, "gap or duplicate at {c:?}");
+        assert!(c.seq >= c.first_seq(), "{c:?}");
+        last = c.seq;
+        text.push_str(&c.delta);
+    }
+    (text, last)
+}
+
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
+}
+
+impl HttpResponse {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.expect("write request");
+    let mut buf = Vec::new();
+    tokio::time::timeout(T, stream.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let text = String::from_utf8(buf).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    HttpResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, at most `T`.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
