@@ -1,16 +1,82 @@
-//! weir-server: the `weir` binary.
+//! weir-server: the `weir` binary — configuration, the tokio server, and the
+//! web chat page.
 //!
-//! **Skeleton.** The binary (`src/main.rs`) only knows `--version` and
-//! `--help`; `weir serve` says that the server is not built yet and exits with
-//! code 2. What this crate will hold (see `DESIGN.md`, "Server binary"):
+//! # Commands
 //!
-//! - subcommands (`serve`, and operator helpers), configured by flags, `WEIR_*`
-//!   environment variables and an optional TOML file, in that order of
-//!   precedence;
-//! - defaults: listen on 127.0.0.1:8080, the tokio runtime, the in-memory
-//!   store, the demo generator, auth off with a loud warning;
-//! - the choice of runtime, store and generator, the web page at `/`, the
-//!   WebSocket and HTTP API of `PROTOCOL.md`, `/healthz`, `/readyz`,
-//!   `/metrics`, `tracing` logs, and graceful shutdown.
+//! - `weir serve [FLAGS]` runs the server until SIGINT or SIGTERM, then shuts
+//!   down gracefully (clients get close 1001) and exits 0. It prints
+//!   `weir listening on http://ADDR` on stdout once bound (with
+//!   `--listen 127.0.0.1:0`, that is how a script learns the port); logs go
+//!   to stderr.
+//! - `weir config [FLAGS]` prints the effective configuration as TOML, in the
+//!   format `--config` reads (the JWT secret is never printed).
+//! - `weir version` prints the version and the wire protocol version.
+//!
+//! Exit codes: 0 success; 2 a usage or configuration error (the message says
+//! which setting and why); 1 the server could not start (e.g. the address is
+//! in use) or failed.
+//!
+//! # Configuration precedence
+//!
+//! Every setting can come from a flag, an environment variable, or the TOML
+//! file named by `--config FILE` (or `WEIR_CONFIG`), and otherwise has a
+//! default. The first of these that sets it wins:
+//!
+//! 1. the flag, e.g. `--demo-chunks 10`;
+//! 2. its environment variable: `WEIR_` and the flag name in upper case with
+//!    underscores, e.g. `WEIR_DEMO_CHUNKS=10`;
+//! 3. the file: the flag name with underscores, e.g. `demo_chunks = 10`
+//!    (unknown keys are an error, so a typo does not pass silently);
+//! 4. the default.
+//!
+//! | flag | env | file key | default |
+//! | --- | --- | --- | --- |
+//! | `--listen ADDR` | `WEIR_LISTEN` | `listen` | `127.0.0.1:8080` |
+//! | `--node-id ID` | `WEIR_NODE_ID` | `node_id` | `HOSTNAME-PID` (or `weir-1`) |
+//! | `--auth none\|token` | `WEIR_AUTH` | `auth` | `none` (a loud warning is logged) |
+//! | `--jwt-secret S` | `WEIR_JWT_SECRET` | `jwt_secret` | required with `token`, refused with `none` |
+//! | `--generator demo\|openai` | `WEIR_GENERATOR` | `generator` | `demo` (`openai` is not available yet) |
+//! | `--demo-chunks N` | `WEIR_DEMO_CHUNKS` | `demo_chunks` | 40 |
+//! | `--demo-rate N` (chunks/s) | `WEIR_DEMO_RATE` | `demo_rate` | 20 |
+//! | `--grace SECS` | `WEIR_GRACE` | `grace` | 30 |
+//! | `--lease-ttl SECS` | `WEIR_LEASE_TTL` | `lease_ttl` | 10 |
+//! | `--cancel-deadline SECS` | `WEIR_CANCEL_DEADLINE` | `cancel_deadline` | 5 |
+//! | `--presence-debounce SECS` | `WEIR_PRESENCE_DEBOUNCE` | `presence_debounce` | 5 |
+//! | `--heartbeat SECS` | `WEIR_HEARTBEAT` | `heartbeat` | 15 |
+//! | `--idle-timeout SECS` | `WEIR_IDLE_TIMEOUT` | `idle_timeout` | 60 |
+//! | `--max-frame-bytes N` | `WEIR_MAX_FRAME_BYTES` | `max_frame_bytes` | 65536 |
+//! | `--max-content-bytes N` | `WEIR_MAX_CONTENT_BYTES` | `max_content_bytes` | 32768 |
+//! | `--history-limit N` | `WEIR_HISTORY_LIMIT` | `history_limit` | 200 |
+//! | `--queue-capacity N` | `WEIR_QUEUE_CAPACITY` | `queue_capacity` | 256 |
+//! | `--shutdown-grace SECS` | `WEIR_SHUTDOWN_GRACE` | `shutdown_grace` | 5 |
+//! | `--log FILTER` | `WEIR_LOG` | `log` | `info` |
+//!
+//! Durations are seconds and may be fractional (`--grace 0.5`). The grace
+//! window, lease and cancel deadline go to both the node and the store, as
+//! does the presence debounce.
+//!
+//! ```toml
+//! # weir.toml
+//! listen = "0.0.0.0:8080"
+//! auth = "token"          # the secret is better given as WEIR_JWT_SECRET
+//! demo_chunks = 10
+//! grace = 60
+//! ```
+//!
+//! # Layout
+//!
+//! - [`cli`]: the clap command line;
+//! - [`settings`]: the [`Layer`](settings::Layer) of optional values (one per
+//!   source), [`resolve`](settings::resolve) (merge, defaults, validation)
+//!   and the checked [`Settings`](settings::Settings);
+//! - [`serve`]: settings → `RuntimeConfig`, and running the commands;
+//! - [`page`]: the web page at `/` (`assets/`), embedded at compile time.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod cli;
+pub mod page;
+pub mod serve;
+pub mod settings;
+
+pub use serve::run;

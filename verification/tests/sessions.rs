@@ -378,5 +378,8 @@ fn shutdown_closes_with_1001_and_settles_owned_replies() {
     // New connections are refused while shutting down.
     let late = w.connect(0, "u1", "s1", None);
     assert_eq!(w.clients[&late].closed, Some(CloseCode::GoingAway));
-    assert!(w.clients[&late].gone, "a refused connection is released at once");
+    assert!(
+        w.clients[&late].gone,
+        "a refused connection is released at once"
+    );
 }

@@ -1,0 +1,235 @@
+//! Running the commands: settings → [`RuntimeConfig`] → a tokio runtime →
+//! [`Server`].
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use weir_runtime_tokio::{shutdown_signal, Auth, GeneratorConfig, RuntimeConfig, Server};
+
+use crate::cli::{Cli, Command, ServeArgs};
+use crate::page;
+use crate::settings::{AuthSetting, ConfigError, GeneratorSetting, Settings};
+
+/// Exit code for a configuration error (the same as clap's usage errors).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code when the server cannot start or fails while running.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs a parsed command line; the process exits with the returned code.
+#[must_use]
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            #[allow(clippy::print_stdout)] // the answer goes to stdout, for scripts
+            {
+                println!("weir {}", env!("CARGO_PKG_VERSION"));
+                println!("protocol {}", weir_core::wire::PROTOCOL_VERSION);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Config(args) => match args.settings() {
+            Ok(s) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    print!("{}", s.to_toml());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+/// The runtime configuration for `settings`, with the web page at `/`.
+///
+/// The stream timers (grace, lease, cancel deadline) and the presence timers
+/// go to both the node and the store: they are cluster-wide and the runtime
+/// refuses a mismatch.
+#[must_use]
+pub fn runtime_config(settings: &Settings) -> RuntimeConfig {
+    let auth = match &settings.auth {
+        AuthSetting::None => Auth::None,
+        AuthSetting::Token { secret } => Auth::Token {
+            secret: secret.expose().to_vec(),
+        },
+    };
+    let generator = match settings.generator {
+        GeneratorSetting::Demo {
+            chunks,
+            rate_per_sec,
+        } => GeneratorConfig::Demo {
+            chunks,
+            rate_per_sec,
+        },
+    };
+    RuntimeConfig {
+        store: settings.store_config(),
+        auth,
+        generator,
+        page: Some(page::page()),
+        queue_capacity: settings.queue_capacity,
+        shutdown_grace: settings.shutdown_grace,
+        ..RuntimeConfig::new(settings.listen, settings.node_config())
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("weir: configuration error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_logging(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    if let Err(e) = init_logging(&settings.log) {
+        eprintln!("weir: cannot set up logging: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let GeneratorSetting::Demo {
+        chunks,
+        rate_per_sec,
+    } = settings.generator;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = %settings.node_id,
+        generator = %format_args!("demo ({chunks} chunks at {rate_per_sec}/s)"),
+        grace_s = settings.grace.as_secs_f64(),
+        "weir starting"
+    );
+    if settings.auth == AuthSetting::None {
+        tracing::warn!(
+            "!!! AUTH IS OFF (--auth none): anyone who can reach {} can act as ANY user by \
+             choosing user_id. Use --auth token --jwt-secret … for anything but local development.",
+            settings.listen
+        );
+    }
+
+    let config = runtime_config(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weir-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the tokio runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let listen = settings.listen;
+    let result = runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen on {listen}: {e}");
+                return Err(());
+            }
+        };
+        let addr = server.local_addr();
+        tracing::info!("weir listening on http://{addr}");
+        #[allow(clippy::print_stdout)] // scripts read the bound address (port 0) from stdout
+        {
+            println!("weir listening on http://{addr}");
+        }
+        server.run(shutdown_signal()).await.map_err(|e| {
+            tracing::error!("server failed: {e}");
+        })
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("weir stopped");
+            ExitCode::SUCCESS
+        }
+        Err(()) => ExitCode::from(EXIT_FAILURE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::settings::{resolve, Layer};
+
+    fn settings(layer: Layer) -> Settings {
+        resolve(&layer, &Layer::default()).unwrap()
+    }
+
+    #[test]
+    fn runtime_config_carries_every_setting() {
+        let s = settings(Layer {
+            listen: Some("127.0.0.1:0".into()),
+            auth: Some(crate::settings::AuthMode::Token),
+            jwt_secret: Some("k3y".into()),
+            demo_chunks: Some(6),
+            demo_rate: Some(100.0),
+            grace: Some(2.0),
+            lease_ttl: Some(4.0),
+            presence_debounce: Some(1.0),
+            queue_capacity: Some(8),
+            shutdown_grace: Some(0.5),
+            ..Layer::default()
+        });
+        let c = runtime_config(&s);
+        assert_eq!(c.listen, s.listen);
+        assert_eq!(c.node.timers.grace_ms, 2000);
+        assert_eq!(c.store.timers.grace_ms, 2000);
+        assert_eq!(c.node.timers.lease_ttl_ms, 4000);
+        assert_eq!(c.store.timers, c.node.timers);
+        assert_eq!(c.node.presence.debounce_ms, 1000);
+        assert_eq!(c.store.presence, c.node.presence);
+        assert_eq!(
+            c.auth,
+            Auth::Token {
+                secret: b"k3y".to_vec()
+            }
+        );
+        assert_eq!(
+            c.generator,
+            GeneratorConfig::Demo {
+                chunks: 6,
+                rate_per_sec: 100.0
+            }
+        );
+        assert_eq!(c.queue_capacity, 8);
+        assert_eq!(c.shutdown_grace, Duration::from_millis(500));
+        assert_eq!(c.page.as_deref(), Some(page::page().as_str()));
+    }
+
+    #[test]
+    fn default_settings_give_no_auth_and_the_default_demo() {
+        let c = runtime_config(&settings(Layer::default()));
+        assert_eq!(c.auth, Auth::None);
+        assert_eq!(c.generator, GeneratorConfig::default());
+        assert_eq!(c.queue_capacity, RuntimeConfig::DEFAULT_QUEUE_CAPACITY);
+        assert_eq!(c.shutdown_grace, RuntimeConfig::DEFAULT_SHUTDOWN_GRACE);
+    }
+
+    #[test]
+    fn runtime_accepts_the_built_config() {
+        let s = settings(Layer {
+            listen: Some("127.0.0.1:0".into()),
+            grace: Some(1.0),
+            ..Layer::default()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(Server::bind(runtime_config(&s))).unwrap();
+        assert!(server.local_addr().port() != 0);
+    }
+}

@@ -1,0 +1,552 @@
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::*;
+use crate::cli::{Cli, Command, ServeArgs};
+
+/// Tests that parse the command line read the process environment, which
+/// tests that set `WEIR_*` variables change: they take this lock.
+static ENV: Mutex<()> = Mutex::new(());
+
+fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+    ENV.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn parse(args: &[&str]) -> ServeArgs {
+    let cli = Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
+        .expect("arguments parse");
+    match cli.command {
+        Command::Serve(a) | Command::Config(a) => a,
+        Command::Version => panic!("not a serve command"),
+    }
+}
+
+fn toml_layer(text: &str) -> Layer {
+    Layer::from_toml(text, Path::new("test.toml")).expect("valid TOML")
+}
+
+fn err(cli: Layer, file: Layer) -> String {
+    resolve(&cli, &file)
+        .expect_err("settings must be rejected")
+        .to_string()
+}
+
+#[test]
+fn defaults_apply_when_nothing_is_set() {
+    let s = resolve(&Layer::default(), &Layer::default()).unwrap();
+    assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(s.auth, AuthSetting::None);
+    assert_eq!(
+        s.generator,
+        GeneratorSetting::Demo {
+            chunks: 40,
+            rate_per_sec: 20.0
+        }
+    );
+    assert_eq!(s.grace, Duration::from_secs(30));
+    assert_eq!(s.lease_ttl, Duration::from_secs(10));
+    assert_eq!(s.cancel_deadline, Duration::from_secs(5));
+    assert_eq!(s.presence_debounce, Duration::from_secs(5));
+    assert_eq!(s.heartbeat, Duration::from_secs(15));
+    assert_eq!(s.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.limits, Limits::default());
+    assert_eq!(s.history_limit, 200);
+    assert_eq!(s.queue_capacity, 256);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(s.log, "info");
+    assert_eq!(s.node_id, default_node_id());
+}
+
+#[test]
+fn flag_beats_file_and_file_beats_default() {
+    let cli = Layer {
+        demo_chunks: Some(7),
+        grace: Some(2.5),
+        ..Layer::default()
+    };
+    let file = toml_layer("demo_chunks = 10\ndemo_rate = 100\ngrace = 9\n");
+    let s = resolve(&cli, &file).unwrap();
+    let GeneratorSetting::Demo {
+        chunks,
+        rate_per_sec,
+    } = s.generator;
+    assert_eq!(chunks, 7, "flag beats file");
+    assert!(
+        (rate_per_sec - 100.0).abs() < f64::EPSILON,
+        "file beats default"
+    );
+    assert_eq!(s.grace, Duration::from_millis(2500), "flag beats file");
+    assert_eq!(s.heartbeat, Duration::from_secs(15), "default when unset");
+}
+
+#[test]
+fn flag_beats_env_and_env_beats_file() {
+    let _g = env_lock();
+    std::env::set_var("WEIR_DEMO_CHUNKS", "11");
+    std::env::set_var("WEIR_GRACE", "3");
+    std::env::set_var("WEIR_LISTEN", "127.0.0.1:9001");
+    let args = parse(&["serve", "--demo-chunks", "12"]);
+    std::env::remove_var("WEIR_DEMO_CHUNKS");
+    std::env::remove_var("WEIR_GRACE");
+    std::env::remove_var("WEIR_LISTEN");
+
+    let file =
+        toml_layer("demo_chunks = 13\ngrace = 4\nlisten = \"127.0.0.1:9002\"\nheartbeat = 5\n");
+    let s = resolve(&args.layer, &file).unwrap();
+    assert_eq!(
+        s.generator,
+        GeneratorSetting::Demo {
+            chunks: 12,
+            rate_per_sec: 20.0
+        },
+        "flag beats env"
+    );
+    assert_eq!(s.grace, Duration::from_secs(3), "env beats file");
+    assert_eq!(
+        s.listen,
+        "127.0.0.1:9001".parse().unwrap(),
+        "env beats file"
+    );
+    assert_eq!(s.heartbeat, Duration::from_secs(5), "file beats default");
+}
+
+#[test]
+fn every_flag_has_its_documented_name() {
+    let _g = env_lock();
+    let a = parse(&[
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--node-id",
+        "n1",
+        "--auth",
+        "token",
+        "--jwt-secret",
+        "s3cret",
+        "--generator",
+        "demo",
+        "--demo-chunks",
+        "5",
+        "--demo-rate",
+        "50",
+        "--grace",
+        "1",
+        "--config",
+        "/dev/null",
+        "--heartbeat",
+        "2",
+        "--idle-timeout",
+        "6",
+        "--lease-ttl",
+        "3",
+        "--cancel-deadline",
+        "1.5",
+        "--presence-debounce",
+        "0",
+        "--max-frame-bytes",
+        "4096",
+        "--max-content-bytes",
+        "1000",
+        "--history-limit",
+        "20",
+        "--queue-capacity",
+        "8",
+        "--shutdown-grace",
+        "0.5",
+        "--log",
+        "debug",
+    ]);
+    assert_eq!(a.config.as_deref(), Some(Path::new("/dev/null")));
+    let s = a.settings().unwrap();
+    assert_eq!(s.listen, "0.0.0.0:0".parse().unwrap());
+    assert_eq!(s.node_id.as_str(), "n1");
+    assert_eq!(
+        s.auth,
+        AuthSetting::Token {
+            secret: Secret("s3cret".into())
+        }
+    );
+    assert_eq!(
+        s.generator,
+        GeneratorSetting::Demo {
+            chunks: 5,
+            rate_per_sec: 50.0
+        }
+    );
+    assert_eq!(s.grace, Duration::from_secs(1));
+    assert_eq!(s.heartbeat, Duration::from_secs(2));
+    assert_eq!(s.idle_timeout, Duration::from_secs(6));
+    assert_eq!(s.lease_ttl, Duration::from_secs(3));
+    assert_eq!(s.cancel_deadline, Duration::from_millis(1500));
+    assert_eq!(s.presence_debounce, Duration::ZERO);
+    assert_eq!(s.limits.max_frame_bytes, 4096);
+    assert_eq!(s.limits.max_content_bytes, 1000);
+    assert_eq!(s.history_limit, 20);
+    assert_eq!(s.queue_capacity, 8);
+    assert_eq!(s.shutdown_grace, Duration::from_millis(500));
+    assert_eq!(s.log, "debug");
+}
+
+#[test]
+fn config_and_version_subcommands_parse() {
+    let _g = env_lock();
+    let cli = Cli::try_parse_from(["weir", "config", "--demo-rate", "5"]).unwrap();
+    assert!(matches!(cli.command, Command::Config(a) if a.layer.demo_rate == Some(5.0)));
+    let cli = Cli::try_parse_from(["weir", "version"]).unwrap();
+    assert!(matches!(cli.command, Command::Version));
+    assert!(Cli::try_parse_from(["weir", "serve", "--auth", "maybe"]).is_err());
+    assert!(Cli::try_parse_from(["weir", "serve", "--no-such-flag"]).is_err());
+}
+
+#[test]
+fn file_keys_mirror_flag_names() {
+    let file = toml_layer(
+        r#"
+        listen = "127.0.0.1:0"
+        node_id = "from-file"
+        auth = "token"
+        jwt_secret = "k"
+        generator = "demo"
+        demo_chunks = 3
+        demo_rate = 2.5
+        grace = 1
+        lease_ttl = 4
+        cancel_deadline = 2
+        presence_debounce = 0.25
+        heartbeat = 1
+        idle_timeout = 3
+        max_frame_bytes = 2048
+        max_content_bytes = 100
+        history_limit = 5
+        queue_capacity = 16
+        shutdown_grace = 1
+        log = "warn"
+        "#,
+    );
+    let s = resolve(&Layer::default(), &file).unwrap();
+    assert_eq!(s.node_id.as_str(), "from-file");
+    assert_eq!(s.presence_debounce, Duration::from_millis(250));
+    assert_eq!(s.queue_capacity, 16);
+    assert_eq!(s.log, "warn");
+}
+
+#[test]
+fn unknown_or_mistyped_file_key_is_an_error() {
+    let e = Layer::from_toml("demo_chunk = 3\n", Path::new("w.toml")).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("w.toml") && msg.contains("demo_chunk"),
+        "{msg}"
+    );
+    assert!(Layer::from_toml("demo_chunks = \"many\"\n", Path::new("w.toml")).is_err());
+    assert!(Layer::from_toml("auth = \"maybe\"\n", Path::new("w.toml")).is_err());
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let args = ServeArgs {
+        config: Some("/nonexistent/weir.toml".into()),
+        ..ServeArgs::default()
+    };
+    let msg = args.settings().unwrap_err().to_string();
+    assert!(msg.contains("/nonexistent/weir.toml"), "{msg}");
+}
+
+#[test]
+fn bad_listen_address_is_rejected() {
+    for bad in [
+        "8080",
+        "localhost",
+        "127.0.0.1",
+        "1.2.3.4:99999",
+        "example.com:80",
+        "",
+    ] {
+        let cli = Layer {
+            listen: Some(bad.into()),
+            ..Layer::default()
+        };
+        let msg = err(cli, Layer::default());
+        assert!(msg.contains("--listen"), "{bad}: {msg}");
+    }
+}
+
+#[test]
+fn listen_accepts_ipv4_ipv6_and_localhost() {
+    for (given, want) in [
+        ("0.0.0.0:80", "0.0.0.0:80"),
+        ("[::1]:8080", "[::1]:8080"),
+        ("localhost:9000", "127.0.0.1:9000"),
+    ] {
+        let cli = Layer {
+            listen: Some(given.into()),
+            ..Layer::default()
+        };
+        assert_eq!(
+            resolve(&cli, &Layer::default()).unwrap().listen,
+            want.parse().unwrap()
+        );
+    }
+}
+
+#[test]
+fn bad_node_id_is_rejected() {
+    for bad in ["", "has space", "slash/id", &"x".repeat(65)] {
+        let cli = Layer {
+            node_id: Some(bad.into()),
+            ..Layer::default()
+        };
+        let msg = err(cli, Layer::default());
+        assert!(msg.contains("--node-id"), "{bad}: {msg}");
+    }
+}
+
+#[test]
+fn default_node_id_is_host_and_pid_in_node_id_syntax() {
+    let id = default_node_id();
+    assert!(NodeId::parse(id.as_str()).is_ok());
+    assert_eq!(node_id_from("web 01\n", 42).as_str(), "web-01-42");
+    assert_eq!(node_id_from("", 42).as_str(), FALLBACK_NODE_ID);
+    assert_eq!(node_id_from("  \n", 42).as_str(), FALLBACK_NODE_ID);
+    let long = node_id_from(&"h".repeat(200), 4_000_000_000);
+    assert_eq!(long.as_str().len(), 64);
+    assert!(long.as_str().ends_with("-4000000000"));
+}
+
+#[test]
+fn token_auth_without_secret_is_rejected() {
+    let cli = Layer {
+        auth: Some(AuthMode::Token),
+        ..Layer::default()
+    };
+    assert!(err(cli.clone(), Layer::default()).contains("--jwt-secret"));
+    let empty = Layer {
+        jwt_secret: Some(String::new()),
+        ..cli
+    };
+    assert!(err(empty, Layer::default()).contains("--jwt-secret"));
+}
+
+#[test]
+fn secret_without_token_auth_is_rejected() {
+    let cli = Layer {
+        jwt_secret: Some("k".into()),
+        ..Layer::default()
+    };
+    assert!(err(cli, Layer::default()).contains("--auth token"));
+}
+
+#[test]
+fn token_auth_secret_may_come_from_the_file_and_never_shows() {
+    let cli = Layer {
+        auth: Some(AuthMode::Token),
+        ..Layer::default()
+    };
+    let file = toml_layer("jwt_secret = \"topsecret\"\n");
+    let s = resolve(&cli, &file).unwrap();
+    let AuthSetting::Token { secret } = &s.auth else {
+        panic!("token auth expected");
+    };
+    assert_eq!(secret.expose(), b"topsecret");
+    assert!(!format!("{s:?}").contains("topsecret"));
+    let toml = s.to_toml();
+    assert!(!toml.contains("topsecret"), "{toml}");
+    assert!(toml.contains("jwt_secret is set"), "{toml}");
+}
+
+#[test]
+fn openai_generator_is_not_available_yet() {
+    let cli = Layer {
+        generator: Some(GeneratorKind::Openai),
+        ..Layer::default()
+    };
+    assert_eq!(
+        err(cli, Layer::default()),
+        "generator openai is not available yet"
+    );
+}
+
+#[test]
+fn out_of_range_numbers_are_rejected() {
+    let cases: Vec<(Layer, &str)> = vec![
+        (
+            Layer {
+                demo_rate: Some(0.0),
+                ..Layer::default()
+            },
+            "--demo-rate",
+        ),
+        (
+            Layer {
+                demo_rate: Some(f64::NAN),
+                ..Layer::default()
+            },
+            "--demo-rate",
+        ),
+        (
+            Layer {
+                demo_chunks: Some(0),
+                ..Layer::default()
+            },
+            "--demo-chunks",
+        ),
+        (
+            Layer {
+                grace: Some(-1.0),
+                ..Layer::default()
+            },
+            "--grace",
+        ),
+        (
+            Layer {
+                grace: Some(f64::INFINITY),
+                ..Layer::default()
+            },
+            "--grace",
+        ),
+        (
+            Layer {
+                lease_ttl: Some(0.0),
+                ..Layer::default()
+            },
+            "--lease-ttl",
+        ),
+        (
+            Layer {
+                heartbeat: Some(0.0),
+                ..Layer::default()
+            },
+            "--heartbeat",
+        ),
+        (
+            Layer {
+                heartbeat: Some(30.0),
+                idle_timeout: Some(30.0),
+                ..Layer::default()
+            },
+            "--idle-timeout",
+        ),
+        (
+            Layer {
+                max_frame_bytes: Some(10),
+                ..Layer::default()
+            },
+            "--max-frame-bytes",
+        ),
+        (
+            Layer {
+                max_frame_bytes: Some(4096),
+                max_content_bytes: Some(4096),
+                ..Layer::default()
+            },
+            "--max-content-bytes",
+        ),
+        (
+            Layer {
+                history_limit: Some(0),
+                ..Layer::default()
+            },
+            "--history-limit",
+        ),
+        (
+            Layer {
+                queue_capacity: Some(0),
+                ..Layer::default()
+            },
+            "--queue-capacity",
+        ),
+    ];
+    for (cli, flag) in cases {
+        let msg = err(cli, Layer::default());
+        assert!(msg.starts_with(flag), "{flag}: {msg}");
+    }
+}
+
+#[test]
+fn zero_grace_and_zero_debounce_are_allowed() {
+    let cli = Layer {
+        grace: Some(0.0),
+        presence_debounce: Some(0.0),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    assert_eq!(s.stream_timers().grace_ms, 0);
+    assert_eq!(s.presence_timers().debounce_ms, 0);
+}
+
+#[test]
+fn bad_log_filter_is_rejected() {
+    let cli = Layer {
+        log: Some("weir=loud".into()),
+        ..Layer::default()
+    };
+    assert!(err(cli, Layer::default()).starts_with("--log"));
+}
+
+#[test]
+fn timers_reach_both_node_and_store() {
+    let cli = Layer {
+        grace: Some(1.5),
+        lease_ttl: Some(3.0),
+        cancel_deadline: Some(2.0),
+        presence_debounce: Some(0.75),
+        heartbeat: Some(4.0),
+        idle_timeout: Some(9.0),
+        history_limit: Some(2000),
+        max_frame_bytes: Some(8192),
+        max_content_bytes: Some(4000),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    let node = s.node_config();
+    let store = s.store_config();
+    let want = StreamTimers {
+        lease_ttl_ms: 3000,
+        cancel_deadline_ms: 2000,
+        grace_ms: 1500,
+    };
+    assert_eq!(node.timers, want);
+    assert_eq!(store.timers, want);
+    assert_eq!(node.presence.debounce_ms, 750);
+    assert_eq!(node.presence, store.presence);
+    assert_eq!(node.heartbeat, Duration::from_secs(4));
+    assert_eq!(node.idle_timeout, Duration::from_secs(9));
+    assert_eq!(node.history_limit, 2000);
+    assert_eq!(
+        store.history_limit, 2000,
+        "the store keeps what history shows"
+    );
+    assert_eq!(node.limits.max_frame_bytes, 8192);
+    assert_eq!(node.limits.max_content_bytes, 4000);
+    assert_eq!(node.node_id, s.node_id);
+}
+
+#[test]
+fn store_keeps_its_default_history_when_the_frame_shows_less() {
+    let s = resolve(&Layer::default(), &Layer::default()).unwrap();
+    assert_eq!(
+        s.store_config().history_limit,
+        StoreConfig::default().history_limit
+    );
+}
+
+#[test]
+fn printed_configuration_reads_back_to_the_same_settings() {
+    let cli = Layer {
+        listen: Some("[::1]:0".into()),
+        node_id: Some("printed".into()),
+        demo_chunks: Some(9),
+        demo_rate: Some(7.5),
+        grace: Some(0.25),
+        log: Some("info,weir_runtime_tokio=debug".into()),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    let printed = s.to_toml();
+    let back = resolve(&Layer::default(), &toml_layer(&printed)).unwrap();
+    assert_eq!(back, s, "{printed}");
+}
