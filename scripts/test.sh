@@ -6,7 +6,9 @@
 #               rustup components); never reinstalls what is already there
 #   2. fmt      cargo fmt --all -- --check
 #   3. clippy   cargo clippy --workspace --all-targets -- -D warnings
-#   4. test     cargo test --workspace  (unit, integration and doc tests)
+#   4. build    cargo build -p weir-server --bin weir  (the end-to-end tests run it)
+#   5. test     cargo test --workspace  (unit, integration, end-to-end, browser
+#               and doc tests)
 #
 # Usage: ./scripts/test.sh [--setup-only]
 # Exits non-zero as soon as a stage fails.
@@ -86,6 +88,33 @@ setup() {
     ensure_component clippy cargo clippy --version
     # The store differential test and the end-to-end tests start a real redis-server.
     ensure_pkg redis-server redis-server
+    # The browser test (tests/tests/browser.rs): Debian's Chromium, driven by
+    # playwright-core from npm (never `npx playwright install`: it downloads
+    # a browser of its own).
+    ensure_pkg chromium chromium
+    ensure_pkg node nodejs
+    ensure_pkg npm npm
+    ensure_browser_deps
+}
+
+# ensure_browser_deps: install tests/browser's npm packages (playwright-core,
+# pinned in package.json and package-lock.json) unless the pinned version is
+# already there.
+ensure_browser_deps() {
+    local dir=tests/browser want have
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [[ "$major" -lt 20 ]]; then
+        echo "  warning: Node.js $(node --version) is older than 20, which playwright-core wants" >&2
+    fi
+    want="$(node -p "require('./$dir/package.json').dependencies['playwright-core']")"
+    have="$(node -p "try { require('./$dir/node_modules/playwright-core/package.json').version } catch (e) { '' }")"
+    if [[ "$have" == "$want" ]]; then
+        echo "  playwright-core: present ($have in $dir/node_modules)"
+        return 0
+    fi
+    echo "  playwright-core: missing, installing $want with npm ci in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
 }
 
 setup
@@ -98,6 +127,10 @@ cargo fmt --all -- --check
 
 banner "clippy: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The end-to-end tests (tests/) run the real binary: build it fresh first.
+banner "build: cargo build -p weir-server --bin weir"
+cargo build -p weir-server --bin weir
 
 # No --all-targets here: it would skip the doc tests.
 banner "test: cargo test --workspace"
