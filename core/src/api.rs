@@ -163,6 +163,15 @@ pub enum Output {
         /// The frame.
         frame: ServerFrame,
     },
+    /// Send the same frame on each of several connections (each through its
+    /// own writer, in order with that connection's other frames). The
+    /// runtime can encode it once for all of them.
+    SendMany {
+        /// The connections.
+        conns: Vec<ConnId>,
+        /// The frame.
+        frame: ServerFrame,
+    },
     /// Send a WebSocket ping.
     Ping {
         /// The connection.

@@ -75,6 +75,7 @@
 //!     while let Some(output) = node.poll_output() {
 //!         match output {
 //!             Output::Send { frame, .. } => socket.push(frame),
+//!             Output::SendMany { frame, .. } => socket.push(frame), // one connection here
 //!             Output::Store { op, request } => {
 //!                 // The in-memory store: apply atomically, reply, publish.
 //!                 let (reply, notices) = store.apply(request);

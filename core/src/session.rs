@@ -98,10 +98,16 @@ pub(crate) struct Connection {
     /// The user's presence as this connection last heard it (it is itself
     /// online, so it starts there and hears only changes).
     pub(crate) presence_seen: PresenceStatus,
+    /// Closed with 4000 at this time unless a frame or pong moves it.
+    pub(crate) idle_at: Instant,
+    /// The next WebSocket ping (Open only).
+    pub(crate) ping_at: Option<Instant>,
+    /// Released at this time if still Closing.
+    pub(crate) close_at: Option<Instant>,
 }
 
 impl Connection {
-    pub(crate) fn new(conv: ConvKey, resume: Option<(MessageId, Seq)>) -> Self {
+    pub(crate) fn new(conv: ConvKey, resume: Option<(MessageId, Seq)>, idle_at: Instant) -> Self {
         Self {
             conv,
             state: ConnState::Handshake,
@@ -110,6 +116,9 @@ impl Connection {
             pending_chat: None,
             early: VecDeque::new(),
             presence_seen: PresenceStatus::Online,
+            idle_at,
+            ping_at: None,
+            close_at: None,
         }
     }
 }

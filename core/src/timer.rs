@@ -10,18 +10,17 @@ use crate::ids::{ConnId, ConvKey, MessageId, UserId};
 /// What a deadline is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimerKey {
-    /// Send a WebSocket ping on this connection.
-    Heartbeat(ConnId),
-    /// The connection was silent too long: close it with 4000.
-    Idle(ConnId),
-    /// A closing connection did not finish closing: release it.
-    Closing(ConnId),
+    /// A connection's next deadline: its heartbeat, its idle deadline, or
+    /// (closing) its close deadline — one entry per connection, re-armed by
+    /// itself, so inbound frames never touch the table.
+    Conn(ConnId),
     /// Renew the lease of a reply this node produces.
-    Renew(ConvKey, MessageId),
+    Renew(MessageId),
     /// Retry a failed store write of a reply this node produces.
-    OwnerRetry(ConvKey, MessageId),
+    OwnerRetry(MessageId),
     /// Re-read a watched reply (catches lost notices; reaps dead owners).
-    Watch(ConvKey, MessageId),
+    /// Boxed: rare, and it keeps every key small.
+    Watch(Box<(ConvKey, MessageId)>),
     /// Move a user's presence on (debounce, expiry).
     Presence(UserId),
     /// Reap expired leases store-wide and refresh this node's presence.
@@ -113,13 +112,13 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Timers::default();
         t.set(TimerKey::Housekeeping, t0 + Duration::from_secs(3));
-        t.set(TimerKey::Idle(ConnId(1)), t0 + Duration::from_secs(1));
-        t.set(TimerKey::Idle(ConnId(1)), t0 + Duration::from_secs(2));
+        t.set(TimerKey::Conn(ConnId(1)), t0 + Duration::from_secs(1));
+        t.set(TimerKey::Conn(ConnId(1)), t0 + Duration::from_secs(2));
         t.set_earliest(TimerKey::Housekeeping, t0 + Duration::from_secs(5));
         assert_eq!(t.next(), Some(t0 + Duration::from_secs(2)));
         assert_eq!(t.pop_due(t0 + Duration::from_secs(1)), None);
         let now = t0 + Duration::from_secs(10);
-        assert_eq!(t.pop_due(now), Some(TimerKey::Idle(ConnId(1))));
+        assert_eq!(t.pop_due(now), Some(TimerKey::Conn(ConnId(1))));
         assert_eq!(t.pop_due(now), Some(TimerKey::Housekeeping));
         assert_eq!(t.pop_due(now), None);
         assert!(t.is_empty());

@@ -7,11 +7,12 @@
 //! reports) before the next message. It decides nothing itself.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use weir_core::ids::{ConnId, MessageId, SeededIds, Seq, SessionId, UserId};
 use weir_core::store::{Model, Topic};
@@ -19,7 +20,7 @@ use weir_core::wire::{CancelStatus, CloseCode};
 use weir_core::{Event, GeneratorEvent, HttpReqId, HttpRequest, Input, Node, Output};
 
 use crate::metrics::Metrics;
-use crate::queue::{Item, OutQueue, Push};
+use crate::queue::{Encoded, Item, OutQueue, Push};
 use crate::{generator, GeneratorConfig, RuntimeConfig};
 
 /// How often the core's wall clock is re-anchored.
@@ -59,7 +60,6 @@ pub(crate) enum ToDriver {
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
     pub(crate) queue: Arc<OutQueue>,
-    pub(crate) notify: Arc<Notify>,
     pub(crate) writer: AbortHandle,
     /// Dropped with the handle: tells the reader to stop.
     pub(crate) _stop: oneshot::Sender<()>,
@@ -70,7 +70,6 @@ pub(crate) struct ConnHandle {
 impl Drop for ConnHandle {
     fn drop(&mut self) {
         self.queue.close();
-        self.notify.notify_one();
         self.writer.abort();
     }
 }
@@ -80,8 +79,8 @@ pub(crate) struct Driver {
     node: Node<SeededIds>,
     store: Model,
     /// Topics this node subscribed to: the notices it receives.
-    subscriptions: HashSet<Topic>,
-    conns: HashMap<ConnId, ConnHandle>,
+    subscriptions: Subscriptions,
+    conns: HashMap<ConnId, ConnHandle, U64Hash>,
     generators: HashMap<MessageId, AbortHandle>,
     http: HashMap<HttpReqId, oneshot::Sender<HttpAnswer>>,
     next_http: u64,
@@ -124,8 +123,8 @@ impl Driver {
         Self {
             node,
             store,
-            subscriptions: HashSet::new(),
-            conns: HashMap::new(),
+            subscriptions: Subscriptions::default(),
+            conns: HashMap::default(),
             generators: HashMap::new(),
             http: HashMap::new(),
             next_http: 0,
@@ -260,7 +259,14 @@ impl Driver {
 
     fn carry(&mut self, output: Output) {
         match output {
-            Output::Send { conn, frame } => self.push(conn, Item::Frame(frame)),
+            // Encoded here, once; the writers send the text as it is.
+            Output::Send { conn, frame } => self.push(conn, Item::frame(frame)),
+            Output::SendMany { conns, frame } => {
+                let encoded = Arc::new(Encoded::new(frame));
+                for conn in conns {
+                    self.push(conn, Item::Frame(encoded.clone()));
+                }
+            }
             Output::Ping { conn } => self.push(conn, Item::Ping),
             Output::Close { conn, code } => {
                 if code == CloseCode::TooSlow {
@@ -283,7 +289,7 @@ impl Driver {
                 }
             }
             Output::Subscribe(topic) => {
-                self.subscriptions.insert(topic);
+                self.subscriptions.insert(&topic);
             }
             Output::Unsubscribe(topic) => {
                 self.subscriptions.remove(&topic);
@@ -318,7 +324,8 @@ impl Driver {
         }
     }
 
-    /// Offers `item` to a connection's queue and wakes its writer.
+    /// Offers `item` to a connection's queue (which wakes its writer if it
+    /// waits for one).
     fn push(&mut self, conn: ConnId, item: Item) {
         let Some(handle) = self.conns.get_mut(&conn) else {
             return; // already released: the socket is gone
@@ -335,9 +342,8 @@ impl Driver {
                 tracing::debug!(%conn, "outbound queue overflow: slow consumer");
                 self.immediate.push_back(Input::SlowConsumer { conn });
             }
-            Push::Dropped | Push::Closed => return,
+            Push::Dropped | Push::Closed => {}
         }
-        handle.notify.notify_one();
     }
 
     fn release(&mut self, conn: ConnId) {
@@ -388,6 +394,88 @@ impl Driver {
     }
 }
 
+/// The topics this node subscribed to, kept as fingerprints: a 64-bit hash
+/// of each topic, keyed at random per process, instead of the topic itself.
+/// A node subscribes to a topic or two per conversation it serves (the
+/// conversation, its user's presence); with a conversation per connection
+/// the topics and their strings were ~0.2 KiB of every connection.
+///
+/// Two topics with the same fingerprint (a chance of about n²/2⁶⁵ for n
+/// topics, and not one a client can aim for: the key is secret) would only
+/// feed a notice this node did not subscribe to, which the core ignores (as
+/// it must: with real pub/sub a notice can arrive after an unsubscribe), or
+/// drop one after the other's unsubscribe, which pub/sub may do anyway (a
+/// notice can be lost; the store's records are the truth).
+#[derive(Debug, Default)]
+struct Subscriptions {
+    key: std::collections::hash_map::RandomState,
+    fingerprints: HashSet<u64, U64Hash>,
+}
+
+impl Subscriptions {
+    fn fingerprint(&self, topic: &Topic) -> u64 {
+        self.key.hash_one(topic)
+    }
+
+    fn insert(&mut self, topic: &Topic) {
+        let f = self.fingerprint(topic);
+        self.fingerprints.insert(f);
+    }
+
+    fn remove(&mut self, topic: &Topic) {
+        let f = self.fingerprint(topic);
+        self.fingerprints.remove(&f);
+    }
+
+    fn contains(&self, topic: &Topic) -> bool {
+        self.fingerprints.contains(&self.fingerprint(topic))
+    }
+}
+
+/// The hash of the driver's maps keyed by a `u64` (a [`ConnId`], a topic's
+/// fingerprint): a multiplicative hash instead of SipHash. The connection
+/// map is looked up once per connection for every frame a conversation's
+/// connections get. Its keys are the server's own sequential numbers and
+/// the fingerprints are keyed hashes, never a client's choice, so there is
+/// no flooding to defend against.
+#[derive(Debug, Clone, Copy, Default)]
+struct U64Hash;
+
+impl BuildHasher for U64Hash {
+    type Hasher = U64Hasher;
+
+    fn build_hasher(&self) -> U64Hasher {
+        U64Hasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct U64Hasher(u64);
+
+impl U64Hasher {
+    /// 2^64 / φ: spreads sequential numbers over the high bits too (the
+    /// map takes its control bits from there).
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+}
+
+impl Hasher for U64Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by a `u64` or a `ConnId` (their `Hash` writes one `u64`);
+        // correct anyway.
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(Self::K);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Sleeps until `deadline`; forever when there is none (the `select!` branch
 /// is disabled then anyway).
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -407,7 +495,6 @@ fn unix_ms() -> u64 {
 /// 64 bits of the operating system's randomness, through std's randomly
 /// keyed hasher (no extra dependency).
 fn os_random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         SystemTime::now()
@@ -415,4 +502,40 @@ fn os_random_seed() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_hash_spreads_sequential_ids() {
+        let hash = |n: u64| U64Hash.hash_one(ConnId(n));
+        let ids = 1..=10_000u64;
+        let hashes: HashSet<u64> = ids.clone().map(hash).collect();
+        assert_eq!(hashes.len(), 10_000, "no two ids collide");
+        // The map takes its 7 control bits from the top of the hash: sequential
+        // ids must use all of them.
+        let top: HashSet<u64> = ids.clone().map(|n| hash(n) >> 57).collect();
+        assert_eq!(top.len(), 128);
+        let mut map: HashMap<ConnId, u64, U64Hash> = HashMap::default();
+        map.extend(ids.clone().map(|n| (ConnId(n), n)));
+        assert!(ids.into_iter().all(|n| map.get(&ConnId(n)) == Some(&n)));
+    }
+
+    #[test]
+    fn subscriptions_know_exactly_the_subscribed_topics() {
+        let user = |u: &str| Topic::User(UserId::parse(u).unwrap());
+        let mut subs = Subscriptions::default();
+        for i in 0..1000 {
+            subs.insert(&user(&format!("u{i}")));
+        }
+        subs.insert(&user("u1"));
+        subs.remove(&user("u2"));
+        assert!(subs.contains(&user("u1")));
+        assert!(subs.contains(&user("u999")));
+        assert!(!subs.contains(&user("u2")));
+        assert!(!subs.contains(&user("u1000")));
+        assert_eq!(subs.fingerprints.len(), 999);
+    }
 }

@@ -27,7 +27,7 @@
 //!  reader task (per WebSocket): frames, pongs, close ──────┼──────────────────► driver task
 //!  generator tasks: deltas, finish ────────────────────────┘                    owns Node + Model
 //!                                                                                 │
-//!  writer task (per WebSocket) ◄── OutQueue + Notify ◄── Output::Send/Ping/Close ─┤
+//!  writer task (per WebSocket) ◄── OutQueue ◄── Output::Send/SendMany/Ping/Close ─┤
 //!  HTTP response (oneshot)     ◄── Output::HttpResponse ◄─────────────────────────┘
 //! ```
 //!
@@ -37,9 +37,11 @@
 //! or for [`Node::poll_timeout`](weir_core::Node::poll_timeout), feeds the
 //! input (or `handle_timeout`), and then drains every output:
 //!
-//! - `Send` / `Ping` / `Close` go into the connection's [`queue::OutQueue`]
-//!   and wake its writer; a push that overflows is fed back at once as
-//!   `Input::SlowConsumer` (the core then closes with 4008);
+//! - `Send` / `SendMany` / `Ping` / `Close` go into the connections'
+//!   [`queue::OutQueue`]s, which wake their writers; a frame is encoded once
+//!   and the same encoded bytes go to every connection of a `SendMany`; a
+//!   push that overflows is fed back at once as `Input::SlowConsumer` (the
+//!   core then closes with 4008);
 //! - `Store` is applied to the model synchronously; its reply, and every
 //!   published notice on a topic this node subscribed to, are fed back before
 //!   the next channel message;

@@ -4,8 +4,22 @@
 //! writer task [`pop`](OutQueue::pop)s and writes them, so frames of one connection are
 //! never interleaved on the socket. The queue is plain synchronous code behind one
 //! mutex; it never blocks on anything but that mutex and knows nothing of tokio. The
-//! wake-up of the writer (a `tokio::sync::Notify`) lives with the caller: push, then
-//! notify.
+//! writer waits for it with [`poll_pop`](OutQueue::poll_pop), which keeps the writer's
+//! [`Waker`] in the queue when the queue is empty; the next accepted push (or a
+//! [`close`](OutQueue::close)) takes that waker and wakes it, after the lock is
+//! released. So a writer is woken once when its queue goes from empty to non-empty,
+//! not once per item: it drains everything it finds before it waits again.
+//!
+//! # Items are encoded once
+//!
+//! A frame enters the queue already encoded: [`Item::Frame`] holds an
+//! `Arc<`[`Encoded`]`>`, the frame and its JSON text, made once by the producer. A
+//! frame that goes to many connections (a chunk of a reply that a whole conversation
+//! watches) is encoded once and the same `Arc` is pushed to every connection's queue; the
+//! writer hands the text to the socket as it is (a reference-count bump, no copy of the
+//! text and no second encoding). Merging (below) never changes a shared frame: it makes
+//! an [`Item::Merged`] of the connection's own, which the writer encodes when it pops
+//! it.
 //!
 //! # Rules
 //!
@@ -37,7 +51,9 @@
 //!
 //! [`pop`](OutQueue::pop) never blocks and returns items in the order they were
 //! accepted; after [`close`](OutQueue::close) (or a `Close` item) the items already
-//! queued still pop, then `None`.
+//! queued still pop, then `None`. When a pop leaves the queue empty, a buffer grown
+//! past [`IDLE_SLOTS`] items is released, so an idle connection does not keep the
+//! memory of a burst (its `hello` and `history`, or a slow stretch).
 //!
 //! # Merging
 //!
@@ -46,7 +62,9 @@
 //! well-formed (`first_seq() <= seq`), carry the same `message_id`, and
 //! `b.first_seq() == a.seq + 1`. Merging `b` into `a` gives one frame with
 //! `from_seq = Some(a.first_seq())`, `seq = b.seq` and `delta = a.delta + b.delta`, so
-//! the seq numbers stay exact and the client receives exactly the same text.
+//! the seq numbers stay exact and the client receives exactly the same text. The result
+//! is an [`Item::Merged`]: the queue's own copy of the chunk, extended in place by later
+//! merges and encoded by the writer (once) when it pops it.
 //!
 //! Only neighbours in the queue merge (and the incoming chunk with the tail), so a merge
 //! never moves a frame past another one: not past a frame of another reply, and not
@@ -60,33 +78,133 @@
 //! # Concurrency
 //!
 //! One mutex guards the whole state; every method takes it exactly once and does
-//! no I/O and no wake-up while holding it. The mutex and `Arc` come from
-//! `crate::sync`, so the verification crate model-checks this very file with `loom`
-//! (`verification/tests/loom_queue.rs`). A poisoned mutex is recovered: the code that
-//! runs under the lock cannot panic (short of allocation failure, which aborts), so the
-//! state behind a poisoned lock is still consistent.
+//! no I/O and no wake-up while holding it (a waker taken under the lock is woken after
+//! it is released). The mutex and `Arc` come from `crate::sync`, so the verification
+//! crate model-checks this very file with `loom` (`verification/tests/loom_queue.rs`),
+//! wake-ups included. A poisoned mutex is recovered: the code that runs under the lock
+//! cannot panic (short of allocation failure, which aborts), so the state behind a
+//! poisoned lock is still consistent.
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::ops::DerefMut;
 use std::sync::PoisonError;
+use std::task::{Context, Poll, Waker};
 
 use weir_core::wire::{Chunk, CloseCode, ServerFrame};
 
-use crate::sync::Mutex;
+use crate::sync::{Arc, Mutex, SharedText};
+
+/// How many item slots an empty queue may keep allocated. A pop that empties a queue
+/// whose buffer grew past this releases the buffer; a small one is kept, so a connection
+/// that keeps up with a reply (one or two items queued at a time) does not allocate per
+/// chunk.
+pub const IDLE_SLOTS: usize = 4;
+
+/// A frame and its JSON text, encoded once ([`ServerFrame::encode`]) and shared, in an
+/// `Arc`, by every queue the frame goes to.
+pub struct Encoded {
+    frame: ServerFrame,
+    text: SharedText,
+}
+
+impl Encoded {
+    /// Encodes `frame`.
+    #[must_use]
+    pub fn new(frame: ServerFrame) -> Self {
+        let text = SharedText::from(frame.encode());
+        Self { frame, text }
+    }
+
+    /// The frame.
+    #[must_use]
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
+    /// The frame's JSON text, as [`ServerFrame::encode`] made it.
+    #[must_use]
+    pub fn text(&self) -> &SharedText {
+        &self.text
+    }
+}
+
+impl fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The text is the frame's encoding: printing both says nothing more.
+        f.debug_tuple("Encoded").field(&self.frame).finish()
+    }
+}
 
 /// One entry of an [`OutQueue`], as the writer carries it out.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Two items are equal when the writer would send the same thing: an `Item::Frame` of a
+/// chunk equals an `Item::Merged` of the same chunk.
+#[derive(Clone)]
 pub enum Item {
-    /// Send this frame as one WebSocket text message. `chunk` frames may be merged
-    /// while the queue is full (see the [module docs](self)).
-    Frame(ServerFrame),
+    /// Send this frame's text as one WebSocket text message. The `Arc` may be shared with
+    /// other connections' queues. `chunk` frames may be merged while the queue is full
+    /// (see the [module docs](self)); a shared frame itself is never changed.
+    Frame(Arc<Encoded>),
+    /// A chunk frame that merging made in this queue (`from_seq` set): the writer encodes
+    /// it when it pops it. Producers push [`Item::Frame`]s.
+    Merged(Box<Chunk>),
     /// Send a WebSocket ping. Dropped instead of queued when the queue is full.
     Ping,
     /// Send everything queued before this, then close the WebSocket with this code.
     /// Accepted even when the queue is full (refused only once the queue is closed), and
     /// always the last item of the queue.
     Close(CloseCode),
+}
+
+impl Item {
+    /// `frame`, encoded, as an item of its own (for a frame that goes to one connection;
+    /// share one `Arc<Encoded>` between the items of a frame that goes to several).
+    #[must_use]
+    pub fn frame(frame: ServerFrame) -> Item {
+        Item::Frame(Arc::new(Encoded::new(frame)))
+    }
+
+    /// The chunk this item sends, if it is a chunk frame (plain or merged).
+    #[must_use]
+    pub fn chunk(&self) -> Option<&Chunk> {
+        match self {
+            Item::Frame(encoded) => match encoded.frame() {
+                ServerFrame::Chunk(chunk) => Some(chunk),
+                _ => None,
+            },
+            Item::Merged(chunk) => Some(chunk),
+            Item::Ping | Item::Close(_) => None,
+        }
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Item::Ping, Item::Ping) => true,
+            (Item::Close(a), Item::Close(b)) => a == b,
+            (Item::Frame(a), Item::Frame(b)) => a.frame() == b.frame(),
+            _ => match (self.chunk(), other.chunk()) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+        }
+    }
+}
+
+impl Eq for Item {}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Item::Frame(encoded) => f.debug_tuple("Frame").field(encoded.frame()).finish(),
+            Item::Merged(chunk) => f.debug_tuple("Merged").field(chunk).finish(),
+            Item::Ping => f.write_str("Ping"),
+            Item::Close(code) => f.debug_tuple("Close").field(code).finish(),
+        }
+    }
 }
 
 /// What [`OutQueue::push`] did with an item.
@@ -130,6 +248,9 @@ struct State {
     capacity: usize,
     closed: bool,
     merged: u64,
+    /// The writer's waker, kept by `poll_pop` when it found the queue empty and open;
+    /// taken (and woken) by the next accepted push or by `close`.
+    writer: Option<Waker>,
 }
 
 impl OutQueue {
@@ -139,57 +260,70 @@ impl OutQueue {
         let capacity = capacity.max(1);
         Self {
             state: Mutex::new(State {
-                // Grows on demand (up to `capacity` items and a `Close`): an
-                // idle connection's queue holds no allocation at all.
+                // Grows on demand (up to `capacity` items and a `Close`), and a grown
+                // buffer is released when the queue empties again.
                 items: VecDeque::new(),
                 capacity,
                 closed: false,
                 merged: 0,
+                writer: None,
             }),
         }
     }
 
     /// Offers `item` to the queue; the result says whether it was queued, merged,
     /// dropped (a ping on a full queue), refused for lack of room ([`Push::Overflow`]),
-    /// or refused because the queue is closed. See the module docs for the rules.
+    /// or refused because the queue is closed. See the module docs for the rules. An
+    /// accepted item wakes the writer if it is waiting in [`poll_pop`](Self::poll_pop).
     pub fn push(&self, item: Item) -> Push {
         let mut state = self.lock();
-        if state.closed {
-            return Push::Closed;
-        }
-        if let Item::Close(_) = item {
-            state.items.push_back(item);
-            state.closed = true;
-            return Push::Queued;
-        }
-        if state.items.len() < state.capacity {
-            state.items.push_back(item);
-            return Push::Queued;
-        }
-        let item = match item {
-            Item::Ping => return Push::Dropped,
-            Item::Frame(ServerFrame::Chunk(chunk)) => match state.merge_into_tail(chunk) {
-                Ok(()) => return Push::Merged,
-                Err(chunk) => Item::Frame(ServerFrame::Chunk(chunk)),
-            },
-            other => other,
+        let push = state.push(item);
+        let writer = if push.is_accepted() {
+            state.writer.take()
+        } else {
+            None
         };
-        if state.compact() == 0 {
-            return Push::Overflow;
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
         }
-        state.items.push_back(item);
-        Push::Merged
+        push
     }
 
     /// Takes the oldest item, or `None` when the queue is empty. Never blocks.
     pub fn pop(&self) -> Option<Item> {
-        self.lock().items.pop_front()
+        self.lock().pop()
+    }
+
+    /// The writer's wait: the oldest item (`Ready(Some)`); `Ready(None)` when the queue
+    /// is empty and closed (nothing will ever come); otherwise `Pending`, keeping `cx`'s
+    /// waker, which the next accepted push or [`close`](Self::close) wakes. Meant for
+    /// the one writer: a later call replaces the waker an earlier one kept.
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut state = self.lock();
+        if let Some(item) = state.pop() {
+            return Poll::Ready(Some(item));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.writer {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Closes the queue: every later push returns [`Push::Closed`]. Items already queued
-    /// still pop. Closing twice is harmless.
+    /// still pop. Wakes the writer if it is waiting. Closing twice is harmless.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
     }
 
     /// How many items are queued (a merged frame counts once).
@@ -202,6 +336,14 @@ impl OutQueue {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.lock().items.is_empty()
+    }
+
+    /// How many items the queue's buffer has room for without allocating (0: it holds no
+    /// allocation). At most [`IDLE_SLOTS`] (rounded up to the buffer's smallest size)
+    /// once the queue has emptied.
+    #[must_use]
+    pub fn allocated_slots(&self) -> usize {
+        self.lock().items.capacity()
     }
 
     /// Whether the queue refuses pushes ([`close`](Self::close) was called or a `Close`
@@ -224,17 +366,52 @@ impl OutQueue {
 }
 
 impl State {
-    /// Merges `chunk` into the chunk frame at the tail when it continues it; gives it
-    /// back otherwise.
-    fn merge_into_tail(&mut self, chunk: Chunk) -> Result<(), Chunk> {
-        match self.items.back_mut() {
-            Some(Item::Frame(ServerFrame::Chunk(tail))) if continues(tail, &chunk) => {
-                absorb(tail, &chunk.delta, chunk.seq);
-                self.merged = self.merged.saturating_add(1);
-                Ok(())
-            }
-            _ => Err(chunk),
+    /// The rules of [`OutQueue::push`].
+    fn push(&mut self, item: Item) -> Push {
+        if self.closed {
+            return Push::Closed;
         }
+        if let Item::Close(_) = item {
+            self.items.push_back(item);
+            self.closed = true;
+            return Push::Queued;
+        }
+        if self.items.len() < self.capacity {
+            self.items.push_back(item);
+            return Push::Queued;
+        }
+        if let Item::Ping = item {
+            return Push::Dropped;
+        }
+        if self.merge_into_tail(&item) {
+            return Push::Merged;
+        }
+        if self.compact() == 0 {
+            return Push::Overflow;
+        }
+        self.items.push_back(item);
+        Push::Merged
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        let item = self.items.pop_front()?;
+        if self.items.is_empty() && self.items.capacity() > IDLE_SLOTS {
+            self.items = VecDeque::new();
+        }
+        Some(item)
+    }
+
+    /// Merges `item` into the chunk frame at the tail when it continues it; returns
+    /// whether it did.
+    fn merge_into_tail(&mut self, item: &Item) -> bool {
+        let Some(tail) = self.items.back_mut() else {
+            return false;
+        };
+        if !absorb(tail, item) {
+            return false;
+        }
+        self.merged = self.merged.saturating_add(1);
+        true
     }
 
     /// Merges every run of adjacent chunk frames that continue one another into one
@@ -249,14 +426,8 @@ impl State {
         for read in 1..items.len() {
             let (done, rest) = items.split_at_mut(read);
             // `kept < read` always holds, and `rest` is non-empty since `read < len`.
-            if let (
-                Some(Item::Frame(ServerFrame::Chunk(a))),
-                Some(Item::Frame(ServerFrame::Chunk(b))),
-            ) = (done.get_mut(kept), rest.first_mut())
-            {
-                if continues(a, b) {
-                    let delta = std::mem::take(&mut b.delta);
-                    absorb(a, &delta, b.seq);
+            if let (Some(a), Some(b)) = (done.get_mut(kept), rest.first()) {
+                if absorb(a, b) {
                     continue;
                 }
             }
@@ -271,6 +442,37 @@ impl State {
     }
 }
 
+/// If `b` is a chunk frame that [continues](continues) the chunk frame `a`, extends `a`
+/// by `b`'s text up to `b`'s last seq (making `a` an [`Item::Merged`] of its own first,
+/// so that a shared frame is never changed) and returns `true`; otherwise leaves `a` as
+/// it is and returns `false`.
+fn absorb(a: &mut Item, b: &Item) -> bool {
+    let Some(next) = b.chunk() else {
+        return false;
+    };
+    match a {
+        Item::Merged(chunk) => {
+            if !continues(chunk, next) {
+                return false;
+            }
+            extend(chunk, next);
+        }
+        Item::Frame(encoded) => {
+            let ServerFrame::Chunk(chunk) = encoded.frame() else {
+                return false;
+            };
+            if !continues(chunk, next) {
+                return false;
+            }
+            let mut own = Box::new(chunk.clone());
+            extend(&mut own, next);
+            *a = Item::Merged(own);
+        }
+        Item::Ping | Item::Close(_) => return false,
+    }
+    true
+}
+
 /// Whether chunk frame `b` continues `a`: same reply, both well-formed, and `b`'s first
 /// seq right after `a`'s last.
 fn continues(a: &Chunk, b: &Chunk) -> bool {
@@ -281,14 +483,17 @@ fn continues(a: &Chunk, b: &Chunk) -> bool {
 }
 
 /// Extends `a` (which `b` continues) by `b`'s text up to `b`'s last seq.
-fn absorb(a: &mut Chunk, delta: &str, last_seq: u64) {
+fn extend(a: &mut Chunk, b: &Chunk) {
     a.from_seq = Some(a.first_seq());
-    a.seq = last_seq;
-    a.delta.push_str(delta);
+    a.seq = b.seq;
+    a.delta.push_str(&b.delta);
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
     use weir_core::ids::MessageId;
     use weir_core::wire::{CancelResult, CancelStatus, End, ReplyStatus, Start};
 
@@ -299,17 +504,21 @@ mod tests {
         MessageId::parse(s).unwrap()
     }
 
-    fn chunk(m: &str, seq: u64, delta: &str) -> Item {
-        Item::Frame(ServerFrame::Chunk(Chunk {
+    fn plain(m: &str, seq: u64, delta: &str) -> Chunk {
+        Chunk {
             message_id: id(m),
             seq,
             delta: delta.to_owned(),
             from_seq: None,
-        }))
+        }
+    }
+
+    fn chunk(m: &str, seq: u64, delta: &str) -> Item {
+        Item::frame(ServerFrame::Chunk(plain(m, seq, delta)))
     }
 
     fn merged(m: &str, from_seq: u64, seq: u64, delta: &str) -> Item {
-        Item::Frame(ServerFrame::Chunk(Chunk {
+        Item::Merged(Box::new(Chunk {
             message_id: id(m),
             seq,
             delta: delta.to_owned(),
@@ -318,14 +527,14 @@ mod tests {
     }
 
     fn start(m: &str) -> Item {
-        Item::Frame(ServerFrame::Start(Start {
+        Item::frame(ServerFrame::Start(Start {
             message_id: id(m),
             reply_to: id("u1"),
         }))
     }
 
     fn end(m: &str, final_seq: u64) -> Item {
-        Item::Frame(ServerFrame::End(End {
+        Item::frame(ServerFrame::End(End {
             message_id: id(m),
             status: ReplyStatus::Completed,
             final_seq,
@@ -335,12 +544,35 @@ mod tests {
     }
 
     fn cancel_result(m: &str, final_seq: u64) -> Item {
-        Item::Frame(ServerFrame::CancelResult(CancelResult {
+        Item::frame(ServerFrame::CancelResult(CancelResult {
             request_id: None,
             message_id: Some(id(m)),
             status: CancelStatus::Cancelled,
             final_seq: Some(final_seq),
         }))
+    }
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (std::sync::Arc<CountingWaker>, Waker) {
+        let count = std::sync::Arc::new(CountingWaker::default());
+        (count.clone(), Waker::from(count))
+    }
+
+    fn wakes(count: &CountingWaker) -> usize {
+        count.0.load(Ordering::SeqCst)
     }
 
     fn fill(q: &OutQueue, items: &[Item]) {
@@ -438,7 +670,13 @@ mod tests {
     fn an_already_merged_frame_merges_again_keeping_its_first_seq() {
         model(|| {
             let q = OutQueue::new(2);
-            fill(&q, &[merged("a", 1, 3, "abc"), chunk("a", 4, "d")]);
+            // A frame that is already merged, as a shared frame and as the queue's own.
+            let shared_merged = Item::frame(ServerFrame::Chunk(Chunk {
+                from_seq: Some(1),
+                ..plain("a", 3, "abc")
+            }));
+            assert_eq!(shared_merged, merged("a", 1, 3, "abc"));
+            fill(&q, &[shared_merged, chunk("a", 4, "d")]);
             assert_eq!(q.push(merged("a", 5, 6, "ef")), Push::Merged);
             assert_eq!(q.push(start("b")), Push::Merged);
             assert_eq!(drain(&q), [merged("a", 1, 6, "abcdef"), start("b")]);
@@ -601,6 +839,120 @@ mod tests {
             assert_eq!(q.push(start("a")), Push::Queued);
             assert_eq!(q.push(start("b")), Push::Overflow);
             assert_eq!(drain(&q), [start("a")]);
+        });
+    }
+
+    #[test]
+    fn an_encoded_frame_is_its_frames_encoding() {
+        model(|| {
+            let frame = ServerFrame::Chunk(plain("a", 1, "he said \"hi\"\n"));
+            let encoded = Encoded::new(frame.clone());
+            assert_eq!(encoded.frame(), &frame);
+            assert_eq!(&encoded.text()[..], frame.encode());
+        });
+    }
+
+    #[test]
+    fn merging_never_changes_a_frame_shared_with_other_queues() {
+        model(|| {
+            let shared: Vec<Arc<Encoded>> = (1..=3)
+                .map(|seq| Arc::new(Encoded::new(ServerFrame::Chunk(plain("a", seq, "x")))))
+                .collect();
+            let full = OutQueue::new(1);
+            let roomy = OutQueue::new(8);
+            for e in &shared {
+                let _ = full.push(Item::Frame(e.clone()));
+                assert_eq!(roomy.push(Item::Frame(e.clone())), Push::Queued);
+            }
+            assert_eq!(full.merged_frames(), 2);
+            assert_eq!(drain(&full), [merged("a", 1, 3, "xxx")]);
+            for (seq, e) in (1..=3).zip(&shared) {
+                let frame = ServerFrame::Chunk(plain("a", seq, "x"));
+                assert_eq!(e.frame(), &frame, "the shared frame is unchanged");
+                assert_eq!(&e.text()[..], frame.encode(), "and so is its text");
+            }
+            let popped = drain(&roomy);
+            assert_eq!(popped.len(), 3);
+            for (item, e) in popped.iter().zip(&shared) {
+                match item {
+                    Item::Frame(got) => assert!(Arc::ptr_eq(got, e), "the very same Arc"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn the_waiting_writer_is_woken_once_when_the_queue_gets_an_item() {
+        model(|| {
+            let q = OutQueue::new(2);
+            let (count, waker) = counting_waker();
+            let mut cx = Context::from_waker(&waker);
+            assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
+            assert_eq!(q.poll_pop(&mut cx), Poll::Pending, "waiting again");
+            assert_eq!(wakes(&count), 0);
+            assert_eq!(q.push(start("a")), Push::Queued);
+            assert_eq!(wakes(&count), 1, "empty to non-empty wakes the writer");
+            assert_eq!(q.push(chunk("a", 1, "x")), Push::Queued);
+            assert_eq!(q.push(chunk("a", 2, "y")), Push::Merged);
+            assert_eq!(wakes(&count), 1, "the writer has not waited since");
+            assert_eq!(q.poll_pop(&mut cx), Poll::Ready(Some(start("a"))));
+            assert_eq!(q.pop(), Some(merged("a", 1, 2, "xy")));
+            assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
+            assert_eq!(q.push(start("b")), Push::Queued);
+            assert_eq!(q.push(start("c")), Push::Queued);
+            assert_eq!(q.push(start("d")), Push::Overflow);
+            assert_eq!(wakes(&count), 2);
+            assert_eq!(drain(&q), [start("b"), start("c")]);
+        });
+    }
+
+    #[test]
+    fn a_refused_push_does_not_wake_the_writer() {
+        model(|| {
+            let q = OutQueue::new(1);
+            let (count, waker) = counting_waker();
+            let mut cx = Context::from_waker(&waker);
+            assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
+            q.close();
+            assert_eq!(wakes(&count), 1, "close wakes the writer");
+            assert_eq!(q.push(start("a")), Push::Closed);
+            assert_eq!(wakes(&count), 1);
+            assert_eq!(q.poll_pop(&mut cx), Poll::Ready(None), "closed and empty");
+        });
+    }
+
+    #[test]
+    fn a_closed_queue_still_pops_its_items_then_ends() {
+        model(|| {
+            let q = OutQueue::new(4);
+            let (_count, waker) = counting_waker();
+            let mut cx = Context::from_waker(&waker);
+            fill(&q, &[start("a"), Item::Close(CloseCode::GoingAway)]);
+            assert_eq!(q.poll_pop(&mut cx), Poll::Ready(Some(start("a"))));
+            assert_eq!(
+                q.poll_pop(&mut cx),
+                Poll::Ready(Some(Item::Close(CloseCode::GoingAway)))
+            );
+            assert_eq!(q.poll_pop(&mut cx), Poll::Ready(None));
+        });
+    }
+
+    #[test]
+    fn an_emptied_queue_releases_a_grown_buffer() {
+        model(|| {
+            let q = OutQueue::new(64);
+            assert_eq!(q.allocated_slots(), 0, "a new queue holds no allocation");
+            fill(&q, &[start("a"), start("b")]);
+            assert_eq!(drain(&q).len(), 2);
+            assert!(q.allocated_slots() <= IDLE_SLOTS, "a small buffer may stay");
+            let burst: Vec<Item> = (1..=20).map(|seq| chunk("a", seq, "x")).collect();
+            fill(&q, &burst);
+            assert!(q.allocated_slots() >= 20);
+            assert_eq!(q.pop(), Some(chunk("a", 1, "x")));
+            assert!(q.allocated_slots() >= 19, "kept while items are queued");
+            assert_eq!(drain(&q).len(), 19);
+            assert_eq!(q.allocated_slots(), 0, "released once empty");
         });
     }
 

@@ -1,9 +1,13 @@
 //! One WebSocket: after hyper's upgrade, a reader task and exactly one writer
 //! task.
 //!
-//! - The **writer** is the only code that writes to the socket. It pops the
-//!   connection's [`OutQueue`] (woken by a [`Notify`]), encodes each frame
-//!   with `ServerFrame::encode`, and flushes when the queue is empty;
+//! - The **writer** is the only code that writes to the socket. It waits on
+//!   the connection's [`OutQueue`] ([`OutQueue::poll_pop`]: woken once when
+//!   the queue goes from empty to non-empty), then feeds tungstenite every
+//!   item it finds and flushes once when the queue is empty. A frame arrives
+//!   already encoded (and shared with the other connections it goes to): its
+//!   text becomes the text message as it is, without a copy or a second
+//!   encoding; only a chunk frame merged in the queue is encoded here.
 //!   `Item::Ping` becomes a WebSocket ping; `Item::Close(code)` sends the
 //!   close frame and ends the writer.
 //! - The **reader** turns text (and binary) messages into `Input::Frame`,
@@ -15,8 +19,11 @@
 //! The driver's [`ConnHandle`] releases both: dropping it aborts the writer
 //! and stops the reader.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_tungstenite::tokio::TokioAdapter;
@@ -28,7 +35,8 @@ use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
 use weir_core::wire::{CloseCode, ServerFrame};
@@ -92,13 +100,45 @@ pub(crate) struct Accepted {
 
 /// Serves one WebSocket once hyper hands over the upgraded socket; runs as
 /// the connection's reader task.
-pub(crate) async fn serve(
+///
+/// The task lives as long as the connection, and a task is as large as its
+/// future's largest state plus everything the future captured, so: the
+/// setup (whose waits hold the socket before the split and the `Connect`
+/// message) is boxed and freed once done, and the future keeps only the
+/// few values the reading needs.
+pub(crate) fn serve(
     settings: WsSettings,
     tx: mpsc::Sender<ToDriver>,
     metrics: Arc<Metrics>,
     accepted: Accepted,
     on_upgrade: OnUpgrade,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    let setup = Box::pin(connect(settings, tx, metrics, accepted, on_upgrade));
+    async move { read_loop(setup.await).await }
+}
+
+/// The reader's side of a registered connection.
+struct Registered {
+    conn: ConnId,
+    /// The socket's receiving half.
+    stream: WebSocketReceiver<Io>,
+    tx: mpsc::Sender<ToDriver>,
+    /// Resolves when the driver releases the connection.
+    stop: oneshot::Receiver<()>,
+    writer: JoinHandle<()>,
+    /// How long to wait for the writer after an oversized message.
+    close_timeout: Duration,
+}
+
+/// Waits for the upgrade, starts the writer and registers the connection
+/// with the driver.
+async fn connect(
+    settings: WsSettings,
+    tx: mpsc::Sender<ToDriver>,
+    metrics: Arc<Metrics>,
+    accepted: Accepted,
+    on_upgrade: OnUpgrade,
+) -> Option<Registered> {
     let Accepted {
         conn,
         user,
@@ -109,19 +149,17 @@ pub(crate) async fn serve(
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(%conn, "upgrade failed: {e}");
-            return;
+            return None;
         }
     };
     let io = TokioAdapter::new(TokioIo::new(upgraded));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.config)).await;
     let (sink, stream) = ws.split();
     let queue = Arc::new(OutQueue::new(settings.queue_capacity));
-    let notify = Arc::new(Notify::new());
-    let writer = tokio::spawn(write_loop(sink, queue.clone(), notify.clone(), metrics));
+    let writer = tokio::spawn(write_loop(sink, queue.clone(), metrics));
     let (stop_tx, stop_rx) = oneshot::channel();
     let handle = ConnHandle {
         queue,
-        notify,
         writer: writer.abort_handle(),
         _stop: stop_tx,
         merged_seen: 0,
@@ -135,128 +173,214 @@ pub(crate) async fn serve(
     };
     // On failure the handle comes back inside the error and is dropped,
     // which aborts the writer.
-    if tx.send(connect).await.is_err() {
-        return;
-    }
-    read_loop(conn, stream, &tx, stop_rx, writer, settings.close_timeout).await;
+    tx.send(connect).await.ok()?;
+    Some(Registered {
+        conn,
+        stream,
+        tx,
+        stop: stop_rx,
+        writer,
+        close_timeout: settings.close_timeout,
+    })
 }
 
-async fn read_loop(
-    conn: ConnId,
-    mut stream: WebSocketReceiver<Io>,
-    tx: &mpsc::Sender<ToDriver>,
-    mut stop: oneshot::Receiver<()>,
-    mut writer: JoinHandle<()>,
-    close_timeout: Duration,
-) {
-    let input = |i: Input| ToDriver::Input(i);
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = &mut stop => return, // released by the driver
-            msg = stream.next() => msg,
-        };
-        let sent = match msg {
-            Some(Ok(Message::Text(text))) => {
-                tx.send(input(Input::Frame {
-                    conn,
-                    // Reuses the message's buffer when it is not shared.
-                    bytes: Vec::from(bytes::Bytes::from(text)),
-                }))
-                .await
-            }
+/// What the reader makes of a message from the socket. Small: it is what
+/// the reader task holds while it waits for room in the driver's channel
+/// (a task is as large as its largest wait).
+enum Read {
+    /// A text (or binary) frame for the core.
+    Frame(Vec<u8>),
+    /// A ping or pong: the client is alive.
+    Activity,
+    /// Nothing for the driver (the peer's close, which the next read
+    /// answers).
+    Nothing,
+    /// A message over the size limit, of this many bytes.
+    TooLarge(usize),
+    /// The socket ended or failed.
+    Gone,
+}
+
+impl Read {
+    /// Takes `msg` by value, so that nothing of it stays in the reader task
+    /// across its next wait.
+    fn from(conn: ConnId, msg: Option<Result<Message, WsError>>) -> Read {
+        match msg {
+            // Reuses the message's buffer when it is not shared.
+            Some(Ok(Message::Text(text))) => Read::Frame(Vec::from(bytes::Bytes::from(text))),
             // The core answers a binary frame `bad_request`.
-            Some(Ok(Message::Binary(bytes))) => {
-                tx.send(input(Input::Frame {
-                    conn,
-                    bytes: Vec::from(bytes),
-                }))
-                .await
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                tx.send(input(Input::Activity { conn })).await
-            }
+            Some(Ok(Message::Binary(bytes))) => Read::Frame(Vec::from(bytes)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Read::Activity,
             // Keep reading: the next read sends tungstenite's answer to the
             // close and then ends the stream.
-            Some(Ok(Message::Close(_) | Message::Frame(_))) => Ok(()),
+            Some(Ok(Message::Close(_) | Message::Frame(_))) => Read::Nothing,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-                if tx
-                    .send(input(Input::FrameTooLarge { conn, len: size }))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                // The core answers with an error frame and a 1009 close: let
-                // the writer send them before the socket is reported gone.
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => return,
-                    _ = tokio::time::timeout(close_timeout, &mut writer) => {}
-                }
-                let _ = tx.send(input(Input::Disconnected { conn })).await;
-                return;
+                Read::TooLarge(size)
             }
             Some(Err(e)) => {
                 tracing::debug!(%conn, "socket error: {e}");
-                let _ = tx.send(input(Input::Disconnected { conn })).await;
-                return;
+                Read::Gone
             }
-            None => {
-                let _ = tx.send(input(Input::Disconnected { conn })).await;
-                return;
-            }
-        };
-        if sent.is_err() {
-            return; // the driver is gone
+            None => Read::Gone,
         }
     }
 }
 
-/// The connection's one writer.
-async fn write_loop(
-    mut sink: WebSocketSender<Io>,
-    queue: Arc<OutQueue>,
-    notify: Arc<Notify>,
-    metrics: Arc<Metrics>,
-) {
+async fn read_loop(mut registered: Option<Registered>) {
+    // Used in place, not moved out into locals: a local takes room in the
+    // task beside the argument it came from.
+    let Some(r) = registered.as_mut() else {
+        return; // not registered: the setup failed
+    };
     loop {
-        let mut unflushed = false;
-        while let Some(item) = queue.pop() {
-            let result = match item {
-                Item::Frame(frame) => {
-                    if let ServerFrame::Chunk(c) = &frame {
-                        let chunks = c.seq.saturating_sub(c.first_seq()).saturating_add(1);
-                        metrics.chunks_sent.fetch_add(chunks, Relaxed);
-                    }
-                    unflushed = true;
-                    sink.feed(Message::text(frame.encode())).await
+        // The stop first, then the socket (a `poll_fn`: smaller than
+        // `select!`'s state).
+        let next = std::future::poll_fn(|cx| {
+            if Pin::new(&mut r.stop).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            r.stream
+                .poll_next_unpin(cx)
+                .map(|msg| Some(Read::from(r.conn, msg)))
+        });
+        let read = match next.await {
+            None => return, // released by the driver
+            Some(Read::Nothing) => continue,
+            Some(Read::TooLarge(len)) => {
+                // Rare: boxed, so that its waits do not make every reader
+                // task larger (in a statement of its own: a temporary lives
+                // to the end of its statement, across the wait).
+                let wait = Box::pin(too_large(
+                    r.conn,
+                    len,
+                    &r.tx,
+                    &mut r.stop,
+                    &mut r.writer,
+                    r.close_timeout,
+                ));
+                wait.await;
+                return;
+            }
+            Some(read) => read,
+        };
+        // Room in the channel first, then the input: a wait holds only
+        // `read`, not a whole `ToDriver`. Waiting for room is rare (the
+        // driver's channel is full) and its future large: boxed.
+        let permit = match r.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(TrySendError::Full(())) => {
+                let reserve = Box::pin(r.tx.reserve());
+                match reserve.await {
+                    Ok(permit) => permit,
+                    Err(_) => return, // the driver is gone
                 }
-                Item::Ping => {
-                    unflushed = true;
-                    sink.feed(Message::Ping(Default::default())).await
+            }
+            Err(TrySendError::Closed(())) => return,
+        };
+        let conn = r.conn;
+        let input = match read {
+            Read::Frame(bytes) => Input::Frame { conn, bytes },
+            Read::Activity => Input::Activity { conn },
+            // (`Nothing` and `TooLarge` were handled above.)
+            Read::Gone | Read::Nothing | Read::TooLarge(_) => {
+                permit.send(ToDriver::Input(Input::Disconnected { conn }));
+                return;
+            }
+        };
+        permit.send(ToDriver::Input(input));
+    }
+}
+
+/// A message over the size limit: the core answers with an error frame and a
+/// 1009 close; let the writer send them before the socket is reported gone.
+async fn too_large(
+    conn: ConnId,
+    len: usize,
+    tx: &mpsc::Sender<ToDriver>,
+    stop: &mut oneshot::Receiver<()>,
+    writer: &mut JoinHandle<()>,
+    close_timeout: Duration,
+) {
+    let input = |i: Input| ToDriver::Input(i);
+    if tx
+        .send(input(Input::FrameTooLarge { conn, len }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tokio::select! {
+        biased;
+        _ = stop => return,
+        _ = tokio::time::timeout(close_timeout, writer) => {}
+    }
+    let _ = tx.send(input(Input::Disconnected { conn })).await;
+}
+
+/// The connection's one writer: waits for its queue to have an item, feeds
+/// every item the queue holds, flushes once it is empty, and waits again.
+///
+/// (Messages are made inside the `feed` calls: a local moved into a future
+/// still takes room in the task across the wait.)
+async fn write_loop(mut sink: WebSocketSender<Io>, queue: Arc<OutQueue>, metrics: Arc<Metrics>) {
+    loop {
+        // `None`: released (closed and drained); the driver aborts this task
+        // then anyway.
+        let Some(mut item) = std::future::poll_fn(|cx| queue.poll_pop(cx)).await else {
+            return;
+        };
+        let mut chunks = 0;
+        loop {
+            if let Item::Close(code) = item {
+                metrics.chunks_sent.fetch_add(chunks, Relaxed);
+                // Sends everything fed before, then the close frame (`feed`
+                // and `flush`: what `send` does, in a smaller future).
+                if sink.feed(close_message(code)).await.is_ok() {
+                    let _ = sink.flush().await;
                 }
-                Item::Close(code) => {
-                    // Sends everything fed before, then the close frame.
-                    let _ = sink.send(close_message(code)).await;
-                    return;
-                }
-            };
-            if result.is_err() {
+                return;
+            }
+            if sink.feed(message(item, &mut chunks)).await.is_err() {
                 return; // the socket failed; the reader reports it
             }
+            match queue.pop() {
+                Some(next) => item = next,
+                None => break,
+            }
         }
-        if unflushed && sink.flush().await.is_err() {
+        metrics.chunks_sent.fetch_add(chunks, Relaxed);
+        if sink.flush().await.is_err() {
             return;
         }
-        if queue.is_closed() {
-            if queue.is_empty() {
-                return; // released, and everything sent
-            }
-            continue;
-        }
-        notify.notified().await;
     }
+}
+
+/// The WebSocket message of a queued item other than `Close`, counting the
+/// chunks it carries into `chunks`. An encoded frame's text is sent as it is
+/// (shared, not copied); a merged chunk frame is encoded here.
+fn message(item: Item, chunks: &mut u64) -> Message {
+    match item {
+        Item::Frame(encoded) => {
+            if let ServerFrame::Chunk(c) = encoded.frame() {
+                *chunks += chunk_count(c);
+            }
+            Message::Text(encoded.text().clone())
+        }
+        Item::Merged(chunk) => {
+            *chunks += chunk_count(&chunk);
+            Message::text(ServerFrame::Chunk(*chunk).encode())
+        }
+        Item::Ping => Message::Ping(Default::default()),
+        Item::Close(code) => close_message(code),
+    }
+}
+
+/// How many chunks a (possibly merged) chunk frame carries.
+fn chunk_count(chunk: &weir_core::wire::Chunk) -> u64 {
+    chunk
+        .seq
+        .saturating_sub(chunk.first_seq())
+        .saturating_add(1)
 }
 
 fn close_message(code: CloseCode) -> Message {
@@ -264,4 +388,40 @@ fn close_message(code: CloseCode) -> Message {
         code: WsCloseCode::from(code.code()),
         reason: code.reason().into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` would return, without calling it.
+    fn size_of_return<F, R>(_: F) -> usize
+    where
+        F: FnOnce() -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every open connection holds its reader and writer tasks, each as large
+    /// as its future: they must stay small. A tokio task cell is its future
+    /// plus ~104 bytes, rounded up to 128; today the reader's future is 216
+    /// bytes (a 384-byte cell; it was 1152 before its setup was boxed and its
+    /// rare waits moved out of it) and the writer's 144 (a 256-byte cell up to
+    /// 152). The bounds leave some room for other compiler versions.
+    #[test]
+    #[allow(unreachable_code, clippy::diverging_sub_expression)]
+    fn the_per_connection_futures_stay_small() {
+        let reader = size_of_return(|| {
+            serve(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
+        let writer = size_of_return(|| write_loop(unreachable!(), unreachable!(), unreachable!()));
+        assert!(reader <= 280, "reader future: {reader} bytes");
+        assert!(writer <= 176, "writer future: {writer} bytes");
+    }
 }

@@ -272,6 +272,60 @@ async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly() {
 }
 
 #[tokio::test]
+async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges() {
+    // One encoded frame per chunk goes to every connection of the
+    // conversation; a slow connection's queue merges its own copies and never
+    // changes what the others get: each gets the exact text.
+    const N: u32 = 30_000;
+    let mut config = config(N, 30_000.0);
+    config.queue_capacity = 8;
+    let server = start(config).await;
+    let query = "session_id=fan&user_id=many";
+    let mut slow = server.connect_small_buffer(query).await;
+    handshake(&mut slow).await;
+    let mut fast = Vec::new();
+    for _ in 0..2 {
+        let mut ws = server.connect(query).await;
+        handshake(&mut ws).await;
+        fast.push(ws);
+    }
+    send_json(&mut fast[0], json!({"type": "chat", "content": "fan out"})).await;
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let (frames, end) = until_end(&mut ws).await;
+                (ws, frames, end)
+            })
+        })
+        .collect();
+    let expected = DemoText::full("fan out", N);
+    for reader in readers {
+        let (_ws, frames, end) = reader.await.expect("reader");
+        // At this pace a reader may fall behind for a moment and get merged
+        // frames too; what it gets is exact either way.
+        let got = chunks(&frames);
+        let (text, last) = contiguous(0, &got);
+        assert_eq!(last, u64::from(N));
+        assert_eq!(text, expected);
+        assert_eq!(end.status, ReplyStatus::Completed);
+    }
+    // Chunks of one reply always merge into the tail: no overflow, no 4008.
+    assert!(server.metric("weir_merged_frames_total").await > 0.0);
+    let (frames, end) = until_end(&mut slow).await;
+    let got = chunks(&frames);
+    assert!(got.iter().any(|c| c.from_seq.is_some()), "merged frames");
+    let (text, last) = contiguous(0, &got);
+    assert_eq!(last, u64::from(N));
+    assert_eq!(text, expected);
+    assert_eq!(end.status, ReplyStatus::Completed);
+    assert!(server.metric("weir_chunks_sent_total").await >= f64::from(3 * N));
+    assert_eq!(server.metric("weir_slow_consumer_closes_total").await, 0.0);
+    drop(slow);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn graceful_shutdown_closes_clients_with_1001() {
     let mut server = start(config(1000, 200.0)).await;
     let mut idle = server.connect("session_id=g1").await;

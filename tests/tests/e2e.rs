@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use weir_tests::tungstenite::Message;
 use weir_tests::{
     chunks, chunks_of, contiguous, demo_prefix, eventually, json, now_secs, refusal_status, Client,
@@ -1256,4 +1258,47 @@ async fn sigterm_closes_every_client_with_1001_and_the_process_exits_0() {
     assert_eq!(status.code(), Some(0));
     // It no longer listens.
     assert!(tokio::net::TcpStream::connect(weir.addr()).await.is_err());
+}
+
+#[tokio::test]
+async fn server_pings_and_a_silent_client_is_closed_with_4000_after_the_idle_timeout() {
+    let weir = start(&with(
+        demo(4, 200),
+        &["--heartbeat", "0.2", "--idle-timeout", "1"],
+    ));
+    let mut lively = weir.ws("session_id=i1&user_id=u").await;
+    let mut silent = weir.ws("session_id=i2&user_id=u").await;
+    // The lively client keeps reading (which answers the server's pings with
+    // pongs) and sends a JSON ping now and then: it stays open past the
+    // idle timeout. The silent client does not read at all, so it never
+    // pongs: it must be closed with 4000.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(100), lively.ws_mut().next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(c)))) => panic!("a lively client was closed: {c:?}"),
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(other) => panic!("the lively connection ended: {other:?}"),
+        }
+        lively
+            .send_json(serde_json::json!({"type": "ping", "id": pings}))
+            .await;
+    }
+    assert!(
+        pings >= 3,
+        "WebSocket pings every 0.2 s: saw {pings} in 2.5 s"
+    );
+    let (_, code) = silent.frames_until_close().await;
+    assert_eq!(code, 4000);
+    // And the lively one is still served.
+    lively
+        .send_json(serde_json::json!({"type": "ping", "id": "last"}))
+        .await;
+    loop {
+        let f = lively.next_frame().await;
+        if f.is("pong") && f.0["id"] == "last" {
+            break;
+        }
+    }
 }

@@ -183,6 +183,15 @@ impl World {
                         }
                     }
                 }
+                Output::SendMany { conns, frame } => {
+                    for conn in conns {
+                        if let Some(c) = self.clients.get_mut(&conn) {
+                            if !c.gone && c.closed.is_none() {
+                                c.frames.push(frame.clone());
+                            }
+                        }
+                    }
+                }
                 Output::Ping { conn } => {
                     if let Some(c) = self.clients.get_mut(&conn) {
                         c.pings += 1;

@@ -23,6 +23,20 @@
 //! expanded back into the chunks it covers, with its text checked against theirs — in
 //! each producer's order, with nothing lost, nothing duplicated and nothing refused
 //! delivered; and that `merged_frames` counts exactly the frames merging absorbed.
+//!
+//! Items are what the runtime queues: `Item::Frame(Arc<Encoded>)`, a frame encoded once
+//! and possibly shared with other queues (here the `Arc` is loom's and the encoded text a
+//! `String`, see `mod sync`), and `Item::Merged`, a queue's own merged chunk frame. Two
+//! models cover what sharing and waiting add:
+//!
+//! - `a_waiting_writer_is_always_woken` runs the runtime's writer loop (wait with
+//!   `poll_pop`, then `pop` until empty) against two producers, then a close (a `Close`
+//!   item or `close()`) racing the writer: the writer is woken only when its queue goes
+//!   from empty to non-empty, and a lost wake-up would leave it parked for good, which
+//!   loom reports as a deadlock;
+//! - `a_frame_shared_by_two_queues_reaches_both_unchanged` pushes the same encoded
+//!   frames to a queue with room and one that merges, each with its own writer: both
+//!   deliver exactly, and merging never changes the shared frames or their text.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,12 +45,16 @@ use loom::thread;
 use weir_core::ids::MessageId;
 use weir_core::wire::{Chunk, CloseCode, ServerFrame, Start};
 
-use queue::{Item, OutQueue, Push};
+use queue::{Encoded, Item, OutQueue, Push};
 use sync::Arc;
 
 /// The loom counterpart of `runtime-tokio/src/sync.rs`.
 mod sync {
     pub(crate) use loom::sync::{Arc, Mutex};
+
+    /// The runtime uses tungstenite's `Utf8Bytes` (not a dependency here); the queue
+    /// only makes it from a `String`, moves it and clones it.
+    pub(crate) type SharedText = String;
 
     /// Runs a unit test of `queue.rs` as a loom model.
     pub(crate) fn model<F>(f: F)
@@ -67,7 +85,7 @@ fn id(s: &str) -> MessageId {
 }
 
 fn plain_chunk(message_id: MessageId, seq: u64, delta: &str) -> Item {
-    Item::Frame(ServerFrame::Chunk(Chunk {
+    Item::frame(ServerFrame::Chunk(Chunk {
         message_id,
         seq,
         delta: delta.to_owned(),
@@ -83,7 +101,7 @@ fn chunks(m: &str, n: u64) -> Vec<Item> {
 }
 
 fn start(m: &str) -> Item {
-    Item::Frame(ServerFrame::Start(Start {
+    Item::frame(ServerFrame::Start(Start {
         message_id: id(m),
         reply_to: id("u1"),
     }))
@@ -127,17 +145,17 @@ fn assert_delivered_exactly(accepted: &[Vec<Item>], popped: &[Item], merged_fram
     let deltas: HashMap<(MessageId, u64), &str> = accepted
         .iter()
         .flatten()
-        .filter_map(|item| match item {
-            Item::Frame(ServerFrame::Chunk(c)) => {
-                Some(((c.message_id.clone(), c.seq), c.delta.as_str()))
-            }
-            _ => None,
-        })
+        .filter_map(Item::chunk)
+        .map(|c| ((c.message_id.clone(), c.seq), c.delta.as_str()))
         .collect();
     let mut expanded = Vec::new();
     for item in popped {
-        match item {
-            Item::Frame(ServerFrame::Chunk(c)) if c.from_seq.is_some() => {
+        match item.chunk() {
+            Some(c) if c.from_seq.is_some() => {
+                assert!(
+                    matches!(item, Item::Merged(_)),
+                    "only the queue merges, into frames of its own: {item:?}"
+                );
                 let first = c.first_seq();
                 assert!(first < c.seq, "a merged frame covers several chunks: {c:?}");
                 let mut text = String::new();
@@ -153,7 +171,7 @@ fn assert_delivered_exactly(accepted: &[Vec<Item>], popped: &[Item], merged_fram
                     "merged text is the concatenation, in seq order"
                 );
             }
-            other => expanded.push(other.clone()),
+            _ => expanded.push(item.clone()),
         }
     }
     assert_eq!(
@@ -350,4 +368,159 @@ fn overflow_is_reported_not_swallowed() {
         "the model exercises overflow"
     );
     assert!(DROPPED.load(Ordering::Relaxed) > 0, "and dropped pings");
+}
+
+/// Wakes a loom thread (a waker for `block_on`).
+struct Unpark(thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` on this loom thread until it is ready, parking while it is pending: a
+/// wake-up that never comes parks the thread for good, which loom reports as a
+/// deadlock. (loom's own `block_on` needs its `futures` feature.)
+/// How many times `block_on` parked, over every model: the waiting is exercised.
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        PARKED.fetch_add(1, Ordering::Relaxed);
+        thread::park();
+    }
+}
+
+/// The writer's loop in the runtime (`ws.rs`): wait with `poll_pop`, then take
+/// everything queued with `pop` before waiting again; ends at a `Close` item or when
+/// the queue is closed and drained. Returns what it popped, the `Close` excluded.
+fn writer_loop(q: &OutQueue) -> Vec<Item> {
+    let mut popped = Vec::new();
+    while let Some(first) = block_on(std::future::poll_fn(|cx| q.poll_pop(cx))) {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            if let Item::Close(_) = item {
+                assert_eq!(q.pop(), None, "a Close is the last item");
+                return popped;
+            }
+            popped.push(item);
+            next = q.pop();
+        }
+    }
+    popped
+}
+
+#[test]
+fn a_waiting_writer_is_always_woken() {
+    for close_item in [true, false] {
+        check(move || {
+            // Capacity 2 with four chunks from two producers: the writer waits on an
+            // empty queue, is woken by pushes and merges, and must see every accepted
+            // item and then the end. A lost wake-up leaves it parked forever, which
+            // loom reports as a deadlock.
+            let q = Arc::new(OutQueue::new(2));
+            let producers: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|m| {
+                    let q = q.clone();
+                    let items = chunks(m, 2);
+                    thread::spawn(move || produce(&q, items))
+                })
+                .collect();
+            let writer = {
+                let q = q.clone();
+                thread::spawn(move || writer_loop(&q))
+            };
+            let results: Vec<_> = producers
+                .into_iter()
+                .map(|p| p.join().expect("producer"))
+                .collect();
+            if close_item {
+                assert_eq!(q.push(Item::Close(CloseCode::GoingAway)), Push::Queued);
+            } else {
+                q.close();
+            }
+            let popped = writer.join().expect("writer");
+            let accepted: Vec<_> = results.iter().map(|r| accepted(r)).collect();
+            assert_delivered_exactly(&accepted, &popped, q.merged_frames());
+            assert_eq!(q.pop(), None);
+        });
+    }
+    assert!(
+        PARKED.load(Ordering::Relaxed) > 0,
+        "the model exercises a waiting writer"
+    );
+}
+
+#[test]
+fn a_frame_shared_by_two_queues_reaches_both_unchanged() {
+    static MERGED: AtomicUsize = AtomicUsize::new(0);
+    check(|| {
+        // One producer (the driver) pushes the same encoded chunks to two connections:
+        // one that keeps up (capacity 4) and one that merges (capacity 1), each with its
+        // own writer popping concurrently.
+        let frames: Vec<Arc<Encoded>> = (1..=3)
+            .map(|seq| {
+                Arc::new(Encoded::new(ServerFrame::Chunk(Chunk {
+                    message_id: id("a"),
+                    seq,
+                    delta: format!("<a{seq}>"),
+                    from_seq: None,
+                })))
+            })
+            .collect();
+        let roomy = Arc::new(OutQueue::new(4));
+        let tight = Arc::new(OutQueue::new(1));
+        let writers: Vec<_> = [roomy.clone(), tight.clone()]
+            .into_iter()
+            .map(|q| thread::spawn(move || q.pop()))
+            .collect();
+        let mut results = [Vec::new(), Vec::new()];
+        for frame in &frames {
+            for (q, results) in [&roomy, &tight].into_iter().zip(&mut results) {
+                let item = Item::Frame(frame.clone());
+                let push = q.push(item.clone());
+                results.push((item, push));
+            }
+        }
+        let mut popped: Vec<Vec<Item>> = writers
+            .into_iter()
+            .map(|w| w.join().expect("writer").into_iter().collect())
+            .collect();
+        for (q, popped) in [&roomy, &tight].into_iter().zip(&mut popped) {
+            popped.extend(drain(q));
+        }
+        for ((q, results), popped) in [&roomy, &tight].into_iter().zip(&results).zip(&popped) {
+            assert!(
+                results.iter().all(|(_, push)| push.is_accepted()),
+                "chunks of one reply always merge: {results:?}"
+            );
+            assert_delivered_exactly(&[accepted(results)], popped, q.merged_frames());
+        }
+        assert_eq!(roomy.merged_frames(), 0, "room: nothing merges");
+        if tight.merged_frames() > 0 {
+            MERGED.fetch_add(1, Ordering::Relaxed);
+        }
+        for (seq, frame) in (1..=3).zip(&frames) {
+            let c = ServerFrame::Chunk(Chunk {
+                message_id: id("a"),
+                seq,
+                delta: format!("<a{seq}>"),
+                from_seq: None,
+            });
+            assert_eq!(frame.text(), &c.encode(), "a shared frame is never changed");
+            assert_eq!(frame.frame(), &c);
+        }
+    });
+    assert!(
+        MERGED.load(Ordering::Relaxed) > 0,
+        "the model exercises merging"
+    );
 }

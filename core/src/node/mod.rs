@@ -345,18 +345,13 @@ impl<I: IdSource> Node<I> {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(key) = self.timers.pop_due(now) {
             match key {
-                TimerKey::Heartbeat(conn) => {
-                    if self.conn_state(conn) == Some(ConnState::Open) {
-                        self.out.push_back(Output::Ping { conn });
-                        self.timers
-                            .set(TimerKey::Heartbeat(conn), now + self.config.heartbeat);
-                    }
+                TimerKey::Conn(conn) => self.conn_timer(now, conn),
+                TimerKey::Renew(id) => self.renew(now, &id),
+                TimerKey::OwnerRetry(id) => self.owner_flush(now, &id),
+                TimerKey::Watch(w) => {
+                    let (conv, id) = *w;
+                    self.watch_fired(now, &conv, &id);
                 }
-                TimerKey::Idle(conn) => self.close(now, conn, CloseCode::IdleTimeout),
-                TimerKey::Closing(conn) => self.release(now, conn),
-                TimerKey::Renew(conv, id) => self.renew(now, &conv, &id),
-                TimerKey::OwnerRetry(_, id) => self.owner_flush(now, &id),
-                TimerKey::Watch(conv, id) => self.watch_fired(now, &conv, &id),
                 TimerKey::Presence(user) => {
                     let at_ms = self.wall_ms(now);
                     self.store(
@@ -404,10 +399,10 @@ impl<I: IdSource> Node<I> {
         }
         user_conns.insert(conn);
         self.conn_users.insert(conn, user.clone());
+        let idle_at = now + self.config.idle_timeout;
         self.conns
-            .insert(conn, Connection::new(conv.clone(), resume));
-        self.timers
-            .set(TimerKey::Idle(conn), now + self.config.idle_timeout);
+            .insert(conn, Connection::new(conv.clone(), resume, idle_at));
+        self.timers.set(TimerKey::Conn(conn), idle_at);
         let at_ms = self.wall_ms(now);
         // Subscribed first, then read: whatever is published after the read
         // arrives as a notice, and the view merges both by seq.
@@ -437,10 +432,44 @@ impl<I: IdSource> Node<I> {
         )
     }
 
+    /// Inbound activity moves the idle deadline. The connection's one timer
+    /// is not moved: when it fires early, it re-arms itself (no timer-table
+    /// work per frame).
     fn touch(&mut self, now: Instant, conn: ConnId) {
-        if self.conn_is_live(conn) {
-            self.timers
-                .set(TimerKey::Idle(conn), now + self.config.idle_timeout);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.state != ConnState::Closing {
+                c.idle_at = now + self.config.idle_timeout;
+            }
+        }
+    }
+
+    /// A connection's one deadline: the next of its heartbeat, its idle
+    /// deadline, and (Closing) its close deadline.
+    fn conn_timer(&mut self, now: Instant, conn: ConnId) {
+        let heartbeat = self.config.heartbeat;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.state {
+            ConnState::Closing => {
+                if c.close_at.is_some_and(|at| now >= at) {
+                    self.release(now, conn);
+                } else if let Some(at) = c.close_at {
+                    self.timers.set(TimerKey::Conn(conn), at);
+                }
+            }
+            ConnState::Handshake | ConnState::Open => {
+                if now >= c.idle_at {
+                    self.close(now, conn, CloseCode::IdleTimeout);
+                    return;
+                }
+                if c.ping_at.is_some_and(|at| now >= at) {
+                    c.ping_at = Some(now + heartbeat);
+                    self.out.push_back(Output::Ping { conn });
+                }
+                let next = c.ping_at.map_or(c.idle_at, |p| p.min(c.idle_at));
+                self.timers.set(TimerKey::Conn(conn), next);
+            }
         }
     }
 
@@ -457,10 +486,9 @@ impl<I: IdSource> Node<I> {
         }
         c.state = ConnState::Closing;
         c.early.clear();
-        self.timers.cancel(&TimerKey::Heartbeat(conn));
-        self.timers.cancel(&TimerKey::Idle(conn));
-        self.timers
-            .set(TimerKey::Closing(conn), now + self.config.close_timeout);
+        let close_at = now + self.config.close_timeout;
+        c.close_at = Some(close_at);
+        self.timers.set(TimerKey::Conn(conn), close_at);
         self.out.push_back(Output::Close { conn, code });
     }
 
@@ -469,13 +497,7 @@ impl<I: IdSource> Node<I> {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        for key in [
-            TimerKey::Heartbeat(conn),
-            TimerKey::Idle(conn),
-            TimerKey::Closing(conn),
-        ] {
-            self.timers.cancel(&key);
-        }
+        self.timers.cancel(&TimerKey::Conn(conn));
         if let Some(view) = self.convs.get_mut(&c.conv) {
             view.conns.remove(&conn);
         }
@@ -535,15 +557,14 @@ impl<I: IdSource> Node<I> {
             keep
         });
         for id in dropped {
-            self.timers
-                .cancel(&TimerKey::Watch(conv.clone(), id.clone()));
+            self.timers.cancel(&watch_key(conv, &id));
             view.mark_done(id);
         }
         let view_empty = view.conns.is_empty() && !view.replies.values().any(|r| r.reading);
         if view_empty {
             let ids: Vec<MessageId> = view.replies.keys().cloned().collect();
             for id in ids {
-                self.timers.cancel(&TimerKey::Watch(conv.clone(), id));
+                self.timers.cancel(&watch_key(conv, &id));
             }
             self.convs.remove(conv);
             self.out
@@ -694,9 +715,15 @@ impl<I: IdSource> Node<I> {
         let Some(view) = self.convs.get_mut(conv) else {
             return;
         };
-        let mut frames = Vec::new();
+        // Chunks are grouped by (reply, seq): a chunk going to many
+        // connections is one `SendMany` with one copy of its delta. Each
+        // connection's chunks still go out in seq order, and its other frames
+        // (`cancel_result`, `end`) after all of them.
+        let mut chunks: BTreeMap<(&MessageId, Seq), Vec<ConnId>> = BTreeMap::new();
+        let mut tails = Vec::new();
         let mut resumed = Vec::new();
         let mut answered = Vec::new();
+        let mut any_ended = false;
         for conn_id in &view.conns {
             let Some(c) = self.conns.get_mut(conn_id) else {
                 continue;
@@ -706,35 +733,29 @@ impl<I: IdSource> Node<I> {
             }
             let mut ended = Vec::new();
             for (id, cursor) in c.cursors.iter_mut() {
-                let Some(r) = view.replies.get(id) else {
+                let Some((id, r)) = view.replies.get_key_value(id) else {
                     continue;
                 };
                 let limit = r.final_seq.map_or(r.len(), |f| f.min(r.len()));
                 while cursor.delivered < limit {
                     cursor.delivered += 1;
-                    let idx = usize::try_from(cursor.delivered - 1).unwrap_or(usize::MAX);
-                    frames.push((
-                        *conn_id,
-                        ServerFrame::Chunk(Chunk {
-                            message_id: id.clone(),
-                            seq: cursor.delivered,
-                            delta: r.deltas.get(idx).cloned().unwrap_or_default(),
-                            from_seq: None,
-                        }),
-                    ));
+                    chunks
+                        .entry((id, cursor.delivered))
+                        .or_default()
+                        .push(*conn_id);
                 }
                 if let Some(h) = cursor.held_cancel.as_ref() {
                     if cursor.delivered >= h.final_seq {
                         let h = cursor.held_cancel.take();
                         if let Some(h) = h {
                             answered.push((*conn_id, h.status, h.since));
-                            frames.push((*conn_id, cancel_result(h, Some(id.clone()))));
+                            tails.push((*conn_id, cancel_result(h, Some(id.clone()))));
                         }
                     }
                 }
                 if let (Some((outcome, usage)), Some(final_seq)) = (&r.settled, r.final_seq) {
                     if cursor.held_cancel.is_none() && cursor.delivered >= final_seq {
-                        frames.push((
+                        tails.push((
                             *conn_id,
                             ServerFrame::End(End {
                                 message_id: id.clone(),
@@ -751,8 +772,28 @@ impl<I: IdSource> Node<I> {
                     }
                 }
             }
+            any_ended |= !ended.is_empty();
             for id in ended {
                 c.cursors.remove(&id);
+            }
+        }
+        for ((id, seq), conns) in chunks {
+            let idx = usize::try_from(seq - 1).unwrap_or(usize::MAX);
+            let delta = view
+                .replies
+                .get(id)
+                .and_then(|r| r.deltas.get(idx))
+                .cloned()
+                .unwrap_or_default();
+            let frame = ServerFrame::Chunk(Chunk {
+                message_id: id.clone(),
+                seq,
+                delta,
+                from_seq: None,
+            });
+            match conns.as_slice() {
+                [conn] => self.out.push_back(Output::Send { conn: *conn, frame }),
+                _ => self.out.push_back(Output::SendMany { conns, frame }),
             }
         }
         let needs_read: Vec<MessageId> = view
@@ -761,7 +802,8 @@ impl<I: IdSource> Node<I> {
             .filter(|(_, r)| r.needs_read())
             .map(|(id, _)| id.clone())
             .collect();
-        for (conn, frame) in frames {
+        let settled_any = view.replies.values().any(|r| r.settled.is_some());
+        for (conn, frame) in tails {
             self.send(conn, frame);
         }
         for (conn, status, since) in answered {
@@ -778,7 +820,11 @@ impl<I: IdSource> Node<I> {
         for id in needs_read {
             self.read(now, conv, &id);
         }
-        self.tidy_conv(conv);
+        // Tidying walks every connection's cursors: only when something
+        // could have become droppable.
+        if any_ended || settled_any {
+            self.tidy_conv(conv);
+        }
     }
 
     fn read(&mut self, now: Instant, conv: &ConvKey, id: &MessageId) {
@@ -813,7 +859,7 @@ impl<I: IdSource> Node<I> {
             .get(conv)
             .and_then(|v| v.replies.get(id))
             .is_some_and(|r| r.settled.is_none());
-        let key = TimerKey::Watch(conv.clone(), id.clone());
+        let key = watch_key(conv, id);
         if unsettled {
             self.timers.set(key, now + self.config.watch_interval);
         } else {
@@ -1019,14 +1065,14 @@ impl<I: IdSource> Node<I> {
                         o.queue = q;
                         debug_assert_eq!(first, o.acked + 1);
                     }
-                    let key = TimerKey::OwnerRetry(o.conv.clone(), id);
+                    let key = TimerKey::OwnerRetry(id);
                     self.timers.set(key, now + self.config.store_retry);
                 }
             }
             Pending::Settle(id) => {
                 if let Some(o) = self.owned.get_mut(&id) {
                     o.settling = None;
-                    let key = TimerKey::OwnerRetry(o.conv.clone(), id);
+                    let key = TimerKey::OwnerRetry(id);
                     self.timers.set(key, now + self.config.store_retry);
                 }
             }
@@ -1042,10 +1088,8 @@ impl<I: IdSource> Node<I> {
                     .and_then(|v| v.replies.get_mut(&id))
                 {
                     r.reading = false;
-                    self.timers.set(
-                        TimerKey::Watch(conv.clone(), id.clone()),
-                        now + self.config.store_retry,
-                    );
+                    self.timers
+                        .set(watch_key(&conv, &id), now + self.config.store_retry);
                 }
                 self.tidy_conv(&conv);
             }
@@ -1144,8 +1188,12 @@ impl<I: IdSource> Node<I> {
             }),
         );
         self.send(conn, ServerFrame::History(History { messages }));
-        self.timers
-            .set(TimerKey::Heartbeat(conn), now + self.config.heartbeat);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let ping_at = now + self.config.heartbeat;
+            c.ping_at = Some(ping_at);
+            self.timers
+                .set(TimerKey::Conn(conn), ping_at.min(c.idle_at));
+        }
         self.out
             .push_back(Output::Event(Event::ConnectionOpened { conn }));
         let _ = epoch;
@@ -1232,7 +1280,7 @@ impl<I: IdSource> Node<I> {
             },
         );
         self.timers.set(
-            TimerKey::Renew(conv.clone(), id.clone()),
+            TimerKey::Renew(id.clone()),
             now + self.config.renew_interval(),
         );
         if self.convs.contains_key(conv) {
@@ -1495,8 +1543,7 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let r = view.replies.remove(id).unwrap_or_default();
-        self.timers
-            .cancel(&TimerKey::Watch(conv.clone(), id.clone()));
+        self.timers.cancel(&watch_key(conv, id));
         let conns: Vec<ConnId> = view.conns.iter().copied().collect();
         for conn in conns {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -1582,9 +1629,14 @@ impl<I: IdSource> Node<I> {
                     .get_mut(&conv)
                     .and_then(|v| v.live_reply(&message_id))
                 {
+                    let before = r.len();
                     let _ = r.add(first_seq, deltas);
-                    self.arm_watch(now, &conv, &message_id);
-                    self.pump(now, &conv);
+                    // The producer's node already has these from its append:
+                    // nothing new, nothing to walk.
+                    if r.len() > before || r.needs_read() {
+                        self.arm_watch(now, &conv, &message_id);
+                        self.pump(now, &conv);
+                    }
                 }
             }
             Notice::Cancelling {
@@ -1758,10 +1810,8 @@ impl<I: IdSource> Node<I> {
                 message_id: id.clone(),
             });
         }
-        self.timers
-            .cancel(&TimerKey::Renew(o.conv.clone(), id.clone()));
-        self.timers
-            .cancel(&TimerKey::OwnerRetry(o.conv.clone(), id.clone()));
+        self.timers.cancel(&TimerKey::Renew(id.clone()));
+        self.timers.cancel(&TimerKey::OwnerRetry(id.clone()));
         // Learn the truth for local viewers.
         self.read(now, &o.conv, id);
     }
@@ -1804,10 +1854,8 @@ impl<I: IdSource> Node<I> {
                 let Some(o) = self.owned.remove(id) else {
                     return;
                 };
-                self.timers
-                    .cancel(&TimerKey::Renew(o.conv.clone(), id.clone()));
-                self.timers
-                    .cancel(&TimerKey::OwnerRetry(o.conv.clone(), id.clone()));
+                self.timers.cancel(&TimerKey::Renew(id.clone()));
+                self.timers.cancel(&TimerKey::OwnerRetry(id.clone()));
                 let usage = o.end.and_then(|(_, u)| u);
                 if let Some(r) = self
                     .convs
@@ -1828,13 +1876,14 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    fn renew(&mut self, now: Instant, conv: &ConvKey, id: &MessageId) {
+    fn renew(&mut self, now: Instant, id: &MessageId) {
         let at_ms = self.wall_ms(now);
         let Some(o) = self.owned.get(id) else {
             return;
         };
+        let conv = &o.conv;
         self.timers.set(
-            TimerKey::Renew(conv.clone(), id.clone()),
+            TimerKey::Renew(id.clone()),
             now + self.config.renew_interval(),
         );
         if o.renewing.is_some() || o.settling.is_some() {
@@ -1958,4 +2007,8 @@ fn live_message(live: &LiveReply) -> Message {
         created_at_ms: live.created_at_ms,
         seq: live.deltas.len() as Seq,
     }
+}
+
+fn watch_key(conv: &ConvKey, id: &MessageId) -> TimerKey {
+    TimerKey::Watch(Box::new((conv.clone(), id.clone())))
 }
