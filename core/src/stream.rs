@@ -115,6 +115,16 @@ pub enum CancelAnswer {
     Failed,
 }
 
+impl From<CancelAnswer> for crate::wire::CancelStatus {
+    fn from(a: CancelAnswer) -> Self {
+        match a {
+            CancelAnswer::Cancelled => crate::wire::CancelStatus::Cancelled,
+            CancelAnswer::Completed => crate::wire::CancelStatus::Completed,
+            CancelAnswer::Failed => crate::wire::CancelStatus::Failed,
+        }
+    }
+}
+
 /// What settling asks for; a cancel that came first wins.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "reason", rename_all = "snake_case")]

@@ -9,7 +9,6 @@ use super::{live_message, Node, Pending};
 use crate::api::{HttpReqId, HttpRequest, Output};
 use crate::ids::{ConvKey, IdSource, MessageId, SessionId, UserId};
 use crate::store::{StoreOp, StoreReply};
-use crate::stream::CancelAnswer;
 use crate::wire::http::{
     decode_cancel_request, decode_post_message, CancelResponse, HttpError, MessagesResponse,
     PostMessageAccepted, PresenceResponse,
@@ -197,11 +196,7 @@ impl<I: IdSource> Node<I> {
             return self.respond(req, body.status_code(), &body);
         };
         self.cancel_decided(now, conv, &id, answer, final_seq);
-        let status = match answer {
-            CancelAnswer::Cancelled => CancelStatus::Cancelled,
-            CancelAnswer::Completed => CancelStatus::Completed,
-            CancelAnswer::Failed => CancelStatus::Failed,
-        };
+        let status = CancelStatus::from(answer);
         let body = CancelResponse {
             message_id: Some(id),
             status,

@@ -911,25 +911,36 @@ impl<I: IdSource> Node<I> {
                 Some((s, rid)) if *s == conn => rid.clone(),
                 _ => None,
             };
-            self.send(
-                conn,
-                ServerFrame::UserMessage(UserMessage {
-                    message_id: user_message.message_id.clone(),
-                    content: user_message.content.clone(),
-                    created_at_ms: user_message.created_at_ms,
-                    request_id,
-                }),
-            );
-            self.send(
-                conn,
-                ServerFrame::Start(Start {
-                    message_id: id.clone(),
-                    reply_to: user_message.message_id.clone(),
-                }),
-            );
+            self.send_reply_start(conn, id, user_message, request_id);
         }
         self.arm_watch(now, conv, id);
         self.pump(now, conv);
+    }
+
+    /// A reply begins on a connection: its user turn, then `start`.
+    fn send_reply_start(
+        &mut self,
+        conn: ConnId,
+        id: &MessageId,
+        user_message: &Message,
+        request_id: Option<crate::ids::RequestId>,
+    ) {
+        self.send(
+            conn,
+            ServerFrame::UserMessage(UserMessage {
+                message_id: user_message.message_id.clone(),
+                content: user_message.content.clone(),
+                created_at_ms: user_message.created_at_ms,
+                request_id,
+            }),
+        );
+        self.send(
+            conn,
+            ServerFrame::Start(Start {
+                message_id: id.clone(),
+                reply_to: user_message.message_id.clone(),
+            }),
+        );
     }
 
     // ----- store replies -----
@@ -1204,22 +1215,7 @@ impl<I: IdSource> Node<I> {
                 }
                 c.cursors.insert(id.clone(), Cursor::at(0, false));
             }
-            self.send(
-                conn,
-                ServerFrame::UserMessage(UserMessage {
-                    message_id: user_message.message_id.clone(),
-                    content: user_message.content.clone(),
-                    created_at_ms: user_message.created_at_ms,
-                    request_id: None,
-                }),
-            );
-            self.send(
-                conn,
-                ServerFrame::Start(Start {
-                    message_id: id.clone(),
-                    reply_to: user_message.message_id.clone(),
-                }),
-            );
+            self.send_reply_start(conn, &id, &user_message, None);
         }
         let watched: Vec<MessageId> = self
             .conns
@@ -1463,11 +1459,7 @@ impl<I: IdSource> Node<I> {
             self.send_not_found(now, conn, request_id, since);
             return;
         };
-        let status = match answer {
-            CancelAnswer::Cancelled => CancelStatus::Cancelled,
-            CancelAnswer::Completed => CancelStatus::Completed,
-            CancelAnswer::Failed => CancelStatus::Failed,
-        };
+        let status = CancelStatus::from(answer);
         self.cancel_decided(now, conv, &id, answer, final_seq);
         let held = HeldCancelResult {
             request_id,
