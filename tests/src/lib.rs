@@ -46,7 +46,10 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+mod redis_server;
+
 pub use async_tungstenite::tungstenite;
+pub use redis_server::RedisServer;
 pub use serde_json::{json, Value};
 pub use weir_core::demo::DemoText;
 

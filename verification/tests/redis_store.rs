@@ -1,0 +1,656 @@
+//! The differential proof of the Redis store: random sequences of store
+//! operations are applied both to the core's reference [`Model`] and to the
+//! Lua script of `weir-store-redis` on a real `redis-server` (started on a
+//! free loopback port), and every reply must be equal — and so must every
+//! notice the operation published, channel by channel, in order.
+//!
+//! The sequences cover every operation (snapshot, start with and without
+//! idempotency keys and repeated nonces, append with right and wrong tokens,
+//! retried and gapped seqs, cancel with and without id, settle of each kind
+//! with and without usage, renew, reap, read, sweep, presence join / leave /
+//! refresh / check), time passing across leases, cancel deadlines, grace
+//! windows, debounces and entry expiries, and Redis losing everything (a new
+//! epoch). Strings carry quotes, backslashes, newlines, `/`, non-ASCII and
+//! emoji, and a user text that looks like a stored message.
+//!
+//! After each case every key the script made must carry a TTL, except
+//! retained history (invariant 7's part in Redis).
+//!
+//! Cases: 48 by default, `WEIR_PROPTEST_CASES` for more.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use redis::aio::MultiplexedConnection;
+use weir_core::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, SessionId, UserId};
+use weir_core::presence::PresenceTimers;
+use weir_core::store::{Model, Notice, StoreConfig, StoreOp, StoreReply, Token};
+use weir_core::stream::{SettleRequest, StreamTimers};
+use weir_core::wire::Usage;
+use weir_store_redis::RedisStore;
+use weir_tests::RedisServer;
+
+const BASE_MS: u64 = 1_700_000_000_000;
+
+const CONFIG: StoreConfig = StoreConfig {
+    timers: StreamTimers {
+        lease_ttl_ms: 1_000,
+        cancel_deadline_ms: 400,
+        grace_ms: 1_500,
+    },
+    presence: PresenceTimers {
+        debounce_ms: 300,
+        entry_ttl_ms: 1_200,
+    },
+    history_limit: 4,
+    idempotency_ttl_ms: 2_500,
+};
+
+const CONVS: [(&str, &str); 3] = [("ua", "s1"), ("ua", "s2"), ("ub", "s1")];
+const USERS: [&str; 2] = ["ua", "ub"];
+const NODES: [&str; 2] = ["n1", "n2"];
+const CONTENTS: [&str; 5] = [
+    "hi",
+    "",
+    "quote\"s and \\ back",
+    "ünïcödé 😀 /slash/",
+    "{\"message_id\":\"1.0000000000000001u\",\"role\":\"user\"}",
+];
+const DELTAS: [&str; 8] = ["a", "hé", "\"q\"", "b\\s", "new\nline", "/", "😀", " "];
+
+#[derive(Debug, Clone)]
+enum SeqPick {
+    Next,
+    Retry,
+    Any(u64),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Snapshot {
+        conv: usize,
+        limit: usize,
+    },
+    Start {
+        conv: usize,
+        content: usize,
+        key: Option<u8>,
+        nonce: u8,
+        owner: usize,
+        context: usize,
+    },
+    Append {
+        reply: usize,
+        good: bool,
+        seq: SeqPick,
+        deltas: Vec<usize>,
+    },
+    Cancel {
+        conv: usize,
+        target: Option<usize>,
+    },
+    Settle {
+        reply: usize,
+        good: bool,
+        kind: u8,
+        usage: bool,
+    },
+    Renew {
+        reply: usize,
+        good: bool,
+    },
+    Reap {
+        reply: usize,
+    },
+    Read {
+        reply: usize,
+        after: u64,
+    },
+    Sweep,
+    Join {
+        user: usize,
+        node: usize,
+        conn: u64,
+    },
+    Leave {
+        user: usize,
+        node: usize,
+        conn: u64,
+    },
+    Refresh {
+        node: usize,
+    },
+    Check {
+        user: usize,
+    },
+    Tick {
+        ms: u64,
+    },
+    LoseEverything,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let conv = 0..CONVS.len();
+    let reply = 0usize..6;
+    let seq = prop_oneof![
+        4 => Just(SeqPick::Next),
+        1 => Just(SeqPick::Retry),
+        1 => (0u64..6).prop_map(SeqPick::Any),
+    ];
+    prop_oneof![
+        2 => (conv.clone(), 0usize..6).prop_map(|(conv, limit)| Op::Snapshot { conv, limit }),
+        5 => (conv.clone(), 0..CONTENTS.len(), prop::option::weighted(0.4, 0u8..2), 0u8..6, 0..NODES.len(), 0usize..6)
+            .prop_map(|(conv, content, key, nonce, owner, context)| Op::Start { conv, content, key, nonce, owner, context }),
+        8 => (reply.clone(), prop::bool::weighted(0.9), seq, prop::collection::vec(0..DELTAS.len(), 1..4))
+            .prop_map(|(reply, good, seq, deltas)| Op::Append { reply, good, seq, deltas }),
+        3 => (conv, prop::option::weighted(0.6, reply.clone())).prop_map(|(conv, target)| Op::Cancel { conv, target }),
+        3 => (reply.clone(), prop::bool::weighted(0.9), 0u8..3, any::<bool>())
+            .prop_map(|(reply, good, kind, usage)| Op::Settle { reply, good, kind, usage }),
+        2 => (reply.clone(), prop::bool::weighted(0.8)).prop_map(|(reply, good)| Op::Renew { reply, good }),
+        2 => reply.clone().prop_map(|reply| Op::Reap { reply }),
+        2 => (reply, 0u64..6).prop_map(|(reply, after)| Op::Read { reply, after }),
+        1 => Just(Op::Sweep),
+        2 => (0..USERS.len(), 0..NODES.len(), 1u64..3).prop_map(|(user, node, conn)| Op::Join { user, node, conn }),
+        2 => (0..USERS.len(), 0..NODES.len(), 1u64..3).prop_map(|(user, node, conn)| Op::Leave { user, node, conn }),
+        1 => (0..NODES.len()).prop_map(|node| Op::Refresh { node }),
+        1 => (0..USERS.len()).prop_map(|user| Op::Check { user }),
+        4 => prop_oneof![0u64..200, 200u64..3_000].prop_map(|ms| Op::Tick { ms }),
+        1 => Just(Op::LoseEverything),
+    ]
+}
+
+fn conv(i: usize) -> ConvKey {
+    let (u, s) = CONVS[i];
+    ConvKey::new(uid(u), SessionId::parse(s).expect("session"))
+}
+
+fn uid(u: &str) -> UserId {
+    UserId::parse(u).expect("user")
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId::parse(NODES[i]).expect("node")
+}
+
+/// A reply both stores started: where, which, and its fencing token.
+#[derive(Debug, Clone)]
+struct Known {
+    conv: ConvKey,
+    id: MessageId,
+    token: Token,
+}
+
+/// The redis-server the property's cases share: started on first use. A
+/// static's `Drop` does not run, so it stays up until the test binary exits
+/// (it dies with it only if killed); the hand-written test starts its own,
+/// since tests run in parallel and a case flushes everything.
+fn property_server_url() -> String {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start).url()
+}
+
+struct Harness {
+    store: RedisStore,
+    conn: MultiplexedConnection,
+    notices: futures_util::stream::BoxStream<'static, redis::Msg>,
+    sentinel: u64,
+    epoch: u64,
+    model: Model,
+    at_ms: u64,
+    known: Vec<Known>,
+}
+
+impl Harness {
+    async fn new(url: &str) -> Harness {
+        let client = redis::Client::open(url).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis-server");
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut conn)
+            .await
+            .expect("flushall");
+        let store = RedisStore::new("weir", CONFIG, 0);
+        let epoch = store.establish_epoch(&mut conn, 7).await.expect("epoch");
+        assert_eq!(epoch, 7, "a flushed store takes the candidate epoch");
+        let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+        pubsub.psubscribe("weir:*").await.expect("psubscribe");
+        Harness {
+            store,
+            conn,
+            notices: pubsub.into_on_message().boxed(),
+            sentinel: 0,
+            epoch,
+            model: Model::new(CONFIG, epoch),
+            at_ms: BASE_MS,
+            known: Vec::new(),
+        }
+    }
+
+    fn pick(&self, i: usize) -> Known {
+        if self.known.is_empty() {
+            return Known {
+                conv: conv(0),
+                id: MessageId::parse("7.00000000000000ffr").expect("id"),
+                token: 1,
+            };
+        }
+        self.known[i % self.known.len()].clone()
+    }
+
+    /// The store op for an abstract step (`None`: not a store op).
+    fn concrete(&mut self, op: &Op) -> Option<StoreOp> {
+        let at_ms = self.at_ms;
+        let token = |k: &Known, good: bool| if good { k.token } else { k.token + 1 };
+        Some(match op.clone() {
+            Op::Snapshot { conv: c, limit } => StoreOp::Snapshot {
+                conv: conv(c),
+                limit,
+                at_ms,
+            },
+            Op::Start {
+                conv: c,
+                content,
+                key,
+                nonce,
+                owner,
+                context,
+            } => StoreOp::Start {
+                conv: conv(c),
+                content: CONTENTS[content].to_owned(),
+                client_message_id: key
+                    .map(|k| ClientMessageId::parse(format!("k{k}")).expect("key")),
+                // Small nonces repeat (the store refuses a repeated one);
+                // 5 stands for a fresh random one.
+                nonce: if nonce == 5 {
+                    at_ms ^ 0x5eed_0000_0000_0000
+                } else {
+                    u64::from(nonce)
+                },
+                owner: node(owner),
+                context_limit: context,
+                at_ms,
+            },
+            Op::Append {
+                reply,
+                good,
+                seq,
+                deltas,
+            } => {
+                let k = self.pick(reply);
+                let last = self
+                    .model
+                    .stream(&k.conv, &k.id)
+                    .map_or(0, |(_, d)| d.len() as u64);
+                let first_seq = match seq {
+                    SeqPick::Next => last + 1,
+                    SeqPick::Retry => last.max(1),
+                    SeqPick::Any(n) => n,
+                };
+                StoreOp::Append {
+                    conv: k.conv.clone(),
+                    message_id: k.id.clone(),
+                    token: token(&k, good),
+                    first_seq,
+                    deltas: deltas.iter().map(|&d| DELTAS[d].to_owned()).collect(),
+                    at_ms,
+                }
+            }
+            Op::Cancel { conv: c, target } => StoreOp::Cancel {
+                conv: conv(c),
+                message_id: target.map(|t| self.pick(t).id),
+                at_ms,
+            },
+            Op::Settle {
+                reply,
+                good,
+                kind,
+                usage,
+            } => {
+                let k = self.pick(reply);
+                StoreOp::Settle {
+                    conv: k.conv.clone(),
+                    message_id: k.id.clone(),
+                    token: token(&k, good),
+                    request: match kind {
+                        0 => SettleRequest::Completed,
+                        1 => SettleRequest::Failed("upstream \"broke\"".into()),
+                        _ => SettleRequest::Cancelled,
+                    },
+                    usage: usage.then_some(Usage {
+                        prompt_tokens: 12,
+                        completion_tokens: 34,
+                    }),
+                    at_ms,
+                }
+            }
+            Op::Renew { reply, good } => {
+                let k = self.pick(reply);
+                StoreOp::Renew {
+                    conv: k.conv.clone(),
+                    message_id: k.id.clone(),
+                    token: token(&k, good),
+                    at_ms,
+                }
+            }
+            Op::Reap { reply } => {
+                let k = self.pick(reply);
+                StoreOp::Reap {
+                    conv: k.conv,
+                    message_id: k.id,
+                    at_ms,
+                }
+            }
+            Op::Read { reply, after } => {
+                let k = self.pick(reply);
+                StoreOp::Read {
+                    conv: k.conv,
+                    message_id: k.id,
+                    after_seq: after,
+                    at_ms,
+                }
+            }
+            Op::Sweep => StoreOp::Sweep { at_ms },
+            Op::Join {
+                user,
+                node: n,
+                conn,
+            } => StoreOp::PresenceJoin {
+                user: uid(USERS[user]),
+                node: node(n),
+                conn: ConnId(conn),
+                at_ms,
+            },
+            Op::Leave {
+                user,
+                node: n,
+                conn,
+            } => StoreOp::PresenceLeave {
+                user: uid(USERS[user]),
+                node: node(n),
+                conn: ConnId(conn),
+                at_ms,
+            },
+            Op::Refresh { node: n } => StoreOp::PresenceRefresh {
+                node: node(n),
+                users: USERS.iter().map(|u| uid(u)).collect(),
+                at_ms,
+            },
+            Op::Check { user } => StoreOp::PresenceCheck {
+                user: uid(USERS[user]),
+                at_ms,
+            },
+            Op::Tick { .. } | Op::LoseEverything => return None,
+        })
+    }
+
+    /// The notices published since the last call, up to a sentinel this
+    /// call publishes (Redis delivers one subscriber's messages in order).
+    async fn published(&mut self) -> Vec<(String, Notice)> {
+        self.sentinel += 1;
+        let mark = self.sentinel.to_string();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("weir:sentinel")
+            .arg(&mark)
+            .query_async(&mut self.conn)
+            .await
+            .expect("publish sentinel");
+        let mut out = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.notices.next())
+                .await
+                .expect("a notice or the sentinel within 5 s")
+                .expect("the pub/sub connection stays open");
+            let channel = msg.get_channel_name().to_owned();
+            let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+            if channel == "weir:sentinel" {
+                if payload == mark.as_bytes() {
+                    return out;
+                }
+                continue;
+            }
+            let notice = RedisStore::decode_notice(&payload).unwrap_or_else(|e| {
+                panic!(
+                    "undecodable notice on {channel}: {e}: {}",
+                    String::from_utf8_lossy(&payload)
+                )
+            });
+            out.push((channel, notice));
+        }
+    }
+
+    async fn step(&mut self, i: usize, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Tick { ms } => {
+                self.at_ms += ms;
+                return Ok(());
+            }
+            Op::LoseEverything => {
+                let _: () = redis::cmd("FLUSHALL")
+                    .query_async(&mut self.conn)
+                    .await
+                    .expect("flushall");
+                let candidate = self.epoch + 1;
+                self.epoch = self
+                    .store
+                    .establish_epoch(&mut self.conn, candidate)
+                    .await
+                    .expect("epoch");
+                prop_assert_eq!(self.epoch, candidate);
+                self.model.restart(self.epoch);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(store_op) = self.concrete(op) else {
+            return Ok(());
+        };
+        let sweep = matches!(store_op, StoreOp::Sweep { .. });
+        let (want, want_published) = self.model.apply(store_op.clone());
+        let got = self
+            .store
+            .apply(&mut self.conn, self.epoch, store_op.clone())
+            .await
+            .map_err(|e| TestCaseError::fail(format!("step {i} {store_op:?}: {e}")))?;
+        prop_assert_eq!(&got, &want, "step {}: {:?}", i, store_op);
+        let mut want_notices: Vec<(String, Notice)> = want_published
+            .into_iter()
+            .map(|p| (self.store.channel(&p.topic), p.notice))
+            .collect();
+        let mut got_notices = self.published().await;
+        if sweep {
+            // The model sweeps conversations in key order, Redis in index order.
+            want_notices.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            got_notices.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        }
+        prop_assert_eq!(
+            &got_notices,
+            &want_notices,
+            "notices of step {}: {:?}",
+            i,
+            store_op
+        );
+        if let StoreReply::Started {
+            message_id, token, ..
+        } = &got
+        {
+            if let Some(conv) = store_op.conv() {
+                self.known.push(Known {
+                    conv: conv.clone(),
+                    id: message_id.clone(),
+                    token: *token,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key but retained history carries a TTL.
+    async fn assert_every_key_expires(&mut self) -> Result<(), TestCaseError> {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("weir:*")
+            .query_async(&mut self.conn)
+            .await
+            .expect("keys");
+        for key in keys {
+            if key.ends_with(":hist") {
+                continue;
+            }
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut self.conn)
+                .await
+                .expect("pttl");
+            prop_assert!(ttl > 0, "key {} has no expiry (PTTL {})", key, ttl);
+        }
+        Ok(())
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("WEIR_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn redis_scripts_answer_exactly_as_the_reference_model(ops in prop::collection::vec(op(), 1..80)) {
+        let url = property_server_url();
+        runtime().block_on(async {
+            let mut h = Harness::new(&url).await;
+            for (i, op) in ops.iter().enumerate() {
+                h.step(i, op).await?;
+            }
+            // Let every window pass, sweep, and look again: still equal.
+            h.step(ops.len(), &Op::Tick { ms: 10_000 }).await?;
+            h.step(ops.len() + 1, &Op::Sweep).await?;
+            for c in 0..CONVS.len() {
+                h.step(ops.len() + 2, &Op::Snapshot { conv: c, limit: 10 }).await?;
+            }
+            h.assert_every_key_expires().await
+        })?;
+    }
+}
+
+/// A hand-written sequence through the main path, so a failure of the basics
+/// reads plainly (and the property has a known-good anchor).
+#[test]
+fn a_reply_started_streamed_cancelled_and_settled_matches_the_model() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let mut h = Harness::new(&server.url()).await;
+        let ops = [
+            Op::Join {
+                user: 0,
+                node: 0,
+                conn: 1,
+            },
+            Op::Start {
+                conv: 0,
+                content: 3,
+                key: Some(1),
+                nonce: 5,
+                owner: 0,
+                context: 4,
+            },
+            Op::Start {
+                conv: 0,
+                content: 0,
+                key: Some(1),
+                nonce: 5,
+                owner: 0,
+                context: 4,
+            },
+            Op::Append {
+                reply: 0,
+                good: true,
+                seq: SeqPick::Next,
+                deltas: vec![0, 1, 2],
+            },
+            Op::Append {
+                reply: 0,
+                good: true,
+                seq: SeqPick::Retry,
+                deltas: vec![3, 4],
+            },
+            Op::Append {
+                reply: 0,
+                good: false,
+                seq: SeqPick::Next,
+                deltas: vec![5],
+            },
+            Op::Read { reply: 0, after: 1 },
+            Op::Snapshot { conv: 0, limit: 5 },
+            Op::Cancel {
+                conv: 0,
+                target: None,
+            },
+            Op::Append {
+                reply: 0,
+                good: true,
+                seq: SeqPick::Next,
+                deltas: vec![6],
+            },
+            Op::Renew {
+                reply: 0,
+                good: true,
+            },
+            Op::Settle {
+                reply: 0,
+                good: true,
+                kind: 0,
+                usage: true,
+            },
+            Op::Cancel {
+                conv: 0,
+                target: Some(0),
+            },
+            Op::Read { reply: 0, after: 0 },
+            Op::Leave {
+                user: 0,
+                node: 0,
+                conn: 1,
+            },
+            Op::Tick { ms: 350 },
+            Op::Check { user: 0 },
+            Op::Start {
+                conv: 1,
+                content: 4,
+                key: None,
+                nonce: 1,
+                owner: 1,
+                context: 2,
+            },
+            Op::Tick { ms: 2_000 },
+            Op::Sweep,
+            Op::Snapshot { conv: 1, limit: 5 },
+            Op::LoseEverything,
+            Op::Read { reply: 0, after: 0 },
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        h.assert_every_key_expires()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
