@@ -15,13 +15,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use weir_core::ids::{ConnId, MessageId, SeededIds, Seq, SessionId, UserId};
-use weir_core::store::{Model, Topic};
+use weir_core::store::{Model, Notice, Topic};
 use weir_core::wire::{CancelStatus, CloseCode};
 use weir_core::{Event, GeneratorEvent, HttpReqId, HttpRequest, Input, Node, Output};
 
+use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::queue::{Encoded, Item, OutQueue, Push};
-use crate::{generator, GeneratorConfig, RuntimeConfig};
+use crate::redis_store::RedisBackend;
+use crate::{generator, GeneratorConfig, RuntimeConfig, StoreBackend};
 
 /// How often the core's wall clock is re-anchored.
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
@@ -77,9 +79,7 @@ impl Drop for ConnHandle {
 /// The driver task's state.
 pub(crate) struct Driver {
     node: Node<SeededIds>,
-    store: Model,
-    /// Topics this node subscribed to: the notices it receives.
-    subscriptions: Subscriptions,
+    store: Store,
     conns: HashMap<ConnId, ConnHandle, U64Hash>,
     generators: HashMap<MessageId, AbortHandle>,
     http: HashMap<HttpReqId, oneshot::Sender<HttpAnswer>>,
@@ -104,12 +104,28 @@ impl std::fmt::Debug for Driver {
     }
 }
 
+/// The store behind the driver.
+#[derive(Debug)]
+enum Store {
+    /// The reference model, applied synchronously, and the topics this node
+    /// subscribed to (the notices it receives).
+    Memory {
+        model: Model,
+        subscriptions: Subscriptions,
+    },
+    /// Redis: operations run in tasks; notices arrive on their own channel.
+    Redis(RedisBackend),
+}
+
 impl Driver {
+    /// A driver for `config`, and what `/readyz` asks. With the Redis store
+    /// this starts its connection tasks; `notices` is where they deliver.
     pub(crate) fn new(
         config: &RuntimeConfig,
         tx: mpsc::WeakSender<ToDriver>,
+        notices: mpsc::Sender<Notice>,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> std::io::Result<(Self, Readiness)> {
         let unix_ms = unix_ms();
         let node = Node::new(
             config.node.clone(),
@@ -117,13 +133,31 @@ impl Driver {
             Instant::now(),
             unix_ms,
         );
-        // The in-memory store starts empty in every process: a new epoch
-        // (the start time) tells resumes of an older process's replies apart.
-        let store = Model::new(config.store, unix_ms);
-        Self {
+        let (store, readiness) = match &config.store_backend {
+            // The in-memory store starts empty in every process: a new epoch
+            // (the start time) tells resumes of an older process's replies
+            // apart.
+            StoreBackend::Memory => (
+                Store::Memory {
+                    model: Model::new(config.store, unix_ms),
+                    subscriptions: Subscriptions::default(),
+                },
+                Readiness::Memory,
+            ),
+            StoreBackend::Redis(settings) => {
+                let (backend, ready) = RedisBackend::start(
+                    settings,
+                    config.store,
+                    tx.clone(),
+                    notices,
+                    metrics.clone(),
+                )?;
+                (Store::Redis(backend), Readiness::Redis(ready))
+            }
+        };
+        let driver = Self {
             node,
             store,
-            subscriptions: Subscriptions::default(),
             conns: HashMap::default(),
             generators: HashMap::new(),
             http: HashMap::new(),
@@ -133,7 +167,8 @@ impl Driver {
             tx,
             metrics,
             shutdown_grace: config.shutdown_grace,
-        }
+        };
+        Ok((driver, readiness))
     }
 
     /// Runs until the graceful shutdown is done (or its grace has passed),
@@ -142,6 +177,7 @@ impl Driver {
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<ToDriver>,
+        mut notices: mpsc::Receiver<Notice>,
         mut alive: oneshot::Receiver<()>,
     ) {
         self.drain();
@@ -171,6 +207,9 @@ impl Driver {
                     Some(msg) => self.on_message(msg, &mut shutdown_deadline),
                     None => break,
                 },
+                Some(notice) = notices.recv() => {
+                    self.node.handle_input(Instant::now(), Input::Notice(notice));
+                }
                 () = sleep_until(timeout), if timeout.is_some() => {
                     self.node.handle_timeout(Instant::now());
                 }
@@ -276,24 +315,36 @@ impl Driver {
                 self.push(conn, Item::Close(code));
             }
             Output::Released { conn } => self.release(conn),
-            Output::Store { op, request } => {
-                let (reply, published) = self.store.apply(request);
-                self.immediate.push_back(Input::StoreReply {
-                    op,
-                    result: Ok(reply),
-                });
-                for p in published {
-                    if self.subscriptions.contains(&p.topic) {
-                        self.immediate.push_back(Input::Notice(p.notice));
+            Output::Store { op, request } => match &mut self.store {
+                Store::Memory {
+                    model,
+                    subscriptions,
+                } => {
+                    let (reply, published) = model.apply(request);
+                    self.immediate.push_back(Input::StoreReply {
+                        op,
+                        result: Ok(reply),
+                    });
+                    for p in published {
+                        if subscriptions.contains(&p.topic) {
+                            self.immediate.push_back(Input::Notice(p.notice));
+                        }
                     }
                 }
-            }
-            Output::Subscribe(topic) => {
-                self.subscriptions.insert(&topic);
-            }
-            Output::Unsubscribe(topic) => {
-                self.subscriptions.remove(&topic);
-            }
+                Store::Redis(redis) => {
+                    if let Some(failed) = redis.submit(op, request) {
+                        self.immediate.push_back(failed);
+                    }
+                }
+            },
+            Output::Subscribe(topic) => match &mut self.store {
+                Store::Memory { subscriptions, .. } => subscriptions.insert(&topic),
+                Store::Redis(redis) => redis.subscribe(&topic),
+            },
+            Output::Unsubscribe(topic) => match &mut self.store {
+                Store::Memory { subscriptions, .. } => subscriptions.remove(&topic),
+                Store::Redis(redis) => redis.unsubscribe(&topic),
+            },
             Output::StartGenerator {
                 message_id,
                 conv,
@@ -486,7 +537,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -47,16 +47,19 @@ pub(crate) type Resp = Response<Full<Bytes>>;
 
 /// Whether the store can be reached, for `/readyz`. An enum so that a store
 /// that can be unreachable (Redis) adds a variant that answers `false`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Readiness {
     /// The in-memory store lives in the process: always reachable.
     Memory,
+    /// Ready while the Redis connections are up.
+    Redis(crate::redis_store::RedisReadiness),
 }
 
 impl Readiness {
-    pub(crate) fn is_ready(self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         match self {
             Readiness::Memory => true,
+            Readiness::Redis(r) => r.is_ready(),
         }
     }
 }

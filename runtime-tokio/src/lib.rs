@@ -85,6 +85,7 @@ mod generator;
 mod http;
 mod metrics;
 pub mod queue;
+mod redis_store;
 mod server;
 mod sync;
 mod ws;
@@ -96,9 +97,11 @@ pub struct RuntimeConfig {
     pub listen: SocketAddr,
     /// The node's settings: node id, limits, timers, heartbeat, idle timeout…
     pub node: weir_core::Config,
-    /// The in-memory store's settings; its stream and presence timers must
-    /// equal the node's ([`Server::bind`] refuses a mismatch).
+    /// The store's settings (both backends); its stream and presence timers
+    /// must equal the node's ([`Server::bind`] refuses a mismatch).
     pub store: weir_core::store::StoreConfig,
+    /// Where the store lives: in this process (default) or in Redis.
+    pub store_backend: StoreBackend,
     /// How clients authenticate.
     pub auth: Auth,
     /// What produces the replies.
@@ -132,11 +135,51 @@ impl RuntimeConfig {
             listen,
             node,
             store,
+            store_backend: StoreBackend::Memory,
             auth: Auth::None,
             generator: GeneratorConfig::default(),
             page: None,
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreBackend {
+    /// In this process: the core's reference model (one node only).
+    #[default]
+    Memory,
+    /// In Redis, shared by every node that names the same server and prefix.
+    Redis(RedisSettings),
+}
+
+/// How to reach the Redis store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://HOST:PORT[/DB]`.
+    pub url: String,
+    /// The prefix of every key and channel (default `weir`).
+    pub prefix: String,
+    /// How long a conversation's history is kept after its last message
+    /// (zero: forever; it is always capped at the history limit).
+    pub history_retention: Duration,
+    /// How long connecting or one request may take before the store counts
+    /// as unreachable.
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default prefix, history kept forever,
+    /// and a 2 s timeout.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: weir_store_redis::DEFAULT_PREFIX.to_owned(),
+            history_retention: Duration::ZERO,
+            timeout: Duration::from_secs(2),
         }
     }
 }

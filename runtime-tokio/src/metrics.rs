@@ -32,6 +32,10 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumer_closes: AtomicU64,
     /// Store operations that failed (never for the in-memory store).
     pub(crate) store_unavailable: AtomicU64,
+    /// Redis operations that failed (connection lost, timeout, script error).
+    pub(crate) redis_errors: AtomicU64,
+    /// Notices dropped because the driver's notice channel was full.
+    pub(crate) notices_dropped: AtomicU64,
     resumes_exact: AtomicU64,
     resumes_unavailable: AtomicU64,
     quiet: Histogram,
@@ -135,6 +139,18 @@ impl Metrics {
             "counter",
             "Store operations that failed because the store could not be reached.",
             &[("", self.store_unavailable.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_redis_errors_total",
+            "counter",
+            "Redis store operations that failed (connection lost, timeout, script error).",
+            &[("", self.redis_errors.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_notices_dropped_total",
+            "counter",
+            "Pub/sub notices dropped because the driver was behind (the core re-reads the log).",
+            &[("", self.notices_dropped.load(Relaxed).to_string())],
         );
         self.quiet.render(
             &mut out,

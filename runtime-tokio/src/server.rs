@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::Authenticator;
 use crate::driver::{Driver, ToDriver};
-use crate::http::{self, Readiness, Shared};
+use crate::http::{self, Shared};
 use crate::metrics::Metrics;
 use crate::ws::WsSettings;
 use crate::RuntimeConfig;
@@ -40,8 +40,9 @@ pub(crate) async fn run(
     // Held until the driver is done; if this future is dropped, the driver
     // stops too.
     let (_alive, alive_rx) = oneshot::channel::<()>();
-    let driver = Driver::new(&config, tx.downgrade(), metrics.clone());
-    let mut driver_task = tokio::spawn(driver.run(rx, alive_rx));
+    let (notices_tx, notices_rx) = mpsc::channel(crate::redis_store::NOTICE_CAPACITY);
+    let (driver, readiness) = Driver::new(&config, tx.downgrade(), notices_tx, metrics.clone())?;
+    let mut driver_task = tokio::spawn(driver.run(rx, notices_rx, alive_rx));
     let grace = config.shutdown_grace;
     let shared = Arc::new(Shared {
         tx,
@@ -55,7 +56,7 @@ pub(crate) async fn run(
         ),
         next_conn: AtomicU64::new(1),
         metrics,
-        readiness: Readiness::Memory,
+        readiness,
     });
     tracing::info!(addr = %listener.local_addr()?, node = %config.node.node_id, "serving");
 

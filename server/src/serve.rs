@@ -4,11 +4,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use weir_runtime_tokio::{shutdown_signal, Auth, GeneratorConfig, RuntimeConfig, Server};
+use weir_runtime_tokio::{
+    shutdown_signal, Auth, GeneratorConfig, RedisSettings, RuntimeConfig, Server, StoreBackend,
+};
 
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::page;
-use crate::settings::{AuthSetting, ConfigError, GeneratorSetting, Settings};
+use crate::settings::{AuthSetting, ConfigError, GeneratorSetting, Settings, StoreSetting};
 
 /// Exit code for a configuration error (the same as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
@@ -63,8 +65,23 @@ pub fn runtime_config(settings: &Settings) -> RuntimeConfig {
             rate_per_sec,
         },
     };
+    let store_backend = match &settings.store {
+        StoreSetting::Memory => StoreBackend::Memory,
+        StoreSetting::Redis {
+            url,
+            prefix,
+            history_retention,
+            timeout,
+        } => StoreBackend::Redis(RedisSettings {
+            url: url.clone(),
+            prefix: prefix.clone(),
+            history_retention: *history_retention,
+            timeout: *timeout,
+        }),
+    };
     RuntimeConfig {
         store: settings.store_config(),
+        store_backend,
         auth,
         generator,
         page: Some(page::page()),

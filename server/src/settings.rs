@@ -131,6 +131,11 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_debounce: Option<f64>,
 
+    /// How long a node's presence entries outlive it: a killed node's users go offline after this; above 2 (the refresh period) [default: 30]
+    #[arg(long, env = "WEIR_PRESENCE_EXPIRY", value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_expiry: Option<f64>,
+
     /// WebSocket ping interval on a quiet connection [default: 15]
     #[arg(long, env = "WEIR_HEARTBEAT", value_name = "SECS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +171,26 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<f64>,
 
+    /// Where the store lives: `memory` (this process only) or `redis://HOST:PORT[/DB]` (shared by many nodes) [default: memory]
+    #[arg(long, env = "WEIR_STORE", value_name = "STORE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+
+    /// Prefix of every Redis key and channel; nodes that share it share conversations [default: weir]
+    #[arg(long, env = "WEIR_REDIS_PREFIX", value_name = "PREFIX")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_prefix: Option<String>,
+
+    /// How long Redis keeps a conversation's history after its last message; 0 keeps it [default: 0]
+    #[arg(long, env = "WEIR_HISTORY_RETENTION", value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_retention: Option<f64>,
+
+    /// How long connecting to Redis or one Redis request may take before the store counts as unreachable [default: 2]
+    #[arg(long, env = "WEIR_STORE_TIMEOUT", value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_timeout: Option<f64>,
+
     /// Log filter, tracing-subscriber EnvFilter syntax, e.g. "info,weir_runtime_tokio=debug" [default: info]
     #[arg(long, env = "WEIR_LOG", value_name = "FILTER")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +213,7 @@ impl Layer {
             lease_ttl: self.lease_ttl.or(lower.lease_ttl),
             cancel_deadline: self.cancel_deadline.or(lower.cancel_deadline),
             presence_debounce: self.presence_debounce.or(lower.presence_debounce),
+            presence_expiry: self.presence_expiry.or(lower.presence_expiry),
             heartbeat: self.heartbeat.or(lower.heartbeat),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
@@ -195,6 +221,10 @@ impl Layer {
             history_limit: self.history_limit.or(lower.history_limit),
             queue_capacity: self.queue_capacity.or(lower.queue_capacity),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            store: self.store.or(lower.store),
+            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            history_retention: self.history_retention.or(lower.history_retention),
+            store_timeout: self.store_timeout.or(lower.store_timeout),
             log: self.log.or(lower.log),
         }
     }
@@ -326,6 +356,24 @@ pub enum GeneratorSetting {
     },
 }
 
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSetting {
+    /// In this process.
+    Memory,
+    /// In Redis.
+    Redis {
+        /// `redis://…`.
+        url: String,
+        /// Key and channel prefix.
+        prefix: String,
+        /// History retention (zero: kept).
+        history_retention: Duration,
+        /// Connect and request timeout.
+        timeout: Duration,
+    },
+}
+
 /// The effective, checked settings: every layer merged and every default
 /// filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -346,6 +394,8 @@ pub struct Settings {
     pub cancel_deadline: Duration,
     /// Presence debounce.
     pub presence_debounce: Duration,
+    /// How long presence entries live without their node refreshing them.
+    pub presence_expiry: Duration,
     /// WebSocket ping interval.
     pub heartbeat: Duration,
     /// Idle timeout (close 4000).
@@ -358,6 +408,8 @@ pub struct Settings {
     pub queue_capacity: usize,
     /// Longest wait for settling on shutdown.
     pub shutdown_grace: Duration,
+    /// Where the store lives.
+    pub store: StoreSetting,
     /// The tracing filter.
     pub log: String,
 }
@@ -419,6 +471,19 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         ms(pt.debounce_ms),
         Min::Zero,
     )?;
+    let presence_expiry = secs(
+        "presence-expiry",
+        m.presence_expiry,
+        ms(pt.entry_ttl_ms),
+        Min::Positive,
+    )?;
+    if presence_expiry <= defaults.housekeeping {
+        return Err(range(
+            "presence-expiry",
+            presence_expiry.as_secs_f64(),
+            "must be longer than the presence refresh period (2 s)",
+        ));
+    }
     let heartbeat = secs("heartbeat", m.heartbeat, defaults.heartbeat, Min::Positive)?;
     let idle_timeout = secs(
         "idle-timeout",
@@ -471,6 +536,47 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         ));
     }
 
+    let store = match m.store.as_deref().unwrap_or("memory") {
+        "memory" => StoreSetting::Memory,
+        url if url.starts_with("redis://") => {
+            let prefix = m.redis_prefix.unwrap_or_else(|| "weir".to_owned());
+            let prefix_ok = !prefix.is_empty()
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+            if !prefix_ok {
+                return Err(range(
+                    "redis-prefix",
+                    prefix,
+                    "must be 1 or more of A-Z a-z 0-9 _ - . :",
+                ));
+            }
+            StoreSetting::Redis {
+                url: url.to_owned(),
+                prefix,
+                history_retention: secs(
+                    "history-retention",
+                    m.history_retention,
+                    Duration::ZERO,
+                    Min::Zero,
+                )?,
+                timeout: secs(
+                    "store-timeout",
+                    m.store_timeout,
+                    Duration::from_secs(2),
+                    Min::Positive,
+                )?,
+            }
+        }
+        other => {
+            return Err(range(
+                "store",
+                other,
+                "must be `memory` or a redis://HOST:PORT URL",
+            ))
+        }
+    };
+
     let log = m.log.unwrap_or_else(|| DEFAULT_LOG.to_owned());
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         return Err(ConfigError::BadLogFilter {
@@ -488,6 +594,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         lease_ttl,
         cancel_deadline,
         presence_debounce,
+        presence_expiry,
         heartbeat,
         idle_timeout,
         limits: Limits {
@@ -497,6 +604,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         history_limit,
         queue_capacity,
         shutdown_grace,
+        store,
         log,
     })
 }
@@ -517,7 +625,7 @@ impl Settings {
     pub fn presence_timers(&self) -> PresenceTimers {
         PresenceTimers {
             debounce_ms: millis(self.presence_debounce),
-            ..PresenceTimers::default()
+            entry_ttl_ms: millis(self.presence_expiry),
         }
     }
 
@@ -575,6 +683,7 @@ impl Settings {
             lease_ttl: Some(self.lease_ttl.as_secs_f64()),
             cancel_deadline: Some(self.cancel_deadline.as_secs_f64()),
             presence_debounce: Some(self.presence_debounce.as_secs_f64()),
+            presence_expiry: Some(self.presence_expiry.as_secs_f64()),
             heartbeat: Some(self.heartbeat.as_secs_f64()),
             idle_timeout: Some(self.idle_timeout.as_secs_f64()),
             max_frame_bytes: Some(self.limits.max_frame_bytes),
@@ -582,6 +691,24 @@ impl Settings {
             history_limit: Some(self.history_limit),
             queue_capacity: Some(self.queue_capacity),
             shutdown_grace: Some(self.shutdown_grace.as_secs_f64()),
+            store: Some(match &self.store {
+                StoreSetting::Memory => "memory".to_owned(),
+                StoreSetting::Redis { url, .. } => url.clone(),
+            }),
+            redis_prefix: match &self.store {
+                StoreSetting::Memory => None,
+                StoreSetting::Redis { prefix, .. } => Some(prefix.clone()),
+            },
+            history_retention: match &self.store {
+                StoreSetting::Memory => None,
+                StoreSetting::Redis {
+                    history_retention, ..
+                } => Some(history_retention.as_secs_f64()),
+            },
+            store_timeout: match &self.store {
+                StoreSetting::Memory => None,
+                StoreSetting::Redis { timeout, .. } => Some(timeout.as_secs_f64()),
+            },
             log: Some(self.log.clone()),
         }
     }

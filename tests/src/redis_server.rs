@@ -123,6 +123,20 @@ impl RedisServer {
         matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Runs one command with `redis-cli` and returns its output (trimmed).
+    ///
+    /// # Panics
+    /// `redis-cli` cannot run (it comes with Debian's redis-server).
+    #[must_use]
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Kills the server (SIGKILL): everything it held is lost.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,403 @@
+//! Many nodes on one Redis, end to end: real `weir serve` processes with
+//! `--store redis://…` on one real `redis-server` that each test starts on a
+//! free loopback port, real WebSocket and HTTP clients.
+//!
+//! No assertion is about speed; the bounds that the issue names (an owner's
+//! death noticed within the lease plus a margin) are asserted with generous
+//! margins, and every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use weir_tests::{
+    chunks, chunks_of, contiguous, demo_prefix, Client, Frame, RedisServer, Signal, WeirProcess, T,
+};
+
+/// A node on `redis` with demo replies of `chunks` chunks at `rate` per
+/// second, and `extra` flags.
+fn node(redis: &RedisServer, id: &str, chunks: u32, rate: u32, extra: &[&str]) -> WeirProcess {
+    let url = redis.url();
+    let chunks = chunks.to_string();
+    let rate = rate.to_string();
+    let mut args = vec![
+        "--store",
+        url.as_str(),
+        "--node-id",
+        id,
+        "--demo-chunks",
+        chunks.as_str(),
+        "--demo-rate",
+        rate.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    WeirProcess::start(&args)
+}
+
+/// Reads until a chunk of `mid` with seq ≥ `seq`; returns everything read.
+async fn read_until_seq(ws: &mut Client, mid: &str, seq: u64) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    loop {
+        let f = ws.next_frame().await;
+        let reached = f
+            .as_chunk()
+            .is_some_and(|c| c.message_id == mid && c.seq >= seq);
+        frames.push(f);
+        if reached {
+            return frames;
+        }
+    }
+}
+
+/// Frames until the `end` of `mid`; returns those before it and the `end`.
+async fn until_end_of(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
+    let mut before = Vec::new();
+    loop {
+        let f = ws.next_frame().await;
+        if f.is("end") && f["message_id"] == mid {
+            return (before, f);
+        }
+        before.push(f);
+    }
+}
+
+/// Waits a little for anything that should not come, then asserts with a
+/// ping barrier that nothing but its pong came.
+async fn assert_nothing_more(ws: &mut Client, id: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let extra = ws.ping(id).await;
+    assert!(extra.is_empty(), "nothing more expected, got {extra:#?}");
+}
+
+/// The chunk log's length of a reply, read from Redis itself.
+fn log_len(redis: &RedisServer, user: &str, session: &str, mid: &str) -> u64 {
+    let key = format!("weir:{{c:{user}/{session}}}:log:{mid}");
+    redis
+        .cli(&["XLEN", &key])
+        .parse()
+        .unwrap_or_else(|e| panic!("XLEN {key}: {e}"))
+}
+
+/// Sends `chat` and reads until its `ack`; returns the reply's id.
+async fn chat(ws: &mut Client, content: &str, request_id: &str) -> String {
+    ws.chat(content, request_id).await;
+    let (_, ack) = ws.next_of("ack").await;
+    ack.str("message_id").to_owned()
+}
+
+async fn presence(node: &WeirProcess, user: &str) -> (String, u64) {
+    let r = node
+        .http(
+            "GET",
+            &format!("/v1/users/{user}/presence?user_id={user}"),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.json();
+    (
+        body["status"].as_str().unwrap_or_default().to_owned(),
+        body["connections"].as_u64().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_cancelled_with_no_chunk_after(
+) {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a", 2_000, 100, &[]);
+    let b = node(&redis, "node-b", 2_000, 100, &[]);
+    let mut on_a = a.ws("session_id=x&user_id=u").await;
+    let mut on_b = b.ws("session_id=x&user_id=u").await;
+
+    let mid = chat(&mut on_a, "a long one", "r1").await;
+    eprintln!("step: chat acked {mid}");
+    read_until_seq(&mut on_a, &mid, 5).await;
+    eprintln!("step: A saw 5");
+    let seen_b = read_until_seq(&mut on_b, &mid, 5).await;
+    eprintln!("step: B saw 5");
+    assert!(
+        seen_b.iter().any(|f| f.is("start")),
+        "B saw the reply start: {seen_b:#?}"
+    );
+
+    on_b.cancel(Some(&mid), "c1").await;
+    let (before, result) = on_b.next_of("cancel_result").await;
+    assert_eq!(result["status"], "cancelled", "{result:?}");
+    assert_eq!(result["request_id"], "c1");
+    let final_seq = result.u64("final_seq");
+    let (after, end_b) = until_end_of(&mut on_b, &mid).await;
+    assert!(
+        chunks(&after).is_empty(),
+        "no chunk follows cancel_result on the asking connection: {after:#?}"
+    );
+    assert_eq!(end_b["status"], "cancelled");
+    assert_eq!(end_b.u64("final_seq"), final_seq);
+    let mut b_chunks = chunks_of(&seen_b, &mid);
+    b_chunks.extend(chunks_of(&before, &mid));
+    let (text_b, last_b) = contiguous(0, &b_chunks);
+    assert_eq!(last_b, final_seq, "B holds exactly chunks 1..=final_seq");
+
+    let (a_frames, end_a) = until_end_of(&mut on_a, &mid).await;
+    assert_eq!(end_a["status"], "cancelled");
+    assert_eq!(end_a.u64("final_seq"), final_seq);
+    assert!(
+        chunks_of(&a_frames, &mid)
+            .iter()
+            .all(|c| c.seq <= final_seq),
+        "no chunk beyond final_seq on A: {a_frames:#?}"
+    );
+    assert_nothing_more(&mut on_a, "pa").await;
+    assert_nothing_more(&mut on_b, "pb").await;
+
+    // A's generator stopped: the log holds exactly final_seq chunks and
+    // grows no more; history holds exactly their text.
+    assert_eq!(log_len(&redis, "u", "x", &mid), final_seq);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log_len(&redis, "u", "x", &mid), final_seq);
+    assert_eq!(text_b, demo_prefix("a long one", 2_000, final_seq));
+    let late = b.ws("session_id=x&user_id=u").await;
+    let history = late.history_messages();
+    let reply = history.last().expect("the reply in history");
+    assert_eq!(reply["status"], "cancelled");
+    assert_eq!(reply["content"], text_b.as_str());
+}
+
+#[tokio::test]
+async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_node_reports() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a", 8, 200, &[]);
+    let b = node(&redis, "node-b", 8, 200, &[]);
+    let mut on_a = a.ws("session_id=race&user_id=u").await;
+    let mut on_b = b.ws("session_id=race&user_id=u").await;
+    let mut winners = std::collections::BTreeMap::new();
+    for round in 0..12u64 {
+        let mid = chat(&mut on_a, &format!("round {round}"), &format!("r{round}")).await;
+        // Cancel from B after a varying number of chunks, up to the last.
+        let at = 1 + round % 8;
+        read_until_seq(&mut on_b, &mid, at).await;
+        on_b.cancel(Some(&mid), &format!("c{round}")).await;
+        let (before, result) = on_b.next_of("cancel_result").await;
+        let status = result.str("status").to_owned();
+        // The reply may have ended on B before the cancel got there.
+        let end_b = match before
+            .iter()
+            .find(|f| f.is("end") && f["message_id"] == mid.as_str())
+        {
+            Some(end) => end.clone(),
+            None => until_end_of(&mut on_b, &mid).await.1,
+        };
+        let (_, end_a) = until_end_of(&mut on_a, &mid).await;
+        let late = b.ws("session_id=race&user_id=u").await;
+        let stored = late
+            .history_messages()
+            .into_iter()
+            .find(|m| m["message_id"] == mid.as_str())
+            .expect("the reply in history");
+        match status.as_str() {
+            "cancelled" => {
+                let final_seq = result.u64("final_seq");
+                for end in [&end_a, &end_b] {
+                    assert_eq!(end["status"], "cancelled", "round {round}: {end:?}");
+                    assert_eq!(end.u64("final_seq"), final_seq, "round {round}");
+                }
+                assert_eq!(stored["status"], "cancelled");
+            }
+            "completed" => {
+                for end in [&end_a, &end_b] {
+                    assert_eq!(end["status"], "completed", "round {round}: {end:?}");
+                    assert_eq!(end.u64("final_seq"), 8, "round {round}");
+                }
+                assert_eq!(stored["status"], "completed");
+            }
+            other => panic!("round {round}: cancel answered {other}: {result:?}"),
+        }
+        *winners.entry(status).or_insert(0) += 1;
+        late.close().await;
+    }
+    eprintln!("winners over 12 rounds: {winners:?}");
+}
+
+#[tokio::test]
+async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_then_live_then_end() {
+    const N: u32 = 60;
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a", N, 40, &[]);
+    let b = node(&redis, "node-b", N, 40, &[]);
+    let mut on_a = a.ws("session_id=r&user_id=u").await;
+    let mid = chat(&mut on_a, "resume me", "r1").await;
+    let seen = read_until_seq(&mut on_a, &mid, 5).await;
+    let (_, last) = contiguous(0, &chunks_of(&seen, &mid));
+    drop(on_a);
+
+    // Some chunks are produced while the client is away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut on_b = b
+        .ws(&format!("session_id=r&user_id=u&resume={mid}:{last}"))
+        .await;
+    let (frames, end) = until_end_of(&mut on_b, &mid).await;
+    assert_eq!(end["status"], "completed", "{end:?}");
+    let got = chunks_of(&frames, &mid);
+    assert_eq!(
+        got.first().map(|c| c.first_seq()),
+        Some(last + 1),
+        "starts right after {last}: {frames:#?}"
+    );
+    let (text, upto) = contiguous(last, &got);
+    assert_eq!(upto, u64::from(N), "every missing chunk, once, in order");
+    assert_eq!(end.u64("final_seq"), u64::from(N));
+    let full = demo_prefix("resume me", N, u64::from(N));
+    assert_eq!(format!("{}{text}", demo_prefix("resume me", N, last)), full);
+    assert_nothing_more(&mut on_b, "p").await;
+}
+
+#[tokio::test]
+async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the_lease_and_nothing_is_appended_after(
+) {
+    let redis = RedisServer::start();
+    let lease = ["--lease-ttl", "1"];
+    let mut a = node(&redis, "node-a", 2_000, 50, &lease);
+    let b = node(&redis, "node-b", 2_000, 50, &lease);
+    let mut on_a = a.ws("session_id=k&user_id=u").await;
+    let mut on_b = b.ws("session_id=k&user_id=u").await;
+    let mid = chat(&mut on_a, "doomed", "r1").await;
+    read_until_seq(&mut on_b, &mid, 3).await;
+
+    a.signal(Signal::Kill);
+    let killed = Instant::now();
+    let _ = a.wait_exit(T).await;
+    let (frames, end) = until_end_of(&mut on_b, &mid).await;
+    let noticed = killed.elapsed();
+    assert_eq!(end["status"], "failed", "{end:?}");
+    assert_eq!(end["reason"], "owner_lost");
+    let final_seq = end.u64("final_seq");
+    assert!(
+        chunks_of(&frames, &mid).iter().all(|c| c.seq <= final_seq),
+        "{frames:#?}"
+    );
+    // Lease (1 s) + the watch period (2 s) + a wide margin for a loaded
+    // machine; the figure is printed for the record.
+    eprintln!("owner death noticed after {noticed:?}");
+    assert!(
+        noticed < Duration::from_secs(8),
+        "noticed after {noticed:?}"
+    );
+    // Nothing is appended afterwards (the dead producer is fenced anyway).
+    let len = log_len(&redis, "u", "k", &mid);
+    assert_eq!(len, final_seq);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(log_len(&redis, "u", "k", &mid), len);
+    assert_nothing_more(&mut on_b, "p").await;
+    // The conversation is free again: a new reply on B completes.
+    let mid2 = chat(&mut on_b, "again", "r2").await;
+    assert_ne!(mid2, mid);
+    on_b.cancel(Some(&mid2), "c2").await;
+    let (_, end2) = until_end_of(&mut on_b, &mid2).await;
+    assert_eq!(end2["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_resume_across_it_is_epoch_changed(
+) {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "node-a", 2_000, 50, &["--lease-ttl", "2"]);
+    let b = node(&redis, "node-b", 2_000, 50, &["--lease-ttl", "2"]);
+    let mut on_a = a.ws("session_id=e&user_id=u").await;
+    let mut on_b = b.ws("session_id=e&user_id=u").await;
+    let mid = chat(&mut on_a, "across a restart", "r1").await;
+    read_until_seq(&mut on_b, &mid, 3).await;
+    assert_eq!(a.http("GET", "/readyz", "").await.status, 200);
+
+    redis.restart();
+    // Every connection that saw the reply gets an explicit end.
+    let (_, end_a) = until_end_of(&mut on_a, &mid).await;
+    let (_, end_b) = until_end_of(&mut on_b, &mid).await;
+    for end in [&end_a, &end_b] {
+        let status = end.str("status");
+        assert!(
+            ["failed", "cancelled", "completed"].contains(&status),
+            "{end:?}"
+        );
+    }
+    eprintln!("after the restart: A got {end_a:?}, B got {end_b:?}");
+
+    // Both nodes come back.
+    for n in [&a, &b] {
+        weir_tests::eventually("readyz answers 200 again", || async {
+            n.http("GET", "/readyz", "").await.status == 200
+        })
+        .await;
+    }
+    // A resume of the old reply fails closed, on either node.
+    let mut late = b
+        .connect(&format!("session_id=e&user_id=u&resume={mid}:1"))
+        .await;
+    let mut seen = Vec::new();
+    let unavailable = loop {
+        let f = late.next_frame().await;
+        if f.is("resume_unavailable") {
+            break f;
+        }
+        assert!(
+            chunks(std::slice::from_ref(&f)).is_empty(),
+            "no chunk of the lost log: {f:?}"
+        );
+        seen.push(f);
+    };
+    assert_eq!(unavailable["reason"], "epoch_changed", "{unavailable:?}");
+    assert_eq!(unavailable["message_id"], mid.as_str());
+    // And new replies work.
+    let mid2 = chat(&mut late, "after", "r2").await;
+    let (_, end2) = until_end_of(&mut late, &mid2).await;
+    assert_eq!(end2["status"], "completed");
+}
+
+#[tokio::test]
+async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_after_the_expiry() {
+    let redis = RedisServer::start();
+    let timers = ["--presence-debounce", "2", "--presence-expiry", "4"];
+    let mut a = node(&redis, "node-a", 10, 20, &timers);
+    let b = node(&redis, "node-b", 10, 20, &timers);
+
+    // Online on A, seen from B.
+    let on_a = a.ws("session_id=p&user_id=alice").await;
+    assert_eq!(presence(&b, "alice").await, ("online".to_owned(), 1));
+
+    // Reconnect to B inside the debounce: never offline in between.
+    on_a.close().await;
+    let mut statuses = vec![presence(&b, "alice").await.0];
+    let on_b = b.ws("session_id=p&user_id=alice").await;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        statuses.push(presence(&a, "alice").await.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        statuses.iter().all(|s| s == "online"),
+        "no offline across the reconnect: {statuses:?}"
+    );
+    assert_eq!(presence(&a, "alice").await, ("online".to_owned(), 1));
+
+    // Gone from both: online while lingering, offline after the debounce.
+    on_b.close().await;
+    assert_eq!(presence(&a, "alice").await.0, "online", "lingering");
+    weir_tests::eventually("alice offline after the debounce", || async {
+        presence(&a, "alice").await.0 == "offline"
+    })
+    .await;
+
+    // A node killed with a user on it: offline after the entry expiry.
+    let _bob = a.ws("session_id=p&user_id=bob").await;
+    assert_eq!(presence(&b, "bob").await, ("online".to_owned(), 1));
+    a.signal(Signal::Kill);
+    let killed = Instant::now();
+    let _ = a.wait_exit(T).await;
+    weir_tests::eventually("bob offline after the expiry", || async {
+        presence(&b, "bob").await.0 == "offline"
+    })
+    .await;
+    let took = killed.elapsed();
+    eprintln!("bob offline {took:?} after his node died (expiry 4 s)");
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before the entries could expire: {took:?}"
+    );
+}
