@@ -59,6 +59,19 @@ async fn until_end_of(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
     }
 }
 
+/// The `end` of `mid`: among `before` (frames already read — an `end` may
+/// come before a `cancel_result`: the protocol orders only chunks against
+/// it), else the next one on `ws`, with the frames read on the way.
+async fn end_after(before: &[Frame], ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
+    match before
+        .iter()
+        .find(|f| f.is("end") && f["message_id"] == mid)
+    {
+        Some(end) => (Vec::new(), end.clone()),
+        None => until_end_of(ws, mid).await,
+    }
+}
+
 /// Waits a little for anything that should not come, then asserts with a
 /// ping barrier that nothing but its pong came.
 async fn assert_nothing_more(ws: &mut Client, id: &str) {
@@ -124,7 +137,7 @@ async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_
     assert_eq!(result["status"], "cancelled", "{result:?}");
     assert_eq!(result["request_id"], "c1");
     let final_seq = result.u64("final_seq");
-    let (after, end_b) = until_end_of(&mut on_b, &mid).await;
+    let (after, end_b) = end_after(&before, &mut on_b, &mid).await;
     assert!(
         chunks(&after).is_empty(),
         "no chunk follows cancel_result on the asking connection: {after:#?}"
@@ -177,14 +190,7 @@ async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_nod
         on_b.cancel(Some(&mid), &format!("c{round}")).await;
         let (before, result) = on_b.next_of("cancel_result").await;
         let status = result.str("status").to_owned();
-        // The reply may have ended on B before the cancel got there.
-        let end_b = match before
-            .iter()
-            .find(|f| f.is("end") && f["message_id"] == mid.as_str())
-        {
-            Some(end) => end.clone(),
-            None => until_end_of(&mut on_b, &mid).await.1,
-        };
+        let (_, end_b) = end_after(&before, &mut on_b, &mid).await;
         let (_, end_a) = until_end_of(&mut on_a, &mid).await;
         let late = b.ws("session_id=race&user_id=u").await;
         let stored = late
