@@ -4,9 +4,12 @@
 //! model run in the harness's virtual time, driven by one scheduler whose
 //! every choice comes from one seed (SplitMix64, the core's own
 //! [`SeededIds`]). Every store operation, store reply and pub/sub notice
-//! gets a latency when it is sent; items whose latencies overlap are
-//! delivered in random order, so replies are reordered across nodes, and time
-//! never passes an undelivered item (a delay is bounded by its latency).
+//! gets a latency when it is sent; operations and replies whose latencies
+//! overlap are delivered in random order, so they are reordered across (and
+//! within) nodes, and time never passes an undelivered item (a delay is
+//! bounded by its latency). Notices to one node stay in publication order, as
+//! on a Redis pub/sub connection: a delayed one holds back the ones behind it
+//! (and a node that reads the store may still hear of a change late).
 //!
 //! Faults: notices dropped and delayed; store operations and replies delayed
 //! (up to [`MAX_DELAY`]) and reordered; store operations failing
@@ -56,8 +59,18 @@ pub const REAP_SLACK_MS: u64 = 2 * 2_000 + 2 * 1_500;
 /// [`REAP_SLACK_MS`] as a duration.
 pub const REAP_SLACK: Duration = Duration::from_millis(REAP_SLACK_MS);
 
-/// Steps per seed before the quiet phase.
+/// Steps per seed before the quiet phase, unless `WEIR_SIM_STEPS` says
+/// otherwise.
 pub const STEPS: usize = 160;
+
+/// Steps per seed: `WEIR_SIM_STEPS`, or [`STEPS`].
+#[must_use]
+pub fn steps_per_seed() -> usize {
+    std::env::var("WEIR_SIM_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(STEPS)
+}
 
 /// A deliberate fault in what the simulated runtime or store delivers, one
 /// per invariant: each must make the simulation fail with that invariant.
@@ -131,8 +144,8 @@ pub struct Failure {
     pub seed: u64,
     /// The seeded bug, if one was switched on.
     pub bug: Option<Bug>,
-    /// The step at which the check failed (`STEPS` and beyond: the quiet
-    /// phase).
+    /// The step at which the check failed (beyond the steps per seed: the
+    /// quiet phase).
     pub step: usize,
     /// Virtual milliseconds since the start.
     pub at_ms: u64,
@@ -154,8 +167,14 @@ impl Failure {
 #[must_use]
 pub fn replay_command(seed: u64, bug: Option<Bug>) -> String {
     let bug = bug.map_or(String::new(), |b| format!("WEIR_SIM_BUG={} ", b.name()));
+    let steps = steps_per_seed();
+    let steps = if steps == STEPS {
+        String::new()
+    } else {
+        format!("WEIR_SIM_STEPS={steps} ")
+    };
     format!(
-        "{bug}WEIR_SIM_SEED={seed} cargo test -p weir-verification --test simulation replay_one_seed -- --nocapture"
+        "{bug}{steps}WEIR_SIM_SEED={seed} cargo test -p weir-verification --test simulation replay_one_seed -- --nocapture"
     )
 }
 
@@ -294,6 +313,7 @@ struct Sim {
     dup_seen: BTreeMap<ConnId, usize>,
     faults: bool,
     step: usize,
+    steps: usize,
     trace: VecDeque<String>,
     stats: Stats,
 }
@@ -348,6 +368,7 @@ impl Sim {
             dup_seen: BTreeMap::new(),
             faults: true,
             step: 0,
+            steps: STEPS,
             trace: VecDeque::new(),
             stats: Stats {
                 nodes,
@@ -397,8 +418,16 @@ impl Sim {
             self.reply_due.push_back(d);
         }
         while self.notice_due.len() < self.w.notices.len() {
+            // Pub/sub is ordered per subscriber connection: a delayed notice
+            // holds back every later one to the same node.
+            let k = self.notice_due.len();
+            let node = self.w.notices[k].0;
+            let behind = (0..k)
+                .rev()
+                .find(|j| self.w.notices[*j].0 == node)
+                .map(|j| self.notice_due[j]);
             let d = self.now() + self.latency(Queue::Notice);
-            self.notice_due.push_back(d);
+            self.notice_due.push_back(behind.map_or(d, |b| b.max(d)));
         }
         self.op_due.truncate(self.w.ops.len());
         self.reply_due.truncate(self.w.replies.len());
@@ -417,17 +446,20 @@ impl Sim {
     fn ready(&self) -> Vec<(Queue, usize)> {
         let now = self.now();
         let mut v = Vec::new();
-        for (q, dues) in [
-            (Queue::Op, &self.op_due),
-            (Queue::Reply, &self.reply_due),
-            (Queue::Notice, &self.notice_due),
-        ] {
+        for (q, dues) in [(Queue::Op, &self.op_due), (Queue::Reply, &self.reply_due)] {
             v.extend(
                 dues.iter()
                     .enumerate()
                     .filter(|(_, d)| **d <= now)
                     .map(|(k, _)| (q, k)),
             );
+        }
+        // Notices: only the oldest waiting for each node.
+        let mut heads = std::collections::BTreeSet::new();
+        for (k, (node, _)) in self.w.notices.iter().enumerate() {
+            if heads.insert(*node) && self.notice_due[k] <= now {
+                v.push((Queue::Notice, k));
+            }
         }
         v
     }
@@ -801,6 +833,14 @@ impl Sim {
     }
 
     fn fail(&self, violation: Violation) -> Failure {
+        if std::env::var_os("WEIR_SIM_DUMP").is_some() {
+            for (conn, c) in &self.w.clients {
+                eprintln!("{conn} on n{} (gone {}, closed {:?}):", c.node, c.gone, c.closed);
+                for (k, f) in c.frames.iter().enumerate() {
+                    eprintln!("  {k}: {}", short(f));
+                }
+            }
+        }
         Failure {
             seed: self.seed,
             bug: self.bug,
@@ -866,7 +906,7 @@ impl Sim {
 
     fn quiesce(&mut self) -> Result<(), Violation> {
         self.faults = false;
-        self.step = STEPS;
+        self.step = self.steps;
         self.note("quiet phase: faults off".into());
         for _ in 0..50 {
             self.drain_all();
@@ -932,10 +972,16 @@ impl Sim {
     }
 }
 
-/// Runs one seed (with `bug` switched on, if any): [`STEPS`] random steps
+/// Runs one seed (with `bug` switched on, if any): [`steps_per_seed`] random steps
 /// with every invariant checked after each, then the quiet phase.
 pub fn run_seed(seed: u64, bug: Option<Bug>) -> Result<Stats, Failure> {
+    run_seed_steps(seed, bug, steps_per_seed())
+}
+
+/// [`run_seed`] with `steps` random steps.
+pub fn run_seed_steps(seed: u64, bug: Option<Bug>, steps: usize) -> Result<Stats, Failure> {
     let mut sim = Sim::new(seed, bug);
+    sim.steps = steps;
     // Everyone connects first, so that conversations have viewers.
     for slot in 0..sim.slots.len() {
         sim.connect(slot);
@@ -943,7 +989,7 @@ pub fn run_seed(seed: u64, bug: Option<Bug>) -> Result<Stats, Failure> {
     sim.sync();
     sim.observe();
     sim.check().map_err(|v| sim.fail(v))?;
-    while sim.step < STEPS {
+    while sim.step < steps {
         sim.step += 1;
         sim.one_step();
         sim.check().map_err(|v| sim.fail(v))?;
