@@ -140,7 +140,10 @@ impl State {
     }
 
     fn generator(&self) -> Option<weir_core::ids::MessageId> {
-        self.w.running_generators().first().map(|(_, id)| id.clone())
+        self.w
+            .running_generators()
+            .first()
+            .map(|(_, id)| id.clone())
     }
 
     fn enabled(&self, b: &Bounds) -> Vec<Event> {
@@ -206,19 +209,40 @@ impl State {
                 }
             }
             Event::ApplyOp(i) => {
-                let k = first(&mut self.w.ops.iter().enumerate().filter_map(|(k, o)| (o.node == i).then_some(k)));
+                let k = first(
+                    &mut self
+                        .w
+                        .ops
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, o)| (o.node == i).then_some(k)),
+                );
                 if let Some(k) = k {
                     self.w.apply_op(k);
                 }
             }
             Event::Reply(i) => {
-                let k = first(&mut self.w.replies.iter().enumerate().filter_map(|(k, r)| (r.node == i).then_some(k)));
+                let k = first(
+                    &mut self
+                        .w
+                        .replies
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, r)| (r.node == i).then_some(k)),
+                );
                 if let Some(k) = k {
                     self.w.deliver_reply(k);
                 }
             }
             Event::Notice(i) | Event::LoseNotice(i) => {
-                let k = first(&mut self.w.notices.iter().enumerate().filter_map(|(k, (j, _))| (*j == i).then_some(k)));
+                let k = first(
+                    &mut self
+                        .w
+                        .notices
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, (j, _))| (*j == i).then_some(k)),
+                );
                 if let Some(k) = k {
                     if e == Event::Notice(i) {
                         self.w.deliver_notice(k);

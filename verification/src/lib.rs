@@ -13,6 +13,6 @@
 //! (`core_model.rs`) and the wire properties (`wire_properties.rs`).
 
 pub mod check;
+pub mod explore;
 pub mod harness;
 pub mod sim;
-pub mod explore;

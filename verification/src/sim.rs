@@ -330,11 +330,7 @@ impl Sim {
             idempotency_ttl_ms: 60_000,
             ..StoreConfig::default()
         };
-        let w = World::new(&WorldConfig {
-            nodes,
-            store,
-            seed,
-        });
+        let w = World::new(&WorldConfig { nodes, store, seed });
         let slots = (0..clients)
             .map(|k| Slot {
                 // The last of three or more clients is another user, on a
@@ -704,7 +700,10 @@ impl Sim {
         retain_by(&mut self.notice_due, &keep_notices);
         // A fresh process takes the node's name; until it is "up" again it
         // has no clients (nobody is routed to it), which is the same as down.
-        let seed = self.seed.wrapping_mul(1_000_003).wrapping_add(self.restarts);
+        let seed = self
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(self.restarts);
         self.w.crash_node(i, seed);
         let down_for = self.rng.ms(200, 5_000);
         self.down_until[i] = Some(self.now() + down_for);
@@ -774,15 +773,12 @@ impl Sim {
                             }
                         }
                     }
-                    ServerFrame::End(e) => {
-                        if s.last.as_ref().is_some_and(|(id, _)| *id == e.message_id) {
-                            s.ended = true;
-                        }
-                    }
-                    ServerFrame::ResumeUnavailable(ru) => {
-                        if s.last.as_ref().is_some_and(|(id, _)| *id == ru.message_id) {
-                            s.ended = true;
-                        }
+                    ServerFrame::End(weir_core::wire::End { message_id, .. })
+                    | ServerFrame::ResumeUnavailable(weir_core::wire::ResumeUnavailable {
+                        message_id,
+                        ..
+                    }) if s.last.as_ref().is_some_and(|(id, _)| id == message_id) => {
+                        s.ended = true;
                     }
                     _ => {}
                 }
@@ -835,7 +831,10 @@ impl Sim {
     fn fail(&self, violation: Violation) -> Failure {
         if std::env::var_os("WEIR_SIM_DUMP").is_some() {
             for (conn, c) in &self.w.clients {
-                eprintln!("{conn} on n{} (gone {}, closed {:?}):", c.node, c.gone, c.closed);
+                eprintln!(
+                    "{conn} on n{} (gone {}, closed {:?}):",
+                    c.node, c.gone, c.closed
+                );
                 for (k, f) in c.frames.iter().enumerate() {
                     eprintln!("  {k}: {}", short(f));
                 }
@@ -878,7 +877,12 @@ impl Sim {
             (Queue::Notice, &self.notice_due),
         ]
         .into_iter()
-        .filter_map(|(q, d)| d.iter().enumerate().min_by_key(|(_, t)| **t).map(|(k, t)| (*t, q, k)))
+        .filter_map(|(q, d)| {
+            d.iter()
+                .enumerate()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, t)| (*t, q, k))
+        })
         .min_by_key(|(t, _, _)| *t)
         .map(|(_, q, k)| (q, k))
         {
@@ -936,7 +940,10 @@ impl Sim {
             if n.node.holds_state() {
                 return Err(Violation {
                     invariant: 7,
-                    detail: format!("node n{i} still holds state after everyone left: {:?}", n.node),
+                    detail: format!(
+                        "node n{i} still holds state after everyone left: {:?}",
+                        n.node
+                    ),
                 });
             }
         }
@@ -1033,7 +1040,8 @@ fn apply_with_bug(
         (Some(Bug::BusyStartLandsOnStaleReplica), StoreOp::Start { .. }) => {
             let mut probe = store.clone();
             if let (StoreReply::Busy { .. }, _) = probe.apply(op.clone()) {
-                let stale = replica.get_or_insert_with(|| Model::new(*store.config(), store.epoch()));
+                let stale =
+                    replica.get_or_insert_with(|| Model::new(*store.config(), store.epoch()));
                 return stale.apply(op);
             }
         }

@@ -35,14 +35,15 @@ fn seeded_cluster_simulation_keeps_every_invariant() {
             Err(failure) => panic!("{failure}"),
         }
     }
-    eprintln!(
-        "{seeds} seeds in {:.1?}: {total:?}",
-        started.elapsed()
-    );
+    eprintln!("{seeds} seeds in {:.1?}: {total:?}", started.elapsed());
     // The faults were exercised, not just configured.
     assert!(total.crashes > 0 && total.store_restarts > 0 && total.dropped_notices > 0);
     assert!(total.resumes > 0 && total.slow_closes > 0 && total.failed_ops > 0);
-    assert!(total.outcomes.iter().all(|n| *n > 0), "{:?}", total.outcomes);
+    assert!(
+        total.outcomes.iter().all(|n| *n > 0),
+        "{:?}",
+        total.outcomes
+    );
 }
 
 /// Replays one seed: `WEIR_SIM_SEED=S` (default 0), with `WEIR_SIM_BUG`
@@ -76,7 +77,10 @@ fn caught(bug: Bug) {
             return;
         }
     }
-    panic!("{bug:?} survived {limit} seeds: invariant {} is not checked", bug.invariant());
+    panic!(
+        "{bug:?} survived {limit} seeds: invariant {} is not checked",
+        bug.invariant()
+    );
 }
 
 #[test]
