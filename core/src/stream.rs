@@ -370,6 +370,18 @@ mod tests {
     }
 
     #[test]
+    fn lease_until_is_the_live_lease_and_gone_once_settled() {
+        let mut s = StreamState::start(5, &T);
+        assert_eq!(s.lease_until_ms(), Some(105));
+        assert!(s.recv_renew(50, &T));
+        assert_eq!(s.lease_until_ms(), Some(150));
+        let _ = s.recv_cancel(0, 60, &T);
+        assert_eq!(s.lease_until_ms(), Some(150));
+        let _ = s.recv_settle(SettleRequest::Cancelled, 0, 70, &T);
+        assert_eq!(s.lease_until_ms(), None);
+    }
+
+    #[test]
     fn reaping_a_cancelling_stream_keeps_it_cancelled() {
         let mut s = StreamState::start(0, &T);
         let _ = s.recv_cancel(1, 10, &T);

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use weir_core::ids::{ConnId, MessageId, Seq};
+use weir_core::ids::{ConnId, ConvKey, MessageId, Seq};
+use weir_core::node::STORE_LOST;
+use weir_core::store::{epoch_of, Model};
 use weir_core::stream::{Outcome, StreamState};
 use weir_core::wire::{CancelStatus, MessageStatus, ReplyStatus, Role, ServerFrame};
 
@@ -53,6 +55,39 @@ fn fail<T>(invariant: u8, detail: String) -> Result<T, Violation> {
     Err(Violation { invariant, detail })
 }
 
+/// Invariant 5 over every store the cluster writes to (normally one; a
+/// simulation of a split-brained store passes both halves): at most one
+/// reply per conversation is Active or Cancelling.
+pub fn check_one_live_reply(stores: &[&Model]) -> Result<(), Violation> {
+    let mut live: BTreeMap<&ConvKey, Vec<&MessageId>> = BTreeMap::new();
+    for store in stores {
+        for (conv, id, state, _, _) in store.streams() {
+            if state.is_live() {
+                live.entry(conv).or_default().push(id);
+            }
+        }
+    }
+    for (conv, ids) in live {
+        if ids.len() > 1 {
+            return fail(5, format!("{conv} has {} live replies: {ids:?}", ids.len()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an `end` reports a reply that the store lost in a restart (its
+/// id is of an older epoch and the reason says so). Such an `end` is the
+/// honest answer to lost data and is not compared with outcomes decided
+/// before the loss.
+fn lost_in_restart(w: &World, e: &weir_core::wire::End) -> bool {
+    e.reason.as_deref() == Some(STORE_LOST) && of_older_epoch(w, &e.message_id)
+}
+
+/// Whether a reply was made before the store's last restart.
+fn of_older_epoch(w: &World, id: &MessageId) -> bool {
+    epoch_of(id).is_some_and(|e| e < w.store.epoch())
+}
+
 /// The checker's memory across steps.
 #[derive(Debug, Clone, Default)]
 pub struct Checker {
@@ -89,11 +124,8 @@ impl Checker {
     }
 
     fn check_store(&mut self, w: &World) -> Result<(), Violation> {
-        let mut live: BTreeMap<_, Vec<MessageId>> = BTreeMap::new();
-        for (conv, id, state, _, last) in w.store.streams() {
-            if state.is_live() {
-                live.entry(conv.clone()).or_default().push(id.clone());
-            }
+        check_one_live_reply(&[&w.store])?;
+        for (_, id, state, _, last) in w.store.streams() {
             if let Some(f) = state.final_seq() {
                 if f > last {
                     return fail(3, format!("{id}: final_seq {f} beyond the log's {last}"));
@@ -106,11 +138,6 @@ impl Checker {
             }
             if let StreamState::Settled { outcome, .. } = state {
                 self.record_outcome(id, outcome)?;
-            }
-        }
-        for (conv, ids) in live {
-            if ids.len() > 1 {
-                return fail(5, format!("{conv} has {} live replies: {ids:?}", ids.len()));
             }
         }
         // History keeps outcomes after records expire.
@@ -313,6 +340,9 @@ impl Checker {
                     }
                     r.ended = true;
                     r.end_status = Some(e.status);
+                    if lost_in_restart(w, e) {
+                        continue;
+                    }
                     self.end_statuses
                         .entry(e.message_id.clone())
                         .or_default()
@@ -341,7 +371,13 @@ impl Checker {
                                 // An answer after `end` is about nothing
                                 // that could still arrive: allowed.
                             } else if let Some(f) = cr.final_seq {
-                                if r.next_seq != f + 1 && cr.status == CancelStatus::Cancelled {
+                                // Unless the store lost the reply in a restart
+                                // (chunks up to `final_seq` are gone; its `end`
+                                // says `store_lost`).
+                                if r.next_seq != f + 1
+                                    && cr.status == CancelStatus::Cancelled
+                                    && !of_older_epoch(w, id)
+                                {
                                     return fail(
                                         3,
                                         at(format!(

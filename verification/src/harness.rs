@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use weir_core::ids::{ConnId, ConvKey, MessageId, NodeId, SeededIds, Seq, SessionId, UserId};
-use weir_core::store::{Model, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
+use weir_core::store::{
+    Model, Notice, Published, StoreConfig, StoreError, StoreOp, StoreReply, Topic,
+};
 use weir_core::wire::{CloseCode, ServerFrame};
 use weir_core::{Config, Event, GeneratorEvent, HttpReqId, HttpRequest, Input, Node, OpId, Output};
 
@@ -22,7 +24,7 @@ use weir_core::{Config, Event, GeneratorEvent, HttpReqId, HttpRequest, Input, No
 pub const WALL0: u64 = 1_700_000_000_000;
 
 /// One node and what its runtime would hold.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NodeSlot {
     /// The core.
     pub node: Node<SeededIds>,
@@ -56,7 +58,7 @@ pub struct Client {
 }
 
 /// A store operation on its way to the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InFlightOp {
     /// The node that sent it.
     pub node: usize,
@@ -64,10 +66,13 @@ pub struct InFlightOp {
     pub op: OpId,
     /// The operation.
     pub request: StoreOp,
+    /// The node that sent it crashed: the operation may still reach the
+    /// store, but nobody is there to read the reply.
+    pub orphan: bool,
 }
 
 /// A reply on its way back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InFlightReply {
     /// The node it goes to.
     pub node: usize,
@@ -77,8 +82,8 @@ pub struct InFlightReply {
     pub result: Result<StoreReply, StoreError>,
 }
 
-/// The whole world.
-#[derive(Debug)]
+/// The whole world. Cloning it forks the run (the exhaustive explorer does).
+#[derive(Debug, Clone)]
 pub struct World {
     /// Virtual time zero.
     pub t0: Instant,
@@ -215,6 +220,7 @@ impl World {
                     node: i,
                     op,
                     request,
+                    orphan: false,
                 }),
                 Output::Subscribe(t) => {
                     self.nodes[i].subs.insert(t);
@@ -356,15 +362,34 @@ impl World {
 
     /// Applies the `k`-th waiting operation at the store.
     pub fn apply_op(&mut self, k: usize) -> bool {
-        let Some(InFlightOp { node, op, request }) = self.ops.remove(k) else {
-            return false;
-        };
-        let (reply, published) = self.store.apply(request);
-        self.replies.push_back(InFlightReply {
-            node,
-            op,
-            result: Ok(reply),
-        });
+        self.apply_op_with(k, Model::apply).is_some()
+    }
+
+    /// Applies the `k`-th waiting operation through `store` (the reference
+    /// model's `apply`, or a test's wrapper around it that mis-answers):
+    /// queues its reply (unless the sender crashed) and its notices for
+    /// every subscriber. Returns the operation, or `None` if there is no
+    /// `k`-th.
+    pub fn apply_op_with(
+        &mut self,
+        k: usize,
+        store: impl FnOnce(&mut Model, StoreOp) -> (StoreReply, Vec<Published>),
+    ) -> Option<InFlightOp> {
+        let applied = self.ops.remove(k)?;
+        let (reply, published) = store(&mut self.store, applied.request.clone());
+        if !applied.orphan {
+            self.replies.push_back(InFlightReply {
+                node: applied.node,
+                op: applied.op,
+                result: Ok(reply),
+            });
+        }
+        self.publish(published);
+        Some(applied)
+    }
+
+    /// Queues each notice for every node subscribed to its topic.
+    pub fn publish(&mut self, published: Vec<Published>) {
         for p in published {
             for (j, slot) in self.nodes.iter().enumerate() {
                 if slot.subs.contains(&p.topic) {
@@ -372,15 +397,80 @@ impl World {
                 }
             }
         }
-        true
+    }
+
+    /// Node `i`'s process dies and a fresh one with the same name starts in
+    /// its place (its id source seeded with `seed`). Its clients lose their
+    /// sockets; replies and notices on their way to it are lost; operations
+    /// it sent may still reach the store, but their replies go nowhere. Its
+    /// generators die with it.
+    pub fn crash_node(&mut self, i: usize, seed: u64) {
+        for c in self.clients.values_mut() {
+            if c.node == i {
+                c.gone = true;
+            }
+        }
+        self.replies.retain(|r| r.node != i);
+        self.notices.retain(|(j, _)| *j != i);
+        for op in &mut self.ops {
+            if op.node == i {
+                op.orphan = true;
+            }
+        }
+        let config = self.nodes[i].node.config().clone();
+        let wall = WALL0 + self.elapsed_ms();
+        self.nodes[i] = NodeSlot {
+            node: Node::new(config, SeededIds::new(seed), self.now, wall),
+            subs: BTreeSet::new(),
+            generators: BTreeMap::new(),
+            aborted: BTreeSet::new(),
+            events: Vec::new(),
+        };
+        self.drain(i);
+    }
+
+    /// A hash of everything that decides what can happen next: the store,
+    /// every node, the queues, what every client received, and the time.
+    /// Two worlds with equal fingerprints behave the same from here on
+    /// (up to hash collisions); the exhaustive explorer counts states by it.
+    /// Logged events and HTTP answers are left out.
+    #[must_use]
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.now.duration_since(self.t0).hash(&mut h);
+        self.store.hash(&mut h);
+        for n in &self.nodes {
+            n.node.hash(&mut h);
+            n.subs.hash(&mut h);
+            n.generators.hash(&mut h);
+            n.aborted.hash(&mut h);
+        }
+        for (conn, c) in &self.clients {
+            conn.hash(&mut h);
+            c.node.hash(&mut h);
+            c.frames.hash(&mut h);
+            c.closed.hash(&mut h);
+            c.gone.hash(&mut h);
+        }
+        self.ops.hash(&mut h);
+        self.replies.hash(&mut h);
+        self.notices.hash(&mut h);
+        h.finish()
     }
 
     /// Fails the `k`-th waiting operation as if the store were unreachable
     /// (it never reached the store).
     pub fn fail_op(&mut self, k: usize) -> bool {
-        let Some(InFlightOp { node, op, .. }) = self.ops.remove(k) else {
+        let Some(InFlightOp {
+            node, op, orphan, ..
+        }) = self.ops.remove(k)
+        else {
             return false;
         };
+        if orphan {
+            return true;
+        }
         self.replies.push_back(InFlightReply {
             node,
             op,

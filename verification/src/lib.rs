@@ -4,6 +4,8 @@
 //!   model, generators and recording clients, driven step by step in virtual
 //!   time, with store replies and notices that can be delayed, reordered or
 //!   lost.
+//! - [`explore`]: exhaustive exploration of a small two-node configuration.
+//! - [`sim`]: a seeded, deterministic simulation of a cluster with faults.
 //! - [`check`]: judges a run from the outside (what clients received, against
 //!   the store's truth), one rule per invariant of DESIGN.md.
 //!
@@ -11,4 +13,6 @@
 //! (`core_model.rs`) and the wire properties (`wire_properties.rs`).
 
 pub mod check;
+pub mod explore;
 pub mod harness;
+pub mod sim;

@@ -1535,6 +1535,8 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let r = view.replies.remove(id).unwrap_or_default();
+        // Finished here: a late notice about it must not bring it back.
+        view.mark_done(id.clone());
         self.timers.cancel(&watch_key(conv, id));
         let conns: Vec<ConnId> = view.conns.iter().copied().collect();
         for conn in conns {
