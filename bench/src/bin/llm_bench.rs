@@ -376,6 +376,7 @@ async fn direct(addr: &str, prompt: &str, max_tokens: u32) -> Res<Sample> {
         let mut raw = Vec::new(); // undecoded bytes
         let mut body = Vec::new(); // de-chunked body not yet split into events
         let mut head_done = false;
+        let mut body_done = false;
         let mut first = None;
         let mut last = t0;
         let mut deltas = 0u64;
@@ -409,7 +410,8 @@ async fn direct(addr: &str, prompt: &str, max_tokens: u32) -> Res<Sample> {
                 body.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
                 raw.drain(..line_end + 2 + size + 2);
                 if size == 0 {
-                    break 'read;
+                    body_done = true;
+                    break;
                 }
             }
             // Every complete SSE event.
@@ -434,6 +436,9 @@ async fn direct(addr: &str, prompt: &str, max_tokens: u32) -> Res<Sample> {
                         deltas += 1;
                     }
                 }
+            }
+            if body_done {
+                break;
             }
         }
         let first = first.ok_or("no content from the model server")?;
