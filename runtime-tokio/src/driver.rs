@@ -354,7 +354,13 @@ impl Driver {
                     return; // shutting down: nobody would read its events
                 };
                 tracing::debug!(%message_id, %conv, "starting generator");
-                let task = generator::spawn(&self.generator, tx, message_id.clone(), &context);
+                let task = generator::spawn(
+                    &self.generator,
+                    tx,
+                    message_id.clone(),
+                    &context,
+                    &self.metrics,
+                );
                 if let Some(old) = self.generators.insert(message_id, task) {
                     old.abort();
                 }

@@ -1,7 +1,12 @@
 //! Generators as tasks: each reply's generator runs as its own tokio task,
 //! reports through the driver's channel as `Input::Generator`, and is aborted
 //! when the core says `AbortGenerator` (an aborted task reports nothing more).
+//!
+//! Two generators: the demo one (below) and `openai`, an OpenAI-compatible
+//! upstream (`crate::openai`: the runtime-neutral client, and its tokio glue
+//! in `openai/tokio_rt.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -12,7 +17,8 @@ use weir_core::wire::{Message, Role, Usage};
 use weir_core::{GeneratorEvent, Input};
 
 use crate::driver::ToDriver;
-use crate::GeneratorConfig;
+use crate::metrics::Metrics;
+use crate::{openai, GeneratorConfig};
 
 /// The longest pause between two demo chunks (a tiny positive rate).
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
@@ -24,8 +30,16 @@ pub(crate) fn spawn(
     tx: mpsc::Sender<ToDriver>,
     message_id: MessageId,
     context: &[Message],
+    metrics: &Arc<Metrics>,
 ) -> tokio::task::AbortHandle {
     match *config {
+        GeneratorConfig::Openai(ref config) => openai::tokio_rt::spawn(
+            config.clone(),
+            metrics.clone(),
+            tx,
+            message_id,
+            context.to_vec(),
+        ),
         GeneratorConfig::Demo {
             chunks,
             rate_per_sec,

@@ -16,7 +16,8 @@
 //! | `ws` | per WebSocket: one reader task and exactly one writer task |
 //! | [`queue`] | the per-connection bounded outbound queue (merges chunk frames when full) |
 //! | `auth` | `Auth::None` (user from the query) and HS256 JWTs |
-//! | `generator` | the demo generator as an abortable task |
+//! | `generator` | generators as abortable tasks: the demo generator |
+//! | [`openai`] | the `openai` generator: an OpenAI-compatible upstream, runtime-neutral, with its tokio glue |
 //! | `metrics` | counters and the Prometheus text |
 //!
 //! ## The driver
@@ -84,6 +85,7 @@ mod driver;
 mod generator;
 mod http;
 mod metrics;
+pub mod openai;
 pub mod queue;
 mod redis_store;
 mod server;
@@ -225,6 +227,13 @@ pub enum GeneratorConfig {
         /// Chunks per second.
         rate_per_sec: f64,
     },
+    /// An OpenAI-compatible upstream (`POST /v1/chat/completions` with
+    /// `stream: true`): one HTTP request per reply over a fresh connection,
+    /// closed at once when the reply is cancelled; never retried. Errors
+    /// end the reply `failed` with a reason from
+    /// [`UpstreamError::reason`](openai::UpstreamError::reason). See
+    /// [`openai`].
+    Openai(openai::OpenAiConfig),
 }
 
 impl Default for GeneratorConfig {

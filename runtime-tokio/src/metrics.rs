@@ -11,10 +11,62 @@ use std::time::Duration;
 
 use weir_core::stream::Outcome;
 
-/// Upper bounds (seconds) of the cancel-to-quiet histogram's buckets.
-const QUIET_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+use crate::openai::{ErrorKind, Tally};
+
+/// The buckets of a [`Histogram`]: their upper bounds, in seconds.
+trait Buckets {
+    const BOUNDS: [f64; 12];
+}
+
+/// The cancel-to-quiet histogram's buckets.
+#[derive(Debug, Default)]
+struct QuietBuckets;
+
+impl Buckets for QuietBuckets {
+    const BOUNDS: [f64; 12] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+}
+
+/// The upstream time-to-first-token histogram's buckets: a model on a GPU
+/// answers in tens of milliseconds, a small one on a busy CPU in seconds.
+#[derive(Debug, Default)]
+struct FirstTokenBuckets;
+
+impl Buckets for FirstTokenBuckets {
+    const BOUNDS: [f64; 12] = [
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0,
+    ];
+}
+
+/// How an upstream (`openai`) generation ended, for
+/// `weir_upstream_tokens_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenOutcome {
+    /// It streamed to the end.
+    Completed,
+    /// It was aborted: the reply was cancelled (or settled otherwise, or the
+    /// server shut down).
+    Cancelled,
+    /// It failed.
+    Failed,
+}
+
+impl TokenOutcome {
+    const ALL: [TokenOutcome; 3] = [
+        TokenOutcome::Completed,
+        TokenOutcome::Cancelled,
+        TokenOutcome::Failed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenOutcome::Completed => "completed",
+            TokenOutcome::Cancelled => "cancelled",
+            TokenOutcome::Failed => "failed",
+        }
+    }
+}
 
 /// Every metric of one server.
 #[derive(Debug, Default)]
@@ -38,7 +90,18 @@ pub(crate) struct Metrics {
     pub(crate) notices_dropped: AtomicU64,
     resumes_exact: AtomicU64,
     resumes_unavailable: AtomicU64,
-    quiet: Histogram,
+    quiet: Histogram<QuietBuckets>,
+    upstream: UpstreamMetrics,
+}
+
+/// The `openai` generator's metrics.
+#[derive(Debug, Default)]
+struct UpstreamMetrics {
+    first_token: Histogram<FirstTokenBuckets>,
+    /// By [`ErrorKind::ALL`] order.
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// By [`TokenOutcome::ALL`] order: prompt tokens, completion tokens.
+    tokens: [[AtomicU64; 2]; TokenOutcome::ALL.len()],
 }
 
 impl Metrics {
@@ -65,6 +128,28 @@ impl Metrics {
     /// Records one cancel-to-quiet latency.
     pub(crate) fn cancel_quiet(&self, latency: Duration) {
         self.quiet.observe(latency);
+    }
+
+    /// Counts one failed upstream generation.
+    pub(crate) fn upstream_error(&self, kind: ErrorKind) {
+        if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.upstream.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records what one upstream generation received: its time to first
+    /// token, and its tokens under `outcome` (completion tokens as the
+    /// upstream reported them, else the count of content deltas; prompt
+    /// tokens only as reported).
+    pub(crate) fn upstream_generation(&self, outcome: TokenOutcome, tally: &Tally) {
+        if let Some(t) = tally.first_token {
+            self.upstream.first_token.observe(t);
+        }
+        if let Some(i) = TokenOutcome::ALL.iter().position(|o| *o == outcome) {
+            let [prompt, completion] = &self.upstream.tokens[i];
+            prompt.fetch_add(tally.prompt_tokens().unwrap_or(0), Relaxed);
+            completion.fetch_add(tally.completion_tokens(), Relaxed);
+        }
     }
 
     /// The Prometheus text of every metric.
@@ -158,23 +243,67 @@ impl Metrics {
             "From a cancel's arrival to its answer on the asking connection, after which \
              no chunk of the reply follows there (cancels that found a reply).",
         );
+        self.upstream.render(&mut out);
         out
     }
 }
 
-/// A fixed-bucket histogram of durations.
-#[derive(Debug, Default)]
-struct Histogram {
-    /// Observations `<=` each bound of [`QUIET_BUCKETS`] (not cumulative).
-    buckets: [AtomicU64; QUIET_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+impl UpstreamMetrics {
+    fn render(&self, out: &mut String) {
+        self.first_token.render(
+            out,
+            "weir_upstream_first_token_seconds",
+            "openai generator: from the start of a generation (before connecting) to its first \
+             content delta.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weir_upstream_errors_total openai generator: generations that failed, by kind \
+             (unreachable, timeout, status, malformed, closed, reported).\n\
+             # TYPE weir_upstream_errors_total counter"
+        );
+        for (kind, n) in ErrorKind::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "weir_upstream_errors_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_upstream_tokens_total openai generator: tokens by how the generation \
+             ended; completion tokens of generations the upstream did not report on (aborted ones) \
+             are the count of content deltas, an estimate; their prompt tokens are not counted.\n\
+             # TYPE weir_upstream_tokens_total counter"
+        );
+        for (outcome, [prompt, completion]) in TokenOutcome::ALL.iter().zip(&self.tokens) {
+            for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+                let _ = writeln!(
+                    out,
+                    "weir_upstream_tokens_total{{outcome=\"{}\",type=\"{kind}\"}} {}",
+                    outcome.as_str(),
+                    n.load(Relaxed)
+                );
+            }
+        }
+    }
 }
 
-impl Histogram {
+/// A fixed-bucket histogram of durations, with the buckets of `B`.
+#[derive(Debug, Default)]
+struct Histogram<B> {
+    /// Observations `<=` each bound of `B::BOUNDS` (not cumulative).
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    _bounds: std::marker::PhantomData<B>,
+}
+
+impl<B: Buckets> Histogram<B> {
     fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = QUIET_BUCKETS.iter().position(|b| secs <= *b) {
+        if let Some(i) = B::BOUNDS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
@@ -185,7 +314,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0u64;
-        for (bound, bucket) in QUIET_BUCKETS.iter().zip(&self.buckets) {
+        for (bound, bucket) in B::BOUNDS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
@@ -226,5 +355,48 @@ mod tests {
         assert!(text.contains("weir_cancel_quiet_seconds_sum 10.003000\n"));
         assert!(text.contains("weir_cancel_quiet_seconds_count 2\n"));
         assert!(text.contains("# TYPE weir_connections gauge\n"));
+    }
+
+    #[test]
+    fn renders_the_upstream_metrics() {
+        let m = Metrics::default();
+        m.upstream_error(ErrorKind::Status);
+        m.upstream_error(ErrorKind::Status);
+        m.upstream_error(ErrorKind::Timeout);
+        let reported = Tally {
+            content_deltas: 9,
+            first_token: Some(Duration::from_millis(300)),
+            reported: Some(weir_core::wire::Usage {
+                prompt_tokens: 35,
+                completion_tokens: 10,
+            }),
+        };
+        m.upstream_generation(TokenOutcome::Completed, &reported);
+        let aborted = Tally {
+            content_deltas: 4,
+            first_token: Some(Duration::from_secs(3)),
+            reported: None,
+        };
+        m.upstream_generation(TokenOutcome::Cancelled, &aborted);
+        let text = m.render();
+        assert!(text.contains("weir_upstream_errors_total{kind=\"status\"} 2\n"));
+        assert!(text.contains("weir_upstream_errors_total{kind=\"timeout\"} 1\n"));
+        assert!(text.contains("weir_upstream_errors_total{kind=\"unreachable\"} 0\n"));
+        assert!(
+            text.contains("weir_upstream_tokens_total{outcome=\"completed\",type=\"prompt\"} 35\n")
+        );
+        assert!(text.contains(
+            "weir_upstream_tokens_total{outcome=\"completed\",type=\"completion\"} 10\n"
+        ));
+        assert!(text
+            .contains("weir_upstream_tokens_total{outcome=\"cancelled\",type=\"completion\"} 4\n"));
+        assert!(
+            text.contains("weir_upstream_tokens_total{outcome=\"cancelled\",type=\"prompt\"} 0\n")
+        );
+        assert!(text.contains("weir_upstream_first_token_seconds_bucket{le=\"0.25\"} 0\n"));
+        assert!(text.contains("weir_upstream_first_token_seconds_bucket{le=\"0.5\"} 1\n"));
+        assert!(text.contains("weir_upstream_first_token_seconds_bucket{le=\"5\"} 2\n"));
+        assert!(text.contains("weir_upstream_first_token_seconds_count 2\n"));
+        assert!(text.contains("# TYPE weir_upstream_first_token_seconds histogram\n"));
     }
 }

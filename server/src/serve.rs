@@ -56,14 +56,15 @@ pub fn runtime_config(settings: &Settings) -> RuntimeConfig {
             secret: secret.expose().to_vec(),
         },
     };
-    let generator = match settings.generator {
+    let generator = match &settings.generator {
         GeneratorSetting::Demo {
             chunks,
             rate_per_sec,
         } => GeneratorConfig::Demo {
-            chunks,
-            rate_per_sec,
+            chunks: *chunks,
+            rate_per_sec: *rate_per_sec,
         },
+        GeneratorSetting::Openai(config) => GeneratorConfig::Openai(config.clone()),
     };
     let store_backend = match &settings.store {
         StoreSetting::Memory => StoreBackend::Memory,
@@ -115,14 +116,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("weir: cannot set up logging: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let GeneratorSetting::Demo {
-        chunks,
-        rate_per_sec,
-    } = settings.generator;
+    let generator = match &settings.generator {
+        GeneratorSetting::Demo {
+            chunks,
+            rate_per_sec,
+        } => format!("demo ({chunks} chunks at {rate_per_sec}/s)"),
+        GeneratorSetting::Openai(c) => format!("openai (model {:?} at {})", c.model, c.upstream),
+    };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_id = %settings.node_id,
-        generator = %format_args!("demo ({chunks} chunks at {rate_per_sec}/s)"),
+        generator = %generator,
         grace_s = settings.grace.as_secs_f64(),
         "weir starting"
     );
@@ -224,6 +228,33 @@ mod tests {
         assert_eq!(c.queue_capacity, 8);
         assert_eq!(c.shutdown_grace, Duration::from_millis(500));
         assert_eq!(c.page.as_deref(), Some(page::page().as_str()));
+    }
+
+    #[test]
+    fn openai_settings_reach_the_runtime() {
+        let s = settings(Layer {
+            generator: Some(crate::settings::GeneratorKind::Openai),
+            upstream: Some("http://127.0.0.1:8000".into()),
+            model: Some("smollm2".into()),
+            api_key: Some("sk-x".into()),
+            max_tokens: Some(32),
+            temperature: Some(0.0),
+            seed: Some(42),
+            system_prompt: Some("Be brief.".into()),
+            upstream_timeout: Some(2.5),
+            ..Layer::default()
+        });
+        let GeneratorConfig::Openai(c) = runtime_config(&s).generator else {
+            panic!("the openai generator");
+        };
+        assert_eq!(c.upstream.to_string(), "http://127.0.0.1:8000");
+        assert_eq!(c.model, "smollm2");
+        assert_eq!(c.api_key.as_deref(), Some("sk-x"));
+        assert_eq!(c.max_tokens, Some(32));
+        assert_eq!(c.temperature, Some(0.0));
+        assert_eq!(c.seed, Some(42));
+        assert_eq!(c.system_prompt.as_deref(), Some("Be brief."));
+        assert_eq!(c.timeout, Duration::from_millis(2500));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use weir_core::presence::PresenceTimers;
 use weir_core::store::StoreConfig;
 use weir_core::stream::StreamTimers;
 use weir_core::wire::Limits;
+use weir_runtime_tokio::openai::{OpenAiConfig, Upstream, UpstreamUrlError};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -51,7 +52,7 @@ pub enum AuthMode {
 pub enum GeneratorKind {
     /// The built-in deterministic generator.
     Demo,
-    /// An OpenAI-compatible upstream (not available yet).
+    /// An OpenAI-compatible upstream (`--upstream`, `--model`, …).
     Openai,
 }
 
@@ -110,6 +111,46 @@ pub struct Layer {
     #[arg(long, env = "WEIR_DEMO_RATE", value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demo_rate: Option<f64>,
+
+    /// openai: the OpenAI-compatible server, http://HOST[:PORT][/BASE]; requests go to BASE/v1/chat/completions
+    #[arg(long, env = "WEIR_UPSTREAM", value_name = "URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+
+    /// openai: the `model` of each request (required with --generator openai)
+    #[arg(long, env = "WEIR_MODEL", value_name = "NAME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+
+    /// openai: sent as `Authorization: Bearer KEY` (prefer the environment variable: flags show in `ps`)
+    #[arg(long, env = "WEIR_API_KEY", value_name = "KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+
+    /// openai: `max_tokens` of each reply [default: the server's]
+    #[arg(long, env = "WEIR_MAX_TOKENS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+
+    /// openai: sampling `temperature`, 0 to 2 [default: the server's]
+    #[arg(long, env = "WEIR_TEMPERATURE", value_name = "T")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+
+    /// openai: sampling `seed`, for reproducible replies [default: the server's]
+    #[arg(long, env = "WEIR_SEED", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+
+    /// openai: a system message put before every conversation [default: none]
+    #[arg(long, env = "WEIR_SYSTEM_PROMPT", value_name = "TEXT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+
+    /// openai: the longest wait for the connection, the answer, and between two events; then the reply fails with upstream_timeout [default: 60]
+    #[arg(long, env = "WEIR_UPSTREAM_TIMEOUT", value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout: Option<f64>,
 
     /// Cancel grace window: how long a finished reply's outcome is remembered [default: 30]
     #[arg(long, env = "WEIR_GRACE", value_name = "SECS")]
@@ -209,6 +250,14 @@ impl Layer {
             generator: self.generator.or(lower.generator),
             demo_chunks: self.demo_chunks.or(lower.demo_chunks),
             demo_rate: self.demo_rate.or(lower.demo_rate),
+            upstream: self.upstream.or(lower.upstream),
+            model: self.model.or(lower.model),
+            api_key: self.api_key.or(lower.api_key),
+            max_tokens: self.max_tokens.or(lower.max_tokens),
+            temperature: self.temperature.or(lower.temperature),
+            seed: self.seed.or(lower.seed),
+            system_prompt: self.system_prompt.or(lower.system_prompt),
+            upstream_timeout: self.upstream_timeout.or(lower.upstream_timeout),
             grace: self.grace.or(lower.grace),
             lease_ttl: self.lease_ttl.or(lower.lease_ttl),
             cancel_deadline: self.cancel_deadline.or(lower.cancel_deadline),
@@ -291,9 +340,26 @@ pub enum ConfigError {
     /// `--auth token`; refusing is safer than serving without auth.
     #[error("a JWT secret is set but auth is none: add --auth token to require tokens, or drop the secret")]
     JwtSecretWithoutTokenAuth,
-    /// The chosen generator is not built yet.
-    #[error("generator {0} is not available yet")]
-    GeneratorUnavailable(GeneratorKind),
+    /// `--generator openai` without `--upstream`.
+    #[error("--generator openai needs --upstream URL, e.g. --upstream http://127.0.0.1:8000")]
+    MissingUpstream,
+    /// `--generator openai` without `--model`.
+    #[error("--generator openai needs --model NAME (any name for a server with one model, e.g. llama.cpp's)")]
+    MissingModel,
+    /// `--upstream` is set but the generator is the demo: the operator
+    /// probably meant `--generator openai`.
+    #[error(
+        "--upstream is set but the generator is demo: add --generator openai, or drop --upstream"
+    )]
+    UpstreamWithoutOpenai,
+    /// `--upstream` cannot be used.
+    #[error("--upstream {value:?}: {source}")]
+    BadUpstream {
+        /// The value given.
+        value: String,
+        /// Why not.
+        source: UpstreamUrlError,
+    },
     /// A value is out of range.
     #[error("--{flag} {value}: {rule}")]
     OutOfRange {
@@ -354,6 +420,8 @@ pub enum GeneratorSetting {
         /// Chunks per second, positive.
         rate_per_sec: f64,
     },
+    /// An OpenAI-compatible upstream (its `Debug` hides the API key).
+    Openai(OpenAiConfig),
 }
 
 /// Where the store lives.
@@ -420,6 +488,8 @@ pub struct Settings {
 /// Precedence: `cli` > `file` > defaults.
 pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
     let m = cli.clone().or(file.clone());
+    // Read while `m` is whole; only `--generator openai` uses it (below).
+    let openai_setting = openai(&m);
     let defaults = weir_core::Config::new(default_node_id());
 
     let listen = parse_listen(m.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
@@ -452,8 +522,11 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
                 rate_per_sec: rate,
             }
         }
-        other @ GeneratorKind::Openai => return Err(ConfigError::GeneratorUnavailable(other)),
+        GeneratorKind::Openai => GeneratorSetting::Openai(openai_setting?),
     };
+    if m.upstream.is_some() && !matches!(generator, GeneratorSetting::Openai(_)) {
+        return Err(ConfigError::UpstreamWithoutOpenai);
+    }
 
     let st = StreamTimers::default();
     let pt = PresenceTimers::default();
@@ -656,20 +729,24 @@ impl Settings {
     }
 
     /// These settings as a fully populated layer: what `weir config` prints.
-    /// The JWT secret is left out (it is replaced by a comment there).
+    /// The JWT secret and the API key are left out (each is replaced by a
+    /// comment there).
     #[must_use]
     pub fn to_layer(&self) -> Layer {
-        let (auth, generator, demo_chunks, demo_rate) = {
-            let auth = match self.auth {
-                AuthSetting::None => AuthMode::None,
-                AuthSetting::Token { .. } => AuthMode::Token,
-            };
-            match self.generator {
-                GeneratorSetting::Demo {
-                    chunks,
-                    rate_per_sec,
-                } => (auth, GeneratorKind::Demo, chunks, rate_per_sec),
-            }
+        let auth = match self.auth {
+            AuthSetting::None => AuthMode::None,
+            AuthSetting::Token { .. } => AuthMode::Token,
+        };
+        let (generator, demo_chunks, demo_rate) = match self.generator {
+            GeneratorSetting::Demo {
+                chunks,
+                rate_per_sec,
+            } => (GeneratorKind::Demo, Some(chunks), Some(rate_per_sec)),
+            GeneratorSetting::Openai(_) => (GeneratorKind::Openai, None, None),
+        };
+        let openai = match &self.generator {
+            GeneratorSetting::Openai(c) => Some(c),
+            GeneratorSetting::Demo { .. } => None,
         };
         Layer {
             listen: Some(self.listen.to_string()),
@@ -677,8 +754,16 @@ impl Settings {
             auth: Some(auth),
             jwt_secret: None,
             generator: Some(generator),
-            demo_chunks: Some(demo_chunks),
-            demo_rate: Some(demo_rate),
+            demo_chunks,
+            demo_rate,
+            upstream: openai.map(|c| c.upstream.to_string()),
+            model: openai.map(|c| c.model.clone()),
+            api_key: None,
+            max_tokens: openai.and_then(|c| c.max_tokens),
+            temperature: openai.and_then(|c| c.temperature),
+            seed: openai.and_then(|c| c.seed),
+            system_prompt: openai.and_then(|c| c.system_prompt.clone()),
+            upstream_timeout: openai.map(|c| c.timeout.as_secs_f64()),
             grace: Some(self.grace.as_secs_f64()),
             lease_ttl: Some(self.lease_ttl.as_secs_f64()),
             cancel_deadline: Some(self.cancel_deadline.as_secs_f64()),
@@ -723,8 +808,49 @@ impl Settings {
             AuthSetting::None => "",
             AuthSetting::Token { .. } => "# jwt_secret is set (not shown)\n",
         };
-        format!("# weir effective configuration\n{secret}{body}")
+        let api_key = match &self.generator {
+            GeneratorSetting::Openai(c) if c.api_key.is_some() => "# api_key is set (not shown)\n",
+            _ => "",
+        };
+        format!("# weir effective configuration\n{secret}{api_key}{body}")
     }
+}
+
+/// The `openai` generator's settings from the merged layer `m`.
+fn openai(m: &Layer) -> Result<OpenAiConfig, ConfigError> {
+    let url = m.upstream.as_deref().ok_or(ConfigError::MissingUpstream)?;
+    let upstream = Upstream::parse(url).map_err(|source| ConfigError::BadUpstream {
+        value: url.to_owned(),
+        source,
+    })?;
+    let model = m
+        .model
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(ConfigError::MissingModel)?;
+    if m.max_tokens == Some(0) {
+        return Err(range("max-tokens", 0, "must be at least 1"));
+    }
+    if let Some(t) = m.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(range("temperature", t, "must be a number from 0 to 2"));
+        }
+    }
+    let timeout = secs(
+        "upstream-timeout",
+        m.upstream_timeout,
+        OpenAiConfig::DEFAULT_TIMEOUT,
+        Min::Positive,
+    )?;
+    Ok(OpenAiConfig {
+        api_key: m.api_key.clone().filter(|k| !k.is_empty()),
+        max_tokens: m.max_tokens,
+        temperature: m.temperature,
+        seed: m.seed,
+        system_prompt: m.system_prompt.clone().filter(|s| !s.is_empty()),
+        timeout,
+        ..OpenAiConfig::new(upstream, model)
+    })
 }
 
 /// `HOSTNAME-PID`, cut and cleaned to the node id syntax, or

@@ -73,7 +73,10 @@ fn flag_beats_file_and_file_beats_default() {
     let GeneratorSetting::Demo {
         chunks,
         rate_per_sec,
-    } = s.generator;
+    } = s.generator
+    else {
+        panic!("the demo generator");
+    };
     assert_eq!(chunks, 7, "flag beats file");
     assert!(
         (rate_per_sec - 100.0).abs() < f64::EPSILON,
@@ -358,16 +361,179 @@ fn token_auth_secret_may_come_from_the_file_and_never_shows() {
     assert!(toml.contains("jwt_secret is set"), "{toml}");
 }
 
-#[test]
-fn openai_generator_is_not_available_yet() {
-    let cli = Layer {
+fn openai_layer() -> Layer {
+    Layer {
         generator: Some(GeneratorKind::Openai),
+        upstream: Some("http://127.0.0.1:8000".into()),
+        model: Some("smollm2".into()),
+        ..Layer::default()
+    }
+}
+
+#[test]
+fn openai_generator_takes_its_settings_with_the_servers_defaults() {
+    let s = resolve(&openai_layer(), &Layer::default()).unwrap();
+    let GeneratorSetting::Openai(c) = &s.generator else {
+        panic!("the openai generator");
+    };
+    assert_eq!(c.upstream.host(), "127.0.0.1");
+    assert_eq!(c.upstream.port(), 8000);
+    assert_eq!(c.model, "smollm2");
+    assert_eq!(c.api_key, None);
+    assert_eq!(c.max_tokens, None);
+    assert_eq!(c.temperature, None);
+    assert_eq!(c.seed, None);
+    assert_eq!(c.system_prompt, None);
+    assert_eq!(c.timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn openai_flags_and_env_have_their_documented_names() {
+    let _g = env_lock();
+    std::env::set_var("WEIR_API_KEY", "sk-from-env");
+    std::env::set_var("WEIR_MODEL", "env-model");
+    let args = parse(&[
+        "serve",
+        "--generator",
+        "openai",
+        "--upstream",
+        "http://localhost:11434/",
+        "--model",
+        "flag-model",
+        "--max-tokens",
+        "100",
+        "--temperature",
+        "0",
+        "--seed",
+        "7",
+        "--system-prompt",
+        "Be brief.",
+        "--upstream-timeout",
+        "30",
+    ]);
+    std::env::remove_var("WEIR_API_KEY");
+    std::env::remove_var("WEIR_MODEL");
+    let s = args.settings().unwrap();
+    let GeneratorSetting::Openai(c) = &s.generator else {
+        panic!("the openai generator");
+    };
+    assert_eq!(c.upstream.to_string(), "http://localhost:11434");
+    assert_eq!(c.model, "flag-model", "flag beats env");
+    assert_eq!(c.api_key.as_deref(), Some("sk-from-env"));
+    assert_eq!(c.max_tokens, Some(100));
+    assert_eq!(c.temperature, Some(0.0));
+    assert_eq!(c.seed, Some(7));
+    assert_eq!(c.system_prompt.as_deref(), Some("Be brief."));
+    assert_eq!(c.timeout, Duration::from_secs(30));
+    assert!(!format!("{s:?}").contains("sk-from-env"));
+}
+
+#[test]
+fn openai_settings_may_come_from_the_file_and_the_key_never_shows() {
+    let file = toml_layer(
+        r#"
+        generator = "openai"
+        upstream = "http://127.0.0.1:8000"
+        model = "m"
+        api_key = "sk-file-secret"
+        temperature = 0.5
+        "#,
+    );
+    let s = resolve(&Layer::default(), &file).unwrap();
+    let GeneratorSetting::Openai(c) = &s.generator else {
+        panic!("the openai generator");
+    };
+    assert_eq!(c.api_key.as_deref(), Some("sk-file-secret"));
+    let toml = s.to_toml();
+    assert!(!toml.contains("sk-file-secret"), "{toml}");
+    assert!(toml.contains("api_key is set"), "{toml}");
+    let back = resolve(&Layer::default(), &toml_layer(&toml)).unwrap();
+    let GeneratorSetting::Openai(b) = &back.generator else {
+        panic!("the openai generator");
+    };
+    assert_eq!(b.upstream, c.upstream);
+    assert_eq!(b.model, c.model);
+    assert_eq!(b.temperature, c.temperature);
+    assert_eq!(b.timeout, c.timeout);
+}
+
+#[test]
+fn openai_without_upstream_or_model_is_rejected_with_what_to_add() {
+    let no_upstream = Layer {
+        upstream: None,
+        ..openai_layer()
+    };
+    assert!(err(no_upstream, Layer::default()).contains("needs --upstream"));
+    let no_model = Layer {
+        model: None,
+        ..openai_layer()
+    };
+    assert!(err(no_model, Layer::default()).contains("needs --model"));
+}
+
+#[test]
+fn upstream_urls_that_cannot_work_are_rejected() {
+    for (bad, says) in [
+        ("https://api.openai.com", "https is not supported"),
+        ("127.0.0.1:8000", "--upstream"),
+        ("http://user:pw@host:1", "user info"),
+    ] {
+        let cli = Layer {
+            upstream: Some(bad.into()),
+            ..openai_layer()
+        };
+        let msg = err(cli, Layer::default());
+        assert!(
+            msg.starts_with("--upstream") && msg.contains(says),
+            "{bad}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn upstream_with_the_demo_generator_is_rejected() {
+    let cli = Layer {
+        upstream: Some("http://127.0.0.1:8000".into()),
         ..Layer::default()
     };
-    assert_eq!(
-        err(cli, Layer::default()),
-        "generator openai is not available yet"
-    );
+    assert!(err(cli, Layer::default()).contains("add --generator openai"));
+}
+
+#[test]
+fn out_of_range_openai_numbers_are_rejected() {
+    for (cli, flag) in [
+        (
+            Layer {
+                max_tokens: Some(0),
+                ..openai_layer()
+            },
+            "--max-tokens",
+        ),
+        (
+            Layer {
+                temperature: Some(2.5),
+                ..openai_layer()
+            },
+            "--temperature",
+        ),
+        (
+            Layer {
+                temperature: Some(f64::NAN),
+                ..openai_layer()
+            },
+            "--temperature",
+        ),
+        (
+            Layer {
+                upstream_timeout: Some(0.0),
+                ..openai_layer()
+            },
+            "--upstream-timeout",
+        ),
+    ] {
+        let msg = err(cli, Layer::default());
+        assert!(msg.starts_with(flag), "{flag}: {msg}");
+    }
 }
 
 #[test]

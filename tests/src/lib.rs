@@ -5,7 +5,9 @@
 //! - `e2e.rs`: the protocol against a real `weir serve` process, with real
 //!   WebSocket and HTTP clients over loopback;
 //! - `browser.rs`: the web page in a real headless Chromium, driven by
-//!   `tests/browser/*.mjs` (playwright-core).
+//!   `tests/browser/*.mjs` (playwright-core);
+//! - `llm.rs`: the `openai` generator in front of a real model server
+//!   ([`llm::LlmServer`]).
 //!
 //! # What it offers
 //!
@@ -27,6 +29,8 @@
 //! binary fails the test with a message saying so.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod llm;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
