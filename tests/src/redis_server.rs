@@ -137,6 +137,27 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, as in a network partition; its data is kept.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status()
+                .unwrap_or_else(|e| panic!("run kill -{name}: {e}"));
+            assert!(status.success(), "kill -{name} {} failed", child.id());
+        }
+    }
+
     /// Kills the server (SIGKILL): everything it held is lost.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -166,6 +187,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A paused server would not die from SIGKILL's wait otherwise.
+        self.resume();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -407,3 +407,92 @@ async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_a
         "not before the entries could expire: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknowledged_and_recovers(
+) {
+    let redis = RedisServer::start();
+    let a = node(
+        &redis,
+        "node-a",
+        5,
+        100,
+        &["--store-timeout", "1", "--lease-ttl", "1"],
+    );
+    let mut ws = a.ws("session_id=o&user_id=u").await;
+    let mid = chat(&mut ws, "before the outage", "r1").await;
+    let (_, end) = until_end_of(&mut ws, &mid).await;
+    assert_eq!(end["status"], "completed");
+    assert_eq!(a.http("GET", "/readyz", "").await.status, 200);
+
+    // Redis stops answering (its data stays), as in a network partition.
+    redis.pause();
+    let during = weir_tests::json!({
+        "type": "chat", "content": "during the outage", "request_id": "r2",
+        "client_message_id": "k-during"
+    });
+    ws.send_json(during.clone()).await;
+    let (_, error) = ws.next_of("error").await;
+    assert_eq!(error["code"], "unavailable", "{error:?}");
+    assert_eq!(error["request_id"], "r2");
+    ws.cancel(Some(&mid), "c2").await;
+    let (before, error) = ws.next_of("error").await;
+    assert!(
+        !before.iter().any(|f| f.is("cancel_result")),
+        "no answer but unavailable: {before:#?}"
+    );
+    assert_eq!(error["code"], "unavailable", "{error:?}");
+    assert_eq!(error["request_id"], "c2");
+    weir_tests::eventually("readyz answers 503 while Redis is away", || async {
+        a.http("GET", "/readyz", "").await.status == 503
+    })
+    .await;
+    // The connection itself is fine.
+    assert!(ws.ping("alive").await.is_empty());
+
+    redis.resume();
+    weir_tests::eventually("readyz answers 200 again", || async {
+        a.http("GET", "/readyz", "").await.status == 200
+    })
+    .await;
+    // What was acknowledged before the outage is still there.
+    let mut again = a.ws("session_id=o&user_id=u").await;
+    let history = again.history_messages();
+    assert!(
+        history
+            .iter()
+            .any(|m| m["message_id"] == mid.as_str() && m["status"] == "completed"),
+        "{history:#?}"
+    );
+    // The chat sent during the outage timed out with an unknown outcome:
+    // Redis may have carried it out once it thawed (its reply then has no
+    // producer and ends failed: owner_lost after the lease). Retrying with
+    // the same client_message_id tells which, and never makes a second one.
+    let mut retry = during;
+    retry["request_id"] = weir_tests::json!("r2-again");
+    loop {
+        again.send_json(retry.clone()).await;
+        let f = again.next_frame().await;
+        if f.is("error") && f["code"] == "busy" {
+            // The orphan is still live: wait for its end.
+            let _ = again.next_of("end").await;
+            continue;
+        }
+        let ack = if f.is("ack") {
+            f
+        } else {
+            again.next_of("ack").await.1
+        };
+        let retried = ack.str("message_id").to_owned();
+        let (_, end) = until_end_of(&mut again, &retried).await;
+        let status = end.str("status");
+        assert!(
+            status == "completed" || (status == "failed" && end["reason"] == "owner_lost"),
+            "{end:?}"
+        );
+        break;
+    }
+    let mid3 = chat(&mut again, "after the outage", "r3").await;
+    let (_, end3) = until_end_of(&mut again, &mid3).await;
+    assert_eq!(end3["status"], "completed");
+}

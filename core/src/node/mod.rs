@@ -1021,7 +1021,11 @@ impl<I: IdSource> Node<I> {
                     self.send(
                         conn,
                         unavailable(
-                            "the store cannot be reached; nothing was sent",
+                            // A request that timed out may still be carried
+                            // out once the store is back: say so, and let the
+                            // client retry with its `client_message_id`.
+                            "the store cannot be reached; the message may not have been stored \
+                             (retry with the same client_message_id to find out)",
                             p.request_id,
                         ),
                     );
