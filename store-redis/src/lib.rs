@@ -282,62 +282,62 @@ impl RedisStore {
         epoch: Epoch,
         op: StoreOp,
     ) -> Result<StoreReply, Failure> {
-        match op {
-            StoreOp::Sweep { at_ms } => self.sweep(conn, epoch, at_ms).await,
+        let call = match op {
+            StoreOp::Sweep { at_ms } => return self.sweep(conn, epoch, at_ms).await,
             StoreOp::PresenceRefresh { node, users, at_ms } => {
+                // One call per user: each user's keys have their own hash tag.
                 for user in users {
-                    let args = vec![node.to_string()];
-                    let v = self
-                        .presence_call(conn, "p_refresh", &user, at_ms, args)
-                        .await?;
-                    Fields::reply(v)?.tag("refreshed")?;
+                    let call = Call::presence("p_refresh", user, at_ms, vec![node.to_string()]);
+                    Fields::reply(self.invoke(conn, &call, epoch).await?)?.tag("refreshed")?;
                 }
-                Ok(StoreReply::Refreshed)
+                return Ok(StoreReply::Refreshed);
             }
+            op => self.plan(op, epoch)?,
+        };
+        let value = self.invoke(conn, &call, epoch).await?;
+        let (reply, due_ms) = call.then.decode(value, epoch)?;
+        match (&call.target, &reply) {
+            // The sweep's indexes (hints: a failure is not the operation's).
+            (Target::Presence(user), _) => {
+                self.presence_indexed(conn, user, call.at_ms, &reply).await;
+            }
+            (Target::Conv(conv), StoreReply::Started { .. } | StoreReply::Cancel { .. }) => {
+                if let Some(due) = due_ms {
+                    self.index(conn, conv, due).await;
+                }
+            }
+            (Target::Conv(_), _) => {}
+        }
+        Ok(reply)
+    }
+
+    /// The script call for `op` (everything but sweeps and refreshes), and
+    /// how to read its answer.
+    fn plan(&self, op: StoreOp, epoch: Epoch) -> Result<Call, Failure> {
+        let timers = self.config.timers;
+        Ok(match op {
             StoreOp::PresenceJoin {
                 user,
                 node,
-                conn: c,
+                conn,
                 at_ms,
-            } => {
-                let v = self
-                    .presence_call(conn, "p_join", &user, at_ms, vec![format!("{node}|{c}")])
-                    .await?;
-                self.presence_indexed(conn, &user, at_ms, decode_presence(v)?)
-                    .await
-            }
+            } => Call::presence("p_join", user, at_ms, vec![format!("{node}|{conn}")]),
             StoreOp::PresenceLeave {
                 user,
                 node,
-                conn: c,
+                conn,
                 at_ms,
-            } => {
-                let v = self
-                    .presence_call(conn, "p_leave", &user, at_ms, vec![format!("{node}|{c}")])
-                    .await?;
-                self.presence_indexed(conn, &user, at_ms, decode_presence(v)?)
-                    .await
-            }
+            } => Call::presence("p_leave", user, at_ms, vec![format!("{node}|{conn}")]),
             StoreOp::PresenceCheck { user, at_ms } => {
-                let v = self
-                    .presence_call(conn, "p_check", &user, at_ms, Vec::new())
-                    .await?;
-                self.presence_indexed(conn, &user, at_ms, decode_presence(v)?)
-                    .await
+                Call::presence("p_check", user, at_ms, Vec::new())
             }
-            StoreOp::Snapshot { conv, limit, at_ms } => {
-                let v = self
-                    .conv_call(
-                        conn,
-                        "snapshot",
-                        &conv,
-                        at_ms,
-                        epoch,
-                        vec![limit.to_string()],
-                    )
-                    .await?;
-                decode_snapshot(v, epoch)
-            }
+            StoreOp::Snapshot { conv, limit, at_ms } => Call::conv(
+                "snapshot",
+                conv,
+                at_ms,
+                vec![limit.to_string()],
+                Then::Snapshot,
+            ),
             StoreOp::Start {
                 conv,
                 content,
@@ -365,15 +365,19 @@ impl RedisStore {
                     context_limit.to_string(),
                     self.config.idempotency_ttl_ms.to_string(),
                 ];
-                let v = self
-                    .conv_call(conn, "start", &conv, at_ms, epoch, args)
-                    .await?;
-                let reply = decode_start(v, epoch, user_message, message_id)?;
-                if matches!(reply, StoreReply::Started { .. }) {
-                    let due = at_ms.saturating_add(self.config.timers.lease_ttl_ms);
-                    self.index(conn, &conv, due).await;
-                }
-                Ok(reply)
+                // A started reply is due for a reap at the lease's end.
+                let due_ms = at_ms.saturating_add(timers.lease_ttl_ms);
+                Call::conv(
+                    "start",
+                    conv,
+                    at_ms,
+                    args,
+                    Then::Start {
+                        user_message,
+                        message_id,
+                        due_ms,
+                    },
+                )
             }
             StoreOp::Append {
                 conv,
@@ -389,10 +393,7 @@ impl RedisStore {
                     first_seq.to_string(),
                 ];
                 args.extend(deltas);
-                let v = self
-                    .conv_call(conn, "append", &conv, at_ms, epoch, args)
-                    .await?;
-                decode_write(v, epoch)
+                Call::conv("append", conv, at_ms, args, Then::Write)
             }
             StoreOp::Cancel {
                 conv,
@@ -400,19 +401,9 @@ impl RedisStore {
                 at_ms,
             } => {
                 let args = vec![message_id.map(|m| m.to_string()).unwrap_or_default()];
-                let v = self
-                    .conv_call(conn, "cancel", &conv, at_ms, epoch, args)
-                    .await?;
-                let reply = decode_cancel(v)?;
-                if let StoreReply::Cancel {
-                    answer: Some(CancelAnswer::Cancelled),
-                    ..
-                } = &reply
-                {
-                    let due = at_ms.saturating_add(self.config.timers.cancel_deadline_ms);
-                    self.index(conn, &conv, due).await;
-                }
-                Ok(reply)
+                // A cancelled reply is due no later than its cancel deadline.
+                let due_ms = at_ms.saturating_add(timers.cancel_deadline_ms);
+                Call::conv("cancel", conv, at_ms, args, Then::Cancel { due_ms })
             }
             StoreOp::Settle {
                 conv,
@@ -438,40 +429,31 @@ impl RedisStore {
                     reason,
                     usage,
                 ];
-                let v = self
-                    .conv_call(conn, "settle", &conv, at_ms, epoch, args)
-                    .await?;
-                decode_write(v, epoch)
+                Call::conv("settle", conv, at_ms, args, Then::Write)
             }
             StoreOp::Renew {
                 conv,
                 message_id,
                 token,
                 at_ms,
-            } => {
-                let args = vec![message_id.to_string(), token.to_string()];
-                let v = self
-                    .conv_call(conn, "renew", &conv, at_ms, epoch, args)
-                    .await?;
-                decode_write(v, epoch)
-            }
+            } => Call::conv(
+                "renew",
+                conv,
+                at_ms,
+                vec![message_id.to_string(), token.to_string()],
+                Then::Write,
+            ),
             StoreOp::Reap {
                 conv,
                 message_id,
                 at_ms,
-            } => {
-                let v = self
-                    .conv_call(
-                        conn,
-                        "reap",
-                        &conv,
-                        at_ms,
-                        epoch,
-                        vec![message_id.to_string()],
-                    )
-                    .await?;
-                decode_write(v, epoch)
-            }
+            } => Call::conv(
+                "reap",
+                conv,
+                at_ms,
+                vec![message_id.to_string()],
+                Then::Write,
+            ),
             StoreOp::Read {
                 conv,
                 message_id,
@@ -479,12 +461,55 @@ impl RedisStore {
                 at_ms,
             } => {
                 let args = vec![message_id.to_string(), after_seq.to_string()];
-                let v = self
-                    .conv_call(conn, "read", &conv, at_ms, epoch, args)
-                    .await?;
-                decode_read(v, epoch, after_seq)
+                Call::conv("read", conv, at_ms, args, Then::Read { after_seq })
             }
+            StoreOp::Sweep { .. } | StoreOp::PresenceRefresh { .. } => {
+                return Err(Failure::Protocol(
+                    "sweeps and refreshes are not one call".into(),
+                ))
+            }
+        })
+    }
+
+    /// Runs one call of the script.
+    async fn invoke<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        call: &Call,
+        epoch: Epoch,
+    ) -> Result<Value, Failure> {
+        let mut inv = match &call.target {
+            Target::Conv(conv) => {
+                let t = &self.config.timers;
+                let mut inv = self.script.key(self.conv_key(conv));
+                inv.arg(call.op)
+                    .arg(call.at_ms)
+                    .arg(to_json(conv)?)
+                    .arg(t.lease_ttl_ms)
+                    .arg(t.cancel_deadline_ms)
+                    .arg(t.grace_ms)
+                    .arg(self.config.history_limit)
+                    .arg(self.retention_ms)
+                    .arg(SLACK_MS)
+                    .arg(epoch.to_string());
+                inv
+            }
+            Target::Presence(user) => {
+                let t = &self.config.presence;
+                let mut inv = self.script.key(self.presence_key(user));
+                inv.arg(call.op)
+                    .arg(call.at_ms)
+                    .arg(user.as_str())
+                    .arg(t.debounce_ms)
+                    .arg(t.entry_ttl_ms)
+                    .arg(SLACK_MS);
+                inv
+            }
+        };
+        for a in &call.args {
+            inv.arg(a);
         }
+        Ok(inv.invoke_async(conn).await?)
     }
 
     /// Adds `conv` to the sweep index, due no later than `due_ms`. Only a
@@ -511,10 +536,10 @@ impl RedisStore {
         conn: &mut C,
         user: &UserId,
         at_ms: u64,
-        reply: StoreReply,
-    ) -> Result<StoreReply, Failure> {
+        reply: &StoreReply,
+    ) {
         let index = self.presence_index_key();
-        let due = match &reply {
+        let due = match reply {
             StoreReply::Presence { due_ms, .. } => *due_ms,
             _ => None,
         };
@@ -541,7 +566,6 @@ impl RedisStore {
             }
         };
         drop(result);
-        Ok(reply)
     }
 
     async fn sweep<C: ConnectionLike>(
@@ -573,10 +597,8 @@ impl RedisStore {
                     .await?;
                 continue;
             };
-            let v = self
-                .conv_call(conn, "reap_live", &conv, at_ms, epoch, Vec::new())
-                .await?;
-            let mut f = Fields::reply(v)?;
+            let call = Call::conv("reap_live", conv.clone(), at_ms, Vec::new(), Then::Write);
+            let mut f = Fields::reply(self.invoke(conn, &call, epoch).await?)?;
             match f.tag_str()?.as_str() {
                 "live" => {
                     let due = f.u64()?;
@@ -625,62 +647,108 @@ impl RedisStore {
                     .await?;
                 continue;
             };
-            let v = self
-                .presence_call(conn, "p_check", &user, at_ms, Vec::new())
-                .await?;
-            self.presence_indexed(conn, &user, at_ms, decode_presence(v)?)
-                .await?;
+            let call = Call::presence("p_check", user, at_ms, Vec::new());
+            let reply = decode_presence(self.invoke(conn, &call, epoch).await?)?;
+            if let Target::Presence(user) = &call.target {
+                self.presence_indexed(conn, user, at_ms, &reply).await;
+            }
         }
         Ok(StoreReply::Swept { reaped })
     }
+}
 
-    async fn conv_call<C: ConnectionLike>(
-        &self,
-        conn: &mut C,
-        op: &str,
-        conv: &ConvKey,
-        at_ms: u64,
-        epoch: Epoch,
-        args: Vec<String>,
-    ) -> Result<Value, Failure> {
-        let t = &self.config.timers;
-        let mut inv = self.script.key(self.conv_key(conv));
-        inv.arg(op)
-            .arg(at_ms)
-            .arg(to_json(conv)?)
-            .arg(t.lease_ttl_ms)
-            .arg(t.cancel_deadline_ms)
-            .arg(t.grace_ms)
-            .arg(self.config.history_limit)
-            .arg(self.retention_ms)
-            .arg(SLACK_MS)
-            .arg(epoch.to_string());
-        for a in args {
-            inv.arg(a);
+/// One call of the script: which operation, on whose keys, with what, and
+/// how to read the answer.
+#[derive(Debug)]
+struct Call {
+    op: &'static str,
+    target: Target,
+    at_ms: u64,
+    args: Vec<String>,
+    then: Then,
+}
+
+/// Whose keys a call touches (its hash tag).
+#[derive(Debug)]
+enum Target {
+    Conv(ConvKey),
+    Presence(UserId),
+}
+
+/// How to read a call's answer.
+#[derive(Debug)]
+enum Then {
+    Presence,
+    Snapshot,
+    /// The ids and user turn the caller made; the reply's reap due time.
+    Start {
+        user_message: Message,
+        message_id: MessageId,
+        due_ms: u64,
+    },
+    /// Ok, gap, cancel requested, fenced, settled, not due, missing.
+    Write,
+    /// The cancelled reply's reap due time (its cancel deadline).
+    Cancel {
+        due_ms: u64,
+    },
+    Read {
+        after_seq: u64,
+    },
+}
+
+impl Call {
+    fn conv(op: &'static str, conv: ConvKey, at_ms: u64, args: Vec<String>, then: Then) -> Call {
+        Call {
+            op,
+            target: Target::Conv(conv),
+            at_ms,
+            args,
+            then,
         }
-        Ok(inv.invoke_async(conn).await?)
     }
 
-    async fn presence_call<C: ConnectionLike>(
-        &self,
-        conn: &mut C,
-        op: &str,
-        user: &UserId,
-        at_ms: u64,
-        args: Vec<String>,
-    ) -> Result<Value, Failure> {
-        let t = &self.config.presence;
-        let mut inv = self.script.key(self.presence_key(user));
-        inv.arg(op)
-            .arg(at_ms)
-            .arg(user.as_str())
-            .arg(t.debounce_ms)
-            .arg(t.entry_ttl_ms)
-            .arg(SLACK_MS);
-        for a in args {
-            inv.arg(a);
+    fn presence(op: &'static str, user: UserId, at_ms: u64, args: Vec<String>) -> Call {
+        Call {
+            op,
+            target: Target::Presence(user),
+            at_ms,
+            args,
+            then: Then::Presence,
         }
-        Ok(inv.invoke_async(conn).await?)
+    }
+}
+
+impl Then {
+    /// The reply, and the reap due time for the sweep's index when the call
+    /// made a reply live or cancelled one.
+    fn decode(&self, v: Value, epoch: Epoch) -> Result<(StoreReply, Option<u64>), Failure> {
+        Ok(match self {
+            Then::Presence => (decode_presence(v)?, None),
+            Then::Snapshot => (decode_snapshot(v, epoch)?, None),
+            Then::Start {
+                user_message,
+                message_id,
+                due_ms,
+            } => {
+                let reply = decode_start(v, epoch, user_message.clone(), message_id.clone())?;
+                let due = matches!(reply, StoreReply::Started { .. }).then_some(*due_ms);
+                (reply, due)
+            }
+            Then::Write => (decode_write(v, epoch)?, None),
+            Then::Cancel { due_ms } => {
+                let reply = decode_cancel(v)?;
+                let cancelled = matches!(
+                    reply,
+                    StoreReply::Cancel {
+                        answer: Some(CancelAnswer::Cancelled),
+                        ..
+                    }
+                );
+                (reply, cancelled.then_some(*due_ms))
+            }
+            Then::Read { after_seq } => (decode_read(v, epoch, *after_seq)?, None),
+        })
     }
 }
 
