@@ -121,6 +121,25 @@
 //! assert_eq!(text, "Hello, Alice");
 //! ```
 //!
+//! ## Embedding without an async runtime
+//!
+//! Nothing above needs async: `examples/std_threads.rs` is a whole weir
+//! server for one WebSocket connection on plain std threads and blocking
+//! sockets (tungstenite's sync API, a dev-dependency only). A core thread
+//! owns the [`Node`] and the in-memory store and waits on one channel with
+//! `recv_timeout` until [`Node::poll_timeout`]; a reader thread sends it the
+//! frames, exactly one writer thread writes to the socket, and each demo
+//! generator is a thread stopped by an abort flag. Run it and connect to the
+//! URL it prints:
+//!
+//! ```text
+//! cargo run -p weir-core --example std_threads [-- --listen 127.0.0.1:8080]
+//! ```
+//!
+//! `tests/std_threads_example.rs` runs it over loopback with a real
+//! WebSocket client: a chat streams the demo reply, a cancel fences the
+//! next one.
+//!
 //! ## Map of the crate
 //!
 //! | module | what it holds |
