@@ -92,6 +92,9 @@ pub(crate) struct Connection {
     /// `resume=MESSAGE_ID:SEQ` from the connect URL.
     pub(crate) resume: Option<(MessageId, Seq)>,
     pub(crate) cursors: BTreeMap<MessageId, Cursor>,
+    /// The replies whose `end` this connection got last (at most
+    /// [`ENDED_MEMORY`]): a late notice about one must not start it again.
+    pub(crate) ended: VecDeque<MessageId>,
     pub(crate) pending_chat: Option<PendingChat>,
     /// Frames that arrived during the handshake.
     pub(crate) early: VecDeque<Vec<u8>>,
@@ -106,13 +109,25 @@ pub(crate) struct Connection {
     pub(crate) close_at: Option<Instant>,
 }
 
+/// How many ended replies a connection remembers.
+pub(crate) const ENDED_MEMORY: usize = 4;
+
 impl Connection {
+    /// Records that this connection got `id`'s `end`.
+    pub(crate) fn mark_ended(&mut self, id: MessageId) {
+        self.ended.push_back(id);
+        while self.ended.len() > ENDED_MEMORY {
+            self.ended.pop_front();
+        }
+    }
+
     pub(crate) fn new(conv: ConvKey, resume: Option<(MessageId, Seq)>, idle_at: Instant) -> Self {
         Self {
             conv,
             state: ConnState::Handshake,
             resume,
             cursors: BTreeMap::new(),
+            ended: VecDeque::new(),
             pending_chat: None,
             early: VecDeque::new(),
             presence_seen: PresenceStatus::Online,

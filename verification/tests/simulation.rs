@@ -184,13 +184,11 @@ fn stale_started_notice_does_not_revive_a_reply_declared_unavailable() {
 
 /// Found by the simulation (`WEIR_SIM_STEPS=400 WEIR_SIM_SEED=424`, one seed
 /// in 3000 at 400 steps): a `started` notice delayed past a reply's end
-/// announces the reply again to a connection that resumed it and already got
-/// its `end` (a second `start`, then chunk 1 again). A weir-core bug left
-/// for the core's owner: `announce` gives every open connection without a
-/// cursor a `start`, and a resumed reply's view has no user turn, so the
-/// late notice is not recognised as old news.
+/// announced the reply again to a connection that had resumed it and already
+/// got its `end` (a second `start`, then chunk 1 again). Fixed: a connection
+/// remembers the replies it last ended (`Connection::ended`), and `announce`
+/// skips them.
 #[test]
-#[ignore = "weir-core bug: a late `started` notice re-announces a reply a resumed connection already finished"]
 fn late_started_notice_does_not_restart_a_finished_resume() {
     if let Err(failure) = weir_verification::sim::run_seed_steps(424, None, 400) {
         panic!("{failure}");

@@ -775,6 +775,7 @@ impl<I: IdSource> Node<I> {
             any_ended |= !ended.is_empty();
             for id in ended {
                 c.cursors.remove(&id);
+                c.mark_ended(id);
             }
         }
         for ((id, seq), conns) in chunks {
@@ -903,7 +904,10 @@ impl<I: IdSource> Node<I> {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };
-            if c.state != ConnState::Open || c.cursors.contains_key(id) {
+            // A late `started` notice must not begin again what this
+            // connection already finished (e.g. by a resume, which needs no
+            // `start`).
+            if c.state != ConnState::Open || c.cursors.contains_key(id) || c.ended.contains(id) {
                 continue;
             }
             c.cursors.insert(id.clone(), Cursor::at(0, false));
