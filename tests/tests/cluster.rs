@@ -350,10 +350,27 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     };
     assert_eq!(unavailable["reason"], "epoch_changed", "{unavailable:?}");
     assert_eq!(unavailable["message_id"], mid.as_str());
-    // And new replies work.
+    // And new replies stream (cancelled once seen streaming: they are long).
     let mid2 = chat(&mut late, "after", "r2").await;
-    let (_, end2) = until_end_of(&mut late, &mid2).await;
-    assert_eq!(end2["status"], "completed");
+    let seen = read_until_seq(&mut late, &mid2, 2).await;
+    late.cancel(Some(&mid2), "c2").await;
+    let (before, _) = late.next_of("cancel_result").await;
+    let (_, end2) = end_after(&[seen, before].concat(), &mut late, &mid2).await;
+    assert_eq!(end2["status"], "cancelled");
+    // The pub/sub connections subscribed again: a reply produced on A
+    // reaches the connection on B live, every chunk once, and a cancel from
+    // B reaches A's generator.
+    let mid3 = chat(&mut on_a, "across nodes again", "r3").await;
+    let mut frames = read_until_seq(&mut on_b, &mid3, 3).await;
+    assert!(frames.iter().any(|f| f.is("start")), "{frames:#?}");
+    on_b.cancel(Some(&mid3), "c3").await;
+    let (before, result) = on_b.next_of("cancel_result").await;
+    assert_eq!(result["status"], "cancelled", "{result:?}");
+    frames.extend(before);
+    let (_, end3) = end_after(&frames, &mut on_b, &mid3).await;
+    assert_eq!(end3["status"], "cancelled", "{end3:?}");
+    let (_, upto) = contiguous(0, &chunks_of(&frames, &mid3));
+    assert_eq!(upto, end3.u64("final_seq"));
 }
 
 #[tokio::test]
