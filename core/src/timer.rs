@@ -142,6 +142,7 @@ mod tests {
         assert_eq!(t.next(), Some(at(5)));
         // Later or equal: kept. Earlier: moved.
         t.set_earliest(user.clone(), at(6));
+        assert_eq!(t.next(), Some(at(5)));
         t.set_earliest(user.clone(), at(5));
         assert_eq!(t.next(), Some(at(5)));
         t.set_earliest(user.clone(), at(4));
