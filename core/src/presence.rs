@@ -221,4 +221,34 @@ mod tests {
         assert_eq!(p.expire(1499, &T), None);
         assert_eq!(p.expire(1500, &T), Some(PresenceStatus::Offline));
     }
+
+    #[test]
+    fn refresh_extends_only_the_nodes_live_entries() {
+        let mut p = UserPresence::default();
+        let _ = p.join(node("a"), ConnId(1), 0, &T);
+        let _ = p.join(node("b"), ConnId(2), 0, &T);
+        // Another node's entry is not extended.
+        p.refresh(&node("a"), 500, &T);
+        assert_eq!(p.entries[&(node("a"), ConnId(1))], 1500);
+        assert_eq!(p.entries[&(node("b"), ConnId(2))], 1000);
+        // An entry due exactly now has expired: a refresh does not revive it.
+        p.refresh(&node("b"), 1000, &T);
+        assert_eq!(p.entries[&(node("b"), ConnId(2))], 1000);
+        assert_eq!(p.expire(1000, &T), None);
+        assert_eq!(p.entries.len(), 1);
+        assert!(!p.is_idle());
+    }
+
+    #[test]
+    fn lingering_and_online_records_are_not_idle() {
+        let mut p = UserPresence::default();
+        assert!(p.is_idle());
+        let _ = p.join(node("a"), ConnId(1), 0, &T);
+        assert!(!p.is_idle(), "online");
+        let _ = p.leave(&node("a"), ConnId(1), 10, &T);
+        assert!(p.entries.is_empty());
+        assert!(!p.is_idle(), "lingering");
+        assert_eq!(p.expire(60, &T), Some(PresenceStatus::Offline));
+        assert!(p.is_idle());
+    }
 }

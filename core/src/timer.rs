@@ -123,4 +123,50 @@ mod tests {
         assert_eq!(t.pop_due(now), None);
         assert!(t.is_empty());
     }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // as above: any base instant will do
+    fn set_earliest_moves_only_earlier_and_cancel_forgets_the_key() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let user = TimerKey::Conn(ConnId(7));
+        let mut t = Timers::default();
+        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
+        assert!(!t.is_set(&user));
+
+        // Unset: set_earliest sets it.
+        t.set_earliest(user.clone(), at(5));
+        assert!(t.is_set(&user));
+        assert!(!t.is_empty());
+        assert_eq!(t.next(), Some(at(5)));
+        // Later or equal: kept. Earlier: moved.
+        t.set_earliest(user.clone(), at(6));
+        assert_eq!(t.next(), Some(at(5)));
+        t.set_earliest(user.clone(), at(5));
+        assert_eq!(t.next(), Some(at(5)));
+        t.set_earliest(user.clone(), at(4));
+        assert_eq!(t.next(), Some(at(4)));
+        assert_eq!(t.len(), 1);
+
+        t.set(TimerKey::Housekeeping, at(9));
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.keys().cloned().collect::<Vec<_>>(),
+            vec![user.clone(), TimerKey::Housekeeping]
+        );
+
+        // Due exactly at its deadline.
+        assert_eq!(t.pop_due(at(4)), Some(user.clone()));
+        assert!(!t.is_set(&user));
+        assert_eq!(t.len(), 1);
+
+        // A cancelled key is gone from both the table and the order.
+        t.cancel(&TimerKey::Housekeeping);
+        assert!(!t.is_set(&TimerKey::Housekeeping));
+        assert_eq!(t.next(), None);
+        assert_eq!(t.pop_due(at(100)), None);
+        assert!(t.is_empty());
+        assert_eq!(t.keys().count(), 0);
+    }
 }

@@ -518,3 +518,93 @@ fn presence_ops_debounce_and_expire() {
     ));
     assert_eq!(m.expiring_records(), 0);
 }
+
+#[test]
+fn expiring_records_counts_replies_idempotency_keys_and_presence() {
+    let mut m = model();
+    let c = conv("u");
+    let (first, t) = started(start(&mut m, &c, 1, 0, Some("k")));
+    let _ = settle(&mut m, &c, &first, t, SettleRequest::Completed, 1);
+    let _ = started(start(&mut m, &c, 2, 2, None));
+    assert_eq!(m.expiring_records(), 3, "two reply records, one key");
+    let _ = m.apply(StoreOp::PresenceJoin {
+        user: UserId::parse("u").unwrap_or_else(|e| panic!("{e}")),
+        node: node("a"),
+        conn: crate::ids::ConnId(1),
+        at_ms: 3,
+    });
+    assert_eq!(m.expiring_records(), 4, "and one presence record");
+}
+
+#[test]
+fn streams_lists_every_record_with_its_owner_and_chunk_count() {
+    let mut m = model();
+    let (a, b) = (conv("u"), conv("v"));
+    let (ia, ta) = started(start(&mut m, &a, 1, 0, None));
+    let _ = append(&mut m, &a, &ia, ta, 1, &["x", "y"], 1);
+    let (ib, _) = started(start(&mut m, &b, 2, 2, None));
+    let mut listed: Vec<_> = m
+        .streams()
+        .map(|(c, id, state, owner, last)| {
+            (c.clone(), id.clone(), state.is_live(), owner.clone(), last)
+        })
+        .collect();
+    listed.sort();
+    let mut want = vec![(a, ia, true, node("a"), 2), (b, ib, true, node("a"), 0)];
+    want.sort();
+    assert_eq!(listed, want);
+}
+
+#[test]
+fn operations_on_an_unknown_conversation_leave_no_record() {
+    let mut m = model();
+    let c = conv("u");
+    let (_, id) = message_ids(7, 1);
+    let (r, _) = m.apply(StoreOp::Snapshot {
+        conv: c.clone(),
+        limit: 10,
+        at_ms: 0,
+    });
+    assert!(matches!(r, StoreReply::Snapshot { live: None, .. }));
+    let _ = cancel(&mut m, &c, None, 1);
+    let (r, _) = m.apply(StoreOp::Read {
+        conv: c.clone(),
+        message_id: id,
+        after_seq: 0,
+        at_ms: 2,
+    });
+    assert!(matches!(r, StoreReply::Missing { snapshot: None, .. }));
+    assert_eq!(m, model(), "no empty conversation record is kept");
+}
+
+#[test]
+fn an_idempotency_key_is_forgotten_exactly_when_its_window_ends() {
+    let mut m = Model::new(
+        StoreConfig {
+            idempotency_ttl_ms: 500,
+            ..*model().config()
+        },
+        7,
+    );
+    let c = conv("u");
+    let (first, t) = started(start(&mut m, &c, 1, 0, Some("k")));
+    let _ = settle(&mut m, &c, &first, t, SettleRequest::Completed, 1);
+    assert!(matches!(
+        start(&mut m, &c, 2, 499, Some("k")),
+        StoreReply::Duplicate { message_id, .. } if message_id == first
+    ));
+    let (second, _) = started(start(&mut m, &c, 3, 500, Some("k")));
+    assert_ne!(second, first);
+}
+
+#[test]
+fn config_and_epoch_are_the_ones_given() {
+    let config = StoreConfig {
+        history_limit: 3,
+        idempotency_ttl_ms: 9,
+        ..StoreConfig::default()
+    };
+    let m = Model::new(config, 5);
+    assert_eq!(*m.config(), config);
+    assert_eq!(m.epoch(), 5);
+}
