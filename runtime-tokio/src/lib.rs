@@ -156,12 +156,11 @@ pub async fn shutdown_signal() {
 mod tests {
     /// Every open connection holds its reader and writer tasks, each as large
     /// as its future: they must stay small. A tokio task cell is its future
-    /// plus ~104 bytes, rounded up to 128; today the reader's future is 216
+    /// plus ~104 bytes, rounded up to 128; today the reader's future is 224
     /// bytes (a 384-byte cell; it was 1152 before its setup was boxed and its
-    /// rare waits moved out of it) and the writer's 160 (a 256-byte cell up
-    /// to 152, 384 above: it grew from 144 with the sender that tells the
-    /// reader it ended). The bounds leave some room for other compiler
-    /// versions.
+    /// rare waits moved out of it; 216 before it owned the writer's task) and
+    /// the writer's 144 (a 256-byte cell up to 152). The bounds leave some
+    /// room for other compiler versions.
     #[test]
     fn the_per_connection_futures_stay_small() {
         let (reader, writer) = weir_runtime::per_connection_future_sizes::<super::Tokio>();
