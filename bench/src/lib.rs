@@ -21,9 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Per-connection read buffer of the servers: weir's `READ_BUFFER`
-/// (`runtime-tokio/src/ws.rs`), not tungstenite's 128 KiB default.
+/// (`runtime/src/ws.rs`), not tungstenite's 128 KiB default.
 pub const SERVER_READ_BUFFER: usize = 1024;
-/// Write buffer of the servers: weir's (`runtime-tokio/src/ws.rs`).
+/// Write buffer of the servers: weir's (`runtime/src/ws.rs`).
 pub const SERVER_WRITE_BUFFER: usize = 4 * 1024;
 /// Largest inbound message and frame: weir's default `--max-frame-bytes`.
 pub const SERVER_MAX_FRAME: usize = 64 * 1024;
@@ -31,7 +31,7 @@ pub const SERVER_MAX_FRAME: usize = 64 * 1024;
 pub const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// The WebSocket configuration weir's runtime uses (`WsSettings::new` in
-/// `runtime-tokio/src/ws.rs` with the default frame limit), for the bare
+/// `runtime/src/ws.rs` with the default frame limit), for the bare
 /// server.
 #[must_use]
 pub fn server_ws_config() -> WebSocketConfig {

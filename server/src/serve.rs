@@ -1,16 +1,20 @@
-//! Running the commands: settings → [`RuntimeConfig`] → a tokio runtime →
-//! [`Server`].
+//! Running the commands: settings → [`RuntimeConfig`] → the chosen runtime
+//! (tokio, or smol without any tokio runtime) → its `Server`.
 
+use std::future::Future;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use weir_runtime_tokio::{
-    shutdown_signal, Auth, GeneratorConfig, RedisSettings, RuntimeConfig, Server, StoreBackend,
+use weir_runtime::{
+    Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, Server, StoreBackend,
 };
 
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::page;
-use crate::settings::{AuthSetting, ConfigError, GeneratorSetting, Settings, StoreSetting};
+use crate::settings::{
+    AuthSetting, ConfigError, GeneratorSetting, RuntimeKind, Settings, StoreSetting,
+};
 
 /// Exit code for a configuration error (the same as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
@@ -126,6 +130,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         node_id = %settings.node_id,
+        runtime = %settings.runtime,
         generator = %generator,
         grace_s = settings.grace.as_secs_f64(),
         "weir starting"
@@ -139,36 +144,33 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 
     let config = runtime_config(&settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("weir-worker")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the tokio runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
     let listen = settings.listen;
-    let result = runtime.block_on(async move {
-        let server = match Server::bind(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot listen on {listen}: {e}");
-                return Err(());
-            }
-        };
-        let addr = server.local_addr();
-        tracing::info!("weir listening on http://{addr}");
-        #[allow(clippy::print_stdout)] // scripts read the bound address (port 0) from stdout
-        {
-            println!("weir listening on http://{addr}");
+    let result = match settings.runtime {
+        RuntimeKind::Tokio => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("weir-worker")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the tokio runtime: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+            runtime.block_on(serve_on::<weir_runtime_tokio::Tokio>(
+                config,
+                listen,
+                weir_runtime_tokio::shutdown_signal(),
+            ))
         }
-        server.run(shutdown_signal()).await.map_err(|e| {
-            tracing::error!("server failed: {e}");
-        })
-    });
+        // No tokio runtime: the redis crate then runs on smol too.
+        RuntimeKind::Smol => smol::block_on(serve_on::<weir_runtime_smol::Smol>(
+            config,
+            listen,
+            weir_runtime_smol::shutdown_signal(),
+        )),
+    };
     match result {
         Ok(()) => {
             tracing::info!("weir stopped");
@@ -176,6 +178,31 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
         Err(()) => ExitCode::from(EXIT_FAILURE),
     }
+}
+
+/// Binds, announces the address, and serves on runtime `R` until
+/// `shutdown`.
+async fn serve_on<R: Runtime>(
+    config: RuntimeConfig,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ()> {
+    let server = match Server::<R>::bind(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen on {listen}: {e}");
+            return Err(());
+        }
+    };
+    let addr = server.local_addr();
+    tracing::info!("weir listening on http://{addr}");
+    #[allow(clippy::print_stdout)] // scripts read the bound address (port 0) from stdout
+    {
+        println!("weir listening on http://{addr}");
+    }
+    server.run(shutdown).await.map_err(|e| {
+        tracing::error!("server failed: {e}");
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +304,21 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let server = rt.block_on(Server::bind(runtime_config(&s))).unwrap();
+        let server = rt
+            .block_on(weir_runtime_tokio::Server::bind(runtime_config(&s)))
+            .unwrap();
+        assert!(server.local_addr().port() != 0);
+    }
+
+    #[test]
+    fn the_smol_runtime_accepts_the_built_config() {
+        let s = settings(Layer {
+            listen: Some("127.0.0.1:0".into()),
+            runtime: Some(RuntimeKind::Smol),
+            ..Layer::default()
+        });
+        assert_eq!(s.runtime, RuntimeKind::Smol);
+        let server = smol::block_on(weir_runtime_smol::Server::bind(runtime_config(&s))).unwrap();
         assert!(server.local_addr().port() != 0);
     }
 }

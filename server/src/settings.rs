@@ -19,7 +19,7 @@ use weir_core::presence::PresenceTimers;
 use weir_core::store::StoreConfig;
 use weir_core::stream::StreamTimers;
 use weir_core::wire::Limits;
-use weir_runtime_tokio::openai::{OpenAiConfig, Upstream, UpstreamUrlError};
+use weir_runtime::openai::{OpenAiConfig, Upstream, UpstreamUrlError};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -65,6 +65,27 @@ impl fmt::Display for GeneratorKind {
     }
 }
 
+/// Which async runtime drives the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// tokio's multi-threaded runtime.
+    #[default]
+    Tokio,
+    /// smol (its global executor; `SMOL_THREADS` threads, default 1). No
+    /// tokio runtime is started.
+    Smol,
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Tokio => "tokio",
+            RuntimeKind::Smol => "smol",
+        })
+    }
+}
+
 /// One source of settings: the command line with its environment variables,
 /// or the TOML file. Every value is optional; see the [module docs](self).
 ///
@@ -76,6 +97,11 @@ pub struct Layer {
     #[arg(long, env = "WEIR_LISTEN", value_name = "ADDR")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+
+    /// The async runtime: tokio or smol [default: tokio]
+    #[arg(long, env = "WEIR_RUNTIME", value_enum, value_name = "RUNTIME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeKind>,
 
     /// This node's name, 1-64 chars of A-Z a-z 0-9 _ - . : [default: HOSTNAME-PID]
     #[arg(long, env = "WEIR_NODE_ID", value_name = "ID")]
@@ -232,7 +258,7 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_timeout: Option<f64>,
 
-    /// Log filter, tracing-subscriber EnvFilter syntax, e.g. "info,weir_runtime_tokio=debug" [default: info]
+    /// Log filter, tracing-subscriber EnvFilter syntax, e.g. "info,weir_runtime=debug" [default: info]
     #[arg(long, env = "WEIR_LOG", value_name = "FILTER")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -244,6 +270,7 @@ impl Layer {
     pub fn or(self, lower: Layer) -> Layer {
         Layer {
             listen: self.listen.or(lower.listen),
+            runtime: self.runtime.or(lower.runtime),
             node_id: self.node_id.or(lower.node_id),
             auth: self.auth.or(lower.auth),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
@@ -448,6 +475,8 @@ pub enum StoreSetting {
 pub struct Settings {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The async runtime.
+    pub runtime: RuntimeKind,
     /// This node's name.
     pub node_id: NodeId,
     /// Client authentication.
@@ -660,6 +689,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
 
     Ok(Settings {
         listen,
+        runtime: m.runtime.unwrap_or_default(),
         node_id,
         auth,
         generator,
@@ -750,6 +780,7 @@ impl Settings {
         };
         Layer {
             listen: Some(self.listen.to_string()),
+            runtime: Some(self.runtime),
             node_id: Some(self.node_id.to_string()),
             auth: Some(auth),
             jwt_secret: None,

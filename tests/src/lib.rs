@@ -11,6 +11,12 @@
 //!
 //! # What it offers
 //!
+//! - [`Runtime`] and [`both_runtimes!`]: the suite is written once and runs
+//!   against both runtimes: each test is an `async fn`, and
+//!   `both_runtimes! { name, … }` makes it two tests, `tokio::name` and
+//!   `smol::name`, whose [`WeirProcess::start`] runs `weir serve --runtime
+//!   tokio` or `--runtime smol`. (The clients stay on tokio: the server is
+//!   another process.)
 //! - [`WeirProcess`]: starts `target/debug/weir serve` (or `$WEIR_BIN`) on a
 //!   free loopback port with the given flags, its output captured in a temp
 //!   log file (printed when a test fails), waits until `/healthz` answers, and
@@ -32,6 +38,7 @@
 
 pub mod llm;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -184,6 +191,84 @@ impl Signal {
     }
 }
 
+/// The async runtime of a `weir serve` process (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `--runtime tokio`.
+    Tokio,
+    /// `--runtime smol`.
+    Smol,
+}
+
+impl Runtime {
+    /// Both, in the order their tests are named.
+    pub const ALL: [Runtime; 2] = [Runtime::Tokio, Runtime::Smol];
+
+    /// The value of `--runtime`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Tokio => "tokio",
+            Runtime::Smol => "smol",
+        }
+    }
+
+    /// The runtime [`WeirProcess::start`] uses on this thread: the one that
+    /// [`Runtime::use_on_this_thread`] set (which [`both_runtimes!`] does
+    /// for each test), else `$WEIR_TEST_RUNTIME` (`tokio` or `smol`), else
+    /// tokio.
+    #[must_use]
+    pub fn current() -> Runtime {
+        CURRENT_RUNTIME.with(Cell::get).unwrap_or_else(|| {
+            match std::env::var("WEIR_TEST_RUNTIME").as_deref() {
+                Ok("smol") => Runtime::Smol,
+                _ => Runtime::Tokio,
+            }
+        })
+    }
+
+    /// Makes this the runtime of every [`WeirProcess::start`] on this
+    /// thread (a `#[tokio::test]` runs its body on its own thread).
+    pub fn use_on_this_thread(self) {
+        CURRENT_RUNTIME.with(|c| c.set(Some(self)));
+    }
+}
+
+thread_local! {
+    static CURRENT_RUNTIME: Cell<Option<Runtime>> = const { Cell::new(None) };
+}
+
+/// Makes each named `async fn` of the calling module (a test body, taking
+/// no arguments) two tests: `tokio::NAME` and `smol::NAME`, each a
+/// `#[tokio::test]` (the clients' runtime) that sets [`Runtime`] for the
+/// processes it starts and runs the body.
+///
+/// Inside a test file that uses it, the `tokio` crate must be named
+/// `::tokio` (the module `tokio` shadows it).
+#[macro_export]
+macro_rules! both_runtimes {
+    ($($name:ident),+ $(,)?) => {
+        mod tokio {
+            $(
+                #[::tokio::test]
+                async fn $name() {
+                    $crate::Runtime::Tokio.use_on_this_thread();
+                    super::$name().await;
+                }
+            )+
+        }
+        mod smol {
+            $(
+                #[::tokio::test]
+                async fn $name() {
+                    $crate::Runtime::Smol.use_on_this_thread();
+                    super::$name().await;
+                }
+            )+
+        }
+    };
+}
+
 static NEXT_LOG: AtomicU64 = AtomicU64::new(0);
 
 /// A running `weir serve` process on a free loopback port. Killed (SIGKILL)
@@ -199,16 +284,24 @@ pub struct WeirProcess {
 
 impl WeirProcess {
     /// Starts `weir serve --listen 127.0.0.1:0 ARGS…` and waits (at most
-    /// [`T`]) until it listens and `GET /healthz` answers 200.
+    /// [`T`]) until it listens and `GET /healthz` answers 200, then (within
+    /// the same bound, without failing) until `GET /readyz` does.
     ///
     /// The port is chosen by the kernel when the server binds (port 0) and
     /// read from the line `weir listening on http://ADDR` that `weir serve`
     /// prints once bound: unlike picking a free port first and passing it
     /// on, this cannot race with another process taking the port in between.
     /// `WEIR_*` variables of the test's environment are not passed on, so
-    /// only `args` configure the server.
+    /// only `args` configure the server. The runtime is
+    /// [`Runtime::current`]'s.
     #[must_use]
     pub fn start(args: &[&str]) -> WeirProcess {
+        WeirProcess::start_on(Runtime::current(), args)
+    }
+
+    /// [`WeirProcess::start`] with `--runtime runtime`.
+    #[must_use]
+    pub fn start_on(runtime: Runtime, args: &[&str]) -> WeirProcess {
         let bin = weir_bin();
         let log_path = std::env::temp_dir().join(format!(
             "weir-e2e-{}-{}-{}.log",
@@ -229,6 +322,8 @@ impl WeirProcess {
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--runtime")
+            .arg(runtime.name())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -268,6 +363,15 @@ impl WeirProcess {
                 Instant::now() < deadline,
                 "GET /healthz did not answer 200 within {T:?}"
             );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Ready too (the Redis store connects just after the server
+        // listens; a client before that gets `unavailable`), unless it
+        // cannot be: a test that starts a node without its store finds
+        // `/readyz` 503 itself.
+        while blocking_get_status(process.addr, "/readyz") != Some(200) && Instant::now() < deadline
+        {
+            process.assert_running("before /readyz answered");
             std::thread::sleep(Duration::from_millis(10));
         }
         process

@@ -9,12 +9,25 @@
 use std::time::{Duration, Instant};
 
 use weir_tests::{
-    chunks, chunks_of, contiguous, demo_prefix, Client, Frame, RedisServer, Signal, WeirProcess, T,
+    chunks, chunks_of, contiguous, demo_prefix, Client, Frame, RedisServer, Runtime, Signal,
+    WeirProcess, T,
 };
 
 /// A node on `redis` with demo replies of `chunks` chunks at `rate` per
 /// second, and `extra` flags.
 fn node(redis: &RedisServer, id: &str, chunks: u32, rate: u32, extra: &[&str]) -> WeirProcess {
+    node_on(Runtime::current(), redis, id, chunks, rate, extra)
+}
+
+/// [`node`] on `runtime`.
+fn node_on(
+    runtime: Runtime,
+    redis: &RedisServer,
+    id: &str,
+    chunks: u32,
+    rate: u32,
+    extra: &[&str],
+) -> WeirProcess {
     let url = redis.url();
     let chunks = chunks.to_string();
     let rate = rate.to_string();
@@ -29,7 +42,7 @@ fn node(redis: &RedisServer, id: &str, chunks: u32, rate: u32, extra: &[&str]) -
         rate.as_str(),
     ];
     args.extend_from_slice(extra);
-    WeirProcess::start(&args)
+    WeirProcess::start_on(runtime, &args)
 }
 
 /// Reads until a chunk of `mid` with seq ≥ `seq`; returns everything read.
@@ -75,7 +88,7 @@ async fn end_after(before: &[Frame], ws: &mut Client, mid: &str) -> (Vec<Frame>,
 /// Waits a little for anything that should not come, then asserts with a
 /// ping barrier that nothing but its pong came.
 async fn assert_nothing_more(ws: &mut Client, id: &str) {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ::tokio::time::sleep(Duration::from_millis(300)).await;
     let extra = ws.ping(id).await;
     assert!(extra.is_empty(), "nothing more expected, got {extra:#?}");
 }
@@ -112,12 +125,17 @@ async fn presence(node: &WeirProcess, user: &str) -> (String, u64) {
     )
 }
 
-#[tokio::test]
 async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_cancelled_with_no_chunk_after(
 ) {
+    cancel_on_b_stops_a(Runtime::current(), Runtime::current()).await;
+}
+
+/// The reply is produced on node A (on `a_runtime`); the cancel is sent to
+/// node B (on `b_runtime`).
+async fn cancel_on_b_stops_a(a_runtime: Runtime, b_runtime: Runtime) {
     let redis = RedisServer::start();
-    let a = node(&redis, "node-a", 2_000, 100, &[]);
-    let b = node(&redis, "node-b", 2_000, 100, &[]);
+    let a = node_on(a_runtime, &redis, "node-a", 2_000, 100, &[]);
+    let b = node_on(b_runtime, &redis, "node-b", 2_000, 100, &[]);
     let mut on_a = a.ws("session_id=x&user_id=u").await;
     let mut on_b = b.ws("session_id=x&user_id=u").await;
 
@@ -164,7 +182,7 @@ async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_
     // A's generator stopped: the log holds exactly final_seq chunks and
     // grows no more; history holds exactly their text.
     assert_eq!(log_len(&redis, "u", "x", &mid), final_seq);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ::tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(log_len(&redis, "u", "x", &mid), final_seq);
     assert_eq!(text_b, demo_prefix("a long one", 2_000, final_seq));
     let late = b.ws("session_id=x&user_id=u").await;
@@ -174,7 +192,6 @@ async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_
     assert_eq!(reply["content"], text_b.as_str());
 }
 
-#[tokio::test]
 async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_node_reports() {
     let redis = RedisServer::start();
     let a = node(&redis, "node-a", 8, 200, &[]);
@@ -222,7 +239,6 @@ async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_nod
     eprintln!("winners over 12 rounds: {winners:?}");
 }
 
-#[tokio::test]
 async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_then_live_then_end() {
     const N: u32 = 60;
     let redis = RedisServer::start();
@@ -235,7 +251,7 @@ async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_the
     drop(on_a);
 
     // Some chunks are produced while the client is away.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ::tokio::time::sleep(Duration::from_millis(300)).await;
     let mut on_b = b
         .ws(&format!("session_id=r&user_id=u&resume={mid}:{last}"))
         .await;
@@ -255,7 +271,6 @@ async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_the
     assert_nothing_more(&mut on_b, "p").await;
 }
 
-#[tokio::test]
 async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the_lease_and_nothing_is_appended_after(
 ) {
     let redis = RedisServer::start();
@@ -289,7 +304,7 @@ async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the
     // Nothing is appended afterwards (the dead producer is fenced anyway).
     let len = log_len(&redis, "u", "k", &mid);
     assert_eq!(len, final_seq);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    ::tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(log_len(&redis, "u", "k", &mid), len);
     assert_nothing_more(&mut on_b, "p").await;
     // The conversation is free again: a new reply on B completes.
@@ -300,7 +315,6 @@ async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the
     assert_eq!(end2["status"], "cancelled");
 }
 
-#[tokio::test]
 async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_resume_across_it_is_epoch_changed(
 ) {
     let mut redis = RedisServer::start();
@@ -373,7 +387,6 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     assert_eq!(upto, end3.u64("final_seq"));
 }
 
-#[tokio::test]
 async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_after_the_expiry() {
     let redis = RedisServer::start();
     let timers = ["--presence-debounce", "2", "--presence-expiry", "4"];
@@ -391,7 +404,7 @@ async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_a
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         statuses.push(presence(&a, "alice").await.0);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ::tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         statuses.iter().all(|s| s == "online"),
@@ -425,7 +438,6 @@ async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_a
     );
 }
 
-#[tokio::test]
 async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknowledged_and_recovers(
 ) {
     let redis = RedisServer::start();
@@ -512,4 +524,29 @@ async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknow
     let mid3 = chat(&mut again, "after the outage", "r3").await;
     let (_, end3) = until_end_of(&mut again, &mid3).await;
     assert_eq!(end3["status"], "completed");
+}
+
+weir_tests::both_runtimes! {
+    cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_cancelled_with_no_chunk_after,
+    cancel_racing_completion_across_two_nodes_has_one_winner_that_every_node_reports,
+    client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_then_live_then_end,
+    killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the_lease_and_nothing_is_appended_after,
+    redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_resume_across_it_is_epoch_changed,
+    presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_after_the_expiry,
+    a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknowledged_and_recovers,
+}
+
+/// A tokio node and a smol node on one Redis.
+mod mixed {
+    use super::{cancel_on_b_stops_a, Runtime};
+
+    #[::tokio::test]
+    async fn cancel_sent_to_a_smol_node_stops_the_generator_of_a_tokio_node_with_no_chunk_after() {
+        cancel_on_b_stops_a(Runtime::Tokio, Runtime::Smol).await;
+    }
+
+    #[::tokio::test]
+    async fn cancel_sent_to_a_tokio_node_stops_the_generator_of_a_smol_node_with_no_chunk_after() {
+        cancel_on_b_stops_a(Runtime::Smol, Runtime::Tokio).await;
+    }
 }

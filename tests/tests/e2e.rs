@@ -85,7 +85,7 @@ async fn list(weir: &WeirProcess, session: &str, query: &str) -> Vec<Value> {
 /// Waits a little for anything that should not come, then asserts with a
 /// ping barrier that nothing but its pong came.
 async fn assert_nothing_more(ws: &mut Client, id: &str) {
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    ::tokio::time::sleep(Duration::from_millis(250)).await;
     let extra = ws.ping(id).await;
     assert!(extra.is_empty(), "nothing more expected, got {extra:#?}");
 }
@@ -94,7 +94,6 @@ async fn assert_nothing_more(ws: &mut Client, id: &str) {
 // Chat
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
 async fn chat_gets_ack_start_chunks_1_to_n_and_end_completed_with_the_demo_text_which_history_holds(
 ) {
     const N: u32 = 24;
@@ -170,7 +169,6 @@ async fn chat_gets_ack_start_chunks_1_to_n_and_end_completed_with_the_demo_text_
 // Cancel
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
 async fn cancel_fences_every_connection_no_chunk_after_cancelled_and_repeated_cancels_answer_cancelled(
 ) {
     const N: u32 = 4000;
@@ -184,7 +182,7 @@ async fn cancel_fences_every_connection_no_chunk_after_cancelled_and_repeated_ca
     assert!(a_frames[0].is("ack"));
 
     a.cancel(Some(&mid), "k1").await;
-    let ((a_rest, a_end), (b_frames, b_end)) = tokio::join!(a.until_end(), b.until_end());
+    let ((a_rest, a_end), (b_frames, b_end)) = ::tokio::join!(a.until_end(), b.until_end());
     a_frames.extend(a_rest);
 
     // The asking connection: chunks 1..=final_seq, cancel_result, end.
@@ -252,7 +250,6 @@ async fn cancel_fences_every_connection_no_chunk_after_cancelled_and_repeated_ca
     assert_eq!(reply["content"], text.as_str());
 }
 
-#[tokio::test]
 async fn cancel_after_completion_answers_completed_inside_the_grace_window_and_not_found_after_it()
 {
     const N: u32 = 5;
@@ -295,7 +292,7 @@ async fn cancel_after_completion_answers_completed_inside_the_grace_window_and_n
         }
         assert_eq!(r["status"], "completed", "{r:?}");
         assert!(i < 200, "still {r:?} long after the grace window");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        ::tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(last["message_id"].is_null(), "{last:?}");
     assert!(last.get("final_seq").is_none_or(Value::is_null), "{last:?}");
@@ -318,7 +315,6 @@ async fn cancel_after_completion_answers_completed_inside_the_grace_window_and_n
     );
 }
 
-#[tokio::test]
 async fn cancel_without_message_id_sent_right_after_chat_cancels_that_reply_before_its_chunks() {
     const N: u32 = 400;
     const PROMPT: &str = "never mind";
@@ -359,7 +355,6 @@ async fn cancel_without_message_id_sent_right_after_chat_cancels_that_reply_befo
     assert!(frames[0].is("ack"), "{frames:#?}");
 }
 
-#[tokio::test]
 async fn cancel_of_an_unknown_message_id_answers_not_found() {
     let weir = start(&demo(5, 500));
     let mut ws = weir.ws("session_id=nf&user_id=u").await;
@@ -392,7 +387,6 @@ async fn cancel_of_an_unknown_message_id_answers_not_found() {
 // Fan-out, snapshots, resume
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
 async fn two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_then_every_chunk_once(
 ) {
     const N: u32 = 800;
@@ -423,7 +417,7 @@ async fn two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_t
     assert_eq!(snapshot_text, demo_prefix(PROMPT, N, seen));
 
     let ((a_rest, a_end), (b_frames, b_end), (c_frames, c_end)) =
-        tokio::join!(a.until_end(), b.until_end(), c.until_end());
+        ::tokio::join!(a.until_end(), b.until_end(), c.until_end());
     a_frames.extend(a_rest);
 
     for (name, frames, end) in [("a", &a_frames, &a_end), ("b", &b_frames, &b_end)] {
@@ -448,7 +442,6 @@ async fn two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_t
     assert_eq!(c_end.u64("final_seq"), u64::from(N));
 }
 
-#[tokio::test]
 async fn resume_on_connect_delivers_exactly_the_chunks_after_seq_and_the_end_live_and_settled() {
     const N: u32 = 600;
     const PROMPT: &str = "keep going";
@@ -507,7 +500,6 @@ async fn resume_on_connect_delivers_exactly_the_chunks_after_seq_and_the_end_liv
     assert_eq!(end.u64("final_seq"), u64::from(N));
 }
 
-#[tokio::test]
 async fn resume_frame_delivers_exactly_the_chunks_after_seq_and_the_end_and_unknown_is_unavailable()
 {
     const N: u32 = 60;
@@ -583,14 +575,13 @@ async fn expect_error(ws: &mut Client, frame: String, code: &str, request_id: Op
     assert!(extra.is_empty(), "after {frame:.80}: {extra:#?}");
 }
 
-#[tokio::test]
 async fn bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_usable() {
     const N: u32 = 400;
     let weir = start(&demo(N, 400));
     // Another conversation streams a reply through all of this.
     let mut other = weir.ws("session_id=bystander&user_id=v").await;
     other.chat("unbothered", "o1").await;
-    let other_read = tokio::spawn(async move {
+    let other_read = ::tokio::spawn(async move {
         let result = other.until_end().await;
         (other, result)
     });
@@ -712,7 +703,7 @@ async fn bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_u
     );
 
     // The bystander got its whole reply, and still answers.
-    let (mut other, (frames, end)) = tokio::time::timeout(T, other_read)
+    let (mut other, (frames, end)) = ::tokio::time::timeout(T, other_read)
         .await
         .expect("the bystander's reply ends in time")
         .expect("the bystander's task");
@@ -722,7 +713,6 @@ async fn bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_u
     assert!(other.ping("fine").await.is_empty());
 }
 
-#[tokio::test]
 async fn oversized_frame_closes_that_connection_with_1009_and_others_are_unaffected() {
     const N: u32 = 300;
     let weir = start(&with(
@@ -756,7 +746,6 @@ async fn oversized_frame_closes_that_connection_with_1009_and_others_are_unaffec
     assert!(fresh.ping("fresh").await.is_empty());
 }
 
-#[tokio::test]
 async fn bad_session_id_is_refused_with_http_400_before_upgrade() {
     let weir = start(&demo(3, 500));
     let long = "s".repeat(129);
@@ -789,7 +778,6 @@ async fn bad_session_id_is_refused_with_http_400_before_upgrade() {
 // A slow reader
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
 async fn client_that_stops_reading_gets_merged_chunks_then_4008_and_resumes_every_byte() {
     const N: u32 = 30_000;
     const PROMPT: &str = "slow";
@@ -873,7 +861,6 @@ fn auth_flags(base: Vec<String>) -> Vec<String> {
     with(base, &["--auth", "token", "--jwt-secret", SECRET])
 }
 
-#[tokio::test]
 async fn token_auth_refuses_missing_expired_and_wrongly_signed_tokens_with_401_before_upgrade() {
     let weir = start(&auth_flags(demo(3, 500)));
     let exp = now_secs() + 3600;
@@ -941,7 +928,6 @@ async fn token_auth_refuses_missing_expired_and_wrongly_signed_tokens_with_401_b
     assert_eq!(r.status, 200, "{r:?}");
 }
 
-#[tokio::test]
 async fn token_auth_keeps_another_users_conversation_invisible_and_their_ids_not_found() {
     const N: u32 = 400;
     const PROMPT: &str = "private";
@@ -1024,7 +1010,6 @@ async fn token_auth_keeps_another_users_conversation_invisible_and_their_ids_not
 // HTTP API, readiness, metrics
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
 async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_also_see() {
     const N: u32 = 4000;
     let weir = start(&with(demo(N, 200), &["--max-content-bytes", "1000"]));
@@ -1157,7 +1142,6 @@ async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_
     assert_eq!(r.json()["code"], "too_large");
 }
 
-#[tokio::test]
 async fn healthz_and_readyz_answer_200_the_page_is_served_and_metrics_counters_move() {
     const N: u32 = 12;
     let weir = start(&demo(N, 400));
@@ -1195,7 +1179,7 @@ async fn healthz_and_readyz_answer_200_the_page_is_served_and_metrics_counters_m
 
     // A completed reply fanned out to both: N chunks sent to each.
     a.chat("count me", "r1").await;
-    let ((_, end), _) = tokio::join!(a.until_end(), b.until_end());
+    let ((_, end), _) = ::tokio::join!(a.until_end(), b.until_end());
     assert_eq!(end["status"], "completed");
     eventually("a completed reply and its chunks counted", || async {
         let m = weir.metrics().await;
@@ -1240,7 +1224,6 @@ async fn healthz_and_readyz_answer_200_the_page_is_served_and_metrics_counters_m
 // Shutdown
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
 async fn sigterm_closes_every_client_with_1001_and_the_process_exits_0() {
     let mut weir = start(&with(demo(4000, 200), &["--shutdown-grace", "5"]));
     let mut idle = weir.ws("session_id=g1&user_id=u").await;
@@ -1250,17 +1233,16 @@ async fn sigterm_closes_every_client_with_1001_and_the_process_exits_0() {
 
     weir.signal(Signal::Term);
     let ((_, idle_code), (_, busy_code)) =
-        tokio::join!(idle.frames_until_close(), busy.frames_until_close());
+        ::tokio::join!(idle.frames_until_close(), busy.frames_until_close());
     assert_eq!(idle_code, 1001);
     assert_eq!(busy_code, 1001);
     let status = weir.wait_exit(T).await;
     assert!(status.success(), "exit status {status}");
     assert_eq!(status.code(), Some(0));
     // It no longer listens.
-    assert!(tokio::net::TcpStream::connect(weir.addr()).await.is_err());
+    assert!(::tokio::net::TcpStream::connect(weir.addr()).await.is_err());
 }
 
-#[tokio::test]
 async fn server_pings_and_a_silent_client_is_closed_with_4000_after_the_idle_timeout() {
     let weir = start(&with(
         demo(4, 200),
@@ -1273,9 +1255,9 @@ async fn server_pings_and_a_silent_client_is_closed_with_4000_after_the_idle_tim
     // idle timeout. The silent client does not read at all, so it never
     // pongs: it must be closed with 4000.
     let mut pings = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
-    while tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(100), lively.ws_mut().next()).await {
+    let deadline = ::tokio::time::Instant::now() + Duration::from_millis(2500);
+    while ::tokio::time::Instant::now() < deadline {
+        match ::tokio::time::timeout(Duration::from_millis(100), lively.ws_mut().next()).await {
             Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
             Ok(Some(Ok(Message::Close(c)))) => panic!("a lively client was closed: {c:?}"),
             Ok(Some(Ok(_))) | Err(_) => {}
@@ -1301,4 +1283,25 @@ async fn server_pings_and_a_silent_client_is_closed_with_4000_after_the_idle_tim
             break;
         }
     }
+}
+
+weir_tests::both_runtimes! {
+    chat_gets_ack_start_chunks_1_to_n_and_end_completed_with_the_demo_text_which_history_holds,
+    cancel_fences_every_connection_no_chunk_after_cancelled_and_repeated_cancels_answer_cancelled,
+    cancel_after_completion_answers_completed_inside_the_grace_window_and_not_found_after_it,
+    cancel_without_message_id_sent_right_after_chat_cancels_that_reply_before_its_chunks,
+    cancel_of_an_unknown_message_id_answers_not_found,
+    two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_then_every_chunk_once,
+    resume_on_connect_delivers_exactly_the_chunks_after_seq_and_the_end_live_and_settled,
+    resume_frame_delivers_exactly_the_chunks_after_seq_and_the_end_and_unknown_is_unavailable,
+    bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_usable,
+    oversized_frame_closes_that_connection_with_1009_and_others_are_unaffected,
+    bad_session_id_is_refused_with_http_400_before_upgrade,
+    client_that_stops_reading_gets_merged_chunks_then_4008_and_resumes_every_byte,
+    token_auth_refuses_missing_expired_and_wrongly_signed_tokens_with_401_before_upgrade,
+    token_auth_keeps_another_users_conversation_invisible_and_their_ids_not_found,
+    http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_also_see,
+    healthz_and_readyz_answer_200_the_page_is_served_and_metrics_counters_move,
+    sigterm_closes_every_client_with_1001_and_the_process_exits_0,
+    server_pings_and_a_silent_client_is_closed_with_4000_after_the_idle_timeout,
 }

@@ -1,4 +1,4 @@
-//! Loom models of the per-connection outbound queue (`weir_runtime_tokio::queue`).
+//! Loom models of the per-connection outbound queue (`weir_runtime::queue`).
 //!
 //! # Why the queue is included by path
 //!
@@ -48,7 +48,7 @@ use weir_core::wire::{Chunk, CloseCode, ServerFrame, Start};
 use queue::{Encoded, Item, OutQueue, Push};
 use sync::Arc;
 
-/// The loom counterpart of `runtime-tokio/src/sync.rs`.
+/// The loom counterpart of `runtime/src/sync.rs`.
 mod sync {
     pub(crate) use loom::sync::{Arc, Mutex};
 
@@ -67,7 +67,7 @@ mod sync {
 
 // The module's items are `pub` for the runtime crate; here the module is private.
 #[allow(unreachable_pub)]
-#[path = "../../runtime-tokio/src/queue.rs"]
+#[path = "../../runtime/src/queue.rs"]
 mod queue;
 
 /// Explores `f` with a preemption bound of 3.

@@ -7,10 +7,9 @@
 //! [`hyper::rt::Read`] + [`hyper::rt::Write`] stream, waits with any
 //! [`hyper::rt::Timer`], parses the event stream with `sse-stream`, and
 //! spawns nothing: the connection's future is driven inside the
-//! generation's own future. It uses no tokio and no smol, so the smol
-//! runtime can run [`generate`] as it is (with `smol-hyper`'s IO adapter and
-//! an `async-io` timer); only the glue in `openai/tokio_rt.rs` (TCP connect,
-//! `TokioIo`, `TokioTimer`, spawning the task, metrics) is tokio's.
+//! generation's own future. It uses no tokio and no smol: `openai/task.rs`
+//! runs [`generate`] as a task of any [`Runtime`](crate::Runtime), with that
+//! runtime's TCP connect and timer, and does the metrics.
 //!
 //! # One generation
 //!
@@ -32,8 +31,8 @@
 //!
 //! # Cancel
 //!
-//! The runtime aborts the generation by dropping its future (tokio: aborting
-//! the task). Because the connection is owned by that future, dropping it
+//! The runtime aborts the generation by dropping its future (aborting the
+//! task). Because the connection is owned by that future, dropping it
 //! closes the socket at once; the model server sees the client gone and
 //! frees its slot (llama.cpp, vLLM and Ollama all stop generating on a
 //! closed connection).
@@ -65,7 +64,7 @@ use sse_stream::SseStream;
 use weir_core::wire::{Message, MessageStatus, Role, Usage};
 use weir_core::GeneratorEvent;
 
-pub(crate) mod tokio_rt;
+pub(crate) mod task;
 mod wire;
 
 use wire::{ChatChunk, ChatMessage, ChatRequest, StreamOptions};

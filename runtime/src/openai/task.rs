@@ -1,31 +1,28 @@
-//! The tokio part of the `openai` generator: TCP connect, hyper-util's
-//! `TokioIo` and `TokioTimer`, one task per reply, and the metrics. All of
-//! the HTTP and the stream parsing is in the runtime-neutral parent module.
+//! The `openai` generator as a task: the runtime's TCP connect and timer,
+//! one task per reply, and the metrics. All of the HTTP and the stream
+//! parsing is in the parent module.
 
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use weir_core::ids::MessageId;
 use weir_core::wire::Message;
 use weir_core::{GeneratorEvent, Input};
 
-use super::{generate, Ended, OpenAiConfig, Tally, Upstream};
+use super::{generate, Ended, OpenAiConfig, Tally};
 use crate::driver::ToDriver;
 use crate::metrics::{Metrics, TokenOutcome};
+use crate::rt::Runtime;
 
 /// Starts the generation of reply `message_id` as a task. Aborting the task
 /// drops the connection, which closes the upstream request at once.
-pub(crate) fn spawn(
+pub(crate) fn spawn<R: Runtime>(
     config: OpenAiConfig,
     metrics: Arc<Metrics>,
-    tx: mpsc::Sender<ToDriver>,
+    tx: async_channel::Sender<ToDriver>,
     message_id: MessageId,
     context: Vec<Message>,
-) -> AbortHandle {
-    tokio::spawn(async move {
+) -> R::Task {
+    R::spawn(async move {
         let mut account = Account {
             metrics,
             message_id: message_id.clone(),
@@ -42,8 +39,8 @@ pub(crate) fn spawn(
         };
         let ended = generate(
             &config,
-            connect(&config.upstream),
-            &TokioTimer::new(),
+            R::connect(config.upstream.host(), config.upstream.port()),
+            &R::timer(),
             &context,
             &mut account.tally,
             emit,
@@ -51,15 +48,6 @@ pub(crate) fn spawn(
         .await;
         account.ended = Some(ended);
     })
-    .abort_handle()
-}
-
-/// A TCP connection to the upstream, without Nagle's delay (the request is
-/// one small write; the stream is many small reads).
-async fn connect(upstream: &Upstream) -> std::io::Result<TokioIo<TcpStream>> {
-    let stream = TcpStream::connect((upstream.host(), upstream.port())).await?;
-    stream.set_nodelay(true)?;
-    Ok(TokioIo::new(stream))
 }
 
 /// Accounts for one generation when it is dropped: when it ended, and also

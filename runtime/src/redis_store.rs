@@ -1,4 +1,6 @@
-//! The Redis store on tokio: connections around [`weir_store_redis`].
+//! The Redis store: connections around [`weir_store_redis`], on any
+//! [`Runtime`] (the redis crate runs its own connection tasks on tokio inside
+//! a tokio context and on smol outside one).
 //!
 //! - **Operations** go over one multiplexed connection (requests from many
 //!   tasks are pipelined on it). Each `Output::Store` becomes a task that
@@ -19,20 +21,23 @@
 //! `/readyz` answers 200 only while both connections are up.
 
 use std::collections::HashSet;
+use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use event_listener::Event;
+use futures_util::future::{select, Either};
+use futures_util::{select_biased, FutureExt, StreamExt};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{mpsc, Notify};
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, Topic};
 use weir_core::{Input, OpId};
 use weir_store_redis::RedisStore;
 
 use crate::driver::ToDriver;
 use crate::metrics::Metrics;
+use crate::rt::{timeout, Runtime};
 use crate::RedisSettings;
 
 /// How often the supervisor re-reads the epoch key.
@@ -45,12 +50,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub(crate) const NOTICE_CAPACITY: usize = 65_536;
 
 /// The current connection and what the tasks share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Link {
     /// The operations connection, its epoch, and its generation.
     current: Mutex<Option<(MultiplexedConnection, Epoch, u64)>>,
-    /// Rung by an operation that saw its connection fail.
-    broken: Notify,
+    /// Rung by an operation that saw its connection fail: a channel of one,
+    /// so a ring while the supervisor is busy waits for it.
+    broken: (async_channel::Sender<()>, async_channel::Receiver<()>),
     store_up: AtomicBool,
     pubsub_up: AtomicBool,
     generation: AtomicU64,
@@ -58,29 +64,41 @@ struct Link {
     /// carried out (confirmed by Redis, or found unnecessary).
     subscribed: AtomicU64,
     /// Rung whenever `subscribed` moves.
-    subscribed_moved: Notify,
+    subscribed_moved: Event,
 }
 
 impl Link {
+    fn new() -> Self {
+        Self {
+            current: Mutex::new(None),
+            broken: async_channel::bounded(1),
+            store_up: AtomicBool::new(false),
+            pubsub_up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            subscribed: AtomicU64::new(0),
+            subscribed_moved: Event::new(),
+        }
+    }
+
     fn mark_subscribed(&self, n: u64) {
         self.subscribed.fetch_max(n, Relaxed);
-        self.subscribed_moved.notify_waiters();
+        self.subscribed_moved.notify(usize::MAX);
     }
 
     /// Waits until subscription request `n` is in effect, at most `timeout`
     /// (past that the operation goes ahead: the core's watch re-reads
     /// recover what a late subscription misses).
-    async fn subscribed_through(&self, n: u64, timeout: Duration) {
+    async fn subscribed_through<R: Runtime>(&self, n: u64, limit: Duration) {
         let wait = async {
             loop {
-                let moved = self.subscribed_moved.notified();
+                let moved = self.subscribed_moved.listen();
                 if self.subscribed.load(Relaxed) >= n {
                     return;
                 }
                 moved.await;
             }
         };
-        let _ = tokio::time::timeout(timeout, wait).await;
+        let _ = timeout::<R, _>(limit, wait).await;
     }
 
     fn get(&self) -> Option<(MultiplexedConnection, Epoch, u64)> {
@@ -95,7 +113,7 @@ impl Link {
 
     fn report_broken(&self, generation: u64) {
         if self.generation.load(Relaxed) == generation {
-            self.broken.notify_one();
+            let _ = self.broken.0.try_send(());
         }
     }
 }
@@ -118,15 +136,17 @@ enum Subscription {
 
 /// The driver's handle on the Redis store.
 #[derive(Debug)]
-pub(crate) struct RedisBackend {
+pub(crate) struct RedisBackend<R: Runtime> {
     store: RedisStore,
     link: Arc<Link>,
-    subscriptions: mpsc::UnboundedSender<Subscription>,
+    subscriptions: async_channel::Sender<Subscription>,
     /// The number of the last subscription request made.
     requested: u64,
     timeout: Duration,
-    tx: mpsc::WeakSender<ToDriver>,
+    tx: async_channel::WeakSender<ToDriver>,
     metrics: Arc<Metrics>,
+    /// The supervisor and the pub/sub task: aborted with the backend.
+    _tasks: [R::Task; 2],
 }
 
 impl std::fmt::Debug for Subscription {
@@ -138,16 +158,16 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
-impl RedisBackend {
+impl<R: Runtime> RedisBackend<R> {
     /// Starts the supervisor and the pub/sub task. Notices go to `notices`,
     /// store replies to the driver through `tx`.
     pub(crate) fn start(
         settings: &RedisSettings,
         config: StoreConfig,
-        tx: mpsc::WeakSender<ToDriver>,
-        notices: mpsc::Sender<Notice>,
+        tx: async_channel::WeakSender<ToDriver>,
+        notices: async_channel::Sender<Notice>,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(RedisBackend, RedisReadiness)> {
+    ) -> std::io::Result<(Self, RedisReadiness)> {
         let client = redis::Client::open(settings.url.as_str()).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -157,15 +177,15 @@ impl RedisBackend {
         let retention_ms =
             u64::try_from(settings.history_retention.as_millis()).unwrap_or(u64::MAX);
         let store = RedisStore::new(&settings.prefix, config, retention_ms);
-        let link = Arc::new(Link::default());
-        let (sub_tx, sub_rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(
+        let link = Arc::new(Link::new());
+        let (sub_tx, sub_rx) = async_channel::unbounded();
+        let supervisor = R::spawn(supervise::<R>(
             client.clone(),
             store.clone(),
             link.clone(),
             settings.timeout,
         ));
-        tokio::spawn(pubsub(
+        let pubsub = R::spawn(pubsub::<R>(
             client,
             link.clone(),
             sub_rx,
@@ -182,6 +202,7 @@ impl RedisBackend {
                 timeout: settings.timeout,
                 tx,
                 metrics,
+                _tasks: [supervisor, pubsub],
             },
             RedisReadiness(link),
         ))
@@ -207,9 +228,9 @@ impl RedisBackend {
         let link = self.link.clone();
         let metrics = self.metrics.clone();
         let (needed, timeout) = (self.requested, self.timeout);
-        tokio::spawn(async move {
+        R::spawn_detached(async move {
             if link.subscribed.load(Relaxed) < needed {
-                link.subscribed_through(needed, timeout).await;
+                link.subscribed_through::<R>(needed, timeout).await;
             }
             let result = match store.apply(&mut conn, epoch, request).await {
                 Ok(reply) => Ok(reply),
@@ -234,12 +255,12 @@ impl RedisBackend {
         self.requested += 1;
         let _ = self
             .subscriptions
-            .send(Subscription::Add(self.store.channel(topic), self.requested));
+            .try_send(Subscription::Add(self.store.channel(topic), self.requested));
     }
 
     pub(crate) fn unsubscribe(&mut self, topic: &Topic) {
         self.requested += 1;
-        let _ = self.subscriptions.send(Subscription::Remove(
+        let _ = self.subscriptions.try_send(Subscription::Remove(
             self.store.channel(topic),
             self.requested,
         ));
@@ -259,7 +280,12 @@ async fn connect(
 }
 
 /// Keeps the operations connection up.
-async fn supervise(client: redis::Client, store: RedisStore, link: Arc<Link>, timeout: Duration) {
+async fn supervise<R: Runtime>(
+    client: redis::Client,
+    store: RedisStore,
+    link: Arc<Link>,
+    timeout: Duration,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         match connect(&client, timeout).await {
@@ -273,21 +299,31 @@ async fn supervise(client: redis::Client, store: RedisStore, link: Arc<Link>, ti
                     link.store_up.store(true, Relaxed);
                     tracing::info!(epoch, "redis store connected");
                     backoff = BACKOFF_MIN;
+                    // A ring left from before this connection is stale.
+                    while link.broken.1.try_recv().is_ok() {}
                     loop {
-                        tokio::select! {
-                            () = link.broken.notified() => break,
-                            () = tokio::time::sleep(EPOCH_CHECK) => {
-                                match store.establish_epoch(&mut conn, crate::driver::unix_ms()).await {
-                                    Ok(now) if now != epoch => {
-                                        tracing::warn!(old = epoch, new = now, "the store lost its data: new epoch");
-                                        epoch = now;
-                                        link.set(Some((conn.clone(), epoch, generation)));
-                                    }
-                                    Ok(_) => {}
-                                    Err(e) if e.is_connection_lost() => break,
-                                    Err(e) => tracing::warn!("epoch check: {e}"),
-                                }
+                        let broken = link.broken.1.recv();
+                        if let Either::Left(_) =
+                            select(pin!(broken), pin!(R::sleep(EPOCH_CHECK))).await
+                        {
+                            break;
+                        }
+                        match store
+                            .establish_epoch(&mut conn, crate::driver::unix_ms())
+                            .await
+                        {
+                            Ok(now) if now != epoch => {
+                                tracing::warn!(
+                                    old = epoch,
+                                    new = now,
+                                    "the store lost its data: new epoch"
+                                );
+                                epoch = now;
+                                link.set(Some((conn.clone(), epoch, generation)));
                             }
+                            Ok(_) => {}
+                            Err(e) if e.is_connection_lost() => break,
+                            Err(e) => tracing::warn!("epoch check: {e}"),
                         }
                     }
                     link.store_up.store(false, Relaxed);
@@ -298,26 +334,26 @@ async fn supervise(client: redis::Client, store: RedisStore, link: Arc<Link>, ti
             },
             Err(e) => tracing::warn!("redis store: cannot connect: {e}"),
         }
-        tokio::time::sleep(backoff).await;
+        R::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
 /// Owns the pub/sub connection: (re)subscribes and forwards every notice.
-async fn pubsub(
+async fn pubsub<R: Runtime>(
     client: redis::Client,
     link: Arc<Link>,
-    mut commands: mpsc::UnboundedReceiver<Subscription>,
-    notices: mpsc::Sender<Notice>,
+    commands: async_channel::Receiver<Subscription>,
+    notices: async_channel::Sender<Notice>,
     metrics: Arc<Metrics>,
-    timeout: Duration,
+    limit: Duration,
 ) {
     let mut channels: HashSet<String> = HashSet::new();
     // The number of the last request taken into `channels`.
     let mut taken: u64 = 0;
     let mut backoff = BACKOFF_MIN;
     loop {
-        let connected = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
+        let connected = timeout::<R, _>(limit, client.get_async_pubsub()).await;
         let pubsub = match connected {
             Ok(Ok(p)) => Some(p),
             Ok(Err(e)) => {
@@ -339,16 +375,26 @@ async fn pubsub(
                 tracing::info!(channels = channels.len(), "redis pub/sub connected");
                 backoff = BACKOFF_MIN;
                 loop {
-                    tokio::select! {
-                        command = commands.recv() => {
+                    let next = {
+                        let mut command = pin!(commands.recv().fuse());
+                        let mut msg = stream.next().fuse();
+                        select_biased! {
+                            command = command => Either::Left(command),
+                            msg = msg => Either::Right(msg),
+                        }
+                    };
+                    match next {
+                        Either::Left(command) => {
                             let (ok, n) = match command {
-                                None => return, // the driver is gone
-                                Some(Subscription::Add(c, n)) => {
-                                    (!channels.insert(c.clone()) || sink.subscribe(&c).await.is_ok(), n)
-                                }
-                                Some(Subscription::Remove(c, n)) => {
-                                    (!channels.remove(&c) || sink.unsubscribe(&c).await.is_ok(), n)
-                                }
+                                Err(_) => return, // the driver is gone
+                                Ok(Subscription::Add(c, n)) => (
+                                    !channels.insert(c.clone()) || sink.subscribe(&c).await.is_ok(),
+                                    n,
+                                ),
+                                Ok(Subscription::Remove(c, n)) => (
+                                    !channels.remove(&c) || sink.unsubscribe(&c).await.is_ok(),
+                                    n,
+                                ),
                             };
                             taken = n;
                             if !ok {
@@ -356,15 +402,15 @@ async fn pubsub(
                             }
                             link.mark_subscribed(n);
                         }
-                        msg = stream.next() => {
+                        Either::Right(msg) => {
                             let Some(msg) = msg else { break };
                             match RedisStore::decode_notice(msg.get_payload_bytes()) {
                                 Ok(notice) => match notices.try_send(notice) {
                                     Ok(()) => {}
-                                    Err(mpsc::error::TrySendError::Full(_)) => {
+                                    Err(async_channel::TrySendError::Full(_)) => {
                                         metrics.notices_dropped.fetch_add(1, Relaxed);
                                     }
-                                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                                    Err(async_channel::TrySendError::Closed(_)) => return,
                                 },
                                 Err(e) => tracing::warn!(
                                     channel = msg.get_channel_name(),
@@ -379,15 +425,15 @@ async fn pubsub(
             }
         }
         // While disconnected, keep the wanted channel set current.
-        let sleep = tokio::time::sleep(backoff);
-        tokio::pin!(sleep);
+        let mut sleep = pin!(R::sleep(backoff).fuse());
         loop {
-            tokio::select! {
-                () = &mut sleep => break,
-                command = commands.recv() => match command {
-                    None => return,
-                    Some(Subscription::Add(c, n)) => { channels.insert(c); taken = n; }
-                    Some(Subscription::Remove(c, n)) => { channels.remove(&c); taken = n; }
+            let mut command = pin!(commands.recv().fuse());
+            select_biased! {
+                () = sleep => break,
+                command = command => match command {
+                    Err(_) => return,
+                    Ok(Subscription::Add(c, n)) => { channels.insert(c); taken = n; }
+                    Ok(Subscription::Remove(c, n)) => { channels.remove(&c); taken = n; }
                 },
             }
         }

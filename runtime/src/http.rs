@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::Bytes;
+use futures_channel::oneshot;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
@@ -27,7 +28,6 @@ use hyper::header::{
     SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::{mpsc, oneshot};
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
@@ -36,6 +36,7 @@ use weir_core::HttpRequest;
 use crate::auth::Authenticator;
 use crate::driver::ToDriver;
 use crate::metrics::Metrics;
+use crate::rt::{timeout, Runtime};
 use crate::ws::{self, Accepted, WsSettings};
 
 /// A safety net: the core answers every request (the in-memory store at
@@ -67,7 +68,7 @@ impl Readiness {
 /// What every request handler shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) tx: mpsc::Sender<ToDriver>,
+    pub(crate) tx: async_channel::Sender<ToDriver>,
     pub(crate) auth: Authenticator,
     /// Request bodies larger than this answer 413 (the core's frame limit).
     pub(crate) max_body_bytes: usize,
@@ -79,7 +80,7 @@ pub(crate) struct Shared {
 }
 
 /// Answers one request.
-pub(crate) async fn handle(
+pub(crate) async fn handle<R: Runtime>(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
@@ -87,10 +88,10 @@ pub(crate) async fn handle(
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
     let resp = match (segments.as_slice(), method) {
-        (["v1", "ws"], Method::GET) => upgrade(&shared, req),
+        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req),
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
-            api(&shared, req, |body| match parse_session(&session) {
+            api::<R>(&shared, req, |body| match parse_session(&session) {
                 Ok(session) => Ok(HttpRequest::PostMessage { session, body }),
                 Err(e) => Err(e),
             })
@@ -98,21 +99,21 @@ pub(crate) async fn handle(
         }
         (["v1", "sessions", session, "cancel"], Method::POST) => {
             let session = (*session).to_owned();
-            api(&shared, req, |body| {
+            api::<R>(&shared, req, |body| {
                 parse_session(&session).map(|session| HttpRequest::Cancel { session, body })
             })
             .await
         }
         (["v1", "sessions", session, "messages"], Method::GET) => {
             let session = (*session).to_owned();
-            api(&shared, req, |_| {
+            api::<R>(&shared, req, |_| {
                 parse_session(&session).map(|session| HttpRequest::ListMessages { session })
             })
             .await
         }
         (["v1", "users", user, "presence"], Method::GET) => {
             let user = (*user).to_owned();
-            api(&shared, req, |_| {
+            api::<R>(&shared, req, |_| {
                 let user = decode_path(&user)
                     .ok_or_else(|| bad_request("the user id is not valid percent-encoded UTF-8"))?;
                 UserId::parse(user)
@@ -183,7 +184,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
 
 /// An HTTP API request: authenticate, read the body (bounded), hand it to
 /// the core and wait for its answer.
-async fn api(
+async fn api<R: Runtime>(
     shared: &Shared,
     req: Request<Incoming>,
     build: impl FnOnce(Vec<u8>) -> Result<HttpRequest, HttpError>,
@@ -213,7 +214,7 @@ async fn api(
     if sent.is_err() {
         return shutting_down();
     }
-    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+    match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
         Ok(Ok((status, body))) => json(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body,
@@ -257,7 +258,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Http
 
 /// `GET /v1/ws`: checks the handshake, the user and the parameters, then
 /// answers `101` and serves the socket in a new task.
-fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
+fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
     let headers = req.headers();
     if !header_has_token(headers, CONNECTION, "upgrade")
         || !header_has_token(headers, UPGRADE, "websocket")
@@ -310,7 +311,8 @@ fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
     };
     let conn = ConnId(shared.next_conn.fetch_add(1, Relaxed));
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(ws::serve(
+    // Detached: the reader task lives as long as the socket.
+    R::spawn_detached(ws::serve::<R>(
         shared.ws.clone(),
         shared.tx.clone(),
         shared.metrics.clone(),

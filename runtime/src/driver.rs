@@ -1,6 +1,6 @@
 //! The driver: the one task that owns the [`Node`] and the in-memory store.
 //!
-//! Everything else talks to it through one bounded mpsc channel
+//! Everything else talks to it through one bounded channel
 //! ([`ToDriver`]). Its loop is the core's run loop: wait for a message or the
 //! node's next deadline, feed it, then carry out every output — and feed
 //! what that produces at once (store replies, notices, slow-consumer
@@ -8,12 +8,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use futures_channel::oneshot;
+use futures_util::{select_biased, FutureExt};
 use weir_core::ids::{ConnId, MessageId, SeededIds, Seq, SessionId, UserId};
 use weir_core::store::{Model, Notice, Topic};
 use weir_core::wire::{CancelStatus, CloseCode};
@@ -23,6 +24,7 @@ use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::queue::{Encoded, Item, OutQueue, Push};
 use crate::redis_store::RedisBackend;
+use crate::rt::{sleep_until, Runtime};
 use crate::{generator, GeneratorConfig, RuntimeConfig, StoreBackend};
 
 /// How often the core's wall clock is re-anchored.
@@ -57,12 +59,11 @@ pub(crate) enum ToDriver {
 }
 
 /// The driver's side of one WebSocket. Dropping it releases the socket:
-/// the queue closes, the writer task is aborted and the reader task (which
-/// waits on `_stop`) ends.
+/// the queue closes and the reader task (which waits on `_stop`) ends,
+/// dropping (so aborting) the writer task it owns.
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
     pub(crate) queue: Arc<OutQueue>,
-    pub(crate) writer: AbortHandle,
     /// Dropped with the handle: tells the reader to stop.
     pub(crate) _stop: oneshot::Sender<()>,
     /// `queue.merged_frames()` as last counted into the metrics.
@@ -72,16 +73,16 @@ pub(crate) struct ConnHandle {
 impl Drop for ConnHandle {
     fn drop(&mut self) {
         self.queue.close();
-        self.writer.abort();
     }
 }
 
 /// The driver task's state.
-pub(crate) struct Driver {
+pub(crate) struct Driver<R: Runtime> {
     node: Node<SeededIds>,
-    store: Store,
+    store: Store<R>,
     conns: HashMap<ConnId, ConnHandle, U64Hash>,
-    generators: HashMap<MessageId, AbortHandle>,
+    /// Running generators; dropping a task aborts it.
+    generators: HashMap<MessageId, R::Task>,
     http: HashMap<HttpReqId, oneshot::Sender<HttpAnswer>>,
     next_http: u64,
     /// Inputs produced while carrying out outputs (store replies, notices,
@@ -90,12 +91,12 @@ pub(crate) struct Driver {
     generator: GeneratorConfig,
     /// For generator tasks; weak, so the channel closes when every outside
     /// sender is gone.
-    tx: mpsc::WeakSender<ToDriver>,
+    tx: async_channel::WeakSender<ToDriver>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
 }
 
-impl std::fmt::Debug for Driver {
+impl<R: Runtime> std::fmt::Debug for Driver<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("conns", &self.conns.len())
@@ -106,7 +107,7 @@ impl std::fmt::Debug for Driver {
 
 /// The store behind the driver.
 #[derive(Debug)]
-enum Store {
+enum Store<R: Runtime> {
     /// The reference model, applied synchronously, and the topics this node
     /// subscribed to (the notices it receives).
     Memory {
@@ -114,16 +115,16 @@ enum Store {
         subscriptions: Subscriptions,
     },
     /// Redis: operations run in tasks; notices arrive on their own channel.
-    Redis(RedisBackend),
+    Redis(RedisBackend<R>),
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     /// A driver for `config`, and what `/readyz` asks. With the Redis store
     /// this starts its connection tasks; `notices` is where they deliver.
     pub(crate) fn new(
         config: &RuntimeConfig,
-        tx: mpsc::WeakSender<ToDriver>,
-        notices: mpsc::Sender<Notice>,
+        tx: async_channel::WeakSender<ToDriver>,
+        notices: async_channel::Sender<Notice>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, Readiness)> {
         let unix_ms = unix_ms();
@@ -145,7 +146,7 @@ impl Driver {
                 Readiness::Memory,
             ),
             StoreBackend::Redis(settings) => {
-                let (backend, ready) = RedisBackend::start(
+                let (backend, ready) = RedisBackend::<R>::start(
                     settings,
                     config.store,
                     tx.clone(),
@@ -172,27 +173,26 @@ impl Driver {
     }
 
     /// Runs until the graceful shutdown is done (or its grace has passed),
-    /// until `alive` resolves (the server's `run` was dropped), or until
-    /// every sender of the channel is gone.
+    /// or until every sender of the channel is gone. (The server aborts its
+    /// task when its own future is dropped.)
     pub(crate) async fn run(
         mut self,
-        mut rx: mpsc::Receiver<ToDriver>,
-        mut notices: mpsc::Receiver<Notice>,
-        mut alive: oneshot::Receiver<()>,
+        rx: async_channel::Receiver<ToDriver>,
+        notices: async_channel::Receiver<Notice>,
     ) {
+        // `None` once closed (at once with the in-memory store, which
+        // publishes no notices through it).
+        let mut notices = Some(notices);
         self.drain();
-        let mut wall = tokio::time::interval_at(
-            tokio::time::Instant::now() + WALL_CLOCK_EVERY,
-            WALL_CLOCK_EVERY,
-        );
-        let mut shutdown_deadline: Option<tokio::time::Instant> = None;
+        let mut wall = Instant::now() + WALL_CLOCK_EVERY;
+        let mut shutdown_deadline: Option<Instant> = None;
         loop {
             if let Some(deadline) = shutdown_deadline {
                 if self.node.is_drained() {
                     tracing::info!("shutdown: every connection closed and every reply settled");
                     break;
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if Instant::now() >= deadline {
                     tracing::warn!(
                         connections = self.conns.len(),
                         "shutdown grace passed before everything closed"
@@ -200,35 +200,61 @@ impl Driver {
                     break;
                 }
             }
-            let timeout = self.node.poll_timeout().map(tokio::time::Instant::from_std);
-            tokio::select! {
-                _ = &mut alive => break,
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.on_message(msg, &mut shutdown_deadline),
-                    None => break,
-                },
-                Some(notice) = notices.recv() => {
-                    self.node.handle_input(Instant::now(), Input::Notice(notice));
+            let timeout = self.node.poll_timeout();
+            // The earliest of the node's deadline, the shutdown's and the
+            // wall clock's; which one it was is checked below.
+            let wake = [timeout, shutdown_deadline, Some(wall)]
+                .into_iter()
+                .flatten()
+                .min();
+            let woke = {
+                let mut msg = pin!(rx.recv().fuse());
+                let mut notice = pin!(async {
+                    match &notices {
+                        Some(n) => n.recv().await,
+                        None => std::future::pending().await,
+                    }
                 }
-                () = sleep_until(timeout), if timeout.is_some() => {
-                    self.node.handle_timeout(Instant::now());
+                .fuse());
+                let mut sleep = pin!(sleep_until::<R>(wake).fuse());
+                select_biased! {
+                    msg = msg => match msg {
+                        Ok(msg) => Woke::Message(msg),
+                        Err(_) => break,
+                    },
+                    notice = notice => match notice {
+                        Ok(notice) => Woke::Notice(notice),
+                        Err(_) => Woke::NoMoreNotices,
+                    },
+                    () = sleep => Woke::Time,
                 }
-                () = sleep_until(shutdown_deadline), if shutdown_deadline.is_some() => {}
-                _ = wall.tick() => {
-                    self.node.handle_input(Instant::now(), Input::WallClock { unix_ms: unix_ms() });
+            };
+            let now = Instant::now();
+            match woke {
+                Woke::Message(msg) => self.on_message(msg, &mut shutdown_deadline),
+                Woke::Notice(notice) => self.node.handle_input(now, Input::Notice(notice)),
+                Woke::NoMoreNotices => notices = None,
+                Woke::Time => {
+                    if timeout.is_some_and(|t| t <= now) {
+                        self.node.handle_timeout(now);
+                    }
+                    if wall <= now {
+                        wall = now + WALL_CLOCK_EVERY;
+                        self.node
+                            .handle_input(now, Input::WallClock { unix_ms: unix_ms() });
+                    }
                 }
             }
             self.drain();
         }
-        for (_, g) in self.generators.drain() {
-            g.abort();
-        }
+        // Dropping the tasks aborts every generator.
+        self.generators.clear();
         // Dropping the handles releases every socket that is left.
         self.conns.clear();
         self.metrics.connections.store(0, Relaxed);
     }
 
-    fn on_message(&mut self, msg: ToDriver, shutdown: &mut Option<tokio::time::Instant>) {
+    fn on_message(&mut self, msg: ToDriver, shutdown: &mut Option<Instant>) {
         let now = Instant::now();
         match msg {
             ToDriver::Connect {
@@ -275,7 +301,7 @@ impl Driver {
             ToDriver::Shutdown => {
                 if shutdown.is_none() {
                     tracing::info!("shutdown: closing connections and settling replies");
-                    *shutdown = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                    *shutdown = Some(now + self.shutdown_grace);
                     self.node.handle_input(now, Input::Shutdown);
                 }
             }
@@ -354,21 +380,21 @@ impl Driver {
                     return; // shutting down: nobody would read its events
                 };
                 tracing::debug!(%message_id, %conv, "starting generator");
-                let task = generator::spawn(
+                let task = generator::spawn::<R>(
                     &self.generator,
                     tx,
                     message_id.clone(),
                     &context,
                     &self.metrics,
                 );
-                if let Some(old) = self.generators.insert(message_id, task) {
-                    old.abort();
-                }
+                // A generator of the same reply still running is aborted
+                // (dropped).
+                self.generators.insert(message_id, task);
             }
             Output::AbortGenerator { message_id } => {
                 if let Some(task) = self.generators.remove(&message_id) {
                     tracing::debug!(%message_id, "aborting generator");
-                    task.abort();
+                    drop(task);
                 }
             }
             Output::HttpResponse { req, status, body } => {
@@ -425,9 +451,8 @@ impl Driver {
             } => {
                 tracing::debug!(%message_id, ?outcome, final_seq, "reply settled");
                 self.metrics.reply_settled(&outcome);
-                if let Some(task) = self.generators.remove(&message_id) {
-                    task.abort();
-                }
+                // Aborts the generator if it still runs.
+                self.generators.remove(&message_id);
             }
             Event::CancelAnswered {
                 conn,
@@ -533,13 +558,14 @@ impl Hasher for U64Hasher {
     }
 }
 
-/// Sleeps until `deadline`; forever when there is none (the `select!` branch
-/// is disabled then anyway).
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+/// What woke the driver.
+enum Woke {
+    Message(ToDriver),
+    Notice(Notice),
+    /// The notices' channel closed.
+    NoMoreNotices,
+    /// A deadline: the node's, the shutdown's or the wall clock's.
+    Time,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

@@ -26,27 +26,26 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
 use weir_core::wire::{CloseCode, ServerFrame};
 use weir_core::Input;
 
 use crate::driver::{ConnHandle, ToDriver};
+use crate::io::HyperIo;
 use crate::metrics::Metrics;
 use crate::queue::{Item, OutQueue};
+use crate::rt::{timeout, Runtime};
 
-type Io = TokioAdapter<TokioIo<Upgraded>>;
+type Io = HyperIo<Upgraded>;
 
 /// Per-connection read buffer. Tungstenite zero-fills it to its capacity on
 /// the first read, so every open connection pays for it in full: with 4000
@@ -106,39 +105,42 @@ pub(crate) struct Accepted {
 /// setup (whose waits hold the socket before the split and the `Connect`
 /// message) is boxed and freed once done, and the future keeps only the
 /// few values the reading needs.
-pub(crate) fn serve(
+pub(crate) fn serve<R: Runtime>(
     settings: WsSettings,
-    tx: mpsc::Sender<ToDriver>,
+    tx: async_channel::Sender<ToDriver>,
     metrics: Arc<Metrics>,
     accepted: Accepted,
     on_upgrade: OnUpgrade,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let setup = Box::pin(connect(settings, tx, metrics, accepted, on_upgrade));
-    async move { read_loop(setup.await).await }
+    let setup = Box::pin(connect::<R>(settings, tx, metrics, accepted, on_upgrade));
+    async move { read_loop::<R>(setup.await).await }
 }
 
 /// The reader's side of a registered connection.
-struct Registered {
+struct Registered<R: Runtime> {
     conn: ConnId,
     /// The socket's receiving half.
     stream: WebSocketReceiver<Io>,
-    tx: mpsc::Sender<ToDriver>,
+    tx: async_channel::Sender<ToDriver>,
     /// Resolves when the driver releases the connection.
     stop: oneshot::Receiver<()>,
-    writer: JoinHandle<()>,
+    /// The connection's writer task: the reader owns it, so that dropping
+    /// it (when the reader ends, which is when the driver released the
+    /// connection or is gone) aborts the writer.
+    writer: R::Task,
     /// How long to wait for the writer after an oversized message.
     close_timeout: Duration,
 }
 
 /// Waits for the upgrade, starts the writer and registers the connection
 /// with the driver.
-async fn connect(
+async fn connect<R: Runtime>(
     settings: WsSettings,
-    tx: mpsc::Sender<ToDriver>,
+    tx: async_channel::Sender<ToDriver>,
     metrics: Arc<Metrics>,
     accepted: Accepted,
     on_upgrade: OnUpgrade,
-) -> Option<Registered> {
+) -> Option<Registered<R>> {
     let Accepted {
         conn,
         user,
@@ -152,15 +154,14 @@ async fn connect(
             return None;
         }
     };
-    let io = TokioAdapter::new(TokioIo::new(upgraded));
+    let io = HyperIo(upgraded);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.config)).await;
     let (sink, stream) = ws.split();
     let queue = Arc::new(OutQueue::new(settings.queue_capacity));
-    let writer = tokio::spawn(write_loop(sink, queue.clone(), metrics));
+    let writer = R::spawn(write_loop(sink, queue.clone(), metrics));
     let (stop_tx, stop_rx) = oneshot::channel();
     let handle = ConnHandle {
         queue,
-        writer: writer.abort_handle(),
         _stop: stop_tx,
         merged_seen: 0,
     };
@@ -171,8 +172,8 @@ async fn connect(
         resume,
         handle,
     };
-    // On failure the handle comes back inside the error and is dropped,
-    // which aborts the writer.
+    // On failure the handle comes back inside the error and is dropped, and
+    // so is the writer (which aborts it).
     tx.send(connect).await.ok()?;
     Some(Registered {
         conn,
@@ -226,7 +227,7 @@ impl Read {
     }
 }
 
-async fn read_loop(mut registered: Option<Registered>) {
+async fn read_loop<R: Runtime>(mut registered: Option<Registered<R>>) {
     // Used in place, not moved out into locals: a local takes room in the
     // task beside the argument it came from.
     let Some(r) = registered.as_mut() else {
@@ -250,7 +251,7 @@ async fn read_loop(mut registered: Option<Registered>) {
                 // Rare: boxed, so that its waits do not make every reader
                 // task larger (in a statement of its own: a temporary lives
                 // to the end of its statement, across the wait).
-                let wait = Box::pin(too_large(
+                let wait = Box::pin(too_large::<R>(
                     r.conn,
                     len,
                     &r.tx,
@@ -263,42 +264,43 @@ async fn read_loop(mut registered: Option<Registered>) {
             }
             Some(read) => read,
         };
-        // Room in the channel first, then the input: a wait holds only
-        // `read`, not a whole `ToDriver`. Waiting for room is rare (the
-        // driver's channel is full) and its future large: boxed.
-        let permit = match r.tx.try_reserve() {
-            Ok(permit) => permit,
-            Err(TrySendError::Full(())) => {
-                let reserve = Box::pin(r.tx.reserve());
-                match reserve.await {
-                    Ok(permit) => permit,
-                    Err(_) => return, // the driver is gone
-                }
-            }
-            Err(TrySendError::Closed(())) => return,
-        };
         let conn = r.conn;
-        let input = match read {
-            Read::Frame(bytes) => Input::Frame { conn, bytes },
-            Read::Activity => Input::Activity { conn },
+        let (input, gone) = match read {
+            Read::Frame(bytes) => (Input::Frame { conn, bytes }, false),
+            Read::Activity => (Input::Activity { conn }, false),
             // (`Nothing` and `TooLarge` were handled above.)
-            Read::Gone | Read::Nothing | Read::TooLarge(_) => {
-                permit.send(ToDriver::Input(Input::Disconnected { conn }));
-                return;
-            }
+            Read::Gone | Read::Nothing | Read::TooLarge(_) => (Input::Disconnected { conn }, true),
         };
-        permit.send(ToDriver::Input(input));
+        // Waiting for room is rare (the driver's channel is full) and its
+        // future large: boxed, so that the task does not hold its room (and
+        // made in a statement of its own: the `try_send` result is a
+        // temporary that would otherwise live across the wait).
+        let wait = match r.tx.try_send(ToDriver::Input(input)) {
+            Ok(()) => None,
+            Err(async_channel::TrySendError::Full(msg)) => Some(Box::pin(r.tx.send(msg))),
+            Err(async_channel::TrySendError::Closed(_)) => return,
+        };
+        if let Some(wait) = wait {
+            if wait.await.is_err() {
+                return; // the driver is gone
+            }
+        }
+        if gone {
+            // The writer lives until the driver releases the connection.
+            let _ = (&mut r.stop).await;
+            return;
+        }
     }
 }
 
 /// A message over the size limit: the core answers with an error frame and a
 /// 1009 close; let the writer send them before the socket is reported gone.
-async fn too_large(
+async fn too_large<R: Runtime>(
     conn: ConnId,
     len: usize,
-    tx: &mpsc::Sender<ToDriver>,
+    tx: &async_channel::Sender<ToDriver>,
     stop: &mut oneshot::Receiver<()>,
-    writer: &mut JoinHandle<()>,
+    writer: &mut R::Task,
     close_timeout: Duration,
 ) {
     let input = |i: Input| ToDriver::Input(i);
@@ -309,12 +311,13 @@ async fn too_large(
     {
         return;
     }
-    tokio::select! {
-        biased;
-        _ = stop => return,
-        _ = tokio::time::timeout(close_timeout, writer) => {}
+    let writer_ended = timeout::<R, _>(close_timeout, writer);
+    if let Either::Left(_) = select(&mut *stop, Box::pin(writer_ended)).await {
+        return; // released by the driver
     }
-    let _ = tx.send(input(Input::Disconnected { conn })).await;
+    if tx.send(input(Input::Disconnected { conn })).await.is_ok() {
+        let _ = stop.await;
+    }
 }
 
 /// The connection's one writer: waits for its queue to have an item, feeds
@@ -390,38 +393,26 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
+/// The sizes of the reader's and the writer's futures on `R` (see
+/// [`crate::per_connection_future_sizes`]).
+#[allow(unreachable_code, clippy::diverging_sub_expression)]
+pub(crate) fn future_sizes<R: Runtime>() -> (usize, usize) {
     /// The size of what `f` would return, without calling it.
-    fn size_of_return<F, R>(_: F) -> usize
+    fn size_of_return<F, T>(_: F) -> usize
     where
-        F: FnOnce() -> R,
+        F: FnOnce() -> T,
     {
-        std::mem::size_of::<R>()
+        std::mem::size_of::<T>()
     }
-
-    /// Every open connection holds its reader and writer tasks, each as large
-    /// as its future: they must stay small. A tokio task cell is its future
-    /// plus ~104 bytes, rounded up to 128; today the reader's future is 216
-    /// bytes (a 384-byte cell; it was 1152 before its setup was boxed and its
-    /// rare waits moved out of it) and the writer's 144 (a 256-byte cell up to
-    /// 152). The bounds leave some room for other compiler versions.
-    #[test]
-    #[allow(unreachable_code, clippy::diverging_sub_expression)]
-    fn the_per_connection_futures_stay_small() {
-        let reader = size_of_return(|| {
-            serve(
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-                unreachable!(),
-            )
-        });
-        let writer = size_of_return(|| write_loop(unreachable!(), unreachable!(), unreachable!()));
-        assert!(reader <= 280, "reader future: {reader} bytes");
-        assert!(writer <= 176, "writer future: {writer} bytes");
-    }
+    let reader = size_of_return(|| {
+        serve::<R>(
+            unreachable!(),
+            unreachable!(),
+            unreachable!(),
+            unreachable!(),
+            unreachable!(),
+        )
+    });
+    let writer = size_of_return(|| write_loop(unreachable!(), unreachable!(), unreachable!()));
+    (reader, writer)
 }

@@ -1,16 +1,13 @@
-//! Generators as tasks: each reply's generator runs as its own tokio task,
+//! Generators as tasks: each reply's generator runs as its own task,
 //! reports through the driver's channel as `Input::Generator`, and is aborted
 //! when the core says `AbortGenerator` (an aborted task reports nothing more).
 //!
 //! Two generators: the demo one (below) and `openai`, an OpenAI-compatible
-//! upstream (`crate::openai`: the runtime-neutral client, and its tokio glue
-//! in `openai/tokio_rt.rs`).
+//! upstream (`crate::openai`: the client, and its task in `openai/task.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use weir_core::demo::DemoText;
 use weir_core::ids::MessageId;
 use weir_core::wire::{Message, Role, Usage};
@@ -18,22 +15,24 @@ use weir_core::{GeneratorEvent, Input};
 
 use crate::driver::ToDriver;
 use crate::metrics::Metrics;
+use crate::rt::{sleep_until, yield_now, Runtime};
 use crate::{openai, GeneratorConfig};
 
 /// The longest pause between two demo chunks (a tiny positive rate).
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Starts the generator of reply `message_id` for `context` (the
-/// conversation's turns, the new user turn last). Returns the task's handle.
-pub(crate) fn spawn(
+/// conversation's turns, the new user turn last). Returns the task
+/// (dropping it aborts the generator).
+pub(crate) fn spawn<R: Runtime>(
     config: &GeneratorConfig,
-    tx: mpsc::Sender<ToDriver>,
+    tx: async_channel::Sender<ToDriver>,
     message_id: MessageId,
     context: &[Message],
     metrics: &Arc<Metrics>,
-) -> tokio::task::AbortHandle {
+) -> R::Task {
     match *config {
-        GeneratorConfig::Openai(ref config) => openai::tokio_rt::spawn(
+        GeneratorConfig::Openai(ref config) => openai::task::spawn::<R>(
             config.clone(),
             metrics.clone(),
             tx,
@@ -54,7 +53,7 @@ pub(crate) fn spawn(
                 .iter()
                 .map(|m| m.content.split_whitespace().count() as u64)
                 .sum();
-            tokio::spawn(demo(
+            R::spawn(demo::<R>(
                 tx,
                 message_id,
                 prompt,
@@ -62,7 +61,6 @@ pub(crate) fn spawn(
                 chunks,
                 period(rate_per_sec),
             ))
-            .abort_handle()
         }
     }
 }
@@ -78,8 +76,8 @@ fn period(rate: f64) -> Option<Duration> {
 
 /// The demo generator: `DemoText::new(prompt, chunks)`, one chunk per
 /// `period`, then `Finished` with the word counts as usage.
-async fn demo(
-    tx: mpsc::Sender<ToDriver>,
+async fn demo<R: Runtime>(
+    tx: async_channel::Sender<ToDriver>,
     message_id: MessageId,
     prompt: String,
     prompt_tokens: u64,
@@ -92,20 +90,19 @@ async fn demo(
             event,
         })
     };
-    let mut ticker = period.filter(|p| !p.is_zero()).map(|p| {
-        let mut t = interval_at(Instant::now() + p, p);
-        // A late tick is made up at once, so the average rate holds even
-        // when the period is below the timer's resolution.
-        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        t
-    });
+    // The next tick: one period after the last one, not after the last
+    // wake-up, so a late tick is made up at once and the average rate holds
+    // even when the period is below the timer's resolution.
+    let period = period.filter(|p| !p.is_zero());
+    let mut next = Instant::now();
     let mut sent = 0u64;
     for chunk in DemoText::new(&prompt, chunks) {
-        match ticker.as_mut() {
-            Some(t) => {
-                t.tick().await;
+        match period {
+            Some(p) => {
+                next += p;
+                sleep_until::<R>(Some(next)).await;
             }
-            None => tokio::task::yield_now().await,
+            None => yield_now().await,
         }
         if tx.send(event(GeneratorEvent::Delta(chunk))).await.is_err() {
             return; // the driver is gone

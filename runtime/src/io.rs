@@ -1,0 +1,54 @@
+//! hyper's I/O as futures-io, for async-tungstenite: the upgraded socket of a
+//! WebSocket (`hyper::upgrade::Upgraded`) is hyper I/O on every runtime, and
+//! async-tungstenite reads and writes futures-io. One safe adapter instead of
+//! a runtime's two (`TokioIo` then `TokioAdapter`).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use hyper::rt::ReadBuf;
+
+/// `T`'s hyper I/O as futures-io.
+#[derive(Debug)]
+pub(crate) struct HyperIo<T>(pub(crate) T);
+
+impl<T: hyper::rt::Read + Unpin> AsyncRead for HyperIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        // An initialized slice: no copy and no `unsafe`.
+        let mut read = ReadBuf::new(buf);
+        ready!(Pin::new(&mut self.0).poll_read(cx, read.unfilled()))?;
+        Poll::Ready(Ok(read.filled().len()))
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> AsyncWrite for HyperIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,105 @@
+//! The [`Runtime`] trait: everything weir needs from an async runtime, and
+//! the few runtime-neutral helpers built on it (a timeout, a deadline sleep,
+//! a yield).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+
+/// What weir asks of an async runtime: tasks, sleeps, TCP, hyper's timer.
+/// Everything else (the driver, HTTP, WebSocket, Redis, generators) is
+/// written once against it; `weir-runtime-tokio` and `weir-runtime-smol`
+/// implement it in a few dozen lines each.
+///
+/// The type is only a name: it has no value, every method is an associated
+/// function (like quinn's `Runtime`, minus the object).
+pub trait Runtime: Send + Sync + Sized + std::fmt::Debug + 'static {
+    /// A bound TCP listener.
+    type Listener: Send + Sync + 'static;
+    /// A TCP stream (accepted or connected) as hyper I/O, with `TCP_NODELAY`
+    /// set: replies stream in small frames that must go out at once.
+    type Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+    /// hyper's timer (header read timeouts, the openai client's waits).
+    type Timer: hyper::rt::Timer + Clone + Send + Sync + 'static;
+    /// A spawned task. **Dropping it aborts the task**; awaiting it waits
+    /// until the task has ended (by itself or aborted).
+    type Task: Future<Output = ()> + Unpin + Send + std::fmt::Debug + 'static;
+
+    /// Runs `future` as a task of its own.
+    fn spawn<F>(future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Runs `future` as a task of its own that nobody aborts: it ends by
+    /// itself.
+    fn spawn_detached<F>(future: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Resolves after `duration`.
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static;
+
+    /// hyper's timer on this runtime.
+    fn timer() -> Self::Timer;
+
+    /// Binds a TCP listener on `addr`.
+    fn bind(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// The address `listener` is bound to.
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+
+    /// The next connection on `listener`.
+    fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Io>> + Send + '_;
+
+    /// A TCP connection to `host:port`.
+    fn connect(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Io>> + Send + '_;
+}
+
+/// The error of [`timeout`]: the time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+/// `future`'s output, or [`Elapsed`] when it takes longer than `limit`.
+pub(crate) async fn timeout<R: Runtime, F: Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, Elapsed> {
+    match select(pin!(future), pin!(R::sleep(limit))).await {
+        Either::Left((out, _)) => Ok(out),
+        Either::Right(((), _)) => Err(Elapsed),
+    }
+}
+
+/// Resolves at `deadline`: at once when it has passed (without yielding), never
+/// when there is none.
+pub(crate) async fn sleep_until<R: Runtime>(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                R::sleep(left).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Lets the other tasks run once.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await;
+}
