@@ -70,14 +70,19 @@ impl LlmServer {
             .append(true)
             .open(&log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
-        let err_log = log.try_clone().expect("duplicate the log file handle");
+        // Its own announcement goes to a file of its own: llama.cpp logs to
+        // stderr from other threads, and a shared file can interleave the
+        // two in the middle of a line.
+        let out_path = log_path.with_extension("out");
+        let out = File::create(&out_path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", out_path.display()));
         let child = Command::new(&python)
             .arg(workspace_dir().join("scripts").join("llm-server.py"))
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(["--threads", &threads.to_string()])
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err_log))
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
         let mut server = LlmServer {
@@ -88,7 +93,8 @@ impl LlmServer {
         };
         let deadline = Instant::now() + LLM_START;
         server.addr = loop {
-            if let Some(addr) = server.log().lines().find_map(|l| {
+            let announced = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if let Some(addr) = announced.lines().find_map(|l| {
                 l.strip_prefix("llm-server listening on http://")
                     .and_then(|a| a.trim().parse().ok())
             }) {

@@ -18,7 +18,6 @@
 //!
 //! Cases: 48 by default, `WEIR_PROPTEST_CASES` for more.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -181,15 +180,6 @@ struct Known {
     conv: ConvKey,
     id: MessageId,
     token: Token,
-}
-
-/// The redis-server the property's cases share: started on first use. A
-/// static's `Drop` does not run, so it stays up until the test binary exits
-/// (it dies with it only if killed); the hand-written test starts its own,
-/// since tests run in parallel and a case flushes everything.
-fn property_server_url() -> String {
-    static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(RedisServer::start).url()
 }
 
 struct Harness {
@@ -525,16 +515,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
+/// The property. A plain test around proptest's runner rather than the
+/// `proptest!` macro, so that the `redis-server` it starts belongs to the
+/// test and is stopped when it ends (also when it fails).
+#[test]
+fn redis_scripts_answer_exactly_as_the_reference_model() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: cases(),
         max_shrink_iters: 2_000,
+        failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn redis_scripts_answer_exactly_as_the_reference_model(ops in prop::collection::vec(op(), 1..80)) {
-        let url = property_server_url();
+    });
+    let result = runner.run(&prop::collection::vec(op(), 1..80), |ops| {
         runtime().block_on(async {
             let mut h = Harness::new(&url).await;
             for (i, op) in ops.iter().enumerate() {
@@ -544,10 +538,14 @@ proptest! {
             h.step(ops.len(), &Op::Tick { ms: 10_000 }).await?;
             h.step(ops.len() + 1, &Op::Sweep).await?;
             for c in 0..CONVS.len() {
-                h.step(ops.len() + 2, &Op::Snapshot { conv: c, limit: 10 }).await?;
+                h.step(ops.len() + 2, &Op::Snapshot { conv: c, limit: 10 })
+                    .await?;
             }
             h.assert_every_key_expires().await
-        })?;
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
 
