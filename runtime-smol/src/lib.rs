@@ -5,10 +5,11 @@
 //! async-tungstenite, the in-memory or the Redis store, the demo and openai
 //! generators), because all of it is written once in `weir-runtime`. This
 //! crate is only its smol glue: [`Smol`], the implementation of
-//! [`weir_runtime::Runtime`] — tasks on smol's global executor
-//! (`SMOL_THREADS` threads, default 1), async-io timers, async-net TCP,
-//! `smol-hyper`'s futures-io adapter and timer for hyper — and
-//! [`shutdown_signal`] on async-signal.
+//! [`weir_runtime::Runtime`] — tasks on a multi-threaded
+//! [`smol::Executor`] of this crate (one thread per core unless
+//! [`set_worker_threads`] says otherwise, like tokio's multi-threaded
+//! runtime), async-io timers, async-net TCP, `smol-hyper`'s futures-io adapter
+//! and timer for hyper — and [`shutdown_signal`] on async-signal.
 //!
 //! It starts no tokio runtime. The redis crate is built with `smol-comp` here
 //! and runs its connections on smol **unless it finds a tokio context**, so
@@ -34,9 +35,14 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
+use smol::future::FutureExt as _;
 use smol::net::{TcpListener, TcpStream};
+use smol::Executor;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 pub use weir_runtime::{
@@ -46,9 +52,80 @@ pub use weir_runtime::{
 /// A bound, not yet running weir server on smol.
 pub type Server = weir_runtime::Server<Smol>;
 
-/// weir's [`Runtime`] on smol: `smol::spawn`, `smol::Timer`, `smol::net`.
+/// weir's [`Runtime`] on smol: tasks on this crate's executor threads,
+/// `smol::Timer`, `smol::net`.
 #[derive(Debug, Clone, Copy)]
 pub enum Smol {}
+
+/// The executor every [`Smol`] task runs on, driven by
+/// [`worker_threads`] threads of its own (started at the first spawn). Unlike
+/// smol's global executor (one thread unless `SMOL_THREADS` says otherwise),
+/// it uses every core by default, as tokio's multi-threaded runtime does.
+static EXECUTOR: Executor<'static> = Executor::new();
+
+/// The number of executor threads, fixed at the first spawn.
+static WORKER_THREADS: OnceLock<NonZeroUsize> = OnceLock::new();
+
+/// Sets how many threads run the tasks of every smol server in this process.
+/// It must be called before the first server is bound (before the first
+/// task is spawned); once the number is fixed, this returns it as the error.
+///
+/// Without a call the number is `SMOL_THREADS` when that is set to a
+/// positive number, else one thread per core
+/// ([`std::thread::available_parallelism`]).
+///
+/// # Errors
+///
+/// The number already in force, when it was fixed before this call.
+pub fn set_worker_threads(threads: NonZeroUsize) -> Result<(), NonZeroUsize> {
+    WORKER_THREADS.set(threads).map_err(|_| worker_threads())
+}
+
+/// The number of threads that run (or will run) the executor.
+#[must_use]
+pub fn worker_threads() -> NonZeroUsize {
+    *WORKER_THREADS.get_or_init(|| {
+        std::env::var("SMOL_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or_else(|| std::thread::available_parallelism().ok())
+            .unwrap_or(NonZeroUsize::MIN)
+    })
+}
+
+/// The executor, its threads started on the first call.
+fn executor() -> &'static Executor<'static> {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        let threads = worker_threads().get();
+        for i in 0..threads {
+            let started = std::thread::Builder::new()
+                .name(format!("weir-smol-{i}"))
+                .spawn(|| loop {
+                    // A task's panic is caught in its own future (see
+                    // `spawn`); this only guards the thread itself.
+                    let _ = std::panic::catch_unwind(|| {
+                        smol::block_on(EXECUTOR.run(std::future::pending::<()>()));
+                    });
+                });
+            if let Err(e) = started {
+                tracing::error!("cannot start executor thread {i} of {threads}: {e}");
+                assert!(i > 0, "no executor thread could be started: {e}");
+            }
+        }
+    });
+    &EXECUTOR
+}
+
+/// `future` as a task that ends, not panics, when `future` panics (the panic
+/// message has been printed by the panic hook): one failing connection must
+/// not take down whoever awaits it, the same as a tokio task's `JoinError`.
+async fn isolated<F>(future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let _ = AssertUnwindSafe(future).catch_unwind().await;
+}
 
 impl Runtime for Smol {
     type Listener = TcpListener;
@@ -61,14 +138,14 @@ impl Runtime for Smol {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(future)
+        executor().spawn(isolated(future))
     }
 
     fn spawn_detached<F>(future: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(future).detach();
+        executor().spawn(isolated(future)).detach();
     }
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static {
@@ -126,6 +203,47 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use weir_runtime::Runtime as _;
+
+    /// Tasks run on the executor's own threads, and a panicking task ends
+    /// instead of panicking whoever awaits it.
+    #[test]
+    fn tasks_run_on_the_worker_threads_and_a_panic_stays_in_its_task() {
+        let threads = super::worker_threads().get();
+        let names = smol::block_on(async {
+            let (tx, rx) = smol::channel::unbounded();
+            let tasks: Vec<_> = (0..threads * 4)
+                .map(|_| {
+                    let tx = tx.clone();
+                    super::Smol::spawn(async move {
+                        let name = std::thread::current().name().map(str::to_owned);
+                        let _ = tx.send(name).await;
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+            drop(tx);
+            let mut names = Vec::new();
+            while let Ok(name) = rx.recv().await {
+                names.push(name.unwrap_or_default());
+            }
+            super::Smol::spawn(async { panic!("a task's own panic") }).await;
+            names
+        });
+        assert_eq!(names.len(), threads * 4);
+        assert!(
+            names.iter().all(|n| n.starts_with("weir-smol-")),
+            "{names:?}"
+        );
+        // The number is fixed once tasks ran.
+        assert_eq!(
+            super::set_worker_threads(std::num::NonZeroUsize::MIN),
+            Err(super::worker_threads())
+        );
+    }
+
     /// Every open connection holds its reader and writer tasks, each as large
     /// as its future: they must stay small (the same bounds as on tokio).
     #[test]

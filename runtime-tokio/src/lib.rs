@@ -154,6 +154,31 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use weir_runtime::Runtime as _;
+
+    /// A panicking task ends instead of panicking whoever awaits it (as on
+    /// smol), and dropping a task aborts it.
+    #[test]
+    fn a_panic_stays_in_its_task_and_dropping_aborts() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        rt.block_on(async {
+            super::Tokio::spawn(async { panic!("a task's own panic") }).await;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = super::Tokio::spawn(async move {
+                std::future::pending::<()>().await;
+                drop(tx);
+            });
+            drop(task);
+            // The aborted task dropped its future, and with it `tx`.
+            let closed = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+            assert!(matches!(closed, Ok(Err(_))), "{closed:?}");
+        });
+    }
+
     /// Every open connection holds its reader and writer tasks, each as large
     /// as its future: they must stay small. A tokio task cell is its future
     /// plus ~104 bytes, rounded up to 128; today the reader's future is 224

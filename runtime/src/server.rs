@@ -2,8 +2,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +44,21 @@ pub(crate) async fn run<R: Runtime>(
     let (driver, readiness) =
         Driver::<R>::new(&config, tx.downgrade(), notices_tx, metrics.clone())?;
     // Aborted when dropped: if this future is dropped, the driver stops too.
-    let mut driver_task = R::spawn(driver.run(rx, notices_rx));
+    // A panic ends the task (its message printed by the panic hook); the
+    // flag tells the accept loop which way it ended.
+    let driver_panicked = Arc::new(AtomicBool::new(false));
+    let mut driver_task = R::spawn({
+        let panicked = driver_panicked.clone();
+        async move {
+            if AssertUnwindSafe(driver.run(rx, notices_rx))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                panicked.store(true, Ordering::SeqCst);
+            }
+        }
+    });
     let grace = config.shutdown_grace;
     let shared = Arc::new(Shared {
         tx,
@@ -81,7 +96,13 @@ pub(crate) async fn run<R: Runtime>(
             select_biased! {
                 () = shutdown => break,
                 () = (&mut driver_task).fuse() => {
-                    return Err(std::io::Error::other("the driver stopped"));
+                    return Err(std::io::Error::other(
+                        if driver_panicked.load(Ordering::SeqCst) {
+                            "the driver panicked (its message is logged above)"
+                        } else {
+                            "the driver stopped"
+                        },
+                    ));
                 }
                 () = joined => continue,
                 accepted = accept => accepted,

@@ -32,16 +32,27 @@
 //! | flag | env | file key | default |
 //! | --- | --- | --- | --- |
 //! | `--listen ADDR` | `WEIR_LISTEN` | `listen` | `127.0.0.1:8080` |
+//! | `--runtime tokio\|smol` | `WEIR_RUNTIME` | `runtime` | `tokio` |
+//! | `--worker-threads N` | `WEIR_WORKER_THREADS` | `worker_threads` | one per core |
 //! | `--node-id ID` | `WEIR_NODE_ID` | `node_id` | `HOSTNAME-PID` (or `weir-1`) |
 //! | `--auth none\|token` | `WEIR_AUTH` | `auth` | `none` (a loud warning is logged) |
 //! | `--jwt-secret S` | `WEIR_JWT_SECRET` | `jwt_secret` | required with `token`, refused with `none` |
-//! | `--generator demo\|openai` | `WEIR_GENERATOR` | `generator` | `demo` (`openai` is not available yet) |
+//! | `--generator demo\|openai` | `WEIR_GENERATOR` | `generator` | `demo` |
 //! | `--demo-chunks N` | `WEIR_DEMO_CHUNKS` | `demo_chunks` | 40 |
 //! | `--demo-rate N` (chunks/s) | `WEIR_DEMO_RATE` | `demo_rate` | 20 |
+//! | `--upstream URL` | `WEIR_UPSTREAM` | `upstream` | required with `openai` |
+//! | `--model NAME` | `WEIR_MODEL` | `model` | required with `openai` |
+//! | `--api-key KEY` | `WEIR_API_KEY` | `api_key` | none |
+//! | `--max-tokens N` | `WEIR_MAX_TOKENS` | `max_tokens` | the upstream's |
+//! | `--temperature T` | `WEIR_TEMPERATURE` | `temperature` | the upstream's |
+//! | `--seed N` | `WEIR_SEED` | `seed` | the upstream's |
+//! | `--system-prompt TEXT` | `WEIR_SYSTEM_PROMPT` | `system_prompt` | none |
+//! | `--upstream-timeout SECS` | `WEIR_UPSTREAM_TIMEOUT` | `upstream_timeout` | 60 |
 //! | `--grace SECS` | `WEIR_GRACE` | `grace` | 30 |
 //! | `--lease-ttl SECS` | `WEIR_LEASE_TTL` | `lease_ttl` | 10 |
 //! | `--cancel-deadline SECS` | `WEIR_CANCEL_DEADLINE` | `cancel_deadline` | 5 |
 //! | `--presence-debounce SECS` | `WEIR_PRESENCE_DEBOUNCE` | `presence_debounce` | 5 |
+//! | `--presence-expiry SECS` | `WEIR_PRESENCE_EXPIRY` | `presence_expiry` | 30 (above 2) |
 //! | `--heartbeat SECS` | `WEIR_HEARTBEAT` | `heartbeat` | 15 |
 //! | `--idle-timeout SECS` | `WEIR_IDLE_TIMEOUT` | `idle_timeout` | 60 |
 //! | `--max-frame-bytes N` | `WEIR_MAX_FRAME_BYTES` | `max_frame_bytes` | 65536 |
@@ -49,6 +60,10 @@
 //! | `--history-limit N` | `WEIR_HISTORY_LIMIT` | `history_limit` | 200 |
 //! | `--queue-capacity N` | `WEIR_QUEUE_CAPACITY` | `queue_capacity` | 256 |
 //! | `--shutdown-grace SECS` | `WEIR_SHUTDOWN_GRACE` | `shutdown_grace` | 5 |
+//! | `--store memory\|redis://HOST:PORT[/DB]` | `WEIR_STORE` | `store` | `memory` |
+//! | `--redis-prefix P` | `WEIR_REDIS_PREFIX` | `redis_prefix` | `weir` |
+//! | `--history-retention SECS` | `WEIR_HISTORY_RETENTION` | `history_retention` | 0 (kept) |
+//! | `--store-timeout SECS` | `WEIR_STORE_TIMEOUT` | `store_timeout` | 2 |
 //! | `--log FILTER` | `WEIR_LOG` | `log` | `info` |
 //!
 //! Durations are seconds and may be fractional (`--grace 0.5`). The grace

@@ -131,6 +131,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         node_id = %settings.node_id,
         runtime = %settings.runtime,
+        worker_threads = %settings
+            .worker_threads
+            .map_or_else(|| "one per core".to_owned(), |n| n.to_string()),
         generator = %generator,
         grace_s = settings.grace.as_secs_f64(),
         "weir starting"
@@ -147,11 +150,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let listen = settings.listen;
     let result = match settings.runtime {
         RuntimeKind::Tokio => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("weir-worker")
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = settings.worker_threads {
+                builder.worker_threads(threads.get());
+            }
+            let runtime = match builder.enable_all().thread_name("weir-worker").build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!("cannot start the tokio runtime: {e}");
@@ -165,11 +168,18 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ))
         }
         // No tokio runtime: the redis crate then runs on smol too.
-        RuntimeKind::Smol => smol::block_on(serve_on::<weir_runtime_smol::Smol>(
-            config,
-            listen,
-            weir_runtime_smol::shutdown_signal(),
-        )),
+        RuntimeKind::Smol => {
+            if let Some(threads) = settings.worker_threads {
+                if let Err(fixed) = weir_runtime_smol::set_worker_threads(threads) {
+                    tracing::warn!("the smol executor already runs {fixed} threads");
+                }
+            }
+            smol::block_on(serve_on::<weir_runtime_smol::Smol>(
+                config,
+                listen,
+                weir_runtime_smol::shutdown_signal(),
+            ))
+        }
     };
     match result {
         Ok(()) => {

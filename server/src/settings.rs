@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DEMO_CHUNKS: u32 = 40;
 /// Default demo pace, chunks per second.
 pub const DEFAULT_DEMO_RATE: f64 = 20.0;
+/// One more than the most worker threads accepted.
+const MAX_WORKER_THREADS_EXCLUSIVE: usize = 1025;
+
 /// Default per-connection outbound queue capacity, in frames.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// Default longest wait for streams to settle on shutdown.
@@ -72,8 +76,8 @@ pub enum RuntimeKind {
     /// tokio's multi-threaded runtime.
     #[default]
     Tokio,
-    /// smol (its global executor; `SMOL_THREADS` threads, default 1). No
-    /// tokio runtime is started.
+    /// smol: weir-runtime-smol's multi-threaded executor. No tokio runtime is
+    /// started.
     Smol,
 }
 
@@ -102,6 +106,11 @@ pub struct Layer {
     #[arg(long, env = "WEIR_RUNTIME", value_enum, value_name = "RUNTIME")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeKind>,
+
+    /// Threads that run the server's tasks, on either runtime [default: one per core]
+    #[arg(long, env = "WEIR_WORKER_THREADS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 
     /// This node's name, 1-64 chars of A-Z a-z 0-9 _ - . : [default: HOSTNAME-PID]
     #[arg(long, env = "WEIR_NODE_ID", value_name = "ID")]
@@ -271,6 +280,7 @@ impl Layer {
         Layer {
             listen: self.listen.or(lower.listen),
             runtime: self.runtime.or(lower.runtime),
+            worker_threads: self.worker_threads.or(lower.worker_threads),
             node_id: self.node_id.or(lower.node_id),
             auth: self.auth.or(lower.auth),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
@@ -477,6 +487,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The async runtime.
     pub runtime: RuntimeKind,
+    /// Threads that run tasks; `None`: one per core.
+    pub worker_threads: Option<NonZeroUsize>,
     /// This node's name.
     pub node_id: NodeId,
     /// Client authentication.
@@ -629,6 +641,17 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
     if history_limit == 0 {
         return Err(range("history-limit", history_limit, "must be at least 1"));
     }
+    let worker_threads = match m.worker_threads {
+        None => None,
+        Some(n @ (0 | MAX_WORKER_THREADS_EXCLUSIVE..)) => {
+            return Err(range(
+                "worker-threads",
+                n,
+                "must be at least 1 and at most 1024",
+            ));
+        }
+        Some(n) => NonZeroUsize::new(n),
+    };
     let queue_capacity = m.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
     if queue_capacity == 0 {
         return Err(range(
@@ -690,6 +713,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
     Ok(Settings {
         listen,
         runtime: m.runtime.unwrap_or_default(),
+        worker_threads,
         node_id,
         auth,
         generator,
@@ -781,6 +805,7 @@ impl Settings {
         Layer {
             listen: Some(self.listen.to_string()),
             runtime: Some(self.runtime),
+            worker_threads: self.worker_threads.map(NonZeroUsize::get),
             node_id: Some(self.node_id.to_string()),
             auth: Some(auth),
             jwt_secret: None,

@@ -226,6 +226,7 @@ fn file_keys_mirror_flag_names() {
         max_content_bytes = 100
         history_limit = 5
         queue_capacity = 16
+        worker_threads = 3
         shutdown_grace = 1
         log = "warn"
         "#,
@@ -234,6 +235,7 @@ fn file_keys_mirror_flag_names() {
     assert_eq!(s.node_id.as_str(), "from-file");
     assert_eq!(s.presence_debounce, Duration::from_millis(250));
     assert_eq!(s.queue_capacity, 16);
+    assert_eq!(s.worker_threads.map(NonZeroUsize::get), Some(3));
     assert_eq!(s.log, "warn");
 }
 
@@ -715,4 +717,29 @@ fn printed_configuration_reads_back_to_the_same_settings() {
     let printed = s.to_toml();
     let back = resolve(&Layer::default(), &toml_layer(&printed)).unwrap();
     assert_eq!(back, s, "{printed}");
+}
+
+#[test]
+fn worker_threads_default_to_one_per_core_and_must_be_1_to_1024() {
+    let s = resolve(&Layer::default(), &Layer::default()).unwrap();
+    assert_eq!(s.worker_threads, None);
+    for (n, ok) in [(0, false), (1, true), (1024, true), (1025, false)] {
+        let cli = Layer {
+            worker_threads: Some(n),
+            ..Layer::default()
+        };
+        match resolve(&cli, &Layer::default()) {
+            Ok(s) => {
+                assert!(ok, "{n} accepted");
+                assert_eq!(s.worker_threads.map(NonZeroUsize::get), Some(n));
+                // It survives the round trip through the printed TOML.
+                let back = resolve(&Layer::default(), &toml_layer(&s.to_toml())).unwrap();
+                assert_eq!(back.worker_threads, s.worker_threads);
+            }
+            Err(e) => {
+                assert!(!ok, "{n} refused: {e}");
+                assert!(e.to_string().contains("worker-threads"), "{e}");
+            }
+        }
+    }
 }
