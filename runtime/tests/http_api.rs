@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use support::*;
 use weir_core::demo::DemoText;
 use weir_core::wire::ServerFrame;
-use weir_runtime_tokio::Auth;
+use weir_runtime::Auth;
 
 const SECRET: &[u8] = b"test-secret";
 

@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use weir_core::ids::NodeId;
 use weir_core::wire::{decode_server_frame, Chunk, End, ServerFrame};
-use weir_runtime_tokio::{GeneratorConfig, RuntimeConfig, Server};
+use weir_runtime::{GeneratorConfig, RuntimeConfig};
+use weir_runtime_tokio::Server;
 
 /// The longest any single wait in a test may take.
 pub(crate) const T: Duration = Duration::from_secs(10);

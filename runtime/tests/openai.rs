@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use weir_core::wire::{CancelStatus, ReplyStatus, ServerFrame};
-use weir_runtime_tokio::openai::{OpenAiConfig, Upstream};
-use weir_runtime_tokio::GeneratorConfig;
+use weir_runtime::openai::{OpenAiConfig, Upstream};
+use weir_runtime::GeneratorConfig;
 
 /// A fake upstream: a prompt containing "fail" gets a 503; any other gets
 /// `deltas` deltas, one per `gap`, then usage and `[DONE]`. Each time a
@@ -126,7 +126,7 @@ async fn read_request(stream: &mut TcpStream) -> String {
     }
 }
 
-fn openai_config(upstream: SocketAddr) -> weir_runtime_tokio::RuntimeConfig {
+fn openai_config(upstream: SocketAddr) -> weir_runtime::RuntimeConfig {
     let mut c = config(1, 1.0);
     let upstream = Upstream::parse(&format!("http://{upstream}")).expect("a valid URL");
     c.generator = GeneratorConfig::Openai(OpenAiConfig::new(upstream, "fake"));
