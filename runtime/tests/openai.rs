@@ -1,21 +1,26 @@
-//! The `openai` generator inside the running server, against a scripted fake
-//! upstream on loopback (a raw TCP server writing chunked SSE): real
-//! sockets, real WebSocket clients. The real model server is exercised by
-//! `tests/tests/llm.rs`.
+//! The `openai` generator inside the running server, on tokio and on smol,
+//! against a scripted fake upstream on loopback (a raw TCP server writing
+//! chunked SSE): real sockets, real WebSocket clients. The real model server
+//! is exercised by `tests/tests/llm.rs`.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ::tokio::net::{TcpListener, TcpStream};
+use ::tokio::sync::mpsc;
 use serde_json::json;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use weir_core::wire::{CancelStatus, ReplyStatus, ServerFrame};
-use weir_runtime_tokio::openai::{OpenAiConfig, Upstream};
-use weir_runtime_tokio::GeneratorConfig;
+use weir_runtime::openai::{OpenAiConfig, Upstream};
+use weir_runtime::GeneratorConfig;
+
+both_runtimes! {
+    a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversation_untouched,
+    a_cancel_closes_the_upstream_connection_at_once,
+}
 
 /// A fake upstream: a prompt containing "fail" gets a 503; any other gets
 /// `deltas` deltas, one per `gap`, then usage and `[DONE]`. Each time a
@@ -25,13 +30,13 @@ async fn fake_upstream(deltas: usize, gap: Duration) -> (SocketAddr, mpsc::Recei
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (closed_tx, closed) = mpsc::channel(16);
-    tokio::spawn(async move {
+    ::tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let closed_tx = closed_tx.clone();
-            tokio::spawn(answer(stream, deltas, gap, closed_tx));
+            ::tokio::spawn(answer(stream, deltas, gap, closed_tx));
         }
     });
     (addr, closed)
@@ -67,14 +72,14 @@ async fn answer(mut stream: TcpStream, deltas: usize, gap: Duration, closed: mps
         // A write to a closed socket fails at once or at the next one;
         // a read of 0 bytes says the same sooner.
         let mut probe = [0u8; 1];
-        tokio::select! {
+        ::tokio::select! {
             r = stream.read(&mut probe) => {
                 if matches!(r, Ok(0) | Err(_)) {
                     let _ = closed.send(i).await;
                     return;
                 }
             }
-            () = tokio::time::sleep(gap) => {}
+            () = ::tokio::time::sleep(gap) => {}
         }
         if stream
             .write_all(event(data.to_string()).as_bytes())
@@ -102,7 +107,7 @@ async fn read_request(stream: &mut TcpStream) -> String {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let Ok(Ok(n)) = tokio::time::timeout(T, stream.read(&mut buf)).await else {
+        let Ok(Ok(n)) = ::tokio::time::timeout(T, stream.read(&mut buf)).await else {
             return String::new();
         };
         if n == 0 {
@@ -126,24 +131,26 @@ async fn read_request(stream: &mut TcpStream) -> String {
     }
 }
 
-fn openai_config(upstream: SocketAddr) -> weir_runtime_tokio::RuntimeConfig {
+fn openai_config(upstream: SocketAddr) -> weir_runtime::RuntimeConfig {
     let mut c = config(1, 1.0);
     let upstream = Upstream::parse(&format!("http://{upstream}")).expect("a valid URL");
     c.generator = GeneratorConfig::Openai(OpenAiConfig::new(upstream, "fake"));
     c
 }
 
-#[tokio::test]
-async fn a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversation_untouched() {
+async fn a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversation_untouched(
+    rt: Rt,
+) {
     let (upstream, _closed) = fake_upstream(6, Duration::from_millis(50)).await;
-    let server = start(openai_config(upstream)).await;
+    let server = start(rt, openai_config(upstream)).await;
     let mut a = server.connect("session_id=a&user_id=u").await;
     let mut b = server.connect("session_id=b&user_id=u").await;
     handshake(&mut a).await;
     handshake(&mut b).await;
     send_json(&mut a, json!({"type": "chat", "content": "stream please"})).await;
     send_json(&mut b, json!({"type": "chat", "content": "fail please"})).await;
-    let ((a_frames, a_end), (b_frames, b_end)) = tokio::join!(until_end(&mut a), until_end(&mut b));
+    let ((a_frames, a_end), (b_frames, b_end)) =
+        ::tokio::join!(until_end(&mut a), until_end(&mut b));
 
     assert_eq!(b_end.status, ReplyStatus::Failed);
     assert_eq!(b_end.reason.as_deref(), Some("upstream_status_503"));
@@ -172,10 +179,9 @@ async fn a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversat
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn a_cancel_closes_the_upstream_connection_at_once() {
+async fn a_cancel_closes_the_upstream_connection_at_once(rt: Rt) {
     let (upstream, mut closed) = fake_upstream(1000, Duration::from_millis(20)).await;
-    let server = start(openai_config(upstream)).await;
+    let server = start(rt, openai_config(upstream)).await;
     let mut ws = server.connect("session_id=c&user_id=u").await;
     handshake(&mut ws).await;
     send_json(&mut ws, json!({"type": "chat", "content": "a long one"})).await;
@@ -206,7 +212,7 @@ async fn a_cancel_closes_the_upstream_connection_at_once() {
     assert_eq!(result.status, CancelStatus::Cancelled);
     assert_eq!(end.status, ReplyStatus::Cancelled);
 
-    let written = tokio::time::timeout(T, closed.recv())
+    let written = ::tokio::time::timeout(T, closed.recv())
         .await
         .expect("the upstream sees the close in time")
         .expect("a close report");

@@ -1,5 +1,5 @@
-//! The tokio runtime end to end over loopback: real sockets, a real
-//! WebSocket client, the demo generator and the in-memory store.
+//! The server end to end over loopback, on tokio and on smol: real sockets,
+//! a real WebSocket client, the demo generator and the in-memory store.
 
 mod support;
 
@@ -11,9 +11,17 @@ use support::*;
 use weir_core::demo::DemoText;
 use weir_core::wire::{CancelStatus, ErrorCode, MessageStatus, ReplyStatus, Role, ServerFrame};
 
-#[tokio::test]
-async fn chat_streams_the_demo_reply_in_order() {
-    let server = start(config(20, 400.0)).await;
+both_runtimes! {
+    chat_streams_the_demo_reply_in_order,
+    cancel_mid_reply_fences_later_chunks,
+    oversized_frame_closes_with_1009,
+    slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly,
+    a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges,
+    graceful_shutdown_closes_clients_with_1001,
+}
+
+async fn chat_streams_the_demo_reply_in_order(rt: Rt) {
+    let server = start(rt, config(20, 400.0)).await;
     let mut ws = server.connect("session_id=s1&user_id=alice").await;
     let (hello, history) = handshake(&mut ws).await;
     let ServerFrame::Hello(hello) = hello else {
@@ -85,9 +93,8 @@ async fn chat_streams_the_demo_reply_in_order() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn cancel_mid_reply_fences_later_chunks() {
-    let server = start(config(400, 200.0)).await;
+async fn cancel_mid_reply_fences_later_chunks(rt: Rt) {
+    let server = start(rt, config(400, 200.0)).await;
     let mut ws = server.connect("session_id=c1").await;
     handshake(&mut ws).await;
     send_json(&mut ws, json!({"type": "chat", "content": "long one"})).await;
@@ -169,11 +176,10 @@ async fn cancel_mid_reply_fences_later_chunks() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn oversized_frame_closes_with_1009() {
+async fn oversized_frame_closes_with_1009(rt: Rt) {
     let mut config = config(5, 1000.0);
     config.node.limits.max_frame_bytes = 1024;
-    let server = start(config).await;
+    let server = start(rt, config).await;
     let mut ws = server.connect("session_id=big").await;
     handshake(&mut ws).await;
 
@@ -210,12 +216,11 @@ async fn oversized_frame_closes_with_1009() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly() {
+async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly(rt: Rt) {
     const N: u32 = 30_000;
     let mut config = config(N, 30_000.0);
     config.queue_capacity = 8;
-    let server = start(config).await;
+    let server = start(rt, config).await;
     let mut ws = server
         .connect_small_buffer("session_id=slow&user_id=snail")
         .await;
@@ -271,15 +276,14 @@ async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges() {
+async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges(rt: Rt) {
     // One encoded frame per chunk goes to every connection of the
     // conversation; a slow connection's queue merges its own copies and never
     // changes what the others get: each gets the exact text.
     const N: u32 = 30_000;
     let mut config = config(N, 30_000.0);
     config.queue_capacity = 8;
-    let server = start(config).await;
+    let server = start(rt, config).await;
     let query = "session_id=fan&user_id=many";
     let mut slow = server.connect_small_buffer(query).await;
     handshake(&mut slow).await;
@@ -293,7 +297,7 @@ async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges() 
     let readers: Vec<_> = fast
         .into_iter()
         .map(|mut ws| {
-            tokio::spawn(async move {
+            ::tokio::spawn(async move {
                 let (frames, end) = until_end(&mut ws).await;
                 (ws, frames, end)
             })
@@ -325,9 +329,8 @@ async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges() 
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn graceful_shutdown_closes_clients_with_1001() {
-    let mut server = start(config(1000, 200.0)).await;
+async fn graceful_shutdown_closes_clients_with_1001(rt: Rt) {
+    let mut server = start(rt, config(1000, 200.0)).await;
     let mut idle = server.connect("session_id=g1").await;
     handshake(&mut idle).await;
     let mut busy = server.connect("session_id=g2").await;
@@ -346,7 +349,7 @@ async fn graceful_shutdown_closes_clients_with_1001() {
     assert_eq!(code, 1001);
     // Both clients answer the close (async-tungstenite does so when it
     // reads it), so run() returns well before the grace.
-    let started = tokio::time::Instant::now();
+    let started = ::tokio::time::Instant::now();
     server.stopped().await.expect("run() returns Ok");
     assert!(started.elapsed() < Duration::from_secs(4));
 }

@@ -1,5 +1,6 @@
-//! The HTTP side of the tokio runtime: the `/v1` API, auth, health,
-//! readiness, metrics, the page, and the checks before a WebSocket upgrade.
+//! The HTTP side of the server, on tokio and on smol: the `/v1` API, auth,
+//! health, readiness, metrics, the page, and the checks before a WebSocket
+//! upgrade.
 
 mod support;
 
@@ -11,7 +12,13 @@ use serde_json::{json, Value};
 use support::*;
 use weir_core::demo::DemoText;
 use weir_core::wire::ServerFrame;
-use weir_runtime_tokio::Auth;
+use weir_runtime::Auth;
+
+both_runtimes! {
+    token_auth_rejects_missing_expired_and_forged_tokens,
+    http_api_posts_cancels_and_lists,
+    upgrade_checks_parameters_before_switching,
+}
 
 const SECRET: &[u8] = b"test-secret";
 
@@ -39,13 +46,12 @@ fn assert_http_status(result: Result<Ws, WsError>, status: u16) {
     }
 }
 
-#[tokio::test]
-async fn token_auth_rejects_missing_expired_and_forged_tokens() {
+async fn token_auth_rejects_missing_expired_and_forged_tokens(rt: Rt) {
     let mut config = config(3, 1000.0);
     config.auth = Auth::Token {
         secret: SECRET.to_vec(),
     };
-    let server = start(config).await;
+    let server = start(rt, config).await;
     let exp = now_secs() + 3600;
     let good = token(SECRET, &json!({"sub": "bob", "exp": exp}));
     let expired = token(SECRET, &json!({"sub": "bob", "exp": now_secs() - 5}));
@@ -120,11 +126,10 @@ async fn token_auth_rejects_missing_expired_and_forged_tokens() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn http_api_posts_cancels_and_lists() {
+async fn http_api_posts_cancels_and_lists(rt: Rt) {
     let mut config = config(10, 1000.0);
     config.node.limits.max_frame_bytes = 4096;
-    let server = start(config).await;
+    let server = start(rt, config).await;
 
     let r = server
         .http(
@@ -244,11 +249,10 @@ async fn http_api_posts_cancels_and_lists() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test]
-async fn upgrade_checks_parameters_before_switching() {
+async fn upgrade_checks_parameters_before_switching(rt: Rt) {
     let mut config = config(3, 1000.0);
     config.page = Some("<!doctype html><title>weir</title>".to_owned());
-    let server = start(config).await;
+    let server = start(rt, config).await;
     assert_http_status(server.try_connect("user_id=x").await, 400);
     assert_http_status(server.try_connect("session_id=a%20b").await, 400);
     assert_http_status(

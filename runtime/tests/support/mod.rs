@@ -1,34 +1,83 @@
-//! Helpers for the runtime's tests: a server on 127.0.0.1:0, a real
-//! WebSocket client (async-tungstenite), a minimal HTTP/1.1 client. Every
-//! wait is bounded.
+//! Helpers for the runtime's tests: a server on 127.0.0.1:0 on either
+//! runtime, a real WebSocket client (async-tungstenite), a minimal HTTP/1.1
+//! client. Every wait is bounded.
+//!
+//! Each test is an `async fn NAME(rt: Rt)`; [`both_runtimes!`] makes it two
+//! tests, `tokio::NAME` and `smol::NAME`. The server runs on a thread of its
+//! own, on the runtime the test names ([`start`]); the clients run on the
+//! test's own tokio runtime, so the two share only sockets. The smol server
+//! never runs inside a tokio context (the redis crate would pick tokio
+//! there).
 #![allow(dead_code)]
 
+use std::any::Any;
+use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use async_tungstenite::tokio::{client_async, TokioAdapter};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
+use futures_channel::oneshot;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use weir_core::ids::NodeId;
 use weir_core::wire::{decode_server_frame, Chunk, End, ServerFrame};
-use weir_runtime_tokio::{GeneratorConfig, RuntimeConfig, Server};
+use weir_runtime::{GeneratorConfig, Runtime, RuntimeConfig, Server};
+use weir_runtime_smol::Smol;
+use weir_runtime_tokio::Tokio;
 
 /// The longest any single wait in a test may take.
 pub(crate) const T: Duration = Duration::from_secs(10);
 
 pub(crate) type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
 
+/// The runtime a test's server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rt {
+    /// A multi-thread tokio runtime of its own (two workers), as `weir serve
+    /// --runtime tokio` has.
+    Tokio,
+    /// `smol::block_on` on a thread of its own, its tasks on smol's global
+    /// executor, as `weir serve --runtime smol` has.
+    Smol,
+}
+
+/// Makes each named test body of the calling file (`async fn NAME(rt: Rt)`)
+/// two tests, `tokio::NAME` and `smol::NAME`: a `#[tokio::test]` (the
+/// clients' runtime) that runs the body with [`Rt::Tokio`] or [`Rt::Smol`].
+/// In that file the `tokio` crate must be named `::tokio` (the module
+/// `tokio` shadows it).
+macro_rules! both_runtimes {
+    ($($name:ident),+ $(,)?) => {
+        $crate::support::both_runtimes!(@mod tokio Tokio $($name)+);
+        $crate::support::both_runtimes!(@mod smol Smol $($name)+);
+    };
+    (@mod $module:ident $rt:ident $($name:ident)+) => {
+        mod $module {
+            $(
+                #[::tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Rt::$rt).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use both_runtimes;
+
+/// What the server's thread ends with: `run()`'s result, or its panic.
+type Outcome = std::thread::Result<io::Result<()>>;
+
 /// A running server.
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
+    /// Sent to, or dropped (also when a test fails): `run()`'s shutdown.
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    done: oneshot::Receiver<Outcome>,
 }
 
 /// A config for tests: demo replies of `chunks` chunks at `rate` per second.
@@ -42,18 +91,69 @@ pub(crate) fn config(chunks: u32, rate: f64) -> RuntimeConfig {
     config
 }
 
-pub(crate) async fn start(config: RuntimeConfig) -> TestServer {
-    let server = Server::bind(config).await.expect("bind");
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    TestServer {
-        addr,
-        stop: Some(stop),
-        task,
+/// Binds and runs a server on `rt`, on a thread of its own; returns once it
+/// listens (within `T`).
+pub(crate) async fn start(rt: Rt, config: RuntimeConfig) -> TestServer {
+    let (bound_tx, bound) = oneshot::channel();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done) = oneshot::channel();
+    let shutdown = async move {
+        let _ = stop_rx.await;
+    };
+    std::thread::Builder::new()
+        .name(format!("{rt:?} server"))
+        .spawn(move || {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| match rt {
+                Rt::Tokio => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime")
+                    .block_on(serve::<Tokio>(config, bound_tx, shutdown)),
+                // No tokio context on this thread, nor on smol's executor's.
+                Rt::Smol => smol::block_on(serve::<Smol>(config, bound_tx, shutdown)),
+            }));
+            let _ = done_tx.send(outcome);
+        })
+        .expect("spawn the server's thread");
+    match tokio::time::timeout(T, bound).await {
+        Ok(Ok(addr)) => TestServer {
+            addr,
+            stop: Some(stop),
+            done,
+        },
+        Ok(Err(oneshot::Canceled)) => panic!("the server did not bind: {:?}", outcome(done).await),
+        Err(_) => panic!("the server did not bind within {T:?}"),
     }
+}
+
+/// `Server::bind`, its address to `bound`, then `run(shutdown)`.
+async fn serve<R: Runtime>(
+    config: RuntimeConfig,
+    bound: oneshot::Sender<SocketAddr>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let server = Server::<R>::bind(config).await?;
+    let _ = bound.send(server.local_addr());
+    server.run(shutdown).await
+}
+
+/// What the server's thread ended with, within `T`; panics if `run()` did.
+async fn outcome(done: oneshot::Receiver<Outcome>) -> io::Result<()> {
+    match tokio::time::timeout(T, done).await {
+        Ok(Ok(Ok(result))) => result,
+        Ok(Ok(Err(panic))) => panic!("run() panicked: {}", panic_message(&*panic)),
+        Ok(Err(oneshot::Canceled)) => panic!("the server's thread ended without a word"),
+        Err(_) => panic!("run() did not return within {T:?}"),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 impl TestServer {
@@ -64,14 +164,15 @@ impl TestServer {
         }
     }
 
-    pub(crate) async fn stopped(self) -> std::io::Result<()> {
-        tokio::time::timeout(T, self.task)
-            .await
-            .expect("run() returns in time")
-            .expect("run() does not panic")
+    /// `run()`'s result, within `T` (after [`signal_shutdown`]); panics
+    /// if `run()` panicked.
+    ///
+    /// [`signal_shutdown`]: Self::signal_shutdown
+    pub(crate) async fn stopped(self) -> io::Result<()> {
+        outcome(self.done).await
     }
 
-    pub(crate) async fn shutdown(mut self) -> std::io::Result<()> {
+    pub(crate) async fn shutdown(mut self) -> io::Result<()> {
         self.signal_shutdown();
         self.stopped().await
     }
