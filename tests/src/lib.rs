@@ -243,14 +243,18 @@ thread_local! {
 /// `#[tokio::test]` (the clients' runtime) that sets [`Runtime`] for the
 /// processes it starts and runs the body.
 ///
+/// Attributes written before a name (`#[ignore = "…"]`) go on both of its
+/// tests.
+///
 /// Inside a test file that uses it, the `tokio` crate must be named
 /// `::tokio` (the module `tokio` shadows it).
 #[macro_export]
 macro_rules! both_runtimes {
-    ($($name:ident),+ $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         mod tokio {
             $(
                 #[::tokio::test]
+                $(#[$attr])*
                 async fn $name() {
                     $crate::Runtime::Tokio.use_on_this_thread();
                     super::$name().await;
@@ -260,6 +264,7 @@ macro_rules! both_runtimes {
         mod smol {
             $(
                 #[::tokio::test]
+                $(#[$attr])*
                 async fn $name() {
                     $crate::Runtime::Smol.use_on_this_thread();
                     super::$name().await;

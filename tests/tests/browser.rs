@@ -148,7 +148,6 @@ async fn history_entry(weir: &WeirProcess, session: &str, user: &str, id: &str) 
         .unwrap_or_else(|| panic!("{id} in the history of {session}: {}", r.body))
 }
 
-#[tokio::test]
 async fn browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_the_full_text() {
     let weir = WeirProcess::start(&[
         "--demo-chunks",
@@ -161,7 +160,7 @@ async fn browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_
         PROMPT_CANCEL.to_owned(),
         PROMPT_RELOAD.to_owned(),
     ];
-    let (ok, out, err) = tokio::task::spawn_blocking(move || run_node(&args))
+    let (ok, out, err) = ::tokio::task::spawn_blocking(move || run_node(&args))
         .await
         .expect("the node runner");
     assert!(
@@ -240,4 +239,8 @@ async fn browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_
     let entry = history_entry(&weir, session, "bob", id).await;
     assert_eq!(entry["status"], "completed");
     assert_eq!(entry["content"], full.as_str());
+}
+
+weir_tests::both_runtimes! {
+    browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_the_full_text,
 }

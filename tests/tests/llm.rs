@@ -84,8 +84,6 @@ async fn direct(llm: &LlmServer, max_tokens: u32) -> serde_json::Value {
     .await
 }
 
-#[tokio::test]
-#[ignore = "needs the model server: scripts/test.sh runs them alone"]
 async fn a_real_models_reply_streams_through_weir_exactly_as_the_model_server_writes_it() {
     const MAX: u32 = 24;
     let llm = model().await;
@@ -128,8 +126,6 @@ async fn a_real_models_reply_streams_through_weir_exactly_as_the_model_server_wr
     assert_eq!(messages[1]["status"], "completed");
 }
 
-#[tokio::test]
-#[ignore = "needs the model server: scripts/test.sh runs them alone"]
 async fn end_carries_the_prompt_and_completion_tokens_the_model_server_counted() {
     const MAX: u32 = 8;
     let llm = model().await;
@@ -171,8 +167,6 @@ async fn end_carries_the_prompt_and_completion_tokens_the_model_server_counted()
     assert_eq!(m.get("weir_upstream_first_token_seconds_count"), 1.0);
 }
 
-#[tokio::test]
-#[ignore = "needs the model server: scripts/test.sh runs them alone"]
 async fn cancel_mid_reply_frees_the_model_servers_slot_and_no_chunk_follows_cancel_result() {
     const MAX: u32 = 400;
     let llm = model().await;
@@ -214,7 +208,7 @@ async fn cancel_mid_reply_frees_the_model_servers_slot_and_no_chunk_follows_canc
     assert_eq!(llm.metrics().await.get("llamacpp:requests_processing"), 0.0);
 
     // Nothing more of the reply on the connection.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    ::tokio::time::sleep(Duration::from_millis(500)).await;
     let extra = ws.ping("quiet").await;
     assert!(extra.is_empty(), "nothing after the end: {extra:#?}");
 
@@ -226,8 +220,6 @@ async fn cancel_mid_reply_frees_the_model_servers_slot_and_no_chunk_follows_canc
     assert_eq!(m.get("weir_replies_total{outcome=\"cancelled\"}"), 1.0);
 }
 
-#[tokio::test]
-#[ignore = "needs the model server: scripts/test.sh runs them alone"]
 async fn the_model_server_killed_mid_reply_ends_the_reply_failed_and_weir_serves_on() {
     const MAX: u32 = 400;
     let mut llm = model().await;
@@ -264,7 +256,6 @@ async fn the_model_server_killed_mid_reply_ends_the_reply_failed_and_weir_serves
 }
 
 /// No model needed: runs with the rest of the suite.
-#[tokio::test]
 async fn an_unreachable_upstream_ends_each_reply_failed_and_the_connection_stays_usable() {
     // A loopback port that was just free.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -288,4 +279,16 @@ async fn an_unreachable_upstream_ends_each_reply_failed_and_the_connection_stays
         m.get("weir_upstream_errors_total{kind=\"unreachable\"}"),
         2.0
     );
+}
+
+weir_tests::both_runtimes! {
+    #[ignore = "needs the model server: scripts/test.sh runs them alone"]
+    a_real_models_reply_streams_through_weir_exactly_as_the_model_server_writes_it,
+    #[ignore = "needs the model server: scripts/test.sh runs them alone"]
+    end_carries_the_prompt_and_completion_tokens_the_model_server_counted,
+    #[ignore = "needs the model server: scripts/test.sh runs them alone"]
+    cancel_mid_reply_frees_the_model_servers_slot_and_no_chunk_follows_cancel_result,
+    #[ignore = "needs the model server: scripts/test.sh runs them alone"]
+    the_model_server_killed_mid_reply_ends_the_reply_failed_and_weir_serves_on,
+    an_unreachable_upstream_ends_each_reply_failed_and_the_connection_stays_usable,
 }
