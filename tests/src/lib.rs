@@ -276,6 +276,26 @@ macro_rules! both_runtimes {
 
 static NEXT_LOG: AtomicU64 = AtomicU64::new(0);
 
+/// A new log file in the temp dir, `weir-KIND-PID-N-NANOS.log`, open for
+/// appending.
+pub(crate) fn temp_log(kind: &str) -> (PathBuf, File) {
+    let path = std::env::temp_dir().join(format!(
+        "weir-{kind}-{}-{}-{}.log",
+        std::process::id(),
+        NEXT_LOG.fetch_add(1, Ordering::Relaxed),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("create log file {}: {e}", path.display()));
+    (path, file)
+}
+
 /// A running `weir serve` process on a free loopback port. Killed (SIGKILL)
 /// when dropped if it is still running; when the test is failing, its log is
 /// printed to stderr and kept on disk.
@@ -308,20 +328,7 @@ impl WeirProcess {
     #[must_use]
     pub fn start_on(runtime: Runtime, args: &[&str]) -> WeirProcess {
         let bin = weir_bin();
-        let log_path = std::env::temp_dir().join(format!(
-            "weir-e2e-{}-{}-{}.log",
-            std::process::id(),
-            NEXT_LOG.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|e| panic!("create log file {}: {e}", log_path.display()));
+        let (log_path, log) = temp_log("e2e");
         let err_log = log.try_clone().expect("duplicate the log file handle");
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
@@ -790,6 +797,22 @@ impl Client {
     /// Sends a text frame.
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.send_message(Message::text(text.into())).await;
+    }
+
+    /// Frames up to and including the first chunk (of reply `mid`, when
+    /// given) whose `seq` reaches `seq`.
+    pub async fn until_seq(&mut self, mid: Option<&str>, seq: u64) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        loop {
+            let f = self.next_frame().await;
+            let reached = f
+                .as_chunk()
+                .is_some_and(|c| mid.is_none_or(|m| c.message_id == m) && c.seq >= seq);
+            frames.push(f);
+            if reached {
+                return frames;
+            }
+        }
     }
 
     /// Sends a JSON value as a text frame.

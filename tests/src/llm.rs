@@ -8,12 +8,12 @@
 //! dropped. The model is CPU-bound: run these tests one at a time
 //! (`--test-threads=1`) and not beside a build.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -57,19 +57,7 @@ impl LlmServer {
              (./scripts/test.sh does this in its set-up stage).",
             python.display()
         );
-        let log_path = std::env::temp_dir().join(format!(
-            "weir-llm-{}-{}.log",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let (log_path, log) = crate::temp_log("llm");
         // Its own announcement goes to a file of its own: llama.cpp logs to
         // stderr from other threads, and a shared file can interleave the
         // two in the middle of a line.

@@ -45,21 +45,6 @@ fn node_on(
     WeirProcess::start_on(runtime, &args)
 }
 
-/// Reads until a chunk of `mid` with seq ≥ `seq`; returns everything read.
-async fn read_until_seq(ws: &mut Client, mid: &str, seq: u64) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    loop {
-        let f = ws.next_frame().await;
-        let reached = f
-            .as_chunk()
-            .is_some_and(|c| c.message_id == mid && c.seq >= seq);
-        frames.push(f);
-        if reached {
-            return frames;
-        }
-    }
-}
-
 /// Frames until the `end` of `mid`; returns those before it and the `end`.
 async fn until_end_of(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
     let mut before = Vec::new();
@@ -141,9 +126,9 @@ async fn cancel_on_b_stops_a(a_runtime: Runtime, b_runtime: Runtime) {
 
     let mid = chat(&mut on_a, "a long one", "r1").await;
     eprintln!("step: chat acked {mid}");
-    read_until_seq(&mut on_a, &mid, 5).await;
+    on_a.until_seq(Some(&mid), 5).await;
     eprintln!("step: A saw 5");
-    let seen_b = read_until_seq(&mut on_b, &mid, 5).await;
+    let seen_b = on_b.until_seq(Some(&mid), 5).await;
     eprintln!("step: B saw 5");
     assert!(
         seen_b.iter().any(|f| f.is("start")),
@@ -203,7 +188,7 @@ async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_nod
         let mid = chat(&mut on_a, &format!("round {round}"), &format!("r{round}")).await;
         // Cancel from B after a varying number of chunks, up to the last.
         let at = 1 + round % 8;
-        read_until_seq(&mut on_b, &mid, at).await;
+        on_b.until_seq(Some(&mid), at).await;
         on_b.cancel(Some(&mid), &format!("c{round}")).await;
         let (before, result) = on_b.next_of("cancel_result").await;
         let status = result.str("status").to_owned();
@@ -246,7 +231,7 @@ async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_the
     let b = node(&redis, "node-b", N, 40, &[]);
     let mut on_a = a.ws("session_id=r&user_id=u").await;
     let mid = chat(&mut on_a, "resume me", "r1").await;
-    let seen = read_until_seq(&mut on_a, &mid, 5).await;
+    let seen = on_a.until_seq(Some(&mid), 5).await;
     let (_, last) = contiguous(0, &chunks_of(&seen, &mid));
     drop(on_a);
 
@@ -280,7 +265,7 @@ async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the
     let mut on_a = a.ws("session_id=k&user_id=u").await;
     let mut on_b = b.ws("session_id=k&user_id=u").await;
     let mid = chat(&mut on_a, "doomed", "r1").await;
-    read_until_seq(&mut on_b, &mid, 3).await;
+    on_b.until_seq(Some(&mid), 3).await;
 
     a.signal(Signal::Kill);
     let killed = Instant::now();
@@ -323,7 +308,7 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     let mut on_a = a.ws("session_id=e&user_id=u").await;
     let mut on_b = b.ws("session_id=e&user_id=u").await;
     let mid = chat(&mut on_a, "across a restart", "r1").await;
-    read_until_seq(&mut on_b, &mid, 3).await;
+    on_b.until_seq(Some(&mid), 3).await;
     assert_eq!(a.http("GET", "/readyz", "").await.status, 200);
 
     redis.restart();
@@ -366,7 +351,7 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     assert_eq!(unavailable["message_id"], mid.as_str());
     // And new replies stream (cancelled once seen streaming: they are long).
     let mid2 = chat(&mut late, "after", "r2").await;
-    let seen = read_until_seq(&mut late, &mid2, 2).await;
+    let seen = late.until_seq(Some(&mid2), 2).await;
     late.cancel(Some(&mid2), "c2").await;
     let (before, _) = late.next_of("cancel_result").await;
     let (_, end2) = end_after(&[seen, before].concat(), &mut late, &mid2).await;
@@ -375,7 +360,7 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     // reaches the connection on B live, every chunk once, and a cancel from
     // B reaches A's generator.
     let mid3 = chat(&mut on_a, "across nodes again", "r3").await;
-    let mut frames = read_until_seq(&mut on_b, &mid3, 3).await;
+    let mut frames = on_b.until_seq(Some(&mid3), 3).await;
     assert!(frames.iter().any(|f| f.is("start")), "{frames:#?}");
     on_b.cancel(Some(&mid3), "c3").await;
     let (before, result) = on_b.next_of("cancel_result").await;

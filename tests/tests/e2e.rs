@@ -51,19 +51,6 @@ fn position(frames: &[Frame], kind: &str) -> usize {
         .unwrap_or_else(|| panic!("a `{kind}` in {frames:#?}"))
 }
 
-/// Reads until a chunk of seq ≥ `seq`; returns everything read.
-async fn read_until_seq(ws: &mut Client, seq: u64) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    loop {
-        let f = ws.next_frame().await;
-        let reached = f.as_chunk().is_some_and(|c| c.seq >= seq);
-        frames.push(f);
-        if reached {
-            return frames;
-        }
-    }
-}
-
 /// The messages of `GET /v1/sessions/{session}/messages{query}`.
 async fn list(weir: &WeirProcess, session: &str, query: &str) -> Vec<Value> {
     let r = weir
@@ -177,7 +164,7 @@ async fn cancel_fences_every_connection_no_chunk_after_cancelled_and_repeated_ca
     let mut a = weir.ws("session_id=c1&user_id=u").await;
     let mut b = weir.ws("session_id=c1&user_id=u").await;
     a.chat(PROMPT, "r1").await;
-    let mut a_frames = read_until_seq(&mut a, 3).await;
+    let mut a_frames = a.until_seq(None, 3).await;
     let mid = a_frames[0].str("message_id").to_owned();
     assert!(a_frames[0].is("ack"));
 
@@ -351,7 +338,7 @@ async fn cancel_without_message_id_sent_right_after_chat_cancels_that_reply_befo
 
     // The conversation is free again: a new chat streams.
     ws.chat("again", "r2").await;
-    let frames = read_until_seq(&mut ws, 1).await;
+    let frames = ws.until_seq(None, 1).await;
     assert!(frames[0].is("ack"), "{frames:#?}");
 }
 
@@ -396,7 +383,7 @@ async fn two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_t
     let mut a = weir.ws("session_id=fan&user_id=u").await;
     let mut b = weir.ws("session_id=fan&user_id=u").await;
     a.chat(PROMPT, "r1").await;
-    let mut a_frames = read_until_seq(&mut a, 10).await;
+    let mut a_frames = a.until_seq(None, 10).await;
     let mid = a_frames[0].str("message_id").to_owned();
 
     // The third connection, mid-reply: the reply is in `history` as a
@@ -449,7 +436,7 @@ async fn resume_on_connect_delivers_exactly_the_chunks_after_seq_and_the_end_liv
     let weir = start(&demo(N, 300));
     let mut a = weir.ws("session_id=rc&user_id=u").await;
     a.chat(PROMPT, "r1").await;
-    let frames = read_until_seq(&mut a, 10).await;
+    let frames = a.until_seq(None, 10).await;
     let mid = frames[0].str("message_id").to_owned();
     let (had, seq) = contiguous(0, &chunks(&frames));
     // The client goes away mid-reply and comes back with resume=MID:SEQ.
@@ -661,7 +648,7 @@ async fn bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_u
     // `busy`; the same key again gets the original ack and no second reply.
     ws.send_json(json!({"type": "chat", "content": "first", "request_id": "c1", "client_message_id": "cm-1"}))
         .await;
-    let mut frames = read_until_seq(&mut ws, 2).await;
+    let mut frames = ws.until_seq(None, 2).await;
     let ack = frames[0].clone();
     assert!(ack.is("ack"), "{frames:#?}");
     let mid = ack.str("message_id").to_owned();
@@ -953,7 +940,7 @@ async fn token_auth_keeps_another_users_conversation_invisible_and_their_ids_not
     let mallory = token_for("mallory");
     let mut a = weir.ws(&format!("session_id=shared&token={alice}")).await;
     a.chat(PROMPT, "r1").await;
-    let mut a_frames = read_until_seq(&mut a, 3).await;
+    let mut a_frames = a.until_seq(None, 3).await;
     let mid = a_frames[0].str("message_id").to_owned();
 
     // Mallory, same session name, while alice's reply streams.
@@ -1051,7 +1038,7 @@ async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_
         .to_owned();
 
     // A WebSocket of the conversation sees the turn and the reply stream.
-    let mut frames = read_until_seq(&mut watcher, 3).await;
+    let mut frames = watcher.until_seq(None, 3).await;
     let user = only(&frames, "user_message");
     assert_eq!(user["message_id"], umid.as_str());
     assert_eq!(user["content"], "via http");
@@ -1246,7 +1233,7 @@ async fn sigterm_closes_every_client_with_1001_and_the_process_exits_0() {
     let mut idle = weir.ws("session_id=g1&user_id=u").await;
     let mut busy = weir.ws("session_id=g2&user_id=u").await;
     busy.chat("go on", "r1").await;
-    let _ = read_until_seq(&mut busy, 2).await;
+    let _ = busy.until_seq(None, 2).await;
 
     weir.signal(Signal::Term);
     let ((_, idle_code), (_, busy_code)) =

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use weir_tests::llm::LlmServer;
-use weir_tests::{chunks, contiguous, eventually, json, Client, Frame, WeirProcess};
+use weir_tests::{chunks, contiguous, eventually, json, Frame, WeirProcess};
 
 const SEED: u64 = 42;
 const PROMPT: &str = "Tell me about rivers.";
@@ -50,19 +50,6 @@ async fn model() -> LlmServer {
     let mut llm = LlmServer::start(2);
     llm.ready().await;
     llm
-}
-
-/// Reads until a chunk of seq ≥ `seq`; returns everything read.
-async fn read_until_seq(ws: &mut Client, seq: u64) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    loop {
-        let f = ws.next_frame().await;
-        let reached = f.as_chunk().is_some_and(|c| c.seq >= seq);
-        frames.push(f);
-        if reached {
-            return frames;
-        }
-    }
 }
 
 /// The one frame of type `kind` among `frames`.
@@ -173,7 +160,7 @@ async fn cancel_mid_reply_frees_the_model_servers_slot_and_no_chunk_follows_canc
     let weir = weir(&llm.url(), MAX);
     let mut ws = weir.ws("session_id=llm3&user_id=u").await;
     ws.chat(PROMPT, "r1").await;
-    let mut frames = read_until_seq(&mut ws, 3).await;
+    let mut frames = ws.until_seq(None, 3).await;
     let mid = only(&frames, "ack").str("message_id").to_owned();
     assert!(llm.busy().await, "the model server is generating the reply");
 
@@ -226,7 +213,7 @@ async fn the_model_server_killed_mid_reply_ends_the_reply_failed_and_weir_serves
     let weir = weir(&llm.url(), MAX);
     let mut ws = weir.ws("session_id=llm4&user_id=u").await;
     ws.chat(PROMPT, "r1").await;
-    let mut frames = read_until_seq(&mut ws, 2).await;
+    let mut frames = ws.until_seq(None, 2).await;
     let mid = only(&frames, "ack").str("message_id").to_owned();
 
     llm.kill();
