@@ -511,7 +511,48 @@ async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknow
     assert_eq!(end3["status"], "completed");
 }
 
+/// The names of the threads of process `pid` (Linux: `/proc/PID/task`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    let mut names: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_node_starts_no_tokio(
+) {
+    let runtime = Runtime::current();
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a", 5, 500, &["--worker-threads", "3"]);
+    let mut ws = a.ws("session_id=rt&user_id=u").await;
+    // Redis in use: a reply streams, through the store and its pub/sub.
+    let mid = chat(&mut ws, "which runtime", "r1").await;
+    let (_, end) = until_end_of(&mut ws, &mid).await;
+    assert_eq!(end["status"], "completed");
+
+    let names = thread_names(a.pid());
+    eprintln!("{runtime:?} threads: {names:?}");
+    let tokio_workers = names.iter().filter(|n| *n == "weir-worker").count();
+    let smol_workers = names.iter().filter(|n| n.starts_with("weir-smol-")).count();
+    let tokio_default = names.iter().filter(|n| n.starts_with("tokio")).count();
+    match runtime {
+        // (tokio names its blocking-pool threads like its workers.)
+        Runtime::Tokio => assert!(
+            tokio_workers >= 3 && smol_workers == 0,
+            "threads: {names:?}"
+        ),
+        Runtime::Smol => assert!(
+            smol_workers == 3 && tokio_workers == 0 && tokio_default == 0,
+            "threads: {names:?}"
+        ),
+    }
+}
+
 weir_tests::both_runtimes! {
+    a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_node_starts_no_tokio,
     cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_cancelled_with_no_chunk_after,
     cancel_racing_completion_across_two_nodes_has_one_winner_that_every_node_reports,
     client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_then_live_then_end,
