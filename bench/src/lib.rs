@@ -104,6 +104,12 @@ pub fn ratio(part: f64, whole: f64) -> Option<f64> {
     (part.is_finite() && whole.is_finite() && whole > 0.0).then(|| part / whole)
 }
 
+/// A ratio as the tables print it: `1.23×`, or `-` when there is none.
+#[must_use]
+pub fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| String::from("-"), |r| format!("{r:.2}×"))
+}
+
 /// Per-connection read buffer of the servers: weir's `READ_BUFFER`
 /// (`runtime/src/ws.rs`), not tungstenite's 128 KiB default.
 pub const SERVER_READ_BUFFER: usize = 1024;
@@ -410,6 +416,8 @@ mod tests {
         assert_eq!(ratio(1.0, 4.0), Some(0.25));
         assert_eq!(ratio(1.0, 0.0), None);
         assert_eq!(ratio(f64::NAN, 1.0), None);
+        assert_eq!(times(ratio(3.0, 2.0)), "1.50×");
+        assert_eq!(times(None), "-");
     }
 
     #[test]

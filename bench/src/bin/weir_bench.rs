@@ -50,7 +50,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use weir_bench::{
     client_ws_config, cpu_ticks, frame_type, load_average, machine_busy_ticks, proc_status_kib,
-    ratio, scan_chunk, utc_now, Machine, Runtime, RuntimeOpts, SERVER_MAX_FRAME,
+    ratio, scan_chunk, times, utc_now, Machine, Runtime, RuntimeOpts, SERVER_MAX_FRAME,
     SERVER_READ_BUFFER, SERVER_WRITE_BUFFER,
 };
 use weir_core::demo::DemoText;
@@ -573,11 +573,6 @@ fn runtime_name(runtime: Option<Runtime>) -> &'static str {
 /// `weir (tokio)`, `bare_ws`: a server as warnings name it.
 fn server_label(server: &str, runtime: Option<Runtime>) -> String {
     runtime.map_or_else(|| server.to_owned(), |r| format!("{server} ({})", r.name()))
-}
-
-/// A ratio for the tables: `1.23×`, or `-` when there is none.
-fn times(r: Option<f64>) -> String {
-    r.map_or_else(|| String::from("-"), |r| format!("{r:.2}×"))
 }
 
 async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -> Res<()> {
