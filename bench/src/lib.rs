@@ -1,6 +1,6 @@
 //! # weir-bench
 //!
-//! Two load tools, run from a release build (see `docs/benchmarks.md`):
+//! Load tools, run from a release build (see `docs/benchmarks.md`):
 //!
 //! - `bare_ws`: the baseline, a bare tokio + async-tungstenite WebSocket
 //!   server with no weir logic (one reader and one writer task per
@@ -9,7 +9,13 @@
 //! - `weir_bench idle | fanout`: starts `weir` and `bare_ws` as child
 //!   processes, loads each in the same run over loopback, and prints the
 //!   server RSS per idle connection or the chunks per second delivered to a
-//!   conversation's connections.
+//!   conversation's connections;
+//! - `cluster_bench cancel | throughput`: two `weir` nodes on one
+//!   `redis-server`;
+//! - `llm_bench`: a real model straight and through `weir`.
+//!
+//! Each runs `weir` on tokio and on smol in the same run unless
+//! `--runtime` says otherwise.
 //!
 //! This library holds what the binaries share: the WebSocket buffer sizes
 //! (the ones weir uses), the wire shape of chunk frames, a cheap scanner for

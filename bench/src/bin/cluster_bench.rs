@@ -585,7 +585,7 @@ fn print_cancel_table(runs: &[(Pair, RunResult)]) {
         "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}",
         "", "", "", "", "p50 / p90 / p99 / max", "p50 / p90 / p99 / max", "mean, ms"
     );
-    let mut p99 = HashMap::new();
+    let mut to_result = HashMap::new();
     for (pair, run) in runs {
         let RunResult::Cancel(c) = run else { continue };
         println!(
@@ -598,9 +598,9 @@ fn print_cancel_table(runs: &[(Pair, RunResult)]) {
             c.to_quiet_a.short(),
             c.quiet_mean_ms
         );
-        p99.insert(pair.name(), (c.to_result.p50, c.to_result.p99));
+        to_result.insert(pair.name(), (c.to_result.p50, c.to_result.p99));
     }
-    if let (Some(t), Some(s)) = (p99.get("tokio"), p99.get("smol")) {
+    if let (Some(t), Some(s)) = (to_result.get("tokio"), to_result.get("smol")) {
         println!(
             "smol / tokio: cancel → cancel_result p50 {}, p99 {}",
             times(ratio(s.0, t.0)),

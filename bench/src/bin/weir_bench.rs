@@ -329,7 +329,7 @@ impl Env {
              {SERVER_WRITE_BUFFER} B, max message/frame {SERVER_MAX_FRAME} B"
         );
         println!(
-            "weir      {} (each a fresh process; bare_ws runs on tokio)",
+            "weir      {} · each a fresh process · bare_ws runs on tokio",
             self.runtimes
         );
     }
@@ -538,6 +538,9 @@ async fn wait_all(tally: &Tally, n: usize, deadline: Instant) {
 
 // ---------------------------------------------------------------- idle
 
+/// The WebSocket path of client `i`.
+type WsPath = fn(usize) -> String;
+
 #[derive(Debug)]
 struct IdleResult {
     server: &'static str,
@@ -585,38 +588,23 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
     println!();
     let mut results = Vec::new();
 
+    // weir's variants: a conversation per connection, as real users would
+    // have, and every connection on one conversation.
+    let mut variants: Vec<(&'static str, WsPath)> = vec![("distinct conversations", |i| {
+        format!("/v1/ws?session_id=s{i}&user_id=u{i}")
+    })];
+    if !args.skip_one_conversation {
+        variants.push(("one conversation", |_| {
+            String::from("/v1/ws?session_id=s0&user_id=u0")
+        }));
+    }
     for &runtime in cli.rt.runtimes() {
-        let rt_args = cli.rt.weir_args(runtime);
-        let server = Server::weir(weir, &rt_args, &[]).await?;
-        results.push(
-            idle_one(
-                cli,
-                args,
-                server,
-                ("weir", Some(runtime)),
-                "distinct conversations",
-                true,
-                |i| format!("/v1/ws?session_id=s{i}&user_id=u{i}"),
-            )
-            .await?,
-        );
-        if !args.skip_one_conversation {
+        for &(variant, path) in &variants {
+            let server = Server::weir(weir, &cli.rt.weir_args(runtime), &[]).await?;
+            let who = ("weir", Some(runtime));
+            results.push(idle_one(cli, args, server, who, variant, true, path).await?);
             sleep(Duration::from_secs(1)).await;
-            let server = Server::weir(weir, &rt_args, &[]).await?;
-            results.push(
-                idle_one(
-                    cli,
-                    args,
-                    server,
-                    ("weir", Some(runtime)),
-                    "one conversation",
-                    true,
-                    |_| String::from("/v1/ws?session_id=s0&user_id=u0"),
-                )
-                .await?,
-            );
         }
-        sleep(Duration::from_secs(1)).await;
     }
     let server = Server::bare(bare, &[]).await?;
     results.push(
