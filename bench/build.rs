@@ -10,7 +10,14 @@ use std::path::Path;
 use std::process::Command;
 
 /// The packages whose versions matter for the figures.
-const PACKAGES: [&str; 4] = ["tokio", "hyper", "async-tungstenite", "tungstenite"];
+const PACKAGES: [&str; 6] = [
+    "tokio",
+    "smol",
+    "async-executor",
+    "hyper",
+    "async-tungstenite",
+    "tungstenite",
+];
 
 fn main() {
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");

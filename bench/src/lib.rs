@@ -1,6 +1,6 @@
 //! # weir-bench
 //!
-//! Two load tools, run from a release build (see `docs/benchmarks.md`):
+//! Load tools, run from a release build (see `docs/benchmarks.md`):
 //!
 //! - `bare_ws`: the baseline, a bare tokio + async-tungstenite WebSocket
 //!   server with no weir logic (one reader and one writer task per
@@ -9,16 +9,112 @@
 //! - `weir_bench idle | fanout`: starts `weir` and `bare_ws` as child
 //!   processes, loads each in the same run over loopback, and prints the
 //!   server RSS per idle connection or the chunks per second delivered to a
-//!   conversation's connections.
+//!   conversation's connections;
+//! - `cluster_bench cancel | throughput`: two `weir` nodes on one
+//!   `redis-server`;
+//! - `llm_bench`: a real model straight and through `weir`.
 //!
-//! This library holds what both binaries share: the WebSocket buffer sizes
+//! Each runs `weir` on tokio and on smol in the same run unless
+//! `--runtime` says otherwise.
+//!
+//! This library holds what the binaries share: the WebSocket buffer sizes
 //! (the ones weir uses), the wire shape of chunk frames, a cheap scanner for
-//! them, and readings from `/proc`.
+//! them, readings from `/proc`, and the choice of the runtimes weir runs on
+//! (`--runtime tokio|smol|both`, `--worker-threads N`: [`RuntimeOpts`]).
 #![forbid(unsafe_code)]
 
+use std::num::NonZeroUsize;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+/// The async runtime of a `weir serve` process (`--runtime`).
+pub use weir_tests::Runtime;
+
+/// Which runtimes a tool runs weir on: the value of its `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// `weir serve --runtime tokio` only.
+    Tokio,
+    /// `weir serve --runtime smol` only.
+    Smol,
+    /// tokio, then smol, in the same run.
+    Both,
+}
+
+impl RuntimeChoice {
+    /// The runtimes chosen, in the order they run.
+    #[must_use]
+    pub fn runtimes(self) -> &'static [Runtime] {
+        match self {
+            RuntimeChoice::Tokio => &[Runtime::Tokio],
+            RuntimeChoice::Smol => &[Runtime::Smol],
+            RuntimeChoice::Both => &Runtime::ALL,
+        }
+    }
+}
+
+/// The options every tool has for the weir processes it starts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeOpts {
+    /// The async runtimes weir runs on, one after the other in the same run
+    /// (`weir serve --runtime`)
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Both, global = true)]
+    pub runtime: RuntimeChoice,
+    /// `weir serve --worker-threads N` for every weir started [default:
+    /// weir's own, one thread per core on either runtime]
+    #[arg(long, value_name = "N", global = true)]
+    pub worker_threads: Option<NonZeroUsize>,
+}
+
+impl RuntimeOpts {
+    /// The runtimes to measure, in order.
+    #[must_use]
+    pub fn runtimes(&self) -> &'static [Runtime] {
+        self.runtime.runtimes()
+    }
+
+    /// The `weir serve` arguments for `runtime`: `--runtime NAME`, then
+    /// [`RuntimeOpts::thread_args`].
+    #[must_use]
+    pub fn weir_args(&self, runtime: Runtime) -> Vec<String> {
+        let mut args = vec![String::from("--runtime"), runtime.name().to_owned()];
+        args.extend(self.thread_args());
+        args
+    }
+
+    /// `--worker-threads N` when it was given, else nothing.
+    #[must_use]
+    pub fn thread_args(&self) -> Vec<String> {
+        self.worker_threads
+            .map(|n| vec![String::from("--worker-threads"), n.to_string()])
+            .unwrap_or_default()
+    }
+
+    /// What the run uses, for its header: `runtimes tokio, smol · worker
+    /// threads one per core (weir's default)`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.runtimes().iter().map(|r| r.name()).collect();
+        let threads = self.worker_threads.map_or_else(
+            || String::from("one per core (weir's default)"),
+            |n| n.to_string(),
+        );
+        format!("runtimes {} · worker threads {threads}", names.join(", "))
+    }
+}
+
+/// `part / whole`, or `None` when either is not a positive finite number
+/// (a ratio against a baseline that was not measured).
+#[must_use]
+pub fn ratio(part: f64, whole: f64) -> Option<f64> {
+    (part.is_finite() && whole.is_finite() && whole > 0.0).then(|| part / whole)
+}
+
+/// A ratio as the tables print it: `1.23×`, or `-` when there is none.
+#[must_use]
+pub fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| String::from("-"), |r| format!("{r:.2}×"))
+}
 
 /// Per-connection read buffer of the servers: weir's `READ_BUFFER`
 /// (`runtime/src/ws.rs`), not tungstenite's 128 KiB default.
@@ -303,6 +399,31 @@ mod tests {
         assert_eq!(scan_chunk(&end_frame("m", 9)), None);
         assert_eq!(frame_type(&end_frame("m", 9)), Some("end"));
         assert_eq!(frame_type("not json"), None);
+    }
+
+    #[test]
+    fn runtime_choices() {
+        use clap::ValueEnum as _;
+        let both = RuntimeChoice::from_str("both", false).unwrap();
+        assert_eq!(both.runtimes(), &[Runtime::Tokio, Runtime::Smol]);
+        assert_eq!(
+            RuntimeChoice::from_str("smol", false).unwrap().runtimes(),
+            &[Runtime::Smol]
+        );
+        let opts = RuntimeOpts {
+            runtime: RuntimeChoice::Tokio,
+            worker_threads: NonZeroUsize::new(3),
+        };
+        assert_eq!(
+            opts.weir_args(Runtime::Smol),
+            ["--runtime", "smol", "--worker-threads", "3"]
+        );
+        assert_eq!(opts.describe(), "runtimes tokio · worker threads 3");
+        assert_eq!(ratio(1.0, 4.0), Some(0.25));
+        assert_eq!(ratio(1.0, 0.0), None);
+        assert_eq!(ratio(f64::NAN, 1.0), None);
+        assert_eq!(times(ratio(3.0, 2.0)), "1.50×");
+        assert_eq!(times(None), "-");
     }
 
     #[test]

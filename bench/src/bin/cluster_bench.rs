@@ -14,9 +14,18 @@
 //!   received per second (everything crossed Redis), and per chunk the delay
 //!   between A's client and B's client receiving it (cross-node delivery).
 //!
+//! Each runs on every pair of runtimes that `--runtime tokio|smol|both`
+//! (default both) names, one after the other in the same run, each pair on
+//! a `redis-server` of its own: both nodes on tokio, both on smol, and (with
+//! both, unless `--skip-mixed`) node A on tokio with node B on smol. The
+//! figures of every pair are printed as they come, then side by side in one
+//! table, and last as one JSON object with a section per pair.
+//!
 //! `--weir PATH` names the binary (default: `weir` next to this executable,
 //! so build with `cargo build --release -p weir-server -p weir-bench`).
-//! Every wait is bounded. See docs/benchmarks.md.
+//! Every wait is bounded (each frame within 10 s; the whole run within
+//! `--timeout-secs`); the nodes and Redis are killed when the run ends.
+//! See docs/benchmarks.md.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stdout,
@@ -29,6 +38,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use weir_bench::{load_average, ratio, times, utc_now, Runtime, RuntimeChoice, RuntimeOpts};
 use weir_tests::{Client, Frame, RedisServer, WeirProcess};
 
 #[derive(Debug, Parser)]
@@ -39,9 +50,17 @@ struct Cli {
     /// The weir binary [default: `weir` next to this executable]
     #[arg(long, global = true, value_name = "PATH")]
     weir: Option<PathBuf>,
+    #[command(flatten)]
+    rt: RuntimeOpts,
+    /// With `--runtime both`: skip the mixed pair (node A on tokio, node B on smol)
+    #[arg(long, global = true)]
+    skip_mixed: bool,
+    /// Upper bound of the whole run, in seconds
+    #[arg(long, global = true, default_value_t = 900)]
+    timeout_secs: u64,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Cmd {
     /// Cross-node cancel latency.
     Cancel {
@@ -63,9 +82,46 @@ enum Cmd {
     },
 }
 
+/// The runtimes of the two nodes of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pair {
+    /// Node A's: it produces every reply.
+    a: Runtime,
+    /// Node B's: it cancels (`cancel`) or views (`throughput`).
+    b: Runtime,
+}
+
+impl Pair {
+    /// `tokio`, `smol`, or `mixed` (A and B on different runtimes).
+    fn name(self) -> &'static str {
+        if self.a == self.b {
+            self.a.name()
+        } else {
+            "mixed"
+        }
+    }
+
+    /// The pairs a run measures, in order.
+    fn chosen(cli: &Cli) -> Vec<Pair> {
+        let mut pairs: Vec<Pair> = cli
+            .rt
+            .runtimes()
+            .iter()
+            .map(|&r| Pair { a: r, b: r })
+            .collect();
+        if cli.rt.runtime == RuntimeChoice::Both && !cli.skip_mixed {
+            pairs.push(Pair {
+                a: Runtime::Tokio,
+                b: Runtime::Smol,
+            });
+        }
+        pairs
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let weir = cli.weir.unwrap_or_else(|| {
+    let weir = cli.weir.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(|d| d.join("weir")))
@@ -83,29 +139,146 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let redis = RedisServer::start();
+    let pairs = Pair::chosen(&cli);
+    let date = utc_now();
     println!(
-        "# cluster_bench: weir {} on redis-server port {}, {}",
+        "# cluster_bench: weir {} · {} · {} pair(s): {} · {} · load average {}",
         weir.display(),
-        redis.port(),
-        weir_bench::load_average()
+        date,
+        pairs.len(),
+        pairs
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cli.rt.describe(),
+        load_average()
     );
-    match cli.command {
-        Cmd::Cancel { cancels } => rt.block_on(cancel(&redis, cancels)),
+    let limit = Duration::from_secs(cli.timeout_secs);
+    let runs = rt.block_on(async {
+        tokio::time::timeout(limit, async {
+            let mut runs = Vec::new();
+            for &pair in &pairs {
+                runs.push((pair, one_pair(&cli, pair).await));
+            }
+            runs
+        })
+        .await
+    });
+    // Dropping the nodes and Redis (done by now) killed them.
+    let Ok(runs) = runs else {
+        eprintln!(
+            "cluster_bench: the run took longer than --timeout-secs {}",
+            cli.timeout_secs
+        );
+        return ExitCode::FAILURE;
+    };
+    println!();
+    let (bench, params) = match cli.command {
+        Cmd::Cancel { cancels } => {
+            print_cancel_table(&runs);
+            ("cancel", json!({ "cancels": cancels }))
+        }
         Cmd::Throughput {
             convs,
             chunks,
             rounds,
-        } => rt.block_on(throughput(&redis, convs, chunks, rounds)),
+        } => {
+            print_throughput_table(&runs);
+            (
+                "throughput",
+                json!({ "convs": convs, "chunks": chunks, "rounds": rounds }),
+            )
+        }
+    };
+    let mut sections = serde_json::Map::new();
+    for (pair, run) in &runs {
+        let mut v = run.json();
+        v["node_a"] = json!(pair.a.name());
+        v["node_b"] = json!(pair.b.name());
+        sections.insert(pair.name().to_owned(), v);
     }
+    println!(
+        "{}",
+        json!({
+            "tool": "cluster_bench",
+            "bench": bench,
+            "date": date,
+            "params": params,
+            "worker_threads": cli.rt.worker_threads,
+            "runs": sections,
+        })
+    );
     ExitCode::SUCCESS
 }
 
-fn nodes(redis: &RedisServer, chunks: u32, rate: &str) -> (WeirProcess, WeirProcess) {
+/// What one pair of nodes measured.
+#[derive(Debug)]
+enum RunResult {
+    Cancel(CancelResult),
+    Throughput(ThroughputResult),
+}
+
+impl RunResult {
+    fn json(&self) -> Value {
+        match self {
+            RunResult::Cancel(c) => json!({
+                "load_average": c.load,
+                "cancels": c.to_result.n,
+                "cancel_to_result_ms": c.to_result.json(),
+                "cancel_to_last_chunk_on_a_ms": c.to_quiet_a.json(),
+                "b_cancel_quiet_mean_ms": c.quiet_mean_ms,
+            }),
+            RunResult::Throughput(t) => json!({
+                "load_average": t.load,
+                "chunks_received_on_b": t.received,
+                "chunks_per_sec": t.chunks_per_sec,
+                "delivery_delay_ms": t.delay.json(),
+                "b_merged_frames": t.merged,
+                "b_notices_dropped": t.notices_dropped,
+            }),
+        }
+    }
+}
+
+/// Starts Redis and the two nodes of `pair`, runs the command, stops them.
+async fn one_pair(cli: &Cli, pair: Pair) -> RunResult {
+    let redis = RedisServer::start();
+    let load = load_average();
+    println!();
+    println!(
+        "## {}: node A on {}, node B on {} · redis-server port {} · load average {load}",
+        pair.name(),
+        pair.a.name(),
+        pair.b.name(),
+        redis.port()
+    );
+    match cli.command {
+        Cmd::Cancel { cancels } => {
+            RunResult::Cancel(cancel(&redis, cli, pair, load, cancels).await)
+        }
+        Cmd::Throughput {
+            convs,
+            chunks,
+            rounds,
+        } => RunResult::Throughput(
+            throughput(&redis, cli, pair, load, (convs, chunks, rounds)).await,
+        ),
+    }
+}
+
+fn nodes(
+    redis: &RedisServer,
+    cli: &Cli,
+    pair: Pair,
+    chunks: u32,
+    rate: &str,
+) -> (WeirProcess, WeirProcess) {
     let url = redis.url();
     let chunks = chunks.to_string();
-    let start = |id: &str| {
-        WeirProcess::start(&[
+    let threads = cli.rt.thread_args();
+    let start = |runtime: Runtime, id: &str| {
+        let mut args = vec![
             "--store",
             &url,
             "--node-id",
@@ -118,13 +291,29 @@ fn nodes(redis: &RedisServer, chunks: u32, rate: &str) -> (WeirProcess, WeirProc
             "warn",
             "--queue-capacity",
             "4096",
-        ])
+        ];
+        args.extend(threads.iter().map(String::as_str));
+        WeirProcess::start_on(runtime, &args)
     };
-    (start("node-a"), start("node-b"))
+    (start(pair.a, "node-a"), start(pair.b, "node-b"))
 }
 
-async fn cancel(redis: &RedisServer, n: usize) {
-    let (a, b) = nodes(redis, 100_000, "2000");
+#[derive(Debug)]
+struct CancelResult {
+    load: String,
+    to_result: Stats,
+    to_quiet_a: Stats,
+    quiet_mean_ms: f64,
+}
+
+async fn cancel(
+    redis: &RedisServer,
+    cli: &Cli,
+    pair: Pair,
+    load: String,
+    n: usize,
+) -> CancelResult {
+    let (a, b) = nodes(redis, cli, pair, 100_000, "2000");
     let mut on_a = a.ws("session_id=bench&user_id=u").await;
     let mut on_b = b.ws("session_id=bench&user_id=u").await;
     let mut to_result = Vec::with_capacity(n);
@@ -174,27 +363,44 @@ async fn cancel(redis: &RedisServer, n: usize) {
         }
     }
     let metrics = b.metrics().await;
+    let (to_result, to_quiet_a) = (Stats::of(&mut to_result), Stats::of(&mut to_quiet_a));
+    let quiet_mean_ms = 1000.0 * metrics.get("weir_cancel_quiet_seconds_sum")
+        / metrics.get("weir_cancel_quiet_seconds_count").max(1.0);
     println!("cancels: {n}");
+    println!("cancel sent to B -> cancel_result on B: {to_result}");
+    println!("cancel sent to B -> last chunk of the reply on A's client: {to_quiet_a}");
     println!(
-        "cancel sent to B -> cancel_result on B: {}",
-        summary(&mut to_result)
-    );
-    println!(
-        "cancel sent to B -> last chunk of the reply on A's client: {}",
-        summary(&mut to_quiet_a)
-    );
-    println!(
-        "B's weir_cancel_quiet_seconds: count {} sum {:.3}s (mean {:.3} ms)",
+        "B's weir_cancel_quiet_seconds: count {} sum {:.3}s (mean {quiet_mean_ms:.3} ms)",
         metrics.get("weir_cancel_quiet_seconds_count"),
         metrics.get("weir_cancel_quiet_seconds_sum"),
-        1000.0 * metrics.get("weir_cancel_quiet_seconds_sum")
-            / metrics.get("weir_cancel_quiet_seconds_count").max(1.0)
     );
+    CancelResult {
+        load,
+        to_result,
+        to_quiet_a,
+        quiet_mean_ms,
+    }
 }
 
-async fn throughput(redis: &RedisServer, convs: usize, chunks: u32, rounds: usize) {
+#[derive(Debug)]
+struct ThroughputResult {
+    load: String,
+    received: u64,
+    chunks_per_sec: f64,
+    delay: Stats,
+    merged: f64,
+    notices_dropped: f64,
+}
+
+async fn throughput(
+    redis: &RedisServer,
+    cli: &Cli,
+    pair: Pair,
+    load: String,
+    (convs, chunks, rounds): (usize, u32, usize),
+) -> ThroughputResult {
     // As fast as the generator goes.
-    let (a, b) = nodes(redis, chunks, "1000000000");
+    let (a, b) = nodes(redis, cli, pair, chunks, "1000000000");
     let mut pairs = Vec::new();
     for c in 0..convs {
         let q = format!("session_id=t{c}&user_id=u{c}");
@@ -225,20 +431,24 @@ async fn throughput(redis: &RedisServer, convs: usize, chunks: u32, rounds: usiz
     println!(
         "conversations: {convs}, replies each: {rounds}, chunks per reply: {chunks}; chunks received on B: {received}"
     );
-    println!(
-        "chunks/s through Redis (B's viewers, first to last chunk): {:.0}",
-        received as f64 / span.as_secs_f64()
-    );
-    println!(
-        "cross-node delivery delay (A's client -> B's client, per chunk): {}",
-        summary(&mut delays)
-    );
+    let chunks_per_sec = received as f64 / span.as_secs_f64();
+    let delay = Stats::of(&mut delays);
+    println!("chunks/s through Redis (B's viewers, first to last chunk): {chunks_per_sec:.0}");
+    println!("cross-node delivery delay (A's client -> B's client, per chunk): {delay}");
     let m = b.metrics().await;
-    println!(
-        "B: merged frames {}, notices dropped {}",
+    let (merged, notices_dropped) = (
         m.get("weir_merged_frames_total"),
-        m.get("weir_notices_dropped_total")
+        m.get("weir_notices_dropped_total"),
     );
+    println!("B: merged frames {merged}, notices dropped {notices_dropped}");
+    ThroughputResult {
+        load,
+        received,
+        chunks_per_sec,
+        delay,
+        merged,
+        notices_dropped,
+    }
 }
 
 /// One conversation: `rounds` replies; returns per-chunk delays, chunks
@@ -305,21 +515,128 @@ fn is_end(f: &Frame, mid: &str) -> bool {
     f.is("end") && f["message_id"] == mid
 }
 
-fn summary(samples: &mut [Duration]) -> String {
-    if samples.is_empty() {
-        return "no samples".to_owned();
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Stats {
+    /// Sorts `samples` and reads the percentiles (all 0 when empty).
+    fn of(samples: &mut [Duration]) -> Stats {
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
+            samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Stats {
+            n: samples.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
     }
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[i].as_secs_f64() * 1000.0
-    };
-    format!(
-        "n {} p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms",
-        samples.len(),
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
-    )
+
+    /// `p50 / p90 / p99 / max` for the tables.
+    fn short(&self) -> String {
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2}",
+            self.p50, self.p90, self.p99, self.max
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({"n": self.n, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max})
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.n == 0 {
+            return f.write_str("no samples");
+        }
+        write!(
+            f,
+            "n {} p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms",
+            self.n, self.p50, self.p90, self.p99, self.max
+        )
+    }
+}
+
+/// The pairs side by side: one row each, then smol's figures against
+/// tokio's.
+fn print_cancel_table(runs: &[(Pair, RunResult)]) {
+    println!(
+        "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}",
+        "pair",
+        "node A",
+        "node B",
+        "load",
+        "cancel → cancel_result on B, ms",
+        "cancel → last chunk on A, ms",
+        "B quiet"
+    );
+    println!(
+        "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}",
+        "", "", "", "", "p50 / p90 / p99 / max", "p50 / p90 / p99 / max", "mean, ms"
+    );
+    let mut to_result = HashMap::new();
+    for (pair, run) in runs {
+        let RunResult::Cancel(c) = run else { continue };
+        println!(
+            "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9.3}",
+            pair.name(),
+            pair.a.name(),
+            pair.b.name(),
+            c.load,
+            c.to_result.short(),
+            c.to_quiet_a.short(),
+            c.quiet_mean_ms
+        );
+        to_result.insert(pair.name(), (c.to_result.p50, c.to_result.p99));
+    }
+    if let (Some(t), Some(s)) = (to_result.get("tokio"), to_result.get("smol")) {
+        println!(
+            "smol / tokio: cancel → cancel_result p50 {}, p99 {}",
+            times(ratio(s.0, t.0)),
+            times(ratio(s.1, t.1))
+        );
+    }
+}
+
+fn print_throughput_table(runs: &[(Pair, RunResult)]) {
+    println!(
+        "{:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11}  {:<36}  {:>7}",
+        "pair", "node A", "node B", "load", "chunks", "chunks/s", "A → B delay, ms", "merged"
+    );
+    println!(
+        "{:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11}  {:<36}  {:>7}",
+        "", "", "", "", "on B", "on B", "p50 / p90 / p99 / max", "on B"
+    );
+    let mut rates = HashMap::new();
+    for (pair, run) in runs {
+        let RunResult::Throughput(t) = run else {
+            continue;
+        };
+        println!(
+            "{:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11.0}  {:<36}  {:>7}",
+            pair.name(),
+            pair.a.name(),
+            pair.b.name(),
+            t.load,
+            t.received,
+            t.chunks_per_sec,
+            t.delay.short(),
+            t.merged
+        );
+        rates.insert(pair.name(), t.chunks_per_sec);
+    }
+    if let (Some(t), Some(s)) = (rates.get("tokio"), rates.get("smol")) {
+        println!("smol / tokio: {} in chunks/s", times(ratio(*s, *t)));
+    }
 }

@@ -5,9 +5,11 @@
 //! It starts the model server (`scripts/llm-server.py` from the venv that
 //! `scripts/llm-server.sh --setup-only` makes: llama.cpp's server with
 //! SmolLM2-135M-Instruct) and `weir serve --generator openai` in front of
-//! it, warms both up, then alternates, `--runs` times, one streamed request
-//! straight to the model server and one chat through weir (a fresh
-//! conversation each, so the prompt is one user turn either way):
+//! it, one weir process per runtime of `--runtime tokio|smol|both` (default
+//! both), warms each path up, then takes turns, `--runs` times, between one
+//! streamed request straight to the model server and one chat through each
+//! weir (a fresh conversation each, so the prompt is one user turn either
+//! way; the order rotates from run to run):
 //!
 //! - **direct**: `POST /v1/chat/completions` with `stream: true` over a raw
 //!   HTTP/1.1 connection, its chunked body and SSE events decoded here;
@@ -21,7 +23,8 @@
 //! Reported per path: time to first token (from just before the request is
 //! written to the first non-empty delta) and the decode rate (deltas after
 //! the first, divided by the time from the first to the last). Medians over
-//! the runs; every run is printed. Figures, not a test: it fails nothing.
+//! the runs, and each runtime's against direct's; every run is printed.
+//! Figures, not a test: it fails nothing.
 //!
 //! ```sh
 //! scripts/llm-server.sh --setup-only
@@ -48,7 +51,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{timeout, Instant};
-use weir_bench::{client_ws_config, load_average, utc_now, Machine};
+use weir_bench::{client_ws_config, load_average, ratio, utc_now, Machine, Runtime, RuntimeOpts};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
@@ -80,6 +83,26 @@ struct Cli {
     /// Upper bound of the whole run, seconds
     #[arg(long, default_value_t = 1800)]
     timeout_secs: u64,
+    #[command(flatten)]
+    rt: RuntimeOpts,
+}
+
+/// Where a request goes: straight to the model server, or through the weir
+/// on a runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Direct,
+    Weir(Runtime),
+}
+
+impl Route {
+    /// `direct`, `weir/tokio`, `weir/smol`.
+    fn name(self) -> String {
+        match self {
+            Route::Direct => String::from("direct"),
+            Route::Weir(r) => format!("weir/{}", r.name()),
+        }
+    }
 }
 
 /// One measured request.
@@ -161,7 +184,7 @@ async fn run(cli: &Cli) -> Res<()> {
     );
     println!(
         "model: SmolLM2-135M-Instruct Q4_1 on llama.cpp's server (xllamacpp), {} threads; \
-         max_tokens {}, temperature 0, seed {SEED}; {} runs per path, alternating",
+         max_tokens {}, temperature 0, seed {SEED}; {} runs per path, taking turns",
         cli.threads, cli.max_tokens, cli.runs
     );
 
@@ -185,9 +208,12 @@ async fn run(cli: &Cli) -> Res<()> {
     let max_tokens = cli.max_tokens.to_string();
     let seed = SEED.to_string();
     let upstream = format!("http://{model_addr}");
-    let (_weir, weir_addr) = start(
-        &weir_bin,
-        &[
+    println!("weir: {}, each a process of its own", cli.rt.describe());
+    // One weir per runtime, all in front of the same model server; killed
+    // when dropped.
+    let mut weirs = Vec::new();
+    for &runtime in cli.rt.runtimes() {
+        let mut args: Vec<String> = [
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -205,46 +231,59 @@ async fn run(cli: &Cli) -> Res<()> {
             &seed,
             "--max-tokens",
             &max_tokens,
-        ],
-        "weir listening on http://",
-    )
-    .await?;
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(cli.rt.weir_args(runtime));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, addr) = start(&weir_bin, &args, "weir listening on http://").await?;
+        weirs.push((runtime, child, addr));
+    }
+    let paths: Vec<Route> = std::iter::once(Route::Direct)
+        .chain(weirs.iter().map(|(r, _, _)| Route::Weir(*r)))
+        .collect();
+    let request = |path: Route, n: u32| {
+        let weir_addr = weirs
+            .iter()
+            .find(|(r, _, _)| Route::Weir(*r) == path)
+            .map(|(_, _, addr)| addr.clone());
+        let model_addr = model_addr.clone();
+        let max_tokens = cli.max_tokens;
+        async move {
+            match weir_addr {
+                None => direct(&model_addr, &prompt(n), max_tokens).await,
+                Some(addr) => through_weir(&addr, &prompt(n), &format!("b{n}")).await,
+            }
+        }
+    };
 
     // Warm-up, one of each (not counted).
-    direct(&model_addr, &prompt(900), cli.max_tokens).await?;
-    through_weir(&weir_addr, &prompt(901), "warm").await?;
+    for (k, &path) in paths.iter().enumerate() {
+        request(path, 900 + u32::try_from(k)?).await?;
+    }
 
-    let mut direct_samples = Vec::new();
-    let mut weir_samples = Vec::new();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); paths.len()];
     println!(
-        "\n{:>4}  {:<6}  {:>9}  {:>7}  {:>7}  {:>10}",
+        "\n{:>4}  {:<10}  {:>9}  {:>7}  {:>7}  {:>10}",
         "run", "path", "ttft ms", "deltas", "tokens", "tokens/s"
     );
+    let k = u32::try_from(paths.len())?;
     for i in 0..cli.runs {
-        let mut order = [true, false];
-        if i % 2 == 1 {
-            order.reverse();
-        }
-        for is_direct in order {
-            let n = 2 * i + u32::from(!is_direct);
-            let s = if is_direct {
-                direct(&model_addr, &prompt(n), cli.max_tokens).await?
-            } else {
-                through_weir(&weir_addr, &prompt(n), &format!("b{n}")).await?
-            };
-            let path = if is_direct { "direct" } else { "weir" };
+        // Each run starts with another path, so none is always first.
+        for j in 0..k {
+            let at = ((i + j) % k) as usize;
+            let path = paths[at];
+            let s = request(path, k * i + u32::try_from(at)?).await?;
             println!(
-                "{i:>4}  {path:<6}  {:>9.1}  {:>7}  {:>7}  {:>10.2}",
+                "{i:>4}  {:<10}  {:>9.1}  {:>7}  {:>7}  {:>10.2}",
+                path.name(),
                 s.ttft.as_secs_f64() * 1e3,
                 s.deltas,
                 s.tokens,
                 s.rate()
             );
-            if is_direct {
-                direct_samples.push(s);
-            } else {
-                weir_samples.push(s);
-            }
+            samples[at].push(s);
         }
     }
 
@@ -253,17 +292,48 @@ async fn run(cli: &Cli) -> Res<()> {
         let rate = median(samples.iter().map(Sample::rate).collect());
         (ttft, rate)
     };
-    let (d_ttft, d_rate) = summary(&direct_samples);
-    let (w_ttft, w_rate) = summary(&weir_samples);
+    let medians: Vec<(f64, f64)> = samples.iter().map(|s| summary(s)).collect();
+    let (d_ttft, d_rate) = medians[0];
     println!("\nmedians over {} runs per path:", cli.runs);
-    println!("  direct: time to first token {d_ttft:.1} ms, {d_rate:.2} tokens/s");
-    println!("  weir:   time to first token {w_ttft:.1} ms, {w_rate:.2} tokens/s");
-    println!(
-        "  weir − direct: {:+.1} ms to first token; weir/direct tokens/s: {:.3}",
-        w_ttft - d_ttft,
-        if d_rate > 0.0 { w_rate / d_rate } else { 0.0 }
-    );
+    for (path, (ttft, rate)) in paths.iter().zip(&medians) {
+        println!(
+            "  {:<11} time to first token {ttft:.1} ms, {rate:.2} tokens/s",
+            format!("{}:", path.name())
+        );
+    }
+    let mut per_runtime = serde_json::Map::new();
+    for (path, &(ttft, rate)) in paths.iter().zip(&medians).skip(1) {
+        let Route::Weir(runtime) = *path else {
+            continue;
+        };
+        let vs = ratio(rate, d_rate);
+        println!(
+            "  weir ({}) − direct: {:+.1} ms to first token; weir/direct tokens/s: {}",
+            runtime.name(),
+            ttft - d_ttft,
+            vs.map_or_else(|| String::from("-"), |v| format!("{v:.3}"))
+        );
+        per_runtime.insert(
+            runtime.name().to_owned(),
+            json!({
+                "ttft_ms_median": ttft,
+                "tokens_per_s_median": rate,
+                "ttft_minus_direct_ms": ttft - d_ttft,
+                "tokens_per_s_vs_direct": vs,
+            }),
+        );
+    }
+    if let [_, (t_ttft, t_rate), (s_ttft, s_rate)] = medians.as_slice() {
+        println!(
+            "  smol − tokio: {:+.1} ms to first token; smol/tokio tokens/s: {}",
+            s_ttft - t_ttft,
+            ratio(*s_rate, *t_rate).map_or_else(|| String::from("-"), |v| format!("{v:.3}"))
+        );
+    }
     println!("load average after: {}", load_average());
+    // `weir`: the first runtime's medians, as before (tokio unless
+    // --runtime smol).
+    let (w_ttft, w_rate) = medians.get(1).copied().unwrap_or((f64::NAN, f64::NAN));
     println!(
         "{}",
         json!({
@@ -271,8 +341,10 @@ async fn run(cli: &Cli) -> Res<()> {
             "runs": cli.runs,
             "max_tokens": cli.max_tokens,
             "threads": cli.threads,
+            "worker_threads": cli.rt.worker_threads,
             "direct": {"ttft_ms_median": d_ttft, "tokens_per_s_median": d_rate},
             "weir": {"ttft_ms_median": w_ttft, "tokens_per_s_median": w_rate},
+            "runtimes": per_runtime,
         })
     );
     Ok(())

@@ -13,7 +13,11 @@
 //!   over clients divided by the time from the first chunk received by any
 //!   client to the last chunk received by any client.
 //!
-//! Both servers run as child processes (found next to this executable unless
+//! weir runs on each runtime of `--runtime tokio|smol|both` (default both:
+//! tokio, then smol, each a fresh process), and every weir figure is printed
+//! per runtime beside bare's, with its ratio to bare's from the same run.
+//!
+//! The servers run as child processes (found next to this executable unless
 //! `--weir` / `--bare` say otherwise) and are killed when the run ends, fails
 //! or is interrupted. Every wait is bounded; `--timeout-secs` bounds the
 //! whole run. The last line printed is the results as one JSON object.
@@ -46,7 +50,8 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use weir_bench::{
     client_ws_config, cpu_ticks, frame_type, load_average, machine_busy_ticks, proc_status_kib,
-    scan_chunk, utc_now, Machine, SERVER_MAX_FRAME, SERVER_READ_BUFFER, SERVER_WRITE_BUFFER,
+    ratio, scan_chunk, times, utc_now, Machine, Runtime, RuntimeOpts, SERVER_MAX_FRAME,
+    SERVER_READ_BUFFER, SERVER_WRITE_BUFFER,
 };
 use weir_core::demo::DemoText;
 
@@ -88,6 +93,8 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 8, value_name = "K",
           value_parser = clap::value_parser!(u8).range(1..=254))]
     source_ips: u8,
+    #[command(flatten)]
+    rt: RuntimeOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +196,7 @@ async fn run(cli: &Cli) -> Res<()> {
     }
     let nofile = raise_fd_limit(conns)?;
     check_ports(conns, cli.source_ips)?;
-    let env = Env::read(&weir, nofile).await;
+    let env = Env::read(&weir, nofile, &cli.rt).await;
     match &cli.command {
         Cmd::Idle(args) => idle(cli, args, &weir, &bare, &env).await,
         Cmd::Fanout(args) => fanout(cli, args, &weir, &bare, &env).await,
@@ -263,10 +270,12 @@ struct Env {
     weir_version: String,
     nofile: u64,
     clk_tck: f64,
+    /// `RuntimeOpts::describe`.
+    runtimes: String,
 }
 
 impl Env {
-    async fn read(weir: &Path, nofile: u64) -> Env {
+    async fn read(weir: &Path, nofile: u64, rt: &RuntimeOpts) -> Env {
         let weir_version = match Command::new(weir).arg("version").output().await {
             Ok(out) => String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -287,6 +296,7 @@ impl Env {
             weir_version,
             nofile,
             clk_tck,
+            runtimes: rt.describe(),
         }
     }
 
@@ -317,6 +327,10 @@ impl Env {
         println!(
             "          bare_ws uses weir's WebSocket buffers: read {SERVER_READ_BUFFER} B, write \
              {SERVER_WRITE_BUFFER} B, max message/frame {SERVER_MAX_FRAME} B"
+        );
+        println!(
+            "weir      {} · each a fresh process · bare_ws runs on tokio",
+            self.runtimes
         );
     }
 
@@ -391,7 +405,9 @@ impl Server {
         Ok(Server { child, pid, addr })
     }
 
-    async fn weir(program: &Path, extra: &[String]) -> Res<Server> {
+    /// `weir serve` with `runtime` (the `--runtime` and `--worker-threads`
+    /// arguments of [`RuntimeOpts::weir_args`]) and `extra`.
+    async fn weir(program: &Path, runtime: &[String], extra: &[String]) -> Res<Server> {
         let mut args: Vec<String> = [
             "serve",
             "--listen",
@@ -408,6 +424,7 @@ impl Server {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        args.extend_from_slice(runtime);
         args.extend_from_slice(extra);
         Server::start(program, &args, "weir listening on http://").await
     }
@@ -521,9 +538,14 @@ async fn wait_all(tally: &Tally, n: usize, deadline: Instant) {
 
 // ---------------------------------------------------------------- idle
 
+/// The WebSocket path of client `i`.
+type WsPath = fn(usize) -> String;
+
 #[derive(Debug)]
 struct IdleResult {
     server: &'static str,
+    /// weir's runtime; `None` for bare_ws.
+    runtime: Option<Runtime>,
     variant: &'static str,
     conns: usize,
     established: usize,
@@ -546,6 +568,16 @@ impl IdleResult {
     }
 }
 
+/// The runtime column of a result: weir's runtime, `-` for bare_ws.
+fn runtime_name(runtime: Option<Runtime>) -> &'static str {
+    runtime.map_or("-", Runtime::name)
+}
+
+/// `weir (tokio)`, `bare_ws`: a server as warnings name it.
+fn server_label(server: &str, runtime: Option<Runtime>) -> String {
+    runtime.map_or_else(|| server.to_owned(), |r| format!("{server} ({})", r.name()))
+}
+
 async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -> Res<()> {
     env.print("idle");
     println!(
@@ -556,33 +588,27 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
     println!();
     let mut results = Vec::new();
 
-    let server = Server::weir(weir, &[]).await?;
-    results.push(
-        idle_one(
-            cli,
-            args,
-            server,
-            "weir",
-            "distinct conversations",
-            true,
-            |i| format!("/v1/ws?session_id=s{i}&user_id=u{i}"),
-        )
-        .await?,
-    );
+    // weir's variants: a conversation per connection, as real users would
+    // have, and every connection on one conversation.
+    let mut variants: Vec<(&'static str, WsPath)> = vec![("distinct conversations", |i| {
+        format!("/v1/ws?session_id=s{i}&user_id=u{i}")
+    })];
     if !args.skip_one_conversation {
-        sleep(Duration::from_secs(1)).await;
-        let server = Server::weir(weir, &[]).await?;
-        results.push(
-            idle_one(cli, args, server, "weir", "one conversation", true, |_| {
-                String::from("/v1/ws?session_id=s0&user_id=u0")
-            })
-            .await?,
-        );
+        variants.push(("one conversation", |_| {
+            String::from("/v1/ws?session_id=s0&user_id=u0")
+        }));
     }
-    sleep(Duration::from_secs(1)).await;
+    for &runtime in cli.rt.runtimes() {
+        for &(variant, path) in &variants {
+            let server = Server::weir(weir, &cli.rt.weir_args(runtime), &[]).await?;
+            let who = ("weir", Some(runtime));
+            results.push(idle_one(cli, args, server, who, variant, true, path).await?);
+            sleep(Duration::from_secs(1)).await;
+        }
+    }
     let server = Server::bare(bare, &[]).await?;
     results.push(
-        idle_one(cli, args, server, "bare_ws", "-", false, |_| {
+        idle_one(cli, args, server, ("bare_ws", None), "-", false, |_| {
             String::from("/")
         })
         .await?,
@@ -594,8 +620,9 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
         .map_or(f64::NAN, IdleResult::per_conn_kib);
     println!();
     println!(
-        "{:<8} {:<23} {:>7} {:>6} {:>9} {:>12} {:>12} {:>10} {:>10} {:>8}",
+        "{:<8} {:<7} {:<23} {:>7} {:>6} {:>9} {:>12} {:>12} {:>10} {:>10} {:>8}",
         "server",
+        "runtime",
         "variant",
         "conns",
         "failed",
@@ -608,8 +635,9 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
     );
     for r in &results {
         println!(
-            "{:<8} {:<23} {:>7} {:>6} {:>9.1} {:>8} KiB {:>8} KiB {:>10.2} {:>10.2} {:>7.2}×",
+            "{:<8} {:<7} {:<23} {:>7} {:>6} {:>9.1} {:>8} KiB {:>8} KiB {:>10.2} {:>10.2} {:>8}",
             r.server,
+            runtime_name(r.runtime),
             r.variant,
             r.established,
             r.failed + r.closed_early,
@@ -618,28 +646,64 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
             r.after_kib,
             r.per_conn_kib(),
             r.anon_per_conn_kib(),
-            r.per_conn_kib() / bare_per
+            times(ratio(r.per_conn_kib(), bare_per))
         );
     }
     println!();
-    let weir_main = results.first();
-    let verdict = weir_main.map(|r| {
-        let ok = r.per_conn_kib() <= 8.0 && r.established == r.conns && r.closed_early == 0;
-        (ok, r.per_conn_kib())
-    });
-    if let Some((ok, per)) = verdict {
+    // Per runtime: its distinct-conversations result, the one the target is about.
+    let mut per_runtime = serde_json::Map::new();
+    let mut all_met = true;
+    for &runtime in cli.rt.runtimes() {
+        let mine = |variant: &str| {
+            results
+                .iter()
+                .find(|r| r.runtime == Some(runtime) && r.variant == variant)
+        };
+        let Some(main) = mine("distinct conversations") else {
+            continue;
+        };
+        let per = main.per_conn_kib();
+        let ok = per <= 8.0 && main.established == main.conns && main.closed_early == 0;
+        all_met &= ok;
         println!(
-            "target    weir ≤ 8 KiB per idle connection at {} connections (distinct conversations): \
+            "target    weir ({}) ≤ 8 KiB per idle connection at {} connections (distinct conversations): \
              {per:.2} KiB → {}",
+            runtime.name(),
             args.conns,
             if ok { "met" } else { "NOT met" }
+        );
+        let one = mine("one conversation");
+        per_runtime.insert(
+            runtime.name().to_owned(),
+            json!({
+                "kib_per_conn": per,
+                "ratio_vs_bare": ratio(per, bare_per),
+                "kib_per_conn_one_conversation": one.map(IdleResult::per_conn_kib),
+                "ratio_vs_bare_one_conversation":
+                    one.and_then(|o| ratio(o.per_conn_kib(), bare_per)),
+                "connect_secs": main.connect_secs,
+                "connect_secs_one_conversation": one.map(|o| o.connect_secs),
+                "target_met": ok,
+            }),
+        );
+    }
+    let per = |runtime: &Runtime| per_runtime.get(runtime.name())?["kib_per_conn"].as_f64();
+    if let [t, s] = cli.rt.runtimes() {
+        println!(
+            "runtimes  {} / {}: {} in memory per idle connection (distinct conversations)",
+            s.name(),
+            t.name(),
+            times(per(s).zip(per(t)).and_then(|(s, t)| ratio(s, t)))
         );
     }
     for r in &results {
         if r.failed + r.closed_early > 0 {
             println!(
                 "warning   {} ({}): {} connections failed, {} closed during the run",
-                r.server, r.variant, r.failed, r.closed_early
+                server_label(r.server, r.runtime),
+                r.variant,
+                r.failed,
+                r.closed_early
             );
         }
     }
@@ -650,6 +714,8 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
         "settle_secs": args.settle_secs,
         "source_ips": cli.source_ips,
         "concurrency": cli.concurrency,
+        "runtimes": cli.rt.runtimes().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "worker_threads": cli.rt.worker_threads,
         "server_ws": {"read_buffer": SERVER_READ_BUFFER, "write_buffer": SERVER_WRITE_BUFFER, "max_frame": SERVER_MAX_FRAME},
     });
     out["results"] = results
@@ -657,6 +723,7 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
         .map(|r| {
             json!({
                 "server": r.server,
+                "runtime": r.runtime.map(Runtime::name),
                 "variant": r.variant,
                 "conns": r.conns,
                 "established": r.established,
@@ -668,11 +735,12 @@ async fn idle(cli: &Cli, args: &IdleArgs, weir: &Path, bare: &Path, env: &Env) -
                 "rss_anon_before_kib": r.anon_before_kib,
                 "rss_anon_after_kib": r.anon_after_kib,
                 "kib_per_conn": r.per_conn_kib(),
-                "ratio_vs_bare": r.per_conn_kib() / bare_per,
+                "ratio_vs_bare": ratio(r.per_conn_kib(), bare_per),
             })
         })
         .collect();
-    out["target_met"] = json!(verdict.is_some_and(|(ok, _)| ok));
+    out["runtimes"] = Value::Object(per_runtime);
+    out["target_met"] = json!(all_met);
     println!("{out}");
     Ok(())
 }
@@ -681,7 +749,7 @@ async fn idle_one(
     cli: &Cli,
     args: &IdleArgs,
     server: Server,
-    name: &'static str,
+    (name, runtime): (&'static str, Option<Runtime>),
     variant: &'static str,
     history: bool,
     path: impl Fn(usize) -> String,
@@ -736,7 +804,8 @@ async fn idle_one(
     let failed =
         tally.failed.load(Relaxed) + n.saturating_sub(established + tally.failed.load(Relaxed));
     println!(
-        "{name:<8} {variant:<23} {established}/{n} established in {connect_secs:.1} s · VmRSS {before_kib} → {after_kib} KiB{}",
+        "{name:<8} {:<7} {variant:<23} {established}/{n} established in {connect_secs:.1} s · VmRSS {before_kib} → {after_kib} KiB{}",
+        runtime_name(runtime),
         tally.first_error().map(|e| format!(" · first error: {e}")).unwrap_or_default()
     );
     // The server goes first, so its side of each connection is the one left
@@ -746,6 +815,7 @@ async fn idle_one(
     clients.shutdown().await;
     Ok(IdleResult {
         server: name,
+        runtime,
         variant,
         conns: n,
         established,
@@ -780,6 +850,8 @@ struct ClientStats {
 #[derive(Debug)]
 struct FanoutResult {
     server: &'static str,
+    /// weir's runtime; `None` for bare_ws.
+    runtime: Option<Runtime>,
     conns: usize,
     chunks: u32,
     complete: usize,
@@ -826,37 +898,42 @@ async fn fanout(cli: &Cli, args: &FanoutArgs, weir: &Path, bare: &Path, env: &En
     );
     println!();
 
-    let server = Server::weir(
-        weir,
-        &[
-            "--demo-chunks".into(),
-            chunks.clone(),
-            "--demo-rate".into(),
-            rate.clone(),
-            "--queue-capacity".into(),
-            queue.clone(),
-        ],
-    )
-    .await?;
-    let w = fanout_one(cli, args, env, server, "weir", None).await?;
-    sleep(Duration::from_secs(1)).await;
+    let mut weirs = Vec::new();
+    for &runtime in cli.rt.runtimes() {
+        let server = Server::weir(
+            weir,
+            &cli.rt.weir_args(runtime),
+            &[
+                "--demo-chunks".into(),
+                chunks.clone(),
+                "--demo-rate".into(),
+                rate.clone(),
+                "--queue-capacity".into(),
+                queue.clone(),
+            ],
+        )
+        .await?;
+        weirs.push(fanout_one(cli, args, env, server, ("weir", Some(runtime)), None).await?);
+        sleep(Duration::from_secs(1)).await;
+    }
     let server = Server::bare(
         bare,
         &["--rate".into(), rate, "--queue-capacity".into(), queue],
     )
     .await?;
     // The same message id as weir's reply: the same frames, byte for byte.
-    let mid = w
-        .message_id
-        .clone()
+    let mid = weirs
+        .iter()
+        .find_map(|w| w.message_id.clone())
         .unwrap_or_else(|| String::from("1.00000000075bcd15a"));
-    let b = fanout_one(cli, args, env, server, "bare_ws", Some(mid)).await?;
+    let b = fanout_one(cli, args, env, server, ("bare_ws", None), Some(mid)).await?;
+    let all: Vec<&FanoutResult> = weirs.iter().chain([&b]).collect();
 
-    let ratio = w.chunks_per_sec() / b.chunks_per_sec();
     println!();
     println!(
-        "{:<8} {:>6} {:>11} {:>9} {:>8} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9} {:>5}",
+        "{:<8} {:<7} {:>6} {:>11} {:>9} {:>8} {:>9} {:>10} {:>12} {:>11} {:>9} {:>9} {:>9} {:>5} {:>8}",
         "server",
+        "runtime",
         "conns",
         "delivered",
         "frames",
@@ -868,12 +945,14 @@ async fn fanout(cli: &Cli, args: &FanoutArgs, weir: &Path, bare: &Path, env: &En
         "srv CPU",
         "bench CPU",
         "other CPU",
-        "text"
+        "text",
+        "vs bare"
     );
-    for r in [&w, &b] {
+    for r in &all {
         println!(
-            "{:<8} {:>6} {:>11} {:>9} {:>8} {:>9.1} {:>9.3}s {:>12.0} {:>11.0} {:>8.2}s {:>8.2}s {:>8.2}s {:>5}",
+            "{:<8} {:<7} {:>6} {:>11} {:>9} {:>8} {:>9.1} {:>9.3}s {:>12.0} {:>11.0} {:>8.2}s {:>8.2}s {:>8.2}s {:>5} {:>8}",
             r.server,
+            runtime_name(r.runtime),
             r.complete,
             r.delivered,
             r.frames,
@@ -885,23 +964,51 @@ async fn fanout(cli: &Cli, args: &FanoutArgs, weir: &Path, bare: &Path, env: &En
             r.server_cpu_secs,
             r.bench_cpu_secs,
             r.other_cpu_secs,
-            if r.text_ok { "ok" } else { "BAD" }
+            if r.text_ok { "ok" } else { "BAD" },
+            times(ratio(r.chunks_per_sec(), b.chunks_per_sec()))
         );
     }
     println!();
-    let complete = [&w, &b]
-        .iter()
-        .all(|r| r.complete == r.conns && r.gaps == 0 && r.text_ok);
-    let met = complete && ratio >= 0.8;
-    println!(
-        "target    weir ≥ 0.8× bare in chunks/s delivered: {ratio:.2}× → {}",
-        if met { "met" } else { "NOT met" }
-    );
-    for r in [&w, &b] {
-        if r.complete != r.conns || r.gaps > 0 || !r.text_ok {
+    let whole = |r: &FanoutResult| r.complete == r.conns && r.gaps == 0 && r.text_ok;
+    let mut per_runtime = serde_json::Map::new();
+    let mut all_met = true;
+    for w in &weirs {
+        let name = runtime_name(w.runtime);
+        let chunks_ratio = ratio(w.chunks_per_sec(), b.chunks_per_sec());
+        let met = whole(w) && whole(&b) && chunks_ratio.is_some_and(|r| r >= 0.8);
+        all_met &= met;
+        println!(
+            "target    weir ({name}) ≥ 0.8× bare in chunks/s delivered: {} → {}",
+            times(chunks_ratio),
+            if met { "met" } else { "NOT met" }
+        );
+        per_runtime.insert(
+            name.to_owned(),
+            json!({
+                "chunks_per_sec": w.chunks_per_sec(),
+                "frames_per_sec": w.frames_per_sec(),
+                "server_cpu_secs": w.server_cpu_secs,
+                "ratio_vs_bare": chunks_ratio,
+                "frames_ratio_vs_bare": ratio(w.frames_per_sec(), b.frames_per_sec()),
+                "target_met": met,
+            }),
+        );
+    }
+    if let [t, s] = weirs.as_slice() {
+        println!(
+            "runtimes  {} / {}: {} in chunks/s, {} in frames/s, {} in server CPU",
+            runtime_name(s.runtime),
+            runtime_name(t.runtime),
+            times(ratio(s.chunks_per_sec(), t.chunks_per_sec())),
+            times(ratio(s.frames_per_sec(), t.frames_per_sec())),
+            times(ratio(s.server_cpu_secs, t.server_cpu_secs))
+        );
+    }
+    for r in &all {
+        if !whole(r) {
             println!(
                 "warning   {}: {}/{} clients got the whole reply; {} gaps; text {}",
-                r.server,
+                server_label(r.server, r.runtime),
                 r.complete,
                 r.conns,
                 r.gaps,
@@ -913,12 +1020,13 @@ async fn fanout(cli: &Cli, args: &FanoutArgs, weir: &Path, bare: &Path, env: &En
             );
         }
     }
-    for r in [&w, &b] {
+    for r in &all {
         if r.other_cpu_secs > 0.1 * r.server_cpu_secs.max(0.1) {
             println!(
                 "warning   {}: other processes used {:.2} s of CPU during the reply: the machine was \
                  not quiet, run again",
-                r.server, r.other_cpu_secs
+                server_label(r.server, r.runtime),
+                r.other_cpu_secs
             );
         }
     }
@@ -930,13 +1038,16 @@ async fn fanout(cli: &Cli, args: &FanoutArgs, weir: &Path, bare: &Path, env: &En
         "rate": args.rate,
         "queue_capacity": args.queue_capacity,
         "source_ips": cli.source_ips,
+        "runtimes": cli.rt.runtimes().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "worker_threads": cli.rt.worker_threads,
         "server_ws": {"read_buffer": SERVER_READ_BUFFER, "write_buffer": SERVER_WRITE_BUFFER, "max_frame": SERVER_MAX_FRAME},
     });
-    out["results"] = [&w, &b]
+    out["results"] = all
         .iter()
         .map(|r| {
             json!({
                 "server": r.server,
+                "runtime": r.runtime.map(Runtime::name),
                 "conns": r.conns,
                 "chunks": r.chunks,
                 "complete_clients": r.complete,
@@ -956,8 +1067,12 @@ async fn fanout(cli: &Cli, args: &FanoutArgs, weir: &Path, bare: &Path, env: &En
             })
         })
         .collect();
-    out["ratio_weir_vs_bare"] = json!(ratio);
-    out["target_met"] = json!(met);
+    out["runtimes"] = Value::Object(per_runtime);
+    // As before: the first weir run's (tokio unless --runtime smol).
+    out["ratio_weir_vs_bare"] = json!(weirs
+        .first()
+        .and_then(|w| ratio(w.chunks_per_sec(), b.chunks_per_sec())));
+    out["target_met"] = json!(all_met);
     println!("{out}");
     Ok(())
 }
@@ -967,7 +1082,7 @@ async fn fanout_one(
     args: &FanoutArgs,
     env: &Env,
     server: Server,
-    name: &'static str,
+    (name, runtime): (&'static str, Option<Runtime>),
     bare_message_id: Option<String>,
 ) -> Res<FanoutResult> {
     let n = args.conns;
@@ -1007,7 +1122,8 @@ async fn fanout_one(
     let ready = tally.ready.load(Relaxed);
     if ready < n {
         return Err(format!(
-            "{name}: only {ready}/{n} clients connected{}",
+            "{}: only {ready}/{n} clients connected{}",
+            server_label(name, runtime),
             tally
                 .first_error()
                 .map(|e| format!(" (first error: {e})"))
@@ -1055,6 +1171,7 @@ async fn fanout_one(
     let message_id = stats.iter().find_map(|s| s.message_id.clone());
     let r = FanoutResult {
         server: name,
+        runtime,
         conns: n,
         chunks: args.chunks,
         complete: stats
@@ -1079,8 +1196,9 @@ async fn fanout_one(
         message_id,
     };
     println!(
-        "{name:<8} {n} clients connected in {connect_secs:.1} s · {} of {} chunks delivered · \
+        "{name:<8} {:<7} {n} clients connected in {connect_secs:.1} s · {} of {} chunks delivered · \
          first→last chunk {:.3} s · chat→last chunk {:.3} s · {:.0} chunks/s",
+        runtime_name(runtime),
         r.delivered,
         m * n as u64,
         r.wall_secs,
