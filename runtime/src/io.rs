@@ -2,6 +2,12 @@
 //! WebSocket (`hyper::upgrade::Upgraded`) is hyper I/O on every runtime, and
 //! async-tungstenite reads and writes futures-io. One safe adapter instead of
 //! a runtime's two (`TokioIo` then `TokioAdapter`).
+//!
+//! And hyper's I/O as tokio's I/O traits ([`RedisIo`]), for the redis crate,
+//! whose connections take a tokio::io stream on every runtime: so that weir
+//! connects to Redis with its own runtime's socket and runs the connection's
+//! driver as its own task (with smol-comp the redis crate would run it on
+//! smol's global executor, a thread of its own).
 
 use std::io;
 use std::pin::Pin;
@@ -49,6 +55,55 @@ impl<T: hyper::rt::Write + Unpin> AsyncWrite for HyperIo<T> {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// `T`'s hyper I/O as tokio's `AsyncRead` / `AsyncWrite` (the traits only; no
+/// tokio runtime is involved).
+#[derive(Debug)]
+pub(crate) struct RedisIo<T>(pub(crate) T);
+
+impl<T: hyper::rt::Read + Unpin> tokio::io::AsyncRead for RedisIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut read = ReadBuf::new(buf.initialize_unfilled());
+        ready!(Pin::new(&mut self.0).poll_read(cx, read.unfilled()))?;
+        let n = read.filled().len();
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> tokio::io::AsyncWrite for RedisIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -36,6 +36,7 @@ use weir_core::{Input, OpId};
 use weir_store_redis::RedisStore;
 
 use crate::driver::ToDriver;
+use crate::io::RedisIo;
 use crate::metrics::Metrics;
 use crate::rt::{timeout, Runtime};
 use crate::RedisSettings;
@@ -267,16 +268,41 @@ impl<R: Runtime> RedisBackend<R> {
     }
 }
 
-async fn connect(
+/// The operations connection. Over TCP (every `redis://` URL), weir makes
+/// the socket with its own runtime and runs the connection's driver as one of
+/// its own tasks; other addresses (a Unix socket) go through the redis
+/// crate's own connect.
+async fn connect<R: Runtime>(
     client: &redis::Client,
-    timeout: Duration,
+    limit: Duration,
 ) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(Some(limit));
+    let info = client.get_connection_info();
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await;
+    };
+    let connecting = async {
+        let io = R::connect(host, *port).await?;
+        let (connection, driver) =
+            MultiplexedConnection::new_with_config(info.redis_settings(), RedisIo(io), config)
+                .await?;
+        // It ends by itself once every clone of the connection is dropped,
+        // or the socket fails.
+        R::spawn_detached(driver);
+        Ok(connection)
+    };
+    match timeout::<R, _>(limit, connecting).await {
+        Ok(connected) => connected,
+        Err(_elapsed) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting to Redis timed out",
+        )
+        .into()),
+    }
 }
 
 /// Keeps the operations connection up.
@@ -288,7 +314,7 @@ async fn supervise<R: Runtime>(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match connect(&client, timeout).await {
+        match connect::<R>(&client, timeout).await {
             Ok(mut conn) => match store
                 .establish_epoch(&mut conn, crate::driver::unix_ms())
                 .await
