@@ -217,8 +217,10 @@ async fn oversized_frame_closes_with_1009(rt: Rt) {
 }
 
 async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly(rt: Rt) {
-    const N: u32 = 30_000;
-    let mut config = config(N, 30_000.0);
+    // About 4 s of reply, ~2.5 MB/s of frames: the socket buffers (a few MB
+    // on loopback) fill while it is still being produced.
+    const N: u32 = 100_000;
+    let mut config = config(N, 25_000.0);
     config.queue_capacity = 8;
     let server = start(rt, config).await;
     let mut ws = server
@@ -233,15 +235,26 @@ async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly(rt: Rt) {
         server.metric("weir_merged_frames_total").await > 0.0
     })
     .await;
-    // Pongs cannot merge: a full queue of them overflows, and the core
-    // closes the connection with 4008.
-    for i in 0..20 {
-        send_json(&mut ws, json!({"type": "ping", "id": i})).await;
+    // Pongs cannot merge: a burst of them overflows a full queue, and the
+    // core closes the connection with 4008. (A merge alone does not say the
+    // writer is stuck for good: on another thread it may still drain into
+    // the socket buffers for a while, and the pongs go out. So: keep
+    // pinging.)
+    let deadline = ::tokio::time::Instant::now() + T;
+    for batch in 0_u32.. {
+        for i in 0..20 {
+            send_json(&mut ws, json!({"type": "ping", "id": batch * 20 + i})).await;
+        }
+        if server.metric("weir_slow_consumer_closes_total").await >= 1.0 {
+            break;
+        }
+        assert!(
+            ::tokio::time::Instant::now() < deadline,
+            "no slow-consumer close after {} pings",
+            (batch + 1) * 20
+        );
+        ::tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    eventually("a slow-consumer close", || async {
-        server.metric("weir_slow_consumer_closes_total").await >= 1.0
-    })
-    .await;
 
     // Read again: every queued frame, then the close.
     let (frames, code) = frames_until_close(&mut ws).await;
@@ -271,7 +284,12 @@ async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly(rt: Rt) {
     assert_eq!(end.final_seq, u64::from(N));
     assert_eq!(final_seq, u64::from(N));
     assert_eq!(text, DemoText::full("slow", N));
-    assert!(server.metric("weir_resumes_total{exact=\"true\"}").await >= 1.0);
+    // Counted by the driver after it queued the frames, which another thread
+    // may already have sent.
+    eventually("an exact resume counted", || async {
+        server.metric("weir_resumes_total{exact=\"true\"}").await >= 1.0
+    })
+    .await;
     drop(ws);
     server.shutdown().await.expect("clean shutdown");
 }
