@@ -43,7 +43,7 @@ async fn fake_upstream(deltas: usize, gap: Duration) -> (SocketAddr, mpsc::Recei
 }
 
 async fn answer(mut stream: TcpStream, deltas: usize, gap: Duration, closed: mpsc::Sender<usize>) {
-    let request = read_request(&mut stream).await;
+    let request = weir_tests::read_http_request(&mut stream).await;
     if request.contains("fail") {
         let body = r#"{"error":{"message":"overloaded"}}"#;
         let _ = stream
@@ -100,34 +100,6 @@ async fn answer(mut stream: TcpStream, deltas: usize, gap: Duration, closed: mps
     ];
     for part in tail {
         let _ = stream.write_all(part.as_bytes()).await;
-    }
-}
-
-async fn read_request(stream: &mut TcpStream) -> String {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let Ok(Ok(n)) = ::tokio::time::timeout(T, stream.read(&mut buf)).await else {
-            return String::new();
-        };
-        if n == 0 {
-            return String::from_utf8_lossy(&data).into_owned();
-        }
-        data.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&data).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= len {
-                return text;
-            }
-        }
     }
 }
 

@@ -1074,6 +1074,37 @@ impl Metrics {
 // Misc
 // ---------------------------------------------------------------------------
 
+/// Reads one HTTP request from `stream` (as a fake upstream server does):
+/// its head and its `Content-Length` body. Returns what arrived: the whole
+/// request, or less when the peer closed first or [`T`] ran out.
+pub async fn read_http_request(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(Ok(n)) = tokio::time::timeout(T, stream.read(&mut buf)).await else {
+            return String::from_utf8_lossy(&data).into_owned();
+        };
+        if n == 0 {
+            return String::from_utf8_lossy(&data).into_owned();
+        }
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+    }
+}
+
 /// Polls `check` every 10 ms until it holds, at most [`T`].
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

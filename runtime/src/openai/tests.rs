@@ -92,7 +92,8 @@ impl Fake {
         let (tx, seen) = oneshot::channel();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let request = read_request(&mut stream).await;
+            let request = weir_tests::read_http_request(&mut stream).await;
+            assert!(request.contains("\r\n\r\n"), "a whole request: {request:?}");
             for step in script {
                 let bytes = match step {
                     Step::Raw(s) => s,
@@ -151,34 +152,6 @@ impl Fake {
             .await
             .expect("the fake upstream finishes in time")
             .expect("the fake upstream reports")
-    }
-}
-
-/// Reads a request's head and its `Content-Length` body.
-async fn read_request(stream: &mut TcpStream) -> String {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(T, stream.read(&mut buf))
-            .await
-            .expect("the request arrives in time")
-            .unwrap();
-        assert!(n > 0, "the client closed before sending its request");
-        data.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&data).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= len {
-                return text;
-            }
-        }
     }
 }
 
@@ -445,7 +418,7 @@ async fn invalid_utf8_in_the_stream_fails_upstream_malformed() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        let _ = read_request(&mut s).await;
+        let _ = weir_tests::read_http_request(&mut s).await;
         let mut bytes =
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 .to_vec();

@@ -14,7 +14,6 @@ use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::Duration;
 
 use async_tungstenite::tokio::{client_async, TokioAdapter};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -22,16 +21,12 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use weir_core::ids::NodeId;
 use weir_core::wire::{decode_server_frame, Chunk, End, ServerFrame};
 use weir_runtime::{GeneratorConfig, Runtime, RuntimeConfig, Server};
 use weir_runtime_smol::Smol;
 use weir_runtime_tokio::Tokio;
-
-/// The longest any single wait in a test may take.
-pub(crate) const T: Duration = Duration::from_secs(10);
 
 pub(crate) type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
 
@@ -330,68 +325,6 @@ pub(crate) fn contiguous(after: u64, chunks: &[&Chunk]) -> (String, u64) {
     (text, last)
 }
 
-#[derive(Debug)]
-pub(crate) struct HttpResponse {
-    pub(crate) status: u16,
-    pub(crate) head: String,
-    pub(crate) body: String,
-}
-
-impl HttpResponse {
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-pub(crate) async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    stream.write_all(&bytes).await.expect("write request");
-    let mut buf = Vec::new();
-    tokio::time::timeout(T, stream.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .expect("read response");
-    let text = String::from_utf8(buf).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    HttpResponse {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-/// Polls `check` every 10 ms until it holds, at most `T`.
-pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + T;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+// Shared with the end-to-end suite. (Each test binary uses its own part.)
+#[allow(unused_imports)]
+pub(crate) use weir_tests::{eventually, http_request as http, HttpResponse, T};
