@@ -226,3 +226,29 @@ impl Drop for LlmServer {
         }
     }
 }
+
+/// The sampling seed of every request to the model, so that replies repeat.
+pub const SEED: u64 = 42;
+
+/// The flags of `weir serve` with the openai generator in front of the model
+/// server at `upstream`: the model, temperature 0, [`SEED`], `max_tokens`.
+#[must_use]
+pub fn openai_args(upstream: &str, max_tokens: u32) -> Vec<String> {
+    [
+        "--generator",
+        "openai",
+        "--upstream",
+        upstream,
+        "--model",
+        "smollm2",
+        "--temperature",
+        "0",
+        "--seed",
+        &SEED.to_string(),
+        "--max-tokens",
+        &max_tokens.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}

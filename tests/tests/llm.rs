@@ -20,29 +20,15 @@ use std::time::{Duration, Instant};
 use weir_tests::llm::LlmServer;
 use weir_tests::{chunks, contiguous, eventually, json, Frame, WeirProcess};
 
-const SEED: u64 = 42;
+use weir_tests::llm::SEED;
 const PROMPT: &str = "Tell me about rivers.";
 
 /// `weir serve` with the openai generator in front of `upstream`.
 fn weir(upstream: &str, max_tokens: u32) -> WeirProcess {
-    let max_tokens = max_tokens.to_string();
-    let seed = SEED.to_string();
-    WeirProcess::start(&[
-        "--generator",
-        "openai",
-        "--upstream",
-        upstream,
-        "--model",
-        "smollm2",
-        "--temperature",
-        "0",
-        "--seed",
-        &seed,
-        "--max-tokens",
-        &max_tokens,
-        "--upstream-timeout",
-        "30",
-    ])
+    let mut args = weir_tests::llm::openai_args(upstream, max_tokens);
+    args.extend(["--upstream-timeout".to_owned(), "30".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    WeirProcess::start(&args)
 }
 
 /// A started and healthy model server (2 threads: the machine's cores).

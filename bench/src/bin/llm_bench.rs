@@ -59,7 +59,7 @@ type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
 
 /// The longest one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-const SEED: u64 = 42;
+use weir_tests::llm::SEED;
 
 /// Time to first token and tokens/s of a real model, direct vs through weir.
 #[derive(Debug, Parser)]
@@ -205,36 +205,17 @@ async fn run(cli: &Cli) -> Res<()> {
     .await?;
     let model_addr = model_url.clone();
     wait_health(&model_addr).await?;
-    let max_tokens = cli.max_tokens.to_string();
-    let seed = SEED.to_string();
     let upstream = format!("http://{model_addr}");
     println!("weir: {}, each a process of its own", cli.rt.describe());
     // One weir per runtime, all in front of the same model server; killed
     // when dropped.
     let mut weirs = Vec::new();
     for &runtime in cli.rt.runtimes() {
-        let mut args: Vec<String> = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "error",
-            "--generator",
-            "openai",
-            "--upstream",
-            &upstream,
-            "--model",
-            "smollm2",
-            "--temperature",
-            "0",
-            "--seed",
-            &seed,
-            "--max-tokens",
-            &max_tokens,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--log", "error"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.extend(weir_tests::llm::openai_args(&upstream, cli.max_tokens));
         args.extend(cli.rt.weir_args(runtime));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (child, addr) = start(&weir_bin, &args, "weir listening on http://").await?;
