@@ -20,6 +20,7 @@ async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_
     const N: u32 = 4000;
     let mut config = demo_config(N, 200.0);
     config.node.limits.max_content_bytes = 1000;
+    config.node.limits.max_frame_bytes = 4096;
     let server = InProcess::start(config).await;
     let mut watcher = server.ws("session_id=h1&user_id=carol").await;
 
@@ -141,8 +142,8 @@ async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["user_id"], "carol");
 
-    // Errors: unknown id 404, bad JSON 400, over-long content 413, unknown
-    // path 404, unknown method 405, no page configured 404.
+    // Errors: unknown id 404, bad JSON 400, over-long content or body 413,
+    // unknown path 404, unknown method 405, no page configured 404.
     let r = server
         .http(
             "POST",
@@ -160,6 +161,13 @@ async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_
     let big = json!({"content": "y".repeat(2000)}).to_string();
     let r = server
         .http("POST", "/v1/sessions/h1/messages?user_id=carol", &big)
+        .await;
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.json()["code"], "too_large");
+    // A body over the frame limit: 413 too.
+    let huge = json!({"content": "z".repeat(5000)}).to_string();
+    let r = server
+        .http("POST", "/v1/sessions/h1/messages?user_id=carol", &huge)
         .await;
     assert_eq!(r.status, 413, "{r:?}");
     assert_eq!(r.json()["code"], "too_large");
