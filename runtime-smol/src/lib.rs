@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Once, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::future::FutureExt as _;
 use smol::net::{TcpListener, TcpStream};
@@ -153,6 +153,11 @@ impl Runtime for Smol {
         async move {
             timer.await;
         }
+    }
+
+    /// The clock async-io's timers measure against.
+    fn now() -> Instant {
+        Instant::now()
     }
 
     fn timer() -> SmolTimer {

@@ -33,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,7 +45,8 @@ pub use weir_runtime::{
 /// A bound, not yet running weir server on tokio (inside a tokio runtime).
 pub type Server = weir_runtime::Server<Tokio>;
 
-/// weir's [`Runtime`] on tokio: `tokio::spawn`, `tokio::time`, `tokio::net`.
+/// weir's [`Runtime`] on tokio: `tokio::spawn`, `tokio::time` (sleeps and the
+/// clock), `tokio::net`.
 /// Its functions must be called inside a tokio runtime.
 #[derive(Debug, Clone, Copy)]
 pub enum Tokio {}
@@ -91,6 +92,12 @@ impl Runtime for Tokio {
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static {
         tokio::time::sleep(duration)
+    }
+
+    /// tokio's clock, which its sleeps and timer measure against (and which
+    /// a paused test runtime moves).
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
     }
 
     fn timer() -> TokioTimer {

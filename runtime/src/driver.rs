@@ -11,70 +11,24 @@ use std::hash::{BuildHasher, Hasher};
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_util::{select_biased, FutureExt};
-use weir_core::ids::{ConnId, MessageId, SeededIds, Seq, SessionId, UserId};
-use weir_core::store::{Model, Notice, Topic};
+use weir_core::ids::{ConnId, MessageId, SeededIds};
+use weir_core::store::{Model, Notice, StoreOp, Topic};
 use weir_core::wire::{CancelStatus, CloseCode};
-use weir_core::{Event, GeneratorEvent, HttpReqId, HttpRequest, Input, Node, Output};
+use weir_core::{Event, GeneratorEvent, HttpReqId, Input, Node, Output};
 
-use crate::http::Readiness;
+use crate::mailbox::{ConnHandle, HttpAnswer, ToDriver};
 use crate::metrics::Metrics;
-use crate::queue::{Encoded, Item, OutQueue, Push};
-use crate::redis_store::RedisBackend;
+use crate::queue::{Encoded, Item, Push};
+use crate::redis_store::{RedisBackend, RedisReadiness};
 use crate::rt::{sleep_until, Runtime};
 use crate::{generator, GeneratorConfig, RuntimeConfig, StoreBackend};
 
 /// How often the core's wall clock is re-anchored.
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
-
-/// An HTTP status and JSON body, from `Output::HttpResponse`.
-pub(crate) type HttpAnswer = (u16, String);
-
-/// A message to the driver.
-#[derive(Debug)]
-pub(crate) enum ToDriver {
-    /// A WebSocket was upgraded and authenticated: register its writer side,
-    /// then feed `Input::Connect`.
-    Connect {
-        conn: ConnId,
-        user: UserId,
-        session: SessionId,
-        resume: Option<(MessageId, Seq)>,
-        handle: ConnHandle,
-    },
-    /// An input to feed as it is (frames, activity, disconnects, generator
-    /// events).
-    Input(Input),
-    /// An authenticated HTTP API request; the answer goes to `reply`.
-    Http {
-        user: UserId,
-        request: HttpRequest,
-        reply: oneshot::Sender<HttpAnswer>,
-    },
-    /// Begin the graceful shutdown.
-    Shutdown,
-}
-
-/// The driver's side of one WebSocket. Dropping it releases the socket:
-/// the queue closes and the reader task (which waits on `_stop`) ends,
-/// dropping (so aborting) the writer task it owns.
-#[derive(Debug)]
-pub(crate) struct ConnHandle {
-    pub(crate) queue: Arc<OutQueue>,
-    /// Dropped with the handle: tells the reader to stop.
-    pub(crate) _stop: oneshot::Sender<()>,
-    /// `queue.merged_frames()` as last counted into the metrics.
-    pub(crate) merged_seen: u64,
-}
-
-impl Drop for ConnHandle {
-    fn drop(&mut self) {
-        self.queue.close();
-    }
-}
 
 /// The driver task's state.
 pub(crate) struct Driver<R: Runtime> {
@@ -118,6 +72,25 @@ enum Store<R: Runtime> {
     Redis(RedisBackend<R>),
 }
 
+/// Whether the store can be reached, for `/readyz`. An enum so that a store
+/// that can be unreachable (Redis) adds a variant that answers `false`.
+#[derive(Debug, Clone)]
+pub(crate) enum Readiness {
+    /// The in-memory store lives in the process: always reachable.
+    Memory,
+    /// Ready while the Redis connections are up.
+    Redis(RedisReadiness),
+}
+
+impl Readiness {
+    pub(crate) fn is_ready(&self) -> bool {
+        match self {
+            Readiness::Memory => true,
+            Readiness::Redis(r) => r.is_ready(),
+        }
+    }
+}
+
 impl<R: Runtime> Driver<R> {
     /// A driver for `config`, and what `/readyz` asks. With the Redis store
     /// this starts its connection tasks; `notices` is where they deliver.
@@ -127,11 +100,11 @@ impl<R: Runtime> Driver<R> {
         notices: async_channel::Sender<Notice>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, Readiness)> {
-        let unix_ms = unix_ms();
+        let unix_ms = R::unix_ms();
         let node = Node::new(
             config.node.clone(),
             SeededIds::new(os_random_seed()),
-            Instant::now(),
+            R::now(),
             unix_ms,
         );
         let (store, readiness) = match &config.store_backend {
@@ -184,7 +157,7 @@ impl<R: Runtime> Driver<R> {
         // publishes no notices through it).
         let mut notices = Some(notices);
         self.drain();
-        let mut wall = Instant::now() + WALL_CLOCK_EVERY;
+        let mut wall = R::now() + WALL_CLOCK_EVERY;
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             if let Some(deadline) = shutdown_deadline {
@@ -192,7 +165,7 @@ impl<R: Runtime> Driver<R> {
                     tracing::info!("shutdown: every connection closed and every reply settled");
                     break;
                 }
-                if Instant::now() >= deadline {
+                if R::now() >= deadline {
                     tracing::warn!(
                         connections = self.conns.len(),
                         "shutdown grace passed before everything closed"
@@ -229,7 +202,7 @@ impl<R: Runtime> Driver<R> {
                     () = sleep => Woke::Time,
                 }
             };
-            let now = Instant::now();
+            let now = R::now();
             match woke {
                 Woke::Message(msg) => self.on_message(msg, &mut shutdown_deadline),
                 Woke::Notice(notice) => self.node.handle_input(now, Input::Notice(notice)),
@@ -240,8 +213,12 @@ impl<R: Runtime> Driver<R> {
                     }
                     if wall <= now {
                         wall = now + WALL_CLOCK_EVERY;
-                        self.node
-                            .handle_input(now, Input::WallClock { unix_ms: unix_ms() });
+                        self.node.handle_input(
+                            now,
+                            Input::WallClock {
+                                unix_ms: R::unix_ms(),
+                            },
+                        );
                     }
                 }
             }
@@ -255,7 +232,7 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn on_message(&mut self, msg: ToDriver, shutdown: &mut Option<Instant>) {
-        let now = Instant::now();
+        let now = R::now();
         match msg {
             ToDriver::Connect {
                 conn,
@@ -316,13 +293,20 @@ impl<R: Runtime> Driver<R> {
                 self.carry(output);
             }
             match self.immediate.pop_front() {
-                Some(input) => self.node.handle_input(Instant::now(), input),
+                Some(input) => self.node.handle_input(R::now(), input),
                 None => break,
             }
         }
     }
 
     fn carry(&mut self, output: Output) {
+        if let Output::Store {
+            request: StoreOp::Renew { .. },
+            ..
+        } = &output
+        {
+            self.metrics.lease_renewals.fetch_add(1, Relaxed);
+        }
         match output {
             // Encoded here, once; the writers send the text as it is.
             Output::Send { conn, frame } => self.push(conn, Item::frame(frame)),
@@ -451,8 +435,14 @@ impl<R: Runtime> Driver<R> {
             } => {
                 tracing::debug!(%message_id, ?outcome, final_seq, "reply settled");
                 self.metrics.reply_settled(&outcome);
-                // Aborts the generator if it still runs.
-                self.generators.remove(&message_id);
+                // An observation, not a command: the core settles a reply
+                // only after its generator ended by itself (and reported
+                // `Finished` or `Failed`, which removed the task) or was
+                // stopped with `AbortGenerator`.
+                debug_assert!(
+                    !self.generators.contains_key(&message_id),
+                    "the generator of settled reply {message_id} still runs"
+                );
             }
             Event::CancelAnswered {
                 conn,
@@ -568,28 +558,18 @@ enum Woke {
     Time,
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// 64 bits of the operating system's randomness, through std's randomly
 /// keyed hasher (no extra dependency).
 fn os_random_seed() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    // `RandomState`'s keys come from the operating system: any input hashes
+    // to 64 random bits.
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_core::ids::UserId;
 
     #[test]
     fn the_connection_hash_spreads_sequential_ids() {
@@ -604,6 +584,11 @@ mod tests {
         let mut map: HashMap<ConnId, u64, U64Hash> = HashMap::default();
         map.extend(ids.clone().map(|n| (ConnId(n), n)));
         assert!(ids.into_iter().all(|n| map.get(&ConnId(n)) == Some(&n)));
+    }
+
+    #[test]
+    fn readiness_of_the_memory_store() {
+        assert!(Readiness::Memory.is_ready());
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::{select, Either};
 
-/// What weir asks of an async runtime: tasks, sleeps, TCP, hyper's timer.
+/// What weir asks of an async runtime: tasks, the clock, sleeps, TCP,
+/// hyper's timer.
 /// Everything else (the driver, HTTP, WebSocket, Redis, generators) is
 /// written once against it; `weir-runtime-tokio` and `weir-runtime-smol`
 /// implement it in a few dozen lines each.
@@ -43,6 +44,22 @@ pub trait Runtime: Send + Sync + Sized + std::fmt::Debug + 'static {
 
     /// Resolves after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The monotonic clock: the `now` of every call into the core, and what
+    /// every deadline the runtime waits for is measured against. The runtime
+    /// reads the time only through this (and [`unix_ms`](Self::unix_ms)), so
+    /// a runtime whose clock can be paused or moved (tokio's test clock)
+    /// moves weir's deadlines with it.
+    fn now() -> Instant;
+
+    /// The wall clock, in milliseconds since the Unix epoch (0 if the clock
+    /// is before it): the core's anchor for the times it writes to the store
+    /// and its epochs. The only place the runtime reads the wall clock.
+    fn unix_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 
     /// hyper's timer on this runtime.
     fn timer() -> Self::Timer;
@@ -80,7 +97,7 @@ pub(crate) async fn timeout<R: Runtime, F: Future>(
 pub(crate) async fn sleep_until<R: Runtime>(deadline: Option<Instant>) {
     match deadline {
         Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
+            let left = d.saturating_duration_since(R::now());
             if !left.is_zero() {
                 R::sleep(left).await;
             }
