@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -24,11 +25,19 @@ use crate::mailbox::{ConnHandle, HttpAnswer, ToDriver};
 use crate::metrics::Metrics;
 use crate::queue::{Encoded, Item, Push};
 use crate::redis_store::{RedisBackend, RedisReadiness};
-use crate::rt::{sleep_until, Runtime};
+use crate::rt::{yield_now, Alarm, Runtime};
 use crate::{generator, GeneratorConfig, RuntimeConfig, StoreBackend};
 
 /// How often the core's wall clock is re-anchored.
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
+
+/// Room in the generators' channel; a generator waits when it is full.
+const GENERATOR_CAPACITY: usize = 1024;
+
+/// How many messages and notices the driver handles in a row before it lets
+/// the other tasks (writers, readers, generators) run. Its deadlines are
+/// checked after each one anyway.
+const PER_WAKE: u32 = 64;
 
 /// The driver task's state.
 pub(crate) struct Driver<R: Runtime> {
@@ -43,9 +52,16 @@ pub(crate) struct Driver<R: Runtime> {
     /// slow consumers): fed before the next channel message.
     immediate: VecDeque<Input>,
     generator: GeneratorConfig,
-    /// For generator tasks; weak, so the channel closes when every outside
-    /// sender is gone.
+    /// The channel's sender, weak, so the channel closes when every outside
+    /// sender is gone (for the Redis store's tasks, and to know whether the
+    /// server still runs).
     tx: async_channel::WeakSender<ToDriver>,
+    /// The generators' own channel: a generator producing as fast as it can
+    /// would otherwise take every slot of the shared channel the moment it
+    /// frees, and the readers' frames and pongs would wait behind it (their
+    /// connections closed as idle). The driver takes from both in turn.
+    generator_tx: async_channel::Sender<ToDriver>,
+    generator_rx: async_channel::Receiver<ToDriver>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
 }
@@ -129,6 +145,7 @@ impl<R: Runtime> Driver<R> {
                 (Store::Redis(backend), Readiness::Redis(ready))
             }
         };
+        let (generator_tx, generator_rx) = async_channel::bounded(GENERATOR_CAPACITY);
         let driver = Self {
             node,
             store,
@@ -139,6 +156,8 @@ impl<R: Runtime> Driver<R> {
             immediate: VecDeque::new(),
             generator: config.generator.clone(),
             tx,
+            generator_tx,
+            generator_rx,
             metrics,
             shutdown_grace: config.shutdown_grace,
         };
@@ -148,6 +167,14 @@ impl<R: Runtime> Driver<R> {
     /// Runs until the graceful shutdown is done (or its grace has passed),
     /// or until every sender of the channel is gone. (The server aborts its
     /// task when its own future is dropped.)
+    ///
+    /// Time is checked after every wake, whatever woke the driver (quinn's
+    /// `drive_timer`): the node's timers, the wall clock's re-anchoring and
+    /// the shutdown's deadline fire when due even while messages keep
+    /// arriving — a busy node still sends heartbeats, closes idle
+    /// connections and renews its leases. The driver waits only when
+    /// nothing is ready, on one [`Alarm`] moved to the earliest deadline,
+    /// and after [`PER_WAKE`] messages it lets the other tasks run.
     pub(crate) async fn run(
         mut self,
         rx: async_channel::Receiver<ToDriver>,
@@ -156,71 +183,62 @@ impl<R: Runtime> Driver<R> {
         // `None` once closed (at once with the in-memory store, which
         // publishes no notices through it).
         let mut notices = Some(notices);
+        let mut clock = Clock {
+            wall: R::now() + WALL_CLOCK_EVERY,
+            shutdown: None,
+        };
+        let mut alarm = Alarm::<R>::new();
+        let mut budget = PER_WAKE;
+        let generated = self.generator_rx.clone();
+        // Which channel is tried first, in turn, so none starves the others.
+        let mut turn = 0u8;
         self.drain();
-        let mut wall = R::now() + WALL_CLOCK_EVERY;
-        let mut shutdown_deadline: Option<Instant> = None;
         loop {
-            if let Some(deadline) = shutdown_deadline {
-                if self.node.is_drained() {
-                    tracing::info!("shutdown: every connection closed and every reply settled");
-                    break;
-                }
-                if R::now() >= deadline {
-                    tracing::warn!(
-                        connections = self.conns.len(),
-                        "shutdown grace passed before everything closed"
-                    );
-                    break;
-                }
+            if self.fire_due(&mut clock).is_break() {
+                break;
             }
-            let timeout = self.node.poll_timeout();
-            // The earliest of the node's deadline, the shutdown's and the
-            // wall clock's; which one it was is checked below.
-            let wake = [timeout, shutdown_deadline, Some(wall)]
-                .into_iter()
-                .flatten()
-                .min();
-            let woke = {
-                let mut msg = pin!(rx.recv().fuse());
-                let mut notice = pin!(async {
-                    match &notices {
-                        Some(n) => n.recv().await,
-                        None => std::future::pending().await,
+            if budget == 0 {
+                budget = PER_WAKE;
+                yield_now().await;
+                continue;
+            }
+            turn = (turn + 1) % 3;
+            let woke = match ready(&rx, &generated, &mut notices, turn) {
+                Some(woke) => woke,
+                None => {
+                    let wake = clock.earliest(self.node.poll_timeout());
+                    let mut msg = pin!(rx.recv().fuse());
+                    let mut generator = pin!(generated.recv().fuse());
+                    let mut notice = pin!(async {
+                        match &notices {
+                            Some(n) => n.recv().await,
+                            None => std::future::pending().await,
+                        }
                     }
-                }
-                .fuse());
-                let mut sleep = pin!(sleep_until::<R>(wake).fuse());
-                select_biased! {
-                    msg = msg => match msg {
-                        Ok(msg) => Woke::Message(msg),
-                        Err(_) => break,
-                    },
-                    notice = notice => match notice {
-                        Ok(notice) => Woke::Notice(notice),
-                        Err(_) => Woke::NoMoreNotices,
-                    },
-                    () = sleep => Woke::Time,
+                    .fuse());
+                    let mut time = pin!(alarm.wait(wake).fuse());
+                    select_biased! {
+                        msg = msg => msg.map_or(Woke::Closed, Woke::Message),
+                        // Never closed: the driver holds a sender.
+                        event = generator => event.map_or(Woke::Time, Woke::Message),
+                        notice = notice => notice.map_or(Woke::NoMoreNotices, Woke::Notice),
+                        () = time => Woke::Time,
+                    }
                 }
             };
-            let now = R::now();
             match woke {
-                Woke::Message(msg) => self.on_message(msg, &mut shutdown_deadline),
-                Woke::Notice(notice) => self.node.handle_input(now, Input::Notice(notice)),
-                Woke::NoMoreNotices => notices = None,
-                Woke::Time => {
-                    if timeout.is_some_and(|t| t <= now) {
-                        self.node.handle_timeout(now);
-                    }
-                    if wall <= now {
-                        wall = now + WALL_CLOCK_EVERY;
-                        self.node.handle_input(
-                            now,
-                            Input::WallClock {
-                                unix_ms: R::unix_ms(),
-                            },
-                        );
-                    }
+                Woke::Message(msg) => {
+                    budget -= 1;
+                    self.on_message(msg, &mut clock.shutdown);
                 }
+                Woke::Notice(notice) => {
+                    budget -= 1;
+                    self.node.handle_input(R::now(), Input::Notice(notice));
+                }
+                Woke::NoMoreNotices => notices = None,
+                Woke::Closed => break,
+                // Fired at the top of the loop.
+                Woke::Time => {}
             }
             self.drain();
         }
@@ -229,6 +247,40 @@ impl<R: Runtime> Driver<R> {
         // Dropping the handles releases every socket that is left.
         self.conns.clear();
         self.metrics.connections.store(0, Relaxed);
+    }
+
+    /// Fires every deadline that has passed: the node's timers, the wall
+    /// clock's re-anchoring; breaks when the shutdown is done or its grace
+    /// has passed.
+    fn fire_due(&mut self, clock: &mut Clock) -> ControlFlow<()> {
+        let now = R::now();
+        if let Some(deadline) = clock.shutdown {
+            if self.node.is_drained() {
+                tracing::info!("shutdown: every connection closed and every reply settled");
+                return ControlFlow::Break(());
+            }
+            if now >= deadline {
+                tracing::warn!(
+                    connections = self.conns.len(),
+                    "shutdown grace passed before everything closed"
+                );
+                return ControlFlow::Break(());
+            }
+        }
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+        }
+        if clock.wall <= now {
+            clock.wall = now + WALL_CLOCK_EVERY;
+            self.node.handle_input(
+                now,
+                Input::WallClock {
+                    unix_ms: R::unix_ms(),
+                },
+            );
+        }
+        self.drain();
+        ControlFlow::Continue(())
     }
 
     fn on_message(&mut self, msg: ToDriver, shutdown: &mut Option<Instant>) {
@@ -360,13 +412,13 @@ impl<R: Runtime> Driver<R> {
                 conv,
                 context,
             } => {
-                let Some(tx) = self.tx.upgrade() else {
+                if self.tx.upgrade().is_none() {
                     return; // shutting down: nobody would read its events
-                };
+                }
                 tracing::debug!(%message_id, %conv, "starting generator");
                 let task = generator::spawn::<R>(
                     &self.generator,
-                    tx,
+                    self.generator_tx.clone(),
                     message_id.clone(),
                     &context,
                     &self.metrics,
@@ -554,8 +606,60 @@ enum Woke {
     Notice(Notice),
     /// The notices' channel closed.
     NoMoreNotices,
+    /// Every sender of the channel is gone.
+    Closed,
     /// A deadline: the node's, the shutdown's or the wall clock's.
     Time,
+}
+
+/// A message, a generator's event or a notice that is ready now, without
+/// waiting; the three channels are tried in an order that turns with `turn`.
+fn ready(
+    rx: &async_channel::Receiver<ToDriver>,
+    generated: &async_channel::Receiver<ToDriver>,
+    notices: &mut Option<async_channel::Receiver<Notice>>,
+    turn: u8,
+) -> Option<Woke> {
+    use async_channel::TryRecvError;
+    for source in 0..3 {
+        let woke = match (turn + source) % 3 {
+            0 => match rx.try_recv() {
+                Ok(msg) => Some(Woke::Message(msg)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Closed) => Some(Woke::Closed),
+            },
+            1 => generated.try_recv().ok().map(Woke::Message),
+            _ => match notices.as_ref().map(async_channel::Receiver::try_recv) {
+                Some(Ok(notice)) => Some(Woke::Notice(notice)),
+                Some(Err(TryRecvError::Closed)) => Some(Woke::NoMoreNotices),
+                Some(Err(TryRecvError::Empty)) | None => None,
+            },
+        };
+        if woke.is_some() {
+            return woke;
+        }
+    }
+    None
+}
+
+/// The driver's own deadlines, beside the node's.
+#[derive(Debug)]
+struct Clock {
+    /// When the core's wall clock is re-anchored next.
+    wall: Instant,
+    /// When the graceful shutdown gives up (once it has begun).
+    shutdown: Option<Instant>,
+}
+
+impl Clock {
+    /// The earliest of the node's deadline, the shutdown's and the wall
+    /// clock's.
+    fn earliest(&self, node: Option<Instant>) -> Option<Instant> {
+        [node, self.shutdown, Some(self.wall)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 /// 64 bits of the operating system's randomness, through std's randomly
