@@ -1,10 +1,13 @@
 //! The driver: the one task that owns the [`Node`] and the in-memory store.
 //!
-//! Everything else talks to it through one bounded channel
-//! ([`ToDriver`]). Its loop is the core's run loop: wait for a message or the
-//! node's next deadline, feed it, then carry out every output — and feed
-//! what that produces at once (store replies, notices, slow-consumer
-//! reports) before the next message. It decides nothing itself.
+//! Everything else talks to it through bounded channels of
+//! [`ToDriver`](crate::mailbox::ToDriver): one shared by the readers, the
+//! HTTP handlers and the Redis store's tasks, one for the generators, and the
+//! Redis notices'. Its loop is the core's run loop: fire every deadline that
+//! has passed, take one message (from each channel in turn), feed it, then
+//! carry out every output — and feed what that produces at once (store
+//! replies, notices, slow-consumer reports) before the next message; wait
+//! only when nothing is ready. It decides nothing itself.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};

@@ -22,11 +22,13 @@
 //! | --- | --- |
 //! | [`Runtime`] | the trait a runtime implements |
 //! | `driver` | the one task that owns the [`Node`](weir_core::Node) and the store |
+//! | `mailbox` | what the other tasks send the driver, and its side of a WebSocket |
 //! | `server` | the accept loop and the graceful shutdown |
 //! | `http` | the hyper service: routing, bodies, the WebSocket upgrade, `/healthz`, `/readyz`, `/metrics`, the page |
 //! | `ws` | per WebSocket: one reader task and exactly one writer task |
 //! | [`queue`] | the per-connection bounded outbound queue (merges chunk frames when full) |
 //! | `auth` | `Auth::None` (user from the query) and HS256 JWTs |
+//! | `query` | percent-decoding of query parameters and path segments |
 //! | `generator` | generators as abortable tasks: the demo generator |
 //! | [`openai`] | the `openai` generator: an OpenAI-compatible upstream |
 //! | `redis_store` | the Redis store: operations, supervisor, pub/sub |
