@@ -107,13 +107,14 @@ async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases(
         .unwrap_or_default();
     let report = format!(
         "over {:?} of flood: {} pings to the quiet connection (longest gap {longest_gap:?}, \
-         closed: {observer_closed:?}), the idle connection closed {:?} after its upgrade, \
+         closed: {observer_closed:?}), the idle connection closed {:?} after its upgrade request, \
          {renewals} lease renewals, {} of {VIEWERS} viewers closed (codes {viewers_closed:?})",
         watched_until - watched_from,
         pings.len(),
         idle_closed.map(|(at, code)| (at.saturating_duration_since(upgraded), code)),
         viewers_closed.len(),
     );
+    eprintln!("{rt:?}: {report}");
     assert!(
         viewers_closed.is_empty(),
         "viewers were closed during the flood: {report}"
@@ -176,9 +177,11 @@ async fn pings_until(
     }
 }
 
-/// A raw WebSocket upgrade: the stream and when the `101` arrived.
+/// A raw WebSocket upgrade: the stream, and when its request was sent (the
+/// server registers the connection after that).
 async fn upgrade(addr: SocketAddr, query: &str) -> (TcpStream, Instant) {
     let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+    let sent = Instant::now();
     let request = format!(
         "GET /v1/ws?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -199,7 +202,7 @@ async fn upgrade(addr: SocketAddr, query: &str) -> (TcpStream, Instant) {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    (stream, Instant::now())
+    (stream, sent)
 }
 
 /// A raw WebSocket client: reads the server's frames and discards them,
