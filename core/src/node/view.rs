@@ -1,0 +1,618 @@
+//! Conversation views: what this node knows of each conversation its
+//! connections watch, and delivery from those views to the connections
+//! (`pump`), in order and fenced.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use super::{cancel_result, watch_key, Node, Pending, STORE_LOST};
+use crate::api::{Event, Output};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
+use crate::session::{ConnState, Cursor};
+use crate::store::{epoch_of, Notice, StoreOp, StoreReply, Topic};
+use crate::stream::{Outcome, StreamState};
+use crate::wire::{
+    Chunk, End, Message, MessageStatus, Presence, ResumeUnavailable, ResumeUnavailableReason,
+    ServerFrame, Start, Usage, UserMessage,
+};
+
+/// What a node knows of one reply it shows to local connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub(super) struct ReplyView {
+    /// The user turn it answers, once known.
+    pub(super) user_message: Option<Message>,
+    /// Chunks `1..=deltas.len()`, contiguous.
+    pub(super) deltas: Vec<String>,
+    /// Fixed by a cancel or by settling.
+    pub(super) final_seq: Option<Seq>,
+    /// The outcome, once settled.
+    pub(super) settled: Option<(Outcome, Option<Usage>)>,
+    /// A read from the store is in flight.
+    pub(super) reading: bool,
+    /// A notice showed chunks beyond `deltas`: fill from the log.
+    pub(super) gap: bool,
+}
+
+impl ReplyView {
+    pub(super) fn len(&self) -> Seq {
+        self.deltas.len() as Seq
+    }
+
+    /// Adds chunks `first_seq..`, skipping known ones; returns false on a gap.
+    pub(super) fn add(&mut self, first_seq: Seq, deltas: impl IntoIterator<Item = String>) -> bool {
+        for (seq, d) in (first_seq..).zip(deltas) {
+            if seq == self.len() + 1 {
+                self.deltas.push(d);
+            } else if seq > self.len() + 1 {
+                self.gap = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(super) fn fix_final(&mut self, final_seq: Seq) {
+        self.final_seq = Some(self.final_seq.map_or(final_seq, |f| f.min(final_seq)));
+    }
+
+    pub(super) fn apply_state(&mut self, state: &StreamState, usage: Option<Usage>) {
+        if let Some(f) = state.final_seq() {
+            self.fix_final(f);
+        }
+        if let StreamState::Settled { outcome, .. } = state {
+            self.settled.get_or_insert((outcome.clone(), usage));
+        }
+    }
+
+    /// Whether chunks up to the known end are missing.
+    pub(super) fn needs_read(&self) -> bool {
+        !self.reading && (self.gap || self.final_seq.is_some_and(|f| f > self.len()))
+    }
+}
+
+/// A conversation as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub(super) struct ConvView {
+    pub(super) conns: BTreeSet<ConnId>,
+    pub(super) replies: BTreeMap<MessageId, ReplyView>,
+    /// Replies this view finished with, newest last (at most [`DONE_MEMORY`]):
+    /// late notices about them are ignored rather than reviving them.
+    pub(super) done: VecDeque<MessageId>,
+}
+
+/// How many finished replies a conversation view remembers.
+pub(super) const DONE_MEMORY: usize = 64;
+
+impl ConvView {
+    pub(super) fn is_done(&self, id: &MessageId) -> bool {
+        self.done.contains(id)
+    }
+
+    pub(super) fn mark_done(&mut self, id: MessageId) {
+        if !self.done.contains(&id) {
+            self.done.push_back(id);
+            while self.done.len() > DONE_MEMORY {
+                self.done.pop_front();
+            }
+        }
+    }
+
+    /// The view of a reply that a notice speaks of, unless finished here.
+    pub(super) fn live_reply(&mut self, id: &MessageId) -> Option<&mut ReplyView> {
+        if self.is_done(id) {
+            return None;
+        }
+        Some(self.replies.entry(id.clone()).or_default())
+    }
+}
+
+impl<I: IdSource> Node<I> {
+    /// Drops what a conversation view no longer needs.
+    pub(super) fn tidy_conv(&mut self, conv: &ConvKey) {
+        let Some(view) = self.convs.get_mut(conv) else {
+            return;
+        };
+        let watched: BTreeSet<MessageId> = view
+            .conns
+            .iter()
+            .filter_map(|c| self.conns.get(c))
+            .flat_map(|c| c.cursors.keys().cloned())
+            .collect();
+        let handshaking = view.conns.iter().any(|c| {
+            self.conns
+                .get(c)
+                .is_some_and(|c| c.state == ConnState::Handshake)
+        });
+        let mut dropped = Vec::new();
+        view.replies.retain(|id, r| {
+            // A settled reply nobody still reads is done; while a connection
+            // waits for its snapshot, keep it (the snapshot may predate the end).
+            let keep = r.reading
+                || watched.contains(id)
+                || (handshaking && r.settled.is_some())
+                || (r.settled.is_none() && !view.conns.is_empty());
+            if !keep {
+                dropped.push(id.clone());
+            }
+            keep
+        });
+        for id in dropped {
+            self.timers.cancel(&watch_key(conv, &id));
+            view.mark_done(id);
+        }
+        let view_empty = view.conns.is_empty() && !view.replies.values().any(|r| r.reading);
+        if view_empty {
+            let ids: Vec<MessageId> = view.replies.keys().cloned().collect();
+            for id in ids {
+                self.timers.cancel(&watch_key(conv, &id));
+            }
+            self.convs.remove(conv);
+            self.out
+                .push_back(Output::Unsubscribe(Topic::Conv(conv.clone())));
+        }
+    }
+
+    pub(super) fn on_resume(&mut self, now: Instant, conn: ConnId, id: MessageId, after_seq: Seq) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let conv = c.conv.clone();
+        c.cursors.insert(id.clone(), Cursor::at(after_seq, true));
+        let view = self.convs.entry(conv.clone()).or_default();
+        let r = view.replies.entry(id.clone()).or_default();
+        if r.settled.is_none() || r.len() < r.final_seq.unwrap_or(0) || r.user_message.is_none() {
+            // What this node knows may be behind: read the truth.
+            self.read(now, &conv, &id);
+        } else {
+            self.pump(now, &conv);
+        }
+    }
+
+    /// Gives every open connection of `conv` what it can have now, in order.
+    pub(super) fn pump(&mut self, now: Instant, conv: &ConvKey) {
+        let Some(view) = self.convs.get_mut(conv) else {
+            return;
+        };
+        // Chunks are grouped by (reply, seq): a chunk going to many
+        // connections is one `SendMany` with one copy of its delta. Each
+        // connection's chunks still go out in seq order, and its other frames
+        // (`cancel_result`, `end`) after all of them.
+        let mut chunks: BTreeMap<(&MessageId, Seq), Vec<ConnId>> = BTreeMap::new();
+        let mut tails = Vec::new();
+        let mut resumed = Vec::new();
+        let mut answered = Vec::new();
+        let mut any_ended = false;
+        for conn_id in &view.conns {
+            let Some(c) = self.conns.get_mut(conn_id) else {
+                continue;
+            };
+            if c.state != ConnState::Open {
+                continue;
+            }
+            let mut ended = Vec::new();
+            for (id, cursor) in c.cursors.iter_mut() {
+                let Some((id, r)) = view.replies.get_key_value(id) else {
+                    continue;
+                };
+                let limit = r.final_seq.map_or(r.len(), |f| f.min(r.len()));
+                while cursor.delivered < limit {
+                    cursor.delivered += 1;
+                    chunks
+                        .entry((id, cursor.delivered))
+                        .or_default()
+                        .push(*conn_id);
+                }
+                if let Some(h) = cursor.held_cancel.as_ref() {
+                    if cursor.delivered >= h.final_seq {
+                        let h = cursor.held_cancel.take();
+                        if let Some(h) = h {
+                            answered.push((*conn_id, h.status, h.since));
+                            tails.push((*conn_id, cancel_result(h, Some(id.clone()))));
+                        }
+                    }
+                }
+                if let (Some((outcome, usage)), Some(final_seq)) = (&r.settled, r.final_seq) {
+                    if cursor.held_cancel.is_none() && cursor.delivered >= final_seq {
+                        tails.push((
+                            *conn_id,
+                            ServerFrame::End(End {
+                                message_id: id.clone(),
+                                status: outcome.status(),
+                                final_seq,
+                                reason: outcome.reason().map(str::to_owned),
+                                usage: *usage,
+                            }),
+                        ));
+                        if cursor.resumed {
+                            resumed.push(*conn_id);
+                        }
+                        ended.push(id.clone());
+                    }
+                }
+            }
+            any_ended |= !ended.is_empty();
+            for id in ended {
+                c.cursors.remove(&id);
+                c.mark_ended(id);
+            }
+        }
+        for ((id, seq), conns) in chunks {
+            let idx = usize::try_from(seq - 1).unwrap_or(usize::MAX);
+            let delta = view
+                .replies
+                .get(id)
+                .and_then(|r| r.deltas.get(idx))
+                .cloned()
+                .unwrap_or_default();
+            let frame = ServerFrame::Chunk(Chunk {
+                message_id: id.clone(),
+                seq,
+                delta,
+                from_seq: None,
+            });
+            match conns.as_slice() {
+                [conn] => self.out.push_back(Output::Send { conn: *conn, frame }),
+                _ => self.out.push_back(Output::SendMany { conns, frame }),
+            }
+        }
+        let needs_read: Vec<MessageId> = view
+            .replies
+            .iter()
+            .filter(|(_, r)| r.needs_read())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let settled_any = view.replies.values().any(|r| r.settled.is_some());
+        for (conn, frame) in tails {
+            self.send(conn, frame);
+        }
+        for (conn, status, since) in answered {
+            self.out.push_back(Output::Event(Event::CancelAnswered {
+                conn,
+                status,
+                latency: now.saturating_duration_since(since),
+            }));
+        }
+        for conn in resumed {
+            self.out
+                .push_back(Output::Event(Event::Resumed { conn, exact: true }));
+        }
+        for id in needs_read {
+            self.read(now, conv, &id);
+        }
+        // Tidying walks every connection's cursors: only when something
+        // could have become droppable.
+        if any_ended || settled_any {
+            self.tidy_conv(conv);
+        }
+    }
+
+    pub(super) fn read(&mut self, now: Instant, conv: &ConvKey, id: &MessageId) {
+        let Some(r) = self.convs.get_mut(conv).and_then(|v| v.replies.get_mut(id)) else {
+            return;
+        };
+        if r.reading {
+            return;
+        }
+        r.reading = true;
+        r.gap = false;
+        let after_seq = r.len();
+        let at_ms = self.wall_ms(now);
+        self.store(
+            Pending::Read(conv.clone(), id.clone()),
+            StoreOp::Read {
+                conv: conv.clone(),
+                message_id: id.clone(),
+                after_seq,
+                at_ms,
+            },
+        );
+    }
+
+    /// A watched reply that is not settled gets re-read now and then.
+    pub(super) fn arm_watch(&mut self, now: Instant, conv: &ConvKey, id: &MessageId) {
+        if self.owned.contains_key(id) {
+            return;
+        }
+        let unsettled = self
+            .convs
+            .get(conv)
+            .and_then(|v| v.replies.get(id))
+            .is_some_and(|r| r.settled.is_none());
+        let key = watch_key(conv, id);
+        if unsettled {
+            self.timers.set(key, now + self.config.watch_interval);
+        } else {
+            self.timers.cancel(&key);
+        }
+    }
+
+    pub(super) fn watch_fired(&mut self, now: Instant, conv: &ConvKey, id: &MessageId) {
+        if self
+            .convs
+            .get(conv)
+            .is_some_and(|v| v.replies.contains_key(id))
+        {
+            self.read(now, conv, id);
+        }
+    }
+
+    /// A new reply appeared in `conv`: every open connection gets its user
+    /// turn and `start`, and a cursor.
+    pub(super) fn announce(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        user_message: &Message,
+        sender: Option<(ConnId, Option<crate::ids::RequestId>)>,
+    ) {
+        let Some(r) = self.convs.get_mut(conv).and_then(|v| v.live_reply(id)) else {
+            return;
+        };
+        if r.user_message.is_some() {
+            return;
+        }
+        r.user_message = Some(user_message.clone());
+        let conns: Vec<ConnId> = self
+            .convs
+            .get(conv)
+            .map(|v| v.conns.iter().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            // A late `started` notice must not begin again what this
+            // connection already finished (e.g. by a resume, which needs no
+            // `start`).
+            if c.state != ConnState::Open || c.cursors.contains_key(id) || c.ended.contains(id) {
+                continue;
+            }
+            c.cursors.insert(id.clone(), Cursor::at(0, false));
+            let request_id = match &sender {
+                Some((s, rid)) if *s == conn => rid.clone(),
+                _ => None,
+            };
+            self.send_reply_start(conn, id, user_message, request_id);
+        }
+        self.arm_watch(now, conv, id);
+        self.pump(now, conv);
+    }
+
+    /// A reply begins on a connection: its user turn, then `start`.
+    pub(super) fn send_reply_start(
+        &mut self,
+        conn: ConnId,
+        id: &MessageId,
+        user_message: &Message,
+        request_id: Option<crate::ids::RequestId>,
+    ) {
+        self.send(
+            conn,
+            ServerFrame::UserMessage(UserMessage {
+                message_id: user_message.message_id.clone(),
+                content: user_message.content.clone(),
+                created_at_ms: user_message.created_at_ms,
+                request_id,
+            }),
+        );
+        self.send(
+            conn,
+            ServerFrame::Start(Start {
+                message_id: id.clone(),
+                reply_to: user_message.message_id.clone(),
+            }),
+        );
+    }
+
+    pub(super) fn on_read_reply(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        reply: StoreReply,
+    ) {
+        let Some(r) = self.convs.get_mut(conv).and_then(|v| v.replies.get_mut(id)) else {
+            return;
+        };
+        r.reading = false;
+        match reply {
+            StoreReply::Read {
+                state,
+                deltas,
+                first_seq,
+                usage,
+                ..
+            } => {
+                let _ = r.add(first_seq, deltas);
+                r.apply_state(&state, usage);
+                let reap_due = state.reap_due_ms();
+                let wall = self.wall_ms(now);
+                if reap_due.is_some_and(|due| wall >= due) && !self.owned.contains_key(id) {
+                    // The owner stopped renewing: settle the reply for it.
+                    self.store(
+                        Pending::Reap,
+                        StoreOp::Reap {
+                            conv: conv.clone(),
+                            message_id: id.clone(),
+                            at_ms: wall,
+                        },
+                    );
+                }
+                self.arm_watch(now, conv, id);
+                self.pump(now, conv);
+            }
+            StoreReply::Missing { epoch, snapshot } => {
+                self.reply_missing(now, conv, id, epoch, snapshot);
+            }
+            _ => {}
+        }
+    }
+
+    /// The store has no record of a reply this node shows.
+    pub(super) fn reply_missing(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        epoch: crate::store::Epoch,
+        snapshot: Option<Message>,
+    ) {
+        let Some(view) = self.convs.get_mut(conv) else {
+            return;
+        };
+        let r = view.replies.remove(id).unwrap_or_default();
+        // Finished here: a late notice about it must not bring it back.
+        view.mark_done(id.clone());
+        self.timers.cancel(&watch_key(conv, id));
+        let conns: Vec<ConnId> = view.conns.iter().copied().collect();
+        for conn in conns {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let Some(cursor) = c.cursors.remove(id) else {
+                continue;
+            };
+            let frame = if cursor.resumed && r.user_message.is_none() {
+                let reason = if epoch_of(id).is_some_and(|e| e != epoch) {
+                    ResumeUnavailableReason::EpochChanged
+                } else if snapshot.is_some() {
+                    ResumeUnavailableReason::Expired
+                } else {
+                    ResumeUnavailableReason::Unknown
+                };
+                self.out
+                    .push_back(Output::Event(Event::Resumed { conn, exact: false }));
+                ServerFrame::ResumeUnavailable(ResumeUnavailable {
+                    message_id: id.clone(),
+                    reason,
+                    snapshot: snapshot.clone(),
+                })
+            } else {
+                // It had started here: it gets its one `end`.
+                let (status, final_seq, reason) = match &snapshot {
+                    Some(m) if m.status != MessageStatus::Streaming => (
+                        match m.status {
+                            MessageStatus::Cancelled => crate::wire::ReplyStatus::Cancelled,
+                            MessageStatus::Failed => crate::wire::ReplyStatus::Failed,
+                            _ => crate::wire::ReplyStatus::Completed,
+                        },
+                        cursor.delivered,
+                        None,
+                    ),
+                    _ => (
+                        crate::wire::ReplyStatus::Failed,
+                        cursor.delivered,
+                        Some(STORE_LOST.to_owned()),
+                    ),
+                };
+                if let Some(h) = cursor.held_cancel {
+                    self.send_cancel_result(now, conn, h, id.clone());
+                }
+                ServerFrame::End(End {
+                    message_id: id.clone(),
+                    status,
+                    final_seq,
+                    reason,
+                    usage: None,
+                })
+            };
+            self.send(conn, frame);
+        }
+        self.tidy_conv(conv);
+        let _ = now;
+    }
+
+    pub(super) fn on_notice(&mut self, now: Instant, notice: Notice) {
+        match notice {
+            Notice::Started {
+                conv,
+                user_message,
+                message_id,
+                owner,
+            } => {
+                // This node's own replies are announced by the `Start` reply,
+                // which carries the sender's `request_id` and comes after `ack`.
+                if owner != self.config.node_id && self.convs.contains_key(&conv) {
+                    self.announce(now, &conv, &message_id, &user_message, None);
+                }
+            }
+            Notice::Chunks {
+                conv,
+                message_id,
+                first_seq,
+                deltas,
+            } => {
+                if let Some(r) = self
+                    .convs
+                    .get_mut(&conv)
+                    .and_then(|v| v.live_reply(&message_id))
+                {
+                    let before = r.len();
+                    let _ = r.add(first_seq, deltas);
+                    // The producer's node already has these from its append:
+                    // nothing new, nothing to walk.
+                    if r.len() > before || r.needs_read() {
+                        self.arm_watch(now, &conv, &message_id);
+                        self.pump(now, &conv);
+                    }
+                }
+            }
+            Notice::Cancelling {
+                conv,
+                message_id,
+                final_seq,
+            } => {
+                if let Some(r) = self
+                    .convs
+                    .get_mut(&conv)
+                    .and_then(|v| v.replies.get_mut(&message_id))
+                {
+                    r.fix_final(final_seq);
+                    self.pump(now, &conv);
+                }
+            }
+            Notice::CancelRequested { message_id, .. } => self.owner_cancel(now, &message_id),
+            Notice::Settled {
+                conv,
+                message_id,
+                outcome,
+                final_seq,
+                usage,
+            } => {
+                if let Some(r) = self
+                    .convs
+                    .get_mut(&conv)
+                    .and_then(|v| v.live_reply(&message_id))
+                {
+                    r.fix_final(final_seq);
+                    r.settled.get_or_insert((outcome, usage));
+                    self.arm_watch(now, &conv, &message_id);
+                    self.pump(now, &conv);
+                }
+            }
+            Notice::Presence { user, status } => {
+                let conns: Vec<ConnId> = self
+                    .users
+                    .get(&user)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for conn in conns {
+                    let Some(c) = self.conns.get_mut(&conn) else {
+                        continue;
+                    };
+                    if c.state == ConnState::Open && c.presence_seen != status {
+                        c.presence_seen = status;
+                        self.send(
+                            conn,
+                            ServerFrame::Presence(Presence {
+                                user_id: user.clone(),
+                                status,
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
