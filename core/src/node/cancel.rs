@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use super::{Node, Pending};
+use super::{error_frame, Node, Pending};
 use crate::api::{Event, Output};
-use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::session::{ConnState, HeldCancelResult};
 use crate::store::{StoreOp, StoreReply};
-use crate::stream::{CancelAnswer, SettleRequest};
-use crate::wire::{CancelResult, CancelStatus, ServerFrame};
+use crate::stream::CancelAnswer;
+use crate::wire::{CancelResult, CancelStatus, ErrorCode, ServerFrame};
 
 impl<I: IdSource> Node<I> {
     pub(super) fn on_cancel(
@@ -60,7 +60,7 @@ impl<I: IdSource> Node<I> {
         final_seq: Seq,
     ) {
         if answer == CancelAnswer::Cancelled {
-            if let Some(r) = self.convs.get_mut(conv).and_then(|v| v.replies.get_mut(id)) {
+            if let Some(r) = self.reply_view_mut(conv, id) {
                 r.fix_final(final_seq);
             }
             self.owner_cancel(now, id);
@@ -118,14 +118,10 @@ impl<I: IdSource> Node<I> {
         let Some(o) = self.owned.get_mut(id) else {
             return;
         };
-        if o.stopped {
+        if o.is_stopped() {
             return;
         }
-        o.stopped = true;
-        o.deferred = None;
-        o.queue.clear();
-        o.end = Some((SettleRequest::Cancelled, None));
-        if std::mem::take(&mut o.generator_running) {
+        if o.on_cancel() {
             self.out.push_back(Output::AbortGenerator {
                 message_id: id.clone(),
             });
@@ -135,17 +131,47 @@ impl<I: IdSource> Node<I> {
 
     /// A write of the producer was answered "cancelled at `final_seq`".
     pub(super) fn owner_told_cancelled(&mut self, now: Instant, id: &MessageId, final_seq: Seq) {
-        let conv = self.owned.get(id).map(|o| o.conv.clone());
-        if let Some(r) = conv
-            .and_then(|c| self.convs.get_mut(&c))
-            .and_then(|v| v.replies.get_mut(id))
-        {
+        let conv = self.owned.get(id).map(|o| o.conv().clone());
+        if let Some(r) = conv.and_then(|c| self.reply_view_mut(&c, id)) {
             r.fix_final(final_seq);
         }
         self.owner_cancel(now, id);
         // Already stopped by an earlier notice: the write that just returned
         // may have been what the settle waited for.
         self.owner_flush(now, id);
+    }
+
+    /// The cancel did not reach the store: nothing was cancelled. A reply
+    /// whose generator waited for this cancel starts it now.
+    pub(super) fn cancel_failed(
+        &mut self,
+        conn: ConnId,
+        request_id: Option<RequestId>,
+        message_id: Option<MessageId>,
+    ) {
+        self.send(
+            conn,
+            error_frame(
+                ErrorCode::Unavailable,
+                "the store cannot be reached; nothing was cancelled",
+                request_id,
+            ),
+        );
+        // A reply held back for a cancel that did not happen goes on.
+        let Some(message_id) = message_id else {
+            return;
+        };
+        let Some(o) = self.owned.get_mut(&message_id) else {
+            return;
+        };
+        if let Some(context) = o.release_deferred() {
+            let conv = o.conv().clone();
+            self.out.push_back(Output::StartGenerator {
+                message_id,
+                conv,
+                context,
+            });
+        }
     }
 
     pub(super) fn send_cancel_result(

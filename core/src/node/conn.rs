@@ -13,7 +13,7 @@ use crate::store::{StoreOp, StoreReply, Topic};
 use crate::timer::TimerKey;
 use crate::wire::{
     decode_client_frame, ClientFrame, CloseCode, ErrorCode, Hello, History, Message, Pong,
-    ServerFrame,
+    Presence, PresenceStatus, ServerFrame,
 };
 
 impl<I: IdSource> Node<I> {
@@ -245,19 +245,10 @@ impl<I: IdSource> Node<I> {
         let mut reread = Vec::new();
         let live_id = live.as_ref().map(|l| l.message_id.clone());
         if let Some(l) = live {
-            if view.is_done(&l.message_id) {
+            if view.on_snapshot_live(&l, &messages) {
                 // The snapshot was read before the reply ended here: learn
                 // the end from the store.
                 reread.push(l.message_id.clone());
-            }
-            let r = view.replies.entry(l.message_id.clone()).or_default();
-            let _ = r.add(1, l.deltas.iter().cloned());
-            r.apply_state(&l.state, None);
-            if r.user_message.is_none() {
-                r.user_message = messages
-                    .iter()
-                    .find(|m| m.message_id == l.reply_to)
-                    .cloned();
             }
             let shown_live = live_message(&l);
             shown.insert(l.message_id, shown_live.seq);
@@ -281,11 +272,10 @@ impl<I: IdSource> Node<I> {
             }
         }
         let announce: Vec<(MessageId, Message)> = view
-            .replies
-            .iter()
+            .announced()
             .filter(|(id, _)| !shown.contains_key(*id))
             .filter(|(id, _)| resume.as_ref().is_none_or(|(rid, _)| rid != *id))
-            .filter_map(|(id, r)| r.user_message.clone().map(|m| (id.clone(), m)))
+            .map(|(id, m)| (id.clone(), m.clone()))
             .collect();
         let node_id = self.config.node_id.clone();
         let heartbeat_ms = duration_ms(self.config.heartbeat);
@@ -343,6 +333,31 @@ impl<I: IdSource> Node<I> {
             .unwrap_or_default();
         for bytes in early {
             self.on_frame(now, conn, bytes);
+        }
+    }
+
+    /// A user's presence changed: tell each of their open connections that
+    /// has not heard it yet.
+    pub(super) fn on_presence(&mut self, user: &UserId, status: PresenceStatus) {
+        let conns: Vec<ConnId> = self
+            .users
+            .get(user)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if c.state == ConnState::Open && c.presence_seen != status {
+                c.presence_seen = status;
+                self.send(
+                    conn,
+                    ServerFrame::Presence(Presence {
+                        user_id: user.clone(),
+                        status,
+                    }),
+                );
+            }
         }
     }
 }

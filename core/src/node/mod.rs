@@ -32,7 +32,6 @@ use crate::config::Config;
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, SeededIds, Seq, UserId};
 use crate::session::{ConnState, Connection};
 use crate::store::{LiveReply, StoreError, StoreOp, StoreReply, Topic};
-use crate::stream::SettleRequest;
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
@@ -280,7 +279,7 @@ impl<I: IdSource> Node<I> {
                 since,
                 ..
             } => self.on_cancel_reply(now, conn, &conv, (request_id, since), reply),
-            Pending::Append(id) => self.on_append_reply(now, &id, op, reply),
+            Pending::Append(id) => self.on_append_reply(now, &id, reply),
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
             Pending::Read(conv, id) => self.on_read_reply(now, &conv, &id, reply),
@@ -310,108 +309,25 @@ impl<I: IdSource> Node<I> {
     }
 
     fn on_store_error(&mut self, now: Instant, why: Pending) {
-        let unavailable = |msg: &str, rid| error_frame(ErrorCode::Unavailable, msg, rid);
         match why {
             Pending::Snapshot(conn) => {
-                self.send(conn, unavailable("the store cannot be reached", None));
+                self.send(
+                    conn,
+                    error_frame(ErrorCode::Unavailable, "the store cannot be reached", None),
+                );
                 self.close(now, conn, CloseCode::GoingAway);
             }
-            Pending::Start(conn, _) => {
-                if let Some(p) = self
-                    .conns
-                    .get_mut(&conn)
-                    .and_then(|c| c.pending_chat.take())
-                {
-                    self.send(
-                        conn,
-                        unavailable(
-                            // A request that timed out may still be carried
-                            // out once the store is back: say so, and let the
-                            // client retry with its `client_message_id`.
-                            "the store cannot be reached; the message may not have been stored \
-                             (retry with the same client_message_id to find out)",
-                            p.request_id,
-                        ),
-                    );
-                    if let Some((cancel_rid, _)) = p.cancel {
-                        self.send(
-                            conn,
-                            unavailable(
-                                "the store cannot be reached; nothing to cancel",
-                                cancel_rid,
-                            ),
-                        );
-                    }
-                }
-            }
+            Pending::Start(conn, _) => self.start_failed(conn),
             Pending::Cancel {
                 conn,
                 request_id,
                 message_id,
                 ..
-            } => {
-                self.send(
-                    conn,
-                    unavailable(
-                        "the store cannot be reached; nothing was cancelled",
-                        request_id,
-                    ),
-                );
-                // A reply held back for a cancel that did not happen goes on.
-                let deferred = message_id
-                    .as_ref()
-                    .and_then(|id| self.owned.get_mut(id))
-                    .filter(|o| !o.stopped)
-                    .and_then(|o| {
-                        let context = o.deferred.take()?;
-                        o.generator_running = true;
-                        Some((o.conv.clone(), context))
-                    });
-                if let (Some((conv, context)), Some(message_id)) = (deferred, message_id) {
-                    self.out.push_back(Output::StartGenerator {
-                        message_id,
-                        conv,
-                        context,
-                    });
-                }
-            }
-            Pending::Append(id) => {
-                if let Some(o) = self.owned.get_mut(&id) {
-                    // Keep the batch: a retry with the same seqs cannot duplicate.
-                    if let Some((_, first, deltas)) = o.in_flight.take() {
-                        let mut q = deltas;
-                        q.append(&mut o.queue);
-                        o.queue = q;
-                        debug_assert_eq!(first, o.acked + 1);
-                    }
-                    let key = TimerKey::OwnerRetry(id);
-                    self.timers.set(key, now + self.config.store_retry);
-                }
-            }
-            Pending::Settle(id) => {
-                if let Some(o) = self.owned.get_mut(&id) {
-                    o.settling = None;
-                    let key = TimerKey::OwnerRetry(id);
-                    self.timers.set(key, now + self.config.store_retry);
-                }
-            }
-            Pending::Renew(id) => {
-                if let Some(o) = self.owned.get_mut(&id) {
-                    o.renewing = None;
-                }
-            }
-            Pending::Read(conv, id) => {
-                if let Some(r) = self
-                    .convs
-                    .get_mut(&conv)
-                    .and_then(|v| v.replies.get_mut(&id))
-                {
-                    r.reading = false;
-                    self.timers
-                        .set(watch_key(&conv, &id), now + self.config.store_retry);
-                }
-                self.tidy_conv(&conv);
-            }
+            } => self.cancel_failed(conn, request_id, message_id),
+            Pending::Append(id) => self.append_failed(now, id),
+            Pending::Settle(id) => self.settle_failed(now, id),
+            Pending::Renew(id) => self.renew_failed(&id),
+            Pending::Read(conv, id) => self.read_failed(now, &conv, &id),
             Pending::HttpStart(req, _)
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
@@ -454,15 +370,10 @@ impl<I: IdSource> Node<I> {
         }
         let owned: Vec<MessageId> = self.owned.keys().cloned().collect();
         for id in owned {
-            if let Some(o) = self.owned.get_mut(&id) {
-                if o.end.is_none() {
-                    o.end = Some((SettleRequest::Failed(SHUTDOWN.to_owned()), None));
-                }
-                if std::mem::take(&mut o.generator_running) {
-                    self.out.push_back(Output::AbortGenerator {
-                        message_id: id.clone(),
-                    });
-                }
+            if self.owned.get_mut(&id).is_some_and(Owned::on_shutdown) {
+                self.out.push_back(Output::AbortGenerator {
+                    message_id: id.clone(),
+                });
             }
             self.owner_flush(now, &id);
         }
