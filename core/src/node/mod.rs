@@ -36,12 +36,13 @@ use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
 mod cancel;
+mod chat;
 mod conn;
+mod deliver;
 mod http;
 mod owner;
 mod view;
 
-use cancel::cancel_result;
 use owner::Owned;
 use view::ConvView;
 

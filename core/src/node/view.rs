@@ -1,20 +1,19 @@
 //! Conversation views: what this node knows of each conversation its
-//! connections watch, and delivery from those views to the connections
-//! (`pump`), in order and fenced.
+//! connections watch — a contiguous prefix of each reply's chunks and its
+//! end once known — kept up to date from notices, reads of the store's log,
+//! and a watch timer per unsettled reply (invariant 6). Delivery from the
+//! views to the connections is in [`deliver`](super::deliver).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use super::{cancel_result, watch_key, Node, Pending, STORE_LOST};
-use crate::api::{Event, Output};
+use super::{watch_key, Node, Pending};
+use crate::api::Output;
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
-use crate::session::{ConnState, Cursor};
-use crate::store::{epoch_of, LiveReply, Notice, StoreOp, StoreReply, Topic};
+use crate::session::ConnState;
+use crate::store::{LiveReply, Notice, StoreOp, StoreReply, Topic};
 use crate::stream::{Outcome, StreamState};
-use crate::wire::{
-    Chunk, End, Message, MessageStatus, ResumeUnavailable, ResumeUnavailableReason, ServerFrame,
-    Start, Usage, UserMessage,
-};
+use crate::wire::{Message, Usage};
 
 /// What a node knows of one reply it shows to local connections: a prefix
 /// of its chunks, and its end once known. Transitions are pure; the node
@@ -51,6 +50,12 @@ impl ReplyView {
     /// beyond `final_seq` (invariant 3).
     pub(super) fn deliverable(&self) -> Seq {
         self.final_seq.map_or(self.len(), |f| f.min(self.len()))
+    }
+
+    /// Its outcome, usage and last seq, once settled.
+    pub(super) fn end(&self) -> Option<(&Outcome, Option<Usage>, Seq)> {
+        let (outcome, usage) = self.settled.as_ref()?;
+        Some((outcome, *usage, self.final_seq?))
     }
 
     /// Neither settled nor fenced by a cancel: a new chat must wait.
@@ -177,6 +182,19 @@ impl ConvView {
         Some(self.replies.entry(id.clone()).or_default())
     }
 
+    pub(super) fn replies(&self) -> &BTreeMap<MessageId, ReplyView> {
+        &self.replies
+    }
+
+    /// The view of reply `id`, made empty if there was none.
+    pub(super) fn reply_entry(&mut self, id: &MessageId) -> &mut ReplyView {
+        self.replies.entry(id.clone()).or_default()
+    }
+
+    pub(super) fn remove_reply(&mut self, id: &MessageId) -> Option<ReplyView> {
+        self.replies.remove(id)
+    }
+
     pub(super) fn reply(&self, id: &MessageId) -> Option<&ReplyView> {
         self.replies.get(id)
     }
@@ -238,183 +256,6 @@ impl<I: IdSource> Node<I> {
         self.tidy_conv(conv);
     }
 
-    /// Drops what a conversation view no longer needs.
-    pub(super) fn tidy_conv(&mut self, conv: &ConvKey) {
-        let Some(view) = self.convs.get_mut(conv) else {
-            return;
-        };
-        let watched: BTreeSet<MessageId> = view
-            .conns
-            .iter()
-            .filter_map(|c| self.conns.get(c))
-            .flat_map(|c| c.cursors.keys().cloned())
-            .collect();
-        let handshaking = view.conns.iter().any(|c| {
-            self.conns
-                .get(c)
-                .is_some_and(|c| c.state == ConnState::Handshake)
-        });
-        let mut dropped = Vec::new();
-        view.replies.retain(|id, r| {
-            // A settled reply nobody still reads is done; while a connection
-            // waits for its snapshot, keep it (the snapshot may predate the end).
-            let keep = r.reading
-                || watched.contains(id)
-                || (handshaking && r.settled.is_some())
-                || (r.settled.is_none() && !view.conns.is_empty());
-            if !keep {
-                dropped.push(id.clone());
-            }
-            keep
-        });
-        for id in dropped {
-            self.timers.cancel(&watch_key(conv, &id));
-            view.mark_done(id);
-        }
-        let view_empty = view.conns.is_empty() && !view.replies.values().any(|r| r.reading);
-        if view_empty {
-            let ids: Vec<MessageId> = view.replies.keys().cloned().collect();
-            for id in ids {
-                self.timers.cancel(&watch_key(conv, &id));
-            }
-            self.convs.remove(conv);
-            self.out
-                .push_back(Output::Unsubscribe(Topic::Conv(conv.clone())));
-        }
-    }
-
-    pub(super) fn on_resume(&mut self, now: Instant, conn: ConnId, id: MessageId, after_seq: Seq) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let conv = c.conv.clone();
-        c.cursors.insert(id.clone(), Cursor::at(after_seq, true));
-        let view = self.convs.entry(conv.clone()).or_default();
-        let r = view.replies.entry(id.clone()).or_default();
-        if !r.is_complete() {
-            // What this node knows may be behind: read the truth.
-            self.read(now, &conv, &id);
-        } else {
-            self.pump(now, &conv);
-        }
-    }
-
-    /// Gives every open connection of `conv` what it can have now, in order.
-    pub(super) fn pump(&mut self, now: Instant, conv: &ConvKey) {
-        let Some(view) = self.convs.get_mut(conv) else {
-            return;
-        };
-        // Chunks are grouped by (reply, seq): a chunk going to many
-        // connections is one `SendMany` with one copy of its delta. Each
-        // connection's chunks still go out in seq order, and its other frames
-        // (`cancel_result`, `end`) after all of them.
-        let mut chunks: BTreeMap<(&MessageId, Seq), Vec<ConnId>> = BTreeMap::new();
-        let mut tails = Vec::new();
-        let mut resumed = Vec::new();
-        let mut answered = Vec::new();
-        let mut any_ended = false;
-        for conn_id in &view.conns {
-            let Some(c) = self.conns.get_mut(conn_id) else {
-                continue;
-            };
-            if c.state != ConnState::Open {
-                continue;
-            }
-            let mut ended = Vec::new();
-            for (id, cursor) in c.cursors.iter_mut() {
-                let Some((id, r)) = view.replies.get_key_value(id) else {
-                    continue;
-                };
-                let limit = r.deliverable();
-                while cursor.delivered < limit {
-                    cursor.delivered += 1;
-                    chunks
-                        .entry((id, cursor.delivered))
-                        .or_default()
-                        .push(*conn_id);
-                }
-                if let Some(h) = cursor.held_cancel.as_ref() {
-                    if cursor.delivered >= h.final_seq {
-                        let h = cursor.held_cancel.take();
-                        if let Some(h) = h {
-                            answered.push((*conn_id, h.status, h.since));
-                            tails.push((*conn_id, cancel_result(h, Some(id.clone()))));
-                        }
-                    }
-                }
-                if let (Some((outcome, usage)), Some(final_seq)) = (&r.settled, r.final_seq) {
-                    if cursor.held_cancel.is_none() && cursor.delivered >= final_seq {
-                        tails.push((
-                            *conn_id,
-                            ServerFrame::End(End {
-                                message_id: id.clone(),
-                                status: outcome.status(),
-                                final_seq,
-                                reason: outcome.reason().map(str::to_owned),
-                                usage: *usage,
-                            }),
-                        ));
-                        if cursor.resumed {
-                            resumed.push(*conn_id);
-                        }
-                        ended.push(id.clone());
-                    }
-                }
-            }
-            any_ended |= !ended.is_empty();
-            for id in ended {
-                c.cursors.remove(&id);
-                c.mark_ended(id);
-            }
-        }
-        for ((id, seq), conns) in chunks {
-            let delta = view
-                .reply(id)
-                .and_then(|r| r.delta(seq))
-                .unwrap_or_default()
-                .to_owned();
-            let frame = ServerFrame::Chunk(Chunk {
-                message_id: id.clone(),
-                seq,
-                delta,
-                from_seq: None,
-            });
-            match conns.as_slice() {
-                [conn] => self.out.push_back(Output::Send { conn: *conn, frame }),
-                _ => self.out.push_back(Output::SendMany { conns, frame }),
-            }
-        }
-        let needs_read: Vec<MessageId> = view
-            .replies
-            .iter()
-            .filter(|(_, r)| r.needs_read())
-            .map(|(id, _)| id.clone())
-            .collect();
-        let settled_any = view.replies.values().any(ReplyView::is_settled);
-        for (conn, frame) in tails {
-            self.send(conn, frame);
-        }
-        for (conn, status, since) in answered {
-            self.out.push_back(Output::Event(Event::CancelAnswered {
-                conn,
-                status,
-                latency: now.saturating_duration_since(since),
-            }));
-        }
-        for conn in resumed {
-            self.out
-                .push_back(Output::Event(Event::Resumed { conn, exact: true }));
-        }
-        for id in needs_read {
-            self.read(now, conv, &id);
-        }
-        // Tidying walks every connection's cursors: only when something
-        // could have become droppable.
-        if any_ended || settled_any {
-            self.tidy_conv(conv);
-        }
-    }
-
     /// Reads reply `id` from the store, after the chunks the view holds
     /// (unless a read is in flight).
     pub(super) fn read(&mut self, now: Instant, conv: &ConvKey, id: &MessageId) {
@@ -464,74 +305,6 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    /// A new reply appeared in `conv`: every open connection gets its user
-    /// turn and `start`, and a cursor.
-    pub(super) fn announce(
-        &mut self,
-        now: Instant,
-        conv: &ConvKey,
-        id: &MessageId,
-        user_message: &Message,
-        sender: Option<(ConnId, Option<crate::ids::RequestId>)>,
-    ) {
-        let Some(r) = self.convs.get_mut(conv).and_then(|v| v.live_reply(id)) else {
-            return;
-        };
-        if !r.learn_user_message(user_message) {
-            return;
-        }
-        let conns: Vec<ConnId> = self
-            .convs
-            .get(conv)
-            .map(|v| v.conns.iter().copied().collect())
-            .unwrap_or_default();
-        for conn in conns {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            // A late `started` notice must not begin again what this
-            // connection already finished (e.g. by a resume, which needs no
-            // `start`).
-            if c.state != ConnState::Open || c.cursors.contains_key(id) || c.ended.contains(id) {
-                continue;
-            }
-            c.cursors.insert(id.clone(), Cursor::at(0, false));
-            let request_id = match &sender {
-                Some((s, rid)) if *s == conn => rid.clone(),
-                _ => None,
-            };
-            self.send_reply_start(conn, id, user_message, request_id);
-        }
-        self.arm_watch(now, conv, id);
-        self.pump(now, conv);
-    }
-
-    /// A reply begins on a connection: its user turn, then `start`.
-    pub(super) fn send_reply_start(
-        &mut self,
-        conn: ConnId,
-        id: &MessageId,
-        user_message: &Message,
-        request_id: Option<crate::ids::RequestId>,
-    ) {
-        self.send(
-            conn,
-            ServerFrame::UserMessage(UserMessage {
-                message_id: user_message.message_id.clone(),
-                content: user_message.content.clone(),
-                created_at_ms: user_message.created_at_ms,
-                request_id,
-            }),
-        );
-        self.send(
-            conn,
-            ServerFrame::Start(Start {
-                message_id: id.clone(),
-                reply_to: user_message.message_id.clone(),
-            }),
-        );
-    }
-
     pub(super) fn on_read_reply(
         &mut self,
         now: Instant,
@@ -574,80 +347,6 @@ impl<I: IdSource> Node<I> {
             }
             _ => {}
         }
-    }
-
-    /// The store has no record of a reply this node shows.
-    pub(super) fn reply_missing(
-        &mut self,
-        now: Instant,
-        conv: &ConvKey,
-        id: &MessageId,
-        epoch: crate::store::Epoch,
-        snapshot: Option<Message>,
-    ) {
-        let Some(view) = self.convs.get_mut(conv) else {
-            return;
-        };
-        let r = view.replies.remove(id).unwrap_or_default();
-        // Finished here: a late notice about it must not bring it back.
-        view.mark_done(id.clone());
-        self.timers.cancel(&watch_key(conv, id));
-        let conns: Vec<ConnId> = view.conns.iter().copied().collect();
-        for conn in conns {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            let Some(cursor) = c.cursors.remove(id) else {
-                continue;
-            };
-            let frame = if cursor.resumed && r.user_message.is_none() {
-                let reason = if epoch_of(id).is_some_and(|e| e != epoch) {
-                    ResumeUnavailableReason::EpochChanged
-                } else if snapshot.is_some() {
-                    ResumeUnavailableReason::Expired
-                } else {
-                    ResumeUnavailableReason::Unknown
-                };
-                self.out
-                    .push_back(Output::Event(Event::Resumed { conn, exact: false }));
-                ServerFrame::ResumeUnavailable(ResumeUnavailable {
-                    message_id: id.clone(),
-                    reason,
-                    snapshot: snapshot.clone(),
-                })
-            } else {
-                // It had started here: it gets its one `end`.
-                let (status, final_seq, reason) = match &snapshot {
-                    Some(m) if m.status != MessageStatus::Streaming => (
-                        match m.status {
-                            MessageStatus::Cancelled => crate::wire::ReplyStatus::Cancelled,
-                            MessageStatus::Failed => crate::wire::ReplyStatus::Failed,
-                            _ => crate::wire::ReplyStatus::Completed,
-                        },
-                        cursor.delivered,
-                        None,
-                    ),
-                    _ => (
-                        crate::wire::ReplyStatus::Failed,
-                        cursor.delivered,
-                        Some(STORE_LOST.to_owned()),
-                    ),
-                };
-                if let Some(h) = cursor.held_cancel {
-                    self.send_cancel_result(now, conn, h, id.clone());
-                }
-                ServerFrame::End(End {
-                    message_id: id.clone(),
-                    status,
-                    final_seq,
-                    reason,
-                    usage: None,
-                })
-            };
-            self.send(conn, frame);
-        }
-        self.tidy_conv(conv);
-        let _ = now;
     }
 
     pub(super) fn on_notice(&mut self, now: Instant, notice: Notice) {
@@ -720,13 +419,58 @@ impl<I: IdSource> Node<I> {
             Notice::Presence { user, status } => self.on_presence(&user, status),
         }
     }
+
+    /// Drops what a conversation view no longer needs.
+    pub(super) fn tidy_conv(&mut self, conv: &ConvKey) {
+        let Some(view) = self.convs.get_mut(conv) else {
+            return;
+        };
+        let watched: BTreeSet<MessageId> = view
+            .conns
+            .iter()
+            .filter_map(|c| self.conns.get(c))
+            .flat_map(|c| c.cursors.keys().cloned())
+            .collect();
+        let handshaking = view.conns.iter().any(|c| {
+            self.conns
+                .get(c)
+                .is_some_and(|c| c.state == ConnState::Handshake)
+        });
+        let mut dropped = Vec::new();
+        view.replies.retain(|id, r| {
+            // A settled reply nobody still reads is done; while a connection
+            // waits for its snapshot, keep it (the snapshot may predate the end).
+            let keep = r.reading
+                || watched.contains(id)
+                || (handshaking && r.settled.is_some())
+                || (r.settled.is_none() && !view.conns.is_empty());
+            if !keep {
+                dropped.push(id.clone());
+            }
+            keep
+        });
+        for id in dropped {
+            self.timers.cancel(&watch_key(conv, &id));
+            view.mark_done(id);
+        }
+        let view_empty = view.conns.is_empty() && !view.replies.values().any(|r| r.reading);
+        if view_empty {
+            let ids: Vec<MessageId> = view.replies.keys().cloned().collect();
+            for id in ids {
+                self.timers.cancel(&watch_key(conv, &id));
+            }
+            self.convs.remove(conv);
+            self.out
+                .push_back(Output::Unsubscribe(Topic::Conv(conv.clone())));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ids::NodeId;
-    use crate::wire::Role;
+    use crate::wire::{MessageStatus, Role};
 
     fn id(s: &str) -> MessageId {
         MessageId::parse(s).unwrap()
