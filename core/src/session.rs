@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use crate::ids::{ConvKey, MessageId, RequestId, Seq};
+use crate::ids::{ConvKey, MessageId, RequestId, Seq, UserId};
 use crate::wire::{CancelStatus, PresenceStatus};
 
 /// A connection's state (Closed connections have no record).
@@ -87,6 +87,8 @@ pub(crate) const EARLY_FRAMES: usize = 16;
 /// One connection's record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Connection {
+    /// The conversation it watches; its `user` is the user the connection
+    /// was authenticated as (a user watches only their own conversations).
     pub(crate) conv: ConvKey,
     pub(crate) state: ConnState,
     /// `resume=MESSAGE_ID:SEQ` from the connect URL.
@@ -113,6 +115,11 @@ pub(crate) struct Connection {
 pub(crate) const ENDED_MEMORY: usize = 4;
 
 impl Connection {
+    /// The user the connection was authenticated as.
+    pub(crate) fn user(&self) -> &UserId {
+        &self.conv.user
+    }
+
     /// Records that this connection got `id`'s `end`.
     pub(crate) fn mark_ended(&mut self, id: MessageId) {
         self.ended.push_back(id);

@@ -1,5 +1,56 @@
 //! Cancels: asking the store to decide one, carrying out its decision on
 //! the views and on the reply this node produces, and answering the asker.
+//!
+//! # The life of a cancel
+//!
+//! A cancel is decided in one place, the store, atomically with the writes
+//! it races; every node only carries the decision out. Following one from
+//! the frame to the `end` (the private functions named here are in this
+//! file unless said otherwise):
+//!
+//! 1. **The frame.** A [`cancel`](crate::wire::ClientFrame::Cancel) frame
+//!    reaches `on_frame` (`conn.rs`), which calls `on_cancel`. If the
+//!    connection's `chat` has no reply id yet, the cancel waits on its
+//!    [`PendingChat`](crate::session) and goes out when the `Start` answers
+//!    (`on_started` in `chat.rs`), the generator held back until then. The
+//!    HTTP API's cancel takes the same path from `on_http` (`http.rs`).
+//! 2. **[`StoreOp::Cancel`].** `send_cancel` sends it; the pending operation
+//!    remembers who asked, with which `request_id`, and since when.
+//! 3. **The decision.** The store applies it: the reference
+//!    [`Model`](crate::store::Model) in memory, `store-redis/src/lua/store.lua`
+//!    in Redis, both through the stream state machine's
+//!    [`recv_cancel`](crate::stream::StreamState::recv_cancel) rules. An
+//!    Active reply becomes Cancelling with `final_seq` = its last stored
+//!    chunk, and from then on the store accepts no chunk of it (the fence,
+//!    invariant 3); a settled one answers its outcome. The store publishes
+//!    [`Notice::Cancelling`](crate::store::Notice::Cancelling) to the
+//!    conversation and
+//!    [`Notice::CancelRequested`](crate::store::Notice::CancelRequested) to
+//!    the owner's node.
+//! 4. **`on_cancel_reply`.** The asking node gets the answer (or "not
+//!    found", answered at once by `send_not_found`).
+//! 5. **`cancel_decided`.** Fences this node's view of the reply at
+//!    `final_seq` (`ReplyView::fix_final` in `view.rs`) and, if this node
+//!    produces the reply, calls `owner_cancel`. Other nodes fence on the
+//!    `Cancelling` notice (`on_notice` in `view.rs`).
+//! 6. **`owner_cancel`.** The producer stops: the generator is aborted
+//!    ([`Output::AbortGenerator`]), deltas not yet appended are dropped, and
+//!    the reply settles `cancelled` once the append in flight is answered
+//!    (`Owned::on_cancel` in `owner.rs`, then `owner_flush`). An owner on
+//!    another node learns of the cancel from `Notice::CancelRequested`, or
+//!    — if that notice was lost — from its next append or lease renewal,
+//!    answered [`StoreReply::CancelRequested`] (`owner_told_cancelled`).
+//! 7. **The held `cancel_result`.** The answer to the asker waits in its
+//!    cursor ([`HeldCancelResult`](crate::session)) until that connection has
+//!    every chunk up to `final_seq`; `pump` (`deliver.rs`) then sends the
+//!    [`cancel_result`](crate::wire::CancelResult) and reports
+//!    [`Event::CancelAnswered`] with the cancel's latency.
+//! 8. **`end`.** The settle's reply (`on_settle_reply` in `owner.rs`) or the
+//!    `Settled` notice marks the view settled; `pump` sends
+//!    [`end`](crate::wire::End) after the `cancel_result`, never before it.
+//!
+//! If the store cannot be reached, `cancel_failed` tells the asker that
+//! nothing was cancelled, and a generator held back for that cancel starts.
 
 use std::time::Instant;
 
@@ -9,44 +60,53 @@ use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::session::{ConnState, HeldCancelResult};
 use crate::store::{StoreOp, StoreReply};
 use crate::stream::CancelAnswer;
-use crate::wire::{CancelResult, CancelStatus, ErrorCode, ServerFrame};
+use crate::wire::{Cancel, CancelResult, CancelStatus, ErrorCode, ServerFrame};
+
+/// A cancel at the store, and who asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct CancelAsk {
+    pub(super) conn: ConnId,
+    pub(super) conv: ConvKey,
+    pub(super) request_id: Option<RequestId>,
+    /// The reply named by the cancel, if it named one.
+    pub(super) message_id: Option<MessageId>,
+    /// When the cancel frame arrived.
+    pub(super) since: Instant,
+}
 
 impl<I: IdSource> Node<I> {
-    pub(super) fn on_cancel(
-        &mut self,
-        since: Instant,
-        now: Instant,
-        conn: ConnId,
-        message_id: Option<MessageId>,
-        request_id: Option<crate::ids::RequestId>,
-    ) {
+    /// A `cancel` frame from `conn`, which arrived at `since`.
+    pub(super) fn on_cancel(&mut self, now: Instant, conn: ConnId, cancel: Cancel, since: Instant) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if message_id.is_none() {
+        if cancel.message_id.is_none() {
             if let Some(p) = c.pending_chat.as_mut() {
                 // Cancel right after Send: the reply has no id yet; cancel it
                 // as soon as it has one.
-                p.cancel = Some((request_id, now));
+                p.cancel = Some((cancel.request_id, now));
                 return;
             }
         }
-        let conv = c.conv.clone();
+        let ask = CancelAsk {
+            conn,
+            conv: c.conv.clone(),
+            request_id: cancel.request_id,
+            message_id: cancel.message_id,
+            since,
+        };
+        self.send_cancel(now, ask);
+    }
+
+    /// Asks the store to decide a cancel.
+    pub(super) fn send_cancel(&mut self, now: Instant, ask: CancelAsk) {
         let at_ms = self.wall_ms(now);
-        self.store(
-            Pending::Cancel {
-                conn,
-                conv: conv.clone(),
-                request_id,
-                message_id: message_id.clone(),
-                since,
-            },
-            StoreOp::Cancel {
-                conv,
-                message_id,
-                at_ms,
-            },
-        );
+        let op = StoreOp::Cancel {
+            conv: ask.conv.clone(),
+            message_id: ask.message_id.clone(),
+            at_ms,
+        };
+        self.store(Pending::Cancel(ask), op);
     }
 
     /// The store decided a cancel of `id`: fence local delivery at
@@ -67,14 +127,15 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    pub(super) fn on_cancel_reply(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        conv: &ConvKey,
-        (request_id, since): (Option<crate::ids::RequestId>, Instant),
-        reply: StoreReply,
-    ) {
+    /// The store decided the cancel `ask`.
+    pub(super) fn on_cancel_reply(&mut self, now: Instant, ask: CancelAsk, reply: StoreReply) {
+        let CancelAsk {
+            conn,
+            conv,
+            request_id,
+            since,
+            ..
+        } = ask;
         let StoreReply::Cancel {
             message_id,
             answer,
@@ -88,7 +149,7 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let status = CancelStatus::from(answer);
-        self.cancel_decided(now, conv, &id, answer, final_seq);
+        self.cancel_decided(now, &conv, &id, answer, final_seq);
         let held = HeldCancelResult {
             request_id,
             status,
@@ -103,11 +164,11 @@ impl<I: IdSource> Node<I> {
         match cursor {
             Some(cursor) if cursor.delivered < final_seq => {
                 cursor.held_cancel = Some(held);
-                self.pump(now, conv);
+                self.pump(now, &conv);
             }
             _ => {
                 self.send_cancel_result(now, conn, held, id);
-                self.pump(now, conv);
+                self.pump(now, &conv);
             }
         }
     }
@@ -143,12 +204,13 @@ impl<I: IdSource> Node<I> {
 
     /// The cancel did not reach the store: nothing was cancelled. A reply
     /// whose generator waited for this cancel starts it now.
-    pub(super) fn cancel_failed(
-        &mut self,
-        conn: ConnId,
-        request_id: Option<RequestId>,
-        message_id: Option<MessageId>,
-    ) {
+    pub(super) fn cancel_failed(&mut self, ask: CancelAsk) {
+        let CancelAsk {
+            conn,
+            request_id,
+            message_id,
+            ..
+        } = ask;
         self.send(
             conn,
             error_frame(
@@ -194,7 +256,7 @@ impl<I: IdSource> Node<I> {
         &mut self,
         now: Instant,
         conn: ConnId,
-        request_id: Option<crate::ids::RequestId>,
+        request_id: Option<RequestId>,
         since: Instant,
     ) {
         self.send(

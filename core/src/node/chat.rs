@@ -6,13 +6,14 @@
 
 use std::time::Instant;
 
+use super::cancel::CancelAsk;
 use super::owner::NewReply;
 use super::view::ConvView;
 use super::{error_frame, Node, Pending};
 use crate::ids::{ConnId, ConvKey, IdSource};
 use crate::session::PendingChat;
 use crate::store::{StoreOp, StoreReply};
-use crate::wire::{Ack, ErrorCode, ServerFrame};
+use crate::wire::{Ack, Cancel, ErrorCode, ServerFrame};
 
 impl<I: IdSource> Node<I> {
     pub(super) fn on_chat(&mut self, now: Instant, conn: ConnId, chat: crate::wire::Chat) {
@@ -99,21 +100,14 @@ impl<I: IdSource> Node<I> {
                     Some((cancel_rid, since)) => {
                         // The user cancelled before the reply had an id: the
                         // generator never starts.
-                        let at_ms = self.wall_ms(now);
-                        self.store(
-                            Pending::Cancel {
-                                conn,
-                                conv: conv.clone(),
-                                request_id: cancel_rid,
-                                message_id: Some(message_id.clone()),
-                                since,
-                            },
-                            StoreOp::Cancel {
-                                conv,
-                                message_id: Some(message_id),
-                                at_ms,
-                            },
-                        );
+                        let ask = CancelAsk {
+                            conn,
+                            conv,
+                            request_id: cancel_rid,
+                            message_id: Some(message_id),
+                            since,
+                        };
+                        self.send_cancel(now, ask);
                     }
                 }
             }
@@ -130,7 +124,11 @@ impl<I: IdSource> Node<I> {
                     }),
                 );
                 if let Some((cancel_rid, since)) = pending.and_then(|p| p.cancel) {
-                    self.on_cancel(since, now, conn, None, cancel_rid);
+                    let cancel = Cancel {
+                        message_id: None,
+                        request_id: cancel_rid,
+                    };
+                    self.on_cancel(now, conn, cancel, since);
                 }
             }
             StoreReply::Busy { .. } => {

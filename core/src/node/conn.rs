@@ -49,7 +49,6 @@ impl<I: IdSource> Node<I> {
                 .push_back(Output::Subscribe(Topic::User(user.clone())));
         }
         user_conns.insert(conn);
-        self.conn_users.insert(conn, user.clone());
         let idle_at = now + self.config.idle_timeout;
         self.conns
             .insert(conn, Connection::new(conv.clone(), resume, idle_at));
@@ -153,26 +152,25 @@ impl<I: IdSource> Node<I> {
             view.conns.remove(&conn);
         }
         self.tidy_conv(&c.conv);
-        if let Some(user) = self.conn_users.remove(&conn) {
-            if let Some(set) = self.users.get_mut(&user) {
-                set.remove(&conn);
-                if set.is_empty() {
-                    self.users.remove(&user);
-                    self.out
-                        .push_back(Output::Unsubscribe(Topic::User(user.clone())));
-                }
+        let user = c.user().clone();
+        if let Some(set) = self.users.get_mut(&user) {
+            set.remove(&conn);
+            if set.is_empty() {
+                self.users.remove(&user);
+                self.out
+                    .push_back(Output::Unsubscribe(Topic::User(user.clone())));
             }
-            let at_ms = self.wall_ms(now);
-            self.store(
-                Pending::Presence(user.clone()),
-                StoreOp::PresenceLeave {
-                    user,
-                    node: self.config.node_id.clone(),
-                    conn,
-                    at_ms,
-                },
-            );
         }
+        let at_ms = self.wall_ms(now);
+        self.store(
+            Pending::Presence(user.clone()),
+            StoreOp::PresenceLeave {
+                user,
+                node: self.config.node_id.clone(),
+                conn,
+                at_ms,
+            },
+        );
         self.out.push_back(Output::Released { conn });
         self.out
             .push_back(Output::Event(Event::ConnectionClosed { conn }));
@@ -208,9 +206,7 @@ impl<I: IdSource> Node<I> {
             }
             Ok(ClientFrame::Ping(p)) => self.send(conn, ServerFrame::Pong(Pong { id: p.id })),
             Ok(ClientFrame::Chat(chat)) => self.on_chat(now, conn, chat),
-            Ok(ClientFrame::Cancel(cancel)) => {
-                self.on_cancel(now, now, conn, cancel.message_id, cancel.request_id)
-            }
+            Ok(ClientFrame::Cancel(cancel)) => self.on_cancel(now, conn, cancel, now),
             Ok(ClientFrame::Resume(r)) => self.on_resume(now, conn, r.message_id, r.after_seq),
         }
     }

@@ -6,6 +6,24 @@
 //! and [`Input::Notice`], and to generators through
 //! [`Output::StartGenerator`] / [`Input::Generator`].
 //!
+//! The node's sub-machines, each in its own file beside this one (which keeps
+//! [`Node`], the two dispatches `handle_input` / `handle_timeout`, and the
+//! routing of store replies to the operation that asked):
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `conn.rs` | connection transitions ([`session`](crate::session)): connect, the snapshot that opens a connection, heartbeat / idle / close timer, frames in, close, release, presence |
+//! | `view.rs` | conversation views (`ReplyView`, `ConvView`) and keeping them true: notices, reads of the log, the watch timer |
+//! | `deliver.rs` | delivery from the views to the connections (`pump`), in order and fenced |
+//! | `chat.rs` | a `chat`: the store's `Start`, the `ack`, and the reply it begins |
+//! | `owner.rs` | the producer (`Owned`): appends one at a time, the settle, the lease |
+//! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
+//! | `http.rs` | the HTTP API, on the same store operations |
+//!
+//! The pure state types (`ReplyView`, `ConvView`, `Owned`) have unit tests in
+//! their files; the node as a whole is tested in the `verification` crate
+//! (reference model, proptests, exhaustive exploration, seeded simulation).
+//!
 //! Method kinds, as in quinn-proto: getters (`conn_state`, `is_drained`, …),
 //! inputs (`handle_input`, `handle_timeout`), and outputs (`poll_output`,
 //! `poll_timeout`). Extra polls and extra `handle_timeout` calls are harmless.
@@ -35,7 +53,7 @@ use crate::store::{LiveReply, StoreError, StoreOp, StoreReply, Topic};
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
-mod cancel;
+pub mod cancel;
 mod chat;
 mod conn;
 mod deliver;
@@ -43,6 +61,7 @@ mod http;
 mod owner;
 mod view;
 
+use cancel::CancelAsk;
 use owner::Owned;
 use view::ConvView;
 
@@ -56,15 +75,7 @@ pub const SHUTDOWN: &str = "shutdown";
 enum Pending {
     Snapshot(ConnId),
     Start(ConnId, ConvKey),
-    Cancel {
-        conn: ConnId,
-        conv: ConvKey,
-        request_id: Option<crate::ids::RequestId>,
-        /// The reply named by the cancel, if it named one.
-        message_id: Option<MessageId>,
-        /// When the cancel frame arrived.
-        since: Instant,
-    },
+    Cancel(CancelAsk),
     Append(MessageId),
     Settle(MessageId),
     Renew(MessageId),
@@ -86,7 +97,6 @@ pub struct Node<I = SeededIds> {
     /// `(monotonic, wall ms)` at the last wall-clock anchor.
     anchor: (Instant, u64),
     conns: BTreeMap<ConnId, Connection>,
-    conn_users: BTreeMap<ConnId, UserId>,
     users: BTreeMap<UserId, BTreeSet<ConnId>>,
     convs: BTreeMap<ConvKey, ConvView>,
     owned: BTreeMap<MessageId, Owned>,
@@ -105,7 +115,6 @@ impl<I: IdSource> Node<I> {
             anchor: (now, unix_ms),
             ids,
             conns: BTreeMap::new(),
-            conn_users: BTreeMap::new(),
             users: BTreeMap::new(),
             convs: BTreeMap::new(),
             owned: BTreeMap::new(),
@@ -273,13 +282,7 @@ impl<I: IdSource> Node<I> {
         match why {
             Pending::Snapshot(conn) => self.on_snapshot(now, conn, reply),
             Pending::Start(conn, conv) => self.on_started(now, conn, conv, reply),
-            Pending::Cancel {
-                conn,
-                conv,
-                request_id,
-                since,
-                ..
-            } => self.on_cancel_reply(now, conn, &conv, (request_id, since), reply),
+            Pending::Cancel(ask) => self.on_cancel_reply(now, ask, reply),
             Pending::Append(id) => self.on_append_reply(now, &id, reply),
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
@@ -319,12 +322,7 @@ impl<I: IdSource> Node<I> {
                 self.close(now, conn, CloseCode::GoingAway);
             }
             Pending::Start(conn, _) => self.start_failed(conn),
-            Pending::Cancel {
-                conn,
-                request_id,
-                message_id,
-                ..
-            } => self.cancel_failed(conn, request_id, message_id),
+            Pending::Cancel(ask) => self.cancel_failed(ask),
             Pending::Append(id) => self.append_failed(now, id),
             Pending::Settle(id) => self.settle_failed(now, id),
             Pending::Renew(id) => self.renew_failed(&id),
