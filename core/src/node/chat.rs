@@ -13,10 +13,10 @@ use super::{error_frame, Node, Pending};
 use crate::ids::{ConnId, ConvKey, IdSource};
 use crate::session::PendingChat;
 use crate::store::{StoreOp, StoreReply};
-use crate::wire::{Ack, Cancel, ErrorCode, ServerFrame};
+use crate::wire::{Ack, Cancel, Chat, ErrorCode, ServerFrame};
 
 impl<I: IdSource> Node<I> {
-    pub(super) fn on_chat(&mut self, now: Instant, conn: ConnId, chat: crate::wire::Chat) {
+    pub(super) fn on_chat(&mut self, now: Instant, conn: ConnId, chat: Chat) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{error_frame, live_message, Node, Pending};
 use crate::api::{Event, Output};
-use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, UserId};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, SessionId, UserId};
 use crate::session::{ConnState, Connection, Cursor, EARLY_FRAMES};
 use crate::store::{StoreOp, StoreReply, Topic};
 use crate::timer::TimerKey;
@@ -22,7 +22,7 @@ impl<I: IdSource> Node<I> {
         now: Instant,
         conn: ConnId,
         user: UserId,
-        session: crate::ids::SessionId,
+        session: SessionId,
         resume: Option<(MessageId, Seq)>,
     ) {
         if self.shutting_down || self.conns.contains_key(&conn) {

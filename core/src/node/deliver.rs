@@ -10,12 +10,12 @@ use super::cancel::cancel_result;
 use super::view::ReplyView;
 use super::{watch_key, Node, STORE_LOST};
 use crate::api::{Event, Output};
-use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::session::{ConnState, Cursor};
-use crate::store::epoch_of;
+use crate::store::{epoch_of, Epoch};
 use crate::wire::{
-    Chunk, End, Message, MessageStatus, ResumeUnavailable, ResumeUnavailableReason, ServerFrame,
-    Start, UserMessage,
+    Chunk, End, Message, MessageStatus, ReplyStatus, ResumeUnavailable, ResumeUnavailableReason,
+    ServerFrame, Start, UserMessage,
 };
 
 impl<I: IdSource> Node<I> {
@@ -159,7 +159,7 @@ impl<I: IdSource> Node<I> {
         conv: &ConvKey,
         id: &MessageId,
         user_message: &Message,
-        sender: Option<(ConnId, Option<crate::ids::RequestId>)>,
+        sender: Option<(ConnId, Option<RequestId>)>,
     ) {
         let Some(r) = self.convs.get_mut(conv).and_then(|v| v.live_reply(id)) else {
             return;
@@ -199,7 +199,7 @@ impl<I: IdSource> Node<I> {
         conn: ConnId,
         id: &MessageId,
         user_message: &Message,
-        request_id: Option<crate::ids::RequestId>,
+        request_id: Option<RequestId>,
     ) {
         self.send(
             conn,
@@ -225,7 +225,7 @@ impl<I: IdSource> Node<I> {
         now: Instant,
         conv: &ConvKey,
         id: &MessageId,
-        epoch: crate::store::Epoch,
+        epoch: Epoch,
         snapshot: Option<Message>,
     ) {
         let Some(view) = self.convs.get_mut(conv) else {
@@ -263,15 +263,15 @@ impl<I: IdSource> Node<I> {
                 let (status, final_seq, reason) = match &snapshot {
                     Some(m) if m.status != MessageStatus::Streaming => (
                         match m.status {
-                            MessageStatus::Cancelled => crate::wire::ReplyStatus::Cancelled,
-                            MessageStatus::Failed => crate::wire::ReplyStatus::Failed,
-                            _ => crate::wire::ReplyStatus::Completed,
+                            MessageStatus::Cancelled => ReplyStatus::Cancelled,
+                            MessageStatus::Failed => ReplyStatus::Failed,
+                            _ => ReplyStatus::Completed,
                         },
                         cursor.delivered,
                         None,
                     ),
                     _ => (
-                        crate::wire::ReplyStatus::Failed,
+                        ReplyStatus::Failed,
                         cursor.delivered,
                         Some(STORE_LOST.to_owned()),
                     ),

@@ -47,7 +47,9 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Event, HttpReqId, Input, OpId, Output};
 use crate::config::Config;
-use crate::ids::{ConnId, ConvKey, IdSource, MessageId, SeededIds, Seq, UserId};
+use crate::ids::{
+    ConnId, ConvKey, IdSource, MessageId, RequestId, SeededIds, Seq, SessionId, UserId,
+};
 use crate::session::{ConnState, Connection};
 use crate::store::{LiveReply, StoreError, StoreOp, StoreReply, Topic};
 use crate::timer::{TimerKey, Timers};
@@ -85,7 +87,7 @@ enum Pending {
     Presence(UserId),
     HttpStart(HttpReqId, ConvKey),
     HttpCancel(HttpReqId, ConvKey, Option<MessageId>),
-    HttpList(HttpReqId, crate::ids::SessionId),
+    HttpList(HttpReqId, SessionId),
     HttpPresence(HttpReqId, UserId),
 }
 
@@ -382,7 +384,7 @@ impl<I: IdSource> Node<I> {
 pub(super) fn error_frame(
     code: ErrorCode,
     message: impl Into<String>,
-    request_id: Option<crate::ids::RequestId>,
+    request_id: Option<RequestId>,
 ) -> ServerFrame {
     ServerFrame::Error(ErrorFrame {
         code,
