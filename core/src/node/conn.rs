@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{error_frame, live_message, Node, Pending};
 use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, SessionId, UserId};
-use crate::session::{ConnState, Connection, Cursor, EARLY_FRAMES};
+use crate::session::{ConnState, ConnTimer, Connection, Cursor, EARLY_FRAMES};
 use crate::store::{StoreOp, StoreReply, Topic};
 use crate::timer::TimerKey;
 use crate::wire::{
@@ -87,38 +87,26 @@ impl<I: IdSource> Node<I> {
     /// work per frame).
     pub(super) fn touch(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            if c.state != ConnState::Closing {
-                c.idle_at = now + self.config.idle_timeout;
-            }
+            c.touch(now, self.config.idle_timeout);
         }
     }
 
     /// A connection's one deadline: the next of its heartbeat, its idle
     /// deadline, and (Closing) its close deadline.
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
-        let heartbeat = self.config.heartbeat;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        match c.state {
-            ConnState::Closing => {
-                if c.close_at.is_some_and(|at| now >= at) {
-                    self.release(now, conn);
-                } else if let Some(at) = c.close_at {
-                    self.timers.set(TimerKey::Conn(conn), at);
-                }
-            }
-            ConnState::Handshake | ConnState::Open => {
-                if now >= c.idle_at {
-                    self.close(now, conn, CloseCode::IdleTimeout);
-                    return;
-                }
-                if c.ping_at.is_some_and(|at| now >= at) {
-                    c.ping_at = Some(now + heartbeat);
+        match c.on_timer(now, self.config.heartbeat) {
+            ConnTimer::Release => self.release(now, conn),
+            ConnTimer::IdleTimeout => self.close(now, conn, CloseCode::IdleTimeout),
+            ConnTimer::Wait { ping, until } => {
+                if ping {
                     self.out.push_back(Output::Ping { conn });
                 }
-                let next = c.ping_at.map_or(c.idle_at, |p| p.min(c.idle_at));
-                self.timers.set(TimerKey::Conn(conn), next);
+                if let Some(at) = until {
+                    self.timers.set(TimerKey::Conn(conn), at);
+                }
             }
         }
     }
@@ -131,13 +119,9 @@ impl<I: IdSource> Node<I> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.state == ConnState::Closing {
+        let Some(close_at) = c.start_closing(now, self.config.close_timeout) else {
             return;
-        }
-        c.state = ConnState::Closing;
-        c.early.clear();
-        let close_at = now + self.config.close_timeout;
-        c.close_at = Some(close_at);
+        };
         self.timers.set(TimerKey::Conn(conn), close_at);
         self.out.push_back(Output::Close { conn, code });
     }

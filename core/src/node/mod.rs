@@ -12,7 +12,7 @@
 //!
 //! | file | what it holds |
 //! | --- | --- |
-//! | `conn.rs` | connection transitions ([`session`](crate::session)): connect, the snapshot that opens a connection, heartbeat / idle / close timer, frames in, close, release, presence |
+//! | `conn.rs` | connection transitions, on the record and pure timer transitions of [`session`](crate::session): connect, the snapshot that opens a connection, the heartbeat / idle / close timer, frames in, close, release, presence |
 //! | `view.rs` | conversation views (`ReplyView`, `ConvView`) and keeping them true: notices, reads of the log, the watch timer |
 //! | `deliver.rs` | delivery from the views to the connections (`pump`), in order and fenced |
 //! | `chat.rs` | a `chat`: the store's `Start`, the `ack`, and the reply it begins |
