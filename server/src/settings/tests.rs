@@ -54,9 +54,18 @@ fn defaults_apply_when_nothing_is_set() {
         }
     );
     assert_eq!(ms(s.server.node.timers.grace_ms), Duration::from_secs(30));
-    assert_eq!(ms(s.server.node.timers.lease_ttl_ms), Duration::from_secs(10));
-    assert_eq!(ms(s.server.node.timers.cancel_deadline_ms), Duration::from_secs(5));
-    assert_eq!(ms(s.server.node.presence.debounce_ms), Duration::from_secs(5));
+    assert_eq!(
+        ms(s.server.node.timers.lease_ttl_ms),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        ms(s.server.node.timers.cancel_deadline_ms),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        ms(s.server.node.presence.debounce_ms),
+        Duration::from_secs(5)
+    );
     assert_eq!(s.server.node.heartbeat, Duration::from_secs(15));
     assert_eq!(s.server.node.idle_timeout, Duration::from_secs(60));
     assert_eq!(s.server.node.limits, Limits::default());
@@ -88,8 +97,16 @@ fn flag_beats_file_and_file_beats_default() {
         (rate_per_sec - 100.0).abs() < f64::EPSILON,
         "file beats default"
     );
-    assert_eq!(ms(s.server.node.timers.grace_ms), Duration::from_millis(2500), "flag beats file");
-    assert_eq!(s.server.node.heartbeat, Duration::from_secs(15), "default when unset");
+    assert_eq!(
+        ms(s.server.node.timers.grace_ms),
+        Duration::from_millis(2500),
+        "flag beats file"
+    );
+    assert_eq!(
+        s.server.node.heartbeat,
+        Duration::from_secs(15),
+        "default when unset"
+    );
 }
 
 #[test]
@@ -114,13 +131,21 @@ fn flag_beats_env_and_env_beats_file() {
         },
         "flag beats env"
     );
-    assert_eq!(ms(s.server.node.timers.grace_ms), Duration::from_secs(3), "env beats file");
+    assert_eq!(
+        ms(s.server.node.timers.grace_ms),
+        Duration::from_secs(3),
+        "env beats file"
+    );
     assert_eq!(
         s.server.listen,
         "127.0.0.1:9001".parse().unwrap(),
         "env beats file"
     );
-    assert_eq!(s.server.node.heartbeat, Duration::from_secs(5), "file beats default");
+    assert_eq!(
+        s.server.node.heartbeat,
+        Duration::from_secs(5),
+        "file beats default"
+    );
 }
 
 #[test]
@@ -189,8 +214,14 @@ fn every_flag_has_its_documented_name() {
     assert_eq!(ms(s.server.node.timers.grace_ms), Duration::from_secs(1));
     assert_eq!(s.server.node.heartbeat, Duration::from_secs(2));
     assert_eq!(s.server.node.idle_timeout, Duration::from_secs(6));
-    assert_eq!(ms(s.server.node.timers.lease_ttl_ms), Duration::from_secs(3));
-    assert_eq!(ms(s.server.node.timers.cancel_deadline_ms), Duration::from_millis(1500));
+    assert_eq!(
+        ms(s.server.node.timers.lease_ttl_ms),
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        ms(s.server.node.timers.cancel_deadline_ms),
+        Duration::from_millis(1500)
+    );
     assert_eq!(ms(s.server.node.presence.debounce_ms), Duration::ZERO);
     assert_eq!(s.server.node.limits.max_frame_bytes, 4096);
     assert_eq!(s.server.node.limits.max_content_bytes, 1000);
@@ -239,7 +270,10 @@ fn file_keys_mirror_flag_names() {
     );
     let s = resolve(&Layer::default(), &file).unwrap();
     assert_eq!(s.server.node.node_id.as_str(), "from-file");
-    assert_eq!(ms(s.server.node.presence.debounce_ms), Duration::from_millis(250));
+    assert_eq!(
+        ms(s.server.node.presence.debounce_ms),
+        Duration::from_millis(250)
+    );
     assert_eq!(s.server.queue_capacity, 16);
     assert_eq!(s.worker_threads.map(NonZeroUsize::get), Some(3));
     assert_eq!(s.log, "warn");
@@ -298,7 +332,7 @@ fn listen_accepts_ipv4_ipv6_and_localhost() {
             ..Layer::default()
         };
         assert_eq!(
-            resolve(&cli, &Layer::default()).unwrap().listen,
+            resolve(&cli, &Layer::default()).unwrap().server.listen,
             want.parse().unwrap()
         );
     }
@@ -773,7 +807,13 @@ fn redis_flags_env_and_file_keys_have_their_documented_names() {
     let _g = env_lock();
     std::env::set_var("WEIR_STORE", "redis://127.0.0.1:6379");
     std::env::set_var("WEIR_STORE_TIMEOUT", "0.5");
-    let args = parse(&["serve", "--redis-prefix", "flag-p", "--history-retention", "60"]);
+    let args = parse(&[
+        "serve",
+        "--redis-prefix",
+        "flag-p",
+        "--history-retention",
+        "60",
+    ]);
     std::env::remove_var("WEIR_STORE");
     std::env::remove_var("WEIR_STORE_TIMEOUT");
     let file = toml_layer(
@@ -929,7 +969,10 @@ fn of_several_bad_values_the_first_in_check_order_is_reported() {
         ..Layer::default()
     };
     assert!(err(cli.clone(), Layer::default()).starts_with("--listen"));
-    let cli = Layer { listen: None, ..cli };
+    let cli = Layer {
+        listen: None,
+        ..cli
+    };
     assert!(err(cli.clone(), Layer::default()).starts_with("--grace"));
     let cli = Layer { grace: None, ..cli };
     assert!(err(cli.clone(), Layer::default()).starts_with("--queue-capacity"));
@@ -959,7 +1002,29 @@ fn printed_default_configuration_is_the_documented_one() {
 
 /// `weir config --node-id n1`, as it printed before the settings became the
 /// runtime's types.
-const DEFAULT_CONFIG_TOML: &str = "PLACEHOLDER";
+const DEFAULT_CONFIG_TOML: &str = "# weir effective configuration
+listen = \"127.0.0.1:8080\"
+runtime = \"tokio\"
+node_id = \"n1\"
+auth = \"none\"
+generator = \"demo\"
+demo_chunks = 40
+demo_rate = 20.0
+grace = 30.0
+lease_ttl = 10.0
+cancel_deadline = 5.0
+presence_debounce = 5.0
+presence_expiry = 30.0
+heartbeat = 15.0
+idle_timeout = 60.0
+max_frame_bytes = 65536
+max_content_bytes = 32768
+history_limit = 200
+queue_capacity = 256
+shutdown_grace = 5.0
+store = \"memory\"
+log = \"info\"
+";
 
 #[test]
 fn printed_redis_and_openai_configuration_reads_back_to_the_same_settings() {
