@@ -472,6 +472,9 @@ impl<R: Runtime> Driver<R> {
                 tracing::warn!(op = op.get(), "store unavailable");
                 self.metrics.store_unavailable.fetch_add(1, Relaxed);
             }
+            Event::StoreInternal { op, reason } => {
+                tracing::error!(op = op.get(), "store reply not understood (a bug): {reason}");
+            }
         }
     }
 }

@@ -175,3 +175,25 @@ fn store_outage_answers_503_and_changes_nothing() {
     assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
     assert!(w.running_generators().is_empty());
 }
+
+#[test]
+fn store_reply_not_understood_answers_500_internal_not_unavailable() {
+    let mut w = World::new(&WorldConfig::default());
+    let r = w.http_request(
+        0,
+        "u1",
+        HttpRequest::PostMessage {
+            session: sid("s1"),
+            body: br#"{"content":"q"}"#.to_vec(),
+        },
+    );
+    assert!(w.misread_op(w.ops.len() - 1));
+    w.settle_queues();
+    let (status, body) = answer(&w, r);
+    assert_eq!((status, body["code"].as_str()), (500, Some("internal")));
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("may or may not have taken effect") && !message.contains("nothing was"),
+        "{message}"
+    );
+}

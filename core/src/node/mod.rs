@@ -33,7 +33,11 @@ mod http;
 use crate::config::Config;
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, SeededIds, Seq, UserId};
 use crate::session::{ConnState, Connection, Cursor, HeldCancelResult, PendingChat, EARLY_FRAMES};
-use crate::store::{epoch_of, LiveReply, Notice, StoreError, StoreOp, StoreReply, Token, Topic};
+use crate::store::{
+    epoch_of, AppendOp, CancelOp, LiveReply, Notice, PresenceCheckOp, PresenceJoinOp,
+    PresenceLeaveOp, PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp,
+    StoreError, StoreOp, StoreReply, SweepOp, Token, Topic,
+};
 use crate::stream::{CancelAnswer, Outcome, SettleRequest, StreamState};
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{
@@ -113,6 +117,12 @@ struct ConvView {
 
 /// How many finished replies a conversation view remembers.
 const DONE_MEMORY: usize = 64;
+
+/// What a client is told when the store answered something this node does
+/// not understand ([`StoreError::Internal`]): a bug, and unlike an outage the
+/// operation ran, so it may have taken effect.
+const STORE_BUG: &str = "the store answered something this server does not understand (a bug); \
+                         the request may or may not have taken effect";
 
 impl ConvView {
     fn is_done(&self, id: &MessageId) -> bool {
@@ -356,7 +366,7 @@ impl<I: IdSource> Node<I> {
                     let at_ms = self.wall_ms(now);
                     self.store(
                         Pending::Presence(user.clone()),
-                        StoreOp::PresenceCheck { user, at_ms },
+                        StoreOp::PresenceCheck(PresenceCheckOp { user, at_ms }),
                     );
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
@@ -408,20 +418,20 @@ impl<I: IdSource> Node<I> {
         // arrives as a notice, and the view merges both by seq.
         self.store(
             Pending::Snapshot(conn),
-            StoreOp::Snapshot {
+            StoreOp::Snapshot(SnapshotOp {
                 conv,
                 limit: self.config.history_limit,
                 at_ms,
-            },
+            }),
         );
         self.store(
             Pending::Presence(user.clone()),
-            StoreOp::PresenceJoin {
+            StoreOp::PresenceJoin(PresenceJoinOp {
                 user,
                 node: self.config.node_id.clone(),
                 conn,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -514,12 +524,12 @@ impl<I: IdSource> Node<I> {
             let at_ms = self.wall_ms(now);
             self.store(
                 Pending::Presence(user.clone()),
-                StoreOp::PresenceLeave {
+                StoreOp::PresenceLeave(PresenceLeaveOp {
                     user,
                     node: self.config.node_id.clone(),
                     conn,
                     at_ms,
-                },
+                }),
             );
         }
         self.out.push_back(Output::Released { conn });
@@ -643,7 +653,7 @@ impl<I: IdSource> Node<I> {
         let at_ms = self.wall_ms(now);
         self.store(
             Pending::Start(conn, conv.clone()),
-            StoreOp::Start {
+            StoreOp::Start(StartOp {
                 conv,
                 content: chat.content,
                 client_message_id: chat.client_message_id,
@@ -651,7 +661,7 @@ impl<I: IdSource> Node<I> {
                 owner: self.config.node_id.clone(),
                 context_limit: self.config.context_limit,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -684,11 +694,11 @@ impl<I: IdSource> Node<I> {
                 message_id: message_id.clone(),
                 since,
             },
-            StoreOp::Cancel {
+            StoreOp::Cancel(CancelOp {
                 conv,
                 message_id,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -841,12 +851,12 @@ impl<I: IdSource> Node<I> {
         let at_ms = self.wall_ms(now);
         self.store(
             Pending::Read(conv.clone(), id.clone()),
-            StoreOp::Read {
+            StoreOp::Read(ReadOp {
                 conv: conv.clone(),
                 message_id: id.clone(),
                 after_seq,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -963,10 +973,16 @@ impl<I: IdSource> Node<I> {
         };
         let reply = match result {
             Ok(reply) => reply,
-            Err(StoreError::Unavailable(_)) => {
-                self.out
-                    .push_back(Output::Event(Event::StoreUnavailable { op }));
-                self.on_store_error(now, why);
+            Err(error) => {
+                let event = match &error {
+                    StoreError::Unavailable(_) => Event::StoreUnavailable { op },
+                    StoreError::Internal(reason) => Event::StoreInternal {
+                        op,
+                        reason: reason.clone(),
+                    },
+                };
+                self.out.push_back(Output::Event(event));
+                self.on_store_error(now, why, &error);
                 return;
             }
         };
@@ -1009,11 +1025,19 @@ impl<I: IdSource> Node<I> {
         now + Duration::from_millis(unix_ms.saturating_sub(wall_now))
     }
 
-    fn on_store_error(&mut self, now: Instant, why: Pending) {
-        let unavailable = |msg: &str, rid| error_frame(ErrorCode::Unavailable, msg, rid);
+    /// A store operation failed. The node's own state recovers the same way
+    /// whatever the error (retries, a held reply going on); what the client
+    /// is told differs: `unavailable` with what did not happen when the store
+    /// could not be reached, `internal` ([`STORE_BUG`]) when it answered
+    /// something this node does not understand.
+    fn on_store_error(&mut self, now: Instant, why: Pending, error: &StoreError) {
+        let failed = |msg: &str, rid| match error {
+            StoreError::Unavailable(_) => error_frame(ErrorCode::Unavailable, msg, rid),
+            StoreError::Internal(_) => error_frame(ErrorCode::Internal, STORE_BUG, rid),
+        };
         match why {
             Pending::Snapshot(conn) => {
-                self.send(conn, unavailable("the store cannot be reached", None));
+                self.send(conn, failed("the store cannot be reached", None));
                 self.close(now, conn, CloseCode::GoingAway);
             }
             Pending::Start(conn, _) => {
@@ -1024,7 +1048,7 @@ impl<I: IdSource> Node<I> {
                 {
                     self.send(
                         conn,
-                        unavailable(
+                        failed(
                             // A request that timed out may still be carried
                             // out once the store is back: say so, and let the
                             // client retry with its `client_message_id`.
@@ -1036,10 +1060,7 @@ impl<I: IdSource> Node<I> {
                     if let Some((cancel_rid, _)) = p.cancel {
                         self.send(
                             conn,
-                            unavailable(
-                                "the store cannot be reached; nothing to cancel",
-                                cancel_rid,
-                            ),
+                            failed("the store cannot be reached; nothing to cancel", cancel_rid),
                         );
                     }
                 }
@@ -1052,7 +1073,7 @@ impl<I: IdSource> Node<I> {
             } => {
                 self.send(
                     conn,
-                    unavailable(
+                    failed(
                         "the store cannot be reached; nothing was cancelled",
                         request_id,
                     ),
@@ -1115,7 +1136,7 @@ impl<I: IdSource> Node<I> {
             Pending::HttpStart(req, _)
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
-            | Pending::HttpPresence(req, _) => self.http_unavailable(req),
+            | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
         }
     }
@@ -1364,11 +1385,11 @@ impl<I: IdSource> Node<I> {
                                 message_id: Some(message_id.clone()),
                                 since,
                             },
-                            StoreOp::Cancel {
+                            StoreOp::Cancel(CancelOp {
                                 conv,
                                 message_id: Some(message_id),
                                 at_ms,
-                            },
+                            }),
                         );
                     }
                 }
@@ -1513,11 +1534,11 @@ impl<I: IdSource> Node<I> {
                     // The owner stopped renewing: settle the reply for it.
                     self.store(
                         Pending::Reap,
-                        StoreOp::Reap {
+                        StoreOp::Reap(ReapOp {
                             conv: conv.clone(),
                             message_id: id.clone(),
                             at_ms: wall,
-                        },
+                        }),
                     );
                 }
                 self.arm_watch(now, conv, id);
@@ -1738,27 +1759,27 @@ impl<I: IdSource> Node<I> {
         if !o.queue.is_empty() && !o.stopped {
             let deltas = std::mem::take(&mut o.queue);
             let first_seq = o.acked + 1;
-            let request = StoreOp::Append {
+            let request = StoreOp::Append(AppendOp {
                 conv: o.conv.clone(),
                 message_id: id.clone(),
                 token: o.token,
                 first_seq,
                 deltas: deltas.clone(),
                 at_ms,
-            };
+            });
             let op = self.store(Pending::Append(id.clone()), request);
             if let Some(o) = self.owned.get_mut(id) {
                 o.in_flight = Some((op, first_seq, deltas));
             }
         } else if let Some((request, usage)) = o.end.clone() {
-            let req = StoreOp::Settle {
+            let req = StoreOp::Settle(SettleOp {
                 conv: o.conv.clone(),
                 message_id: id.clone(),
                 token: o.token,
                 request,
                 usage,
                 at_ms,
-            };
+            });
             let op = self.store(Pending::Settle(id.clone()), req);
             if let Some(o) = self.owned.get_mut(id) {
                 o.settling = Some(op);
@@ -1891,12 +1912,12 @@ impl<I: IdSource> Node<I> {
         if o.renewing.is_some() || o.settling.is_some() {
             return;
         }
-        let request = StoreOp::Renew {
+        let request = StoreOp::Renew(RenewOp {
             conv: conv.clone(),
             message_id: id.clone(),
             token: o.token,
             at_ms,
-        };
+        });
         let op = self.store(Pending::Renew(id.clone()), request);
         if let Some(o) = self.owned.get_mut(id) {
             o.renewing = Some(op);
@@ -1932,15 +1953,15 @@ impl<I: IdSource> Node<I> {
             .set(TimerKey::Housekeeping, now + self.config.housekeeping);
         let at_ms = self.wall_ms(now);
         if !self.pending.values().any(|p| *p == Pending::Housekeeping) {
-            self.store(Pending::Housekeeping, StoreOp::Sweep { at_ms });
+            self.store(Pending::Housekeeping, StoreOp::Sweep(SweepOp { at_ms }));
             if !self.users.is_empty() {
                 self.store(
                     Pending::Housekeeping,
-                    StoreOp::PresenceRefresh {
+                    StoreOp::PresenceRefresh(PresenceRefreshOp {
                         node: self.config.node_id.clone(),
                         users: self.users.keys().cloned().collect(),
                         at_ms,
-                    },
+                    }),
                 );
             }
         }
