@@ -31,6 +31,7 @@
 //! epoch is answered `resume_unavailable: epoch_changed`, never with a silent
 //! gap.
 
+mod memory;
 pub mod model;
 mod op;
 #[cfg(test)]
@@ -42,6 +43,7 @@ use crate::ids::{ConvKey, MessageId, NodeId, Seq, UserId};
 use crate::stream::{CancelAnswer, Outcome, StreamState};
 use crate::wire::{Message, PresenceStatus, Usage};
 
+pub use memory::{Feedback, MemoryStore};
 pub use model::{Model, StoreConfig};
 pub use op::{
     AppendOp, CancelOp, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp,
