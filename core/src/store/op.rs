@@ -67,26 +67,6 @@ impl StoreOp {
         }
     }
 
-    /// The wall-clock time of the operation.
-    #[must_use]
-    pub fn at_ms(&self) -> u64 {
-        match self {
-            StoreOp::Snapshot(op) => op.at_ms,
-            StoreOp::Start(op) => op.at_ms,
-            StoreOp::Append(op) => op.at_ms,
-            StoreOp::Cancel(op) => op.at_ms,
-            StoreOp::Settle(op) => op.at_ms,
-            StoreOp::Renew(op) => op.at_ms,
-            StoreOp::Reap(op) => op.at_ms,
-            StoreOp::Read(op) => op.at_ms,
-            StoreOp::Sweep(op) => op.at_ms,
-            StoreOp::PresenceJoin(op) => op.at_ms,
-            StoreOp::PresenceLeave(op) => op.at_ms,
-            StoreOp::PresenceRefresh(op) => op.at_ms,
-            StoreOp::PresenceCheck(op) => op.at_ms,
-        }
-    }
-
     /// Whether retrying the operation after an unknown outcome (a timeout)
     /// is safe. Everything is, except `Start` without an idempotency key.
     #[must_use]
