@@ -153,6 +153,30 @@ pub enum Input {
 
 /// Something the runtime must do, from
 /// [`Node::poll_output`](crate::Node::poll_output).
+///
+/// # The runtime's contract
+///
+/// The node's guarantees (the cancel fence, exactly-once resume, subscribe
+/// before read) hold only if the runtime carrying out these outputs keeps
+/// three rules:
+///
+/// 1. **Outputs are carried out in the order they are polled.** Frames for
+///    one connection reach its one writer in that order ([`Output::Send`],
+///    [`Output::SendMany`], [`Output::Ping`] and [`Output::Close`]
+///    interleave as polled); store operations are issued in that order.
+/// 2. **A [`Output::Subscribe`] takes effect before the next
+///    [`Output::Store`] is issued.** A connection's snapshot read follows
+///    its subscription, so a notice published after the read is never
+///    missed; a runtime whose subscribe is asynchronous (Redis pub/sub) must
+///    wait for the subscription's confirmation before issuing the next store
+///    operation.
+/// 3. **`now` is monotonic.** Every `now` passed to
+///    [`Node::handle_input`](crate::Node::handle_input) and
+///    [`Node::handle_timeout`](crate::Node::handle_timeout) is at or after
+///    the previous one, and `handle_timeout` is called once the deadline of
+///    [`Node::poll_timeout`](crate::Node::poll_timeout) has passed, however
+///    busy the runtime is with other inputs (a runtime whose timers starve
+///    under load lets leases lapse).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[must_use = "every output must be carried out"]
 pub enum Output {
