@@ -253,9 +253,8 @@ impl Model {
     }
 
     fn snapshot(&mut self, op: &SnapshotOp) -> StoreReply {
-        let SnapshotOp { conv, limit, at_ms } = op;
-        let (limit, at_ms) = (*limit, *at_ms);
-        let c = self.conv_mut(conv, at_ms);
+        let (conv, limit) = (&op.conv, op.limit);
+        let c = self.conv_mut(conv, op.at_ms);
         let history = newest(&c.history, limit);
         let live = c.live.as_ref().and_then(|id| {
             c.streams.get(id).map(|r| LiveReply {
@@ -499,13 +498,7 @@ impl Model {
     }
 
     fn renew(&mut self, op: &RenewOp) -> StoreReply {
-        let RenewOp {
-            conv,
-            message_id: id,
-            token,
-            at_ms,
-        } = op;
-        let (token, at_ms) = (*token, *at_ms);
+        let (conv, id, token, at_ms) = (&op.conv, &op.message_id, op.token, op.at_ms);
         let timers = self.config.timers;
         let c = self.conv_mut(conv, at_ms);
         let Some(r) = c.streams.get_mut(id) else {
@@ -546,15 +539,9 @@ impl Model {
     }
 
     fn read(&mut self, op: &ReadOp) -> StoreReply {
-        let ReadOp {
-            conv,
-            message_id: id,
-            after_seq,
-            at_ms,
-        } = op;
-        let (after_seq, at_ms) = (*after_seq, *at_ms);
+        let (conv, id, after_seq) = (&op.conv, &op.message_id, op.after_seq);
         let epoch = self.epoch;
-        let c = self.conv_mut(conv, at_ms);
+        let c = self.conv_mut(conv, op.at_ms);
         let Some(r) = c.streams.get(id) else {
             let reply = self.missing(conv, id);
             self.tidy(conv);
