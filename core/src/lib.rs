@@ -143,6 +143,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`node`] | [`Node`]: the driver — connections, conversation views, the replies this node produces |
+//! | [`node::cancel`] | **the life of a cancel**, from the frame to `end`: where it is decided and how it is carried out |
 //! | [`api`] | [`Input`], [`Output`], [`Event`], [`GeneratorEvent`] |
 //! | [`stream`] | the stream state machine (Active → Cancelling → Settled → Expired) and the cancel decision |
 //! | [`session`] | the connection state machine (Handshake → Open → Closing → Closed) and cursors |

@@ -23,9 +23,9 @@
 //! connection never sees a gap or a duplicate (invariant 4).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::ids::{ConvKey, MessageId, RequestId, Seq};
+use crate::ids::{ConvKey, MessageId, RequestId, Seq, UserId};
 use crate::wire::{CancelStatus, PresenceStatus};
 
 /// A connection's state (Closed connections have no record).
@@ -87,6 +87,8 @@ pub(crate) const EARLY_FRAMES: usize = 16;
 /// One connection's record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Connection {
+    /// The conversation it watches; its `user` is the user the connection
+    /// was authenticated as (a user watches only their own conversations).
     pub(crate) conv: ConvKey,
     pub(crate) state: ConnState,
     /// `resume=MESSAGE_ID:SEQ` from the connect URL.
@@ -109,15 +111,90 @@ pub(crate) struct Connection {
     pub(crate) close_at: Option<Instant>,
 }
 
+/// What a connection's timer asks of the node when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnTimer {
+    /// Closing, and the close deadline passed: release the slot.
+    Release,
+    /// No frame or pong within the idle timeout: close with 4000.
+    IdleTimeout,
+    /// Send a WebSocket ping if `ping`, and fire again at `until`.
+    Wait { ping: bool, until: Option<Instant> },
+}
+
 /// How many ended replies a connection remembers.
 pub(crate) const ENDED_MEMORY: usize = 4;
 
 impl Connection {
+    /// The user the connection was authenticated as.
+    pub(crate) fn user(&self) -> &UserId {
+        &self.conv.user
+    }
+
     /// Records that this connection got `id`'s `end`.
     pub(crate) fn mark_ended(&mut self, id: MessageId) {
         self.ended.push_back(id);
         while self.ended.len() > ENDED_MEMORY {
             self.ended.pop_front();
+        }
+    }
+
+    /// Inbound activity moves the idle deadline (not while Closing). The
+    /// timer is not moved: when it fires early it re-arms itself, so a frame
+    /// costs no timer-table work.
+    pub(crate) fn touch(&mut self, now: Instant, idle_timeout: Duration) {
+        if self.state != ConnState::Closing {
+            self.idle_at = now + idle_timeout;
+        }
+    }
+
+    /// Begins closing: returns the deadline to release the slot at, or
+    /// `None` if it was already closing.
+    #[must_use]
+    pub(crate) fn start_closing(
+        &mut self,
+        now: Instant,
+        close_timeout: Duration,
+    ) -> Option<Instant> {
+        if self.state == ConnState::Closing {
+            return None;
+        }
+        self.state = ConnState::Closing;
+        self.early.clear();
+        let close_at = now + close_timeout;
+        self.close_at = Some(close_at);
+        Some(close_at)
+    }
+
+    /// The connection's one timer fired at `now`: the next of its heartbeat,
+    /// its idle deadline and (Closing) its close deadline.
+    #[must_use]
+    pub(crate) fn on_timer(&mut self, now: Instant, heartbeat: Duration) -> ConnTimer {
+        match self.state {
+            ConnState::Closing => {
+                if self.close_at.is_some_and(|at| now >= at) {
+                    ConnTimer::Release
+                } else {
+                    ConnTimer::Wait {
+                        ping: false,
+                        until: self.close_at,
+                    }
+                }
+            }
+            ConnState::Handshake | ConnState::Open => {
+                if now >= self.idle_at {
+                    return ConnTimer::IdleTimeout;
+                }
+                let ping = self.ping_at.is_some_and(|at| now >= at);
+                if ping {
+                    self.ping_at = Some(now + heartbeat);
+                }
+                let next = self.ping_at.map_or(self.idle_at, |p| p.min(self.idle_at));
+                ConnTimer::Wait {
+                    ping,
+                    until: Some(next),
+                }
+            }
         }
     }
 
@@ -135,5 +212,112 @@ impl Connection {
             ping_at: None,
             close_at: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SessionId;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    // The connection only compares instants, so any base will do; a test has
+    // no `now` handed in, and `Instant` has no other public constructor.
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    fn conn(now: Instant) -> Connection {
+        let conv = ConvKey::new(
+            UserId::parse("alice").unwrap(),
+            SessionId::parse("s").unwrap(),
+        );
+        Connection::new(conv, None, now + 10 * SEC)
+    }
+
+    #[test]
+    fn the_connection_names_its_user() {
+        let c = conn(start());
+        assert_eq!(c.user().as_str(), "alice");
+    }
+
+    #[test]
+    fn activity_moves_the_idle_deadline_but_not_while_closing() {
+        let t0 = start();
+        let mut c = conn(t0);
+        c.touch(t0 + 5 * SEC, 10 * SEC);
+        assert_eq!(c.idle_at, t0 + 15 * SEC);
+        assert_eq!(c.start_closing(t0 + 6 * SEC, SEC), Some(t0 + 7 * SEC));
+        c.touch(t0 + 6 * SEC, 10 * SEC);
+        assert_eq!(c.idle_at, t0 + 15 * SEC);
+    }
+
+    #[test]
+    fn closing_twice_keeps_the_first_deadline() {
+        let t0 = start();
+        let mut c = conn(t0);
+        c.early.push_back(b"early".to_vec());
+        assert_eq!(c.start_closing(t0, SEC), Some(t0 + SEC));
+        assert!(
+            c.early.is_empty(),
+            "frames held for the handshake are dropped"
+        );
+        assert_eq!(c.start_closing(t0 + SEC, SEC), None);
+        assert_eq!(c.close_at, Some(t0 + SEC));
+    }
+
+    #[test]
+    fn an_early_timer_rearms_at_the_idle_deadline() {
+        let t0 = start();
+        let mut c = conn(t0);
+        c.touch(t0 + 5 * SEC, 10 * SEC);
+        assert_eq!(
+            c.on_timer(t0 + 10 * SEC, 3 * SEC),
+            ConnTimer::Wait {
+                ping: false,
+                until: Some(t0 + 15 * SEC)
+            }
+        );
+        assert_eq!(c.on_timer(t0 + 15 * SEC, 3 * SEC), ConnTimer::IdleTimeout);
+    }
+
+    #[test]
+    fn a_due_heartbeat_pings_and_rearms_at_the_next_deadline() {
+        let t0 = start();
+        let mut c = conn(t0);
+        c.state = ConnState::Open;
+        c.ping_at = Some(t0 + 3 * SEC);
+        assert_eq!(
+            c.on_timer(t0 + 3 * SEC, 3 * SEC),
+            ConnTimer::Wait {
+                ping: true,
+                until: Some(t0 + 6 * SEC)
+            }
+        );
+        assert_eq!(
+            c.on_timer(t0 + 9 * SEC, 3 * SEC),
+            ConnTimer::Wait {
+                ping: true,
+                until: Some(t0 + 10 * SEC)
+            },
+            "the idle deadline comes before the next ping"
+        );
+    }
+
+    #[test]
+    fn a_closing_connection_is_released_at_its_close_deadline() {
+        let t0 = start();
+        let mut c = conn(t0);
+        let close_at = c.start_closing(t0, 2 * SEC).unwrap();
+        assert_eq!(
+            c.on_timer(t0 + SEC, SEC),
+            ConnTimer::Wait {
+                ping: false,
+                until: Some(close_at)
+            }
+        );
+        assert_eq!(c.on_timer(close_at, SEC), ConnTimer::Release);
     }
 }

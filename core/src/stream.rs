@@ -17,6 +17,10 @@
 //! Expired is the absence of a record, so it has no variant here: a record
 //! whose grace window has passed is dropped by the store.
 //!
+//! How a node asks for a cancel, and carries the decision made here out to
+//! the producer and to every viewer, is told step by step in
+//! [the life of a cancel](crate::node::cancel).
+//!
 //! Transitions are methods named by their trigger (`recv_cancel`,
 //! `recv_settle`, `recv_reap`). They take the time of the operation in
 //! wall-clock milliseconds, because leases and grace windows are cluster-wide

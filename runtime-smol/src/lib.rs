@@ -9,7 +9,8 @@
 //! [`smol::Executor`] of this crate (one thread per core unless
 //! [`set_worker_threads`] says otherwise, like tokio's multi-threaded
 //! runtime), async-io timers, async-net TCP, `smol-hyper`'s futures-io adapter
-//! and timer for hyper — and [`shutdown_signal`] on async-signal.
+//! and timer for hyper — [`block_on`], which runs a server's future while
+//! those threads run its tasks, and [`shutdown_signal`] on async-signal.
 //!
 //! It starts no tokio runtime. The redis crate is built with `smol-comp` here
 //! and runs its connections on smol **unless it finds a tokio context**, so
@@ -20,13 +21,14 @@
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use weir_core::ids::NodeId;
-//! use weir_runtime_smol::{shutdown_signal, RuntimeConfig, Server};
+//! use weir_runtime_smol::{block_on, shutdown_signal, RuntimeConfig, Server};
 //!
 //! # fn serve() -> std::io::Result<()> {
 //! let node_id = NodeId::parse("n1").expect("a valid node id");
 //! let listen: SocketAddr = "127.0.0.1:8080".parse().expect("a valid address");
 //! let config = RuntimeConfig::new(listen, weir_core::Config::new(node_id));
-//! smol::block_on(async { Server::bind(config).await?.run(shutdown_signal()).await })
+//! // One executor thread per core.
+//! block_on(None, async { Server::bind(config).await?.run(shutdown_signal()).await })
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -38,7 +40,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Once, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::future::FutureExt as _;
 use smol::net::{TcpListener, TcpStream};
@@ -91,6 +93,20 @@ pub fn worker_threads() -> NonZeroUsize {
             .or_else(|| std::thread::available_parallelism().ok())
             .unwrap_or(NonZeroUsize::MIN)
     })
+}
+
+/// Runs `future` to completion on this thread while the executor's threads
+/// run the tasks it spawns. `worker_threads` sets their number (see
+/// [`set_worker_threads`]; `None`: `SMOL_THREADS`, else one per core); when
+/// the number was already fixed in this process, a warning is logged and it
+/// stays. No tokio runtime is started.
+pub fn block_on<F: Future>(worker_threads: Option<NonZeroUsize>, future: F) -> F::Output {
+    if let Some(threads) = worker_threads {
+        if let Err(fixed) = set_worker_threads(threads) {
+            tracing::warn!("the smol executor already runs {fixed} threads");
+        }
+    }
+    smol::block_on(future)
 }
 
 /// The executor, its threads started on the first call.
@@ -155,6 +171,11 @@ impl Runtime for Smol {
         }
     }
 
+    /// The clock async-io's timers measure against.
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn timer() -> SmolTimer {
         SmolTimer::new()
     }
@@ -205,12 +226,15 @@ pub async fn shutdown_signal() {
 mod tests {
     use weir_runtime::Runtime as _;
 
-    /// Tasks run on the executor's own threads, and a panicking task ends
-    /// instead of panicking whoever awaits it.
+    /// Tasks run on the executor's own threads, as many as `block_on` was
+    /// asked for, and a panicking task ends instead of panicking whoever
+    /// awaits it. (The only test of this binary that spawns: the first
+    /// spawn fixes the number of threads.)
     #[test]
     fn tasks_run_on_the_worker_threads_and_a_panic_stays_in_its_task() {
-        let threads = super::worker_threads().get();
-        let names = smol::block_on(async {
+        let asked = std::num::NonZeroUsize::new(3).expect("3 is not zero");
+        let threads = asked.get();
+        let names = super::block_on(Some(asked), async {
             let (tx, rx) = smol::channel::unbounded();
             let tasks: Vec<_> = (0..threads * 4)
                 .map(|_| {
@@ -232,16 +256,19 @@ mod tests {
             super::Smol::spawn(async { panic!("a task's own panic") }).await;
             names
         });
+        assert_eq!(super::worker_threads(), asked, "block_on set the number");
         assert_eq!(names.len(), threads * 4);
         assert!(
             names.iter().all(|n| n.starts_with("weir-smol-")),
             "{names:?}"
         );
-        // The number is fixed once tasks ran.
+        // The number is fixed once tasks ran: block_on keeps it.
         assert_eq!(
             super::set_worker_threads(std::num::NonZeroUsize::MIN),
-            Err(super::worker_threads())
+            Err(asked)
         );
+        super::block_on(Some(std::num::NonZeroUsize::MIN), async {});
+        assert_eq!(super::worker_threads(), asked);
     }
 
     /// Every open connection holds its reader and writer tasks, each as large

@@ -8,21 +8,23 @@
 //! All of that is written once, runtime-neutral, in `weir-runtime`; this
 //! crate is its tokio glue: [`Tokio`], the implementation of
 //! [`weir_runtime::Runtime`] (tasks, sleeps, TCP, hyper-util's `TokioIo` and
-//! `TokioTimer`), and [`shutdown_signal`]. The redis crate runs on tokio
-//! here (`tokio-comp`), as it does inside any tokio context.
+//! `TokioTimer`), [`block_on`], which builds the tokio runtime a server
+//! runs on, and [`shutdown_signal`]. The redis crate runs on tokio here
+//! (`tokio-comp`), as it does inside any tokio context.
 //!
 //! ## Use
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use weir_core::ids::NodeId;
-//! use weir_runtime_tokio::{shutdown_signal, RuntimeConfig, Server};
+//! use weir_runtime_tokio::{block_on, shutdown_signal, RuntimeConfig, Server};
 //!
-//! # async fn serve() -> std::io::Result<()> {
+//! # fn serve() -> std::io::Result<()> {
 //! let node_id = NodeId::parse("n1").expect("a valid node id");
 //! let listen: SocketAddr = "127.0.0.1:8080".parse().expect("a valid address");
 //! let config = RuntimeConfig::new(listen, weir_core::Config::new(node_id));
-//! Server::bind(config).await?.run(shutdown_signal()).await
+//! // One worker thread per core.
+//! block_on(None, async { Server::bind(config).await?.run(shutdown_signal()).await })?
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -31,9 +33,10 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,7 +48,8 @@ pub use weir_runtime::{
 /// A bound, not yet running weir server on tokio (inside a tokio runtime).
 pub type Server = weir_runtime::Server<Tokio>;
 
-/// weir's [`Runtime`] on tokio: `tokio::spawn`, `tokio::time`, `tokio::net`.
+/// weir's [`Runtime`] on tokio: `tokio::spawn`, `tokio::time` (sleeps and the
+/// clock), `tokio::net`.
 /// Its functions must be called inside a tokio runtime.
 #[derive(Debug, Clone, Copy)]
 pub enum Tokio {}
@@ -91,6 +95,12 @@ impl Runtime for Tokio {
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static {
         tokio::time::sleep(duration)
+    }
+
+    /// tokio's clock, which its sleeps and timer measure against (and which
+    /// a paused test runtime moves).
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
     }
 
     fn timer() -> TokioTimer {
@@ -152,9 +162,63 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Runs `future` to completion on a new multi-threaded tokio runtime, with
+/// I/O and timers enabled, whose `worker_threads` threads (one per core when
+/// `None`) are named `weir-worker`. The runtime shuts down when this
+/// returns.
+///
+/// # Errors
+///
+/// When the runtime cannot be built (its threads cannot be started).
+pub fn block_on<F: Future>(
+    worker_threads: Option<NonZeroUsize>,
+    future: F,
+) -> io::Result<F::Output> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads.get());
+    }
+    let runtime = builder.enable_all().thread_name("weir-worker").build()?;
+    Ok(runtime.block_on(future))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+    use std::num::NonZeroUsize;
+
     use weir_runtime::Runtime as _;
+
+    /// `block_on` runs spawned tasks on its own `weir-worker` threads, as
+    /// many as asked for.
+    #[test]
+    fn block_on_runs_tasks_on_the_requested_worker_threads() {
+        let threads = super::block_on(Some(NonZeroUsize::MIN), async {
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    tokio::spawn(async {
+                        tokio::task::yield_now().await;
+                        let t = std::thread::current();
+                        (t.id(), t.name().map(str::to_owned))
+                    })
+                })
+                .collect();
+            let mut seen = Vec::new();
+            for task in tasks {
+                seen.push(task.await.expect("the task ends"));
+            }
+            seen
+        })
+        .expect("a tokio runtime");
+        assert!(
+            threads
+                .iter()
+                .all(|(_, name)| name.as_deref() == Some("weir-worker")),
+            "{threads:?}"
+        );
+        let ids: HashSet<_> = threads.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), 1, "{threads:?}");
+    }
 
     /// A panicking task ends instead of panicking whoever awaits it (as on
     /// smol), and dropping a task aborts it.

@@ -13,7 +13,7 @@ use weir_core::ids::UserId;
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
 
-use crate::http::Query;
+use crate::query::Query;
 use crate::Auth;
 
 /// The user when `auth = none` and no `user_id` is given.

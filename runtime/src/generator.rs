@@ -6,14 +6,14 @@
 //! upstream (`crate::openai`: the client, and its task in `openai/task.rs`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_core::demo::{DemoPrompt, DemoText};
 use weir_core::ids::MessageId;
 use weir_core::wire::{Message, Usage};
 use weir_core::{GeneratorEvent, Input};
 
-use crate::driver::ToDriver;
+use crate::mailbox::ToDriver;
 use crate::metrics::Metrics;
 use crate::rt::{sleep_until, yield_now, Runtime};
 use crate::{openai, GeneratorConfig};
@@ -83,7 +83,7 @@ async fn demo<R: Runtime>(
     // wake-up, so a late tick is made up at once and the average rate holds
     // even when the period is below the timer's resolution.
     let period = period.filter(|p| !p.is_zero());
-    let mut next = Instant::now();
+    let mut next = R::now();
     let mut sent = 0u64;
     for chunk in DemoText::new(&prompt.text, chunks) {
         match period {

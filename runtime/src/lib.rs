@@ -21,12 +21,15 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`Runtime`] | the trait a runtime implements |
+//! | `config` | [`RuntimeConfig`] and its parts ([`Auth`], [`GeneratorConfig`], [`StoreBackend`]): the configuration's one vocabulary, each default defined once |
 //! | `driver` | the one task that owns the [`Node`](weir_core::Node) and the store |
+//! | `mailbox` | what the other tasks send the driver, and its side of a WebSocket |
 //! | `server` | the accept loop and the graceful shutdown |
 //! | `http` | the hyper service: routing, bodies, the WebSocket upgrade, `/healthz`, `/readyz`, `/metrics`, the page |
 //! | `ws` | per WebSocket: one reader task and exactly one writer task |
 //! | [`queue`] | the per-connection bounded outbound queue (merges chunk frames when full) |
 //! | `auth` | `Auth::None` (user from the query) and HS256 JWTs |
+//! | `query` | percent-decoding of query parameters and path segments |
 //! | `generator` | generators as abortable tasks: the demo generator |
 //! | [`openai`] | the `openai` generator: an OpenAI-compatible upstream |
 //! | `redis_store` | the Redis store: operations, supervisor, pub/sub |
@@ -73,15 +76,17 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 mod auth;
+mod config;
 mod driver;
 mod generator;
 mod http;
 mod io;
+mod mailbox;
 mod metrics;
 pub mod openai;
+mod query;
 pub mod queue;
 mod redis_store;
 mod rt;
@@ -89,161 +94,8 @@ mod server;
 mod sync;
 mod ws;
 
+pub use config::{Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend};
 pub use rt::Runtime;
-
-/// Everything a [`Server`] needs.
-#[derive(Debug, Clone)]
-pub struct RuntimeConfig {
-    /// The address to listen on (port 0: any free port, see [`Server::local_addr`]).
-    pub listen: SocketAddr,
-    /// The node's settings: node id, limits, timers, heartbeat, idle timeout…
-    pub node: weir_core::Config,
-    /// The store's settings (both backends); its stream and presence timers
-    /// must equal the node's ([`Server::bind`] refuses a mismatch).
-    pub store: weir_core::store::StoreConfig,
-    /// Where the store lives: in this process (default) or in Redis.
-    pub store_backend: StoreBackend,
-    /// How clients authenticate.
-    pub auth: Auth,
-    /// What produces the replies.
-    pub generator: GeneratorConfig,
-    /// The HTML page served at `GET /` (`None`: `/` answers 404).
-    pub page: Option<String>,
-    /// Capacity of each connection's outbound queue, in frames (default 256).
-    pub queue_capacity: usize,
-    /// The longest [`Server::run`] waits, after its shutdown signal, for
-    /// connections to close and replies to settle (default 5 s).
-    pub shutdown_grace: Duration,
-}
-
-impl RuntimeConfig {
-    /// Default queue capacity, in frames.
-    pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
-    /// Default shutdown grace.
-    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-    /// A configuration for `node` listening on `listen`, with the store's
-    /// timers taken from `node`, [`Auth::None`], the default demo generator,
-    /// no page, and the default queue capacity and shutdown grace.
-    #[must_use]
-    pub fn new(listen: SocketAddr, node: weir_core::Config) -> Self {
-        let store = weir_core::store::StoreConfig {
-            timers: node.timers,
-            presence: node.presence,
-            ..weir_core::store::StoreConfig::default()
-        };
-        Self {
-            listen,
-            node,
-            store,
-            store_backend: StoreBackend::Memory,
-            auth: Auth::None,
-            generator: GeneratorConfig::default(),
-            page: None,
-            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
-            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
-        }
-    }
-}
-
-/// Where the store lives.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum StoreBackend {
-    /// In this process: the core's reference model (one node only).
-    #[default]
-    Memory,
-    /// In Redis, shared by every node that names the same server and prefix.
-    Redis(RedisSettings),
-}
-
-/// How to reach the Redis store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// `redis://HOST:PORT[/DB]`.
-    pub url: String,
-    /// The prefix of every key and channel (default `weir`).
-    pub prefix: String,
-    /// How long a conversation's history is kept after its last message
-    /// (zero: forever; it is always capped at the history limit).
-    pub history_retention: Duration,
-    /// How long connecting or one request may take before the store counts
-    /// as unreachable.
-    pub timeout: Duration,
-}
-
-impl RedisSettings {
-    /// Settings for `url` with the default prefix, history kept forever,
-    /// and a 2 s timeout.
-    #[must_use]
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            prefix: weir_store_redis::DEFAULT_PREFIX.to_owned(),
-            history_retention: Duration::ZERO,
-            timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-/// How clients authenticate (PROTOCOL.md, "Authentication").
-#[derive(Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// No authentication (development): the user is the `user_id` query
-    /// parameter, `anonymous` when absent. The server logs a warning.
-    None,
-    /// An HS256 JWT signed with `secret`, from `Authorization: Bearer …` or
-    /// the `token` query parameter; `sub` is the user id and `exp` is
-    /// required (no leeway). Anything else answers 401 before any upgrade.
-    Token {
-        /// The shared HMAC secret.
-        secret: Vec<u8>,
-    },
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Auth::None => f.write_str("None"),
-            // Never print the secret.
-            Auth::Token { secret } => f
-                .debug_struct("Token")
-                .field("secret", &format_args!("<{} bytes>", secret.len()))
-                .finish(),
-        }
-    }
-}
-
-/// What produces the replies.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GeneratorConfig {
-    /// The built-in demo generator: deterministic text
-    /// ([`DemoText`](weir_core::demo::DemoText) of the last user message),
-    /// `chunks` chunks per reply, `rate_per_sec` chunks per second (a rate
-    /// that is not a positive finite number means "as fast as possible").
-    Demo {
-        /// Chunks per reply.
-        chunks: u32,
-        /// Chunks per second.
-        rate_per_sec: f64,
-    },
-    /// An OpenAI-compatible upstream (`POST /v1/chat/completions` with
-    /// `stream: true`): one HTTP request per reply over a fresh connection,
-    /// closed at once when the reply is cancelled; never retried. Errors
-    /// end the reply `failed` with a reason from
-    /// [`UpstreamError::reason`](openai::UpstreamError::reason). See
-    /// [`openai`].
-    Openai(openai::OpenAiConfig),
-}
-
-impl Default for GeneratorConfig {
-    /// The demo generator: 40 chunks at 20 per second.
-    fn default() -> Self {
-        GeneratorConfig::Demo {
-            chunks: 40,
-            rate_per_sec: 20.0,
-        }
-    }
-}
 
 /// A bound, not yet running weir server on runtime `R`.
 pub struct Server<R: Runtime> {

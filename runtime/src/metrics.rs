@@ -88,6 +88,8 @@ pub(crate) struct Metrics {
     pub(crate) redis_errors: AtomicU64,
     /// Notices dropped because the driver's notice channel was full.
     pub(crate) notices_dropped: AtomicU64,
+    /// Lease renewals of replies this node produces, sent to the store.
+    pub(crate) lease_renewals: AtomicU64,
     resumes_exact: AtomicU64,
     resumes_unavailable: AtomicU64,
     quiet: Histogram<QuietBuckets>,
@@ -236,6 +238,13 @@ impl Metrics {
             "counter",
             "Pub/sub notices dropped because the driver was behind (the core re-reads the log).",
             &[("", self.notices_dropped.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_lease_renewals_total",
+            "counter",
+            "Lease renewals sent to the store for replies this node produces (one per reply per \
+             third of the lease TTL).",
+            &[("", self.lease_renewals.load(Relaxed).to_string())],
         );
         self.quiet.render(
             &mut out,

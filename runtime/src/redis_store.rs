@@ -35,8 +35,8 @@ use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, Topic};
 use weir_core::{Input, OpId};
 use weir_store_redis::RedisStore;
 
-use crate::driver::ToDriver;
 use crate::io::RedisIo;
+use crate::mailbox::ToDriver;
 use crate::metrics::Metrics;
 use crate::rt::{timeout, Runtime};
 use crate::RedisSettings;
@@ -315,10 +315,7 @@ async fn supervise<R: Runtime>(
     let mut backoff = BACKOFF_MIN;
     loop {
         match connect::<R>(&client, timeout).await {
-            Ok(mut conn) => match store
-                .establish_epoch(&mut conn, crate::driver::unix_ms())
-                .await
-            {
+            Ok(mut conn) => match store.establish_epoch(&mut conn, R::unix_ms()).await {
                 Ok(mut epoch) => {
                     let generation = link.generation.fetch_add(1, Relaxed) + 1;
                     link.set(Some((conn.clone(), epoch, generation)));
@@ -334,10 +331,7 @@ async fn supervise<R: Runtime>(
                         {
                             break;
                         }
-                        match store
-                            .establish_epoch(&mut conn, crate::driver::unix_ms())
-                            .await
-                        {
+                        match store.establish_epoch(&mut conn, R::unix_ms()).await {
                             Ok(now) if now != epoch => {
                                 tracing::warn!(
                                     old = epoch,

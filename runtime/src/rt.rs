@@ -1,17 +1,19 @@
 //! The [`Runtime`] trait: everything weir needs from an async runtime, and
 //! the few runtime-neutral helpers built on it (a timeout, a deadline sleep,
-//! a yield).
+//! a resettable [`Alarm`], a yield).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::{select, Either};
+use hyper::rt::{Sleep, Timer as _};
 
-/// What weir asks of an async runtime: tasks, sleeps, TCP, hyper's timer.
+/// What weir asks of an async runtime: tasks, the clock, sleeps, TCP,
+/// hyper's timer.
 /// Everything else (the driver, HTTP, WebSocket, Redis, generators) is
 /// written once against it; `weir-runtime-tokio` and `weir-runtime-smol`
 /// implement it in a few dozen lines each.
@@ -43,6 +45,22 @@ pub trait Runtime: Send + Sync + Sized + std::fmt::Debug + 'static {
 
     /// Resolves after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The monotonic clock: the `now` of every call into the core, and what
+    /// every deadline the runtime waits for is measured against. The runtime
+    /// reads the time only through this (and [`unix_ms`](Self::unix_ms)), so
+    /// a runtime whose clock can be paused or moved (tokio's test clock)
+    /// moves weir's deadlines with it.
+    fn now() -> Instant;
+
+    /// The wall clock, in milliseconds since the Unix epoch (0 if the clock
+    /// is before it): the core's anchor for the times it writes to the store
+    /// and its epochs. The only place the runtime reads the wall clock.
+    fn unix_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 
     /// hyper's timer on this runtime.
     fn timer() -> Self::Timer;
@@ -80,12 +98,61 @@ pub(crate) async fn timeout<R: Runtime, F: Future>(
 pub(crate) async fn sleep_until<R: Runtime>(deadline: Option<Instant>) {
     match deadline {
         Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
+            let left = d.saturating_duration_since(R::now());
             if !left.is_zero() {
                 R::sleep(left).await;
             }
         }
         None => std::future::pending().await,
+    }
+}
+
+/// One timer that moves (quinn's `drive_timer`): armed once, moved only when
+/// its deadline moves, never rebuilt. A waiting loop whose deadline changes
+/// at every turn would otherwise register a new sleep with the runtime's
+/// timer each time.
+pub(crate) struct Alarm<R: Runtime> {
+    timer: R::Timer,
+    sleep: Option<Pin<Box<dyn Sleep>>>,
+    /// The deadline `sleep` is armed at; `None` once it has fired (a fired
+    /// sleep is re-armed even for the same deadline).
+    armed: Option<Instant>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Alarm<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alarm").field("armed", &self.armed).finish()
+    }
+}
+
+impl<R: Runtime> Alarm<R> {
+    pub(crate) fn new() -> Self {
+        Self {
+            timer: R::timer(),
+            sleep: None,
+            armed: None,
+        }
+    }
+
+    /// Resolves at `deadline` (at once when it has passed), never when there
+    /// is none. Dropping the future before then leaves the timer armed, so
+    /// the next wait for the same deadline costs nothing.
+    pub(crate) async fn wait(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else {
+            return std::future::pending().await;
+        };
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if self.armed != Some(deadline) {
+                    self.timer.reset(sleep, deadline);
+                }
+                sleep
+            }
+            None => self.sleep.insert(self.timer.sleep_until(deadline)),
+        };
+        self.armed = Some(deadline);
+        sleep.as_mut().await;
+        self.armed = None;
     }
 }
 

@@ -15,8 +15,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 
 use crate::auth::Authenticator;
-use crate::driver::{Driver, ToDriver};
+use crate::driver::Driver;
 use crate::http::{self, Shared};
+use crate::mailbox::ToDriver;
 use crate::metrics::Metrics;
 use crate::rt::{timeout, Runtime};
 use crate::ws::WsSettings;

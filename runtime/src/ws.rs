@@ -39,8 +39,8 @@ use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
 use weir_core::wire::{CloseCode, ServerFrame};
 use weir_core::Input;
 
-use crate::driver::{ConnHandle, ToDriver};
 use crate::io::HyperIo;
+use crate::mailbox::{ConnHandle, ToDriver};
 use crate::metrics::Metrics;
 use crate::queue::{Item, OutQueue};
 use crate::rt::{timeout, Runtime};

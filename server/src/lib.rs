@@ -1,5 +1,5 @@
-//! weir-server: the `weir` binary — configuration, the tokio server, and the
-//! web chat page.
+//! weir-server: the `weir` binary — configuration, the server on tokio or
+//! smol, and the web chat page.
 //!
 //! # Commands
 //!
@@ -43,9 +43,9 @@
 //! | `--upstream URL` | `WEIR_UPSTREAM` | `upstream` | required with `openai` |
 //! | `--model NAME` | `WEIR_MODEL` | `model` | required with `openai` |
 //! | `--api-key KEY` | `WEIR_API_KEY` | `api_key` | none |
-//! | `--max-tokens N` | `WEIR_MAX_TOKENS` | `max_tokens` | the upstream's |
-//! | `--temperature T` | `WEIR_TEMPERATURE` | `temperature` | the upstream's |
-//! | `--seed N` | `WEIR_SEED` | `seed` | the upstream's |
+//! | `--max-tokens N` | `WEIR_MAX_TOKENS` | `max_tokens` | the server's (the upstream decides) |
+//! | `--temperature T` | `WEIR_TEMPERATURE` | `temperature` | the server's (the upstream decides) |
+//! | `--seed N` | `WEIR_SEED` | `seed` | the server's (the upstream decides) |
 //! | `--system-prompt TEXT` | `WEIR_SYSTEM_PROMPT` | `system_prompt` | none |
 //! | `--upstream-timeout SECS` | `WEIR_UPSTREAM_TIMEOUT` | `upstream_timeout` | 60 |
 //! | `--grace SECS` | `WEIR_GRACE` | `grace` | 30 |
@@ -68,7 +68,14 @@
 //!
 //! Durations are seconds and may be fractional (`--grace 0.5`). The grace
 //! window, lease and cancel deadline go to both the node and the store, as
-//! does the presence debounce.
+//! do the presence debounce and expiry.
+//!
+//! Each default is defined once, next to the type that uses it: the node's
+//! in `weir_core::Config::new` (and the timers' `Default`s), the server's in
+//! `weir_runtime::RuntimeConfig`, `GeneratorConfig`, `RedisSettings` and
+//! `OpenAiConfig`, the binary's own (listen address, log filter) in
+//! [`settings`]. `--help` shows them from there
+//! ([`cli::shown_defaults`]), and a test checks this table against them.
 //!
 //! ```toml
 //! # weir.toml
@@ -80,11 +87,14 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the clap command line;
+//! - [`cli`]: the clap command line, and the default each `--help` shows;
 //! - [`settings`]: the [`Layer`](settings::Layer) of optional values (one per
 //!   source), [`resolve`](settings::resolve) (merge, defaults, validation)
-//!   and the checked [`Settings`](settings::Settings);
-//! - [`serve`]: settings → `RuntimeConfig`, and running the commands;
+//!   into the checked [`Settings`](settings::Settings) — the runtime's
+//!   `RuntimeConfig` plus the runtime's kind, its threads and the log
+//!   filter — and `weir config`'s TOML;
+//! - [`serve`]: running the commands on the runtime the settings name
+//!   (each runtime crate's `block_on` builds it);
 //! - [`page`]: the web page at `/` (`assets/`), embedded at compile time.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -4,8 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    weir_server::run(weir_server::cli::Cli::parse())
+    weir_server::run(weir_server::cli::parse())
 }

@@ -5,16 +5,13 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use weir_runtime::{
-    Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, Server, StoreBackend,
-};
+use weir_runtime::{Auth, GeneratorConfig, Runtime, RuntimeConfig, Server};
 
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::page;
-use crate::settings::{
-    AuthSetting, ConfigError, GeneratorSetting, RuntimeKind, Settings, StoreSetting,
-};
+use crate::settings::{ConfigError, RuntimeKind, Settings};
 
 /// Exit code for a configuration error (the same as clap's usage errors).
 pub const EXIT_CONFIG: u8 = 2;
@@ -50,49 +47,14 @@ pub fn run(cli: Cli) -> ExitCode {
 /// The runtime configuration for `settings`, with the web page at `/`.
 ///
 /// The stream timers (grace, lease, cancel deadline) and the presence timers
-/// go to both the node and the store: they are cluster-wide and the runtime
-/// refuses a mismatch.
+/// are the same for the node and the store ([`resolve`](crate::settings::resolve)
+/// builds both from one node configuration): they are cluster-wide and the
+/// runtime refuses a mismatch.
 #[must_use]
 pub fn runtime_config(settings: &Settings) -> RuntimeConfig {
-    let auth = match &settings.auth {
-        AuthSetting::None => Auth::None,
-        AuthSetting::Token { secret } => Auth::Token {
-            secret: secret.expose().to_vec(),
-        },
-    };
-    let generator = match &settings.generator {
-        GeneratorSetting::Demo {
-            chunks,
-            rate_per_sec,
-        } => GeneratorConfig::Demo {
-            chunks: *chunks,
-            rate_per_sec: *rate_per_sec,
-        },
-        GeneratorSetting::Openai(config) => GeneratorConfig::Openai(config.clone()),
-    };
-    let store_backend = match &settings.store {
-        StoreSetting::Memory => StoreBackend::Memory,
-        StoreSetting::Redis {
-            url,
-            prefix,
-            history_retention,
-            timeout,
-        } => StoreBackend::Redis(RedisSettings {
-            url: url.clone(),
-            prefix: prefix.clone(),
-            history_retention: *history_retention,
-            timeout: *timeout,
-        }),
-    };
     RuntimeConfig {
-        store: settings.store_config(),
-        store_backend,
-        auth,
-        generator,
         page: Some(page::page()),
-        queue_capacity: settings.queue_capacity,
-        shutdown_grace: settings.shutdown_grace,
-        ..RuntimeConfig::new(settings.listen, settings.node_config())
+        ..settings.server.clone()
     }
 }
 
@@ -120,66 +82,57 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("weir: cannot set up logging: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let generator = match &settings.generator {
-        GeneratorSetting::Demo {
+    let config = runtime_config(&settings);
+    let generator = match &config.generator {
+        GeneratorConfig::Demo {
             chunks,
             rate_per_sec,
         } => format!("demo ({chunks} chunks at {rate_per_sec}/s)"),
-        GeneratorSetting::Openai(c) => format!("openai (model {:?} at {})", c.model, c.upstream),
+        GeneratorConfig::Openai(c) => format!("openai (model {:?} at {})", c.model, c.upstream),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        node_id = %settings.node_id,
+        node_id = %config.node.node_id,
         runtime = %settings.runtime,
         worker_threads = %settings
             .worker_threads
             .map_or_else(|| "one per core".to_owned(), |n| n.to_string()),
         generator = %generator,
-        grace_s = settings.grace.as_secs_f64(),
+        grace_s = Duration::from_millis(config.node.timers.grace_ms).as_secs_f64(),
         "weir starting"
     );
-    if settings.auth == AuthSetting::None {
+    if config.auth == Auth::None {
         tracing::warn!(
             "!!! AUTH IS OFF (--auth none): anyone who can reach {} can act as ANY user by \
              choosing user_id. Use --auth token --jwt-secret … for anything but local development.",
-            settings.listen
+            config.listen
         );
     }
 
-    let config = runtime_config(&settings);
-    let listen = settings.listen;
+    let listen = config.listen;
+    let threads = settings.worker_threads;
     let result = match settings.runtime {
-        RuntimeKind::Tokio => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(threads) = settings.worker_threads {
-                builder.worker_threads(threads.get());
-            }
-            let runtime = match builder.enable_all().thread_name("weir-worker").build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("cannot start the tokio runtime: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-            };
-            runtime.block_on(serve_on::<weir_runtime_tokio::Tokio>(
+        RuntimeKind::Tokio => weir_runtime_tokio::block_on(
+            threads,
+            serve_on::<weir_runtime_tokio::Tokio>(
                 config,
                 listen,
                 weir_runtime_tokio::shutdown_signal(),
-            ))
-        }
+            ),
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!("cannot start the tokio runtime: {e}");
+            Err(())
+        }),
         // No tokio runtime: the redis crate then runs on smol too.
-        RuntimeKind::Smol => {
-            if let Some(threads) = settings.worker_threads {
-                if let Err(fixed) = weir_runtime_smol::set_worker_threads(threads) {
-                    tracing::warn!("the smol executor already runs {fixed} threads");
-                }
-            }
-            smol::block_on(serve_on::<weir_runtime_smol::Smol>(
+        RuntimeKind::Smol => weir_runtime_smol::block_on(
+            threads,
+            serve_on::<weir_runtime_smol::Smol>(
                 config,
                 listen,
                 weir_runtime_smol::shutdown_signal(),
-            ))
-        }
+            ),
+        ),
     };
     match result {
         Ok(()) => {
@@ -217,8 +170,6 @@ async fn serve_on<R: Runtime>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::settings::{resolve, Layer};
 
@@ -242,7 +193,7 @@ mod tests {
             ..Layer::default()
         });
         let c = runtime_config(&s);
-        assert_eq!(c.listen, s.listen);
+        assert_eq!(c.listen, s.server.listen);
         assert_eq!(c.node.timers.grace_ms, 2000);
         assert_eq!(c.store.timers.grace_ms, 2000);
         assert_eq!(c.node.timers.lease_ttl_ms, 4000);
@@ -310,13 +261,12 @@ mod tests {
             grace: Some(1.0),
             ..Layer::default()
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt
-            .block_on(weir_runtime_tokio::Server::bind(runtime_config(&s)))
-            .unwrap();
+        let server = weir_runtime_tokio::block_on(
+            Some(std::num::NonZeroUsize::MIN),
+            weir_runtime_tokio::Server::bind(runtime_config(&s)),
+        )
+        .unwrap()
+        .unwrap();
         assert!(server.local_addr().port() != 0);
     }
 
@@ -328,7 +278,9 @@ mod tests {
             ..Layer::default()
         });
         assert_eq!(s.runtime, RuntimeKind::Smol);
-        let server = smol::block_on(weir_runtime_smol::Server::bind(runtime_config(&s))).unwrap();
+        let server =
+            weir_runtime_smol::block_on(None, weir_runtime_smol::Server::bind(runtime_config(&s)))
+                .unwrap();
         assert!(server.local_addr().port() != 0);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::owner::NewReply;
 use super::{live_message, Node, Pending};
 use crate::api::{HttpReqId, HttpRequest, Output};
 use crate::ids::{ConvKey, IdSource, MessageId, SessionId, UserId};
@@ -144,16 +145,14 @@ impl<I: IdSource> Node<I> {
                         message_id: message_id.clone(),
                     },
                 );
-                self.own_reply(
-                    now,
-                    &conv,
-                    &message_id,
+                let reply = NewReply {
+                    conv,
+                    message_id,
                     token,
-                    &user_message,
-                    None,
-                    None,
+                    user_message,
                     context,
-                );
+                };
+                self.own_reply(now, reply, None, false);
             }
             StoreReply::Duplicate {
                 user_message_id,

@@ -466,7 +466,8 @@ where
     E: FnMut(GeneratorEvent) -> F,
     F: Future<Output = bool>,
 {
-    let started = Instant::now();
+    // The runtime's clock (hyper's timer reads it).
+    let started = timer.now();
     let body = Bytes::from(config.request_body(context));
     let result = async {
         let io = within(timer, config.timeout, connect)
@@ -594,7 +595,9 @@ where
                 if text.is_empty() {
                     continue;
                 }
-                tally.first_token.get_or_insert_with(|| started.elapsed());
+                tally
+                    .first_token
+                    .get_or_insert_with(|| timer.now().saturating_duration_since(started));
                 tally.content_deltas += 1;
                 if !emit(GeneratorEvent::Delta(text)).await {
                     return Err(Stop::Unheard);

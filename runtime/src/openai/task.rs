@@ -9,7 +9,7 @@ use weir_core::wire::Message;
 use weir_core::{GeneratorEvent, Input};
 
 use super::{generate, Ended, OpenAiConfig, Tally};
-use crate::driver::ToDriver;
+use crate::mailbox::ToDriver;
 use crate::metrics::{Metrics, TokenOutcome};
 use crate::rt::Runtime;
 

@@ -3,7 +3,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
+use weir_core::ids::NodeId;
+use weir_core::store::StoreConfig;
+use weir_core::stream::StreamTimers;
+use weir_core::wire::Limits;
+use weir_runtime::{Auth, GeneratorConfig, RedisSettings, StoreBackend};
 
+use super::resolve::{ms, node_id_from};
 use super::*;
 use crate::cli::{Cli, Command, ServeArgs};
 
@@ -38,27 +44,36 @@ fn err(cli: Layer, file: Layer) -> String {
 #[test]
 fn defaults_apply_when_nothing_is_set() {
     let s = resolve(&Layer::default(), &Layer::default()).unwrap();
-    assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(s.auth, AuthSetting::None);
+    assert_eq!(s.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(s.server.auth, Auth::None);
     assert_eq!(
-        s.generator,
-        GeneratorSetting::Demo {
+        s.server.generator,
+        GeneratorConfig::Demo {
             chunks: 40,
             rate_per_sec: 20.0
         }
     );
-    assert_eq!(s.grace, Duration::from_secs(30));
-    assert_eq!(s.lease_ttl, Duration::from_secs(10));
-    assert_eq!(s.cancel_deadline, Duration::from_secs(5));
-    assert_eq!(s.presence_debounce, Duration::from_secs(5));
-    assert_eq!(s.heartbeat, Duration::from_secs(15));
-    assert_eq!(s.idle_timeout, Duration::from_secs(60));
-    assert_eq!(s.limits, Limits::default());
-    assert_eq!(s.history_limit, 200);
-    assert_eq!(s.queue_capacity, 256);
-    assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(ms(s.server.node.timers.grace_ms), Duration::from_secs(30));
+    assert_eq!(
+        ms(s.server.node.timers.lease_ttl_ms),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        ms(s.server.node.timers.cancel_deadline_ms),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        ms(s.server.node.presence.debounce_ms),
+        Duration::from_secs(5)
+    );
+    assert_eq!(s.server.node.heartbeat, Duration::from_secs(15));
+    assert_eq!(s.server.node.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.server.node.limits, Limits::default());
+    assert_eq!(s.server.node.history_limit, 200);
+    assert_eq!(s.server.queue_capacity, 256);
+    assert_eq!(s.server.shutdown_grace, Duration::from_secs(5));
     assert_eq!(s.log, "info");
-    assert_eq!(s.node_id, default_node_id());
+    assert_eq!(s.server.node.node_id, default_node_id());
 }
 
 #[test]
@@ -70,10 +85,10 @@ fn flag_beats_file_and_file_beats_default() {
     };
     let file = toml_layer("demo_chunks = 10\ndemo_rate = 100\ngrace = 9\n");
     let s = resolve(&cli, &file).unwrap();
-    let GeneratorSetting::Demo {
+    let GeneratorConfig::Demo {
         chunks,
         rate_per_sec,
-    } = s.generator
+    } = s.server.generator
     else {
         panic!("the demo generator");
     };
@@ -82,8 +97,16 @@ fn flag_beats_file_and_file_beats_default() {
         (rate_per_sec - 100.0).abs() < f64::EPSILON,
         "file beats default"
     );
-    assert_eq!(s.grace, Duration::from_millis(2500), "flag beats file");
-    assert_eq!(s.heartbeat, Duration::from_secs(15), "default when unset");
+    assert_eq!(
+        ms(s.server.node.timers.grace_ms),
+        Duration::from_millis(2500),
+        "flag beats file"
+    );
+    assert_eq!(
+        s.server.node.heartbeat,
+        Duration::from_secs(15),
+        "default when unset"
+    );
 }
 
 #[test]
@@ -101,20 +124,28 @@ fn flag_beats_env_and_env_beats_file() {
         toml_layer("demo_chunks = 13\ngrace = 4\nlisten = \"127.0.0.1:9002\"\nheartbeat = 5\n");
     let s = resolve(&args.layer, &file).unwrap();
     assert_eq!(
-        s.generator,
-        GeneratorSetting::Demo {
+        s.server.generator,
+        GeneratorConfig::Demo {
             chunks: 12,
             rate_per_sec: 20.0
         },
         "flag beats env"
     );
-    assert_eq!(s.grace, Duration::from_secs(3), "env beats file");
     assert_eq!(
-        s.listen,
+        ms(s.server.node.timers.grace_ms),
+        Duration::from_secs(3),
+        "env beats file"
+    );
+    assert_eq!(
+        s.server.listen,
         "127.0.0.1:9001".parse().unwrap(),
         "env beats file"
     );
-    assert_eq!(s.heartbeat, Duration::from_secs(5), "file beats default");
+    assert_eq!(
+        s.server.node.heartbeat,
+        Duration::from_secs(5),
+        "file beats default"
+    );
 }
 
 #[test]
@@ -165,32 +196,38 @@ fn every_flag_has_its_documented_name() {
     ]);
     assert_eq!(a.config.as_deref(), Some(Path::new("/dev/null")));
     let s = a.settings().unwrap();
-    assert_eq!(s.listen, "0.0.0.0:0".parse().unwrap());
-    assert_eq!(s.node_id.as_str(), "n1");
+    assert_eq!(s.server.listen, "0.0.0.0:0".parse().unwrap());
+    assert_eq!(s.server.node.node_id.as_str(), "n1");
     assert_eq!(
-        s.auth,
-        AuthSetting::Token {
-            secret: Secret("s3cret".into())
+        s.server.auth,
+        Auth::Token {
+            secret: b"s3cret".to_vec()
         }
     );
     assert_eq!(
-        s.generator,
-        GeneratorSetting::Demo {
+        s.server.generator,
+        GeneratorConfig::Demo {
             chunks: 5,
             rate_per_sec: 50.0
         }
     );
-    assert_eq!(s.grace, Duration::from_secs(1));
-    assert_eq!(s.heartbeat, Duration::from_secs(2));
-    assert_eq!(s.idle_timeout, Duration::from_secs(6));
-    assert_eq!(s.lease_ttl, Duration::from_secs(3));
-    assert_eq!(s.cancel_deadline, Duration::from_millis(1500));
-    assert_eq!(s.presence_debounce, Duration::ZERO);
-    assert_eq!(s.limits.max_frame_bytes, 4096);
-    assert_eq!(s.limits.max_content_bytes, 1000);
-    assert_eq!(s.history_limit, 20);
-    assert_eq!(s.queue_capacity, 8);
-    assert_eq!(s.shutdown_grace, Duration::from_millis(500));
+    assert_eq!(ms(s.server.node.timers.grace_ms), Duration::from_secs(1));
+    assert_eq!(s.server.node.heartbeat, Duration::from_secs(2));
+    assert_eq!(s.server.node.idle_timeout, Duration::from_secs(6));
+    assert_eq!(
+        ms(s.server.node.timers.lease_ttl_ms),
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        ms(s.server.node.timers.cancel_deadline_ms),
+        Duration::from_millis(1500)
+    );
+    assert_eq!(ms(s.server.node.presence.debounce_ms), Duration::ZERO);
+    assert_eq!(s.server.node.limits.max_frame_bytes, 4096);
+    assert_eq!(s.server.node.limits.max_content_bytes, 1000);
+    assert_eq!(s.server.node.history_limit, 20);
+    assert_eq!(s.server.queue_capacity, 8);
+    assert_eq!(s.server.shutdown_grace, Duration::from_millis(500));
     assert_eq!(s.log, "debug");
 }
 
@@ -232,9 +269,12 @@ fn file_keys_mirror_flag_names() {
         "#,
     );
     let s = resolve(&Layer::default(), &file).unwrap();
-    assert_eq!(s.node_id.as_str(), "from-file");
-    assert_eq!(s.presence_debounce, Duration::from_millis(250));
-    assert_eq!(s.queue_capacity, 16);
+    assert_eq!(s.server.node.node_id.as_str(), "from-file");
+    assert_eq!(
+        ms(s.server.node.presence.debounce_ms),
+        Duration::from_millis(250)
+    );
+    assert_eq!(s.server.queue_capacity, 16);
     assert_eq!(s.worker_threads.map(NonZeroUsize::get), Some(3));
     assert_eq!(s.log, "warn");
 }
@@ -292,7 +332,7 @@ fn listen_accepts_ipv4_ipv6_and_localhost() {
             ..Layer::default()
         };
         assert_eq!(
-            resolve(&cli, &Layer::default()).unwrap().listen,
+            resolve(&cli, &Layer::default()).unwrap().server.listen,
             want.parse().unwrap()
         );
     }
@@ -353,10 +393,10 @@ fn token_auth_secret_may_come_from_the_file_and_never_shows() {
     };
     let file = toml_layer("jwt_secret = \"topsecret\"\n");
     let s = resolve(&cli, &file).unwrap();
-    let AuthSetting::Token { secret } = &s.auth else {
+    let Auth::Token { secret } = &s.server.auth else {
         panic!("token auth expected");
     };
-    assert_eq!(secret.expose(), b"topsecret");
+    assert_eq!(secret.as_slice(), b"topsecret");
     assert!(!format!("{s:?}").contains("topsecret"));
     let toml = s.to_toml();
     assert!(!toml.contains("topsecret"), "{toml}");
@@ -375,7 +415,7 @@ fn openai_layer() -> Layer {
 #[test]
 fn openai_generator_takes_its_settings_with_the_servers_defaults() {
     let s = resolve(&openai_layer(), &Layer::default()).unwrap();
-    let GeneratorSetting::Openai(c) = &s.generator else {
+    let GeneratorConfig::Openai(c) = &s.server.generator else {
         panic!("the openai generator");
     };
     assert_eq!(c.upstream.host(), "127.0.0.1");
@@ -416,7 +456,7 @@ fn openai_flags_and_env_have_their_documented_names() {
     std::env::remove_var("WEIR_API_KEY");
     std::env::remove_var("WEIR_MODEL");
     let s = args.settings().unwrap();
-    let GeneratorSetting::Openai(c) = &s.generator else {
+    let GeneratorConfig::Openai(c) = &s.server.generator else {
         panic!("the openai generator");
     };
     assert_eq!(c.upstream.to_string(), "http://localhost:11434");
@@ -442,7 +482,7 @@ fn openai_settings_may_come_from_the_file_and_the_key_never_shows() {
         "#,
     );
     let s = resolve(&Layer::default(), &file).unwrap();
-    let GeneratorSetting::Openai(c) = &s.generator else {
+    let GeneratorConfig::Openai(c) = &s.server.generator else {
         panic!("the openai generator");
     };
     assert_eq!(c.api_key.as_deref(), Some("sk-file-secret"));
@@ -450,7 +490,7 @@ fn openai_settings_may_come_from_the_file_and_the_key_never_shows() {
     assert!(!toml.contains("sk-file-secret"), "{toml}");
     assert!(toml.contains("api_key is set"), "{toml}");
     let back = resolve(&Layer::default(), &toml_layer(&toml)).unwrap();
-    let GeneratorSetting::Openai(b) = &back.generator else {
+    let GeneratorConfig::Openai(b) = &back.server.generator else {
         panic!("the openai generator");
     };
     assert_eq!(b.upstream, c.upstream);
@@ -642,8 +682,8 @@ fn zero_grace_and_zero_debounce_are_allowed() {
         ..Layer::default()
     };
     let s = resolve(&cli, &Layer::default()).unwrap();
-    assert_eq!(s.stream_timers().grace_ms, 0);
-    assert_eq!(s.presence_timers().debounce_ms, 0);
+    assert_eq!(s.server.node.timers.grace_ms, 0);
+    assert_eq!(s.server.node.presence.debounce_ms, 0);
 }
 
 #[test]
@@ -670,8 +710,8 @@ fn timers_reach_both_node_and_store() {
         ..Layer::default()
     };
     let s = resolve(&cli, &Layer::default()).unwrap();
-    let node = s.node_config();
-    let store = s.store_config();
+    let node = s.server.node.clone();
+    let store = s.server.store;
     let want = StreamTimers {
         lease_ttl_ms: 3000,
         cancel_deadline_ms: 2000,
@@ -690,14 +730,14 @@ fn timers_reach_both_node_and_store() {
     );
     assert_eq!(node.limits.max_frame_bytes, 8192);
     assert_eq!(node.limits.max_content_bytes, 4000);
-    assert_eq!(node.node_id, s.node_id);
+    assert_eq!(node.node_id, s.server.node.node_id);
 }
 
 #[test]
 fn store_keeps_its_default_history_when_the_frame_shows_less() {
     let s = resolve(&Layer::default(), &Layer::default()).unwrap();
     assert_eq!(
-        s.store_config().history_limit,
+        s.server.store.history_limit,
         StoreConfig::default().history_limit
     );
 }
@@ -741,5 +781,290 @@ fn worker_threads_default_to_one_per_core_and_must_be_1_to_1024() {
                 assert!(e.to_string().contains("worker-threads"), "{e}");
             }
         }
+    }
+}
+
+#[test]
+fn redis_store_takes_its_settings_with_the_runtimes_defaults() {
+    let cli = Layer {
+        store: Some("redis://127.0.0.1:6379/2".into()),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    assert_eq!(
+        s.server.store_backend,
+        StoreBackend::Redis(RedisSettings {
+            url: "redis://127.0.0.1:6379/2".into(),
+            prefix: "weir".into(),
+            history_retention: Duration::ZERO,
+            timeout: Duration::from_secs(2),
+        })
+    );
+}
+
+#[test]
+fn redis_flags_env_and_file_keys_have_their_documented_names() {
+    let _g = env_lock();
+    std::env::set_var("WEIR_STORE", "redis://127.0.0.1:6379");
+    std::env::set_var("WEIR_STORE_TIMEOUT", "0.5");
+    let args = parse(&[
+        "serve",
+        "--redis-prefix",
+        "flag-p",
+        "--history-retention",
+        "60",
+    ]);
+    std::env::remove_var("WEIR_STORE");
+    std::env::remove_var("WEIR_STORE_TIMEOUT");
+    let file = toml_layer(
+        "store = \"redis://file:1\"\nredis_prefix = \"file-p\"\nhistory_retention = 5\nstore_timeout = 9\n",
+    );
+    let s = resolve(&args.layer, &file).unwrap();
+    assert_eq!(
+        s.server.store_backend,
+        StoreBackend::Redis(RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "flag-p".into(),
+            history_retention: Duration::from_secs(60),
+            timeout: Duration::from_millis(500),
+        }),
+        "flags and env beat the file"
+    );
+    let s = resolve(&Layer::default(), &file).unwrap();
+    assert_eq!(
+        s.server.store_backend,
+        StoreBackend::Redis(RedisSettings {
+            url: "redis://file:1".into(),
+            prefix: "file-p".into(),
+            history_retention: Duration::from_secs(5),
+            timeout: Duration::from_secs(9),
+        })
+    );
+}
+
+#[test]
+fn redis_settings_are_neither_checked_nor_printed_with_the_memory_store() {
+    let cli = Layer {
+        redis_prefix: Some("not a prefix".into()),
+        history_retention: Some(-1.0),
+        store_timeout: Some(0.0),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    assert_eq!(s.server.store_backend, StoreBackend::Memory);
+    let toml = s.to_toml();
+    assert!(toml.contains("store = \"memory\""), "{toml}");
+    for key in ["redis_prefix", "history_retention", "store_timeout"] {
+        assert!(!toml.contains(key), "{key}: {toml}");
+    }
+}
+
+#[test]
+fn bad_store_and_redis_values_are_rejected() {
+    let redis = |layer: Layer| Layer {
+        store: Some("redis://127.0.0.1:6379".into()),
+        ..layer
+    };
+    for (cli, says) in [
+        (
+            Layer {
+                store: Some("postgres://x".into()),
+                ..Layer::default()
+            },
+            "--store postgres://x: must be `memory` or a redis://HOST:PORT URL",
+        ),
+        (
+            redis(Layer {
+                redis_prefix: Some("a b".into()),
+                ..Layer::default()
+            }),
+            "--redis-prefix a b: must be 1 or more of A-Z a-z 0-9 _ - . :",
+        ),
+        (
+            redis(Layer {
+                redis_prefix: Some(String::new()),
+                ..Layer::default()
+            }),
+            "--redis-prefix : must be 1 or more",
+        ),
+        (
+            redis(Layer {
+                history_retention: Some(-1.0),
+                ..Layer::default()
+            }),
+            "--history-retention -1: must be a number of seconds, 0 or more",
+        ),
+        (
+            redis(Layer {
+                store_timeout: Some(0.0),
+                ..Layer::default()
+            }),
+            "--store-timeout 0: must be a positive number of seconds",
+        ),
+    ] {
+        let msg = err(cli, Layer::default());
+        assert!(msg.starts_with(says), "{says}: {msg}");
+    }
+}
+
+#[test]
+fn presence_expiry_must_exceed_the_refresh_period() {
+    let with = |secs: f64| Layer {
+        presence_expiry: Some(secs),
+        ..Layer::default()
+    };
+    assert_eq!(
+        err(with(2.0), Layer::default()),
+        "--presence-expiry 2: must be longer than the presence refresh period (2 s)"
+    );
+    assert!(err(with(0.0), Layer::default()).starts_with("--presence-expiry 0: must be a positive"));
+    let s = resolve(&with(2.5), &Layer::default()).unwrap();
+    assert_eq!(s.server.node.presence.entry_ttl_ms, 2500);
+    assert_eq!(s.server.store.presence, s.server.node.presence);
+}
+
+#[test]
+fn out_of_range_messages_name_the_flag_value_and_rule() {
+    for (cli, want) in [
+        (
+            Layer {
+                worker_threads: Some(1025),
+                ..Layer::default()
+            },
+            "--worker-threads 1025: must be at least 1 and at most 1024".to_owned(),
+        ),
+        (
+            Layer {
+                heartbeat: Some(90.0),
+                ..Layer::default()
+            },
+            "--idle-timeout 60: must be longer than --heartbeat (pongs answer the pings that keep a connection alive)".to_owned(),
+        ),
+        (
+            Layer {
+                shutdown_grace: Some(-1.0),
+                ..Layer::default()
+            },
+            "--shutdown-grace -1: must be a number of seconds, 0 or more".to_owned(),
+        ),
+        (
+            Layer {
+                grace: Some(1e300),
+                ..Layer::default()
+            },
+            format!("--grace {}: is not a usable duration", 1e300_f64),
+        ),
+    ] {
+        assert_eq!(err(cli, Layer::default()), want);
+    }
+}
+
+#[test]
+fn of_several_bad_values_the_first_in_check_order_is_reported() {
+    let cli = Layer {
+        listen: Some("bad".into()),
+        grace: Some(-1.0),
+        queue_capacity: Some(0),
+        log: Some("x=y".into()),
+        ..Layer::default()
+    };
+    assert!(err(cli.clone(), Layer::default()).starts_with("--listen"));
+    let cli = Layer {
+        listen: None,
+        ..cli
+    };
+    assert!(err(cli.clone(), Layer::default()).starts_with("--grace"));
+    let cli = Layer { grace: None, ..cli };
+    assert!(err(cli.clone(), Layer::default()).starts_with("--queue-capacity"));
+    let cli = Layer {
+        queue_capacity: None,
+        ..cli
+    };
+    assert!(err(cli, Layer::default()).starts_with("--log"));
+    // The generator's settings are checked before the timers.
+    let cli = Layer {
+        demo_chunks: Some(0),
+        grace: Some(-1.0),
+        ..Layer::default()
+    };
+    assert!(err(cli, Layer::default()).starts_with("--demo-chunks"));
+}
+
+#[test]
+fn printed_default_configuration_is_the_documented_one() {
+    let cli = Layer {
+        node_id: Some("n1".into()),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    assert_eq!(s.to_toml(), DEFAULT_CONFIG_TOML);
+}
+
+/// `weir config --node-id n1`, as it printed before the settings became the
+/// runtime's types.
+const DEFAULT_CONFIG_TOML: &str = "# weir effective configuration
+listen = \"127.0.0.1:8080\"
+runtime = \"tokio\"
+node_id = \"n1\"
+auth = \"none\"
+generator = \"demo\"
+demo_chunks = 40
+demo_rate = 20.0
+grace = 30.0
+lease_ttl = 10.0
+cancel_deadline = 5.0
+presence_debounce = 5.0
+presence_expiry = 30.0
+heartbeat = 15.0
+idle_timeout = 60.0
+max_frame_bytes = 65536
+max_content_bytes = 32768
+history_limit = 200
+queue_capacity = 256
+shutdown_grace = 5.0
+store = \"memory\"
+log = \"info\"
+";
+
+#[test]
+fn printed_redis_and_openai_configuration_reads_back_to_the_same_settings() {
+    let cli = Layer {
+        node_id: Some("printed".into()),
+        generator: Some(GeneratorKind::Openai),
+        upstream: Some("http://127.0.0.1:8000/base".into()),
+        model: Some("m".into()),
+        max_tokens: Some(5),
+        temperature: Some(0.5),
+        seed: Some(3),
+        system_prompt: Some("Be brief.".into()),
+        upstream_timeout: Some(2.5),
+        store: Some("redis://127.0.0.1:6379/2".into()),
+        redis_prefix: Some("p1".into()),
+        history_retention: Some(3600.0),
+        store_timeout: Some(0.5),
+        runtime: Some(RuntimeKind::Smol),
+        worker_threads: Some(3),
+        ..Layer::default()
+    };
+    let s = resolve(&cli, &Layer::default()).unwrap();
+    let printed = s.to_toml();
+    let back = resolve(&Layer::default(), &toml_layer(&printed)).unwrap();
+    assert_eq!(back, s, "{printed}");
+}
+
+#[test]
+fn mode_and_kind_names_are_the_flags_values() {
+    use clap::ValueEnum;
+    for mode in AuthMode::value_variants() {
+        let name = mode.to_possible_value().unwrap();
+        assert_eq!(mode.to_string(), name.get_name());
+    }
+    for kind in GeneratorKind::value_variants() {
+        let name = kind.to_possible_value().unwrap();
+        assert_eq!(kind.to_string(), name.get_name());
+    }
+    for kind in RuntimeKind::value_variants() {
+        let name = kind.to_possible_value().unwrap();
+        assert_eq!(kind.to_string(), name.get_name());
     }
 }

@@ -1,0 +1,347 @@
+//! Connection transitions ([`session`](crate::session)): connect, the
+//! snapshot that opens a connection, its one timer (heartbeat, idle, close),
+//! frames in, close and release.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{error_frame, live_message, Node, Pending};
+use crate::api::{Event, Output};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, SessionId, UserId};
+use crate::session::{ConnState, ConnTimer, Connection, Cursor, EARLY_FRAMES};
+use crate::store::{PresenceJoinOp, PresenceLeaveOp, SnapshotOp, StoreOp, StoreReply, Topic};
+use crate::timer::TimerKey;
+use crate::wire::{
+    decode_client_frame, ClientFrame, CloseCode, ErrorCode, Hello, History, Message, Pong,
+    Presence, PresenceStatus, ServerFrame,
+};
+
+impl<I: IdSource> Node<I> {
+    pub(super) fn on_connect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: UserId,
+        session: SessionId,
+        resume: Option<(MessageId, Seq)>,
+    ) {
+        if self.shutting_down || self.conns.contains_key(&conn) {
+            // Refused: the core never holds it, so it is released at once.
+            self.out.push_back(Output::Close {
+                conn,
+                code: CloseCode::GoingAway,
+            });
+            if !self.conns.contains_key(&conn) {
+                self.out.push_back(Output::Released { conn });
+            }
+            return;
+        }
+        let conv = ConvKey::new(user.clone(), session);
+        let view = self.convs.entry(conv.clone()).or_default();
+        if view.conns.is_empty() {
+            self.out
+                .push_back(Output::Subscribe(Topic::Conv(conv.clone())));
+        }
+        view.conns.insert(conn);
+        let user_conns = self.users.entry(user.clone()).or_default();
+        if user_conns.is_empty() {
+            self.out
+                .push_back(Output::Subscribe(Topic::User(user.clone())));
+        }
+        user_conns.insert(conn);
+        let idle_at = now + self.config.idle_timeout;
+        self.conns
+            .insert(conn, Connection::new(conv.clone(), resume, idle_at));
+        self.timers.set(TimerKey::Conn(conn), idle_at);
+        let at_ms = self.wall_ms(now);
+        // Subscribed first, then read: whatever is published after the read
+        // arrives as a notice, and the view merges both by seq.
+        self.store(
+            Pending::Snapshot(conn),
+            StoreOp::Snapshot(SnapshotOp {
+                conv,
+                limit: self.config.history_limit,
+                at_ms,
+            }),
+        );
+        self.store(
+            Pending::Presence(user.clone()),
+            StoreOp::PresenceJoin(PresenceJoinOp {
+                user,
+                node: self.config.node_id.clone(),
+                conn,
+                at_ms,
+            }),
+        );
+    }
+
+    pub(super) fn conn_is_live(&self, conn: ConnId) -> bool {
+        matches!(
+            self.conn_state(conn),
+            Some(ConnState::Open | ConnState::Handshake)
+        )
+    }
+
+    /// Inbound activity moves the idle deadline. The connection's one timer
+    /// is not moved: when it fires early, it re-arms itself (no timer-table
+    /// work per frame).
+    pub(super) fn touch(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.touch(now, self.config.idle_timeout);
+        }
+    }
+
+    /// A connection's one deadline: the next of its heartbeat, its idle
+    /// deadline, and (Closing) its close deadline.
+    pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.on_timer(now, self.config.heartbeat) {
+            ConnTimer::Release => self.release(now, conn),
+            ConnTimer::IdleTimeout => self.close(now, conn, CloseCode::IdleTimeout),
+            ConnTimer::Wait { ping, until } => {
+                if ping {
+                    self.out.push_back(Output::Ping { conn });
+                }
+                if let Some(at) = until {
+                    self.timers.set(TimerKey::Conn(conn), at);
+                }
+            }
+        }
+    }
+
+    pub(super) fn send(&mut self, conn: ConnId, frame: ServerFrame) {
+        self.out.push_back(Output::Send { conn, frame });
+    }
+
+    pub(super) fn close(&mut self, now: Instant, conn: ConnId, code: CloseCode) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(close_at) = c.start_closing(now, self.config.close_timeout) else {
+            return;
+        };
+        self.timers.set(TimerKey::Conn(conn), close_at);
+        self.out.push_back(Output::Close { conn, code });
+    }
+
+    /// Closed: forget the connection entirely.
+    pub(super) fn release(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.timers.cancel(&TimerKey::Conn(conn));
+        if let Some(view) = self.convs.get_mut(&c.conv) {
+            view.conns.remove(&conn);
+        }
+        self.tidy_conv(&c.conv);
+        let user = c.user().clone();
+        if let Some(set) = self.users.get_mut(&user) {
+            set.remove(&conn);
+            if set.is_empty() {
+                self.users.remove(&user);
+                self.out
+                    .push_back(Output::Unsubscribe(Topic::User(user.clone())));
+            }
+        }
+        let at_ms = self.wall_ms(now);
+        self.store(
+            Pending::Presence(user.clone()),
+            StoreOp::PresenceLeave(PresenceLeaveOp {
+                user,
+                node: self.config.node_id.clone(),
+                conn,
+                at_ms,
+            }),
+        );
+        self.out.push_back(Output::Released { conn });
+        self.out
+            .push_back(Output::Event(Event::ConnectionClosed { conn }));
+    }
+
+    pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, bytes: Vec<u8>) {
+        self.touch(now, conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.state {
+            ConnState::Open => {}
+            ConnState::Handshake => {
+                if c.early.len() < EARLY_FRAMES {
+                    c.early.push_back(bytes);
+                } else {
+                    self.send(
+                        conn,
+                        error_frame(ErrorCode::RateLimited, "too many frames before hello", None),
+                    );
+                    self.close(now, conn, CloseCode::Policy);
+                }
+                return;
+            }
+            ConnState::Closing => return,
+        }
+        match decode_client_frame(&bytes, &self.config.limits) {
+            Err(e) => {
+                self.send(conn, e.to_server_frame());
+                if let Some(code) = e.close() {
+                    self.close(now, conn, code);
+                }
+            }
+            Ok(ClientFrame::Ping(p)) => self.send(conn, ServerFrame::Pong(Pong { id: p.id })),
+            Ok(ClientFrame::Chat(chat)) => self.on_chat(now, conn, chat),
+            Ok(ClientFrame::Cancel(cancel)) => self.on_cancel(now, conn, cancel, now),
+            Ok(ClientFrame::Resume(r)) => self.on_resume(now, conn, r.message_id, r.after_seq),
+        }
+    }
+
+    pub(super) fn on_snapshot(&mut self, now: Instant, conn: ConnId, reply: StoreReply) {
+        let StoreReply::Snapshot {
+            epoch,
+            history,
+            live,
+        } = reply
+        else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state != ConnState::Handshake {
+            return;
+        }
+        c.state = ConnState::Open;
+        let conv = c.conv.clone();
+        let resume = c.resume.take();
+        let user = conv.user.clone();
+        let mut messages = history;
+        // What the snapshot shows: settled messages, the live reply, and the
+        // live reply's chunks so far.
+        let mut shown: BTreeMap<MessageId, Seq> = BTreeMap::new();
+        for m in &messages {
+            shown.insert(m.message_id.clone(), m.seq);
+        }
+        let view = self.convs.entry(conv.clone()).or_default();
+        let mut reread = Vec::new();
+        let live_id = live.as_ref().map(|l| l.message_id.clone());
+        if let Some(l) = live {
+            if view.on_snapshot_live(&l, &messages) {
+                // The snapshot was read before the reply ended here: learn
+                // the end from the store.
+                reread.push(l.message_id.clone());
+            }
+            let shown_live = live_message(&l);
+            shown.insert(l.message_id, shown_live.seq);
+            messages.push(shown_live);
+        }
+        if let Some((id, _)) = &resume {
+            messages.retain(|m| &m.message_id != id);
+        }
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .unwrap_or_else(|| unreachable!("checked above"));
+        // The live reply continues from what the snapshot showed; replies the
+        // snapshot shows settled are done for this connection; replies it
+        // does not show started after it was read: they are announced below.
+        if let Some(live_seq) = live_id.as_ref().and_then(|id| shown.get(id)) {
+            if let Some(id) = live_id.clone() {
+                if resume.as_ref().is_none_or(|(rid, _)| *rid != id) {
+                    c.cursors.insert(id, Cursor::at(*live_seq, false));
+                }
+            }
+        }
+        let announce: Vec<(MessageId, Message)> = view
+            .announced()
+            .filter(|(id, _)| !shown.contains_key(*id))
+            .filter(|(id, _)| resume.as_ref().is_none_or(|(rid, _)| rid != *id))
+            .map(|(id, m)| (id.clone(), m.clone()))
+            .collect();
+        let node_id = self.config.node_id.clone();
+        let heartbeat_ms = duration_ms(self.config.heartbeat);
+        self.send(
+            conn,
+            ServerFrame::Hello(Hello {
+                protocol: 1,
+                session_id: conv.session.clone(),
+                user_id: user,
+                connection_id: conn.to_string(),
+                node_id,
+                heartbeat_ms,
+                resume_window_ms: self.config.timers.grace_ms,
+            }),
+        );
+        self.send(conn, ServerFrame::History(History { messages }));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let ping_at = now + self.config.heartbeat;
+            c.ping_at = Some(ping_at);
+            self.timers
+                .set(TimerKey::Conn(conn), ping_at.min(c.idle_at));
+        }
+        self.out
+            .push_back(Output::Event(Event::ConnectionOpened { conn }));
+        let _ = epoch;
+        for (id, user_message) in announce {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if c.cursors.contains_key(&id) {
+                    continue;
+                }
+                c.cursors.insert(id.clone(), Cursor::at(0, false));
+            }
+            self.send_reply_start(conn, &id, &user_message, None);
+        }
+        let watched: Vec<MessageId> = self
+            .conns
+            .get(&conn)
+            .map(|c| c.cursors.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in watched {
+            self.arm_watch(now, &conv, &id);
+        }
+        if let Some((id, seq)) = resume {
+            self.on_resume(now, conn, id, seq);
+        }
+        for id in reread {
+            self.read(now, &conv, &id);
+        }
+        self.pump(now, &conv);
+        // Frames that arrived during the handshake, in order.
+        let early: Vec<Vec<u8>> = self
+            .conns
+            .get_mut(&conn)
+            .map(|c| c.early.drain(..).collect())
+            .unwrap_or_default();
+        for bytes in early {
+            self.on_frame(now, conn, bytes);
+        }
+    }
+
+    /// A user's presence changed: tell each of their open connections that
+    /// has not heard it yet.
+    pub(super) fn on_presence(&mut self, user: &UserId, status: PresenceStatus) {
+        let conns: Vec<ConnId> = self
+            .users
+            .get(user)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if c.state == ConnState::Open && c.presence_seen != status {
+                c.presence_seen = status;
+                self.send(
+                    conn,
+                    ServerFrame::Presence(Presence {
+                        user_id: user.clone(),
+                        status,
+                    }),
+                );
+            }
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,295 @@
+//! Delivery: from this node's conversation views to its connections. Each
+//! open connection has a cursor per reply it watches and is given exactly the
+//! next chunk (invariant 4), never one beyond `final_seq`; a held
+//! `cancel_result`, then `end`, follow the last chunk (invariant 3).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::cancel::cancel_result;
+use super::view::ReplyView;
+use super::{watch_key, Node, STORE_LOST};
+use crate::api::{Event, Output};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
+use crate::session::{ConnState, Cursor};
+use crate::store::{epoch_of, Epoch};
+use crate::wire::{
+    Chunk, End, Message, MessageStatus, ReplyStatus, ResumeUnavailable, ResumeUnavailableReason,
+    ServerFrame, Start, UserMessage,
+};
+
+impl<I: IdSource> Node<I> {
+    pub(super) fn on_resume(&mut self, now: Instant, conn: ConnId, id: MessageId, after_seq: Seq) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let conv = c.conv.clone();
+        c.cursors.insert(id.clone(), Cursor::at(after_seq, true));
+        let view = self.convs.entry(conv.clone()).or_default();
+        let r = view.reply_entry(&id);
+        if !r.is_complete() {
+            // What this node knows may be behind: read the truth.
+            self.read(now, &conv, &id);
+        } else {
+            self.pump(now, &conv);
+        }
+    }
+
+    /// Gives every open connection of `conv` what it can have now, in order.
+    pub(super) fn pump(&mut self, now: Instant, conv: &ConvKey) {
+        let Some(view) = self.convs.get_mut(conv) else {
+            return;
+        };
+        // Chunks are grouped by (reply, seq): a chunk going to many
+        // connections is one `SendMany` with one copy of its delta. Each
+        // connection's chunks still go out in seq order, and its other frames
+        // (`cancel_result`, `end`) after all of them.
+        let mut chunks: BTreeMap<(&MessageId, Seq), Vec<ConnId>> = BTreeMap::new();
+        let mut tails = Vec::new();
+        let mut resumed = Vec::new();
+        let mut answered = Vec::new();
+        let mut any_ended = false;
+        for conn_id in &view.conns {
+            let Some(c) = self.conns.get_mut(conn_id) else {
+                continue;
+            };
+            if c.state != ConnState::Open {
+                continue;
+            }
+            let mut ended = Vec::new();
+            for (id, cursor) in c.cursors.iter_mut() {
+                let Some((id, r)) = view.replies().get_key_value(id) else {
+                    continue;
+                };
+                let limit = r.deliverable();
+                while cursor.delivered < limit {
+                    cursor.delivered += 1;
+                    chunks
+                        .entry((id, cursor.delivered))
+                        .or_default()
+                        .push(*conn_id);
+                }
+                if let Some(h) = cursor.held_cancel.as_ref() {
+                    if cursor.delivered >= h.final_seq {
+                        let h = cursor.held_cancel.take();
+                        if let Some(h) = h {
+                            answered.push((*conn_id, h.status, h.since));
+                            tails.push((*conn_id, cancel_result(h, Some(id.clone()))));
+                        }
+                    }
+                }
+                if let Some((outcome, usage, final_seq)) = r.end() {
+                    if cursor.held_cancel.is_none() && cursor.delivered >= final_seq {
+                        tails.push((
+                            *conn_id,
+                            ServerFrame::End(End {
+                                message_id: id.clone(),
+                                status: outcome.status(),
+                                final_seq,
+                                reason: outcome.reason().map(str::to_owned),
+                                usage,
+                            }),
+                        ));
+                        if cursor.resumed {
+                            resumed.push(*conn_id);
+                        }
+                        ended.push(id.clone());
+                    }
+                }
+            }
+            any_ended |= !ended.is_empty();
+            for id in ended {
+                c.cursors.remove(&id);
+                c.mark_ended(id);
+            }
+        }
+        for ((id, seq), conns) in chunks {
+            let delta = view
+                .reply(id)
+                .and_then(|r| r.delta(seq))
+                .unwrap_or_default()
+                .to_owned();
+            let frame = ServerFrame::Chunk(Chunk {
+                message_id: id.clone(),
+                seq,
+                delta,
+                from_seq: None,
+            });
+            match conns.as_slice() {
+                [conn] => self.out.push_back(Output::Send { conn: *conn, frame }),
+                _ => self.out.push_back(Output::SendMany { conns, frame }),
+            }
+        }
+        let needs_read: Vec<MessageId> = view
+            .replies()
+            .iter()
+            .filter(|(_, r)| r.needs_read())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let settled_any = view.replies().values().any(ReplyView::is_settled);
+        for (conn, frame) in tails {
+            self.send(conn, frame);
+        }
+        for (conn, status, since) in answered {
+            self.out.push_back(Output::Event(Event::CancelAnswered {
+                conn,
+                status,
+                latency: now.saturating_duration_since(since),
+            }));
+        }
+        for conn in resumed {
+            self.out
+                .push_back(Output::Event(Event::Resumed { conn, exact: true }));
+        }
+        for id in needs_read {
+            self.read(now, conv, &id);
+        }
+        // Tidying walks every connection's cursors: only when something
+        // could have become droppable.
+        if any_ended || settled_any {
+            self.tidy_conv(conv);
+        }
+    }
+
+    /// A new reply appeared in `conv`: every open connection gets its user
+    /// turn and `start`, and a cursor.
+    pub(super) fn announce(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        user_message: &Message,
+        sender: Option<(ConnId, Option<RequestId>)>,
+    ) {
+        let Some(r) = self.convs.get_mut(conv).and_then(|v| v.live_reply(id)) else {
+            return;
+        };
+        if !r.learn_user_message(user_message) {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .convs
+            .get(conv)
+            .map(|v| v.conns.iter().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            // A late `started` notice must not begin again what this
+            // connection already finished (e.g. by a resume, which needs no
+            // `start`).
+            if c.state != ConnState::Open || c.cursors.contains_key(id) || c.ended.contains(id) {
+                continue;
+            }
+            c.cursors.insert(id.clone(), Cursor::at(0, false));
+            let request_id = match &sender {
+                Some((s, rid)) if *s == conn => rid.clone(),
+                _ => None,
+            };
+            self.send_reply_start(conn, id, user_message, request_id);
+        }
+        self.arm_watch(now, conv, id);
+        self.pump(now, conv);
+    }
+
+    /// A reply begins on a connection: its user turn, then `start`.
+    pub(super) fn send_reply_start(
+        &mut self,
+        conn: ConnId,
+        id: &MessageId,
+        user_message: &Message,
+        request_id: Option<RequestId>,
+    ) {
+        self.send(
+            conn,
+            ServerFrame::UserMessage(UserMessage {
+                message_id: user_message.message_id.clone(),
+                content: user_message.content.clone(),
+                created_at_ms: user_message.created_at_ms,
+                request_id,
+            }),
+        );
+        self.send(
+            conn,
+            ServerFrame::Start(Start {
+                message_id: id.clone(),
+                reply_to: user_message.message_id.clone(),
+            }),
+        );
+    }
+
+    /// The store has no record of a reply this node shows.
+    pub(super) fn reply_missing(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        epoch: Epoch,
+        snapshot: Option<Message>,
+    ) {
+        let Some(view) = self.convs.get_mut(conv) else {
+            return;
+        };
+        let r = view.remove_reply(id).unwrap_or_default();
+        // Finished here: a late notice about it must not bring it back.
+        view.mark_done(id.clone());
+        self.timers.cancel(&watch_key(conv, id));
+        let conns: Vec<ConnId> = view.conns.iter().copied().collect();
+        for conn in conns {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let Some(cursor) = c.cursors.remove(id) else {
+                continue;
+            };
+            let frame = if cursor.resumed && r.user_message().is_none() {
+                let reason = if epoch_of(id).is_some_and(|e| e != epoch) {
+                    ResumeUnavailableReason::EpochChanged
+                } else if snapshot.is_some() {
+                    ResumeUnavailableReason::Expired
+                } else {
+                    ResumeUnavailableReason::Unknown
+                };
+                self.out
+                    .push_back(Output::Event(Event::Resumed { conn, exact: false }));
+                ServerFrame::ResumeUnavailable(ResumeUnavailable {
+                    message_id: id.clone(),
+                    reason,
+                    snapshot: snapshot.clone(),
+                })
+            } else {
+                // It had started here: it gets its one `end`.
+                let (status, final_seq, reason) = match &snapshot {
+                    Some(m) if m.status != MessageStatus::Streaming => (
+                        match m.status {
+                            MessageStatus::Cancelled => ReplyStatus::Cancelled,
+                            MessageStatus::Failed => ReplyStatus::Failed,
+                            _ => ReplyStatus::Completed,
+                        },
+                        cursor.delivered,
+                        None,
+                    ),
+                    _ => (
+                        ReplyStatus::Failed,
+                        cursor.delivered,
+                        Some(STORE_LOST.to_owned()),
+                    ),
+                };
+                if let Some(h) = cursor.held_cancel {
+                    self.send_cancel_result(now, conn, h, id.clone());
+                }
+                ServerFrame::End(End {
+                    message_id: id.clone(),
+                    status,
+                    final_seq,
+                    reason,
+                    usage: None,
+                })
+            };
+            self.send(conn, frame);
+        }
+        self.tidy_conv(conv);
+        let _ = now;
+    }
+}

@@ -1,0 +1,692 @@
+//! The producer: the replies this node generates, from the `chat` that
+//! starts one to its settle — appends in order, one at a time, the lease kept
+//! by renewals.
+
+use std::time::Instant;
+
+use super::{Node, Pending, SHUTDOWN};
+use crate::api::{Event, GeneratorEvent, Output};
+use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
+use crate::store::{AppendOp, RenewOp, SettleOp, StoreOp, StoreReply, Token};
+use crate::stream::SettleRequest;
+use crate::timer::TimerKey;
+use crate::wire::{Message, Usage};
+
+/// A reply this node produces: the producer's own state, apart from the
+/// node. Its transitions are pure; the node turns what they return into
+/// store operations and outputs.
+///
+/// ```text
+/// generating ──finished / failed / cancel / shutdown──► ending ──queue appended──► settling ──settled──► (dropped)
+///   └ deltas queue up; one append at a time (`next_write`), the next batch
+///     once the store acked the last (`on_append_acked`)
+/// ```
+///
+/// The store operation of a write in flight is not kept here: the node's
+/// table of pending operations already maps it to this reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Owned {
+    conv: ConvKey,
+    token: Token,
+    /// The last seq the store accepted.
+    acked: Seq,
+    /// Deltas not yet sent to the store.
+    queue: Vec<String>,
+    /// The one append at the store.
+    in_flight: Option<Batch>,
+    /// The generator ended (or was stopped): settle once flushed.
+    end: Option<(SettleRequest, Option<Usage>)>,
+    /// The settle is at the store.
+    settling: bool,
+    /// A renewal of the lease is at the store.
+    renewing: bool,
+    generator_running: bool,
+    /// The generator's input, kept while a cancel sent before the reply had
+    /// an id is at the store: if that cancel fails, the generator starts.
+    deferred: Option<Vec<Message>>,
+    /// A cancel or a fence stopped the reply: generator events are dropped.
+    stopped: bool,
+}
+
+/// Chunks `first_seq..` sent to the store in one append.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Batch {
+    pub(super) first_seq: Seq,
+    pub(super) deltas: Vec<String>,
+}
+
+/// The producer's next write to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Write {
+    /// Append these chunks.
+    Append(Batch),
+    /// Everything is appended: settle the reply.
+    Settle {
+        request: SettleRequest,
+        usage: Option<Usage>,
+    },
+}
+
+/// A reply the store just started for this node (its `Start` succeeded).
+#[derive(Debug)]
+pub(super) struct NewReply {
+    pub(super) conv: ConvKey,
+    pub(super) message_id: MessageId,
+    pub(super) token: Token,
+    pub(super) user_message: Message,
+    /// The generator's input.
+    pub(super) context: Vec<Message>,
+}
+
+impl Owned {
+    /// A reply whose generator runs now, or (`deferred`) waits with its
+    /// input until a cancel that came first is decided.
+    pub(super) fn new(conv: ConvKey, token: Token, deferred: Option<Vec<Message>>) -> Self {
+        Self {
+            conv,
+            token,
+            acked: 0,
+            queue: Vec::new(),
+            in_flight: None,
+            end: None,
+            settling: false,
+            renewing: false,
+            generator_running: deferred.is_none(),
+            deferred,
+            stopped: false,
+        }
+    }
+
+    pub(super) fn conv(&self) -> &ConvKey {
+        &self.conv
+    }
+
+    pub(super) fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Whether a generator task runs for it (and must be aborted if the
+    /// reply stops).
+    pub(super) fn generator_running(&self) -> bool {
+        self.generator_running
+    }
+
+    /// A cancel or a fence already stopped it.
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The settle is at the store.
+    pub(super) fn is_settling(&self) -> bool {
+        self.settling
+    }
+
+    /// Token counts the generator reported with its end.
+    pub(super) fn usage(&self) -> Option<Usage> {
+        self.end.as_ref().and_then(|(_, u)| *u)
+    }
+
+    /// One event of the generator. Returns false when the reply no longer
+    /// takes events (stopped, or the generator already ended).
+    #[must_use]
+    pub(super) fn on_generator(&mut self, event: GeneratorEvent) -> bool {
+        if self.stopped || self.end.is_some() {
+            return false;
+        }
+        match event {
+            GeneratorEvent::Delta(d) => self.on_delta(d),
+            GeneratorEvent::Finished { usage } => {
+                self.on_generator_end(SettleRequest::Completed, usage)
+            }
+            GeneratorEvent::Failed { reason, usage } => {
+                self.on_generator_end(SettleRequest::Failed(reason), usage);
+            }
+        }
+        true
+    }
+
+    /// More text: queued for the next append (an empty delta is no chunk).
+    pub(super) fn on_delta(&mut self, delta: String) {
+        if !delta.is_empty() {
+            self.queue.push(delta);
+        }
+    }
+
+    fn on_generator_end(&mut self, request: SettleRequest, usage: Option<Usage>) {
+        self.generator_running = false;
+        self.end = Some((request, usage));
+    }
+
+    /// The next write to send: the queued deltas as one append, or the
+    /// settle once everything is appended; `None` while a write is in flight
+    /// or nothing is to be written. The write is then in flight.
+    #[must_use]
+    pub(super) fn next_write(&mut self) -> Option<Write> {
+        if self.in_flight.is_some() || self.settling {
+            return None;
+        }
+        if !self.queue.is_empty() && !self.stopped {
+            let batch = Batch {
+                first_seq: self.acked + 1,
+                deltas: std::mem::take(&mut self.queue),
+            };
+            self.in_flight = Some(batch.clone());
+            Some(Write::Append(batch))
+        } else if let Some((request, usage)) = self.end.clone() {
+            self.settling = true;
+            Some(Write::Settle { request, usage })
+        } else {
+            None
+        }
+    }
+
+    /// The store answered the append in flight (whatever it said): the batch
+    /// it carried, or `None` if no append was in flight.
+    #[must_use]
+    pub(super) fn on_append_answered(&mut self) -> Option<Batch> {
+        self.in_flight.take()
+    }
+
+    /// The store accepted chunks up to `last_seq`.
+    pub(super) fn on_append_acked(&mut self, last_seq: Seq) {
+        self.acked = last_seq;
+    }
+
+    /// The append in flight did not reach the store: its batch goes back in
+    /// front of the queue, to be retried with the same seqs (which cannot
+    /// duplicate a chunk).
+    pub(super) fn on_append_failed(&mut self) {
+        if let Some(Batch { first_seq, deltas }) = self.in_flight.take() {
+            let mut q = deltas;
+            q.append(&mut self.queue);
+            self.queue = q;
+            debug_assert_eq!(first_seq, self.acked + 1);
+        }
+    }
+
+    /// The settle did not reach the store: it is sent again.
+    pub(super) fn on_settle_failed(&mut self) {
+        self.settling = false;
+    }
+
+    /// The lease is due for renewal: true if a renewal should be sent (none
+    /// is at the store, and the reply is not settling).
+    #[must_use]
+    pub(super) fn start_renew(&mut self) -> bool {
+        if self.renewing || self.settling {
+            return false;
+        }
+        self.renewing = true;
+        true
+    }
+
+    /// The store answered the renewal (or could not be reached).
+    pub(super) fn on_renew_answered(&mut self) {
+        self.renewing = false;
+    }
+
+    /// A cancel took effect: drop what was not yet appended, settle
+    /// `cancelled`. Returns whether the generator must be aborted.
+    #[must_use]
+    pub(super) fn on_cancel(&mut self) -> bool {
+        self.stopped = true;
+        self.deferred = None;
+        self.queue.clear();
+        self.end = Some((SettleRequest::Cancelled, None));
+        std::mem::take(&mut self.generator_running)
+    }
+
+    /// The node shuts down: settle `failed(shutdown)` unless the reply
+    /// already ends. Returns whether the generator must be aborted.
+    #[must_use]
+    pub(super) fn on_shutdown(&mut self) -> bool {
+        if self.end.is_none() {
+            self.end = Some((SettleRequest::Failed(SHUTDOWN.to_owned()), None));
+        }
+        std::mem::take(&mut self.generator_running)
+    }
+
+    /// The cancel that held the generator back failed: its input, to start
+    /// it now (`None` if nothing was held back, or the reply was stopped).
+    #[must_use]
+    pub(super) fn release_deferred(&mut self) -> Option<Vec<Message>> {
+        if self.stopped {
+            return None;
+        }
+        let context = self.deferred.take()?;
+        self.generator_running = true;
+        Some(context)
+    }
+}
+
+impl<I: IdSource> Node<I> {
+    /// This node produces `reply` (its `Start` succeeded): record it, keep
+    /// its lease, announce it to local connections, and start its generator —
+    /// unless `defer_generator`: a cancel arrived before the reply had an id,
+    /// and the generator's input is held until that cancel is decided.
+    pub(super) fn own_reply(
+        &mut self,
+        now: Instant,
+        reply: NewReply,
+        sender: Option<(ConnId, Option<RequestId>)>,
+        defer_generator: bool,
+    ) {
+        let NewReply {
+            conv,
+            message_id: id,
+            token,
+            user_message,
+            context,
+        } = reply;
+        let (deferred, context) = if defer_generator {
+            (Some(context), None)
+        } else {
+            (None, Some(context))
+        };
+        self.owned
+            .insert(id.clone(), Owned::new(conv.clone(), token, deferred));
+        self.timers.set(
+            TimerKey::Renew(id.clone()),
+            now + self.config.renew_interval(),
+        );
+        if self.convs.contains_key(&conv) {
+            self.announce(now, &conv, &id, &user_message, sender);
+        }
+        if let Some(context) = context {
+            self.out.push_back(Output::StartGenerator {
+                message_id: id,
+                conv,
+                context,
+            });
+        }
+    }
+
+    pub(super) fn on_generator(&mut self, now: Instant, id: MessageId, event: GeneratorEvent) {
+        let Some(o) = self.owned.get_mut(&id) else {
+            return;
+        };
+        if o.on_generator(event) {
+            self.owner_flush(now, &id);
+        }
+    }
+
+    /// Sends the next append, or the settle once everything is appended.
+    pub(super) fn owner_flush(&mut self, now: Instant, id: &MessageId) {
+        let at_ms = self.wall_ms(now);
+        let Some(o) = self.owned.get_mut(id) else {
+            return;
+        };
+        let Some(write) = o.next_write() else {
+            return;
+        };
+        let (conv, token, message_id) = (o.conv.clone(), o.token, id.clone());
+        match write {
+            Write::Append(Batch { first_seq, deltas }) => self.store(
+                Pending::Append(id.clone()),
+                StoreOp::Append(AppendOp {
+                    conv,
+                    message_id,
+                    token,
+                    first_seq,
+                    deltas,
+                    at_ms,
+                }),
+            ),
+            Write::Settle { request, usage } => self.store(
+                Pending::Settle(id.clone()),
+                StoreOp::Settle(SettleOp {
+                    conv,
+                    message_id,
+                    token,
+                    request,
+                    usage,
+                    at_ms,
+                }),
+            ),
+        };
+    }
+
+    /// The store fenced this node off the reply (reaped, or lost).
+    pub(super) fn owner_fenced(&mut self, now: Instant, id: &MessageId) {
+        let Some(o) = self.owned.remove(id) else {
+            return;
+        };
+        if o.generator_running() {
+            self.out.push_back(Output::AbortGenerator {
+                message_id: id.clone(),
+            });
+        }
+        self.timers.cancel(&TimerKey::Renew(id.clone()));
+        self.timers.cancel(&TimerKey::OwnerRetry(id.clone()));
+        // Learn the truth for local viewers.
+        self.read(now, o.conv(), id);
+    }
+
+    pub(super) fn on_append_reply(&mut self, now: Instant, id: &MessageId, reply: StoreReply) {
+        let Some(o) = self.owned.get_mut(id) else {
+            return;
+        };
+        let Some(batch) = o.on_append_answered() else {
+            return;
+        };
+        let conv = o.conv().clone();
+        match reply {
+            StoreReply::Ok { last_seq } => {
+                o.on_append_acked(last_seq);
+                if let Some(r) = self.reply_view_mut(&conv, id) {
+                    let _ = r.add(batch.first_seq, batch.deltas);
+                }
+                self.pump(now, &conv);
+                self.owner_flush(now, id);
+            }
+            StoreReply::CancelRequested { final_seq } => {
+                self.owner_told_cancelled(now, id, final_seq);
+                self.pump(now, &conv);
+            }
+            _ => self.owner_fenced(now, id),
+        }
+    }
+
+    pub(super) fn on_settle_reply(&mut self, now: Instant, id: &MessageId, reply: StoreReply) {
+        match reply {
+            StoreReply::Settled {
+                outcome, final_seq, ..
+            } => {
+                let Some(o) = self.owned.remove(id) else {
+                    return;
+                };
+                self.timers.cancel(&TimerKey::Renew(id.clone()));
+                self.timers.cancel(&TimerKey::OwnerRetry(id.clone()));
+                if let Some(r) = self.reply_view_mut(o.conv(), id) {
+                    r.settle(outcome.clone(), final_seq, o.usage());
+                }
+                self.out.push_back(Output::Event(Event::ReplySettled {
+                    message_id: id.clone(),
+                    outcome,
+                    final_seq,
+                }));
+                self.pump(now, o.conv());
+            }
+            _ => self.owner_fenced(now, id),
+        }
+    }
+
+    /// The renew timer: keep the lease of reply `id`.
+    pub(super) fn renew(&mut self, now: Instant, id: &MessageId) {
+        let at_ms = self.wall_ms(now);
+        let Some(o) = self.owned.get_mut(id) else {
+            return;
+        };
+        self.timers.set(
+            TimerKey::Renew(id.clone()),
+            now + self.config.renew_interval(),
+        );
+        if !o.start_renew() {
+            return;
+        }
+        let request = StoreOp::Renew(RenewOp {
+            conv: o.conv().clone(),
+            message_id: id.clone(),
+            token: o.token(),
+            at_ms,
+        });
+        self.store(Pending::Renew(id.clone()), request);
+    }
+
+    pub(super) fn on_renew_reply(&mut self, now: Instant, id: &MessageId, reply: StoreReply) {
+        let Some(o) = self.owned.get_mut(id) else {
+            return;
+        };
+        o.on_renew_answered();
+        match reply {
+            StoreReply::Ok { .. } => {}
+            StoreReply::CancelRequested { final_seq } => {
+                // A lost cancel notice, noticed within one renew period.
+                self.owner_told_cancelled(now, id, final_seq);
+            }
+            _ => {
+                if !o.is_settling() {
+                    self.owner_fenced(now, id);
+                }
+            }
+        }
+    }
+
+    /// An append did not reach the store: its batch is retried after
+    /// `store_retry`.
+    pub(super) fn append_failed(&mut self, now: Instant, id: MessageId) {
+        if let Some(o) = self.owned.get_mut(&id) {
+            o.on_append_failed();
+            let key = TimerKey::OwnerRetry(id);
+            self.timers.set(key, now + self.config.store_retry);
+        }
+    }
+
+    /// A settle did not reach the store: it is retried after `store_retry`.
+    pub(super) fn settle_failed(&mut self, now: Instant, id: MessageId) {
+        if let Some(o) = self.owned.get_mut(&id) {
+            o.on_settle_failed();
+            let key = TimerKey::OwnerRetry(id);
+            self.timers.set(key, now + self.config.store_retry);
+        }
+    }
+
+    /// A renewal did not reach the store: the next renew timer tries again.
+    pub(super) fn renew_failed(&mut self, id: &MessageId) {
+        if let Some(o) = self.owned.get_mut(id) {
+            o.on_renew_answered();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{SessionId, UserId};
+
+    fn owned() -> Owned {
+        let conv = ConvKey::new(
+            UserId::parse("alice").unwrap(),
+            SessionId::parse("s").unwrap(),
+        );
+        Owned::new(conv, 7, None)
+    }
+
+    fn delta(o: &mut Owned, d: &str) {
+        assert!(o.on_generator(GeneratorEvent::Delta(d.into())));
+    }
+
+    fn append(first_seq: Seq, deltas: &[&str]) -> Option<Write> {
+        Some(Write::Append(Batch {
+            first_seq,
+            deltas: deltas.iter().map(|d| (*d).to_owned()).collect(),
+        }))
+    }
+
+    /// Answers the append in flight "ok".
+    fn ack(o: &mut Owned) {
+        let batch = o.on_append_answered().expect("an append is in flight");
+        o.on_append_acked(batch.first_seq + batch.deltas.len() as Seq - 1);
+    }
+
+    #[test]
+    fn queued_deltas_go_out_as_one_append_from_the_next_seq() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        delta(&mut o, "b");
+        assert_eq!(o.next_write(), append(1, &["a", "b"]));
+    }
+
+    #[test]
+    fn next_write_waits_for_the_append_in_flight() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        assert_eq!(o.next_write(), append(1, &["a"]));
+        delta(&mut o, "b");
+        delta(&mut o, "c");
+        assert_eq!(o.next_write(), None, "one append at a time");
+        ack(&mut o);
+        assert_eq!(o.next_write(), append(2, &["b", "c"]));
+    }
+
+    #[test]
+    fn nothing_to_write_while_the_generator_runs_quietly() {
+        let mut o = owned();
+        assert_eq!(o.next_write(), None);
+        delta(&mut o, "");
+        assert_eq!(o.next_write(), None, "an empty delta is no chunk");
+    }
+
+    #[test]
+    fn the_settle_waits_until_every_delta_is_appended() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        assert_eq!(o.next_write(), append(1, &["a"]));
+        delta(&mut o, "b");
+        assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+        assert!(!o.generator_running());
+        assert_eq!(o.next_write(), None);
+        ack(&mut o);
+        assert_eq!(o.next_write(), append(2, &["b"]));
+        ack(&mut o);
+        assert_eq!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Completed,
+                usage: None
+            })
+        );
+        assert!(o.is_settling());
+        assert_eq!(o.next_write(), None, "one settle at a time");
+    }
+
+    #[test]
+    fn events_after_the_generator_ended_are_ignored() {
+        let mut o = owned();
+        assert!(o.on_generator(GeneratorEvent::Failed {
+            reason: "boom".into(),
+            usage: None
+        }));
+        assert!(!o.on_generator(GeneratorEvent::Delta("late".into())));
+        assert!(!o.on_generator(GeneratorEvent::Finished { usage: None }));
+        assert_eq!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Failed("boom".into()),
+                usage: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_failed_append_is_retried_with_the_same_seqs_and_what_came_since() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        assert_eq!(o.next_write(), append(1, &["a"]));
+        delta(&mut o, "b");
+        o.on_append_failed();
+        assert_eq!(o.next_write(), append(1, &["a", "b"]));
+    }
+
+    #[test]
+    fn a_failed_settle_is_sent_again() {
+        let mut o = owned();
+        assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+        assert!(o.next_write().is_some());
+        assert_eq!(o.next_write(), None);
+        o.on_settle_failed();
+        assert!(matches!(o.next_write(), Some(Write::Settle { .. })));
+    }
+
+    #[test]
+    fn a_cancel_drops_queued_deltas_stops_the_generator_and_settles_cancelled() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        assert_eq!(o.next_write(), append(1, &["a"]));
+        delta(&mut o, "b");
+        assert!(o.on_cancel(), "the running generator is aborted");
+        assert!(o.is_stopped());
+        assert!(!o.on_generator(GeneratorEvent::Delta("c".into())));
+        assert_eq!(
+            o.next_write(),
+            None,
+            "the append in flight is answered first"
+        );
+        ack(&mut o);
+        assert_eq!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Cancelled,
+                usage: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_stopped_reply_appends_nothing_more_even_after_a_failed_append() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert!(o.on_cancel());
+        o.on_append_failed();
+        assert!(matches!(o.next_write(), Some(Write::Settle { .. })));
+    }
+
+    #[test]
+    fn a_second_cancel_does_not_abort_again() {
+        let mut o = owned();
+        assert!(o.on_cancel());
+        assert!(!o.on_cancel());
+    }
+
+    #[test]
+    fn shutdown_fails_the_reply_unless_it_already_ends() {
+        let mut o = owned();
+        assert!(o.on_shutdown());
+        assert_eq!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Failed(SHUTDOWN.into()),
+                usage: None
+            })
+        );
+        let mut o = owned();
+        assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+        assert!(!o.on_shutdown(), "the generator already stopped");
+        assert!(matches!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Completed,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn one_renewal_at_a_time_and_none_while_settling() {
+        let mut o = owned();
+        assert!(o.start_renew());
+        assert!(!o.start_renew());
+        o.on_renew_answered();
+        assert!(o.start_renew());
+        o.on_renew_answered();
+        assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+        assert!(o.next_write().is_some());
+        assert!(!o.start_renew(), "a settling reply needs no lease");
+    }
+
+    #[test]
+    fn a_deferred_generator_starts_when_its_cancel_fails_but_not_after_a_cancel() {
+        let context = vec![];
+        let conv = owned().conv().clone();
+        let mut o = Owned::new(conv.clone(), 7, Some(context.clone()));
+        assert!(!o.generator_running());
+        assert_eq!(o.release_deferred(), Some(context.clone()));
+        assert!(o.generator_running());
+        assert_eq!(o.release_deferred(), None, "started once");
+
+        let mut o = Owned::new(conv, 7, Some(context));
+        assert!(!o.on_cancel(), "no generator ran");
+        assert_eq!(o.release_deferred(), None);
+    }
+}
