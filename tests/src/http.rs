@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,6 +47,20 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
+    http_request_within(T, addr, method, path, headers, body).await
+}
+
+/// [`http_request`] with the whole exchange within `limit`: for servers
+/// whose answer takes long by nature (a CPU-bound model computing a
+/// completion on a loaded machine).
+pub async fn http_request_within(
+    limit: Duration,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
         let mut request = format!(
@@ -69,9 +84,9 @@ pub async fn http_request(
             .expect("read the response");
         buf
     };
-    let buf = tokio::time::timeout(T, exchange)
+    let buf = tokio::time::timeout(limit, exchange)
         .await
-        .unwrap_or_else(|_| panic!("no answer to {method} {path} within {T:?}"));
+        .unwrap_or_else(|_| panic!("no answer to {method} {path} within {limit:?}"));
     let text = String::from_utf8(buf).expect("a UTF-8 response");
     let (head, body) = text
         .split_once("\r\n\r\n")
