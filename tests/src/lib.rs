@@ -93,7 +93,7 @@ pub use client::{
     Frame,
 };
 pub use endpoint::Endpoint;
-pub use http::{http_request, read_http_request, HttpResponse, Metrics};
+pub use http::{http_request, http_request_within, read_http_request, HttpResponse, Metrics};
 #[cfg(feature = "in-process")]
 pub use in_process::{demo_config, InProcess};
 pub use process::{target_dir, weir_bin, workspace_dir, Signal, WeirProcess};

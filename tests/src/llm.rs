@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::http::http_request_within;
-use crate::{http_request, workspace_dir, HttpResponse, Metrics};
+use crate::{http_request, http_request_within, workspace_dir, HttpResponse, Metrics};
 
 /// How long a non-streamed completion straight to the model server may take.
 pub const COMPLETION_LIMIT: Duration = Duration::from_secs(180);
