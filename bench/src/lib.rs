@@ -46,9 +46,9 @@ impl RuntimeChoice {
     #[must_use]
     pub fn runtimes(self) -> &'static [Runtime] {
         match self {
-            RuntimeChoice::Tokio => &[Runtime::Tokio],
-            RuntimeChoice::Smol => &[Runtime::Smol],
-            RuntimeChoice::Both => &Runtime::ALL,
+            Self::Tokio => &[Runtime::Tokio],
+            Self::Smol => &[Runtime::Smol],
+            Self::Both => &Runtime::ALL,
         }
     }
 }
@@ -294,7 +294,7 @@ pub struct Machine {
 impl Machine {
     /// Reads the machine's description from `/proc`.
     #[must_use]
-    pub fn read() -> Machine {
+    pub fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -316,7 +316,7 @@ impl Machine {
             .unwrap_or(0);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| String::from("unknown"), |s| s.trim().to_owned());
-        Machine {
+        Self {
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             cpu_model,
             mem_total_kib,

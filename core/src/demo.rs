@@ -90,7 +90,7 @@ impl DemoText {
     /// The whole reply.
     #[must_use]
     pub fn full(prompt: &str, chunks: u32) -> String {
-        DemoText::new(prompt, chunks).collect()
+        Self::new(prompt, chunks).collect()
     }
 }
 

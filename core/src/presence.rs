@@ -60,8 +60,8 @@ impl PresenceState {
     #[must_use]
     pub fn status(&self) -> PresenceStatus {
         match self {
-            PresenceState::Offline => PresenceStatus::Offline,
-            PresenceState::Online | PresenceState::Lingering { .. } => PresenceStatus::Online,
+            Self::Offline => PresenceStatus::Offline,
+            Self::Online | Self::Lingering { .. } => PresenceStatus::Online,
         }
     }
 }

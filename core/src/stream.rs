@@ -56,9 +56,9 @@ impl Outcome {
     #[must_use]
     pub fn status(&self) -> ReplyStatus {
         match self {
-            Outcome::Completed => ReplyStatus::Completed,
-            Outcome::Cancelled => ReplyStatus::Cancelled,
-            Outcome::Failed(_) => ReplyStatus::Failed,
+            Self::Completed => ReplyStatus::Completed,
+            Self::Cancelled => ReplyStatus::Cancelled,
+            Self::Failed(_) => ReplyStatus::Failed,
         }
     }
 
@@ -66,7 +66,7 @@ impl Outcome {
     #[must_use]
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Outcome::Failed(r) => Some(r),
+            Self::Failed(r) => Some(r),
             _ => None,
         }
     }
@@ -122,9 +122,9 @@ pub enum CancelAnswer {
 impl From<CancelAnswer> for crate::wire::CancelStatus {
     fn from(a: CancelAnswer) -> Self {
         match a {
-            CancelAnswer::Cancelled => crate::wire::CancelStatus::Cancelled,
-            CancelAnswer::Completed => crate::wire::CancelStatus::Completed,
-            CancelAnswer::Failed => crate::wire::CancelStatus::Failed,
+            CancelAnswer::Cancelled => Self::Cancelled,
+            CancelAnswer::Completed => Self::Completed,
+            CancelAnswer::Failed => Self::Failed,
         }
     }
 }
@@ -166,7 +166,7 @@ impl StreamState {
     /// A new stream, Active with a fresh lease.
     #[must_use]
     pub fn start(now_ms: u64, t: &StreamTimers) -> Self {
-        StreamState::Active {
+        Self::Active {
             lease_until_ms: now_ms.saturating_add(t.lease_ttl_ms),
         }
     }
@@ -174,15 +174,15 @@ impl StreamState {
     /// Whether the stream still produces (Active or Cancelling).
     #[must_use]
     pub fn is_live(&self) -> bool {
-        !matches!(self, StreamState::Settled { .. })
+        !matches!(self, Self::Settled { .. })
     }
 
     /// The fixed last seq, once there is one (Cancelling or Settled).
     #[must_use]
     pub fn final_seq(&self) -> Option<Seq> {
         match self {
-            StreamState::Active { .. } => None,
-            StreamState::Cancelling { final_seq, .. } | StreamState::Settled { final_seq, .. } => {
+            Self::Active { .. } => None,
+            Self::Cancelling { final_seq, .. } | Self::Settled { final_seq, .. } => {
                 Some(*final_seq)
             }
         }
@@ -192,16 +192,17 @@ impl StreamState {
     #[must_use]
     pub fn lease_until_ms(&self) -> Option<u64> {
         match self {
-            StreamState::Active { lease_until_ms }
-            | StreamState::Cancelling { lease_until_ms, .. } => Some(*lease_until_ms),
-            StreamState::Settled { .. } => None,
+            Self::Active { lease_until_ms } | Self::Cancelling { lease_until_ms, .. } => {
+                Some(*lease_until_ms)
+            }
+            Self::Settled { .. } => None,
         }
     }
 
     /// Whether the Settled record's grace window has passed at `now_ms`.
     #[must_use]
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        matches!(self, StreamState::Settled { expires_at_ms, .. } if now_ms >= *expires_at_ms)
+        matches!(self, Self::Settled { expires_at_ms, .. } if now_ms >= *expires_at_ms)
     }
 
     /// A cancel reaches the stream. `last_seq` is the last stored chunk.
@@ -212,16 +213,16 @@ impl StreamState {
     #[must_use]
     pub fn recv_cancel(&mut self, last_seq: Seq, now_ms: u64, t: &StreamTimers) -> CancelAnswer {
         match self {
-            StreamState::Active { lease_until_ms } => {
-                *self = StreamState::Cancelling {
+            Self::Active { lease_until_ms } => {
+                *self = Self::Cancelling {
                     final_seq: last_seq,
                     lease_until_ms: *lease_until_ms,
                     deadline_ms: now_ms.saturating_add(t.cancel_deadline_ms),
                 };
                 CancelAnswer::Cancelled
             }
-            StreamState::Cancelling { .. } => CancelAnswer::Cancelled,
-            StreamState::Settled { outcome, .. } => match outcome {
+            Self::Cancelling { .. } => CancelAnswer::Cancelled,
+            Self::Settled { outcome, .. } => match outcome {
                 Outcome::Completed => CancelAnswer::Completed,
                 Outcome::Cancelled => CancelAnswer::Cancelled,
                 Outcome::Failed(_) => CancelAnswer::Failed,
@@ -246,7 +247,7 @@ impl StreamState {
         t: &StreamTimers,
     ) -> Option<Outcome> {
         let (outcome, final_seq) = match self {
-            StreamState::Active { .. } => {
+            Self::Active { .. } => {
                 let outcome = match req {
                     SettleRequest::Completed => Outcome::Completed,
                     SettleRequest::Failed(r) => Outcome::Failed(r),
@@ -254,10 +255,10 @@ impl StreamState {
                 };
                 (outcome, last_seq)
             }
-            StreamState::Cancelling { final_seq, .. } => (Outcome::Cancelled, *final_seq),
-            StreamState::Settled { .. } => return None,
+            Self::Cancelling { final_seq, .. } => (Outcome::Cancelled, *final_seq),
+            Self::Settled { .. } => return None,
         };
-        *self = StreamState::Settled {
+        *self = Self::Settled {
             outcome: outcome.clone(),
             final_seq,
             expires_at_ms: now_ms.saturating_add(t.grace_ms),
@@ -269,12 +270,11 @@ impl StreamState {
     #[must_use]
     pub fn recv_renew(&mut self, now_ms: u64, t: &StreamTimers) -> bool {
         match self {
-            StreamState::Active { lease_until_ms }
-            | StreamState::Cancelling { lease_until_ms, .. } => {
+            Self::Active { lease_until_ms } | Self::Cancelling { lease_until_ms, .. } => {
                 *lease_until_ms = (*lease_until_ms).max(now_ms.saturating_add(t.lease_ttl_ms));
                 true
             }
-            StreamState::Settled { .. } => false,
+            Self::Settled { .. } => false,
         }
     }
 
@@ -286,10 +286,10 @@ impl StreamState {
     #[must_use]
     pub fn recv_reap(&mut self, last_seq: Seq, now_ms: u64, t: &StreamTimers) -> Option<Outcome> {
         let (outcome, final_seq) = match self {
-            StreamState::Active { lease_until_ms } if now_ms >= *lease_until_ms => {
+            Self::Active { lease_until_ms } if now_ms >= *lease_until_ms => {
                 (Outcome::Failed(OWNER_LOST.to_owned()), last_seq)
             }
-            StreamState::Cancelling {
+            Self::Cancelling {
                 final_seq,
                 lease_until_ms,
                 deadline_ms,
@@ -298,7 +298,7 @@ impl StreamState {
             }
             _ => return None,
         };
-        *self = StreamState::Settled {
+        *self = Self::Settled {
             outcome: outcome.clone(),
             final_seq,
             expires_at_ms: now_ms.saturating_add(t.grace_ms),
@@ -310,13 +310,13 @@ impl StreamState {
     #[must_use]
     pub fn reap_due_ms(&self) -> Option<u64> {
         match self {
-            StreamState::Active { lease_until_ms } => Some(*lease_until_ms),
-            StreamState::Cancelling {
+            Self::Active { lease_until_ms } => Some(*lease_until_ms),
+            Self::Cancelling {
                 lease_until_ms,
                 deadline_ms,
                 ..
             } => Some((*lease_until_ms).min(*deadline_ms)),
-            StreamState::Settled { .. } => None,
+            Self::Settled { .. } => None,
         }
     }
 }

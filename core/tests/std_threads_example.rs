@@ -75,11 +75,11 @@ struct Client {
 impl Client {
     /// Connects to `ws://addr/v1/ws?query` (tungstenite's client handshake
     /// over a stream whose reads are bounded).
-    fn connect(addr: SocketAddr, query: &str) -> Client {
+    fn connect(addr: SocketAddr, query: &str) -> Self {
         let url = format!("ws://{addr}/v1/ws?{query}");
         let (ws, response) = tungstenite::client(url.as_str(), tcp(addr)).expect("handshake");
         assert_eq!(response.status(), 101);
-        Client { ws }
+        Self { ws }
     }
 
     fn send(&mut self, json: &str) {

@@ -31,8 +31,8 @@ pub(crate) enum Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Authenticator::None => f.write_str("None"),
-            Authenticator::Token { .. } => f.write_str("Token(HS256)"),
+            Self::None => f.write_str("None"),
+            Self::Token { .. } => f.write_str("Token(HS256)"),
         }
     }
 }
@@ -45,13 +45,13 @@ struct Claims {
 impl Authenticator {
     pub(crate) fn new(auth: &Auth) -> Self {
         match auth {
-            Auth::None => Authenticator::None,
+            Auth::None => Self::None,
             Auth::Token { secret } => {
                 let mut validation = Validation::new(Algorithm::HS256);
                 validation.leeway = 0;
                 validation.validate_exp = true;
                 validation.set_required_spec_claims(&["exp", "sub"]);
-                Authenticator::Token {
+                Self::Token {
                     key: DecodingKey::from_secret(secret),
                     validation: Box::new(validation),
                 }
@@ -63,7 +63,7 @@ impl Authenticator {
     /// missing or bad credentials, `400` for a malformed `user_id`).
     pub(crate) fn user(&self, headers: &HeaderMap, query: &Query) -> Result<UserId, HttpError> {
         match self {
-            Authenticator::None => match query.get("user_id") {
+            Self::None => match query.get("user_id") {
                 None => UserId::parse(ANONYMOUS)
                     .map_err(|e| HttpError::new(ErrorCode::Internal, e.to_string())),
                 Some(Ok(s)) => UserId::parse(s)
@@ -73,7 +73,7 @@ impl Authenticator {
                     "user_id is not valid percent-encoded UTF-8",
                 )),
             },
-            Authenticator::Token { key, validation } => {
+            Self::Token { key, validation } => {
                 let token = match (bearer(headers)?, query.get("token")) {
                     (Some(t), _) | (None, Some(Ok(t))) => Some(t),
                     (None, Some(Err(()))) => return Err(unauthorized("the token is malformed")),

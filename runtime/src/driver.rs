@@ -101,8 +101,8 @@ pub(crate) enum Readiness {
 impl Readiness {
     pub(crate) fn is_ready(&self) -> bool {
         match self {
-            Readiness::Memory => true,
-            Readiness::Redis(r) => r.is_ready(),
+            Self::Memory => true,
+            Self::Redis(r) => r.is_ready(),
         }
     }
 }

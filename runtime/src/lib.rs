@@ -134,7 +134,7 @@ impl<R: Runtime> Server<R> {
                  use token auth outside development"
             );
         }
-        Ok(Server {
+        Ok(Self {
             listener,
             local_addr,
             config,

@@ -53,17 +53,13 @@ pub(crate) enum TokenOutcome {
 }
 
 impl TokenOutcome {
-    const ALL: [TokenOutcome; 3] = [
-        TokenOutcome::Completed,
-        TokenOutcome::Cancelled,
-        TokenOutcome::Failed,
-    ];
+    const ALL: [Self; 3] = [Self::Completed, Self::Cancelled, Self::Failed];
 
     fn as_str(self) -> &'static str {
         match self {
-            TokenOutcome::Completed => "completed",
-            TokenOutcome::Cancelled => "cancelled",
-            TokenOutcome::Failed => "failed",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
         }
     }
 }

@@ -16,7 +16,7 @@ impl Query {
                 Some((key, percent_decode(v, true).ok_or(())))
             })
             .collect();
-        Query(pairs)
+        Self(pairs)
     }
 
     /// The first value of `key`: `Err` when it is not valid percent-encoded

@@ -162,20 +162,20 @@ impl Item {
     /// `frame`, encoded, as an item of its own (for a frame that goes to one connection;
     /// share one `Arc<Encoded>` between the items of a frame that goes to several).
     #[must_use]
-    pub fn frame(frame: ServerFrame) -> Item {
-        Item::Frame(Arc::new(Encoded::new(frame)))
+    pub fn frame(frame: ServerFrame) -> Self {
+        Self::Frame(Arc::new(Encoded::new(frame)))
     }
 
     /// The chunk this item sends, if it is a chunk frame (plain or merged).
     #[must_use]
     pub fn chunk(&self) -> Option<&Chunk> {
         match self {
-            Item::Frame(encoded) => match encoded.frame() {
+            Self::Frame(encoded) => match encoded.frame() {
                 ServerFrame::Chunk(chunk) => Some(chunk),
                 _ => None,
             },
-            Item::Merged(chunk) => Some(chunk),
-            Item::Ping | Item::Close(_) => None,
+            Self::Merged(chunk) => Some(chunk),
+            Self::Ping | Self::Close(_) => None,
         }
     }
 }
@@ -183,9 +183,9 @@ impl Item {
 impl PartialEq for Item {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Item::Ping, Item::Ping) => true,
-            (Item::Close(a), Item::Close(b)) => a == b,
-            (Item::Frame(a), Item::Frame(b)) => a.frame() == b.frame(),
+            (Self::Ping, Self::Ping) => true,
+            (Self::Close(a), Self::Close(b)) => a == b,
+            (Self::Frame(a), Self::Frame(b)) => a.frame() == b.frame(),
             _ => match (self.chunk(), other.chunk()) {
                 (Some(a), Some(b)) => a == b,
                 _ => false,
@@ -199,10 +199,10 @@ impl Eq for Item {}
 impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Item::Frame(encoded) => f.debug_tuple("Frame").field(encoded.frame()).finish(),
-            Item::Merged(chunk) => f.debug_tuple("Merged").field(chunk).finish(),
-            Item::Ping => f.write_str("Ping"),
-            Item::Close(code) => f.debug_tuple("Close").field(code).finish(),
+            Self::Frame(encoded) => f.debug_tuple("Frame").field(encoded.frame()).finish(),
+            Self::Merged(chunk) => f.debug_tuple("Merged").field(chunk).finish(),
+            Self::Ping => f.write_str("Ping"),
+            Self::Close(code) => f.debug_tuple("Close").field(code).finish(),
         }
     }
 }
@@ -231,7 +231,7 @@ impl Push {
     /// Whether the item is in the queue now (queued or merged).
     #[must_use]
     pub fn is_accepted(self) -> bool {
-        matches!(self, Push::Queued | Push::Merged)
+        matches!(self, Self::Queued | Self::Merged)
     }
 }
 
@@ -492,6 +492,9 @@ fn extend(a: &mut Chunk, b: &Chunk) {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    // A `Waker` is made from std's `Arc`; `Arc` alone is `crate::sync`'s, which is
+    // loom's when `verification/tests/loom_queue.rs` compiles this file.
+    use std::sync::Arc as StdArc;
     use std::task::Wake;
 
     use weir_core::ids::MessageId;
@@ -557,17 +560,17 @@ mod tests {
     struct CountingWaker(AtomicUsize);
 
     impl Wake for CountingWaker {
-        fn wake(self: std::sync::Arc<Self>) {
+        fn wake(self: StdArc<Self>) {
             self.wake_by_ref();
         }
 
-        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        fn wake_by_ref(self: &StdArc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    fn counting_waker() -> (std::sync::Arc<CountingWaker>, Waker) {
-        let count = std::sync::Arc::new(CountingWaker::default());
+    fn counting_waker() -> (StdArc<CountingWaker>, Waker) {
+        let count = StdArc::new(CountingWaker::default());
         (count.clone(), Waker::from(count))
     }
 

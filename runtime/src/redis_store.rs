@@ -153,8 +153,8 @@ pub(crate) struct RedisBackend<R: Runtime> {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Subscription::Add(c, n) => write!(f, "subscribe #{n} {c}"),
-            Subscription::Remove(c, n) => write!(f, "unsubscribe #{n} {c}"),
+            Self::Add(c, n) => write!(f, "subscribe #{n} {c}"),
+            Self::Remove(c, n) => write!(f, "unsubscribe #{n} {c}"),
         }
     }
 }
@@ -195,7 +195,7 @@ impl<R: Runtime> RedisBackend<R> {
             settings.timeout,
         ));
         Ok((
-            RedisBackend {
+            Self {
                 store,
                 link: link.clone(),
                 subscriptions: sub_tx,

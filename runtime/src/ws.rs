@@ -205,24 +205,24 @@ enum Read {
 impl Read {
     /// Takes `msg` by value, so that nothing of it stays in the reader task
     /// across its next wait.
-    fn from(conn: ConnId, msg: Option<Result<Message, WsError>>) -> Read {
+    fn from(conn: ConnId, msg: Option<Result<Message, WsError>>) -> Self {
         match msg {
             // Reuses the message's buffer when it is not shared.
-            Some(Ok(Message::Text(text))) => Read::Frame(Vec::from(bytes::Bytes::from(text))),
+            Some(Ok(Message::Text(text))) => Self::Frame(Vec::from(bytes::Bytes::from(text))),
             // The core answers a binary frame `bad_request`.
-            Some(Ok(Message::Binary(bytes))) => Read::Frame(Vec::from(bytes)),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Read::Activity,
+            Some(Ok(Message::Binary(bytes))) => Self::Frame(Vec::from(bytes)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Self::Activity,
             // Keep reading: the next read sends tungstenite's answer to the
             // close and then ends the stream.
-            Some(Ok(Message::Close(_) | Message::Frame(_))) => Read::Nothing,
+            Some(Ok(Message::Close(_) | Message::Frame(_))) => Self::Nothing,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-                Read::TooLarge(size)
+                Self::TooLarge(size)
             }
             Some(Err(e)) => {
                 tracing::debug!(%conn, "socket error: {e}");
-                Read::Gone
+                Self::Gone
             }
-            None => Read::Gone,
+            None => Self::Gone,
         }
     }
 }
@@ -402,7 +402,7 @@ pub(crate) fn future_sizes<R: Runtime>() -> (usize, usize) {
     where
         F: FnOnce() -> T,
     {
-        std::mem::size_of::<T>()
+        size_of::<T>()
     }
     let reader = size_of_return(|| {
         serve::<R>(

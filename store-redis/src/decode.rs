@@ -91,15 +91,15 @@ impl Fields {
         outcome_of(&outcome, reason)
     }
 
-    pub(crate) fn opt_array(&mut self) -> Result<Option<Fields>, Failure> {
+    pub(crate) fn opt_array(&mut self) -> Result<Option<Self>, Failure> {
         match self.next() {
             Value::Nil => Ok(None),
-            Value::Array(items) => Ok(Some(Fields(items.into_iter()))),
+            Value::Array(items) => Ok(Some(Self(items.into_iter()))),
             other => Err(bad("an array", &other)),
         }
     }
 
-    fn array(&mut self) -> Result<Fields, Failure> {
+    fn array(&mut self) -> Result<Self, Failure> {
         self.opt_array()?
             .ok_or_else(|| Failure::Protocol("an array was nil".into()))
     }

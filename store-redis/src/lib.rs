@@ -121,13 +121,13 @@ impl Failure {
     #[must_use]
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            Failure::Redis(e) => {
+            Self::Redis(e) => {
                 e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
             }
-            Failure::Protocol(_) => false,
+            Self::Protocol(_) => false,
         }
     }
 }
@@ -140,8 +140,8 @@ impl Failure {
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Redis(_) => StoreError::Unavailable(f.to_string()),
-            Failure::Protocol(_) => StoreError::Internal(f.to_string()),
+            Failure::Redis(_) => Self::Unavailable(f.to_string()),
+            Failure::Protocol(_) => Self::Internal(f.to_string()),
         }
     }
 }

@@ -63,8 +63,8 @@ pub(crate) enum Then {
 }
 
 impl Call {
-    fn conv(op: &'static str, conv: ConvKey, at_ms: u64, args: Vec<String>, then: Then) -> Call {
-        Call {
+    fn conv(op: &'static str, conv: ConvKey, at_ms: u64, args: Vec<String>, then: Then) -> Self {
+        Self {
             op,
             target: Target::Conv(conv),
             at_ms,
@@ -73,8 +73,8 @@ impl Call {
         }
     }
 
-    fn presence(op: &'static str, user: UserId, at_ms: u64, args: Vec<String>) -> Call {
-        Call {
+    fn presence(op: &'static str, user: UserId, at_ms: u64, args: Vec<String>) -> Self {
+        Self {
             op,
             target: Target::Presence(user),
             at_ms,
@@ -83,33 +83,33 @@ impl Call {
         }
     }
 
-    pub(crate) fn presence_join(op: PresenceJoinOp) -> Call {
+    pub(crate) fn presence_join(op: PresenceJoinOp) -> Self {
         let entry = format!("{}|{}", op.node, op.conn);
-        Call::presence("p_join", op.user, op.at_ms, vec![entry])
+        Self::presence("p_join", op.user, op.at_ms, vec![entry])
     }
 
-    pub(crate) fn presence_leave(op: PresenceLeaveOp) -> Call {
+    pub(crate) fn presence_leave(op: PresenceLeaveOp) -> Self {
         let entry = format!("{}|{}", op.node, op.conn);
-        Call::presence("p_leave", op.user, op.at_ms, vec![entry])
+        Self::presence("p_leave", op.user, op.at_ms, vec![entry])
     }
 
     /// Also the sweep's, for each user due in its presence index.
-    pub(crate) fn presence_check(user: UserId, at_ms: u64) -> Call {
-        Call::presence("p_check", user, at_ms, Vec::new())
+    pub(crate) fn presence_check(user: UserId, at_ms: u64) -> Self {
+        Self::presence("p_check", user, at_ms, Vec::new())
     }
 
     /// One call per user: each user's keys have their own hash tag.
-    pub(crate) fn presence_refresh(op: PresenceRefreshOp) -> impl Iterator<Item = Call> {
+    pub(crate) fn presence_refresh(op: PresenceRefreshOp) -> impl Iterator<Item = Self> {
         let PresenceRefreshOp { node, users, at_ms } = op;
         let node = node.to_string();
         users
             .into_iter()
-            .map(move |user| Call::presence("p_refresh", user, at_ms, vec![node.clone()]))
+            .map(move |user| Self::presence("p_refresh", user, at_ms, vec![node.clone()]))
     }
 
-    pub(crate) fn snapshot(op: SnapshotOp) -> Call {
+    pub(crate) fn snapshot(op: SnapshotOp) -> Self {
         let args = vec![op.limit.to_string()];
-        Call::conv("snapshot", op.conv, op.at_ms, args, Then::Snapshot)
+        Self::conv("snapshot", op.conv, op.at_ms, args, Then::Snapshot)
     }
 
     /// The ids and the user turn are made here, in `epoch`, so that the
@@ -119,7 +119,7 @@ impl Call {
         epoch: Epoch,
         timers: &StreamTimers,
         idempotency_ttl_ms: u64,
-    ) -> Result<Call, Failure> {
+    ) -> Result<Self, Failure> {
         let (user_id, message_id) = message_ids(epoch, op.nonce);
         let user_message = Message {
             message_id: user_id.clone(),
@@ -147,27 +147,27 @@ impl Call {
             message_id,
             due_ms,
         };
-        Ok(Call::conv("start", op.conv, op.at_ms, args, then))
+        Ok(Self::conv("start", op.conv, op.at_ms, args, then))
     }
 
-    pub(crate) fn append(op: AppendOp) -> Call {
+    pub(crate) fn append(op: AppendOp) -> Self {
         let mut args = vec![
             op.message_id.to_string(),
             op.token.to_string(),
             op.first_seq.to_string(),
         ];
         args.extend(op.deltas);
-        Call::conv("append", op.conv, op.at_ms, args, Then::Write)
+        Self::conv("append", op.conv, op.at_ms, args, Then::Write)
     }
 
-    pub(crate) fn cancel(op: CancelOp, timers: &StreamTimers) -> Call {
+    pub(crate) fn cancel(op: CancelOp, timers: &StreamTimers) -> Self {
         let args = vec![op.message_id.map(|m| m.to_string()).unwrap_or_default()];
         // A cancelled reply is due no later than its cancel deadline.
         let due_ms = op.at_ms.saturating_add(timers.cancel_deadline_ms);
-        Call::conv("cancel", op.conv, op.at_ms, args, Then::Cancel { due_ms })
+        Self::conv("cancel", op.conv, op.at_ms, args, Then::Cancel { due_ms })
     }
 
-    pub(crate) fn settle(op: SettleOp) -> Result<Call, Failure> {
+    pub(crate) fn settle(op: SettleOp) -> Result<Self, Failure> {
         let (kind, reason) = match op.request {
             SettleRequest::Completed => ("completed", String::new()),
             SettleRequest::Failed(r) => ("failed", r),
@@ -184,30 +184,30 @@ impl Call {
             reason,
             usage,
         ];
-        Ok(Call::conv("settle", op.conv, op.at_ms, args, Then::Write))
+        Ok(Self::conv("settle", op.conv, op.at_ms, args, Then::Write))
     }
 
-    pub(crate) fn renew(op: RenewOp) -> Call {
+    pub(crate) fn renew(op: RenewOp) -> Self {
         let args = vec![op.message_id.to_string(), op.token.to_string()];
-        Call::conv("renew", op.conv, op.at_ms, args, Then::Write)
+        Self::conv("renew", op.conv, op.at_ms, args, Then::Write)
     }
 
-    pub(crate) fn reap(op: ReapOp) -> Call {
+    pub(crate) fn reap(op: ReapOp) -> Self {
         let args = vec![op.message_id.to_string()];
-        Call::conv("reap", op.conv, op.at_ms, args, Then::Write)
+        Self::conv("reap", op.conv, op.at_ms, args, Then::Write)
     }
 
     /// The sweep's reap of whatever reply is live in `conv`.
-    pub(crate) fn reap_live(conv: ConvKey, at_ms: u64) -> Call {
-        Call::conv("reap_live", conv, at_ms, Vec::new(), Then::Write)
+    pub(crate) fn reap_live(conv: ConvKey, at_ms: u64) -> Self {
+        Self::conv("reap_live", conv, at_ms, Vec::new(), Then::Write)
     }
 
-    pub(crate) fn read(op: ReadOp) -> Call {
+    pub(crate) fn read(op: ReadOp) -> Self {
         let args = vec![op.message_id.to_string(), op.after_seq.to_string()];
         let then = Then::Read {
             after_seq: op.after_seq,
         };
-        Call::conv("read", op.conv, op.at_ms, args, then)
+        Self::conv("read", op.conv, op.at_ms, args, then)
     }
 }
 
@@ -220,9 +220,9 @@ impl Then {
         epoch: Epoch,
     ) -> Result<(StoreReply, Option<u64>), Failure> {
         Ok(match self {
-            Then::Presence => (decode_presence(v)?, None),
-            Then::Snapshot => (decode_snapshot(v, epoch)?, None),
-            Then::Start {
+            Self::Presence => (decode_presence(v)?, None),
+            Self::Snapshot => (decode_snapshot(v, epoch)?, None),
+            Self::Start {
                 user_message,
                 message_id,
                 due_ms,
@@ -231,8 +231,8 @@ impl Then {
                 let due = matches!(reply, StoreReply::Started { .. }).then_some(*due_ms);
                 (reply, due)
             }
-            Then::Write => (decode_write(v, epoch)?, None),
-            Then::Cancel { due_ms } => {
+            Self::Write => (decode_write(v, epoch)?, None),
+            Self::Cancel { due_ms } => {
                 let reply = decode_cancel(v)?;
                 let cancelled = matches!(
                     reply,
@@ -243,7 +243,7 @@ impl Then {
                 );
                 (reply, cancelled.then_some(*due_ms))
             }
-            Then::Read { after_seq } => (decode_read(v, epoch, *after_seq)?, None),
+            Self::Read { after_seq } => (decode_read(v, epoch, *after_seq)?, None),
         })
     }
 }

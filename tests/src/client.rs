@@ -25,7 +25,7 @@ impl Frame {
     /// Parses a text frame; panics unless it is a JSON object whose first
     /// member is a string `type` (PROTOCOL.md: "`type` first").
     #[must_use]
-    pub fn parse(text: &str) -> Frame {
+    pub fn parse(text: &str) -> Self {
         let value: Value = serde_json::from_str(text)
             .unwrap_or_else(|e| panic!("a server frame is not JSON ({e}): {text}"));
         assert!(
@@ -33,7 +33,7 @@ impl Frame {
             "`type` is not the first member: {text}"
         );
         assert!(value["type"].is_string(), "no string `type`: {text}");
-        Frame(value)
+        Self(value)
     }
 
     /// Its `type`.
@@ -172,8 +172,8 @@ pub struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(ws: Ws) -> Client {
-        Client {
+    pub(crate) fn new(ws: Ws) -> Self {
+        Self {
             ws,
             hello: None,
             history: None,

@@ -21,8 +21,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// The server listening on `addr`.
     #[must_use]
-    pub fn new(addr: SocketAddr) -> Endpoint {
-        Endpoint { addr }
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
     }
 
     /// The address it listens on.

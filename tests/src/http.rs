@@ -135,7 +135,7 @@ pub struct Metrics {
 impl Metrics {
     /// Parses the exposition text.
     #[must_use]
-    pub fn parse(text: &str) -> Metrics {
+    pub fn parse(text: &str) -> Self {
         let values = text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -144,7 +144,7 @@ impl Metrics {
                 Some((series.to_owned(), value.parse().ok()?))
             })
             .collect();
-        Metrics {
+        Self {
             text: text.to_owned(),
             values,
         }

@@ -59,12 +59,12 @@ pub struct InProcess {
 impl InProcess {
     /// Binds and runs a server on the test's runtime ([`Runtime::current`]);
     /// returns once it listens (within [`T`]).
-    pub async fn start(config: RuntimeConfig) -> InProcess {
-        InProcess::start_on(Runtime::current(), config).await
+    pub async fn start(config: RuntimeConfig) -> Self {
+        Self::start_on(Runtime::current(), config).await
     }
 
     /// [`InProcess::start`] on `runtime`.
-    pub async fn start_on(runtime: Runtime, config: RuntimeConfig) -> InProcess {
+    pub async fn start_on(runtime: Runtime, config: RuntimeConfig) -> Self {
         let (bound_tx, bound) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel();
@@ -89,7 +89,7 @@ impl InProcess {
             })
             .expect("spawn the server's thread");
         match tokio::time::timeout(T, bound).await {
-            Ok(Ok(addr)) => InProcess {
+            Ok(Ok(addr)) => Self {
                 endpoint: Endpoint::new(addr),
                 stop: Some(stop),
                 done,

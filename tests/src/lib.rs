@@ -119,14 +119,14 @@ pub enum Runtime {
 
 impl Runtime {
     /// Both, in the order their tests are named.
-    pub const ALL: [Runtime; 2] = [Runtime::Tokio, Runtime::Smol];
+    pub const ALL: [Self; 2] = [Self::Tokio, Self::Smol];
 
     /// The value of `--runtime`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
-            Runtime::Tokio => "tokio",
-            Runtime::Smol => "smol",
+            Self::Tokio => "tokio",
+            Self::Smol => "smol",
         }
     }
 
@@ -136,11 +136,11 @@ impl Runtime {
     /// for each test), else `$WEIR_TEST_RUNTIME` (`tokio` or `smol`), else
     /// tokio.
     #[must_use]
-    pub fn current() -> Runtime {
+    pub fn current() -> Self {
         CURRENT_RUNTIME.with(Cell::get).unwrap_or_else(|| {
             match std::env::var("WEIR_TEST_RUNTIME").as_deref() {
-                Ok("smol") => Runtime::Smol,
-                _ => Runtime::Tokio,
+                Ok("smol") => Self::Smol,
+                _ => Self::Tokio,
             }
         })
     }

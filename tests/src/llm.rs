@@ -51,7 +51,7 @@ impl LlmServer {
     /// port and waits (at most [`LLM_START`]) until `GET /health` answers
     /// 200. Panics, saying what to run, when the venv is missing.
     #[must_use]
-    pub fn start(threads: u32) -> LlmServer {
+    pub fn start(threads: u32) -> Self {
         let python = llm_venv().join("bin").join("python");
         assert!(
             python.is_file(),
@@ -76,7 +76,7 @@ impl LlmServer {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
-        let mut server = LlmServer {
+        let mut server = Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_path,

@@ -125,9 +125,9 @@ pub enum Signal {
 impl Signal {
     fn name(self) -> &'static str {
         match self {
-            Signal::Term => "TERM",
-            Signal::Int => "INT",
-            Signal::Kill => "KILL",
+            Self::Term => "TERM",
+            Self::Int => "INT",
+            Self::Kill => "KILL",
         }
     }
 }
@@ -158,13 +158,13 @@ impl WeirProcess {
     /// only `args` configure the server. The runtime is
     /// [`Runtime::current`]'s.
     #[must_use]
-    pub fn start(args: &[&str]) -> WeirProcess {
-        WeirProcess::start_on(Runtime::current(), args)
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_on(Runtime::current(), args)
     }
 
     /// [`WeirProcess::start`] with `--runtime runtime`.
     #[must_use]
-    pub fn start_on(runtime: Runtime, args: &[&str]) -> WeirProcess {
+    pub fn start_on(runtime: Runtime, args: &[&str]) -> Self {
         let bin = weir_bin();
         let (log_path, log) = temp_log("e2e");
         let err_log = log.try_clone().expect("duplicate the log file handle");
@@ -186,7 +186,7 @@ impl WeirProcess {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut process = WeirProcess {
+        let mut process = Self {
             child,
             endpoint: Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 0))),
             log_path,

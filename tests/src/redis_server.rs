@@ -26,7 +26,7 @@ impl RedisServer {
     /// `redis-server` is not installed (`./scripts/test.sh` installs it), or
     /// it does not answer within [`T`].
     #[must_use]
-    pub fn start() -> RedisServer {
+    pub fn start() -> Self {
         let mut last = String::new();
         // A free port is found by binding port 0 and letting it go; another
         // process may take it in between, so a few attempts.
@@ -35,7 +35,7 @@ impl RedisServer {
             let dir =
                 std::env::temp_dir().join(format!("weir-redis-{}-{port}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
-            let mut server = RedisServer {
+            let mut server = Self {
                 child: None,
                 port,
                 dir,

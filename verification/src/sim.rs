@@ -101,29 +101,29 @@ pub enum Bug {
 
 impl Bug {
     /// Every seeded bug.
-    pub const ALL: [Bug; 8] = [
-        Bug::SettledNoticeFlipsOutcome,
-        Bug::CancelOfCompletedAnswersCancelled,
-        Bug::AppendAcceptedAfterCancel,
-        Bug::ChunkFrameSentTwice,
-        Bug::BusyStartLandsOnStaleReplica,
-        Bug::StoreNeverReaps,
-        Bug::PresenceLeaveReplyLost,
-        Bug::ChunkNoticeTextGarbled,
+    pub const ALL: [Self; 8] = [
+        Self::SettledNoticeFlipsOutcome,
+        Self::CancelOfCompletedAnswersCancelled,
+        Self::AppendAcceptedAfterCancel,
+        Self::ChunkFrameSentTwice,
+        Self::BusyStartLandsOnStaleReplica,
+        Self::StoreNeverReaps,
+        Self::PresenceLeaveReplyLost,
+        Self::ChunkNoticeTextGarbled,
     ];
 
     /// The invariant the bug breaks.
     #[must_use]
     pub fn invariant(self) -> u8 {
         match self {
-            Bug::SettledNoticeFlipsOutcome => 1,
-            Bug::CancelOfCompletedAnswersCancelled => 2,
-            Bug::AppendAcceptedAfterCancel => 3,
-            Bug::ChunkFrameSentTwice => 4,
-            Bug::BusyStartLandsOnStaleReplica => 5,
-            Bug::StoreNeverReaps => 6,
-            Bug::PresenceLeaveReplyLost => 7,
-            Bug::ChunkNoticeTextGarbled => 8,
+            Self::SettledNoticeFlipsOutcome => 1,
+            Self::CancelOfCompletedAnswersCancelled => 2,
+            Self::AppendAcceptedAfterCancel => 3,
+            Self::ChunkFrameSentTwice => 4,
+            Self::BusyStartLandsOnStaleReplica => 5,
+            Self::StoreNeverReaps => 6,
+            Self::PresenceLeaveReplyLost => 7,
+            Self::ChunkNoticeTextGarbled => 8,
         }
     }
 
@@ -135,8 +135,8 @@ impl Bug {
 
     /// The bug named `name`.
     #[must_use]
-    pub fn parse(name: &str) -> Option<Bug> {
-        Bug::ALL.into_iter().find(|b| b.name() == name)
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
     }
 }
 
@@ -226,7 +226,7 @@ pub struct Stats {
 }
 
 impl std::ops::AddAssign for Stats {
-    fn add_assign(&mut self, o: Stats) {
+    fn add_assign(&mut self, o: Self) {
         self.nodes += o.nodes;
         self.clients += o.clients;
         self.chats += o.chats;

@@ -198,7 +198,7 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new(url: &str) -> Harness {
+    async fn new(url: &str) -> Self {
         let client = redis::Client::open(url).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
@@ -213,7 +213,7 @@ impl Harness {
         assert_eq!(epoch, 7, "a flushed store takes the candidate epoch");
         let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
         pubsub.psubscribe("weir:*").await.expect("psubscribe");
-        Harness {
+        Self {
             store,
             conn,
             notices: pubsub.into_on_message().boxed(),

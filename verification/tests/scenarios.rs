@@ -289,7 +289,7 @@ fn cancel_to_quiet_latency_is_measured_until_the_held_answer_goes_out() {
     w.generate(&id, GeneratorEvent::Delta("one".into()));
     // The chunk is at the store, not yet acknowledged, when the cancel comes.
     w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
-    w.advance(std::time::Duration::from_millis(30));
+    w.advance(Duration::from_millis(30));
     settle(&mut w, &mut c);
     let latency = w.nodes[0].events.iter().find_map(|e| match e {
         weir_core::Event::CancelAnswered {
@@ -299,10 +299,7 @@ fn cancel_to_quiet_latency_is_measured_until_the_held_answer_goes_out() {
     });
     assert_eq!(
         latency,
-        Some((
-            CancelStatus::Cancelled,
-            std::time::Duration::from_millis(30)
-        ))
+        Some((CancelStatus::Cancelled, Duration::from_millis(30)))
     );
     c.check_quiescent(&w).unwrap();
 }

@@ -101,13 +101,11 @@ async fn main() -> std::io::Result<()> {
 /// drains the connection's channel.
 async fn connection(stream: TcpStream, id: u64, shared: Arc<Shared>, args: Arc<Args>) {
     let _ = stream.set_nodelay(true);
-    let ws =
-        match async_tungstenite::tokio::accept_async_with_config(stream, Some(server_ws_config()))
-            .await
-        {
-            Ok(ws) => ws,
-            Err(_) => return,
-        };
+    let Ok(ws) =
+        async_tungstenite::tokio::accept_async_with_config(stream, Some(server_ws_config())).await
+    else {
+        return;
+    };
     let (sink, mut stream) = ws.split();
     let (tx, rx) = mpsc::channel(args.queue_capacity.max(1));
     shared.conns().insert(id, tx);
@@ -159,12 +157,12 @@ struct Go {
 }
 
 impl Go {
-    fn parse(text: &str) -> Option<Go> {
+    fn parse(text: &str) -> Option<Self> {
         let mut parts = text.splitn(5, ' ');
         if parts.next()? != "go" {
             return None;
         }
-        Some(Go {
+        Some(Self {
             chunks: parts.next()?.parse().ok()?,
             clients: parts.next()?.parse().ok()?,
             message_id: parts.next()?.to_owned(),

@@ -102,15 +102,15 @@ impl Pair {
     }
 
     /// The pairs a run measures, in order.
-    fn chosen(cli: &Cli) -> Vec<Pair> {
-        let mut pairs: Vec<Pair> = cli
+    fn chosen(cli: &Cli) -> Vec<Self> {
+        let mut pairs: Vec<Self> = cli
             .rt
             .runtimes()
             .iter()
-            .map(|&r| Pair { a: r, b: r })
+            .map(|&r| Self { a: r, b: r })
             .collect();
         if cli.rt.runtime == RuntimeChoice::Both && !cli.skip_mixed {
-            pairs.push(Pair {
+            pairs.push(Self {
                 a: Runtime::Tokio,
                 b: Runtime::Smol,
             });
@@ -222,14 +222,14 @@ enum RunResult {
 impl RunResult {
     fn json(&self) -> Value {
         match self {
-            RunResult::Cancel(c) => json!({
+            Self::Cancel(c) => json!({
                 "load_average": c.load,
                 "cancels": c.to_result.n,
                 "cancel_to_result_ms": c.to_result.json(),
                 "cancel_to_last_chunk_on_a_ms": c.to_quiet_a.json(),
                 "b_cancel_quiet_mean_ms": c.quiet_mean_ms,
             }),
-            RunResult::Throughput(t) => json!({
+            Self::Throughput(t) => json!({
                 "load_average": t.load,
                 "chunks_received_on_b": t.received,
                 "chunks_per_sec": t.chunks_per_sec,
@@ -527,13 +527,13 @@ struct Stats {
 
 impl Stats {
     /// Sorts `samples` and reads the percentiles (all 0 when empty).
-    fn of(samples: &mut [Duration]) -> Stats {
+    fn of(samples: &mut [Duration]) -> Self {
         samples.sort();
         let at = |q: f64| {
             let i = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
             samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
-        Stats {
+        Self {
             n: samples.len(),
             p50: at(0.5),
             p90: at(0.9),

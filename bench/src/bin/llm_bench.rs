@@ -99,8 +99,8 @@ impl Route {
     /// `direct`, `weir/tokio`, `weir/smol`.
     fn name(self) -> String {
         match self {
-            Route::Direct => String::from("direct"),
-            Route::Weir(r) => format!("weir/{}", r.name()),
+            Self::Direct => String::from("direct"),
+            Self::Weir(r) => format!("weir/{}", r.name()),
         }
     }
 }

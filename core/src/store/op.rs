@@ -51,19 +51,19 @@ impl StoreOp {
     #[must_use]
     pub fn conv(&self) -> Option<&ConvKey> {
         match self {
-            StoreOp::Snapshot(SnapshotOp { conv, .. })
-            | StoreOp::Start(StartOp { conv, .. })
-            | StoreOp::Append(AppendOp { conv, .. })
-            | StoreOp::Cancel(CancelOp { conv, .. })
-            | StoreOp::Settle(SettleOp { conv, .. })
-            | StoreOp::Renew(RenewOp { conv, .. })
-            | StoreOp::Reap(ReapOp { conv, .. })
-            | StoreOp::Read(ReadOp { conv, .. }) => Some(conv),
-            StoreOp::Sweep(_)
-            | StoreOp::PresenceJoin(_)
-            | StoreOp::PresenceLeave(_)
-            | StoreOp::PresenceRefresh(_)
-            | StoreOp::PresenceCheck(_) => None,
+            Self::Snapshot(SnapshotOp { conv, .. })
+            | Self::Start(StartOp { conv, .. })
+            | Self::Append(AppendOp { conv, .. })
+            | Self::Cancel(CancelOp { conv, .. })
+            | Self::Settle(SettleOp { conv, .. })
+            | Self::Renew(RenewOp { conv, .. })
+            | Self::Reap(ReapOp { conv, .. })
+            | Self::Read(ReadOp { conv, .. }) => Some(conv),
+            Self::Sweep(_)
+            | Self::PresenceJoin(_)
+            | Self::PresenceLeave(_)
+            | Self::PresenceRefresh(_)
+            | Self::PresenceCheck(_) => None,
         }
     }
 
@@ -73,7 +73,7 @@ impl StoreOp {
     pub fn is_idempotent(&self) -> bool {
         !matches!(
             self,
-            StoreOp::Start(StartOp {
+            Self::Start(StartOp {
                 client_message_id: None,
                 ..
             })

@@ -27,10 +27,10 @@ impl ClientFrame {
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
-            ClientFrame::Chat(_) => "chat",
-            ClientFrame::Cancel(_) => "cancel",
-            ClientFrame::Resume(_) => "resume",
-            ClientFrame::Ping(_) => "ping",
+            Self::Chat(_) => "chat",
+            Self::Cancel(_) => "cancel",
+            Self::Resume(_) => "resume",
+            Self::Ping(_) => "ping",
         }
     }
 
@@ -38,10 +38,10 @@ impl ClientFrame {
     #[must_use]
     pub fn request_id(&self) -> Option<&RequestId> {
         match self {
-            ClientFrame::Chat(c) => c.request_id.as_ref(),
-            ClientFrame::Cancel(c) => c.request_id.as_ref(),
-            ClientFrame::Resume(r) => r.request_id.as_ref(),
-            ClientFrame::Ping(_) => None,
+            Self::Chat(c) => c.request_id.as_ref(),
+            Self::Cancel(c) => c.request_id.as_ref(),
+            Self::Resume(r) => r.request_id.as_ref(),
+            Self::Ping(_) => None,
         }
     }
 }

@@ -32,31 +32,31 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 9] = [
-        ErrorCode::BadRequest,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::Busy,
-        ErrorCode::TooLarge,
-        ErrorCode::RateLimited,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
+    pub const ALL: [Self; 9] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Busy,
+        Self::TooLarge,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Internal,
     ];
 
     /// The code as it appears on the wire, e.g. `"bad_request"`.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
         match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Busy => "busy",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Busy => "busy",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
         }
     }
 
@@ -64,15 +64,15 @@ impl ErrorCode {
     #[must_use]
     pub fn http_status(&self) -> u16 {
         match self {
-            ErrorCode::BadRequest => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::Busy => 409,
-            ErrorCode::TooLarge => 413,
-            ErrorCode::RateLimited => 429,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Internal => 500,
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Busy => 409,
+            Self::TooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
         }
     }
 }
@@ -102,25 +102,25 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, in declaration order.
-    pub const ALL: [CloseCode; 6] = [
-        CloseCode::Normal,
-        CloseCode::GoingAway,
-        CloseCode::Policy,
-        CloseCode::TooLarge,
-        CloseCode::IdleTimeout,
-        CloseCode::TooSlow,
+    pub const ALL: [Self; 6] = [
+        Self::Normal,
+        Self::GoingAway,
+        Self::Policy,
+        Self::TooLarge,
+        Self::IdleTimeout,
+        Self::TooSlow,
     ];
 
     /// The numeric WebSocket close code.
     #[must_use]
     pub fn code(&self) -> u16 {
         match self {
-            CloseCode::Normal => 1000,
-            CloseCode::GoingAway => 1001,
-            CloseCode::Policy => 1008,
-            CloseCode::TooLarge => 1009,
-            CloseCode::IdleTimeout => 4000,
-            CloseCode::TooSlow => 4008,
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::Policy => 1008,
+            Self::TooLarge => 1009,
+            Self::IdleTimeout => 4000,
+            Self::TooSlow => 4008,
         }
     }
 
@@ -128,19 +128,19 @@ impl CloseCode {
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self {
-            CloseCode::Normal => "normal",
-            CloseCode::GoingAway => "server shutting down",
-            CloseCode::Policy => "policy violation",
-            CloseCode::TooLarge => "frame too large",
-            CloseCode::IdleTimeout => "idle timeout",
-            CloseCode::TooSlow => "too slow",
+            Self::Normal => "normal",
+            Self::GoingAway => "server shutting down",
+            Self::Policy => "policy violation",
+            Self::TooLarge => "frame too large",
+            Self::IdleTimeout => "idle timeout",
+            Self::TooSlow => "too slow",
         }
     }
 
     /// The close code with number `code`, if it is one of ours.
     #[must_use]
-    pub fn from_code(code: u16) -> Option<CloseCode> {
-        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
     }
 }
 

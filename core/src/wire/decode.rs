@@ -87,9 +87,7 @@ impl DecodeError {
     #[must_use]
     pub fn code(&self) -> ErrorCode {
         match self {
-            DecodeError::FrameTooLarge { .. } | DecodeError::ContentTooLong { .. } => {
-                ErrorCode::TooLarge
-            }
+            Self::FrameTooLarge { .. } | Self::ContentTooLong { .. } => ErrorCode::TooLarge,
             _ => ErrorCode::BadRequest,
         }
     }
@@ -99,7 +97,7 @@ impl DecodeError {
     #[must_use]
     pub fn close(&self) -> Option<CloseCode> {
         match self {
-            DecodeError::FrameTooLarge { .. } => Some(CloseCode::TooLarge),
+            Self::FrameTooLarge { .. } => Some(CloseCode::TooLarge),
             _ => None,
         }
     }
@@ -142,7 +140,7 @@ impl FrameError {
 
 impl From<DecodeError> for FrameError {
     fn from(error: DecodeError) -> Self {
-        FrameError {
+        Self {
             error,
             request_id: None,
         }

@@ -65,7 +65,7 @@ impl HttpError {
     /// An error body with `code` and `message`.
     #[must_use]
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HttpError {
+        Self {
             code,
             message: message.into(),
         }
@@ -80,13 +80,13 @@ impl HttpError {
 
 impl From<&DecodeError> for HttpError {
     fn from(e: &DecodeError) -> Self {
-        HttpError::new(e.code(), e.to_string())
+        Self::new(e.code(), e.to_string())
     }
 }
 
 impl From<DecodeError> for HttpError {
     fn from(e: DecodeError) -> Self {
-        HttpError::from(&e)
+        Self::from(&e)
     }
 }
 

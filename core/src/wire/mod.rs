@@ -100,7 +100,7 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
+        Self {
             max_frame_bytes: Self::DEFAULT_MAX_FRAME_BYTES,
             max_content_bytes: Self::DEFAULT_MAX_CONTENT_BYTES,
         }

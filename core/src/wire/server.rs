@@ -67,18 +67,18 @@ impl ServerFrame {
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
-            ServerFrame::Hello(_) => "hello",
-            ServerFrame::History(_) => "history",
-            ServerFrame::UserMessage(_) => "user_message",
-            ServerFrame::Ack(_) => "ack",
-            ServerFrame::Start(_) => "start",
-            ServerFrame::Chunk(_) => "chunk",
-            ServerFrame::End(_) => "end",
-            ServerFrame::CancelResult(_) => "cancel_result",
-            ServerFrame::ResumeUnavailable(_) => "resume_unavailable",
-            ServerFrame::Presence(_) => "presence",
-            ServerFrame::Pong(_) => "pong",
-            ServerFrame::Error(_) => "error",
+            Self::Hello(_) => "hello",
+            Self::History(_) => "history",
+            Self::UserMessage(_) => "user_message",
+            Self::Ack(_) => "ack",
+            Self::Start(_) => "start",
+            Self::Chunk(_) => "chunk",
+            Self::End(_) => "end",
+            Self::CancelResult(_) => "cancel_result",
+            Self::ResumeUnavailable(_) => "resume_unavailable",
+            Self::Presence(_) => "presence",
+            Self::Pong(_) => "pong",
+            Self::Error(_) => "error",
         }
     }
 }
@@ -334,9 +334,9 @@ pub enum ReplyStatus {
 impl From<ReplyStatus> for MessageStatus {
     fn from(s: ReplyStatus) -> Self {
         match s {
-            ReplyStatus::Completed => MessageStatus::Completed,
-            ReplyStatus::Cancelled => MessageStatus::Cancelled,
-            ReplyStatus::Failed => MessageStatus::Failed,
+            ReplyStatus::Completed => Self::Completed,
+            ReplyStatus::Cancelled => Self::Cancelled,
+            ReplyStatus::Failed => Self::Failed,
         }
     }
 }
@@ -358,9 +358,9 @@ pub enum CancelStatus {
 impl From<ReplyStatus> for CancelStatus {
     fn from(s: ReplyStatus) -> Self {
         match s {
-            ReplyStatus::Completed => CancelStatus::Completed,
-            ReplyStatus::Cancelled => CancelStatus::Cancelled,
-            ReplyStatus::Failed => CancelStatus::Failed,
+            ReplyStatus::Completed => Self::Completed,
+            ReplyStatus::Cancelled => Self::Cancelled,
+            ReplyStatus::Failed => Self::Failed,
         }
     }
 }

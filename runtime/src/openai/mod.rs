@@ -110,7 +110,7 @@ pub enum UpstreamUrlError {
 
 impl Upstream {
     /// Parses `http://host[:port][/base]` (port 80 when absent).
-    pub fn parse(url: &str) -> Result<Upstream, UpstreamUrlError> {
+    pub fn parse(url: &str) -> Result<Self, UpstreamUrlError> {
         let uri: Uri = url
             .trim()
             .parse()
@@ -135,7 +135,7 @@ impl Upstream {
         if host.is_empty() {
             return Err(UpstreamUrlError::Syntax("no host".to_owned()));
         }
-        Ok(Upstream {
+        Ok(Self {
             host,
             port: authority.port_u16().unwrap_or(80),
             authority: authority.as_str().to_owned(),
@@ -288,13 +288,13 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in the order the metrics list them.
-    pub const ALL: [ErrorKind; 6] = [
-        ErrorKind::Unreachable,
-        ErrorKind::Timeout,
-        ErrorKind::Status,
-        ErrorKind::Malformed,
-        ErrorKind::Closed,
-        ErrorKind::Reported,
+    pub const ALL: [Self; 6] = [
+        Self::Unreachable,
+        Self::Timeout,
+        Self::Status,
+        Self::Malformed,
+        Self::Closed,
+        Self::Reported,
     ];
 
     /// Its name: `unreachable`, `timeout`, `status`, `malformed`, `closed`,
@@ -302,12 +302,12 @@ impl ErrorKind {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorKind::Unreachable => "unreachable",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Status => "status",
-            ErrorKind::Malformed => "malformed",
-            ErrorKind::Closed => "closed",
-            ErrorKind::Reported => "reported",
+            Self::Unreachable => "unreachable",
+            Self::Timeout => "timeout",
+            Self::Status => "status",
+            Self::Malformed => "malformed",
+            Self::Closed => "closed",
+            Self::Reported => "reported",
         }
     }
 }
@@ -353,12 +353,12 @@ impl UpstreamError {
     #[must_use]
     pub fn reason(&self) -> String {
         match self {
-            UpstreamError::Unreachable(_) => "upstream_unreachable".to_owned(),
-            UpstreamError::Timeout(_) => "upstream_timeout".to_owned(),
-            UpstreamError::Status { status, .. } => format!("upstream_status_{status}"),
-            UpstreamError::Malformed(_) => "upstream_malformed".to_owned(),
-            UpstreamError::Closed(_) => "upstream_closed".to_owned(),
-            UpstreamError::Reported(_) => "upstream_error".to_owned(),
+            Self::Unreachable(_) => "upstream_unreachable".to_owned(),
+            Self::Timeout(_) => "upstream_timeout".to_owned(),
+            Self::Status { status, .. } => format!("upstream_status_{status}"),
+            Self::Malformed(_) => "upstream_malformed".to_owned(),
+            Self::Closed(_) => "upstream_closed".to_owned(),
+            Self::Reported(_) => "upstream_error".to_owned(),
         }
     }
 
@@ -366,23 +366,23 @@ impl UpstreamError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            UpstreamError::Unreachable(_) => ErrorKind::Unreachable,
-            UpstreamError::Timeout(_) => ErrorKind::Timeout,
-            UpstreamError::Status { .. } => ErrorKind::Status,
-            UpstreamError::Malformed(_) => ErrorKind::Malformed,
-            UpstreamError::Closed(_) => ErrorKind::Closed,
-            UpstreamError::Reported(_) => ErrorKind::Reported,
+            Self::Unreachable(_) => ErrorKind::Unreachable,
+            Self::Timeout(_) => ErrorKind::Timeout,
+            Self::Status { .. } => ErrorKind::Status,
+            Self::Malformed(_) => ErrorKind::Malformed,
+            Self::Closed(_) => ErrorKind::Closed,
+            Self::Reported(_) => ErrorKind::Reported,
         }
     }
 
     /// A hyper error of the exchange (sending the request, reading the
     /// body): invalid HTTP is malformed, anything else means the
     /// connection is gone.
-    fn from_hyper(e: &hyper::Error) -> UpstreamError {
+    fn from_hyper(e: &hyper::Error) -> Self {
         if e.is_parse() || e.is_parse_status() {
-            UpstreamError::Malformed(e.to_string())
+            Self::Malformed(e.to_string())
         } else {
-            UpstreamError::Closed(e.to_string())
+            Self::Closed(e.to_string())
         }
     }
 }
@@ -436,8 +436,8 @@ enum Stop {
 }
 
 impl From<UpstreamError> for Stop {
-    fn from(e: UpstreamError) -> Stop {
-        Stop::Failed(e)
+    fn from(e: UpstreamError) -> Self {
+        Self::Failed(e)
     }
 }
 

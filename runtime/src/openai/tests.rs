@@ -86,7 +86,7 @@ struct Fake {
 }
 
 impl Fake {
-    async fn start(script: Vec<Step>) -> Fake {
+    async fn start(script: Vec<Step>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, seen) = oneshot::channel();
@@ -135,7 +135,7 @@ impl Fake {
                 closed_after,
             });
         });
-        Fake { addr, seen }
+        Self { addr, seen }
     }
 
     fn config(&self) -> OpenAiConfig {
@@ -470,7 +470,7 @@ async fn silence_beyond_the_timeout_fails_upstream_timeout_after_the_deltas_so_f
     let fake = Fake::start(vec![sse_head(), delta("slow"), Step::Sleep(3_000)]).await;
     let mut config = fake.config();
     config.timeout = Duration::from_millis(300);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (events, ended, _) = run(&config, &context("hi")).await;
     assert_eq!(deltas(&events), "slow");
     assert_eq!(failed_reason(&events), "upstream_timeout");
@@ -542,7 +542,7 @@ async fn dropping_the_generation_closes_the_upstream_connection_at_once() {
         _ = first_rx => {}
         () = tokio::time::sleep(T) => panic!("no first delta"),
     }
-    let dropped = std::time::Instant::now();
+    let dropped = Instant::now();
     let seen = fake.seen().await;
     // The fake notices the close when its next write fails or its read
     // sees EOF: within one of its 100 ms pauses.

@@ -89,8 +89,8 @@ pub(crate) struct WireUsage {
 }
 
 impl From<WireUsage> for Usage {
-    fn from(u: WireUsage) -> Usage {
-        Usage {
+    fn from(u: WireUsage) -> Self {
+        Self {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
         }

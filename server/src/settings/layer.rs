@@ -256,8 +256,8 @@ pub struct Layer {
 impl Layer {
     /// This layer, with each missing value taken from `lower`.
     #[must_use]
-    pub fn or(self, lower: Layer) -> Layer {
-        Layer {
+    pub fn or(self, lower: Self) -> Self {
+        Self {
             listen: self.listen.or(lower.listen),
             runtime: self.runtime.or(lower.runtime),
             worker_threads: self.worker_threads.or(lower.worker_threads),
@@ -296,7 +296,7 @@ impl Layer {
     }
 
     /// Parses a TOML document (`path` only names it in errors).
-    pub fn from_toml(text: &str, path: &Path) -> Result<Layer, ConfigError> {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::FileSyntax {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -304,11 +304,11 @@ impl Layer {
     }
 
     /// Reads and parses the TOML file at `path`.
-    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::FileRead {
             path: path.to_path_buf(),
             source: e,
         })?;
-        Layer::from_toml(&text, path)
+        Self::from_toml(&text, path)
     }
 }

@@ -28,7 +28,7 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `program args…` and waits for the line `BANNER ADDR` on its
     /// stdout.
-    async fn start(program: &Path, args: &[String], banner: &str) -> Res<Server> {
+    async fn start(program: &Path, args: &[String], banner: &str) -> Res<Self> {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -63,12 +63,12 @@ impl Server {
         })??;
         // Keep the pipe drained so the server never blocks on stdout.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Server { child, pid, addr })
+        Ok(Self { child, pid, addr })
     }
 
     /// `weir serve` with `runtime` (the `--runtime` and `--worker-threads`
     /// arguments of [`RuntimeOpts::weir_args`]) and `extra`.
-    pub(crate) async fn weir(program: &Path, runtime: &[String], extra: &[String]) -> Res<Server> {
+    pub(crate) async fn weir(program: &Path, runtime: &[String], extra: &[String]) -> Res<Self> {
         let mut args: Vec<String> = [
             "serve",
             "--listen",
@@ -87,13 +87,13 @@ impl Server {
         .collect();
         args.extend_from_slice(runtime);
         args.extend_from_slice(extra);
-        Server::start(program, &args, "weir listening on http://").await
+        Self::start(program, &args, "weir listening on http://").await
     }
 
-    pub(crate) async fn bare(program: &Path, extra: &[String]) -> Res<Server> {
+    pub(crate) async fn bare(program: &Path, extra: &[String]) -> Res<Self> {
         let mut args = vec![String::from("--listen"), String::from("127.0.0.1:0")];
         args.extend_from_slice(extra);
-        Server::start(program, &args, "bare_ws listening on ws://").await
+        Self::start(program, &args, "bare_ws listening on ws://").await
     }
 
     pub(crate) fn status_kib(&self, field: &str) -> Res<u64> {

@@ -82,7 +82,7 @@ pub(crate) struct Env {
 }
 
 impl Env {
-    pub(crate) async fn read(weir: &Path, nofile: u64, rt: &RuntimeOpts) -> Env {
+    pub(crate) async fn read(weir: &Path, nofile: u64, rt: &RuntimeOpts) -> Self {
         let weir_version = match Command::new(weir).arg("version").output().await {
             Ok(out) => String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -97,7 +97,7 @@ impl Env {
                 .unwrap_or(100.0),
             Err(_) => 100.0,
         };
-        Env {
+        Self {
             date: utc_now(),
             machine: Machine::read(),
             weir_version,
