@@ -1,56 +1,4 @@
-//! The in-memory store behind a runtime: the reference [`Model`] and the
-//! topics the node subscribed to, so that carrying an
-//! [`Output::Store`](crate::Output::Store) is one call whose result is what
-//! to feed back.
-//!
-//! A runtime with one node and no Redis carries the store outputs like this:
-//!
-//! ```
-//! use std::collections::VecDeque;
-//! use std::time::Instant;
-//! use weir_core::ids::{ConnId, ConvKey, NodeId, SeededIds, SessionId, UserId};
-//! use weir_core::store::{MemoryStore, Model, StoreConfig, Topic};
-//! use weir_core::{Config, Input, Node, Output};
-//!
-//! let now = Instant::now();
-//! let mut node = Node::new(Config::new(NodeId::parse("n1").unwrap()), SeededIds::new(1), now, 1_000);
-//! let mut store = MemoryStore::new(Model::new(StoreConfig::default(), 1));
-//! let (user, session) = (UserId::parse("alice").unwrap(), SessionId::parse("s").unwrap());
-//! let mut inbox = VecDeque::from([Input::Connect {
-//!     conn: ConnId(1),
-//!     user: user.clone(),
-//!     session: session.clone(),
-//!     resume: None,
-//! }]);
-//! while let Some(input) = inbox.pop_front() {
-//!     node.handle_input(now, input);
-//!     while let Some(output) = node.poll_output() {
-//!         match output {
-//!             Output::Store { op, request } => inbox.extend(store.apply(op, request)),
-//!             Output::Subscribe(topic) => store.subscribe(&topic),
-//!             Output::Unsubscribe(topic) => store.unsubscribe(&topic),
-//!             _ => {} // frames, generators, …: the rest of the runtime
-//!         }
-//!     }
-//! }
-//! // The connection is open: its conversation's notices are fed back.
-//! assert!(store.is_subscribed(&Topic::Conv(ConvKey::new(user, session))));
-//! ```
-//!
-//! **Subscriptions as fingerprints.** A node subscribes to a topic or two
-//! per conversation it serves (the conversation, its user's presence); kept
-//! as topics, with their strings, they were ~0.2 KiB of every connection.
-//! The store keeps a 64-bit keyed hash of each topic instead. Two topics with
-//! the same fingerprint (a chance of about n²/2⁶⁵ for n topics, and not one a
-//! client can aim for while the key is secret) would only feed a notice the
-//! node did not subscribe to, which the node ignores (as it must: with real
-//! pub/sub a notice can arrive after an unsubscribe), or drop one after the
-//! other's unsubscribe, which pub/sub may do anyway (a notice can be lost;
-//! the store's records are the truth). The key is the caller's:
-//! [`MemoryStore::new`] takes a random one from std's
-//! [`RandomState`], as `HashMap::new` does, and
-//! [`MemoryStore::with_hasher`] any other (a fixed one for a reproducible
-//! run).
+//! The in-memory store behind a runtime: [`MemoryStore`].
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
@@ -59,7 +7,59 @@ use std::hash::{BuildHasher, Hasher};
 use super::{Model, Published, StoreOp, Topic};
 use crate::api::{Input, OpId};
 
-/// The in-memory store of one node. See the [module docs](self).
+/// The in-memory store of one node, behind a runtime: the reference [`Model`]
+/// and the topics the node subscribed to, so that carrying an
+/// [`Output::Store`](crate::Output::Store) is one call whose result is what
+/// to feed back.
+///
+/// A runtime with one node and no Redis carries the store outputs like this:
+///
+/// ```
+/// use std::collections::VecDeque;
+/// use std::time::Instant;
+/// use weir_core::ids::{ConnId, ConvKey, NodeId, SeededIds, SessionId, UserId};
+/// use weir_core::store::{MemoryStore, Model, StoreConfig, Topic};
+/// use weir_core::{Config, Input, Node, Output};
+///
+/// let now = Instant::now();
+/// let mut node = Node::new(Config::new(NodeId::parse("n1").unwrap()), SeededIds::new(1), now, 1_000);
+/// let mut store = MemoryStore::new(Model::new(StoreConfig::default(), 1));
+/// let (user, session) = (UserId::parse("alice").unwrap(), SessionId::parse("s").unwrap());
+/// let mut inbox = VecDeque::from([Input::Connect {
+///     conn: ConnId(1),
+///     user: user.clone(),
+///     session: session.clone(),
+///     resume: None,
+/// }]);
+/// while let Some(input) = inbox.pop_front() {
+///     node.handle_input(now, input);
+///     while let Some(output) = node.poll_output() {
+///         match output {
+///             Output::Store { op, request } => inbox.extend(store.apply(op, request)),
+///             Output::Subscribe(topic) => store.subscribe(&topic),
+///             Output::Unsubscribe(topic) => store.unsubscribe(&topic),
+///             _ => {} // frames, generators, …: the rest of the runtime
+///         }
+///     }
+/// }
+/// // The connection is open: its conversation's notices are fed back.
+/// assert!(store.is_subscribed(&Topic::Conv(ConvKey::new(user, session))));
+/// ```
+///
+/// **Subscriptions as fingerprints.** A node subscribes to a topic or two
+/// per conversation it serves (the conversation, its user's presence); kept
+/// as topics, with their strings, they were ~0.2 KiB of every connection.
+/// The store keeps a 64-bit keyed hash of each topic instead. Two topics with
+/// the same fingerprint (a chance of about n²/2⁶⁵ for n topics, and not one a
+/// client can aim for while the key is secret) would only feed a notice the
+/// node did not subscribe to, which the node ignores (as it must: with real
+/// pub/sub a notice can arrive after an unsubscribe), or drop one after the
+/// other's unsubscribe, which pub/sub may do anyway (a notice can be lost;
+/// the store's records are the truth). The key is the caller's:
+/// [`MemoryStore::new`] takes a random one from std's
+/// [`RandomState`], as `HashMap::new` does, and
+/// [`MemoryStore::with_hasher`] any other (a fixed one for a reproducible
+/// run).
 #[derive(Debug, Clone)]
 pub struct MemoryStore<S = RandomState> {
     model: Model,
