@@ -58,11 +58,12 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Bytes, Message, WebSocket};
 use weir_core::demo::{DemoPrompt, DemoText};
-use weir_core::ids::{ConnId, MessageId, NodeId, SeededIds, Seq, SessionId, UserId};
-use weir_core::store::{MemoryStore, Model, StoreConfig};
 use weir_core::wire::http::HttpError;
-use weir_core::wire::{CloseCode, ErrorCode, Usage};
-use weir_core::{Config, Event, GeneratorEvent, Input, Node, Output};
+use weir_core::wire::{ErrorCode, Usage};
+use weir_core::{
+    CloseCode, Config, ConnId, Event, GeneratorEvent, Input, MemoryStore, MessageId, Model, Node,
+    NodeId, Output, SeededIds, Seq, SessionId, StoreConfig, UserId,
+};
 
 /// The WebSocket path (PROTOCOL.md).
 const WS_PATH: &str = "/v1/ws";

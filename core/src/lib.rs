@@ -8,7 +8,7 @@
 //! ## What the core never does
 //!
 //! - **No I/O.** It never touches a socket, a file or Redis. Frames arrive
-//!   as bytes in [`Input::Frame`] and leave as [`ServerFrame`](wire::ServerFrame)s
+//!   as bytes in [`Input::Frame`] and leave as [`ServerFrame`]s
 //!   in [`Output::Send`]; store operations leave as [`Output::Store`] and
 //!   their replies come back as [`Input::StoreReply`].
 //! - **No clock.** Every call that depends on time takes `now`
@@ -19,7 +19,7 @@
 //! - **No async runtime, no threads, no locks.** One owner drives a
 //!   [`Node`]; timers are deadlines ([`Node::poll_timeout`]), never sleeps.
 //! - **No randomness of its own.** Ids come from an injected
-//!   [`IdSource`](ids::IdSource); [`SeededIds`](ids::SeededIds) reproduces a
+//!   [`IdSource`](ids::IdSource); [`SeededIds`] reproduces a
 //!   run from a seed.
 //!
 //! ## The run loop a runtime writes
@@ -28,16 +28,17 @@
 //! event, store reply, generator event or [`Node::poll_timeout`]. Extra polls
 //! and extra [`Node::handle_timeout`] calls are harmless. Here the "runtime"
 //! is a few lines around the in-memory store
-//! ([`MemoryStore`](store::MemoryStore): the store's reference
-//! [`Model`](store::Model) and the node's subscriptions) and a fake socket:
+//! ([`MemoryStore`]: the store's reference [`Model`] and the node's
+//! subscriptions) and a fake socket. Everything it names is re-exported at
+//! the crate's root (see the map below):
 //!
 //! ```
 //! use std::collections::VecDeque;
 //! use std::time::{Duration, Instant};
-//! use weir_core::ids::{ConnId, NodeId, SeededIds, SessionId, UserId};
-//! use weir_core::store::{MemoryStore, Model, StoreConfig};
-//! use weir_core::wire::ServerFrame;
-//! use weir_core::{Config, GeneratorEvent, Input, Node, Output};
+//! use weir_core::{
+//!     Config, ConnId, GeneratorEvent, Input, MemoryStore, Model, Node, NodeId, Output, SeededIds,
+//!     ServerFrame, SessionId, StoreConfig, UserId,
+//! };
 //!
 //! let start = Instant::now(); // a runtime reads its clock; the core never does
 //! let mut node = Node::new(
@@ -148,8 +149,8 @@
 //! | [`stream`] | the stream state machine (Active → Cancelling → Settled → Expired) and the cancel decision |
 //! | [`session`] | the connection state machine (Handshake → Open → Closing → Closed) and cursors |
 //! | [`presence`] | presence per user (online → lingering → offline, with debounce and expiry) |
-//! | [`store`] | store operations, replies, notices, the pure reference [`Model`](store::Model) and the in-memory store behind a runtime ([`MemoryStore`](store::MemoryStore)) |
-//! | [`timer`] | timers as a table of deadlines |
+//! | [`store`] | store operations, replies, notices, the pure reference [`Model`] and the in-memory store behind a runtime ([`MemoryStore`]) |
+//! | `timer` (private) | timers as a table of deadlines, behind [`Node::poll_timeout`] and [`Node::handle_timeout`] |
 //! | [`wire`] | every frame and HTTP body of protocol v1, with decoding errors mapped to error codes |
 //! | [`ids`] | validated identifiers and the injected id source |
 //! | [`config`] | a node's settings |
@@ -157,6 +158,18 @@
 //!
 //! The state machines' diagrams are in each module's docs; the invariants the
 //! node keeps, and how, are in [`node`]'s.
+//!
+//! ### Re-exported at the root
+//!
+//! What a runtime's run loop touches, so that it needs one `use weir_core::{…}`:
+//!
+//! | from | items |
+//! | --- | --- |
+//! | [`node`], [`config`] | [`Node`], [`Config`] |
+//! | [`api`] | [`Input`], [`Output`], [`Event`], [`GeneratorEvent`], [`HttpRequest`], [`HttpReqId`], [`OpId`] |
+//! | [`ids`] | the ids an input or output carries ([`ConnId`], [`UserId`], [`SessionId`], [`MessageId`], [`Seq`]), the node's own [`NodeId`], and the seeded id source [`SeededIds`] |
+//! | [`store`] | the in-memory store behind a runtime: [`MemoryStore`], its [`Model`] and the model's [`StoreConfig`] |
+//! | [`wire`] | what `Send` and `Close` carry: [`ServerFrame`], [`CloseCode`] |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -169,9 +182,12 @@ pub mod presence;
 pub mod session;
 pub mod store;
 pub mod stream;
-pub mod timer;
+pub(crate) mod timer;
 pub mod wire;
 
 pub use api::{Event, GeneratorEvent, HttpReqId, HttpRequest, Input, OpId, Output};
 pub use config::Config;
+pub use ids::{ConnId, MessageId, NodeId, SeededIds, Seq, SessionId, UserId};
 pub use node::Node;
+pub use store::{MemoryStore, Model, StoreConfig};
+pub use wire::{CloseCode, ServerFrame};

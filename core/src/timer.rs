@@ -9,7 +9,7 @@ use crate::ids::{ConnId, ConvKey, MessageId, UserId};
 
 /// What a deadline is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TimerKey {
+pub(crate) enum TimerKey {
     /// A connection's next deadline: its heartbeat, its idle deadline, or
     /// (closing) its close deadline — one entry per connection, re-armed by
     /// itself, so inbound frames never touch the table.
@@ -29,14 +29,14 @@ pub enum TimerKey {
 
 /// The deadline table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Timers {
+pub(crate) struct Timers {
     by_key: BTreeMap<TimerKey, Instant>,
     by_time: BTreeSet<(Instant, TimerKey)>,
 }
 
 impl Timers {
     /// Sets (or moves) `key` to fire at `at`.
-    pub fn set(&mut self, key: TimerKey, at: Instant) {
+    pub(crate) fn set(&mut self, key: TimerKey, at: Instant) {
         if let Some(old) = self.by_key.insert(key.clone(), at) {
             self.by_time.remove(&(old, key.clone()));
         }
@@ -44,7 +44,7 @@ impl Timers {
     }
 
     /// Sets `key` to fire at `at` unless it is already set to fire earlier.
-    pub fn set_earliest(&mut self, key: TimerKey, at: Instant) {
+    pub(crate) fn set_earliest(&mut self, key: TimerKey, at: Instant) {
         match self.by_key.get(&key) {
             Some(old) if *old <= at => {}
             _ => self.set(key, at),
@@ -52,26 +52,27 @@ impl Timers {
     }
 
     /// Removes `key`.
-    pub fn cancel(&mut self, key: &TimerKey) {
+    pub(crate) fn cancel(&mut self, key: &TimerKey) {
         if let Some(old) = self.by_key.remove(key) {
             self.by_time.remove(&(old, key.clone()));
         }
     }
 
-    /// Whether `key` is set.
+    /// Whether `key` is set (for the tests: the node has no use for it).
+    #[cfg(test)]
     #[must_use]
-    pub fn is_set(&self, key: &TimerKey) -> bool {
+    pub(crate) fn is_set(&self, key: &TimerKey) -> bool {
         self.by_key.contains_key(key)
     }
 
     /// The earliest deadline.
     #[must_use]
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
     }
 
     /// Removes and returns the earliest entry due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
         let (at, _) = self.by_time.first()?;
         if *at > now {
             return None;
@@ -81,20 +82,22 @@ impl Timers {
         Some(key)
     }
 
-    /// How many deadlines are set.
+    /// How many deadlines are set (for the tests: the node has no use for it).
+    #[cfg(test)]
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_key.len()
     }
 
-    /// Whether no deadline is set.
+    /// Whether no deadline is set (for the tests: the node has no use for it).
+    #[cfg(test)]
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }
 
     /// The keys that are set (for checkers).
-    pub fn keys(&self) -> impl Iterator<Item = &TimerKey> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &TimerKey> {
         self.by_key.keys()
     }
 }

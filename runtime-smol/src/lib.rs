@@ -48,7 +48,7 @@ use smol::Executor;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 pub use weir_runtime::{
-    openai, queue, Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, StoreBackend,
+    openai, Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, StoreBackend,
 };
 
 /// A bound, not yet running weir server on smol.

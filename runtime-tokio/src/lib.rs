@@ -42,7 +42,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use weir_runtime::{
-    openai, queue, Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, StoreBackend,
+    openai, Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, StoreBackend,
 };
 
 /// A bound, not yet running weir server on tokio (inside a tokio runtime).

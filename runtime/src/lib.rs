@@ -27,7 +27,7 @@
 //! | `server` | the accept loop and the graceful shutdown |
 //! | `http` | the hyper service: routing, bodies, the WebSocket upgrade, `/healthz`, `/readyz`, `/metrics`, the page |
 //! | `ws` | per WebSocket: one reader task and exactly one writer task |
-//! | [`queue`] | the per-connection bounded outbound queue (merges chunk frames when full) |
+//! | `queue` | the per-connection bounded outbound queue (merges chunk frames when full); its loom models include the file by path (`verification/tests/loom_queue.rs`) |
 //! | `auth` | `Auth::None` (user from the query) and HS256 JWTs |
 //! | `query` | percent-decoding of query parameters and path segments |
 //! | `generator` | generators as abortable tasks: the demo generator |
@@ -54,7 +54,7 @@
 //! input (or `handle_timeout`), and then drains every output:
 //!
 //! - `Send` / `SendMany` / `Ping` / `Close` go into the connections'
-//!   [`queue::OutQueue`]s, which wake their writers; a frame is encoded once
+//!   `OutQueue`s (`queue.rs`), which wake their writers; a frame is encoded once
 //!   and the same encoded bytes go to every connection of a `SendMany`; a
 //!   push that overflows is fed back at once as `Input::SlowConsumer` (the
 //!   core then closes with 4008);
@@ -87,7 +87,7 @@ mod mailbox;
 mod metrics;
 pub mod openai;
 mod query;
-pub mod queue;
+pub(crate) mod queue;
 mod redis_store;
 mod rt;
 mod server;

@@ -100,11 +100,11 @@ use crate::sync::{Arc, Mutex, SharedText};
 /// whose buffer grew past this releases the buffer; a small one is kept, so a connection
 /// that keeps up with a reply (one or two items queued at a time) does not allocate per
 /// chunk.
-pub const IDLE_SLOTS: usize = 4;
+pub(crate) const IDLE_SLOTS: usize = 4;
 
 /// A frame and its JSON text, encoded once ([`ServerFrame::encode`]) and shared, in an
 /// `Arc`, by every queue the frame goes to.
-pub struct Encoded {
+pub(crate) struct Encoded {
     frame: ServerFrame,
     text: SharedText,
 }
@@ -112,20 +112,20 @@ pub struct Encoded {
 impl Encoded {
     /// Encodes `frame`.
     #[must_use]
-    pub fn new(frame: ServerFrame) -> Self {
+    pub(crate) fn new(frame: ServerFrame) -> Self {
         let text = SharedText::from(frame.encode());
         Self { frame, text }
     }
 
     /// The frame.
     #[must_use]
-    pub fn frame(&self) -> &ServerFrame {
+    pub(crate) fn frame(&self) -> &ServerFrame {
         &self.frame
     }
 
     /// The frame's JSON text, as [`ServerFrame::encode`] made it.
     #[must_use]
-    pub fn text(&self) -> &SharedText {
+    pub(crate) fn text(&self) -> &SharedText {
         &self.text
     }
 }
@@ -142,7 +142,7 @@ impl fmt::Debug for Encoded {
 /// Two items are equal when the writer would send the same thing: an `Item::Frame` of a
 /// chunk equals an `Item::Merged` of the same chunk.
 #[derive(Clone)]
-pub enum Item {
+pub(crate) enum Item {
     /// Send this frame's text as one WebSocket text message. The `Arc` may be shared with
     /// other connections' queues. `chunk` frames may be merged while the queue is full
     /// (see the [module docs](self)); a shared frame itself is never changed.
@@ -162,13 +162,13 @@ impl Item {
     /// `frame`, encoded, as an item of its own (for a frame that goes to one connection;
     /// share one `Arc<Encoded>` between the items of a frame that goes to several).
     #[must_use]
-    pub fn frame(frame: ServerFrame) -> Self {
+    pub(crate) fn frame(frame: ServerFrame) -> Self {
         Self::Frame(Arc::new(Encoded::new(frame)))
     }
 
     /// The chunk this item sends, if it is a chunk frame (plain or merged).
     #[must_use]
-    pub fn chunk(&self) -> Option<&Chunk> {
+    pub(crate) fn chunk(&self) -> Option<&Chunk> {
         match self {
             Self::Frame(encoded) => match encoded.frame() {
                 ServerFrame::Chunk(chunk) => Some(chunk),
@@ -210,7 +210,7 @@ impl fmt::Debug for Item {
 /// What [`OutQueue::push`] did with an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use = "an Overflow must be reported to the core as a slow consumer"]
-pub enum Push {
+pub(crate) enum Push {
     /// The item was appended unchanged (there was room, or it was a `Close`).
     Queued,
     /// The queue was full and merging chunk frames made room: the item was merged into
@@ -230,7 +230,7 @@ pub enum Push {
 impl Push {
     /// Whether the item is in the queue now (queued or merged).
     #[must_use]
-    pub fn is_accepted(self) -> bool {
+    pub(crate) fn is_accepted(self) -> bool {
         matches!(self, Self::Queued | Self::Merged)
     }
 }
@@ -238,7 +238,7 @@ impl Push {
 /// The bounded outbound queue of one connection (see the [module docs](self) for the
 /// rules). `Send + Sync`: share it in an `Arc` between the producers and the writer.
 #[derive(Debug)]
-pub struct OutQueue {
+pub(crate) struct OutQueue {
     state: Mutex<State>,
 }
 
@@ -256,7 +256,7 @@ struct State {
 impl OutQueue {
     /// An empty, open queue that holds at most `capacity` items (0 is taken as 1).
     #[must_use]
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             state: Mutex::new(State {
@@ -275,7 +275,7 @@ impl OutQueue {
     /// dropped (a ping on a full queue), refused for lack of room ([`Push::Overflow`]),
     /// or refused because the queue is closed. See the module docs for the rules. An
     /// accepted item wakes the writer if it is waiting in [`poll_pop`](Self::poll_pop).
-    pub fn push(&self, item: Item) -> Push {
+    pub(crate) fn push(&self, item: Item) -> Push {
         let mut state = self.lock();
         let push = state.push(item);
         let writer = if push.is_accepted() {
@@ -291,7 +291,7 @@ impl OutQueue {
     }
 
     /// Takes the oldest item, or `None` when the queue is empty. Never blocks.
-    pub fn pop(&self) -> Option<Item> {
+    pub(crate) fn pop(&self) -> Option<Item> {
         self.lock().pop()
     }
 
@@ -299,7 +299,7 @@ impl OutQueue {
     /// is empty and closed (nothing will ever come); otherwise `Pending`, keeping `cx`'s
     /// waker, which the next accepted push or [`close`](Self::close) wakes. Meant for
     /// the one writer: a later call replaces the waker an earlier one kept.
-    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let mut state = self.lock();
         if let Some(item) = state.pop() {
             return Poll::Ready(Some(item));
@@ -316,7 +316,7 @@ impl OutQueue {
 
     /// Closes the queue: every later push returns [`Push::Closed`]. Items already queued
     /// still pop. Wakes the writer if it is waiting. Closing twice is harmless.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
         let writer = state.writer.take();
@@ -327,36 +327,40 @@ impl OutQueue {
     }
 
     /// How many items are queued (a merged frame counts once).
+    #[cfg(test)]
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
 
     /// Whether no item is queued.
+    #[cfg(test)]
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lock().items.is_empty()
     }
 
     /// How many items the queue's buffer has room for without allocating (0: it holds no
     /// allocation). At most [`IDLE_SLOTS`] (rounded up to the buffer's smallest size)
     /// once the queue has emptied.
+    #[cfg(test)]
     #[must_use]
-    pub fn allocated_slots(&self) -> usize {
+    pub(crate) fn allocated_slots(&self) -> usize {
         self.lock().items.capacity()
     }
 
     /// Whether the queue refuses pushes ([`close`](Self::close) was called or a `Close`
     /// item was accepted). Queued items may still be waiting to pop.
+    #[cfg(test)]
     #[must_use]
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
     /// How many frames were absorbed by merging since the queue was made (a metric):
     /// each time two chunk frames became one, this grew by one.
     #[must_use]
-    pub fn merged_frames(&self) -> u64 {
+    pub(crate) fn merged_frames(&self) -> u64 {
         self.lock().merged
     }
 

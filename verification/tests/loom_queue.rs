@@ -1,4 +1,4 @@
-//! Loom models of the per-connection outbound queue (`weir_runtime::queue`).
+//! Loom models of the per-connection outbound queue (`runtime/src/queue.rs`, private to weir-runtime).
 //!
 //! # Why the queue is included by path
 //!
@@ -65,8 +65,6 @@ mod sync {
     }
 }
 
-// The module's items are `pub` for the runtime crate; here the module is private.
-#[allow(unreachable_pub)]
 #[path = "../../runtime/src/queue.rs"]
 mod queue;
 
