@@ -20,9 +20,19 @@
 //! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
 //! | `http.rs` | the HTTP API, on the same store operations |
 //!
-//! The pure state types (`ReplyView`, `ConvView`, `Owned`) have unit tests in
-//! their files; the node as a whole is tested in the `verification` crate
-//! (reference model, proptests, exhaustive exploration, seeded simulation).
+//! ## Where the node is tested, and what it asks of a runtime
+//!
+//! The node's behaviour is tested in `verification/` (proptests against a
+//! reference model, exhaustive exploration, seeded simulation, scenarios,
+//! the HTTP API) and by the unit tests in the files of its sub-machines: the
+//! pure state types (`ReplyView` and `ConvView` in `view.rs`, `Owned` in
+//! `owner.rs`) and the machines it drives ([`session`](crate::session),
+//! [`stream`](crate::stream), [`presence`](crate::presence), `timer`).
+//!
+//! The node's guarantees hold only if the runtime that carries out its
+//! outputs keeps [the runtime's contract](Output#the-runtimes-contract), in
+//! [`Output`]'s docs: outputs carried out in the order they are polled, a
+//! `Subscribe` in effect before the next `Store`, a monotonic `now`.
 //!
 //! Method kinds, as in quinn-proto: getters (`conn_state`, `is_drained`, …),
 //! inputs (`handle_input`, `handle_timeout`), and outputs (`poll_output`,
