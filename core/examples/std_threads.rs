@@ -16,7 +16,8 @@
 //! The threads:
 //!
 //! - the **core thread** (the caller of [`serve`]) owns the [`Node`] and the
-//!   store's reference [`Model`] (which *is* the in-memory store). It waits
+//!   in-memory store ([`MemoryStore`]: the store's reference [`Model`] and
+//!   the node's subscriptions). It waits
 //!   on one bounded channel with `recv_timeout` until the node's next
 //!   deadline, feeds what arrives (or `handle_timeout`), and carries out
 //!   every output: frames to the writer, store operations applied at once
@@ -40,7 +41,7 @@
               `thread::sleep`; weir-core's clippy.toml bans them for the sans-IO library code"
 )]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -56,11 +57,11 @@ use tungstenite::http::{header, HeaderValue, StatusCode};
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Bytes, Message, WebSocket};
-use weir_core::demo::DemoText;
+use weir_core::demo::{DemoPrompt, DemoText};
 use weir_core::ids::{ConnId, MessageId, NodeId, SeededIds, Seq, SessionId, UserId};
-use weir_core::store::{Model, StoreConfig, Topic};
+use weir_core::store::{MemoryStore, Model, StoreConfig};
 use weir_core::wire::http::HttpError;
-use weir_core::wire::{CloseCode, ErrorCode, Role as MessageRole, Usage};
+use weir_core::wire::{CloseCode, ErrorCode, Usage};
 use weir_core::{Config, Event, GeneratorEvent, Input, Node, Output};
 
 /// The WebSocket path (PROTOCOL.md).
@@ -499,10 +500,9 @@ struct Generator {
 /// runtime's side of the connection and the generators.
 struct CoreThread {
     node: Node<SeededIds>,
-    store: Model,
-    /// The topics the node subscribed to: the in-memory store's notices on
-    /// them are fed back, others dropped (like the tokio driver).
-    subscriptions: HashSet<Topic>,
+    /// The in-memory store: its replies, and its notices on the topics the
+    /// node subscribed to, are fed back (like the runtime's driver).
+    store: MemoryStore,
     /// The writer's queue; `None` once the connection is released.
     writer: Option<SyncSender<Item>>,
     /// Whether a full queue was reported already.
@@ -538,8 +538,7 @@ impl CoreThread {
                 unix_ms,
             ),
             // A new in-memory store: its epoch is the start time.
-            store: Model::new(StoreConfig::default(), unix_ms),
-            subscriptions: HashSet::new(),
+            store: MemoryStore::new(Model::new(StoreConfig::default(), unix_ms)),
             writer: Some(writer),
             slow: false,
             tx,
@@ -667,24 +666,9 @@ impl CoreThread {
                 // thread is done.
                 self.writer_done();
             }
-            Output::Store { op, request } => {
-                let (reply, published) = self.store.apply(request);
-                self.immediate.push_back(Input::StoreReply {
-                    op,
-                    result: Ok(reply),
-                });
-                for p in published {
-                    if self.subscriptions.contains(&p.topic) {
-                        self.immediate.push_back(Input::Notice(p.notice));
-                    }
-                }
-            }
-            Output::Subscribe(topic) => {
-                self.subscriptions.insert(topic);
-            }
-            Output::Unsubscribe(topic) => {
-                self.subscriptions.remove(&topic);
-            }
+            Output::Store { op, request } => self.immediate.extend(self.store.apply(op, request)),
+            Output::Subscribe(topic) => self.store.subscribe(&topic),
+            Output::Unsubscribe(topic) => self.store.unsubscribe(&topic),
             Output::StartGenerator {
                 message_id,
                 context,
@@ -736,22 +720,11 @@ impl CoreThread {
     }
 
     fn start_generator(&mut self, message_id: MessageId, context: &[weir_core::wire::Message]) {
-        let prompt = context
-            .iter()
-            .rev()
-            .find(|m| m.role == MessageRole::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
-        let prompt_tokens = context
-            .iter()
-            .map(|m| m.content.split_whitespace().count() as u64)
-            .sum();
         let abort = Arc::new(AtomicBool::new(false));
         let job = Demo {
             tx: self.tx.clone(),
             message_id: message_id.clone(),
-            prompt,
-            prompt_tokens,
+            prompt: DemoPrompt::of(context),
             chunks: self.chunks,
             pace: self.pace,
             abort: abort.clone(),
@@ -808,8 +781,7 @@ fn close_frame(code: CloseCode) -> CloseFrame {
 struct Demo {
     tx: SyncSender<ToCore>,
     message_id: MessageId,
-    prompt: String,
-    prompt_tokens: u64,
+    prompt: DemoPrompt,
     chunks: u32,
     pace: Duration,
     abort: Arc<AtomicBool>,
@@ -824,7 +796,7 @@ impl Demo {
             })
         };
         let mut sent = 0u64;
-        for chunk in DemoText::new(&self.prompt, self.chunks) {
+        for chunk in DemoText::new(&self.prompt.text, self.chunks) {
             thread::sleep(self.pace);
             if self.abort.load(Ordering::Acquire)
                 || self.tx.send(event(GeneratorEvent::Delta(chunk))).is_err()
@@ -834,7 +806,7 @@ impl Demo {
             sent += 1;
         }
         let usage = Some(Usage {
-            prompt_tokens: self.prompt_tokens,
+            prompt_tokens: self.prompt.tokens,
             completion_tokens: sent,
         });
         if !self.abort.load(Ordering::Acquire) {

@@ -295,9 +295,18 @@ pub enum Event {
         /// Whether it was served exactly.
         exact: bool,
     },
-    /// A store operation failed.
+    /// A store operation failed: the store could not be reached
+    /// ([`StoreError::Unavailable`]).
     StoreUnavailable {
         /// The operation.
         op: OpId,
+    },
+    /// A store operation failed: the store answered something this node does
+    /// not understand ([`StoreError::Internal`]), a bug worth an alert.
+    StoreInternal {
+        /// The operation.
+        op: OpId,
+        /// What was not understood.
+        reason: String,
     },
 }

@@ -6,12 +6,47 @@
 //! chosen by a hash of the prompt and `i`, followed by a space; every
 //! eighth chunk ends a sentence. The same prompt and chunk count always give
 //! the same reply.
+//!
+//! What it answers is read from the reply's context by [`DemoPrompt::of`]:
+//! every runtime's demo generator starts there.
+
+use crate::wire::{Message, Role};
 
 const WORDS: [&str; 32] = [
     "river", "stone", "light", "weir", "water", "flows", "over", "the", "quiet", "field", "and",
     "a", "cold", "wind", "turns", "each", "leaf", "toward", "morning", "while", "slow", "clouds",
     "gather", "above", "old", "bridges", "where", "patient", "herons", "wait", "for", "rain",
 ];
+
+/// What the demo generator answers, read from a reply's context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoPrompt {
+    /// The last user turn's text (empty if there is none): the prompt of
+    /// [`DemoText::new`].
+    pub text: String,
+    /// The words of every turn: the `prompt_tokens` the demo generator
+    /// reports as usage.
+    pub tokens: u64,
+}
+
+impl DemoPrompt {
+    /// The prompt of a reply whose context is `context` (the conversation's
+    /// turns, oldest first, the new user turn last).
+    #[must_use]
+    pub fn of(context: &[Message]) -> Self {
+        let text = context
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let tokens = context
+            .iter()
+            .map(|m| m.content.split_whitespace().count() as u64)
+            .sum();
+        Self { text, tokens }
+    }
+}
 
 /// The chunks of one demo reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,5 +117,32 @@ mod tests {
         assert_ne!(DemoText::full("hi", 20), DemoText::full("ho", 20));
         assert_eq!(DemoText::new("hi", 5).count(), 5);
         assert!(DemoText::full("hi", 3).ends_with(". "));
+    }
+
+    #[test]
+    fn the_prompt_is_the_last_user_turn_and_every_word_counts() {
+        let turn = |role, content: &str| Message {
+            message_id: crate::ids::MessageId::parse(format!("m{}", content.len())).unwrap(),
+            role,
+            content: content.into(),
+            status: crate::wire::MessageStatus::Completed,
+            created_at_ms: 0,
+            seq: 0,
+        };
+        let context = [
+            turn(Role::User, "first question"),
+            turn(Role::Assistant, "an answer of five words"),
+            turn(Role::User, "second"),
+        ];
+        let prompt = DemoPrompt::of(&context);
+        assert_eq!(prompt.text, "second");
+        assert_eq!(prompt.tokens, 2 + 5 + 1);
+        assert_eq!(
+            DemoPrompt::of(&[]),
+            DemoPrompt {
+                text: String::new(),
+                tokens: 0
+            }
+        );
     }
 }

@@ -27,14 +27,15 @@
 //! Feed one input, drain every output, then sleep until the next socket
 //! event, store reply, generator event or [`Node::poll_timeout`]. Extra polls
 //! and extra [`Node::handle_timeout`] calls are harmless. Here the "runtime"
-//! is a few lines around the store's reference [`Model`](store::Model) (which
-//! *is* the in-memory store) and a fake socket:
+//! is a few lines around the in-memory store
+//! ([`MemoryStore`](store::MemoryStore): the store's reference
+//! [`Model`](store::Model) and the node's subscriptions) and a fake socket:
 //!
 //! ```
 //! use std::collections::VecDeque;
 //! use std::time::{Duration, Instant};
 //! use weir_core::ids::{ConnId, NodeId, SeededIds, SessionId, UserId};
-//! use weir_core::store::{Model, StoreConfig};
+//! use weir_core::store::{MemoryStore, Model, StoreConfig};
 //! use weir_core::wire::ServerFrame;
 //! use weir_core::{Config, GeneratorEvent, Input, Node, Output};
 //!
@@ -45,7 +46,7 @@
 //!     start,
 //!     1_700_000_000_000,
 //! );
-//! let mut store = Model::new(StoreConfig::default(), 1);
+//! let mut store = MemoryStore::new(Model::new(StoreConfig::default(), 1));
 //! let mut inbox: VecDeque<Input> = VecDeque::new(); // socket reads, store replies, notices, generator events
 //! let mut socket: Vec<ServerFrame> = Vec::new(); // what the client would receive
 //! let conn = ConnId(1);
@@ -76,14 +77,11 @@
 //!         match output {
 //!             Output::Send { frame, .. } => socket.push(frame),
 //!             Output::SendMany { frame, .. } => socket.push(frame), // one connection here
-//!             Output::Store { op, request } => {
-//!                 // The in-memory store: apply atomically, reply, publish.
-//!                 let (reply, notices) = store.apply(request);
-//!                 inbox.push_back(Input::StoreReply { op, result: Ok(reply) });
-//!                 for p in notices {
-//!                     inbox.push_back(Input::Notice(p.notice)); // one node: subscribed to all it asked for
-//!                 }
-//!             }
+//!             // The in-memory store: apply atomically; feed back the reply and
+//!             // the notices on subscribed topics.
+//!             Output::Store { op, request } => inbox.extend(store.apply(op, request)),
+//!             Output::Subscribe(topic) => store.subscribe(&topic),
+//!             Output::Unsubscribe(topic) => store.unsubscribe(&topic),
 //!             Output::StartGenerator { message_id, .. } => {
 //!                 // A real generator runs as a task; this one answers at once.
 //!                 for word in ["Hello", ", ", "Alice"] {
@@ -101,7 +99,7 @@
 //!             Output::Close { conn, .. } => inbox.push_back(Input::Disconnected { conn }),
 //!             Output::Ping { .. } | Output::Released { .. } => {}
 //!             Output::HttpResponse { .. } => {} // no HTTP requests in this example
-//!             Output::Subscribe(_) | Output::Unsubscribe(_) | Output::Event(_) => {}
+//!             Output::Event(_) => {}
 //!         }
 //!     }
 //! }
@@ -150,7 +148,7 @@
 //! | [`stream`] | the stream state machine (Active → Cancelling → Settled → Expired) and the cancel decision |
 //! | [`session`] | the connection state machine (Handshake → Open → Closing → Closed) and cursors |
 //! | [`presence`] | presence per user (online → lingering → offline, with debounce and expiry) |
-//! | [`store`] | store operations, replies, notices, and the pure reference [`Model`](store::Model) |
+//! | [`store`] | store operations, replies, notices, the pure reference [`Model`](store::Model) and the in-memory store behind a runtime ([`MemoryStore`](store::MemoryStore)) |
 //! | [`timer`] | timers as a table of deadlines |
 //! | [`wire`] | every frame and HTTP body of protocol v1, with decoding errors mapped to error codes |
 //! | [`ids`] | validated identifiers and the injected id source |

@@ -9,7 +9,7 @@
 //! replies, notices, slow-consumer reports) before the next message; wait
 //! only when nothing is ready. It decides nothing itself.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::ControlFlow;
 use std::pin::pin;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use futures_util::{select_biased, FutureExt};
 use weir_core::ids::{ConnId, MessageId, SeededIds};
-use weir_core::store::{Model, Notice, StoreOp, Topic};
+use weir_core::store::{MemoryStore, Model, Notice, StoreOp};
 use weir_core::wire::{CancelStatus, CloseCode};
 use weir_core::{Event, GeneratorEvent, HttpReqId, Input, Node, Output};
 
@@ -83,10 +83,7 @@ impl<R: Runtime> std::fmt::Debug for Driver<R> {
 enum Store<R: Runtime> {
     /// The reference model, applied synchronously, and the topics this node
     /// subscribed to (the notices it receives).
-    Memory {
-        model: Model,
-        subscriptions: Subscriptions,
-    },
+    Memory(MemoryStore),
     /// Redis: operations run in tasks; notices arrive on their own channel.
     Redis(RedisBackend<R>),
 }
@@ -131,10 +128,7 @@ impl<R: Runtime> Driver<R> {
             // (the start time) tells resumes of an older process's replies
             // apart.
             StoreBackend::Memory => (
-                Store::Memory {
-                    model: Model::new(config.store, unix_ms),
-                    subscriptions: Subscriptions::default(),
-                },
+                Store::Memory(MemoryStore::new(Model::new(config.store, unix_ms))),
                 Readiness::Memory,
             ),
             StoreBackend::Redis(settings) => {
@@ -356,7 +350,7 @@ impl<R: Runtime> Driver<R> {
 
     fn carry(&mut self, output: Output) {
         if let Output::Store {
-            request: StoreOp::Renew { .. },
+            request: StoreOp::Renew(_),
             ..
         } = &output
         {
@@ -381,21 +375,7 @@ impl<R: Runtime> Driver<R> {
             }
             Output::Released { conn } => self.release(conn),
             Output::Store { op, request } => match &mut self.store {
-                Store::Memory {
-                    model,
-                    subscriptions,
-                } => {
-                    let (reply, published) = model.apply(request);
-                    self.immediate.push_back(Input::StoreReply {
-                        op,
-                        result: Ok(reply),
-                    });
-                    for p in published {
-                        if subscriptions.contains(&p.topic) {
-                            self.immediate.push_back(Input::Notice(p.notice));
-                        }
-                    }
-                }
+                Store::Memory(memory) => self.immediate.extend(memory.apply(op, request)),
                 Store::Redis(redis) => {
                     if let Some(failed) = redis.submit(op, request) {
                         self.immediate.push_back(failed);
@@ -403,11 +383,11 @@ impl<R: Runtime> Driver<R> {
                 }
             },
             Output::Subscribe(topic) => match &mut self.store {
-                Store::Memory { subscriptions, .. } => subscriptions.insert(&topic),
+                Store::Memory(memory) => memory.subscribe(&topic),
                 Store::Redis(redis) => redis.subscribe(&topic),
             },
             Output::Unsubscribe(topic) => match &mut self.store {
-                Store::Memory { subscriptions, .. } => subscriptions.remove(&topic),
+                Store::Memory(memory) => memory.unsubscribe(&topic),
                 Store::Redis(redis) => redis.unsubscribe(&topic),
             },
             Output::StartGenerator {
@@ -517,53 +497,20 @@ impl<R: Runtime> Driver<R> {
                 tracing::warn!(op = op.get(), "store unavailable");
                 self.metrics.store_unavailable.fetch_add(1, Relaxed);
             }
+            Event::StoreInternal { op, reason } => {
+                tracing::error!(
+                    op = op.get(),
+                    "store reply not understood (a bug): {reason}"
+                );
+            }
         }
     }
 }
 
-/// The topics this node subscribed to, kept as fingerprints: a 64-bit hash
-/// of each topic, keyed at random per process, instead of the topic itself.
-/// A node subscribes to a topic or two per conversation it serves (the
-/// conversation, its user's presence); with a conversation per connection
-/// the topics and their strings were ~0.2 KiB of every connection.
-///
-/// Two topics with the same fingerprint (a chance of about n²/2⁶⁵ for n
-/// topics, and not one a client can aim for: the key is secret) would only
-/// feed a notice this node did not subscribe to, which the core ignores (as
-/// it must: with real pub/sub a notice can arrive after an unsubscribe), or
-/// drop one after the other's unsubscribe, which pub/sub may do anyway (a
-/// notice can be lost; the store's records are the truth).
-#[derive(Debug, Default)]
-struct Subscriptions {
-    key: std::collections::hash_map::RandomState,
-    fingerprints: HashSet<u64, U64Hash>,
-}
-
-impl Subscriptions {
-    fn fingerprint(&self, topic: &Topic) -> u64 {
-        self.key.hash_one(topic)
-    }
-
-    fn insert(&mut self, topic: &Topic) {
-        let f = self.fingerprint(topic);
-        self.fingerprints.insert(f);
-    }
-
-    fn remove(&mut self, topic: &Topic) {
-        let f = self.fingerprint(topic);
-        self.fingerprints.remove(&f);
-    }
-
-    fn contains(&self, topic: &Topic) -> bool {
-        self.fingerprints.contains(&self.fingerprint(topic))
-    }
-}
-
-/// The hash of the driver's maps keyed by a `u64` (a [`ConnId`], a topic's
-/// fingerprint): a multiplicative hash instead of SipHash. The connection
-/// map is looked up once per connection for every frame a conversation's
-/// connections get. Its keys are the server's own sequential numbers and
-/// the fingerprints are keyed hashes, never a client's choice, so there is
+/// The hash of the driver's maps keyed by a [`ConnId`]: a multiplicative
+/// hash instead of SipHash. The connection map is looked up once per
+/// connection for every frame a conversation's connections get. Its keys are
+/// the server's own sequential numbers, never a client's choice, so there is
 /// no flooding to defend against.
 #[derive(Debug, Clone, Copy, Default)]
 struct U64Hash;
@@ -675,8 +622,9 @@ fn os_random_seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
-    use weir_core::ids::UserId;
 
     #[test]
     fn the_connection_hash_spreads_sequential_ids() {
@@ -696,21 +644,5 @@ mod tests {
     #[test]
     fn readiness_of_the_memory_store() {
         assert!(Readiness::Memory.is_ready());
-    }
-
-    #[test]
-    fn subscriptions_know_exactly_the_subscribed_topics() {
-        let user = |u: &str| Topic::User(UserId::parse(u).unwrap());
-        let mut subs = Subscriptions::default();
-        for i in 0..1000 {
-            subs.insert(&user(&format!("u{i}")));
-        }
-        subs.insert(&user("u1"));
-        subs.remove(&user("u2"));
-        assert!(subs.contains(&user("u1")));
-        assert!(subs.contains(&user("u999")));
-        assert!(!subs.contains(&user("u2")));
-        assert!(!subs.contains(&user("u1000")));
-        assert_eq!(subs.fingerprints.len(), 999);
     }
 }

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_core::demo::DemoText;
+use weir_core::demo::{DemoPrompt, DemoText};
 use weir_core::ids::MessageId;
-use weir_core::wire::{Message, Role, Usage};
+use weir_core::wire::{Message, Usage};
 use weir_core::{GeneratorEvent, Input};
 
 use crate::mailbox::ToDriver;
@@ -43,21 +43,11 @@ pub(crate) fn spawn<R: Runtime>(
             chunks,
             rate_per_sec,
         } => {
-            let prompt = context
-                .iter()
-                .rev()
-                .find(|m| m.role == Role::User)
-                .map(|m| m.content.clone())
-                .unwrap_or_default();
-            let prompt_tokens = context
-                .iter()
-                .map(|m| m.content.split_whitespace().count() as u64)
-                .sum();
+            let prompt = DemoPrompt::of(context);
             R::spawn(demo::<R>(
                 tx,
                 message_id,
                 prompt,
-                prompt_tokens,
                 chunks,
                 period(rate_per_sec),
             ))
@@ -79,8 +69,7 @@ fn period(rate: f64) -> Option<Duration> {
 async fn demo<R: Runtime>(
     tx: async_channel::Sender<ToDriver>,
     message_id: MessageId,
-    prompt: String,
-    prompt_tokens: u64,
+    prompt: DemoPrompt,
     chunks: u32,
     period: Option<Duration>,
 ) {
@@ -96,7 +85,7 @@ async fn demo<R: Runtime>(
     let period = period.filter(|p| !p.is_zero());
     let mut next = R::now();
     let mut sent = 0u64;
-    for chunk in DemoText::new(&prompt, chunks) {
+    for chunk in DemoText::new(&prompt.text, chunks) {
         match period {
             Some(p) => {
                 next += p;
@@ -110,7 +99,7 @@ async fn demo<R: Runtime>(
         sent += 1;
     }
     let usage = Some(Usage {
-        prompt_tokens,
+        prompt_tokens: prompt.tokens,
         completion_tokens: sent,
     });
     let _ = tx.send(event(GeneratorEvent::Finished { usage })).await;

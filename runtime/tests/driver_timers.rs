@@ -11,20 +11,17 @@
 //! every chunk of the flood would make the test's own clients the
 //! bottleneck) and keep their connections active with `ping` frames.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ::tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use ::tokio::net::TcpStream;
-use async_tungstenite::tungstenite::Message;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
-use support::*;
+use weir_tests::tungstenite::Message;
+use weir_tests::{demo_config, json, Client, InProcess, Runtime, Value, T};
 
-both_runtimes! {
+weir_tests::both_runtimes! {
     a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases,
 }
 
@@ -40,20 +37,20 @@ const VIEWERS: usize = 64;
 /// the idle connection may be closed: five heartbeat periods.
 const SLACK: Duration = Duration::from_millis(5 * 200);
 
-async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases(rt: Rt) {
+async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases() {
     // Chunks as fast as the generator can make them (rate 0), more than the
     // flood can use.
-    let mut config = config(100_000_000, 0.0);
+    let mut config = demo_config(100_000_000, 0.0);
     config.node.heartbeat = HEARTBEAT;
     config.node.idle_timeout = IDLE;
     config.node.housekeeping = Duration::from_millis(300);
     config.node.timers.lease_ttl_ms = LEASE_TTL_MS;
     config.store.timers = config.node.timers;
-    let server = start(rt, config).await;
+    let server = InProcess::start(config).await;
 
     let mut viewers = Vec::with_capacity(VIEWERS);
     for _ in 0..VIEWERS {
-        let (ws, _) = upgrade(server.addr, "session_id=flood&user_id=u").await;
+        let (ws, _) = upgrade(server.addr(), "session_id=flood&user_id=u").await;
         viewers.push(::tokio::spawn(raw_client(ws, Some(HEARTBEAT))));
     }
     let posted = server
@@ -72,17 +69,16 @@ async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases(
     let flowing = Instant::now();
 
     // Connected during the flood: their `Connect` waits in the full channel.
-    let mut observer = server.connect("session_id=quiet&user_id=o").await;
-    handshake(&mut observer).await;
+    let observer = server.ws("session_id=quiet&user_id=o").await;
     let (stop_observer, stopped) = oneshot::channel();
     let observer = ::tokio::spawn(pings_until(observer, stopped));
     let watched_from = Instant::now();
-    let (idle, upgraded) = upgrade(server.addr, "session_id=idle&user_id=i").await;
+    let (idle, upgraded) = upgrade(server.addr(), "session_id=idle&user_id=i").await;
     let idle = ::tokio::spawn(raw_client(idle, None));
-    let renewals_before = server.metric("weir_lease_renewals_total").await;
+    let renewals_before = server.metrics().await.get("weir_lease_renewals_total");
 
     ::tokio::time::sleep_until((flowing + FLOOD).into()).await;
-    let renewals = server.metric("weir_lease_renewals_total").await - renewals_before;
+    let renewals = server.metrics().await.get("weir_lease_renewals_total") - renewals_before;
     let watched_until = Instant::now();
     let _ = stop_observer.send(());
     let (pings, observer_closed) = observer.await.expect("the observer");
@@ -114,7 +110,7 @@ async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases(
         idle_closed.map(|(at, code)| (at.saturating_duration_since(upgraded), code)),
         viewers_closed.len(),
     );
-    eprintln!("{rt:?}: {report}");
+    eprintln!("{:?}: {report}", Runtime::current());
     assert!(
         viewers_closed.is_empty(),
         "viewers were closed during the flood: {report}"
@@ -148,8 +144,9 @@ async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases(
     let cancel: Value = serde_json::from_str(&cancel.body).expect("a JSON answer");
     assert_eq!(cancel["status"], "cancelled", "{cancel}");
     let failed = server
-        .metric("weir_replies_total{outcome=\"failed\"}")
-        .await;
+        .metrics()
+        .await
+        .get("weir_replies_total{outcome=\"failed\"}");
     assert_eq!(failed, 0.0, "no reply failed (owner_lost)");
     for viewer in viewers {
         viewer.abort();
@@ -160,14 +157,14 @@ async fn a_flooded_driver_still_pings_closes_idle_connections_and_renews_leases(
 /// When each WebSocket ping arrived (each answered with a pong), until
 /// `stop`; and how the connection ended if it did before.
 async fn pings_until(
-    mut ws: Ws,
+    mut ws: Client,
     mut stop: oneshot::Receiver<()>,
 ) -> (Vec<Instant>, Option<String>) {
     let mut pings = Vec::new();
     loop {
         ::tokio::select! {
             _ = &mut stop => return (pings, None),
-            msg = ws.next() => match msg {
+            msg = ws.ws_mut().next() => match msg {
                 Some(Ok(Message::Ping(_))) => pings.push(Instant::now()),
                 Some(Ok(Message::Close(c))) => return (pings, Some(format!("{c:?}"))),
                 Some(Ok(_)) => {}

@@ -3,21 +3,17 @@
 //! chunked SSE): real sockets, real WebSocket clients. The real model server
 //! is exercised by `tests/tests/llm.rs`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ::tokio::net::{TcpListener, TcpStream};
 use ::tokio::sync::mpsc;
-use serde_json::json;
-use support::*;
-use weir_core::wire::{CancelStatus, ReplyStatus, ServerFrame};
 use weir_runtime::openai::{OpenAiConfig, Upstream};
-use weir_runtime::GeneratorConfig;
+use weir_runtime::{GeneratorConfig, RuntimeConfig};
+use weir_tests::{chunks, contiguous, demo_config, json, only, InProcess, T};
 
-both_runtimes! {
+weir_tests::both_runtimes! {
     a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversation_untouched,
     a_cancel_closes_the_upstream_connection_at_once,
 }
@@ -103,86 +99,62 @@ async fn answer(mut stream: TcpStream, deltas: usize, gap: Duration, closed: mps
     }
 }
 
-fn openai_config(upstream: SocketAddr) -> weir_runtime::RuntimeConfig {
-    let mut c = config(1, 1.0);
+fn openai_config(upstream: SocketAddr) -> RuntimeConfig {
+    let mut c = demo_config(1, 1.0);
     let upstream = Upstream::parse(&format!("http://{upstream}")).expect("a valid URL");
     c.generator = GeneratorConfig::Openai(OpenAiConfig::new(upstream, "fake"));
     c
 }
 
-async fn a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversation_untouched(
-    rt: Rt,
-) {
+async fn a_failing_upstream_reply_leaves_a_concurrent_reply_in_another_conversation_untouched() {
     let (upstream, _closed) = fake_upstream(6, Duration::from_millis(50)).await;
-    let server = start(rt, openai_config(upstream)).await;
-    let mut a = server.connect("session_id=a&user_id=u").await;
-    let mut b = server.connect("session_id=b&user_id=u").await;
-    handshake(&mut a).await;
-    handshake(&mut b).await;
-    send_json(&mut a, json!({"type": "chat", "content": "stream please"})).await;
-    send_json(&mut b, json!({"type": "chat", "content": "fail please"})).await;
-    let ((a_frames, a_end), (b_frames, b_end)) =
-        ::tokio::join!(until_end(&mut a), until_end(&mut b));
+    let server = InProcess::start(openai_config(upstream)).await;
+    let mut a = server.ws("session_id=a&user_id=u").await;
+    let mut b = server.ws("session_id=b&user_id=u").await;
+    a.chat("stream please", "r1").await;
+    b.chat("fail please", "r2").await;
+    let ((a_frames, a_end), (b_frames, b_end)) = ::tokio::join!(a.until_end(), b.until_end());
 
-    assert_eq!(b_end.status, ReplyStatus::Failed);
-    assert_eq!(b_end.reason.as_deref(), Some("upstream_status_503"));
+    assert_eq!(b_end["status"], "failed");
+    assert_eq!(b_end["reason"], "upstream_status_503");
     assert!(chunks(&b_frames).is_empty());
 
-    assert_eq!(a_end.status, ReplyStatus::Completed);
+    assert_eq!(a_end["status"], "completed");
     let (text, last) = contiguous(0, &chunks(&a_frames));
     assert_eq!(last, 6);
     assert_eq!(text, "w0 w1 w2 w3 w4 w5 ");
-    let usage = a_end.usage.expect("the upstream's usage");
-    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 6));
-
+    let usage = &a_end["usage"];
     assert_eq!(
-        server
-            .metric("weir_upstream_errors_total{kind=\"status\"}")
-            .await,
+        (&usage["prompt_tokens"], &usage["completion_tokens"]),
+        (&json!(7), &json!(6)),
+        "the upstream's usage: {a_end:?}"
+    );
+
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metrics.get("weir_upstream_errors_total{kind=\"status\"}"),
         1.0
     );
     assert_eq!(
-        server
-            .metric("weir_upstream_tokens_total{outcome=\"completed\",type=\"completion\"}")
-            .await,
+        metrics.get("weir_upstream_tokens_total{outcome=\"completed\",type=\"completion\"}"),
         6.0
     );
     drop((a, b));
     server.shutdown().await.expect("clean shutdown");
 }
 
-async fn a_cancel_closes_the_upstream_connection_at_once(rt: Rt) {
+async fn a_cancel_closes_the_upstream_connection_at_once() {
     let (upstream, mut closed) = fake_upstream(1000, Duration::from_millis(20)).await;
-    let server = start(rt, openai_config(upstream)).await;
-    let mut ws = server.connect("session_id=c&user_id=u").await;
-    handshake(&mut ws).await;
-    send_json(&mut ws, json!({"type": "chat", "content": "a long one"})).await;
-    // Until chunk 3.
-    let mut message_id = None;
-    loop {
-        match next_frame(&mut ws).await {
-            ServerFrame::Ack(ack) => message_id = Some(ack.message_id),
-            ServerFrame::Chunk(c) if c.seq >= 3 => break,
-            _ => {}
-        }
-    }
-    let mid = message_id.expect("an ack before the chunks");
+    let server = InProcess::start(openai_config(upstream)).await;
+    let mut ws = server.ws("session_id=c&user_id=u").await;
+    ws.chat("a long one", "r1").await;
+    let frames = ws.until_seq(None, 3).await;
+    let mid = only(&frames, "ack").str("message_id").to_owned();
     let asked = Instant::now();
-    send_json(
-        &mut ws,
-        json!({"type": "cancel", "message_id": mid.as_str(), "request_id": "k"}),
-    )
-    .await;
-    let (frames, end) = until_end(&mut ws).await;
-    let result = frames
-        .iter()
-        .find_map(|f| match f {
-            ServerFrame::CancelResult(r) => Some(r.clone()),
-            _ => None,
-        })
-        .expect("a cancel_result");
-    assert_eq!(result.status, CancelStatus::Cancelled);
-    assert_eq!(end.status, ReplyStatus::Cancelled);
+    ws.cancel(Some(&mid), "k").await;
+    let (frames, end) = ws.until_end().await;
+    assert_eq!(only(&frames, "cancel_result")["status"], "cancelled");
+    assert_eq!(end["status"], "cancelled");
 
     let written = ::tokio::time::timeout(T, closed.recv())
         .await
@@ -196,8 +168,9 @@ async fn a_cancel_closes_the_upstream_connection_at_once(rt: Rt) {
     );
     // The aborted generation is counted as cancelled (an estimate).
     let counted = server
-        .metric("weir_upstream_tokens_total{outcome=\"cancelled\",type=\"completion\"}")
-        .await;
+        .metrics()
+        .await
+        .get("weir_upstream_tokens_total{outcome=\"cancelled\",type=\"completion\"}");
     assert!(counted >= 3.0, "{counted}");
     drop(ws);
     server.shutdown().await.expect("clean shutdown");

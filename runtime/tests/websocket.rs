@@ -1,373 +1,397 @@
-//! The server end to end over loopback, on tokio and on smol: real sockets,
-//! a real WebSocket client, the demo generator and the in-memory store.
+//! The WebSocket protocol, in process on tokio and on smol: a chat streams
+//! its reply and history holds it, a reply fans out to every connection of
+//! the conversation (a late joiner gets a snapshot, a slow one merged
+//! frames), bad input gets its specific answer, an oversized frame closes
+//! its connection only.
 
-mod support;
+use weir_tests::tungstenite::Message;
+use weir_tests::{
+    chunks, chunks_of, contiguous, demo_config, demo_prefix, json, only, position, Client,
+    DemoText, Frame, InProcess, Value, T,
+};
 
-use std::time::Duration;
-
-use async_tungstenite::tungstenite::Message;
-use serde_json::json;
-use support::*;
-use weir_core::demo::DemoText;
-use weir_core::wire::{CancelStatus, ErrorCode, MessageStatus, ReplyStatus, Role, ServerFrame};
-
-both_runtimes! {
-    chat_streams_the_demo_reply_in_order,
-    cancel_mid_reply_fences_later_chunks,
-    oversized_frame_closes_with_1009,
-    slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly,
+weir_tests::both_runtimes! {
+    chat_gets_ack_start_chunks_1_to_n_and_end_completed_with_the_demo_text_which_history_holds,
+    two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_then_every_chunk_once,
     a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges,
-    graceful_shutdown_closes_clients_with_1001,
+    bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_usable,
+    oversized_frame_closes_that_connection_with_1009_and_others_are_unaffected,
 }
 
-async fn chat_streams_the_demo_reply_in_order(rt: Rt) {
-    let server = start(rt, config(20, 400.0)).await;
-    let mut ws = server.connect("session_id=s1&user_id=alice").await;
-    let (hello, history) = handshake(&mut ws).await;
-    let ServerFrame::Hello(hello) = hello else {
-        unreachable!()
-    };
-    assert_eq!(hello.user_id.as_str(), "alice");
-    assert_eq!(hello.session_id.as_str(), "s1");
-    assert_eq!(hello.node_id.as_str(), "test-node");
-    let ServerFrame::History(history) = history else {
-        unreachable!()
-    };
-    assert!(history.messages.is_empty());
+async fn chat_gets_ack_start_chunks_1_to_n_and_end_completed_with_the_demo_text_which_history_holds(
+) {
+    const N: u32 = 24;
+    const PROMPT: &str = "tell me about weirs";
+    let server = InProcess::start(demo_config(N, 400.0)).await;
+    let mut ws = server.ws("session_id=s1&user_id=alice").await;
+    let hello = ws.hello.clone().expect("hello");
+    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["session_id"], "s1");
+    assert_eq!(hello["user_id"], "alice");
+    assert!(!hello.str("connection_id").is_empty());
+    assert_eq!(hello["node_id"], "test-node");
+    assert!(hello.u64("heartbeat_ms") > 0);
+    assert_eq!(hello.u64("resume_window_ms"), 30_000, "the default grace");
+    assert!(ws.history_messages().is_empty());
 
-    send_json(
-        &mut ws,
-        json!({"type": "chat", "content": "tell me", "request_id": "r1"}),
-    )
-    .await;
-    let (frames, end) = until_end(&mut ws).await;
-    let kinds: Vec<&str> = frames.iter().take(3).map(ServerFrame::kind).collect();
-    assert_eq!(kinds, ["ack", "user_message", "start"]);
-    let ServerFrame::Ack(ack) = &frames[0] else {
-        unreachable!()
-    };
-    assert_eq!(ack.request_id.as_ref().map(|r| r.as_str()), Some("r1"));
-    let chunks = chunks(&frames);
-    assert_eq!(chunks.len(), 20, "a reader that keeps up gets every chunk");
-    assert!(chunks.iter().all(|c| c.from_seq.is_none()));
-    let (text, last) = contiguous(0, &chunks);
-    assert_eq!(last, 20);
-    assert_eq!(text, DemoText::full("tell me", 20));
-    assert_eq!(end.message_id, ack.message_id);
-    assert_eq!(end.status, ReplyStatus::Completed);
-    assert_eq!(end.final_seq, 20);
-    let usage = end.usage.expect("the demo generator reports usage");
-    assert_eq!(usage.completion_tokens, 20);
+    ws.chat(PROMPT, "r1").await;
+    let (frames, end) = ws.until_end().await;
 
-    // A new connection sees the exchange in its history.
-    let mut again = server.connect("session_id=s1&user_id=alice").await;
-    let (_, history) = handshake(&mut again).await;
-    let ServerFrame::History(history) = history else {
-        unreachable!()
-    };
-    assert_eq!(history.messages.len(), 2);
-    assert_eq!(history.messages[0].role, Role::User);
-    assert_eq!(history.messages[0].content, "tell me");
-    let reply = &history.messages[1];
-    assert_eq!(reply.message_id, ack.message_id);
-    assert_eq!(reply.status, MessageStatus::Completed);
-    assert_eq!(reply.content, text);
-    assert_eq!(reply.seq, 20);
+    let ack = &frames[0];
+    assert!(ack.is("ack"), "the first answer is the ack: {frames:#?}");
+    assert_eq!(ack["request_id"], "r1");
+    let mid = ack.str("message_id");
+    let umid = ack.str("user_message_id");
+    assert!(mid.len() <= 64 && umid.len() <= 64 && mid != umid);
+    let user = only(&frames, "user_message");
+    assert_eq!(user["message_id"], umid);
+    assert_eq!(user["content"], PROMPT);
+    assert_eq!(user["request_id"], "r1", "the sender's user_message");
+    assert!(user.u64("created_at_ms") > 0);
+    let start = only(&frames, "start");
+    assert_eq!(start["message_id"], mid);
+    assert_eq!(start["reply_to"], umid);
+    let first_chunk = frames.iter().position(|f| f.is("chunk")).expect("chunks");
+    assert!(position(&frames, "start") < first_chunk);
 
-    // Another user's conversation of the same name is separate.
-    let mut other = server.connect("session_id=s1&user_id=bob").await;
-    let (_, history) = handshake(&mut other).await;
-    let ServerFrame::History(history) = history else {
-        unreachable!()
-    };
-    assert!(history.messages.is_empty());
-
-    assert!(server.metric("weir_chunks_sent_total").await >= 20.0);
-    assert_eq!(
-        server
-            .metric("weir_replies_total{outcome=\"completed\"}")
-            .await,
-        1.0
-    );
-    drop((ws, again, other));
-    server.shutdown().await.expect("clean shutdown");
-}
-
-async fn cancel_mid_reply_fences_later_chunks(rt: Rt) {
-    let server = start(rt, config(400, 200.0)).await;
-    let mut ws = server.connect("session_id=c1").await;
-    handshake(&mut ws).await;
-    send_json(&mut ws, json!({"type": "chat", "content": "long one"})).await;
-
-    // Cancel once chunk 3 has arrived.
-    let mut frames = Vec::new();
-    let message_id = loop {
-        let f = next_frame(&mut ws).await;
-        let seen = match &f {
-            ServerFrame::Chunk(c) if c.seq >= 3 => Some(c.message_id.clone()),
-            _ => None,
-        };
-        frames.push(f);
-        if let Some(id) = seen {
-            break id;
-        }
-    };
-    send_json(
-        &mut ws,
-        json!({"type": "cancel", "message_id": message_id, "request_id": "k1"}),
-    )
-    .await;
-    let (rest, end) = until_end(&mut ws).await;
-    frames.extend(rest);
-
-    let at = frames
-        .iter()
-        .position(|f| matches!(f, ServerFrame::CancelResult(_)))
-        .expect("a cancel_result");
-    let ServerFrame::CancelResult(result) = &frames[at] else {
-        unreachable!()
-    };
-    assert_eq!(result.status, CancelStatus::Cancelled);
-    assert_eq!(result.request_id.as_ref().map(|r| r.as_str()), Some("k1"));
-    assert_eq!(result.message_id.as_ref(), Some(&message_id));
-    let final_seq = result.final_seq.expect("final_seq on cancelled");
-    assert!(
-        (3..400).contains(&final_seq),
-        "cancelled mid-way: {final_seq}"
-    );
-    // Every chunk up to final_seq came before the answer, none after it.
-    let before = chunks(&frames[..at]);
-    let (text, last) = contiguous(0, &before);
-    assert_eq!(last, final_seq);
-    assert!(
-        chunks(&frames[at..]).is_empty(),
-        "no chunk after cancel_result"
-    );
-    let expected: String = DemoText::new("long one", 400)
-        .take(usize::try_from(final_seq).expect("small"))
-        .collect();
-    assert_eq!(text, expected);
-    assert_eq!(end.status, ReplyStatus::Cancelled);
-    assert_eq!(end.final_seq, final_seq);
-
-    // A repeated cancel answers the same.
-    send_json(
-        &mut ws,
-        json!({"type": "cancel", "message_id": message_id, "request_id": "k2"}),
-    )
-    .await;
-    let ServerFrame::CancelResult(again) = next_frame(&mut ws).await else {
-        panic!("expected cancel_result")
-    };
-    assert_eq!(again.status, CancelStatus::Cancelled);
-    assert_eq!(again.final_seq, Some(final_seq));
-    // Nothing of the reply follows: the next frame answers a ping.
-    send_json(&mut ws, json!({"type": "ping", "id": 7})).await;
-    assert_eq!(next_frame(&mut ws).await.kind(), "pong");
-
-    assert!(server.metric("weir_cancel_quiet_seconds_count").await >= 1.0);
-    assert_eq!(
-        server
-            .metric("weir_replies_total{outcome=\"cancelled\"}")
-            .await,
-        1.0
-    );
-    drop(ws);
-    server.shutdown().await.expect("clean shutdown");
-}
-
-async fn oversized_frame_closes_with_1009(rt: Rt) {
-    let mut config = config(5, 1000.0);
-    config.node.limits.max_frame_bytes = 1024;
-    let server = start(rt, config).await;
-    let mut ws = server.connect("session_id=big").await;
-    handshake(&mut ws).await;
-
-    // A binary frame is a bad request; the connection stays usable.
-    ws.send(Message::binary(b"\x00\x01".to_vec()))
-        .await
-        .expect("send binary");
-    let ServerFrame::Error(e) = next_frame(&mut ws).await else {
-        panic!("expected an error frame")
-    };
-    assert_eq!(e.code, ErrorCode::BadRequest);
-    send_json(&mut ws, json!({"type": "ping", "id": "p"})).await;
-    assert_eq!(next_frame(&mut ws).await.kind(), "pong");
-
-    // A frame over the limit closes with 1009 (after a too_large error).
-    ws.send(Message::text("x".repeat(4096)))
-        .await
-        .expect("send big frame");
-    let (frames, code) = frames_until_close(&mut ws).await;
-    assert_eq!(code, 1009);
-    assert!(
-        frames
-            .iter()
-            .all(|f| matches!(f, ServerFrame::Error(e) if e.code == ErrorCode::TooLarge)),
-        "{frames:?}"
-    );
-
-    // Other connections are unaffected.
-    let mut ok = server.connect("session_id=big").await;
-    handshake(&mut ok).await;
-    send_json(&mut ok, json!({"type": "ping"})).await;
-    assert_eq!(next_frame(&mut ok).await.kind(), "pong");
-    drop((ws, ok));
-    server.shutdown().await.expect("clean shutdown");
-}
-
-async fn slow_reader_gets_merged_chunks_then_4008_and_resumes_exactly(rt: Rt) {
-    // About 4 s of reply, ~2.5 MB/s of frames: the socket buffers (a few MB
-    // on loopback) fill while it is still being produced.
-    const N: u32 = 100_000;
-    let mut config = config(N, 25_000.0);
-    config.queue_capacity = 8;
-    let server = start(rt, config).await;
-    let mut ws = server
-        .connect_small_buffer("session_id=slow&user_id=snail")
-        .await;
-    handshake(&mut ws).await;
-    send_json(&mut ws, json!({"type": "chat", "content": "slow"})).await;
-
-    // Stop reading. Once the socket's buffers are full the queue fills, and
-    // further chunks merge into its tail.
-    eventually("chunk frames merge", || async {
-        server.metric("weir_merged_frames_total").await > 0.0
-    })
-    .await;
-    // Pongs cannot merge: a burst of them overflows a full queue, and the
-    // core closes the connection with 4008. (A merge alone does not say the
-    // writer is stuck for good: on another thread it may still drain into
-    // the socket buffers for a while, and the pongs go out. So: keep
-    // pinging.)
-    let deadline = ::tokio::time::Instant::now() + T;
-    for batch in 0_u32.. {
-        for i in 0..20 {
-            send_json(&mut ws, json!({"type": "ping", "id": batch * 20 + i})).await;
-        }
-        if server.metric("weir_slow_consumer_closes_total").await >= 1.0 {
-            break;
-        }
-        assert!(
-            ::tokio::time::Instant::now() < deadline,
-            "no slow-consumer close after {} pings",
-            (batch + 1) * 20
-        );
-        ::tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-
-    // Read again: every queued frame, then the close.
-    let (frames, code) = frames_until_close(&mut ws).await;
-    assert_eq!(code, 4008);
     let got = chunks(&frames);
+    assert!(got.iter().all(|c| c.message_id == mid));
     assert!(
-        got.iter().any(|c| c.from_seq.is_some()),
-        "a merged chunk frame"
+        got.iter().all(|c| c.from_seq.is_none()),
+        "a reader that keeps up gets plain chunks"
     );
-    let message_id = got[0].message_id.clone();
-    let (mut text, last) = contiguous(0, &got);
-    assert!(last >= 1);
-    drop(ws);
+    let (text, last) = contiguous(0, &got);
+    assert_eq!(last, u64::from(N));
+    assert_eq!(text, DemoText::full(PROMPT, N));
+    assert_eq!(end["message_id"], mid);
+    assert_eq!(end["status"], "completed");
+    assert_eq!(end.u64("final_seq"), u64::from(N));
+    assert_eq!(
+        end["usage"]["completion_tokens"], N,
+        "the demo generator reports usage: {end:?}"
+    );
 
-    // Resume where it stopped: exactly the rest.
-    let mut ws = server
-        .connect(&format!(
-            "session_id=slow&user_id=snail&resume={message_id}:{last}"
-        ))
-        .await;
-    handshake(&mut ws).await;
-    let (frames, end) = until_end(&mut ws).await;
-    let rest = chunks(&frames);
-    let (tail, final_seq) = contiguous(last, &rest);
-    text.push_str(&tail);
-    assert_eq!(end.status, ReplyStatus::Completed);
-    assert_eq!(end.final_seq, u64::from(N));
-    assert_eq!(final_seq, u64::from(N));
-    assert_eq!(text, DemoText::full("slow", N));
-    // Counted by the driver after it queued the frames, which another thread
-    // may already have sent.
-    eventually("an exact resume counted", || async {
-        server.metric("weir_resumes_total{exact=\"true\"}").await >= 1.0
-    })
-    .await;
-    drop(ws);
+    // The history entry, over HTTP and in a new connection's `history`.
+    let messages = server.messages("s1", "?user_id=alice").await;
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(messages[0]["message_id"], umid);
+    assert_eq!(messages[0]["content"], PROMPT);
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[1]["message_id"], mid);
+    assert_eq!(messages[1]["status"], "completed");
+    assert_eq!(messages[1]["content"], text.as_str());
+    assert_eq!(messages[1]["seq"], N);
+    let again = server.ws("session_id=s1&user_id=alice").await;
+    assert_eq!(again.history_messages(), messages);
+
+    // The same conversation name under another user is another conversation.
+    let bob = server.ws("session_id=s1&user_id=bob").await;
+    assert!(bob.history_messages().is_empty());
+
+    let metrics = server.metrics().await;
+    assert!(metrics.get("weir_chunks_sent_total") >= f64::from(N));
+    assert_eq!(
+        metrics.get("weir_replies_total{outcome=\"completed\"}"),
+        1.0
+    );
+    drop((ws, again, bob));
     server.shutdown().await.expect("clean shutdown");
 }
 
-async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges(rt: Rt) {
+async fn two_connections_get_the_whole_reply_and_a_late_joiner_gets_a_snapshot_then_every_chunk_once(
+) {
+    const N: u32 = 800;
+    const PROMPT: &str = "for everyone";
+    let full = DemoText::full(PROMPT, N);
+    let server = InProcess::start(demo_config(N, 400.0)).await;
+    let mut a = server.ws("session_id=fan&user_id=u").await;
+    let mut b = server.ws("session_id=fan&user_id=u").await;
+    a.chat(PROMPT, "r1").await;
+    let mut a_frames = a.until_seq(None, 10).await;
+    let mid = a_frames[0].str("message_id").to_owned();
+
+    // The third connection, mid-reply: the reply is in `history` as a
+    // streaming message holding chunks 1..=seq.
+    let mut c = server.ws("session_id=fan&user_id=u").await;
+    let history = c.history_messages();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(history[0]["role"], "user");
+    assert_eq!(history[0]["content"], PROMPT);
+    let snapshot = &history[1];
+    assert_eq!(snapshot["message_id"], mid.as_str());
+    assert_eq!(
+        snapshot["status"], "streaming",
+        "the reply ended before the third connection joined: {snapshot}"
+    );
+    let seen = snapshot["seq"].as_u64().expect("seq");
+    let snapshot_text = snapshot["content"].as_str().expect("content").to_owned();
+    assert_eq!(snapshot_text, demo_prefix(PROMPT, N, seen));
+
+    let ((a_rest, a_end), (b_frames, b_end), (c_frames, c_end)) =
+        ::tokio::join!(a.until_end(), b.until_end(), c.until_end());
+    a_frames.extend(a_rest);
+
+    for (name, frames, end) in [("a", &a_frames, &a_end), ("b", &b_frames, &b_end)] {
+        let (text, last) = contiguous(0, &chunks_of(frames, &mid));
+        assert_eq!(last, u64::from(N), "{name}");
+        assert_eq!(text, full, "{name}");
+        assert_eq!(
+            chunks(frames).len(),
+            chunks_of(frames, &mid).len(),
+            "{name}"
+        );
+        assert_eq!(only(frames, "start")["message_id"], mid.as_str(), "{name}");
+        assert_eq!(end["status"], "completed", "{name}");
+        assert_eq!(end.u64("final_seq"), u64::from(N), "{name}");
+    }
+    // The late joiner: exactly seq + 1 ..= N after the snapshot, no repeats.
+    let (tail, last) = contiguous(seen, &chunks_of(&c_frames, &mid));
+    assert_eq!(last, u64::from(N));
+    assert_eq!(format!("{snapshot_text}{tail}"), full);
+    assert_eq!(c_end["message_id"], mid.as_str());
+    assert_eq!(c_end["status"], "completed");
+    assert_eq!(c_end.u64("final_seq"), u64::from(N));
+}
+
+async fn a_reply_fans_out_to_every_connection_exactly_while_a_slow_one_merges() {
     // One encoded frame per chunk goes to every connection of the
     // conversation; a slow connection's queue merges its own copies and never
     // changes what the others get: each gets the exact text.
     const N: u32 = 30_000;
-    let mut config = config(N, 30_000.0);
+    const PROMPT: &str = "fan out";
+    let mut config = demo_config(N, 30_000.0);
     config.queue_capacity = 8;
-    let server = start(rt, config).await;
+    let server = InProcess::start(config).await;
     let query = "session_id=fan&user_id=many";
-    let mut slow = server.connect_small_buffer(query).await;
-    handshake(&mut slow).await;
-    let mut fast = Vec::new();
-    for _ in 0..2 {
-        let mut ws = server.connect(query).await;
-        handshake(&mut ws).await;
-        fast.push(ws);
-    }
-    send_json(&mut fast[0], json!({"type": "chat", "content": "fan out"})).await;
+    let mut slow = server.connect_small_buffer(query, 4096).await;
+    slow.handshake().await;
+    let mut fast = vec![server.ws(query).await, server.ws(query).await];
+    fast[0].chat(PROMPT, "r1").await;
     let readers: Vec<_> = fast
         .into_iter()
         .map(|mut ws| {
             ::tokio::spawn(async move {
-                let (frames, end) = until_end(&mut ws).await;
+                let (frames, end) = ws.until_end().await;
                 (ws, frames, end)
             })
         })
         .collect();
-    let expected = DemoText::full("fan out", N);
+    let expected = DemoText::full(PROMPT, N);
     for reader in readers {
         let (_ws, frames, end) = reader.await.expect("reader");
         // At this pace a reader may fall behind for a moment and get merged
         // frames too; what it gets is exact either way.
-        let got = chunks(&frames);
-        let (text, last) = contiguous(0, &got);
+        let (text, last) = contiguous(0, &chunks(&frames));
         assert_eq!(last, u64::from(N));
         assert_eq!(text, expected);
-        assert_eq!(end.status, ReplyStatus::Completed);
+        assert_eq!(end["status"], "completed");
     }
     // Chunks of one reply always merge into the tail: no overflow, no 4008.
-    assert!(server.metric("weir_merged_frames_total").await > 0.0);
-    let (frames, end) = until_end(&mut slow).await;
+    assert!(server.metrics().await.get("weir_merged_frames_total") > 0.0);
+    let (frames, end) = slow.until_end().await;
     let got = chunks(&frames);
     assert!(got.iter().any(|c| c.from_seq.is_some()), "merged frames");
     let (text, last) = contiguous(0, &got);
     assert_eq!(last, u64::from(N));
     assert_eq!(text, expected);
-    assert_eq!(end.status, ReplyStatus::Completed);
-    assert!(server.metric("weir_chunks_sent_total").await >= f64::from(3 * N));
-    assert_eq!(server.metric("weir_slow_consumer_closes_total").await, 0.0);
+    assert_eq!(end["status"], "completed");
+    let metrics = server.metrics().await;
+    assert!(metrics.get("weir_chunks_sent_total") >= f64::from(3 * N));
+    assert_eq!(metrics.get("weir_slow_consumer_closes_total"), 0.0);
     drop(slow);
     server.shutdown().await.expect("clean shutdown");
 }
 
-async fn graceful_shutdown_closes_clients_with_1001(rt: Rt) {
-    let mut server = start(rt, config(1000, 200.0)).await;
-    let mut idle = server.connect("session_id=g1").await;
-    handshake(&mut idle).await;
-    let mut busy = server.connect("session_id=g2").await;
-    handshake(&mut busy).await;
-    send_json(&mut busy, json!({"type": "chat", "content": "go"})).await;
-    loop {
-        if let ServerFrame::Chunk(_) = next_frame(&mut busy).await {
-            break;
-        }
-    }
+// ---------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------
 
-    server.signal_shutdown();
-    let (_, code) = frames_until_close(&mut idle).await;
-    assert_eq!(code, 1001);
-    let (_, code) = frames_until_close(&mut busy).await;
-    assert_eq!(code, 1001);
-    // Both clients answer the close (async-tungstenite does so when it
-    // reads it), so run() returns well before the grace.
-    let started = ::tokio::time::Instant::now();
-    server.stopped().await.expect("run() returns Ok");
-    assert!(started.elapsed() < Duration::from_secs(4));
+/// Sends `frame` and expects exactly one `error` of `code` (with
+/// `request_id` when given) and nothing else, then a working ping.
+async fn expect_error(ws: &mut Client, frame: String, code: &str, request_id: Option<&str>) {
+    ws.send_text(frame.clone()).await;
+    let e = ws.next_frame().await;
+    assert!(e.is("error"), "{frame:.80} → {e:?}");
+    assert_eq!(e["code"], code, "{frame:.80} → {e:?}");
+    assert!(!e.str("message").is_empty());
+    match request_id {
+        Some(id) => assert_eq!(e["request_id"], id, "{e:?}"),
+        None => assert!(e.get("request_id").is_none_or(Value::is_null), "{e:?}"),
+    }
+    let extra = ws.ping("still-there").await;
+    assert!(extra.is_empty(), "after {frame:.80}: {extra:#?}");
+}
+
+async fn bad_input_gets_its_specific_answer_and_the_connection_and_others_stay_usable() {
+    const N: u32 = 400;
+    let server = InProcess::start(demo_config(N, 400.0)).await;
+    // Another conversation streams a reply through all of this.
+    let mut other = server.ws("session_id=bystander&user_id=v").await;
+    other.chat("unbothered", "o1").await;
+    let other_read = ::tokio::spawn(async move {
+        let result = other.until_end().await;
+        (other, result)
+    });
+
+    let mut ws = server.ws("session_id=bad&user_id=u").await;
+    expect_error(&mut ws, "{not json".to_owned(), "bad_request", None).await;
+    expect_error(&mut ws, "[1,2]".to_owned(), "bad_request", None).await;
+    expect_error(
+        &mut ws,
+        json!({"type": "launch", "request_id": "t1"}).to_string(),
+        "bad_request",
+        Some("t1"),
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        json!({"request_id": "t2"}).to_string(),
+        "bad_request",
+        Some("t2"),
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        json!({"type": "chat", "request_id": "m1"}).to_string(),
+        "bad_request",
+        Some("m1"),
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        json!({"type": "chat", "content": 42, "request_id": "m2"}).to_string(),
+        "bad_request",
+        Some("m2"),
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        json!({"type": "chat", "content": "   ", "request_id": "m3"}).to_string(),
+        "bad_request",
+        Some("m3"),
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        json!({"type": "resume", "message_id": "x", "request_id": "m4"}).to_string(),
+        "bad_request",
+        Some("m4"),
+    )
+    .await;
+    expect_error(
+        &mut ws,
+        json!({"type": "resume", "message_id": "x", "after_seq": -1}).to_string(),
+        "bad_request",
+        None,
+    )
+    .await;
+    // Over-long content (the default limit is 32 KiB; the frame is under
+    // 64 KiB): too_large, and the connection stays.
+    expect_error(
+        &mut ws,
+        json!({"type": "chat", "content": "w".repeat(40_000), "request_id": "big"}).to_string(),
+        "too_large",
+        Some("big"),
+    )
+    .await;
+    // A binary message is not a frame of the protocol.
+    ws.send_message(Message::binary(vec![0u8, 1, 2])).await;
+    let e = ws.next_frame().await;
+    assert_eq!(e["code"], "bad_request", "{e:?}");
+    assert!(ws.ping("after-binary").await.is_empty());
+    assert!(
+        server.messages("bad", "?user_id=u").await.is_empty(),
+        "no bad input made a turn"
+    );
+
+    // A chat with an idempotency key streams; a second chat meanwhile is
+    // `busy`; the same key again gets the original ack and no second reply.
+    ws.send_json(json!({"type": "chat", "content": "first", "request_id": "c1", "client_message_id": "cm-1"}))
+        .await;
+    let mut frames = ws.until_seq(None, 2).await;
+    let ack = frames[0].clone();
+    assert!(ack.is("ack"), "{frames:#?}");
+    let mid = ack.str("message_id").to_owned();
+    ws.chat("second", "c2").await;
+    ws.send_json(json!({"type": "chat", "content": "first", "request_id": "c3", "client_message_id": "cm-1"}))
+        .await;
+    let (rest, end) = ws.until_end().await;
+    frames.extend(rest);
+    let busy: Vec<&Frame> = frames.iter().filter(|f| f.is("error")).collect();
+    assert_eq!(busy.len(), 1, "{frames:#?}");
+    assert_eq!(busy[0]["code"], "busy");
+    assert_eq!(busy[0]["request_id"], "c2");
+    let acks: Vec<&Frame> = frames.iter().filter(|f| f.is("ack")).collect();
+    assert_eq!(acks.len(), 2, "{frames:#?}");
+    assert_eq!(acks[1]["message_id"], mid.as_str(), "the same ack");
+    assert_eq!(
+        acks[1]["user_message_id"], ack["user_message_id"],
+        "the same ack"
+    );
+    assert_eq!(frames.iter().filter(|f| f.is("start")).count(), 1);
+    assert_eq!(frames.iter().filter(|f| f.is("user_message")).count(), 1);
+    let (text, last) = contiguous(0, &chunks(&frames));
+    assert_eq!(last, u64::from(N));
+    assert_eq!(text, DemoText::full("first", N));
+    assert_eq!(end["message_id"], mid.as_str());
+    assert_eq!(end["status"], "completed");
+    // After it ended: the key still gets the original ack, and only that.
+    ws.send_json(json!({"type": "chat", "content": "first", "request_id": "c4", "client_message_id": "cm-1"}))
+        .await;
+    let again = ws.next_frame().await;
+    assert!(again.is("ack"), "{again:?}");
+    assert_eq!(again["message_id"], mid.as_str());
+    assert_eq!(again["user_message_id"], ack["user_message_id"]);
+    ws.assert_nothing_more("no-second-reply").await;
+    assert_eq!(
+        server.messages("bad", "?user_id=u").await.len(),
+        2,
+        "one turn, one reply"
+    );
+
+    // The bystander got its whole reply, and still answers.
+    let (mut other, (frames, end)) = ::tokio::time::timeout(T, other_read)
+        .await
+        .expect("the bystander's reply ends in time")
+        .expect("the bystander's task");
+    let (text, _) = contiguous(0, &chunks(&frames));
+    assert_eq!(text, DemoText::full("unbothered", N));
+    assert_eq!(end["status"], "completed");
+    assert!(other.ping("fine").await.is_empty());
+}
+
+async fn oversized_frame_closes_that_connection_with_1009_and_others_are_unaffected() {
+    const N: u32 = 300;
+    let mut config = demo_config(N, 300.0);
+    config.node.limits.max_frame_bytes = 4096;
+    config.node.limits.max_content_bytes = 1024;
+    let server = InProcess::start(config).await;
+    let mut other = server.ws("session_id=calm&user_id=v").await;
+    other.chat("calm", "o1").await;
+    let mut same = server.ws("session_id=big&user_id=u").await;
+    let mut ws = server.ws("session_id=big&user_id=u").await;
+
+    ws.send_text("x".repeat(8000)).await;
+    let (frames, code) = ws.frames_until_close().await;
+    assert_eq!(code, 1009);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.is("error") && f["code"] == "too_large"),
+        "{frames:#?}"
+    );
+
+    // Another connection of the same conversation and one of another
+    // conversation (streaming all the while) carry on.
+    assert!(same.ping("same").await.is_empty());
+    let (frames, end) = other.until_end().await;
+    let (text, _) = contiguous(0, &chunks(&frames));
+    assert_eq!(text, DemoText::full("calm", N));
+    assert_eq!(end["status"], "completed");
+    assert!(other.ping("other").await.is_empty());
+    let mut fresh = server.ws("session_id=big&user_id=u").await;
+    assert!(fresh.ping("fresh").await.is_empty());
+    drop((ws, same, other, fresh));
+    server.shutdown().await.expect("clean shutdown");
 }

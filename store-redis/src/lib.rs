@@ -64,6 +64,16 @@
 //! - The order of a sweep's notices across conversations (the model's is key
 //!   order). The differential test holds every reply and every other notice
 //!   to the model's, in order.
+//!
+//! ## Map of the crate
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | this file | [`RedisStore`], the epoch, [`RedisStore::apply`]: one operation, start to end |
+//! | `keys` | the key and channel names of the table above |
+//! | `plan` | each operation as one call of the script: its arguments, and how to read its answer |
+//! | `decode` | reading the script's answers into [`StoreReply`] |
+//! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:live`, `P:presence`) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -71,16 +81,15 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::Value;
-use weir_core::ids::{ConvKey, MessageId, SessionId, UserId};
-use weir_core::store::{
-    message_ids, Epoch, LiveReply, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic,
-};
-use weir_core::stream::{CancelAnswer, Outcome, SettleRequest, StreamState};
-use weir_core::wire::{Message, MessageStatus, PresenceStatus, Role, Usage};
+use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply};
 
 mod decode;
+mod keys;
+mod plan;
+mod sweep;
 
 use decode::Fields;
+use plan::{Call, Target};
 
 /// How much longer than its logical window a key lives in Redis (clock skew
 /// between nodes and Redis, and time for a late reader).
@@ -95,21 +104,11 @@ pub const DEFAULT_PREFIX: &str = "weir";
 /// The store script's source.
 pub const SCRIPT: &str = include_str!("lua/store.lua");
 
-/// Removes a sweep-index entry only if it is due (a reply started since has
-/// a later due time and stays).
-const UNINDEX: &str = r"
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) <= tonumber(ARGV[2]) then
-  return redis.call('ZREM', KEYS[1], ARGV[1])
-end
-return 0
-";
-
 /// Why an operation has no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// Redis could not be reached or did not answer (the operation may or may
-    /// not have taken effect).
+    /// Redis could not be reached, did not answer, or answered with an error
+    /// (the operation may or may not have taken effect).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// Redis answered something the script never returns: a bug.
@@ -133,9 +132,17 @@ impl Failure {
     }
 }
 
+/// What the core is told. A reply weir does not understand is its own bug
+/// ([`StoreError::Internal`]), never "the store cannot be reached". Every
+/// error Redis itself answers with is still `Unavailable`, including the
+/// ones that are refusals rather than outages (out of memory, a script
+/// error): those will want a variant of their own.
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
-        StoreError::Unavailable(f.to_string())
+        match f {
+            Failure::Redis(_) => StoreError::Unavailable(f.to_string()),
+            Failure::Protocol(_) => StoreError::Internal(f.to_string()),
+        }
     }
 }
 
@@ -161,7 +168,7 @@ impl RedisStore {
             config,
             retention_ms,
             script: redis::Script::new(SCRIPT),
-            unindex: redis::Script::new(UNINDEX),
+            unindex: redis::Script::new(sweep::UNINDEX),
         }
     }
 
@@ -175,57 +182,6 @@ impl RedisStore {
     #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The epoch key.
-    #[must_use]
-    pub fn epoch_key(&self) -> String {
-        format!("{}:epoch", self.prefix)
-    }
-
-    fn index_key(&self) -> String {
-        format!("{}:live", self.prefix)
-    }
-
-    fn presence_index_key(&self) -> String {
-        format!("{}:presence", self.prefix)
-    }
-
-    /// A conversation's meta key (the script's `KEYS[1]`).
-    #[must_use]
-    pub fn conv_key(&self, conv: &ConvKey) -> String {
-        format!("{}:{{c:{}/{}}}:conv", self.prefix, conv.user, conv.session)
-    }
-
-    fn conv_of_key(&self, key: &str) -> Option<ConvKey> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{c:")?;
-        let tag = rest.strip_suffix("}:conv")?;
-        let (user, session) = tag.split_once('/')?;
-        Some(ConvKey::new(
-            UserId::parse(user).ok()?,
-            SessionId::parse(session).ok()?,
-        ))
-    }
-
-    fn presence_key(&self, user: &UserId) -> String {
-        format!("{}:{{p:{user}}}:e", self.prefix)
-    }
-
-    /// The pub/sub channel of a topic.
-    #[must_use]
-    pub fn channel(&self, topic: &Topic) -> String {
-        match topic {
-            Topic::Conv(c) => format!("{}:{{c:{}/{}}}:ch", self.prefix, c.user, c.session),
-            Topic::User(u) => format!("{}:u:{u}", self.prefix),
-            Topic::Node(n) => format!("{}:n:{n}", self.prefix),
-        }
-    }
-
-    /// A pattern that matches every channel of this store (for tests and
-    /// tools; nodes subscribe to exact channels).
-    #[must_use]
-    pub fn channel_pattern(&self) -> String {
-        format!("{}:*", self.prefix)
     }
 
     /// Decodes a notice published by the script.
@@ -275,24 +231,35 @@ impl RedisStore {
     ///
     /// # Errors
     /// Redis is unreachable or timed out ([`Failure::Redis`]): the operation
-    /// may or may not have taken effect.
+    /// may or may not have taken effect. The script answered something it
+    /// never returns ([`Failure::Protocol`]): a bug.
     pub async fn apply<C: ConnectionLike>(
         &self,
         conn: &mut C,
         epoch: Epoch,
         op: StoreOp,
     ) -> Result<StoreReply, Failure> {
+        let t = &self.config.timers;
         let call = match op {
-            StoreOp::Sweep { at_ms } => return self.sweep(conn, epoch, at_ms).await,
-            StoreOp::PresenceRefresh { node, users, at_ms } => {
+            StoreOp::Sweep(op) => return self.sweep(conn, epoch, op.at_ms).await,
+            StoreOp::PresenceRefresh(op) => {
                 // One call per user: each user's keys have their own hash tag.
-                for user in users {
-                    let call = Call::presence("p_refresh", user, at_ms, vec![node.to_string()]);
+                for call in Call::presence_refresh(op) {
                     Fields::reply(self.invoke(conn, &call, epoch).await?)?.tag("refreshed")?;
                 }
                 return Ok(StoreReply::Refreshed);
             }
-            op => self.plan(op, epoch)?,
+            StoreOp::PresenceJoin(op) => Call::presence_join(op),
+            StoreOp::PresenceLeave(op) => Call::presence_leave(op),
+            StoreOp::PresenceCheck(op) => Call::presence_check(op.user, op.at_ms),
+            StoreOp::Snapshot(op) => Call::snapshot(op),
+            StoreOp::Start(op) => Call::start(op, epoch, t, self.config.idempotency_ttl_ms)?,
+            StoreOp::Append(op) => Call::append(op),
+            StoreOp::Cancel(op) => Call::cancel(op, t),
+            StoreOp::Settle(op) => Call::settle(op)?,
+            StoreOp::Renew(op) => Call::renew(op),
+            StoreOp::Reap(op) => Call::reap(op),
+            StoreOp::Read(op) => Call::read(op),
         };
         let value = self.invoke(conn, &call, epoch).await?;
         let (reply, due_ms) = call.then.decode(value, epoch)?;
@@ -309,166 +276,6 @@ impl RedisStore {
             (Target::Conv(_), _) => {}
         }
         Ok(reply)
-    }
-
-    /// The script call for `op` (everything but sweeps and refreshes), and
-    /// how to read its answer.
-    fn plan(&self, op: StoreOp, epoch: Epoch) -> Result<Call, Failure> {
-        let timers = self.config.timers;
-        Ok(match op {
-            StoreOp::PresenceJoin {
-                user,
-                node,
-                conn,
-                at_ms,
-            } => Call::presence("p_join", user, at_ms, vec![format!("{node}|{conn}")]),
-            StoreOp::PresenceLeave {
-                user,
-                node,
-                conn,
-                at_ms,
-            } => Call::presence("p_leave", user, at_ms, vec![format!("{node}|{conn}")]),
-            StoreOp::PresenceCheck { user, at_ms } => {
-                Call::presence("p_check", user, at_ms, Vec::new())
-            }
-            StoreOp::Snapshot { conv, limit, at_ms } => Call::conv(
-                "snapshot",
-                conv,
-                at_ms,
-                vec![limit.to_string()],
-                Then::Snapshot,
-            ),
-            StoreOp::Start {
-                conv,
-                content,
-                client_message_id,
-                nonce,
-                owner,
-                context_limit,
-                at_ms,
-            } => {
-                let (user_id, message_id) = message_ids(epoch, nonce);
-                let user_message = Message {
-                    message_id: user_id.clone(),
-                    role: Role::User,
-                    content,
-                    status: MessageStatus::Completed,
-                    created_at_ms: at_ms,
-                    seq: 0,
-                };
-                let args = vec![
-                    to_json(&user_message)?,
-                    user_id.to_string(),
-                    message_id.to_string(),
-                    owner.to_string(),
-                    client_message_id.map(|k| k.to_string()).unwrap_or_default(),
-                    context_limit.to_string(),
-                    self.config.idempotency_ttl_ms.to_string(),
-                ];
-                // A started reply is due for a reap at the lease's end.
-                let due_ms = at_ms.saturating_add(timers.lease_ttl_ms);
-                Call::conv(
-                    "start",
-                    conv,
-                    at_ms,
-                    args,
-                    Then::Start {
-                        user_message,
-                        message_id,
-                        due_ms,
-                    },
-                )
-            }
-            StoreOp::Append {
-                conv,
-                message_id,
-                token,
-                first_seq,
-                deltas,
-                at_ms,
-            } => {
-                let mut args = vec![
-                    message_id.to_string(),
-                    token.to_string(),
-                    first_seq.to_string(),
-                ];
-                args.extend(deltas);
-                Call::conv("append", conv, at_ms, args, Then::Write)
-            }
-            StoreOp::Cancel {
-                conv,
-                message_id,
-                at_ms,
-            } => {
-                let args = vec![message_id.map(|m| m.to_string()).unwrap_or_default()];
-                // A cancelled reply is due no later than its cancel deadline.
-                let due_ms = at_ms.saturating_add(timers.cancel_deadline_ms);
-                Call::conv("cancel", conv, at_ms, args, Then::Cancel { due_ms })
-            }
-            StoreOp::Settle {
-                conv,
-                message_id,
-                token,
-                request,
-                usage,
-                at_ms,
-            } => {
-                let (kind, reason) = match request {
-                    SettleRequest::Completed => ("completed", String::new()),
-                    SettleRequest::Failed(r) => ("failed", r),
-                    SettleRequest::Cancelled => ("cancelled", String::new()),
-                };
-                let usage = match usage {
-                    Some(u) => to_json(&u)?,
-                    None => String::new(),
-                };
-                let args = vec![
-                    message_id.to_string(),
-                    token.to_string(),
-                    kind.to_owned(),
-                    reason,
-                    usage,
-                ];
-                Call::conv("settle", conv, at_ms, args, Then::Write)
-            }
-            StoreOp::Renew {
-                conv,
-                message_id,
-                token,
-                at_ms,
-            } => Call::conv(
-                "renew",
-                conv,
-                at_ms,
-                vec![message_id.to_string(), token.to_string()],
-                Then::Write,
-            ),
-            StoreOp::Reap {
-                conv,
-                message_id,
-                at_ms,
-            } => Call::conv(
-                "reap",
-                conv,
-                at_ms,
-                vec![message_id.to_string()],
-                Then::Write,
-            ),
-            StoreOp::Read {
-                conv,
-                message_id,
-                after_seq,
-                at_ms,
-            } => {
-                let args = vec![message_id.to_string(), after_seq.to_string()];
-                Call::conv("read", conv, at_ms, args, Then::Read { after_seq })
-            }
-            StoreOp::Sweep { .. } | StoreOp::PresenceRefresh { .. } => {
-                return Err(Failure::Protocol(
-                    "sweeps and refreshes are not one call".into(),
-                ))
-            }
-        })
     }
 
     /// Runs one call of the script.
@@ -511,245 +318,6 @@ impl RedisStore {
         }
         Ok(inv.invoke_async(conn).await?)
     }
-
-    /// Adds `conv` to the sweep index, due no later than `due_ms`. Only a
-    /// hint, so a failure is not the operation's failure.
-    async fn index<C: ConnectionLike>(&self, conn: &mut C, conv: &ConvKey, due_ms: u64) {
-        let index = self.index_key();
-        let _ignored: Result<Value, _> = redis::pipe()
-            .cmd("ZADD")
-            .arg(&index)
-            .arg("LT")
-            .arg(due_ms)
-            .arg(self.conv_key(conv))
-            .cmd("PEXPIRE")
-            .arg(&index)
-            .arg(epoch_ttl_ms())
-            .query_async(conn)
-            .await;
-    }
-
-    /// Keeps the presence index at the user's next due time (or drops the
-    /// user when nothing is due). A hint, like the live index.
-    async fn presence_indexed<C: ConnectionLike>(
-        &self,
-        conn: &mut C,
-        user: &UserId,
-        at_ms: u64,
-        reply: &StoreReply,
-    ) {
-        let index = self.presence_index_key();
-        let due = match reply {
-            StoreReply::Presence { due_ms, .. } => *due_ms,
-            _ => None,
-        };
-        let result: Result<Value, _> = match due {
-            Some(due) => {
-                redis::pipe()
-                    .cmd("ZADD")
-                    .arg(&index)
-                    .arg(due)
-                    .arg(user.as_str())
-                    .cmd("PEXPIRE")
-                    .arg(&index)
-                    .arg(epoch_ttl_ms())
-                    .query_async(conn)
-                    .await
-            }
-            None => {
-                self.unindex
-                    .key(&index)
-                    .arg(user.as_str())
-                    .arg(at_ms)
-                    .invoke_async(conn)
-                    .await
-            }
-        };
-        drop(result);
-    }
-
-    async fn sweep<C: ConnectionLike>(
-        &self,
-        conn: &mut C,
-        epoch: Epoch,
-        at_ms: u64,
-    ) -> Result<StoreReply, Failure> {
-        let index = self.index_key();
-        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&index)
-            .arg("-inf")
-            .arg(at_ms)
-            .query_async(conn)
-            .await?;
-        let _: Value = redis::cmd("PEXPIRE")
-            .arg(&index)
-            .arg(epoch_ttl_ms())
-            .query_async(conn)
-            .await?;
-        let mut reaped = Vec::new();
-        for key in due {
-            let Some(conv) = self.conv_of_key(&key) else {
-                // Not ours: drop it from the index.
-                let _: Value = redis::cmd("ZREM")
-                    .arg(&index)
-                    .arg(&key)
-                    .query_async(conn)
-                    .await?;
-                continue;
-            };
-            let call = Call::conv("reap_live", conv.clone(), at_ms, Vec::new(), Then::Write);
-            let mut f = Fields::reply(self.invoke(conn, &call, epoch).await?)?;
-            match f.tag_str()?.as_str() {
-                "live" => {
-                    let due = f.u64()?;
-                    let _: Value = redis::cmd("ZADD")
-                        .arg(&index)
-                        .arg("XX")
-                        .arg(due)
-                        .arg(&key)
-                        .query_async(conn)
-                        .await?;
-                }
-                tag => {
-                    if tag == "reaped" {
-                        let id = f.message_id()?;
-                        let outcome = f.outcome()?;
-                        reaped.push((conv, id, outcome));
-                    } else if tag != "none" {
-                        return Err(Failure::Protocol(format!("sweep: {tag}")));
-                    }
-                    let _: Value = self
-                        .unindex
-                        .key(&index)
-                        .arg(&key)
-                        .arg(at_ms)
-                        .invoke_async(conn)
-                        .await?;
-                }
-            }
-        }
-        reaped.sort();
-        // Presence: move on with time every user whose entry expiry or
-        // debounce is due.
-        let pindex = self.presence_index_key();
-        let users: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&pindex)
-            .arg("-inf")
-            .arg(at_ms)
-            .query_async(conn)
-            .await?;
-        for user in users {
-            let Ok(user) = UserId::parse(user.as_str()) else {
-                let _: Value = redis::cmd("ZREM")
-                    .arg(&pindex)
-                    .arg(&user)
-                    .query_async(conn)
-                    .await?;
-                continue;
-            };
-            let call = Call::presence("p_check", user, at_ms, Vec::new());
-            let reply = decode_presence(self.invoke(conn, &call, epoch).await?)?;
-            if let Target::Presence(user) = &call.target {
-                self.presence_indexed(conn, user, at_ms, &reply).await;
-            }
-        }
-        Ok(StoreReply::Swept { reaped })
-    }
-}
-
-/// One call of the script: which operation, on whose keys, with what, and
-/// how to read the answer.
-#[derive(Debug)]
-struct Call {
-    op: &'static str,
-    target: Target,
-    at_ms: u64,
-    args: Vec<String>,
-    then: Then,
-}
-
-/// Whose keys a call touches (its hash tag).
-#[derive(Debug)]
-enum Target {
-    Conv(ConvKey),
-    Presence(UserId),
-}
-
-/// How to read a call's answer.
-#[derive(Debug)]
-enum Then {
-    Presence,
-    Snapshot,
-    /// The ids and user turn the caller made; the reply's reap due time.
-    Start {
-        user_message: Message,
-        message_id: MessageId,
-        due_ms: u64,
-    },
-    /// Ok, gap, cancel requested, fenced, settled, not due, missing.
-    Write,
-    /// The cancelled reply's reap due time (its cancel deadline).
-    Cancel {
-        due_ms: u64,
-    },
-    Read {
-        after_seq: u64,
-    },
-}
-
-impl Call {
-    fn conv(op: &'static str, conv: ConvKey, at_ms: u64, args: Vec<String>, then: Then) -> Call {
-        Call {
-            op,
-            target: Target::Conv(conv),
-            at_ms,
-            args,
-            then,
-        }
-    }
-
-    fn presence(op: &'static str, user: UserId, at_ms: u64, args: Vec<String>) -> Call {
-        Call {
-            op,
-            target: Target::Presence(user),
-            at_ms,
-            args,
-            then: Then::Presence,
-        }
-    }
-}
-
-impl Then {
-    /// The reply, and the reap due time for the sweep's index when the call
-    /// made a reply live or cancelled one.
-    fn decode(&self, v: Value, epoch: Epoch) -> Result<(StoreReply, Option<u64>), Failure> {
-        Ok(match self {
-            Then::Presence => (decode_presence(v)?, None),
-            Then::Snapshot => (decode_snapshot(v, epoch)?, None),
-            Then::Start {
-                user_message,
-                message_id,
-                due_ms,
-            } => {
-                let reply = decode_start(v, epoch, user_message.clone(), message_id.clone())?;
-                let due = matches!(reply, StoreReply::Started { .. }).then_some(*due_ms);
-                (reply, due)
-            }
-            Then::Write => (decode_write(v, epoch)?, None),
-            Then::Cancel { due_ms } => {
-                let reply = decode_cancel(v)?;
-                let cancelled = matches!(
-                    reply,
-                    StoreReply::Cancel {
-                        answer: Some(CancelAnswer::Cancelled),
-                        ..
-                    }
-                );
-                (reply, cancelled.then_some(*due_ms))
-            }
-            Then::Read { after_seq } => (decode_read(v, epoch, *after_seq)?, None),
-        })
-    }
 }
 
 fn epoch_ttl_ms() -> u64 {
@@ -760,182 +328,16 @@ fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, Failure> {
     serde_json::to_string(v).map_err(|e| Failure::Protocol(e.to_string()))
 }
 
-fn decode_presence(v: Value) -> Result<StoreReply, Failure> {
-    let mut f = Fields::reply(v)?;
-    f.tag("presence")?;
-    let status = match f.str()?.as_str() {
-        "online" => PresenceStatus::Online,
-        "offline" => PresenceStatus::Offline,
-        s => return Err(Failure::Protocol(format!("presence status {s}"))),
-    };
-    Ok(StoreReply::Presence {
-        status,
-        connections: f.u64()?,
-        due_ms: f.opt_u64()?,
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn decode_snapshot(v: Value, epoch: Epoch) -> Result<StoreReply, Failure> {
-    let mut f = Fields::reply(v)?;
-    f.tag("snapshot")?;
-    let history = f.messages()?;
-    let live = match f.opt_array()? {
-        None => None,
-        Some(mut l) => Some(LiveReply {
-            message_id: l.message_id()?,
-            reply_to: l.message_id()?,
-            state: l.state()?,
-            deltas: l.strings()?,
-            created_at_ms: l.u64()?,
-            owner: weir_core::ids::NodeId::parse(l.str()?)
-                .map_err(|e| Failure::Protocol(e.to_string()))?,
-        }),
-    };
-    Ok(StoreReply::Snapshot {
-        epoch,
-        history,
-        live,
-    })
-}
-
-fn decode_start(
-    v: Value,
-    epoch: Epoch,
-    user_message: Message,
-    message_id: MessageId,
-) -> Result<StoreReply, Failure> {
-    let mut f = Fields::reply(v)?;
-    Ok(match f.tag_str()?.as_str() {
-        "started" => StoreReply::Started {
-            epoch,
-            user_message,
-            message_id,
-            token: f.u64()?,
-            context: f.messages()?,
-        },
-        "duplicate" => StoreReply::Duplicate {
-            user_message_id: f.message_id()?,
-            message_id: f.message_id()?,
-        },
-        "busy" => StoreReply::Busy {
-            message_id: f.message_id()?,
-        },
-        t => return Err(Failure::Protocol(format!("start: {t}"))),
-    })
-}
-
-fn decode_cancel(v: Value) -> Result<StoreReply, Failure> {
-    let mut f = Fields::reply(v)?;
-    f.tag("cancel")?;
-    let message_id = f.opt_str()?.map(MessageId::parse).transpose();
-    let message_id = message_id.map_err(|e| Failure::Protocol(e.to_string()))?;
-    let answer = match f.opt_str()?.as_deref() {
-        None => None,
-        Some("cancelled") => Some(CancelAnswer::Cancelled),
-        Some("completed") => Some(CancelAnswer::Completed),
-        Some("failed") => Some(CancelAnswer::Failed),
-        Some(a) => return Err(Failure::Protocol(format!("cancel answer {a}"))),
-    };
-    Ok(StoreReply::Cancel {
-        message_id,
-        answer,
-        final_seq: f.opt_u64()?,
-    })
-}
-
-/// Replies of the producer's writes and of reap: ok, gap, cancel_requested,
-/// fenced, settled, not_due, missing.
-fn decode_write(v: Value, epoch: Epoch) -> Result<StoreReply, Failure> {
-    let mut f = Fields::reply(v)?;
-    Ok(match f.tag_str()?.as_str() {
-        "ok" => StoreReply::Ok { last_seq: f.u64()? },
-        "gap" => StoreReply::Gap { last_seq: f.u64()? },
-        "cancel_requested" => StoreReply::CancelRequested {
-            final_seq: f.u64()?,
-        },
-        "fenced" => StoreReply::Fenced,
-        "settled" => StoreReply::Settled {
-            outcome: f.outcome()?,
-            final_seq: f.u64()?,
-            changed: f.u64()? == 1,
-        },
-        "not_due" => StoreReply::NotDue { due_ms: f.u64()? },
-        "missing" => missing(&mut f, epoch)?,
-        t => return Err(Failure::Protocol(format!("write: {t}"))),
-    })
-}
-
-fn missing(f: &mut Fields, epoch: Epoch) -> Result<StoreReply, Failure> {
-    let snapshot = match f.opt_str()? {
-        None => None,
-        Some(json) => {
-            Some(serde_json::from_str(&json).map_err(|e| Failure::Protocol(e.to_string()))?)
-        }
-    };
-    Ok(StoreReply::Missing { epoch, snapshot })
-}
-
-fn decode_read(v: Value, epoch: Epoch, after_seq: u64) -> Result<StoreReply, Failure> {
-    let mut f = Fields::reply(v)?;
-    match f.tag_str()?.as_str() {
-        "read" => {
-            let state = f.state()?;
-            let deltas = f.strings()?;
-            let usage: Option<Usage> = match f.opt_str()? {
-                None => None,
-                Some(json) => Some(
-                    serde_json::from_str(&json).map_err(|e| Failure::Protocol(e.to_string()))?,
-                ),
-            };
-            Ok(StoreReply::Read {
-                epoch,
-                state,
-                deltas,
-                first_seq: after_seq + 1,
-                usage,
-            })
-        }
-        "missing" => missing(&mut f, epoch),
-        t => Err(Failure::Protocol(format!("read: {t}"))),
+    #[test]
+    fn a_reply_not_understood_is_internal_not_unavailable() {
+        let bug = StoreError::from(Failure::Protocol("start: surprise".into()));
+        assert!(matches!(bug, StoreError::Internal(ref m) if m.contains("surprise")));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let down = StoreError::from(Failure::Redis(redis::RedisError::from(io)));
+        assert!(matches!(down, StoreError::Unavailable(_)));
     }
-}
-
-/// Builds the [`Outcome`] of `outcome`/`reason` fields.
-fn outcome_of(outcome: &str, reason: Option<String>) -> Result<Outcome, Failure> {
-    Ok(match outcome {
-        "completed" => Outcome::Completed,
-        "cancelled" => Outcome::Cancelled,
-        "failed" => Outcome::Failed(reason.unwrap_or_default()),
-        o => return Err(Failure::Protocol(format!("outcome {o}"))),
-    })
-}
-
-/// Builds a [`StreamState`] from the script's `state_of` array.
-fn state_of(mut s: Fields) -> Result<StreamState, Failure> {
-    let st = s.str()?;
-    let lease = s.opt_u64()?;
-    let final_seq = s.opt_u64()?;
-    let deadline = s.opt_u64()?;
-    let outcome = s.opt_str()?;
-    let reason = s.opt_str()?;
-    let expires = s.opt_u64()?;
-    let need = |v: Option<u64>, what: &str| {
-        v.ok_or_else(|| Failure::Protocol(format!("state {st} without {what}")))
-    };
-    Ok(match st.as_str() {
-        "a" => StreamState::Active {
-            lease_until_ms: need(lease, "lease")?,
-        },
-        "c" => StreamState::Cancelling {
-            final_seq: need(final_seq, "final")?,
-            lease_until_ms: need(lease, "lease")?,
-            deadline_ms: need(deadline, "deadline")?,
-        },
-        "s" => StreamState::Settled {
-            outcome: outcome_of(&outcome.unwrap_or_default(), reason)?,
-            final_seq: need(final_seq, "final")?,
-            expires_at_ms: need(expires, "expires")?,
-        },
-        _ => return Err(Failure::Protocol(format!("state {st}"))),
-    })
 }

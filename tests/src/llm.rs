@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{http_request, workspace_dir, HttpResponse, Metrics};
+use crate::{http_request, http_request_within, workspace_dir, HttpResponse, Metrics};
+
+/// How long a non-streamed completion straight to the model server may take.
+pub const COMPLETION_LIMIT: Duration = Duration::from_secs(180);
 
 /// The longest the model server may take to load the model and answer
 /// `/health`.
@@ -180,9 +183,12 @@ impl LlmServer {
     }
 
     /// `POST /v1/chat/completions` with `body` (not streamed), straight to
-    /// the model server; returns the answer's JSON.
+    /// the model server; returns the answer's JSON. The model is CPU-bound:
+    /// on a loaded two-core machine a completion of a few dozen tokens took
+    /// over 10 s, so this waits up to [`COMPLETION_LIMIT`].
     pub async fn complete(&self, body: &Value) -> Value {
-        let r = http_request(
+        let r = http_request_within(
+            COMPLETION_LIMIT,
             self.addr,
             "POST",
             "/v1/chat/completions",

@@ -479,6 +479,23 @@ impl World {
         true
     }
 
+    /// Applies the `k`-th waiting operation (its effects and notices happen),
+    /// but its reply comes back as [`StoreError::Internal`]: the store
+    /// answered something the node does not understand (a bug in the store
+    /// script, say).
+    pub fn misread_op(&mut self, k: usize) -> bool {
+        let Some(applied) = self.apply_op_with(k, Model::apply) else {
+            return false;
+        };
+        if !applied.orphan {
+            let reply = self.replies.back_mut().filter(|r| r.op == applied.op);
+            if let Some(reply) = reply {
+                reply.result = Err(StoreError::Internal("injected".into()));
+            }
+        }
+        true
+    }
+
     /// Delivers the `k`-th waiting reply.
     pub fn deliver_reply(&mut self, k: usize) -> bool {
         let Some(InFlightReply { node, op, result }) = self.replies.remove(k) else {

@@ -40,7 +40,10 @@ use std::fmt;
 use std::time::Duration;
 
 use weir_core::ids::{ConnId, IdSource, MessageId, SeededIds, Seq};
-use weir_core::store::{Model, Notice, Published, StoreConfig, StoreOp, StoreReply};
+use weir_core::store::{
+    AppendOp, CancelOp, Model, Notice, Published, ReadOp, ReapOp, RenewOp, SettleOp, StartOp,
+    StoreConfig, StoreOp, StoreReply, SweepOp,
+};
 use weir_core::stream::{CancelAnswer, Outcome};
 use weir_core::wire::ServerFrame;
 use weir_core::{GeneratorEvent, Input};
@@ -510,7 +513,7 @@ impl Sim {
         };
         if bug == Some(Bug::PresenceLeaveReplyLost)
             && !applied.orphan
-            && matches!(applied.request, StoreOp::PresenceLeave { .. })
+            && matches!(applied.request, StoreOp::PresenceLeave(_))
         {
             self.w.replies.pop_back();
         }
@@ -1014,10 +1017,13 @@ fn apply_with_bug(
     op: StoreOp,
 ) -> (StoreReply, Vec<Published>) {
     match (bug, &op) {
-        (Some(Bug::StoreNeverReaps), StoreOp::Reap { at_ms, .. }) => {
+        (Some(Bug::StoreNeverReaps), StoreOp::Reap(ReapOp { at_ms, .. })) => {
             return (StoreReply::NotDue { due_ms: at_ms + 1 }, Vec::new());
         }
-        (Some(Bug::StoreNeverReaps), StoreOp::Sweep { at_ms } | StoreOp::Start { at_ms, .. }) => {
+        (
+            Some(Bug::StoreNeverReaps),
+            StoreOp::Sweep(SweepOp { at_ms }) | StoreOp::Start(StartOp { at_ms, .. }),
+        ) => {
             // Expired records are still dropped, but a reply whose owner is
             // gone is never settled for it (a start finds the conversation
             // busy).
@@ -1028,16 +1034,16 @@ fn apply_with_bug(
                     .then(|| (conv.clone(), id.clone()))
             });
             if let Some((conv, id)) = reapable {
-                if matches!(&op, StoreOp::Start { conv: c, .. } if *c != conv) {
+                if matches!(&op, StoreOp::Start(StartOp { conv: c, .. }) if *c != conv) {
                     return store.apply(op);
                 }
                 return match op {
-                    StoreOp::Sweep { .. } => (StoreReply::Swept { reaped: Vec::new() }, Vec::new()),
+                    StoreOp::Sweep(_) => (StoreReply::Swept { reaped: Vec::new() }, Vec::new()),
                     _ => (StoreReply::Busy { message_id: id }, Vec::new()),
                 };
             }
         }
-        (Some(Bug::BusyStartLandsOnStaleReplica), StoreOp::Start { .. }) => {
+        (Some(Bug::BusyStartLandsOnStaleReplica), StoreOp::Start(_)) => {
             let mut probe = store.clone();
             if let (StoreReply::Busy { .. }, _) = probe.apply(op.clone()) {
                 let stale =
@@ -1051,14 +1057,14 @@ fn apply_with_bug(
     match (bug, &op, &mut reply) {
         (
             Some(Bug::CancelOfCompletedAnswersCancelled),
-            StoreOp::Cancel { .. },
+            StoreOp::Cancel(_),
             StoreReply::Cancel { answer, .. },
         ) if *answer == Some(CancelAnswer::Completed) => *answer = Some(CancelAnswer::Cancelled),
         (
             Some(Bug::AppendAcceptedAfterCancel),
-            StoreOp::Append {
+            StoreOp::Append(AppendOp {
                 first_seq, deltas, ..
-            },
+            }),
             StoreReply::CancelRequested { .. },
         ) => {
             reply = StoreReply::Ok {
@@ -1081,25 +1087,25 @@ fn retain_by(dues: &mut VecDeque<Duration>, keep: &[bool]) {
 
 fn op_kind(op: &StoreOp) -> String {
     match op {
-        StoreOp::Append {
+        StoreOp::Append(AppendOp {
             message_id,
             first_seq,
             deltas,
             ..
-        } => format!("append {message_id} {first_seq}+{}", deltas.len()),
-        StoreOp::Cancel { message_id, .. } => format!("cancel {message_id:?}"),
-        StoreOp::Settle {
+        }) => format!("append {message_id} {first_seq}+{}", deltas.len()),
+        StoreOp::Cancel(CancelOp { message_id, .. }) => format!("cancel {message_id:?}"),
+        StoreOp::Settle(SettleOp {
             message_id,
             request,
             ..
-        } => format!("settle {message_id} {request:?}"),
-        StoreOp::Reap { message_id, .. } => format!("reap {message_id}"),
-        StoreOp::Read {
+        }) => format!("settle {message_id} {request:?}"),
+        StoreOp::Reap(ReapOp { message_id, .. }) => format!("reap {message_id}"),
+        StoreOp::Read(ReadOp {
             message_id,
             after_seq,
             ..
-        } => format!("read {message_id} after {after_seq}"),
-        StoreOp::Renew { message_id, .. } => format!("renew {message_id}"),
+        }) => format!("read {message_id} after {after_seq}"),
+        StoreOp::Renew(RenewOp { message_id, .. }) => format!("renew {message_id}"),
         other => format!("{other:?}").chars().take(60).collect(),
     }
 }

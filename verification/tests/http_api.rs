@@ -78,17 +78,23 @@ fn post_errors_busy_bad_request_and_too_large() {
     assert_eq!((status, body["code"].as_str()), (409, Some("busy")));
 }
 
-#[test]
-fn cancel_answers_200_with_final_seq_or_404() {
-    let mut w = World::new(&WorldConfig::default());
-    let r = w.http_request(
+/// Posts `q` to `u1`'s `s1` on node 0; its store operation is the last one
+/// waiting.
+fn post_q(w: &mut World) -> weir_core::HttpReqId {
+    w.http_request(
         0,
         "u1",
         HttpRequest::PostMessage {
             session: sid("s1"),
             body: br#"{"content":"q"}"#.to_vec(),
         },
-    );
+    )
+}
+
+#[test]
+fn cancel_answers_200_with_final_seq_or_404() {
+    let mut w = World::new(&WorldConfig::default());
+    let r = post_q(&mut w);
     w.settle_queues();
     let id = answer(&w, r).1["message_id"]
         .as_str()
@@ -161,17 +167,25 @@ fn presence_is_readable_only_by_its_user() {
 #[test]
 fn store_outage_answers_503_and_changes_nothing() {
     let mut w = World::new(&WorldConfig::default());
-    let r = w.http_request(
-        0,
-        "u1",
-        HttpRequest::PostMessage {
-            session: sid("s1"),
-            body: br#"{"content":"q"}"#.to_vec(),
-        },
-    );
+    let r = post_q(&mut w);
     assert!(w.fail_op(w.ops.len() - 1));
     w.settle_queues();
     let (status, body) = answer(&w, r);
     assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
     assert!(w.running_generators().is_empty());
+}
+
+#[test]
+fn store_reply_not_understood_answers_500_internal_not_unavailable() {
+    let mut w = World::new(&WorldConfig::default());
+    let r = post_q(&mut w);
+    assert!(w.misread_op(w.ops.len() - 1));
+    w.settle_queues();
+    let (status, body) = answer(&w, r);
+    assert_eq!((status, body["code"].as_str()), (500, Some("internal")));
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("may or may not have taken effect") && !message.contains("nothing was"),
+        "{message}"
+    );
 }

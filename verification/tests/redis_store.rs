@@ -26,7 +26,11 @@ use proptest::test_runner::TestCaseError;
 use redis::aio::MultiplexedConnection;
 use weir_core::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, SessionId, UserId};
 use weir_core::presence::PresenceTimers;
-use weir_core::store::{Model, Notice, StoreConfig, StoreOp, StoreReply, Token};
+use weir_core::store::{
+    AppendOp, CancelOp, Model, Notice, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp,
+    PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreConfig,
+    StoreOp, StoreReply, SweepOp, Token,
+};
 use weir_core::stream::{SettleRequest, StreamTimers};
 use weir_core::wire::Usage;
 use weir_store_redis::RedisStore;
@@ -237,11 +241,11 @@ impl Harness {
         let at_ms = self.at_ms;
         let token = |k: &Known, good: bool| if good { k.token } else { k.token + 1 };
         Some(match op.clone() {
-            Op::Snapshot { conv: c, limit } => StoreOp::Snapshot {
+            Op::Snapshot { conv: c, limit } => StoreOp::Snapshot(SnapshotOp {
                 conv: conv(c),
                 limit,
                 at_ms,
-            },
+            }),
             Op::Start {
                 conv: c,
                 content,
@@ -249,7 +253,7 @@ impl Harness {
                 nonce,
                 owner,
                 context,
-            } => StoreOp::Start {
+            } => StoreOp::Start(StartOp {
                 conv: conv(c),
                 content: CONTENTS[content].to_owned(),
                 client_message_id: key
@@ -264,7 +268,7 @@ impl Harness {
                 owner: node(owner),
                 context_limit: context,
                 at_ms,
-            },
+            }),
             Op::Append {
                 reply,
                 good,
@@ -281,20 +285,20 @@ impl Harness {
                     SeqPick::Retry => last.max(1),
                     SeqPick::Any(n) => n,
                 };
-                StoreOp::Append {
+                StoreOp::Append(AppendOp {
                     conv: k.conv.clone(),
                     message_id: k.id.clone(),
                     token: token(&k, good),
                     first_seq,
                     deltas: deltas.iter().map(|&d| DELTAS[d].to_owned()).collect(),
                     at_ms,
-                }
+                })
             }
-            Op::Cancel { conv: c, target } => StoreOp::Cancel {
+            Op::Cancel { conv: c, target } => StoreOp::Cancel(CancelOp {
                 conv: conv(c),
                 message_id: target.map(|t| self.pick(t).id),
                 at_ms,
-            },
+            }),
             Op::Settle {
                 reply,
                 good,
@@ -302,7 +306,7 @@ impl Harness {
                 usage,
             } => {
                 let k = self.pick(reply);
-                StoreOp::Settle {
+                StoreOp::Settle(SettleOp {
                     conv: k.conv.clone(),
                     message_id: k.id.clone(),
                     token: token(&k, good),
@@ -316,64 +320,64 @@ impl Harness {
                         completion_tokens: 34,
                     }),
                     at_ms,
-                }
+                })
             }
             Op::Renew { reply, good } => {
                 let k = self.pick(reply);
-                StoreOp::Renew {
+                StoreOp::Renew(RenewOp {
                     conv: k.conv.clone(),
                     message_id: k.id.clone(),
                     token: token(&k, good),
                     at_ms,
-                }
+                })
             }
             Op::Reap { reply } => {
                 let k = self.pick(reply);
-                StoreOp::Reap {
+                StoreOp::Reap(ReapOp {
                     conv: k.conv,
                     message_id: k.id,
                     at_ms,
-                }
+                })
             }
             Op::Read { reply, after } => {
                 let k = self.pick(reply);
-                StoreOp::Read {
+                StoreOp::Read(ReadOp {
                     conv: k.conv,
                     message_id: k.id,
                     after_seq: after,
                     at_ms,
-                }
+                })
             }
-            Op::Sweep => StoreOp::Sweep { at_ms },
+            Op::Sweep => StoreOp::Sweep(SweepOp { at_ms }),
             Op::Join {
                 user,
                 node: n,
                 conn,
-            } => StoreOp::PresenceJoin {
+            } => StoreOp::PresenceJoin(PresenceJoinOp {
                 user: uid(USERS[user]),
                 node: node(n),
                 conn: ConnId(conn),
                 at_ms,
-            },
+            }),
             Op::Leave {
                 user,
                 node: n,
                 conn,
-            } => StoreOp::PresenceLeave {
+            } => StoreOp::PresenceLeave(PresenceLeaveOp {
                 user: uid(USERS[user]),
                 node: node(n),
                 conn: ConnId(conn),
                 at_ms,
-            },
-            Op::Refresh { node: n } => StoreOp::PresenceRefresh {
+            }),
+            Op::Refresh { node: n } => StoreOp::PresenceRefresh(PresenceRefreshOp {
                 node: node(n),
                 users: USERS.iter().map(|u| uid(u)).collect(),
                 at_ms,
-            },
-            Op::Check { user } => StoreOp::PresenceCheck {
+            }),
+            Op::Check { user } => StoreOp::PresenceCheck(PresenceCheckOp {
                 user: uid(USERS[user]),
                 at_ms,
-            },
+            }),
             Op::Tick { .. } | Op::LoseEverything => return None,
         })
     }
@@ -439,7 +443,7 @@ impl Harness {
         let Some(store_op) = self.concrete(op) else {
             return Ok(());
         };
-        let sweep = matches!(store_op, StoreOp::Sweep { .. });
+        let sweep = matches!(store_op, StoreOp::Sweep(_));
         let (want, want_published) = self.model.apply(store_op.clone());
         let got = self
             .store

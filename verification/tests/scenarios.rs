@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use weir_core::ids::{ConnId, MessageId};
-use weir_core::wire::{CancelStatus, ReplyStatus, ServerFrame};
+use weir_core::store::StoreOp;
+use weir_core::wire::{CancelStatus, ErrorCode, ReplyStatus, ServerFrame};
 use weir_core::GeneratorEvent;
 use weir_verification::check::Checker;
 use weir_verification::harness::{World, WorldConfig};
@@ -304,4 +305,28 @@ fn cancel_to_quiet_latency_is_measured_until_the_held_answer_goes_out() {
         ))
     );
     c.check_quiescent(&w).unwrap();
+}
+
+#[test]
+fn a_store_reply_not_understood_is_told_internal_not_unavailable() {
+    let mut w = world();
+    let a = w.connect(0, "u1", "s1", None);
+    let k = w
+        .ops
+        .iter()
+        .position(|o| matches!(o.request, StoreOp::Snapshot(_)))
+        .expect("the connection asks for its snapshot");
+    assert!(w.misread_op(k));
+    w.settle_queues();
+    let errors: Vec<(ErrorCode, &str)> = w
+        .frames(a)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Error(e) => Some((e.code, e.message.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, ErrorCode::Internal);
+    assert!(!errors[0].1.contains("cannot be reached"), "{errors:?}");
 }

@@ -54,13 +54,13 @@
 
 use std::time::Instant;
 
-use super::{error_frame, Node, Pending};
+use super::{store_error_frame, Node, Pending};
 use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::session::{ConnState, HeldCancelResult};
-use crate::store::{StoreOp, StoreReply};
+use crate::store::{CancelOp, StoreError, StoreOp, StoreReply};
 use crate::stream::CancelAnswer;
-use crate::wire::{Cancel, CancelResult, CancelStatus, ErrorCode, ServerFrame};
+use crate::wire::{Cancel, CancelResult, CancelStatus, ServerFrame};
 
 /// A cancel at the store, and who asked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,11 +101,11 @@ impl<I: IdSource> Node<I> {
     /// Asks the store to decide a cancel.
     pub(super) fn send_cancel(&mut self, now: Instant, ask: CancelAsk) {
         let at_ms = self.wall_ms(now);
-        let op = StoreOp::Cancel {
+        let op = StoreOp::Cancel(CancelOp {
             conv: ask.conv.clone(),
             message_id: ask.message_id.clone(),
             at_ms,
-        };
+        });
         self.store(Pending::Cancel(ask), op);
     }
 
@@ -204,7 +204,7 @@ impl<I: IdSource> Node<I> {
 
     /// The cancel did not reach the store: nothing was cancelled. A reply
     /// whose generator waited for this cancel starts it now.
-    pub(super) fn cancel_failed(&mut self, ask: CancelAsk) {
+    pub(super) fn cancel_failed(&mut self, ask: CancelAsk, error: &StoreError) {
         let CancelAsk {
             conn,
             request_id,
@@ -213,8 +213,8 @@ impl<I: IdSource> Node<I> {
         } = ask;
         self.send(
             conn,
-            error_frame(
-                ErrorCode::Unavailable,
+            store_error_frame(
+                error,
                 "the store cannot be reached; nothing was cancelled",
                 request_id,
             ),

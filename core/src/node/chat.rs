@@ -9,10 +9,10 @@ use std::time::Instant;
 use super::cancel::CancelAsk;
 use super::owner::NewReply;
 use super::view::ConvView;
-use super::{error_frame, Node, Pending};
+use super::{error_frame, store_error_frame, Node, Pending};
 use crate::ids::{ConnId, ConvKey, IdSource};
 use crate::session::PendingChat;
-use crate::store::{StoreOp, StoreReply};
+use crate::store::{StartOp, StoreError, StoreOp, StoreReply};
 use crate::wire::{Ack, Cancel, Chat, ErrorCode, ServerFrame};
 
 impl<I: IdSource> Node<I> {
@@ -46,7 +46,7 @@ impl<I: IdSource> Node<I> {
         let at_ms = self.wall_ms(now);
         self.store(
             Pending::Start(conn, conv.clone()),
-            StoreOp::Start {
+            StoreOp::Start(StartOp {
                 conv,
                 content: chat.content,
                 client_message_id: chat.client_message_id,
@@ -54,7 +54,7 @@ impl<I: IdSource> Node<I> {
                 owner: self.config.node_id.clone(),
                 context_limit: self.config.context_limit,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -151,7 +151,7 @@ impl<I: IdSource> Node<I> {
     }
 
     /// The `Start` of a chat did not reach the store.
-    pub(super) fn start_failed(&mut self, conn: ConnId) {
+    pub(super) fn start_failed(&mut self, conn: ConnId, error: &StoreError) {
         let Some(p) = self
             .conns
             .get_mut(&conn)
@@ -161,8 +161,8 @@ impl<I: IdSource> Node<I> {
         };
         self.send(
             conn,
-            error_frame(
-                ErrorCode::Unavailable,
+            store_error_frame(
+                error,
                 // A request that timed out may still be carried out once the
                 // store is back: say so, and let the client retry with its
                 // `client_message_id`.
@@ -174,8 +174,8 @@ impl<I: IdSource> Node<I> {
         if let Some((cancel_rid, _)) = p.cancel {
             self.send(
                 conn,
-                error_frame(
-                    ErrorCode::Unavailable,
+                store_error_frame(
+                    error,
                     "the store cannot be reached; nothing to cancel",
                     cancel_rid,
                 ),

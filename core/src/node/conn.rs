@@ -9,7 +9,7 @@ use super::{error_frame, live_message, Node, Pending};
 use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, SessionId, UserId};
 use crate::session::{ConnState, ConnTimer, Connection, Cursor, EARLY_FRAMES};
-use crate::store::{StoreOp, StoreReply, Topic};
+use crate::store::{PresenceJoinOp, PresenceLeaveOp, SnapshotOp, StoreOp, StoreReply, Topic};
 use crate::timer::TimerKey;
 use crate::wire::{
     decode_client_frame, ClientFrame, CloseCode, ErrorCode, Hello, History, Message, Pong,
@@ -58,20 +58,20 @@ impl<I: IdSource> Node<I> {
         // arrives as a notice, and the view merges both by seq.
         self.store(
             Pending::Snapshot(conn),
-            StoreOp::Snapshot {
+            StoreOp::Snapshot(SnapshotOp {
                 conv,
                 limit: self.config.history_limit,
                 at_ms,
-            },
+            }),
         );
         self.store(
             Pending::Presence(user.clone()),
-            StoreOp::PresenceJoin {
+            StoreOp::PresenceJoin(PresenceJoinOp {
                 user,
                 node: self.config.node_id.clone(),
                 conn,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -148,12 +148,12 @@ impl<I: IdSource> Node<I> {
         let at_ms = self.wall_ms(now);
         self.store(
             Pending::Presence(user.clone()),
-            StoreOp::PresenceLeave {
+            StoreOp::PresenceLeave(PresenceLeaveOp {
                 user,
                 node: self.config.node_id.clone(),
                 conn,
                 at_ms,
-            },
+            }),
         );
         self.out.push_back(Output::Released { conn });
         self.out

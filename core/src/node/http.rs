@@ -9,7 +9,9 @@ use super::owner::NewReply;
 use super::{live_message, Node, Pending};
 use crate::api::{HttpReqId, HttpRequest, Output};
 use crate::ids::{ConvKey, IdSource, MessageId, SessionId, UserId};
-use crate::store::{StoreOp, StoreReply};
+use crate::store::{
+    CancelOp, PresenceCheckOp, SnapshotOp, StartOp, StoreError, StoreOp, StoreReply,
+};
 use crate::wire::http::{
     decode_cancel_request, decode_post_message, CancelResponse, HttpError, MessagesResponse,
     PostMessageAccepted, PresenceResponse,
@@ -41,7 +43,7 @@ impl<I: IdSource> Node<I> {
                 let nonce = self.ids.next_u64();
                 self.store(
                     Pending::HttpStart(req, conv.clone()),
-                    StoreOp::Start {
+                    StoreOp::Start(StartOp {
                         conv,
                         content: post.content,
                         client_message_id: post.client_message_id,
@@ -49,7 +51,7 @@ impl<I: IdSource> Node<I> {
                         owner: self.config.node_id.clone(),
                         context_limit: self.config.context_limit,
                         at_ms,
-                    },
+                    }),
                 );
             }
             HttpRequest::Cancel { session, body } => {
@@ -60,22 +62,22 @@ impl<I: IdSource> Node<I> {
                 let conv = ConvKey::new(user, session);
                 self.store(
                     Pending::HttpCancel(req, conv.clone(), cancel.message_id.clone()),
-                    StoreOp::Cancel {
+                    StoreOp::Cancel(CancelOp {
                         conv,
                         message_id: cancel.message_id,
                         at_ms,
-                    },
+                    }),
                 );
             }
             HttpRequest::ListMessages { session } => {
                 let conv = ConvKey::new(user, session.clone());
                 self.store(
                     Pending::HttpList(req, session),
-                    StoreOp::Snapshot {
+                    StoreOp::Snapshot(SnapshotOp {
                         conv,
                         limit: self.config.history_limit,
                         at_ms,
-                    },
+                    }),
                 );
             }
             HttpRequest::Presence { user: asked } => {
@@ -87,7 +89,7 @@ impl<I: IdSource> Node<I> {
                 }
                 self.store(
                     Pending::HttpPresence(req, asked.clone()),
-                    StoreOp::PresenceCheck { user: asked, at_ms },
+                    StoreOp::PresenceCheck(PresenceCheckOp { user: asked, at_ms }),
                 );
             }
         }
@@ -105,15 +107,19 @@ impl<I: IdSource> Node<I> {
         self.respond(req, status, &e);
     }
 
-    /// The store could not be reached: nothing was changed.
-    pub(super) fn http_unavailable(&mut self, req: HttpReqId) {
-        self.respond_error(
-            req,
-            HttpError::new(
+    /// A store operation failed: `unavailable` when the store could not be
+    /// reached (nothing was changed), `internal` when it answered something
+    /// this server does not understand (a bug; the request may have taken
+    /// effect).
+    pub(super) fn http_store_error(&mut self, req: HttpReqId, error: &StoreError) {
+        let e = match error {
+            StoreError::Unavailable(_) => HttpError::new(
                 ErrorCode::Unavailable,
                 "the store cannot be reached; nothing was changed",
             ),
-        );
+            StoreError::Internal(_) => HttpError::new(ErrorCode::Internal, super::STORE_BUG),
+        };
+        self.respond_error(req, e);
     }
 
     pub(super) fn on_http_started(

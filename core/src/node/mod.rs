@@ -51,7 +51,9 @@ use crate::ids::{
     ConnId, ConvKey, IdSource, MessageId, RequestId, SeededIds, Seq, SessionId, UserId,
 };
 use crate::session::{ConnState, Connection};
-use crate::store::{LiveReply, StoreError, StoreOp, StoreReply, Topic};
+use crate::store::{
+    LiveReply, PresenceCheckOp, PresenceRefreshOp, StoreError, StoreOp, StoreReply, SweepOp, Topic,
+};
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
@@ -252,7 +254,7 @@ impl<I: IdSource> Node<I> {
                     let at_ms = self.wall_ms(now);
                     self.store(
                         Pending::Presence(user.clone()),
-                        StoreOp::PresenceCheck { user, at_ms },
+                        StoreOp::PresenceCheck(PresenceCheckOp { user, at_ms }),
                     );
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
@@ -274,10 +276,16 @@ impl<I: IdSource> Node<I> {
         };
         let reply = match result {
             Ok(reply) => reply,
-            Err(StoreError::Unavailable(_)) => {
-                self.out
-                    .push_back(Output::Event(Event::StoreUnavailable { op }));
-                self.on_store_error(now, why);
+            Err(error) => {
+                let event = match &error {
+                    StoreError::Unavailable(_) => Event::StoreUnavailable { op },
+                    StoreError::Internal(reason) => Event::StoreInternal {
+                        op,
+                        reason: reason.clone(),
+                    },
+                };
+                self.out.push_back(Output::Event(event));
+                self.on_store_error(now, why, &error);
                 return;
             }
         };
@@ -314,17 +322,20 @@ impl<I: IdSource> Node<I> {
         now + Duration::from_millis(unix_ms.saturating_sub(wall_now))
     }
 
-    fn on_store_error(&mut self, now: Instant, why: Pending) {
+    /// A store operation failed. The node's own state recovers the same way
+    /// whatever the error (retries, a held reply going on); what the client
+    /// is told differs ([`store_error_frame`]).
+    fn on_store_error(&mut self, now: Instant, why: Pending, error: &StoreError) {
         match why {
             Pending::Snapshot(conn) => {
                 self.send(
                     conn,
-                    error_frame(ErrorCode::Unavailable, "the store cannot be reached", None),
+                    store_error_frame(error, "the store cannot be reached", None),
                 );
                 self.close(now, conn, CloseCode::GoingAway);
             }
-            Pending::Start(conn, _) => self.start_failed(conn),
-            Pending::Cancel(ask) => self.cancel_failed(ask),
+            Pending::Start(conn, _) => self.start_failed(conn, error),
+            Pending::Cancel(ask) => self.cancel_failed(ask, error),
             Pending::Append(id) => self.append_failed(now, id),
             Pending::Settle(id) => self.settle_failed(now, id),
             Pending::Renew(id) => self.renew_failed(&id),
@@ -332,7 +343,7 @@ impl<I: IdSource> Node<I> {
             Pending::HttpStart(req, _)
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
-            | Pending::HttpPresence(req, _) => self.http_unavailable(req),
+            | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
         }
     }
@@ -345,15 +356,15 @@ impl<I: IdSource> Node<I> {
             .set(TimerKey::Housekeeping, now + self.config.housekeeping);
         let at_ms = self.wall_ms(now);
         if !self.pending.values().any(|p| *p == Pending::Housekeeping) {
-            self.store(Pending::Housekeeping, StoreOp::Sweep { at_ms });
+            self.store(Pending::Housekeeping, StoreOp::Sweep(SweepOp { at_ms }));
             if !self.users.is_empty() {
                 self.store(
                     Pending::Housekeeping,
-                    StoreOp::PresenceRefresh {
+                    StoreOp::PresenceRefresh(PresenceRefreshOp {
                         node: self.config.node_id.clone(),
                         users: self.users.keys().cloned().collect(),
                         at_ms,
-                    },
+                    }),
                 );
             }
         }
@@ -378,6 +389,27 @@ impl<I: IdSource> Node<I> {
             }
             self.owner_flush(now, &id);
         }
+    }
+}
+
+/// What a client is told when the store answered something this node does
+/// not understand ([`StoreError::Internal`]): a bug, and unlike an outage the
+/// operation ran, so it may have taken effect.
+pub(super) const STORE_BUG: &str = "the store answered something this server does not understand \
+                                    (a bug); the request may or may not have taken effect";
+
+/// The error frame for a failed store operation: `unavailable` with
+/// `unavailable` (what did not happen) when the store could not be reached,
+/// `internal` with [`STORE_BUG`] when it answered something this node does
+/// not understand.
+pub(super) fn store_error_frame(
+    error: &StoreError,
+    unavailable: &str,
+    request_id: Option<RequestId>,
+) -> ServerFrame {
+    match error {
+        StoreError::Unavailable(_) => error_frame(ErrorCode::Unavailable, unavailable, request_id),
+        StoreError::Internal(_) => error_frame(ErrorCode::Internal, STORE_BUG, request_id),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{Node, Pending, SHUTDOWN};
 use crate::api::{Event, GeneratorEvent, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
-use crate::store::{StoreOp, StoreReply, Token};
+use crate::store::{AppendOp, RenewOp, SettleOp, StoreOp, StoreReply, Token};
 use crate::stream::SettleRequest;
 use crate::timer::TimerKey;
 use crate::wire::{Message, Usage};
@@ -323,25 +323,25 @@ impl<I: IdSource> Node<I> {
         match write {
             Write::Append(Batch { first_seq, deltas }) => self.store(
                 Pending::Append(id.clone()),
-                StoreOp::Append {
+                StoreOp::Append(AppendOp {
                     conv,
                     message_id,
                     token,
                     first_seq,
                     deltas,
                     at_ms,
-                },
+                }),
             ),
             Write::Settle { request, usage } => self.store(
                 Pending::Settle(id.clone()),
-                StoreOp::Settle {
+                StoreOp::Settle(SettleOp {
                     conv,
                     message_id,
                     token,
                     request,
                     usage,
                     at_ms,
-                },
+                }),
             ),
         };
     }
@@ -424,12 +424,12 @@ impl<I: IdSource> Node<I> {
         if !o.start_renew() {
             return;
         }
-        let request = StoreOp::Renew {
+        let request = StoreOp::Renew(RenewOp {
             conv: o.conv().clone(),
             message_id: id.clone(),
             token: o.token(),
             at_ms,
-        };
+        });
         self.store(Pending::Renew(id.clone()), request);
     }
 

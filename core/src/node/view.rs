@@ -11,7 +11,7 @@ use super::{watch_key, Node, Pending};
 use crate::api::Output;
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
 use crate::session::ConnState;
-use crate::store::{LiveReply, Notice, StoreOp, StoreReply, Topic};
+use crate::store::{LiveReply, Notice, ReadOp, ReapOp, StoreOp, StoreReply, Topic};
 use crate::stream::{Outcome, StreamState};
 use crate::wire::{Message, Usage};
 
@@ -268,12 +268,12 @@ impl<I: IdSource> Node<I> {
         let at_ms = self.wall_ms(now);
         self.store(
             Pending::Read(conv.clone(), id.clone()),
-            StoreOp::Read {
+            StoreOp::Read(ReadOp {
                 conv: conv.clone(),
                 message_id: id.clone(),
                 after_seq,
                 at_ms,
-            },
+            }),
         );
     }
 
@@ -332,11 +332,11 @@ impl<I: IdSource> Node<I> {
                     // The owner stopped renewing: settle the reply for it.
                     self.store(
                         Pending::Reap,
-                        StoreOp::Reap {
+                        StoreOp::Reap(ReapOp {
                             conv: conv.clone(),
                             message_id: id.clone(),
                             at_ms: wall,
-                        },
+                        }),
                     );
                 }
                 self.arm_watch(now, conv, id);

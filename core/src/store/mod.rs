@@ -31,17 +31,24 @@
 //! epoch is answered `resume_unavailable: epoch_changed`, never with a silent
 //! gap.
 
+mod memory;
 pub mod model;
+mod op;
 #[cfg(test)]
 mod tests_model;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, UserId};
-use crate::stream::{CancelAnswer, Outcome, SettleRequest, StreamState};
+use crate::ids::{ConvKey, MessageId, NodeId, Seq, UserId};
+use crate::stream::{CancelAnswer, Outcome, StreamState};
 use crate::wire::{Message, PresenceStatus, Usage};
 
+pub use memory::{Feedback, MemoryStore};
 pub use model::{Model, StoreConfig};
+pub use op::{
+    AppendOp, CancelOp, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp,
+    ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreOp, SweepOp,
+};
 
 /// A fencing token: issued by [`StoreOp::Start`], required by every write of
 /// the producer. A producer whose stream was reaped can never write again.
@@ -71,182 +78,6 @@ pub fn epoch_of(id: &MessageId) -> Option<Epoch> {
         return None;
     }
     u64::from_str_radix(epoch, 16).ok()
-}
-
-/// An operation on the store. See the table in the module docs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum StoreOp {
-    /// A new connection's view: history and the live reply.
-    Snapshot {
-        /// The conversation.
-        conv: ConvKey,
-        /// At most this many history messages (the newest).
-        limit: usize,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// A user turn and the start of its reply.
-    Start {
-        /// The conversation.
-        conv: ConvKey,
-        /// The user's text (already validated).
-        content: String,
-        /// The idempotency key, if the client sent one.
-        client_message_id: Option<ClientMessageId>,
-        /// Random bits for the new message ids.
-        nonce: u64,
-        /// The node that will produce the reply.
-        owner: NodeId,
-        /// At most this many history messages go to the generator.
-        context_limit: usize,
-        /// Wall-clock time of the operation (the user turn's `created_at_ms`).
-        at_ms: u64,
-    },
-    /// Chunks `first_seq ..` of a reply.
-    Append {
-        /// The conversation.
-        conv: ConvKey,
-        /// The reply.
-        message_id: MessageId,
-        /// The producer's fencing token.
-        token: Token,
-        /// The seq of the first delta.
-        first_seq: Seq,
-        /// The deltas, in seq order (at least one).
-        deltas: Vec<String>,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// A cancel, of one reply or (without id) of the latest one.
-    Cancel {
-        /// The conversation.
-        conv: ConvKey,
-        /// The reply, or `None` for the conversation's latest reply.
-        message_id: Option<MessageId>,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// The producer ends a reply.
-    Settle {
-        /// The conversation.
-        conv: ConvKey,
-        /// The reply.
-        message_id: MessageId,
-        /// The producer's fencing token.
-        token: Token,
-        /// What the producer asks for.
-        request: SettleRequest,
-        /// Token counts, where known.
-        usage: Option<Usage>,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// The producer extends its lease.
-    Renew {
-        /// The conversation.
-        conv: ConvKey,
-        /// The reply.
-        message_id: MessageId,
-        /// The producer's fencing token.
-        token: Token,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// Any node asks to settle a reply whose owner is gone.
-    Reap {
-        /// The conversation.
-        conv: ConvKey,
-        /// The reply.
-        message_id: MessageId,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// A reply's chunks after `after_seq`, and its state.
-    Read {
-        /// The conversation.
-        conv: ConvKey,
-        /// The reply.
-        message_id: MessageId,
-        /// Chunks with a greater seq are returned.
-        after_seq: Seq,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// Reap every expired lease, drop expired records and presence entries.
-    Sweep {
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// A connection of `user` opened on `node`.
-    PresenceJoin {
-        /// The user.
-        user: UserId,
-        /// The node holding the connection.
-        node: NodeId,
-        /// The connection.
-        conn: ConnId,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// A connection of `user` closed on `node`.
-    PresenceLeave {
-        /// The user.
-        user: UserId,
-        /// The node holding the connection.
-        node: NodeId,
-        /// The connection.
-        conn: ConnId,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// `node` is alive: extend the entries of `users`' connections on it.
-    PresenceRefresh {
-        /// The node.
-        node: NodeId,
-        /// The users with connections on the node.
-        users: Vec<UserId>,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-    /// Move a user's presence on with time (debounce, expiry) and read it.
-    PresenceCheck {
-        /// The user.
-        user: UserId,
-        /// Wall-clock time of the operation.
-        at_ms: u64,
-    },
-}
-
-impl StoreOp {
-    /// The conversation the operation is about, if one.
-    #[must_use]
-    pub fn conv(&self) -> Option<&ConvKey> {
-        match self {
-            StoreOp::Snapshot { conv, .. }
-            | StoreOp::Start { conv, .. }
-            | StoreOp::Append { conv, .. }
-            | StoreOp::Cancel { conv, .. }
-            | StoreOp::Settle { conv, .. }
-            | StoreOp::Renew { conv, .. }
-            | StoreOp::Reap { conv, .. }
-            | StoreOp::Read { conv, .. } => Some(conv),
-            _ => None,
-        }
-    }
-
-    /// Whether retrying the operation after an unknown outcome (a timeout)
-    /// is safe. Everything is, except `Start` without an idempotency key.
-    #[must_use]
-    pub fn is_idempotent(&self) -> bool {
-        !matches!(
-            self,
-            StoreOp::Start {
-                client_message_id: None,
-                ..
-            }
-        )
-    }
 }
 
 /// A live reply as a snapshot shows it.
@@ -394,12 +225,23 @@ pub enum StoreReply {
 }
 
 /// Why a store operation has no reply.
+///
+/// The two variants differ in what a client may be told: `Unavailable` is
+/// the store's absence (the wire's `unavailable`), `Internal` is weir's own
+/// bug (the wire's `internal`), never passed off as an outage.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
-    /// The store cannot be reached; whether the operation took effect is
-    /// unknown unless it was never sent.
+    /// The store cannot be reached or did not answer in time; whether the
+    /// operation took effect is unknown unless it was never sent. Retrying
+    /// an [idempotent](StoreOp::is_idempotent) operation is safe.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered, but with something this node does not understand
+    /// (a reply the store's script never gives, a value that does not
+    /// decode): a bug, in weir or in what runs under its key prefix. The
+    /// operation ran, so it may well have taken effect.
+    #[error("store reply not understood (a bug): {0}")]
+    Internal(String),
 }
 
 /// Where a notice is published.

@@ -8,10 +8,14 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::{message_ids, Epoch, LiveReply, Notice, Published, StoreOp, StoreReply, Token, Topic};
-use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, UserId};
+use super::{
+    message_ids, AppendOp, CancelOp, Epoch, LiveReply, Notice, PresenceCheckOp, PresenceJoinOp,
+    PresenceLeaveOp, PresenceRefreshOp, Published, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp,
+    StartOp, StoreOp, StoreReply, SweepOp, Token, Topic,
+};
+use crate::ids::{ClientMessageId, ConvKey, MessageId, NodeId, Seq, UserId};
 use crate::presence::{PresenceTimers, UserPresence};
-use crate::stream::{Outcome, SettleRequest, StreamState, StreamTimers};
+use crate::stream::{Outcome, StreamState, StreamTimers};
 use crate::wire::{Message, MessageStatus, Role, Usage};
 
 /// The store's settings.
@@ -155,84 +159,19 @@ impl Model {
     pub fn apply(&mut self, op: StoreOp) -> (StoreReply, Vec<Published>) {
         let mut out = Vec::new();
         let reply = match op {
-            StoreOp::Snapshot { conv, limit, at_ms } => self.snapshot(&conv, limit, at_ms),
-            StoreOp::Start {
-                conv,
-                content,
-                client_message_id,
-                nonce,
-                owner,
-                context_limit,
-                at_ms,
-            } => self.start(
-                conv,
-                content,
-                client_message_id,
-                (nonce, owner, context_limit),
-                at_ms,
-                &mut out,
-            ),
-            StoreOp::Append {
-                conv,
-                message_id,
-                token,
-                first_seq,
-                deltas,
-                at_ms,
-            } => self.append(conv, message_id, token, first_seq, deltas, at_ms, &mut out),
-            StoreOp::Cancel {
-                conv,
-                message_id,
-                at_ms,
-            } => self.cancel(conv, message_id, at_ms, &mut out),
-            StoreOp::Settle {
-                conv,
-                message_id,
-                token,
-                request,
-                usage,
-                at_ms,
-            } => self.settle(conv, message_id, token, request, usage, at_ms, &mut out),
-            StoreOp::Renew {
-                conv,
-                message_id,
-                token,
-                at_ms,
-            } => self.renew(&conv, &message_id, token, at_ms),
-            StoreOp::Reap {
-                conv,
-                message_id,
-                at_ms,
-            } => self.reap(conv, message_id, at_ms, &mut out),
-            StoreOp::Read {
-                conv,
-                message_id,
-                after_seq,
-                at_ms,
-            } => self.read(&conv, &message_id, after_seq, at_ms),
-            StoreOp::Sweep { at_ms } => self.sweep(at_ms, &mut out),
-            StoreOp::PresenceJoin {
-                user,
-                node,
-                conn,
-                at_ms,
-            } => self.presence_join(user, node, conn, at_ms, &mut out),
-            StoreOp::PresenceLeave {
-                user,
-                node,
-                conn,
-                at_ms,
-            } => self.presence_leave(user, &node, conn, at_ms, &mut out),
-            StoreOp::PresenceRefresh { node, users, at_ms } => {
-                let t = self.config.presence;
-                for u in users {
-                    if let Some(p) = self.presence.get_mut(&u) {
-                        p.refresh(&node, at_ms, &t);
-                    }
-                }
-                StoreReply::Refreshed
-            }
-            StoreOp::PresenceCheck { user, at_ms } => self.presence_check(user, at_ms, &mut out),
+            StoreOp::Snapshot(op) => self.snapshot(&op),
+            StoreOp::Start(op) => self.start(op, &mut out),
+            StoreOp::Append(op) => self.append(op, &mut out),
+            StoreOp::Cancel(op) => self.cancel(op, &mut out),
+            StoreOp::Settle(op) => self.settle(op, &mut out),
+            StoreOp::Renew(op) => self.renew(&op),
+            StoreOp::Reap(op) => self.reap(op, &mut out),
+            StoreOp::Read(op) => self.read(&op),
+            StoreOp::Sweep(op) => self.sweep(op, &mut out),
+            StoreOp::PresenceJoin(op) => self.presence_join(op, &mut out),
+            StoreOp::PresenceLeave(op) => self.presence_leave(op, &mut out),
+            StoreOp::PresenceRefresh(op) => self.presence_refresh(op),
+            StoreOp::PresenceCheck(op) => self.presence_check(op, &mut out),
         };
         (reply, out)
     }
@@ -313,8 +252,9 @@ impl Model {
         }
     }
 
-    fn snapshot(&mut self, conv: &ConvKey, limit: usize, at_ms: u64) -> StoreReply {
-        let c = self.conv_mut(conv, at_ms);
+    fn snapshot(&mut self, op: &SnapshotOp) -> StoreReply {
+        let (conv, limit) = (&op.conv, op.limit);
+        let c = self.conv_mut(conv, op.at_ms);
         let history = newest(&c.history, limit);
         let live = c.live.as_ref().and_then(|id| {
             c.streams.get(id).map(|r| LiveReply {
@@ -335,16 +275,16 @@ impl Model {
         reply
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &mut self,
-        conv: ConvKey,
-        content: String,
-        client_message_id: Option<ClientMessageId>,
-        (nonce, owner, context_limit): (u64, NodeId, usize),
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn start(&mut self, op: StartOp, out: &mut Vec<Published>) -> StoreReply {
+        let StartOp {
+            conv,
+            content,
+            client_message_id,
+            nonce,
+            owner,
+            context_limit,
+            at_ms,
+        } = op;
         let epoch = self.epoch;
         let config = self.config;
         let c = self.conv_mut(&conv, at_ms);
@@ -424,17 +364,15 @@ impl Model {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn append(
-        &mut self,
-        conv: ConvKey,
-        id: MessageId,
-        token: Token,
-        first_seq: Seq,
-        deltas: Vec<String>,
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn append(&mut self, op: AppendOp, out: &mut Vec<Published>) -> StoreReply {
+        let AppendOp {
+            conv,
+            message_id: id,
+            token,
+            first_seq,
+            deltas,
+            at_ms,
+        } = op;
         let timers = self.config.timers;
         let c = self.conv_mut(&conv, at_ms);
         let Some(r) = c.streams.get_mut(&id) else {
@@ -483,13 +421,12 @@ impl Model {
         }
     }
 
-    fn cancel(
-        &mut self,
-        conv: ConvKey,
-        id: Option<MessageId>,
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn cancel(&mut self, op: CancelOp, out: &mut Vec<Published>) -> StoreReply {
+        let CancelOp {
+            conv,
+            message_id: id,
+            at_ms,
+        } = op;
         let timers = self.config.timers;
         let c = self.conv_mut(&conv, at_ms);
         let target = id.or_else(|| c.live.clone().or_else(|| c.latest.clone()));
@@ -533,17 +470,15 @@ impl Model {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn settle(
-        &mut self,
-        conv: ConvKey,
-        id: MessageId,
-        token: Token,
-        request: SettleRequest,
-        usage: Option<Usage>,
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn settle(&mut self, op: SettleOp, out: &mut Vec<Published>) -> StoreReply {
+        let SettleOp {
+            conv,
+            message_id: id,
+            token,
+            request,
+            usage,
+            at_ms,
+        } = op;
         let timers = self.config.timers;
         let limit = self.config.history_limit;
         let c = self.conv_mut(&conv, at_ms);
@@ -562,7 +497,8 @@ impl Model {
         }
     }
 
-    fn renew(&mut self, conv: &ConvKey, id: &MessageId, token: Token, at_ms: u64) -> StoreReply {
+    fn renew(&mut self, op: &RenewOp) -> StoreReply {
+        let (conv, id, token, at_ms) = (&op.conv, &op.message_id, op.token, op.at_ms);
         let timers = self.config.timers;
         let c = self.conv_mut(conv, at_ms);
         let Some(r) = c.streams.get_mut(id) else {
@@ -579,13 +515,12 @@ impl Model {
         }
     }
 
-    fn reap(
-        &mut self,
-        conv: ConvKey,
-        id: MessageId,
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn reap(&mut self, op: ReapOp, out: &mut Vec<Published>) -> StoreReply {
+        let ReapOp {
+            conv,
+            message_id: id,
+            at_ms,
+        } = op;
         let config = self.config;
         let c = self.conv_mut(&conv, at_ms);
         let Some(r) = c.streams.get(&id) else {
@@ -603,9 +538,10 @@ impl Model {
         }
     }
 
-    fn read(&mut self, conv: &ConvKey, id: &MessageId, after_seq: Seq, at_ms: u64) -> StoreReply {
+    fn read(&mut self, op: &ReadOp) -> StoreReply {
+        let (conv, id, after_seq) = (&op.conv, &op.message_id, op.after_seq);
         let epoch = self.epoch;
-        let c = self.conv_mut(conv, at_ms);
+        let c = self.conv_mut(conv, op.at_ms);
         let Some(r) = c.streams.get(id) else {
             let reply = self.missing(conv, id);
             self.tidy(conv);
@@ -632,7 +568,8 @@ impl Model {
         }
     }
 
-    fn sweep(&mut self, at_ms: u64, out: &mut Vec<Published>) -> StoreReply {
+    fn sweep(&mut self, op: SweepOp, out: &mut Vec<Published>) -> StoreReply {
+        let SweepOp { at_ms } = op;
         let config = self.config;
         let mut reaped = Vec::new();
         for (key, c) in self.convs.iter_mut() {
@@ -656,14 +593,13 @@ impl Model {
         StoreReply::Swept { reaped }
     }
 
-    fn presence_join(
-        &mut self,
-        user: UserId,
-        node: NodeId,
-        conn: ConnId,
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn presence_join(&mut self, op: PresenceJoinOp, out: &mut Vec<Published>) -> StoreReply {
+        let PresenceJoinOp {
+            user,
+            node,
+            conn,
+            at_ms,
+        } = op;
         let t = self.config.presence;
         let p = self.presence.entry(user.clone()).or_default();
         let _ = p.expire(at_ms, &t);
@@ -673,17 +609,16 @@ impl Model {
         presence_reply(p)
     }
 
-    fn presence_leave(
-        &mut self,
-        user: UserId,
-        node: &NodeId,
-        conn: ConnId,
-        at_ms: u64,
-        out: &mut Vec<Published>,
-    ) -> StoreReply {
+    fn presence_leave(&mut self, op: PresenceLeaveOp, out: &mut Vec<Published>) -> StoreReply {
+        let PresenceLeaveOp {
+            user,
+            node,
+            conn,
+            at_ms,
+        } = op;
         let t = self.config.presence;
         let p = self.presence.entry(user.clone()).or_default();
-        if let Some(status) = p.leave(node, conn, at_ms, &t) {
+        if let Some(status) = p.leave(&node, conn, at_ms, &t) {
             out.push(presence_notice(&user, status));
         }
         let reply = presence_reply(p);
@@ -693,7 +628,19 @@ impl Model {
         reply
     }
 
-    fn presence_check(&mut self, user: UserId, at_ms: u64, out: &mut Vec<Published>) -> StoreReply {
+    fn presence_refresh(&mut self, op: PresenceRefreshOp) -> StoreReply {
+        let PresenceRefreshOp { node, users, at_ms } = op;
+        let t = self.config.presence;
+        for u in users {
+            if let Some(p) = self.presence.get_mut(&u) {
+                p.refresh(&node, at_ms, &t);
+            }
+        }
+        StoreReply::Refreshed
+    }
+
+    fn presence_check(&mut self, op: PresenceCheckOp, out: &mut Vec<Published>) -> StoreReply {
+        let PresenceCheckOp { user, at_ms } = op;
         let t = self.config.presence;
         let p = self.presence.entry(user.clone()).or_default();
         if let Some(status) = p.expire(at_ms, &t) {

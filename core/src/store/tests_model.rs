@@ -32,7 +32,7 @@ fn model() -> Model {
 }
 
 fn start(m: &mut Model, c: &ConvKey, nonce: u64, at_ms: u64, key: Option<&str>) -> StoreReply {
-    m.apply(StoreOp::Start {
+    m.apply(StoreOp::Start(StartOp {
         conv: c.clone(),
         content: "q".into(),
         client_message_id: key.map(|k| ClientMessageId::parse(k).unwrap_or_else(|e| panic!("{e}"))),
@@ -40,7 +40,7 @@ fn start(m: &mut Model, c: &ConvKey, nonce: u64, at_ms: u64, key: Option<&str>) 
         owner: node("a"),
         context_limit: 10,
         at_ms,
-    })
+    }))
     .0
 }
 
@@ -62,22 +62,22 @@ fn append(
     d: &[&str],
     at: u64,
 ) -> (StoreReply, Vec<Published>) {
-    m.apply(StoreOp::Append {
+    m.apply(StoreOp::Append(AppendOp {
         conv: c.clone(),
         message_id: id.clone(),
         token,
         first_seq: first,
         deltas: d.iter().map(|s| (*s).to_owned()).collect(),
         at_ms: at,
-    })
+    }))
 }
 
 fn cancel(m: &mut Model, c: &ConvKey, id: Option<&MessageId>, at: u64) -> StoreReply {
-    m.apply(StoreOp::Cancel {
+    m.apply(StoreOp::Cancel(CancelOp {
         conv: c.clone(),
         message_id: id.cloned(),
         at_ms: at,
-    })
+    }))
     .0
 }
 
@@ -89,14 +89,14 @@ fn settle(
     req: SettleRequest,
     at: u64,
 ) -> StoreReply {
-    m.apply(StoreOp::Settle {
+    m.apply(StoreOp::Settle(SettleOp {
         conv: c.clone(),
         message_id: id.clone(),
         token,
         request: req,
         usage: None,
         at_ms: at,
-    })
+    }))
     .0
 }
 
@@ -173,11 +173,11 @@ fn append_with_a_stale_token_is_fenced() {
     );
     // Reaped after its lease: the producer can never append again.
     assert!(matches!(
-        m.apply(StoreOp::Reap {
+        m.apply(StoreOp::Reap(ReapOp {
             conv: c.clone(),
             message_id: id.clone(),
             at_ms: 100
-        })
+        }))
         .0,
         StoreReply::Settled { changed: true, .. }
     ));
@@ -186,12 +186,12 @@ fn append_with_a_stale_token_is_fenced() {
         StoreReply::Fenced
     );
     assert_eq!(
-        m.apply(StoreOp::Renew {
+        m.apply(StoreOp::Renew(RenewOp {
             conv: c.clone(),
             message_id: id.clone(),
             token: t,
             at_ms: 102
-        })
+        }))
         .0,
         StoreReply::Fenced
     );
@@ -203,11 +203,11 @@ fn cancel_fixes_final_seq_notifies_the_owner_and_refuses_later_chunks() {
     let c = conv("u");
     let (id, t) = started(start(&mut m, &c, 1, 0, None));
     let _ = append(&mut m, &c, &id, t, 1, &["a", "b"], 1);
-    let (r, notices) = m.apply(StoreOp::Cancel {
+    let (r, notices) = m.apply(StoreOp::Cancel(CancelOp {
         conv: c.clone(),
         message_id: Some(id.clone()),
         at_ms: 2,
-    });
+    }));
     assert_eq!(
         r,
         StoreReply::Cancel {
@@ -323,21 +323,21 @@ fn reap_waits_for_the_lease_and_keeps_a_cancel_cancelled() {
     let c = conv("u");
     let (id, t) = started(start(&mut m, &c, 1, 0, None));
     let reap = |m: &mut Model, at| {
-        m.apply(StoreOp::Reap {
+        m.apply(StoreOp::Reap(ReapOp {
             conv: c.clone(),
             message_id: id.clone(),
             at_ms: at,
-        })
+        }))
         .0
     };
     assert_eq!(reap(&mut m, 50), StoreReply::NotDue { due_ms: 100 });
     assert_eq!(
-        m.apply(StoreOp::Renew {
+        m.apply(StoreOp::Renew(RenewOp {
             conv: c.clone(),
             message_id: id.clone(),
             token: t,
             at_ms: 60
-        })
+        }))
         .0,
         StoreReply::Ok { last_seq: 0 }
     );
@@ -369,12 +369,12 @@ fn read_returns_chunks_after_a_seq_and_never_beyond_final_seq() {
     let (id, t) = started(start(&mut m, &c, 1, 0, None));
     let _ = append(&mut m, &c, &id, t, 1, &["a", "b", "c"], 1);
     let read = |m: &mut Model, after, at| {
-        m.apply(StoreOp::Read {
+        m.apply(StoreOp::Read(ReadOp {
             conv: c.clone(),
             message_id: id.clone(),
             after_seq: after,
             at_ms: at,
-        })
+        }))
         .0
     };
     assert!(
@@ -420,11 +420,11 @@ fn history_is_capped_and_snapshot_shows_the_live_reply() {
     let (id, t) = started(start(&mut m, &c, 9, 100, None));
     let _ = append(&mut m, &c, &id, t, 1, &["x"], 101);
     match m
-        .apply(StoreOp::Snapshot {
+        .apply(StoreOp::Snapshot(SnapshotOp {
             conv: c.clone(),
             limit: 2,
             at_ms: 102,
-        })
+        }))
         .0
     {
         StoreReply::Snapshot {
@@ -445,7 +445,7 @@ fn sweep_reaps_unwatched_replies_and_drops_expired_records() {
     let mut m = model();
     let c = conv("u");
     let (id, _) = started(start(&mut m, &c, 1, 0, None));
-    let (r, notices) = m.apply(StoreOp::Sweep { at_ms: 100 });
+    let (r, notices) = m.apply(StoreOp::Sweep(SweepOp { at_ms: 100 }));
     assert_eq!(
         r,
         StoreReply::Swept {
@@ -455,7 +455,7 @@ fn sweep_reaps_unwatched_replies_and_drops_expired_records() {
     assert!(notices
         .iter()
         .any(|p| matches!(p.notice, Notice::Settled { .. })));
-    let _ = m.apply(StoreOp::Sweep { at_ms: 1100 });
+    let _ = m.apply(StoreOp::Sweep(SweepOp { at_ms: 1100 }));
     assert!(m.stream(&c, &id).is_none());
     assert_eq!(m.expiring_records(), 0, "only history is left");
     assert_eq!(m.history(&c).len(), 2);
@@ -466,12 +466,12 @@ fn presence_ops_debounce_and_expire() {
     let mut m = model();
     let u = UserId::parse("u").unwrap_or_else(|e| panic!("{e}"));
     let join = |m: &mut Model, conn, at| {
-        m.apply(StoreOp::PresenceJoin {
+        m.apply(StoreOp::PresenceJoin(PresenceJoinOp {
             user: u.clone(),
             node: node("a"),
             conn: crate::ids::ConnId(conn),
             at_ms: at,
-        })
+        }))
     };
     let (_, n) = join(&mut m, 1, 0);
     assert!(matches!(
@@ -484,12 +484,12 @@ fn presence_ops_debounce_and_expire() {
             ..
         }]
     ));
-    let (r, n) = m.apply(StoreOp::PresenceLeave {
+    let (r, n) = m.apply(StoreOp::PresenceLeave(PresenceLeaveOp {
         user: u.clone(),
         node: node("a"),
         conn: crate::ids::ConnId(1),
         at_ms: 10,
-    });
+    }));
     assert!(n.is_empty());
     assert!(matches!(
         r,
@@ -502,10 +502,10 @@ fn presence_ops_debounce_and_expire() {
     let (_, n) = join(&mut m, 2, 20);
     assert!(n.is_empty(), "no flap");
     // Node a dies: its entry expires without a refresh.
-    let (_, n) = m.apply(StoreOp::PresenceCheck {
+    let (_, n) = m.apply(StoreOp::PresenceCheck(PresenceCheckOp {
         user: u.clone(),
         at_ms: 30_020,
-    });
+    }));
     assert!(matches!(
         &n[..],
         [Published {
@@ -527,12 +527,12 @@ fn expiring_records_counts_replies_idempotency_keys_and_presence() {
     let _ = settle(&mut m, &c, &first, t, SettleRequest::Completed, 1);
     let _ = started(start(&mut m, &c, 2, 2, None));
     assert_eq!(m.expiring_records(), 3, "two reply records, one key");
-    let _ = m.apply(StoreOp::PresenceJoin {
+    let _ = m.apply(StoreOp::PresenceJoin(PresenceJoinOp {
         user: UserId::parse("u").unwrap_or_else(|e| panic!("{e}")),
         node: node("a"),
         conn: crate::ids::ConnId(1),
         at_ms: 3,
-    });
+    }));
     assert_eq!(m.expiring_records(), 4, "and one presence record");
 }
 
@@ -560,19 +560,19 @@ fn operations_on_an_unknown_conversation_leave_no_record() {
     let mut m = model();
     let c = conv("u");
     let (_, id) = message_ids(7, 1);
-    let (r, _) = m.apply(StoreOp::Snapshot {
+    let (r, _) = m.apply(StoreOp::Snapshot(SnapshotOp {
         conv: c.clone(),
         limit: 10,
         at_ms: 0,
-    });
+    }));
     assert!(matches!(r, StoreReply::Snapshot { live: None, .. }));
     let _ = cancel(&mut m, &c, None, 1);
-    let (r, _) = m.apply(StoreOp::Read {
+    let (r, _) = m.apply(StoreOp::Read(ReadOp {
         conv: c.clone(),
         message_id: id,
         after_seq: 0,
         at_ms: 2,
-    });
+    }));
     assert!(matches!(r, StoreReply::Missing { snapshot: None, .. }));
     assert_eq!(m, model(), "no empty conversation record is kept");
 }

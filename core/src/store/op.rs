@@ -1,0 +1,252 @@
+//! The operations: [`StoreOp`], one variant per operation, each carrying its
+//! own payload struct. A store handles an operation by matching the variant
+//! once and passing the payload whole to the function that carries it out
+//! ([`Model`](super::Model)'s methods, the Redis store's plan), so adding a
+//! field touches the struct and the code that reads it, nothing else.
+//!
+//! Every payload has `at_ms`: the wall-clock time of the operation, chosen
+//! by the calling node (see the [module docs](super)).
+
+use serde::{Deserialize, Serialize};
+
+use super::Token;
+use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, UserId};
+use crate::stream::SettleRequest;
+use crate::wire::Usage;
+
+/// An operation on the store. See the table in the [module docs](super).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StoreOp {
+    /// A new connection's view: history and the live reply.
+    Snapshot(SnapshotOp),
+    /// A user turn and the start of its reply.
+    Start(StartOp),
+    /// Chunks `first_seq ..` of a reply.
+    Append(AppendOp),
+    /// A cancel, of one reply or (without id) of the latest one.
+    Cancel(CancelOp),
+    /// The producer ends a reply.
+    Settle(SettleOp),
+    /// The producer extends its lease.
+    Renew(RenewOp),
+    /// Any node asks to settle a reply whose owner is gone.
+    Reap(ReapOp),
+    /// A reply's chunks after `after_seq`, and its state.
+    Read(ReadOp),
+    /// Reap every expired lease, drop expired records and presence entries.
+    Sweep(SweepOp),
+    /// A connection of `user` opened on `node`.
+    PresenceJoin(PresenceJoinOp),
+    /// A connection of `user` closed on `node`.
+    PresenceLeave(PresenceLeaveOp),
+    /// `node` is alive: extend the entries of `users`' connections on it.
+    PresenceRefresh(PresenceRefreshOp),
+    /// Move a user's presence on with time (debounce, expiry) and read it.
+    PresenceCheck(PresenceCheckOp),
+}
+
+impl StoreOp {
+    /// The conversation the operation is about, if one.
+    #[must_use]
+    pub fn conv(&self) -> Option<&ConvKey> {
+        match self {
+            StoreOp::Snapshot(SnapshotOp { conv, .. })
+            | StoreOp::Start(StartOp { conv, .. })
+            | StoreOp::Append(AppendOp { conv, .. })
+            | StoreOp::Cancel(CancelOp { conv, .. })
+            | StoreOp::Settle(SettleOp { conv, .. })
+            | StoreOp::Renew(RenewOp { conv, .. })
+            | StoreOp::Reap(ReapOp { conv, .. })
+            | StoreOp::Read(ReadOp { conv, .. }) => Some(conv),
+            StoreOp::Sweep(_)
+            | StoreOp::PresenceJoin(_)
+            | StoreOp::PresenceLeave(_)
+            | StoreOp::PresenceRefresh(_)
+            | StoreOp::PresenceCheck(_) => None,
+        }
+    }
+
+    /// Whether retrying the operation after an unknown outcome (a timeout)
+    /// is safe. Everything is, except `Start` without an idempotency key.
+    #[must_use]
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(
+            self,
+            StoreOp::Start(StartOp {
+                client_message_id: None,
+                ..
+            })
+        )
+    }
+}
+
+/// [`StoreOp::Snapshot`]: a new connection's view — history and the live
+/// reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// At most this many history messages (the newest).
+    pub limit: usize,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Start`]: a user turn and the start of its reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StartOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The user's text (already validated).
+    pub content: String,
+    /// The idempotency key, if the client sent one.
+    pub client_message_id: Option<ClientMessageId>,
+    /// Random bits for the new message ids.
+    pub nonce: u64,
+    /// The node that will produce the reply.
+    pub owner: NodeId,
+    /// At most this many history messages go to the generator.
+    pub context_limit: usize,
+    /// Wall-clock time of the operation (the user turn's `created_at_ms`).
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Append`]: chunks `first_seq ..` of a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppendOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The reply.
+    pub message_id: MessageId,
+    /// The producer's fencing token.
+    pub token: Token,
+    /// The seq of the first delta.
+    pub first_seq: Seq,
+    /// The deltas, in seq order (at least one).
+    pub deltas: Vec<String>,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Cancel`]: a cancel, of one reply or (without id) of the
+/// latest one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CancelOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The reply, or `None` for the conversation's latest reply.
+    pub message_id: Option<MessageId>,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Settle`]: the producer ends a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SettleOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The reply.
+    pub message_id: MessageId,
+    /// The producer's fencing token.
+    pub token: Token,
+    /// What the producer asks for.
+    pub request: SettleRequest,
+    /// Token counts, where known.
+    pub usage: Option<Usage>,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Renew`]: the producer extends its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RenewOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The reply.
+    pub message_id: MessageId,
+    /// The producer's fencing token.
+    pub token: Token,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Reap`]: any node asks to settle a reply whose owner is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReapOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The reply.
+    pub message_id: MessageId,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Read`]: a reply's chunks after `after_seq`, and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReadOp {
+    /// The conversation.
+    pub conv: ConvKey,
+    /// The reply.
+    pub message_id: MessageId,
+    /// Chunks with a greater seq are returned.
+    pub after_seq: Seq,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Sweep`]: reap every expired lease, drop expired records and
+/// presence entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SweepOp {
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::PresenceJoin`]: a connection of `user` opened on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresenceJoinOp {
+    /// The user.
+    pub user: UserId,
+    /// The node holding the connection.
+    pub node: NodeId,
+    /// The connection.
+    pub conn: ConnId,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::PresenceLeave`]: a connection of `user` closed on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresenceLeaveOp {
+    /// The user.
+    pub user: UserId,
+    /// The node holding the connection.
+    pub node: NodeId,
+    /// The connection.
+    pub conn: ConnId,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::PresenceRefresh`]: `node` is alive — extend the entries of
+/// `users`' connections on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresenceRefreshOp {
+    /// The node.
+    pub node: NodeId,
+    /// The users with connections on the node.
+    pub users: Vec<UserId>,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::PresenceCheck`]: move a user's presence on with time
+/// (debounce, expiry) and read it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresenceCheckOp {
+    /// The user.
+    pub user: UserId,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}

@@ -1,0 +1,175 @@
+//! [`StoreOp::Sweep`] and the two indexes it walks: `P:live` (conversations
+//! that may hold a live reply, scored at or before its reap due time) and
+//! `P:presence` (users scored by when their presence next moves on by
+//! itself). Both are hints kept by the operations: a failure to update one is
+//! not the operation's failure, and a late hint only makes a sweep reap
+//! later, bounded by the lease (see the crate docs).
+//!
+//! [`StoreOp::Sweep`]: weir_core::store::StoreOp::Sweep
+
+use redis::aio::ConnectionLike;
+use redis::Value;
+use weir_core::ids::{ConvKey, UserId};
+use weir_core::store::{Epoch, StoreReply};
+
+use crate::decode::{decode_presence, Fields};
+use crate::plan::{Call, Target};
+use crate::{epoch_ttl_ms, Failure, RedisStore};
+
+/// Removes a sweep-index entry only if it is due (a reply started since has
+/// a later due time and stays).
+pub(crate) const UNINDEX: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+impl RedisStore {
+    /// Adds `conv` to the sweep index, due no later than `due_ms`. Only a
+    /// hint, so a failure is not the operation's failure.
+    pub(crate) async fn index<C: ConnectionLike>(&self, conn: &mut C, conv: &ConvKey, due_ms: u64) {
+        let index = self.index_key();
+        let _ignored: Result<Value, _> = redis::pipe()
+            .cmd("ZADD")
+            .arg(&index)
+            .arg("LT")
+            .arg(due_ms)
+            .arg(self.conv_key(conv))
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(epoch_ttl_ms())
+            .query_async(conn)
+            .await;
+    }
+
+    /// Keeps the presence index at the user's next due time (or drops the
+    /// user when nothing is due). A hint, like the live index.
+    pub(crate) async fn presence_indexed<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        user: &UserId,
+        at_ms: u64,
+        reply: &StoreReply,
+    ) {
+        let index = self.presence_index_key();
+        let due = match reply {
+            StoreReply::Presence { due_ms, .. } => *due_ms,
+            _ => None,
+        };
+        let result: Result<Value, _> = match due {
+            Some(due) => {
+                redis::pipe()
+                    .cmd("ZADD")
+                    .arg(&index)
+                    .arg(due)
+                    .arg(user.as_str())
+                    .cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(epoch_ttl_ms())
+                    .query_async(conn)
+                    .await
+            }
+            None => {
+                self.unindex
+                    .key(&index)
+                    .arg(user.as_str())
+                    .arg(at_ms)
+                    .invoke_async(conn)
+                    .await
+            }
+        };
+        drop(result);
+    }
+
+    /// Reaps the live reply of every conversation due in `P:live`, then moves
+    /// on with time every user due in `P:presence`.
+    pub(crate) async fn sweep<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        epoch: Epoch,
+        at_ms: u64,
+    ) -> Result<StoreReply, Failure> {
+        let index = self.index_key();
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(at_ms)
+            .query_async(conn)
+            .await?;
+        let _: Value = redis::cmd("PEXPIRE")
+            .arg(&index)
+            .arg(epoch_ttl_ms())
+            .query_async(conn)
+            .await?;
+        let mut reaped = Vec::new();
+        for key in due {
+            let Some(conv) = self.conv_of_key(&key) else {
+                // Not ours: drop it from the index.
+                let _: Value = redis::cmd("ZREM")
+                    .arg(&index)
+                    .arg(&key)
+                    .query_async(conn)
+                    .await?;
+                continue;
+            };
+            let call = Call::reap_live(conv.clone(), at_ms);
+            let mut f = Fields::reply(self.invoke(conn, &call, epoch).await?)?;
+            match f.tag_str()?.as_str() {
+                "live" => {
+                    let due = f.u64()?;
+                    let _: Value = redis::cmd("ZADD")
+                        .arg(&index)
+                        .arg("XX")
+                        .arg(due)
+                        .arg(&key)
+                        .query_async(conn)
+                        .await?;
+                }
+                tag => {
+                    if tag == "reaped" {
+                        let id = f.message_id()?;
+                        let outcome = f.outcome()?;
+                        reaped.push((conv, id, outcome));
+                    } else if tag != "none" {
+                        return Err(Failure::Protocol(format!("sweep: {tag}")));
+                    }
+                    let _: Value = self
+                        .unindex
+                        .key(&index)
+                        .arg(&key)
+                        .arg(at_ms)
+                        .invoke_async(conn)
+                        .await?;
+                }
+            }
+        }
+        reaped.sort();
+        // Presence: move on with time every user whose entry expiry or
+        // debounce is due.
+        let pindex = self.presence_index_key();
+        let users: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&pindex)
+            .arg("-inf")
+            .arg(at_ms)
+            .query_async(conn)
+            .await?;
+        for user in users {
+            let Ok(user) = UserId::parse(user.as_str()) else {
+                let _: Value = redis::cmd("ZREM")
+                    .arg(&pindex)
+                    .arg(&user)
+                    .query_async(conn)
+                    .await?;
+                continue;
+            };
+            let call = Call::presence_check(user, at_ms);
+            let reply = decode_presence(self.invoke(conn, &call, epoch).await?)?;
+            if let Target::Presence(user) = &call.target {
+                self.presence_indexed(conn, user, at_ms, &reply).await;
+            }
+        }
+        Ok(StoreReply::Swept { reaped })
+    }
+}
