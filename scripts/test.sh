@@ -4,7 +4,9 @@
 # Stages:
 #   1. set-up   install what the tests need and is missing (Debian packages,
 #               rustup components); never reinstalls what is already there
-#   2. fmt      cargo fmt --all -- --check
+#   2. fmt      cargo fmt --all -- --check; the layout checks: no import
+#               circle in runtime/src (scripts/import-graph.sh) and every path
+#               the docs cite exists (scripts/check-doc-paths.sh)
 #   3. clippy   cargo clippy --workspace --all-targets -- -D warnings
 #   4. build    cargo build -p weir-server --bin weir  (the end-to-end tests run it)
 #   5. test     cargo test --workspace  (unit, integration, end-to-end, browser
@@ -150,6 +152,9 @@ fi
 
 banner "fmt: cargo fmt --all -- --check"
 cargo fmt --all -- --check
+banner "layout: scripts/import-graph.sh, scripts/check-doc-paths.sh"
+./scripts/import-graph.sh | tail -n 1
+./scripts/check-doc-paths.sh
 
 banner "clippy: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
