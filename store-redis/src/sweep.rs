@@ -14,7 +14,7 @@ use weir_core::store::{Epoch, StoreReply};
 
 use crate::decode::{decode_presence, Fields};
 use crate::plan::{Call, Target};
-use crate::{epoch_ttl_ms, Failure, RedisStore};
+use crate::{epoch_ttl_ms, refused, Failure, Flags, RedisStore};
 
 /// Removes a sweep-index entry only if it is due (a reply started since has
 /// a later due time and stays).
@@ -115,17 +115,23 @@ impl RedisStore {
                 continue;
             };
             let call = Call::reap_live(conv.clone(), at_ms);
-            let mut f = Fields::reply(self.invoke(conn, &call, epoch).await?)?;
+            let mut f = Fields::reply(self.invoke(conn, &call, epoch, Flags::AllowOom).await?)?;
             match f.tag_str()?.as_str() {
                 "live" => {
+                    // A hint: Redis refuses it while full (the next sweep
+                    // finds the conversation due again, which is harmless).
                     let due = f.u64()?;
-                    let _: Value = redis::cmd("ZADD")
+                    let moved: Result<Value, _> = redis::cmd("ZADD")
                         .arg(&index)
                         .arg("XX")
                         .arg(due)
                         .arg(&key)
                         .query_async(conn)
-                        .await?;
+                        .await;
+                    match moved {
+                        Err(e) if !refused(&e) => return Err(e.into()),
+                        _ => {}
+                    }
                 }
                 tag => {
                     if tag == "reaped" {
@@ -165,7 +171,7 @@ impl RedisStore {
                 continue;
             };
             let call = Call::presence_check(user, at_ms);
-            let reply = decode_presence(self.invoke(conn, &call, epoch).await?)?;
+            let reply = decode_presence(self.invoke(conn, &call, epoch, Flags::AllowOom).await?)?;
             if let Target::Presence(user) = &call.target {
                 self.presence_indexed(conn, user, at_ms, &reply).await;
             }

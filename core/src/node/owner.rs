@@ -741,7 +741,8 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_waits_for_the_append_in_flight_and_fails_a_finished_reply_only_if_it_lost_chunks() {
+    fn a_refusal_waits_for_the_append_in_flight_and_fails_a_finished_reply_only_if_it_lost_chunks()
+    {
         let finished_then_refused = |queued: bool| {
             let mut o = owned();
             delta(&mut o, "a");
@@ -752,11 +753,20 @@ mod tests {
             assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
             // A renewal refused while the append is still at the store.
             assert!(!o.on_refused(false), "the generator had already ended");
-            assert_eq!(o.next_write(), None, "the append in flight is answered first");
+            assert_eq!(
+                o.next_write(),
+                None,
+                "the append in flight is answered first"
+            );
             ack(&mut o);
             o.next_write()
         };
-        let settle = |request| Some(Write::Settle { request, usage: None });
+        let settle = |request| {
+            Some(Write::Settle {
+                request,
+                usage: None,
+            })
+        };
         assert_eq!(
             finished_then_refused(true),
             settle(SettleRequest::Failed(STORE_FULL.into())),
