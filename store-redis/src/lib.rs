@@ -124,7 +124,7 @@ impl Failure {
     #[must_use]
     pub fn is_refusal(&self) -> bool {
         match self {
-            Self::Redis(e) => refused(e),
+            Self::Redis(e) => matches!(e.code(), Some("OOM" | "MISCONF")),
             Self::Protocol(_) => false,
         }
     }
@@ -142,11 +142,6 @@ impl Failure {
             Self::Protocol(_) => false,
         }
     }
-}
-
-/// [`Failure::is_refusal`] of a Redis error.
-pub(crate) fn refused(e: &redis::RedisError) -> bool {
-    matches!(e.code(), Some("OOM" | "MISCONF"))
 }
 
 /// What the core is told. A reply weir does not understand is its own bug
@@ -211,6 +206,7 @@ pub struct RedisStore {
     allow_oom: redis::Script,
     plain: redis::Script,
     unindex: redis::Script,
+    index: redis::Script,
 }
 
 impl RedisStore {
@@ -227,6 +223,7 @@ impl RedisStore {
             allow_oom: redis::Script::new(&format!("#!lua flags=allow-oom\n{SCRIPT}")),
             plain: redis::Script::new(SCRIPT),
             unindex: redis::Script::new(sweep::UNINDEX),
+            index: redis::Script::new(sweep::INDEX),
         }
     }
 

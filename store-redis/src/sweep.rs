@@ -14,7 +14,7 @@ use weir_core::store::{Epoch, StoreReply};
 
 use crate::decode::{decode_presence, Fields};
 use crate::plan::{Call, Target};
-use crate::{epoch_ttl_ms, refused, Failure, Flags, RedisStore};
+use crate::{epoch_ttl_ms, Failure, Flags, RedisStore};
 
 /// Removes a sweep-index entry only if it is due (a reply started since has
 /// a later due time and stays).
@@ -26,21 +26,34 @@ end
 return 0
 ";
 
+/// Sets a sweep-index entry: `ZADD KEYS[1] [ARGV[1]] ARGV[2] ARGV[3]` (the
+/// option `LT`/`XX`, or none when empty), then the index's expiry `ARGV[4]`
+/// ms (none when empty). `allow-oom`: a full Redis still keeps the hints of
+/// what it still carries out (a settle, a presence entry), so a sweep finds
+/// them.
+pub(crate) const INDEX: &str = r"#!lua flags=allow-oom
+if ARGV[1] == '' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+else
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+end
+if ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+";
+
 impl RedisStore {
     /// Adds `conv` to the sweep index, due no later than `due_ms`. Only a
     /// hint, so a failure is not the operation's failure.
     pub(crate) async fn index<C: ConnectionLike>(&self, conn: &mut C, conv: &ConvKey, due_ms: u64) {
         let index = self.index_key();
-        let _ignored: Result<Value, _> = redis::pipe()
-            .cmd("ZADD")
-            .arg(&index)
+        let _ignored: Result<Value, _> = self
+            .index
+            .key(&index)
             .arg("LT")
             .arg(due_ms)
             .arg(self.conv_key(conv))
-            .cmd("PEXPIRE")
-            .arg(&index)
             .arg(epoch_ttl_ms())
-            .query_async(conn)
+            .invoke_async(conn)
             .await;
     }
 
@@ -60,15 +73,13 @@ impl RedisStore {
         };
         let result: Result<Value, _> = match due {
             Some(due) => {
-                redis::pipe()
-                    .cmd("ZADD")
-                    .arg(&index)
+                self.index
+                    .key(&index)
+                    .arg("")
                     .arg(due)
                     .arg(user.as_str())
-                    .cmd("PEXPIRE")
-                    .arg(&index)
                     .arg(epoch_ttl_ms())
-                    .query_async(conn)
+                    .invoke_async(conn)
                     .await
             }
             None => {
@@ -118,20 +129,16 @@ impl RedisStore {
             let mut f = Fields::reply(self.invoke(conn, &call, epoch, Flags::AllowOom).await?)?;
             match f.tag_str()?.as_str() {
                 "live" => {
-                    // A hint: Redis refuses it while full (the next sweep
-                    // finds the conversation due again, which is harmless).
                     let due = f.u64()?;
-                    let moved: Result<Value, _> = redis::cmd("ZADD")
-                        .arg(&index)
+                    let _: Value = self
+                        .index
+                        .key(&index)
                         .arg("XX")
                         .arg(due)
                         .arg(&key)
-                        .query_async(conn)
-                        .await;
-                    match moved {
-                        Err(e) if !refused(&e) => return Err(e.into()),
-                        _ => {}
-                    }
+                        .arg("")
+                        .invoke_async(conn)
+                        .await?;
                 }
                 tag => {
                     if tag == "reaped" {
