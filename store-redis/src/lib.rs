@@ -77,6 +77,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
@@ -201,10 +202,17 @@ pub struct RedisStore {
     prefix: String,
     config: StoreConfig,
     retention_ms: u64,
+    scripts: Arc<Scripts>,
+}
+
+/// The scripts, shared by every clone of a [`RedisStore`].
+#[derive(Debug)]
+struct Scripts {
     /// The store script under each of its shebangs ([`Flags`]).
     deny_oom: redis::Script,
     allow_oom: redis::Script,
     plain: redis::Script,
+    /// The sweep index's scripts.
     unindex: redis::Script,
     index: redis::Script,
 }
@@ -219,11 +227,13 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             config,
             retention_ms,
-            deny_oom: redis::Script::new(&format!("#!lua\n{SCRIPT}")),
-            allow_oom: redis::Script::new(&format!("#!lua flags=allow-oom\n{SCRIPT}")),
-            plain: redis::Script::new(SCRIPT),
-            unindex: redis::Script::new(sweep::UNINDEX),
-            index: redis::Script::new(sweep::INDEX),
+            scripts: Arc::new(Scripts {
+                deny_oom: redis::Script::new(&format!("#!lua\n{SCRIPT}")),
+                allow_oom: redis::Script::new(&format!("#!lua flags=allow-oom\n{SCRIPT}")),
+                plain: redis::Script::new(SCRIPT),
+                unindex: redis::Script::new(sweep::UNINDEX),
+                index: redis::Script::new(sweep::INDEX),
+            }),
         }
     }
 
@@ -373,9 +383,9 @@ impl RedisStore {
         flags: Flags,
     ) -> Result<Value, Failure> {
         let script = match flags {
-            Flags::DenyOom => &self.deny_oom,
-            Flags::AllowOom => &self.allow_oom,
-            Flags::Plain => &self.plain,
+            Flags::DenyOom => &self.scripts.deny_oom,
+            Flags::AllowOom => &self.scripts.allow_oom,
+            Flags::Plain => &self.scripts.plain,
         };
         let mut inv = match &call.target {
             Target::Conv(conv) => {

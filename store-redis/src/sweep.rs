@@ -47,6 +47,7 @@ impl RedisStore {
     pub(crate) async fn index<C: ConnectionLike>(&self, conn: &mut C, conv: &ConvKey, due_ms: u64) {
         let index = self.index_key();
         let _ignored: Result<Value, _> = self
+            .scripts
             .index
             .key(&index)
             .arg("LT")
@@ -73,7 +74,8 @@ impl RedisStore {
         };
         let result: Result<Value, _> = match due {
             Some(due) => {
-                self.index
+                self.scripts
+                    .index
                     .key(&index)
                     .arg("")
                     .arg(due)
@@ -83,7 +85,8 @@ impl RedisStore {
                     .await
             }
             None => {
-                self.unindex
+                self.scripts
+                    .unindex
                     .key(&index)
                     .arg(user.as_str())
                     .arg(at_ms)
@@ -131,6 +134,7 @@ impl RedisStore {
                 "live" => {
                     let due = f.u64()?;
                     let _: Value = self
+                        .scripts
                         .index
                         .key(&index)
                         .arg("XX")
@@ -149,6 +153,7 @@ impl RedisStore {
                         return Err(Failure::Protocol(format!("sweep: {tag}")));
                     }
                     let _: Value = self
+                        .scripts
                         .unindex
                         .key(&index)
                         .arg(&key)
