@@ -217,10 +217,10 @@ impl RedisReadiness {
         self.0.store_up.load(Relaxed) && self.0.pubsub_up.load(Relaxed) && !self.refuses_writes()
     }
 
-    /// Whether Redis is refusing writes for want of room (reachable, but
-    /// not ready).
+    /// Whether Redis is connected but refusing writes for want of room
+    /// (reachable, but not ready).
     pub(crate) fn refuses_writes(&self) -> bool {
-        self.0.refusing.load(Relaxed)
+        self.0.store_up.load(Relaxed) && self.0.refusing.load(Relaxed)
     }
 }
 
