@@ -81,7 +81,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::Value;
-use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply};
+use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
 mod decode;
 mod keys;
@@ -255,7 +255,7 @@ impl RedisStore {
             StoreOp::Snapshot(op) => Call::snapshot(op),
             StoreOp::Start(op) => Call::start(op, epoch, t, self.config.idempotency_ttl_ms)?,
             StoreOp::Append(op) => Call::append(op),
-            StoreOp::Cancel(op) => Call::cancel(op, t),
+            StoreOp::Cancel(op) => Call::cancel(op, t, self.node_channel_prefix()),
             StoreOp::Settle(op) => Call::settle(op)?,
             StoreOp::Renew(op) => Call::renew(op),
             StoreOp::Reap(op) => Call::reap(op),
@@ -309,7 +309,8 @@ impl RedisStore {
                     .arg(user.as_str())
                     .arg(t.debounce_ms)
                     .arg(t.entry_ttl_ms)
-                    .arg(SLACK_MS);
+                    .arg(SLACK_MS)
+                    .arg(self.channel(&Topic::User(user.clone())));
                 inv
             }
         };
