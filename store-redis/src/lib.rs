@@ -163,7 +163,9 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store under `prefix` with the model's `config`. `retention_ms`: how
+    /// A store under `prefix` with the model's `config` (`prefix` must hold
+    /// no `{` or `}`, or Redis Cluster would hash on it: `weir serve` allows
+    /// `A-Z a-z 0-9 _ - . :`). `retention_ms`: how
     /// long a conversation's history is kept after its last message (0:
     /// forever; it is always capped at `config.history_limit` messages).
     #[must_use]
