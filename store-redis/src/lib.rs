@@ -16,8 +16,12 @@
 //!
 //! `P` is the prefix (default `weir`). Every key of a conversation carries
 //! the hash tag `{c:USER/SESSION}`, every key of a user's presence the tag
-//! `{p:USER}`, so Redis Cluster keeps each on one shard (ids cannot contain
-//! `{`, `}` or `/`).
+//! `{p:USER}`, so Redis Cluster keeps each on one shard. Ids are escaped in
+//! every name (`%`, `/`, `{`, `}` and control characters as `%XX`), and a
+//! name with an escaped id marks its kind with `%`: `{c%:org%2Falice/s1}`,
+//! `{p%:a:%7Bb}`, `P:u%:a:%7Bb`. Ids without those characters are written as
+//! they are, in the names of the layout before escaping. The `keys` module
+//! says why, and `docs/store.md` what becomes of an older weir's data.
 //!
 //! | key | type | holds | expiry |
 //! | --- | --- | --- | --- |
@@ -29,14 +33,15 @@
 //! | `P:{c:U/S}:idem:KEY` | string | `USER_MSG_ID REPLY_ID EXPIRES_MS` for a `client_message_id` | the idempotency window + slack |
 //! | `P:{p:U}:e` | hash | presence entries: `NODE\|CONN` → expiry (ms) | the latest entry's expiry + slack |
 //! | `P:{p:U}:s` | string | presence state: `on` or `ling:UNTIL_MS` (absent: offline) | as the entries, or the linger end + slack |
-//! | `P:live` | sorted set | conversations that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
-//! | `P:presence` | sorted set | users scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
+//! | `P:live` | sorted set | conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
+//! | `P:presence` | sorted set | users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
 //! | `P:epoch` | string | the store's epoch | 7 days, refreshed by every node's housekeeping |
 //!
 //! Pub/sub channels: `P:{c:U/S}:ch` per conversation (started, chunks,
 //! cancelling, settled), `P:n:NODE` per node (cancel requests for the
 //! replies it owns), `P:u:USER` per user (presence). Payloads are the JSON
-//! of [`Notice`].
+//! of [`Notice`]. The script reads no id out of a name: the channels it
+//! publishes on that are not its conversation's come as arguments.
 //!
 //! ## Time and epoch
 //!
@@ -82,7 +87,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::Value;
-use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply};
+use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
 mod decode;
 mod keys;
@@ -218,7 +223,9 @@ struct Scripts {
 }
 
 impl RedisStore {
-    /// A store under `prefix` with the model's `config`. `retention_ms`: how
+    /// A store under `prefix` with the model's `config` (`prefix` must hold
+    /// no `{` or `}`, or Redis Cluster would hash on it: `weir serve` allows
+    /// `A-Z a-z 0-9 _ - . :`). `retention_ms`: how
     /// long a conversation's history is kept after its last message (0:
     /// forever; it is always capped at `config.history_limit` messages).
     #[must_use]
@@ -351,7 +358,7 @@ impl RedisStore {
             StoreOp::Snapshot(op) => Call::snapshot(op),
             StoreOp::Start(op) => Call::start(op, epoch, t, self.config.idempotency_ttl_ms)?,
             StoreOp::Append(op) => Call::append(op),
-            StoreOp::Cancel(op) => Call::cancel(op, t),
+            StoreOp::Cancel(op) => Call::cancel(op, t, self.node_channel_prefix()),
             StoreOp::Settle(op) => Call::settle(op)?,
             StoreOp::Renew(op) => Call::renew(op),
             StoreOp::Reap(op) => Call::reap(op),
@@ -411,7 +418,8 @@ impl RedisStore {
                     .arg(user.as_str())
                     .arg(t.debounce_ms)
                     .arg(t.entry_ttl_ms)
-                    .arg(SLACK_MS);
+                    .arg(SLACK_MS)
+                    .arg(self.channel(&Topic::User(user.clone())));
                 inv
             }
         };

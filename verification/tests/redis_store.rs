@@ -16,7 +16,10 @@
 //! `StoreError::Refused`, no notice, nothing changed (the model does not
 //! apply them) — and every other one must still answer as the model does.
 //! Strings carry quotes, backslashes, newlines, `/`, non-ASCII and
-//! emoji, and a user text that looks like a stored message.
+//! emoji, and a user text that looks like a stored message. Ids go into key
+//! and channel names, so user, session, node and idempotency ids carry every
+//! character that could break a name (`/ : { } * %`, spaces, non-ASCII, and
+//! `%75a`, the escape of `ua`), beside plain ones.
 //!
 //! After each case every key the script made must carry a TTL, except
 //! retained history (invariant 7's part in Redis).
@@ -57,9 +60,15 @@ const CONFIG: StoreConfig = StoreConfig {
     idempotency_ttl_ms: 2_500,
 };
 
-const CONVS: [(&str, &str); 3] = [("ua", "s1"), ("ua", "s2"), ("ub", "s1")];
-const USERS: [&str; 2] = ["ua", "ub"];
-const NODES: [&str; 2] = ["n1", "n2"];
+const CONVS: [(&str, &str); 5] = [
+    ("ua", "s1"),
+    ("ua", "s2"),
+    ("org/alice", "s1"),
+    ("a:{b", "c:1"),
+    ("%75a }*ü😀", "s1"),
+];
+const USERS: [&str; 4] = ["ua", "a:{b", "org/alice", "%75a }*ü😀"];
+const NODES: [&str; 2] = ["n1", "n:2.x-y_z"];
 const CONTENTS: [&str; 5] = [
     "hi",
     "",
@@ -271,7 +280,7 @@ impl Harness {
                 conv: conv(c),
                 content: CONTENTS[content].to_owned(),
                 client_message_id: key
-                    .map(|k| ClientMessageId::parse(format!("k{k}")).expect("key")),
+                    .map(|k| ClientMessageId::parse(format!("k{k} /{{*}}:%ü")).expect("key")),
                 // Small nonces repeat (the store refuses a repeated one);
                 // 5 stands for a fresh random one.
                 nonce: if nonce == 5 {
@@ -700,6 +709,81 @@ fn a_reply_started_streamed_cancelled_and_settled_matches_the_model() {
             Op::Snapshot { conv: 1, limit: 5 },
             Op::LoseEverything,
             Op::Read { reply: 0, after: 0 },
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        h.assert_every_key_expires()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// The probe's two hostile users by hand: `org/alice`'s reply, its owner
+/// gone, is reaped by a sweep (the sweep reads the conversation back from
+/// its index entry); a cancel of `a:{b`'s reply goes to the owner node's
+/// channel; presence of both on their own channels.
+#[test]
+fn replies_and_presence_of_hostile_user_ids_match_the_model() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let mut h = Harness::new(&server.url()).await;
+        let ops = [
+            Op::Join {
+                user: 2,
+                node: 1,
+                conn: 1,
+            },
+            Op::Start {
+                conv: 2,
+                content: 0,
+                key: Some(1),
+                nonce: 1,
+                owner: 1,
+                context: 4,
+            },
+            Op::Start {
+                conv: 3,
+                content: 3,
+                key: None,
+                nonce: 2,
+                owner: 1,
+                context: 4,
+            },
+            Op::Append {
+                reply: 1,
+                good: true,
+                seq: SeqPick::Next,
+                deltas: vec![0, 5],
+            },
+            Op::Cancel {
+                conv: 3,
+                target: None,
+            },
+            Op::Settle {
+                reply: 1,
+                good: true,
+                kind: 2,
+                usage: false,
+            },
+            Op::Join {
+                user: 1,
+                node: 0,
+                conn: 2,
+            },
+            Op::Leave {
+                user: 1,
+                node: 0,
+                conn: 2,
+            },
+            // Past the lease of `org/alice`'s reply: the sweep reaps it.
+            Op::Tick { ms: 1_100 },
+            Op::Sweep,
+            Op::Snapshot { conv: 2, limit: 5 },
+            Op::Snapshot { conv: 3, limit: 5 },
+            Op::Check { user: 1 },
+            Op::Tick { ms: 2_000 },
+            Op::Sweep,
         ];
         for (i, op) in ops.iter().enumerate() {
             h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));

@@ -255,8 +255,11 @@ fn resume_across_a_store_restart_is_epoch_changed() {
     let id = start_reply(&mut w, &mut c, a);
     w.generate(&id, GeneratorEvent::Delta("one".into()));
     settle(&mut w, &mut c);
+    assert_eq!(w.nodes[0].node.owned_replies().collect::<Vec<_>>(), [&id]);
+    assert_eq!(w.nodes[0].node.connection_count(), 1);
     w.disconnect(a);
     settle(&mut w, &mut c);
+    assert_eq!(w.nodes[0].node.connection_count(), 0);
     w.store.restart(2);
     let b = w.connect(0, "u1", "s1", Some((id.clone(), 1)));
     settle(&mut w, &mut c);
