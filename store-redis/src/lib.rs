@@ -277,13 +277,18 @@ impl RedisStore {
     ) -> Result<Epoch, Failure> {
         let key = self.epoch_key();
         let ttl = epoch_ttl_ms();
-        let (_, value, _): (Value, Option<String>, Value) = redis::pipe()
-            .cmd("SET")
+        // Not pipelined with the rest: a refusal of a pipeline's command
+        // comes back without its code, and this `SET` is how a node learns
+        // that Redis refuses writes, and that it accepts them again.
+        let _: Value = redis::cmd("SET")
             .arg(&key)
             .arg(candidate.to_string())
             .arg("NX")
             .arg("PX")
             .arg(ttl)
+            .query_async(conn)
+            .await?;
+        let (value, _): (Option<String>, Value) = redis::pipe()
             .cmd("GET")
             .arg(&key)
             .cmd("PEXPIRE")
