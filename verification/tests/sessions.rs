@@ -477,3 +477,30 @@ fn a_new_idempotency_key_while_a_reply_streams_is_busy_from_the_store() {
         f => panic!("{f:?}"),
     }
 }
+
+#[test]
+fn a_frame_too_large_gets_too_large_and_close_1009_once() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let before = w.frames(a).len();
+    w.input(
+        0,
+        weir_core::Input::FrameTooLarge {
+            conn: a,
+            len: 70_000,
+        },
+    );
+    assert_eq!(error_code(&last(&w, a)), Some(ErrorCode::TooLarge));
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::TooLarge));
+    // Already closing: a second oversized frame is not answered again.
+    w.input(
+        0,
+        weir_core::Input::FrameTooLarge {
+            conn: a,
+            len: 70_000,
+        },
+    );
+    assert_eq!(w.frames(a).len(), before + 1);
+}
