@@ -37,6 +37,16 @@ use crate::{generator, GeneratorConfig, RuntimeConfig, StoreBackend};
 /// How often the core's wall clock is re-anchored.
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
 
+/// The longest the driver holds its worker thread before it lets the other
+/// tasks run, whatever [`PER_WAKE`] says: steps differ in cost (a slice of a
+/// fan-out to hundreds of connections is worth hundreds of messages, and a
+/// debug build or a loaded machine multiplies every cost). The tasks the
+/// driver wakes or spawns — a lease renewal's Redis operation and the
+/// connection's own task among them — wait for it on its thread: in
+/// `tests/tests/busy_node.rs` the renewals of a node fanning out another
+/// node's reply started seconds late and timed out until this bound.
+const MAX_HOLD: Duration = Duration::from_millis(10);
+
 /// Room in the generators' channel; a generator waits when it is full.
 const GENERATOR_CAPACITY: usize = 1024;
 
@@ -189,7 +199,7 @@ impl<R: Runtime> Driver<R> {
     /// arriving — a busy node still sends heartbeats, closes idle
     /// connections and renews its leases. The driver waits only when
     /// nothing is ready, on one [`Alarm`] moved to the earliest deadline,
-    /// and after [`PER_WAKE`] messages it lets the other tasks run.
+    /// and after [`PER_WAKE`] steps or [`MAX_HOLD`] it lets the other tasks run.
     pub(crate) async fn run(
         mut self,
         rx: async_channel::Receiver<ToDriver>,
@@ -204,6 +214,7 @@ impl<R: Runtime> Driver<R> {
         };
         let mut alarm = Alarm::<R>::new();
         let mut budget = PER_WAKE;
+        let mut held_since = R::now();
         let generated = self.generator_rx.clone();
         let replies = self.replies_rx.clone();
         // Which channel is tried first, in turn, so none starves the others.
@@ -220,9 +231,10 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
-            if budget == 0 {
+            if budget == 0 || R::now().saturating_duration_since(held_since) >= MAX_HOLD {
                 budget = PER_WAKE;
                 yield_now().await;
+                held_since = R::now();
                 continue;
             }
             turn = (turn + 1) % 3;
