@@ -58,11 +58,11 @@ impl Config {
     pub const DEFAULT_APPEND_MAX_CHUNKS: usize = 256;
     /// Default most delta bytes per append: 64 KiB.
     pub const DEFAULT_APPEND_MAX_BYTES: usize = 64 * 1024;
-    /// Default most chunk deliveries per step: 4 096 (13 chunks each to 300
-    /// connections; about 0.2 ms of a release build's pushes, the cost of a
-    /// few messages, so the driver's other inputs and timers never wait
-    /// long behind a fan-out).
-    pub const DEFAULT_FANOUT_SLICE: usize = 4096;
+    /// Default most chunk deliveries per step: 65 536 (218 chunks each to
+    /// 300 connections, 65 to 1 000). At 4 096 the fan-out of one reply to
+    /// 1 000 connections fell to 0.25–0.33x the bare server's chunks/s
+    /// (docs/benchmarks.md).
+    pub const DEFAULT_FANOUT_SLICE: usize = 65_536;
 
     /// Defaults for a node named `node_id`.
     #[must_use]

@@ -44,8 +44,9 @@ const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
 /// driver wakes or spawns — a lease renewal's Redis operation and the
 /// connection's own task among them — wait for it on its thread: in
 /// `tests/tests/busy_node.rs` the renewals of a node fanning out another
-/// node's reply started seconds late and timed out until this bound.
-const MAX_HOLD: Duration = Duration::from_millis(10);
+/// node's reply started seconds late and timed out until this bound. (At
+/// 10 ms the fan-out bench fell further: docs/benchmarks.md.)
+const MAX_HOLD: Duration = Duration::from_millis(25);
 
 /// Room in the generators' channel; a generator waits when it is full.
 const GENERATOR_CAPACITY: usize = 1024;
