@@ -30,8 +30,9 @@ use crate::wire::{Message, Usage};
 /// to be taken back whenever the first fails. A bounded batch is what keeps
 /// each step short (the node hands out what an ack brings in one step: a
 /// backlog of 100 000 chunks appended at once kept a node busy for seconds,
-/// its lease unrenewed); at 256 chunks per round trip to the store, one
-/// append at a time outpaces any generator the driver can feed.
+/// its lease unrenewed); each round trip to the store carries up to
+/// `append_max_chunks` chunks, so a fast generator costs fewer round trips,
+/// not a longer wait per chunk.
 ///
 /// The store operation of a write in flight is not kept here: the node's
 /// table of pending operations already maps it to this reply.
