@@ -9,6 +9,15 @@
 //!
 //! What it answers is read from the reply's context by [`DemoPrompt::of`]:
 //! every runtime's demo generator starts there.
+//!
+//! **Per-chat pace.** A prompt that begins with `[pace=MS]` (MS a whole
+//! number of milliseconds) is produced at one chunk every MS milliseconds,
+//! whatever the generator's configured rate (`--demo-rate`): one server can
+//! then stream a fast reply and a slow one, like a model that thinks for
+//! 20 s between tokens (`[pace=20000] think`). The tag stays part of the
+//! prompt (the text depends on it like on any other word).
+
+use std::time::Duration;
 
 use crate::wire::{Message, Role};
 
@@ -27,6 +36,9 @@ pub struct DemoPrompt {
     /// The words of every turn: the `prompt_tokens` the demo generator
     /// reports as usage.
     pub tokens: u64,
+    /// The pause between chunks the prompt asks for with a leading
+    /// `[pace=MS]`, if it does (see the [module docs](self)).
+    pub pace: Option<Duration>,
 }
 
 impl DemoPrompt {
@@ -44,8 +56,19 @@ impl DemoPrompt {
             .iter()
             .map(|m| m.content.split_whitespace().count() as u64)
             .sum();
-        Self { text, tokens }
+        let pace = pace_of(&text);
+        Self { text, tokens, pace }
     }
+}
+
+/// The pace a prompt asks for: `[pace=MS]` at its very start.
+fn pace_of(prompt: &str) -> Option<Duration> {
+    let rest = prompt.strip_prefix("[pace=")?;
+    let (ms, _) = rest.split_once(']')?;
+    if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ms.parse().ok().map(Duration::from_millis)
 }
 
 /// The chunks of one demo reply.
@@ -141,8 +164,21 @@ mod tests {
             DemoPrompt::of(&[]),
             DemoPrompt {
                 text: String::new(),
-                tokens: 0
+                tokens: 0,
+                pace: None
             }
         );
+    }
+
+    #[test]
+    fn a_leading_pace_tag_sets_the_pace_of_that_reply_only() {
+        assert_eq!(pace_of("[pace=20000] think"), Some(Duration::from_secs(20)));
+        assert_eq!(pace_of("[pace=0]"), Some(Duration::ZERO));
+        assert_eq!(pace_of("think [pace=20000]"), None, "only at the start");
+        assert_eq!(pace_of("[pace=]"), None);
+        assert_eq!(pace_of("[pace=-5]"), None);
+        assert_eq!(pace_of("[pace=5"), None);
+        assert_eq!(pace_of("[pace=99999999999999999999999]"), None);
+        assert_eq!(pace_of("hello"), None);
     }
 }

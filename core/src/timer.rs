@@ -23,6 +23,11 @@ pub(crate) enum TimerKey {
     Watch(Box<(ConvKey, MessageId)>),
     /// Move a user's presence on (debounce, expiry).
     Presence(UserId),
+    /// Go on handing out a conversation's chunks: the last step handed out
+    /// its share (`fanout_slice`) and more were deliverable. Set at the
+    /// step's `now`; fires on the next call of `handle_timeout`, not in the
+    /// one that set it. Boxed, like `Watch`.
+    Pump(Box<ConvKey>),
     /// Reap expired leases store-wide and refresh this node's presence.
     Housekeeping,
 }

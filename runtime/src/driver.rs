@@ -1,12 +1,15 @@
 //! The driver: the one task that owns the [`Node`] and the in-memory store.
 //!
-//! Everything else talks to it through bounded channels of
-//! [`ToDriver`](crate::mailbox::ToDriver): one shared by the readers, the
-//! HTTP handlers and the Redis store's tasks, one for the generators, and the
-//! Redis notices'. Its loop is the core's run loop: fire every deadline that
-//! has passed, take one message (from each channel in turn), feed it, then
-//! carry out every output — and feed what that produces at once (store
-//! replies, notices, slow-consumer reports) before the next message; wait
+//! Everything else talks to it through channels: bounded ones of
+//! [`ToDriver`](crate::mailbox::ToDriver), one shared by the readers and the
+//! HTTP handlers and one for the generators; the Redis notices' (bounded);
+//! and the Redis store's replies' (as long as the operations in flight),
+//! which the driver takes from first. Its loop is the core's run loop: fire
+//! every deadline that has passed, take one message (a store reply if one
+//! is ready, else from each other channel in turn), feed it, then carry out
+//! every output — and feed what that produces at once (the in-memory
+//! store's replies and notices, slow-consumer reports) before the next
+//! message; wait
 //! only when nothing is ready. It decides nothing itself.
 
 use std::collections::{HashMap, VecDeque};
@@ -34,11 +37,24 @@ use crate::{generator, GeneratorConfig, RuntimeConfig, StoreBackend};
 /// How often the core's wall clock is re-anchored.
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
 
+/// The longest the driver holds its worker thread before it lets the other
+/// tasks run, whatever [`PER_WAKE`] says: steps differ in cost (a slice of a
+/// fan-out to hundreds of connections is worth hundreds of messages, and a
+/// debug build or a loaded machine multiplies every cost). The tasks the
+/// driver wakes or spawns — a lease renewal's Redis operation and the
+/// connection's own task among them — wait for it on its thread: in
+/// `tests/tests/busy_node.rs` the renewals of a node fanning out another
+/// node's reply started seconds late and timed out until this bound. (At
+/// 10 ms the fan-out bench fell further: docs/benchmarks.md.)
+const MAX_HOLD: Duration = Duration::from_millis(25);
+
 /// Room in the generators' channel; a generator waits when it is full.
 const GENERATOR_CAPACITY: usize = 1024;
 
-/// How many messages and notices the driver handles in a row before it lets
-/// the other tasks (writers, readers, generators) run. Its deadlines are
+/// How many messages, notices and steps of the node's timers (a slice of a
+/// large fan-out is one: `weir_core::Config::fanout_slice`) the driver
+/// handles in a row before it lets the other tasks (writers, readers,
+/// generators) run. Its deadlines are
 /// checked after each one anyway, so this bounds only how long the driver
 /// holds its worker thread (about 25 ms for 1 024 deltas fanned out to 500
 /// connections). At 64, writers kept up with every delta and the queues
@@ -70,6 +86,11 @@ pub(crate) struct Driver<R: Runtime> {
     /// connections closed as idle). The driver takes from both in turn.
     generator_tx: async_channel::Sender<ToDriver>,
     generator_rx: async_channel::Receiver<ToDriver>,
+    /// The Redis store's replies, on a channel of their own that the driver
+    /// takes from first: a reply (a lease renewal's above all) must not wait
+    /// behind the readers' frames and pongs of hundreds of connections while
+    /// the node is busy. As many as the operations the node has in flight.
+    replies_rx: async_channel::Receiver<Input>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
 }
@@ -136,6 +157,7 @@ impl<R: Runtime> Driver<R> {
             R::now(),
             unix_ms,
         );
+        let (replies_tx, replies_rx) = async_channel::unbounded();
         let (store, readiness) = match &config.store_backend {
             // The in-memory store starts empty in every process: a new epoch
             // (the start time) tells resumes of an older process's replies
@@ -149,6 +171,7 @@ impl<R: Runtime> Driver<R> {
                     settings,
                     config.store,
                     tx.clone(),
+                    replies_tx,
                     notices,
                     metrics.clone(),
                 )?;
@@ -168,6 +191,7 @@ impl<R: Runtime> Driver<R> {
             tx,
             generator_tx,
             generator_rx,
+            replies_rx,
             metrics,
             shutdown_grace: config.shutdown_grace,
         };
@@ -184,7 +208,7 @@ impl<R: Runtime> Driver<R> {
     /// arriving — a busy node still sends heartbeats, closes idle
     /// connections and renews its leases. The driver waits only when
     /// nothing is ready, on one [`Alarm`] moved to the earliest deadline,
-    /// and after [`PER_WAKE`] messages it lets the other tasks run.
+    /// and after [`PER_WAKE`] steps or [`MAX_HOLD`] it lets the other tasks run.
     pub(crate) async fn run(
         mut self,
         rx: async_channel::Receiver<ToDriver>,
@@ -199,26 +223,43 @@ impl<R: Runtime> Driver<R> {
         };
         let mut alarm = Alarm::<R>::new();
         let mut budget = PER_WAKE;
+        let mut held_since = R::now();
         let generated = self.generator_rx.clone();
+        let replies = self.replies_rx.clone();
         // Which channel is tried first, in turn, so none starves the others.
         let mut turn = 0u8;
         self.drain();
         loop {
-            if self.fire_due(&mut clock).is_break() {
-                break;
+            match self.fire_due(&mut clock) {
+                ControlFlow::Break(()) => break,
+                // A step of the node's timers counts like a message: it may
+                // be a slice of a large fan-out (`Config::fanout_slice`).
+                ControlFlow::Continue(fired) => {
+                    if fired {
+                        budget = budget.saturating_sub(1);
+                    }
+                }
             }
-            if budget == 0 {
+            if budget == 0 || R::now().saturating_duration_since(held_since) >= MAX_HOLD {
                 budget = PER_WAKE;
                 yield_now().await;
+                held_since = R::now();
                 continue;
             }
             turn = (turn + 1) % 3;
-            let woke = match ready(&rx, &generated, &mut notices, turn) {
+            // The store's replies first (see `replies_rx`), then the three
+            // other channels in turn.
+            let woke = match replies.try_recv().ok().map(Woke::Reply) {
+                Some(woke) => Some(woke),
+                None => ready(&rx, &generated, &mut notices, turn),
+            };
+            let woke = match woke {
                 Some(woke) => woke,
                 None => {
                     let wake = clock.earliest(self.node.poll_timeout());
                     let mut msg = pin!(rx.recv().fuse());
                     let mut generator = pin!(generated.recv().fuse());
+                    let mut reply = pin!(replies.recv().fuse());
                     let mut notice = pin!(async {
                         match &notices {
                             Some(n) => n.recv().await,
@@ -228,6 +269,9 @@ impl<R: Runtime> Driver<R> {
                     .fuse());
                     let mut time = pin!(alarm.wait(wake).fuse());
                     select_biased! {
+                        // Never closed: the driver holds a receiver and the
+                        // Redis backend a sender (or none, in memory).
+                        reply = reply => reply.map_or(Woke::Time, Woke::Reply),
                         msg = msg => msg.map_or(Woke::Closed, Woke::Message),
                         // Never closed: the driver holds a sender.
                         event = generator => event.map_or(Woke::Time, Woke::Message),
@@ -245,6 +289,10 @@ impl<R: Runtime> Driver<R> {
                     budget -= 1;
                     self.node.handle_input(R::now(), Input::Notice(notice));
                 }
+                Woke::Reply(reply) => {
+                    budget -= 1;
+                    self.node.handle_input(R::now(), reply);
+                }
                 Woke::NoMoreNotices => notices = None,
                 Woke::Closed => break,
                 // Fired at the top of the loop.
@@ -261,8 +309,8 @@ impl<R: Runtime> Driver<R> {
 
     /// Fires every deadline that has passed: the node's timers, the wall
     /// clock's re-anchoring; breaks when the shutdown is done or its grace
-    /// has passed.
-    fn fire_due(&mut self, clock: &mut Clock) -> ControlFlow<()> {
+    /// has passed, else says whether the node's timers fired.
+    fn fire_due(&mut self, clock: &mut Clock) -> ControlFlow<(), bool> {
         let now = R::now();
         if let Some(deadline) = clock.shutdown {
             if self.node.is_drained() {
@@ -277,7 +325,8 @@ impl<R: Runtime> Driver<R> {
                 return ControlFlow::Break(());
             }
         }
-        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+        let fired = self.node.poll_timeout().is_some_and(|t| t <= now);
+        if fired {
             self.node.handle_timeout(now);
         }
         if clock.wall <= now {
@@ -290,7 +339,7 @@ impl<R: Runtime> Driver<R> {
             );
         }
         self.drain();
-        ControlFlow::Continue(())
+        ControlFlow::Continue(fired)
     }
 
     fn on_message(&mut self, msg: ToDriver, shutdown: &mut Option<Instant>) {
@@ -573,6 +622,8 @@ impl Hasher for U64Hasher {
 enum Woke {
     Message(ToDriver),
     Notice(Notice),
+    /// A reply of the Redis store.
+    Reply(Input),
     /// The notices' channel closed.
     NoMoreNotices,
     /// Every sender of the channel is gone.

@@ -44,13 +44,12 @@ pub(crate) fn spawn<R: Runtime>(
             rate_per_sec,
         } => {
             let prompt = DemoPrompt::of(context);
-            R::spawn(demo::<R>(
-                tx,
-                message_id,
-                prompt,
-                chunks,
-                period(rate_per_sec),
-            ))
+            // A `[pace=MS]` prompt sets its own pace (weir_core::demo).
+            let period = prompt
+                .pace
+                .map(|p| p.min(MAX_PERIOD))
+                .or_else(|| period(rate_per_sec));
+            R::spawn(demo::<R>(tx, message_id, prompt, chunks, period))
         }
     }
 }
@@ -65,7 +64,8 @@ fn period(rate: f64) -> Option<Duration> {
 }
 
 /// The demo generator: `DemoText::new(prompt, chunks)`, one chunk per
-/// `period`, then `Finished` with the word counts as usage.
+/// `period` (the configured rate's, or the prompt's own `[pace=MS]`), then
+/// `Finished` with the word counts as usage.
 async fn demo<R: Runtime>(
     tx: async_channel::Sender<ToDriver>,
     message_id: MessageId,

@@ -4,7 +4,12 @@
 //!
 //! - **Operations** go over one multiplexed connection (requests from many
 //!   tasks are pipelined on it). Each `Output::Store` becomes a task that
-//!   runs the script and feeds the reply back to the driver. While there is
+//!   runs the script and feeds the reply back to the driver, on a channel of
+//!   the replies' own that the driver takes from before any other: a lease
+//!   renewal's answer never waits behind the frames of many connections.
+//!   (On the connection itself an operation waits behind at most the ones
+//!   in flight before it, each bounded: an append carries at most
+//!   `weir_core::Config::append_max_chunks` chunks, one at a time per reply.) While there is
 //!   no connection an operation fails at once with `unavailable`; the core
 //!   decides what that means (never a false `cancelled`).
 //! - **The supervisor** connects with backoff (50 ms doubling to 2 s),
@@ -239,7 +244,10 @@ pub(crate) struct RedisBackend<R: Runtime> {
     /// The number of the last subscription request made.
     requested: u64,
     timeout: Duration,
+    /// To know whether the server still runs.
     tx: async_channel::WeakSender<ToDriver>,
+    /// Where the operations' replies go (the driver's own channel for them).
+    replies: async_channel::Sender<Input>,
     metrics: Arc<Metrics>,
     /// The supervisor and the pub/sub task: aborted with the backend.
     _tasks: [R::Task; 2],
@@ -256,11 +264,13 @@ impl std::fmt::Debug for Subscription {
 
 impl<R: Runtime> RedisBackend<R> {
     /// Starts the supervisor and the pub/sub task. Notices go to `notices`,
-    /// store replies to the driver through `tx`.
+    /// store replies to the driver through `replies` (while `tx`, the
+    /// driver's channel, is open: the server runs).
     pub(crate) fn start(
         settings: &RedisSettings,
         config: StoreConfig,
         tx: async_channel::WeakSender<ToDriver>,
+        replies: async_channel::Sender<Input>,
         notices: async_channel::Sender<Notice>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, RedisReadiness)> {
@@ -297,6 +307,7 @@ impl<R: Runtime> RedisBackend<R> {
                 requested: 0,
                 timeout: settings.timeout,
                 tx,
+                replies,
                 metrics,
                 _tasks: [supervisor, pubsub],
             },
@@ -319,7 +330,9 @@ impl<R: Runtime> RedisBackend<R> {
                 result: Err(StoreError::Unavailable("redis: not connected".into())),
             });
         };
-        let tx = self.tx.upgrade()?; // shutting down: nobody would read it
+        // Shutting down: nobody would read it.
+        self.tx.upgrade()?;
+        let replies = self.replies.clone();
         let store = self.store.clone();
         let link = self.link.clone();
         let metrics = self.metrics.clone();
@@ -348,9 +361,7 @@ impl<R: Runtime> RedisBackend<R> {
                     Err(StoreError::from(failure))
                 }
             };
-            let _ = tx
-                .send(ToDriver::Input(Input::StoreReply { op, result }))
-                .await;
+            let _ = replies.send(Input::StoreReply { op, result }).await;
         });
         None
     }

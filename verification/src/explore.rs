@@ -44,6 +44,11 @@ pub struct Bounds {
     pub owner_crash: bool,
     /// Whether one pub/sub notice may be lost.
     pub lost_notice: bool,
+    /// Whether the nodes work in the smallest steps
+    /// ([`WorldConfig::small_steps`]): then a node with a deadline due now
+    /// (a fan-out that goes on at its next step) may fire it at any point,
+    /// as [`Event::Timers`].
+    pub small_steps: bool,
 }
 
 impl Default for Bounds {
@@ -52,6 +57,7 @@ impl Default for Bounds {
             chunks: 3,
             owner_crash: true,
             lost_notice: true,
+            small_steps: false,
         }
     }
 }
@@ -108,6 +114,9 @@ pub enum Event {
     LoseNotice(usize),
     /// The owner `n0` crashes; a fresh process takes its name.
     CrashOwner,
+    /// Node `i` fires its deadlines that are due now (time stands still: only
+    /// a fan-out's next step is ever due; with [`Bounds::small_steps`]).
+    Timers(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +187,13 @@ impl State {
         }
         if b.owner_crash && self.chatted && !self.crashed {
             v.push(Event::CrashOwner);
+        }
+        if b.small_steps {
+            for (i, n) in self.w.nodes.iter().enumerate() {
+                if n.node.poll_timeout().is_some_and(|t| t <= self.w.now) {
+                    v.push(Event::Timers(i));
+                }
+            }
         }
         v
     }
@@ -256,6 +272,11 @@ impl State {
                 self.crashed = true;
                 self.w.crash_node(0, 0xC0FFEE);
             }
+            Event::Timers(i) => {
+                let now = self.w.now;
+                self.w.nodes[i].node.handle_timeout(now);
+                self.w.drain(i);
+            }
         }
     }
 
@@ -311,10 +332,11 @@ impl State {
 }
 
 /// The starting state: both connections open and past their handshakes.
-fn initial() -> State {
+fn initial(bounds: &Bounds) -> State {
     let mut w = World::new(&WorldConfig {
         nodes: 2,
         seed: 7,
+        small_steps: bounds.small_steps,
         ..WorldConfig::default()
     });
     let c1 = w.connect(0, "u0", "s0", None);
@@ -336,7 +358,7 @@ fn initial() -> State {
 /// Explores every state reachable within `bounds`.
 pub fn explore(bounds: Bounds) -> Result<Report, Counterexample> {
     let mut report = Report::default();
-    let start = initial();
+    let start = initial(&bounds);
     let mut seen: HashSet<u64> = HashSet::new();
     seen.insert(start.fingerprint());
     report.states = 1;

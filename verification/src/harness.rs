@@ -116,6 +116,12 @@ pub struct WorldConfig {
     pub store: StoreConfig,
     /// Seed for the nodes' id sources.
     pub seed: u64,
+    /// Whether the nodes work in the smallest steps: appends of at most two
+    /// chunks ([`Config::append_max_chunks`]) and one chunk per connection
+    /// per step of a fan-out ([`Config::fanout_slice`] of 1), so that
+    /// bounded batches and fan-outs that go on at a later step are explored
+    /// with the few chunks a test has. Off: the defaults.
+    pub small_steps: bool,
 }
 
 impl Default for WorldConfig {
@@ -124,6 +130,7 @@ impl Default for WorldConfig {
             nodes: 1,
             store: StoreConfig::default(),
             seed: 1,
+            small_steps: false,
         }
     }
 }
@@ -138,6 +145,10 @@ impl World {
                 let mut c = Config::new(node_id(i));
                 c.timers = config.store.timers;
                 c.presence = config.store.presence;
+                if config.small_steps {
+                    c.append_max_chunks = 2;
+                    c.fanout_slice = 1;
+                }
                 NodeSlot {
                     node: Node::new(
                         c,

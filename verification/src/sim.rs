@@ -333,7 +333,14 @@ impl Sim {
             idempotency_ttl_ms: 60_000,
             ..StoreConfig::default()
         };
-        let w = World::new(&WorldConfig { nodes, store, seed });
+        // Odd seeds run the nodes in the smallest steps (bounded appends and
+        // fan-outs that go on at the next step); even seeds as before.
+        let w = World::new(&WorldConfig {
+            nodes,
+            store,
+            seed,
+            small_steps: seed % 2 == 1,
+        });
         let slots = (0..clients)
             .map(|k| Slot {
                 // The last of three or more clients is another user, on a

@@ -15,6 +15,10 @@ use weir_verification::explore::{explore, Bounds};
 /// Distinct reachable states of the configuration in `Bounds::default()`.
 const PINNED_STATES: usize = 135_881;
 
+/// Distinct reachable states of the same configuration in the smallest
+/// steps (`Bounds::small_steps`).
+const PINNED_SMALL_STEP_STATES: usize = 199_954;
+
 #[test]
 fn two_nodes_every_interleaving_keeps_invariants_and_settles() {
     let started = Instant::now();
@@ -25,6 +29,25 @@ fn two_nodes_every_interleaving_keeps_invariants_and_settles() {
     assert!(report.outcomes.iter().all(|n| *n > 0), "{report:?}");
     assert_eq!(
         report.states, PINNED_STATES,
+        "the number of reachable states changed: {report:?}"
+    );
+}
+
+/// The same race with bounded batches and fan-outs that go on at a later
+/// step (issue 17): appends of at most two chunks, one chunk per connection
+/// per step, the next step fired at any point of the interleaving.
+#[test]
+fn two_nodes_in_the_smallest_steps_every_interleaving_keeps_invariants_and_settles() {
+    let started = Instant::now();
+    let bounds = Bounds {
+        small_steps: true,
+        ..Bounds::default()
+    };
+    let report = explore(bounds).unwrap_or_else(|c| panic!("{c}"));
+    eprintln!("{report:?} in {:.1?}", started.elapsed());
+    assert!(report.outcomes.iter().all(|n| *n > 0), "{report:?}");
+    assert_eq!(
+        report.states, PINNED_SMALL_STEP_STATES,
         "the number of reachable states changed: {report:?}"
     );
 }

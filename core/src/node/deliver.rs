@@ -13,6 +13,7 @@ use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::session::{ConnState, Cursor};
 use crate::store::{epoch_of, Epoch};
+use crate::timer::TimerKey;
 use crate::wire::{
     Chunk, End, Message, MessageStatus, ReplyStatus, ResumeUnavailable, ResumeUnavailableReason,
     ServerFrame, Start, UserMessage,
@@ -35,11 +36,30 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    /// Gives every open connection of `conv` what it can have now, in order.
+    /// Gives every open connection of `conv` what it can have now, in order
+    /// — at most its share of [`fanout_slice`](crate::Config::fanout_slice)
+    /// chunks per reply in this step. If any connection has more coming, a
+    /// [`TimerKey::Pump`] at `now` goes on at the next step, so handing out a
+    /// large batch to many connections never holds the node for long: its
+    /// timers (lease renewals, heartbeats) and inputs run between slices.
     pub(super) fn pump(&mut self, now: Instant, conv: &ConvKey) {
         let Some(view) = self.convs.get_mut(conv) else {
             return;
         };
+        let open = view
+            .conns
+            .iter()
+            .filter(|c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| c.state == ConnState::Open)
+            })
+            .count();
+        // Each open connection's share of the step, at least one chunk.
+        let share = Seq::try_from(self.config.fanout_slice / open.max(1))
+            .unwrap_or(Seq::MAX)
+            .max(1);
+        let mut more = false;
         // Chunks are grouped by (reply, seq): a chunk going to many
         // connections is one `SendMany` with one copy of its delta. Each
         // connection's chunks still go out in seq order, and its other frames
@@ -61,7 +81,9 @@ impl<I: IdSource> Node<I> {
                 let Some((id, r)) = view.replies().get_key_value(id) else {
                     continue;
                 };
-                let limit = r.deliverable();
+                let deliverable = r.deliverable();
+                let limit = deliverable.min(cursor.delivered.saturating_add(share));
+                more |= limit < deliverable;
                 while cursor.delivered < limit {
                     cursor.delivered += 1;
                     chunks
@@ -143,6 +165,10 @@ impl<I: IdSource> Node<I> {
         }
         for id in needs_read {
             self.read(now, conv, &id);
+        }
+        if more {
+            self.timers
+                .set_earliest(TimerKey::Pump(Box::new(conv.clone())), now);
         }
         // Tidying walks every connection's cursors: only when something
         // could have become droppable.

@@ -14,9 +14,9 @@
 //! | --- | --- |
 //! | `conn.rs` | connection transitions, on the record and pure timer transitions of [`session`](crate::session): connect, the snapshot that opens a connection, the heartbeat / idle / close timer, frames in, close, release, presence |
 //! | `view.rs` | conversation views (`ReplyView`, `ConvView`) and keeping them true: notices, reads of the log, the watch timer |
-//! | `deliver.rs` | delivery from the views to the connections (`pump`), in order and fenced |
+//! | `deliver.rs` | delivery from the views to the connections (`pump`), in order and fenced, at most `fanout_slice` chunk deliveries per step |
 //! | `chat.rs` | a `chat`: the store's `Start`, the `ack`, and the reply it begins |
-//! | `owner.rs` | the producer (`Owned`): appends one at a time, the settle, the lease |
+//! | `owner.rs` | the producer (`Owned`): appends one at a time and of bounded size, the settle, the lease |
 //! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
 //! | `http.rs` | the HTTP API, on the same store operations |
 //!
@@ -252,8 +252,13 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    /// Fires every deadline due at `now`, each once, earliest first.
+    /// Fires every deadline due at `now`, each once, earliest first. A
+    /// delivery that goes on (the last step handed out its share of a
+    /// conversation's chunks) runs after the others, and one that this call
+    /// re-arms fires on the next call, not in this one: each call does a
+    /// bounded amount of work.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut pumps = Vec::new();
         while let Some(key) = self.timers.pop_due(now) {
             match key {
                 TimerKey::Conn(conn) => self.conn_timer(now, conn),
@@ -271,7 +276,11 @@ impl<I: IdSource> Node<I> {
                     );
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
+                TimerKey::Pump(conv) => pumps.push(conv),
             }
+        }
+        for conv in pumps {
+            self.pump(now, &conv);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The producer: the replies this node generates, from the `chat` that
-//! starts one to its settle — appends in order, one at a time, the lease kept
-//! by renewals.
+//! starts one to its settle — appends in order, one at a time and each of a
+//! bounded size, the lease kept by renewals.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{Node, Pending, SHUTDOWN, STORE_FULL};
@@ -18,9 +19,20 @@ use crate::wire::{Message, Usage};
 ///
 /// ```text
 /// generating ──finished / failed / cancel / shutdown──► ending ──queue appended──► settling ──settled──► (dropped)
-///   └ deltas queue up; one append at a time (`next_write`), the next batch
+///   └ deltas queue up; one append at a time (`next_write`) of at most
+///     `append_max_chunks` chunks and `append_max_bytes` bytes, the next one
 ///     once the store acked the last (`on_append_acked`)
 /// ```
+///
+/// One append in flight, not a pipeline: the store refuses an append that
+/// does not start right after its last chunk (a gap, which ends the reply
+/// here), so a second append sent before the first is answered would have
+/// to be taken back whenever the first fails. A bounded batch is what keeps
+/// each step short (the node hands out what an ack brings in one step: a
+/// backlog of 100 000 chunks appended at once kept a node busy for seconds,
+/// its lease unrenewed); each round trip to the store carries up to
+/// `append_max_chunks` chunks, so a fast generator costs fewer round trips,
+/// not a longer wait per chunk.
 ///
 /// The store operation of a write in flight is not kept here: the node's
 /// table of pending operations already maps it to this reply.
@@ -31,7 +43,7 @@ pub(super) struct Owned {
     /// The last seq the store accepted.
     acked: Seq,
     /// Deltas not yet sent to the store.
-    queue: Vec<String>,
+    queue: VecDeque<String>,
     /// The one append at the store.
     in_flight: Option<Batch>,
     /// The generator ended (or was stopped): settle once flushed.
@@ -53,6 +65,34 @@ pub(super) struct Owned {
 pub(super) struct Batch {
     pub(super) first_seq: Seq,
     pub(super) deltas: Vec<String>,
+}
+
+/// How much one append may carry (from the node's
+/// [`Config`](crate::Config)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AppendLimit {
+    /// Chunks, at least one.
+    pub(super) chunks: usize,
+    /// Delta bytes; a single longer delta goes alone.
+    pub(super) bytes: usize,
+}
+
+impl AppendLimit {
+    /// How many of `queue`'s first deltas the next append takes: at least
+    /// one, at most `chunks`, and no more than `bytes` in all unless the
+    /// first alone is longer.
+    fn take(self, queue: &VecDeque<String>) -> usize {
+        let mut bytes = 0usize;
+        let mut n = 0usize;
+        for d in queue {
+            if n > 0 && (n >= self.chunks || bytes + d.len() > self.bytes) {
+                break;
+            }
+            bytes += d.len();
+            n += 1;
+        }
+        n
+    }
 }
 
 /// The producer's next write to the store.
@@ -86,7 +126,7 @@ impl Owned {
             conv,
             token,
             acked: 0,
-            queue: Vec::new(),
+            queue: VecDeque::new(),
             in_flight: None,
             end: None,
             settling: false,
@@ -148,7 +188,7 @@ impl Owned {
     /// More text: queued for the next append (an empty delta is no chunk).
     pub(super) fn on_delta(&mut self, delta: String) {
         if !delta.is_empty() {
-            self.queue.push(delta);
+            self.queue.push_back(delta);
         }
     }
 
@@ -157,18 +197,20 @@ impl Owned {
         self.end = Some((request, usage));
     }
 
-    /// The next write to send: the queued deltas as one append, or the
-    /// settle once everything is appended; `None` while a write is in flight
-    /// or nothing is to be written. The write is then in flight.
+    /// The next write to send: the first queued deltas, as many as `limit`
+    /// lets one append carry, or the settle once everything is appended;
+    /// `None` while a write is in flight or nothing is to be written. The
+    /// write is then in flight.
     #[must_use]
-    pub(super) fn next_write(&mut self) -> Option<Write> {
+    pub(super) fn next_write(&mut self, limit: AppendLimit) -> Option<Write> {
         if self.in_flight.is_some() || self.settling {
             return None;
         }
         if !self.queue.is_empty() && !self.stopped {
+            let n = limit.take(&self.queue);
             let batch = Batch {
                 first_seq: self.acked + 1,
-                deltas: std::mem::take(&mut self.queue),
+                deltas: self.queue.drain(..n).collect(),
             };
             self.in_flight = Some(batch.clone());
             Some(Write::Append(batch))
@@ -197,9 +239,9 @@ impl Owned {
     /// duplicate a chunk).
     pub(super) fn on_append_failed(&mut self) {
         if let Some(Batch { first_seq, deltas }) = self.in_flight.take() {
-            let mut q = deltas;
-            q.append(&mut self.queue);
-            self.queue = q;
+            for d in deltas.into_iter().rev() {
+                self.queue.push_front(d);
+            }
             debug_assert_eq!(first_seq, self.acked + 1);
         }
     }
@@ -334,10 +376,14 @@ impl<I: IdSource> Node<I> {
     /// Sends the next append, or the settle once everything is appended.
     pub(super) fn owner_flush(&mut self, now: Instant, id: &MessageId) {
         let at_ms = self.wall_ms(now);
+        let limit = AppendLimit {
+            chunks: self.config.append_max_chunks,
+            bytes: self.config.append_max_bytes,
+        };
         let Some(o) = self.owned.get_mut(id) else {
             return;
         };
-        let Some(write) = o.next_write() else {
+        let Some(write) = o.next_write(limit) else {
             return;
         };
         let (conv, token, message_id) = (o.conv.clone(), o.token, id.clone());
@@ -528,6 +574,11 @@ mod tests {
     use super::*;
     use crate::ids::{SessionId, UserId};
 
+    const UNBOUNDED: AppendLimit = AppendLimit {
+        chunks: usize::MAX,
+        bytes: usize::MAX,
+    };
+
     fn owned() -> Owned {
         let conv = ConvKey::new(
             UserId::parse("alice").unwrap(),
@@ -558,50 +609,50 @@ mod tests {
         let mut o = owned();
         delta(&mut o, "a");
         delta(&mut o, "b");
-        assert_eq!(o.next_write(), append(1, &["a", "b"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a", "b"]));
     }
 
     #[test]
     fn next_write_waits_for_the_append_in_flight() {
         let mut o = owned();
         delta(&mut o, "a");
-        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
         delta(&mut o, "b");
         delta(&mut o, "c");
-        assert_eq!(o.next_write(), None, "one append at a time");
+        assert_eq!(o.next_write(UNBOUNDED), None, "one append at a time");
         ack(&mut o);
-        assert_eq!(o.next_write(), append(2, &["b", "c"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(2, &["b", "c"]));
     }
 
     #[test]
     fn nothing_to_write_while_the_generator_runs_quietly() {
         let mut o = owned();
-        assert_eq!(o.next_write(), None);
+        assert_eq!(o.next_write(UNBOUNDED), None);
         delta(&mut o, "");
-        assert_eq!(o.next_write(), None, "an empty delta is no chunk");
+        assert_eq!(o.next_write(UNBOUNDED), None, "an empty delta is no chunk");
     }
 
     #[test]
     fn the_settle_waits_until_every_delta_is_appended() {
         let mut o = owned();
         delta(&mut o, "a");
-        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
         delta(&mut o, "b");
         assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
         assert!(!o.generator_running());
-        assert_eq!(o.next_write(), None);
+        assert_eq!(o.next_write(UNBOUNDED), None);
         ack(&mut o);
-        assert_eq!(o.next_write(), append(2, &["b"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(2, &["b"]));
         ack(&mut o);
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Completed,
                 usage: None
             })
         );
         assert!(o.is_settling());
-        assert_eq!(o.next_write(), None, "one settle at a time");
+        assert_eq!(o.next_write(UNBOUNDED), None, "one settle at a time");
     }
 
     #[test]
@@ -614,7 +665,7 @@ mod tests {
         assert!(!o.on_generator(GeneratorEvent::Delta("late".into())));
         assert!(!o.on_generator(GeneratorEvent::Finished { usage: None }));
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Failed("boom".into()),
                 usage: None
@@ -626,39 +677,42 @@ mod tests {
     fn a_failed_append_is_retried_with_the_same_seqs_and_what_came_since() {
         let mut o = owned();
         delta(&mut o, "a");
-        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
         delta(&mut o, "b");
         o.on_append_failed();
-        assert_eq!(o.next_write(), append(1, &["a", "b"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a", "b"]));
     }
 
     #[test]
     fn a_failed_settle_is_sent_again() {
         let mut o = owned();
         assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
-        assert!(o.next_write().is_some());
-        assert_eq!(o.next_write(), None);
+        assert!(o.next_write(UNBOUNDED).is_some());
+        assert_eq!(o.next_write(UNBOUNDED), None);
         o.on_settle_failed();
-        assert!(matches!(o.next_write(), Some(Write::Settle { .. })));
+        assert!(matches!(
+            o.next_write(UNBOUNDED),
+            Some(Write::Settle { .. })
+        ));
     }
 
     #[test]
     fn a_cancel_drops_queued_deltas_stops_the_generator_and_settles_cancelled() {
         let mut o = owned();
         delta(&mut o, "a");
-        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
         delta(&mut o, "b");
         assert!(o.on_cancel(), "the running generator is aborted");
         assert!(o.is_stopped());
         assert!(!o.on_generator(GeneratorEvent::Delta("c".into())));
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             None,
             "the append in flight is answered first"
         );
         ack(&mut o);
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Cancelled,
                 usage: None
@@ -670,10 +724,13 @@ mod tests {
     fn a_stopped_reply_appends_nothing_more_even_after_a_failed_append() {
         let mut o = owned();
         delta(&mut o, "a");
-        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
         assert!(o.on_cancel());
         o.on_append_failed();
-        assert!(matches!(o.next_write(), Some(Write::Settle { .. })));
+        assert!(matches!(
+            o.next_write(UNBOUNDED),
+            Some(Write::Settle { .. })
+        ));
     }
 
     #[test]
@@ -688,7 +745,7 @@ mod tests {
         let mut o = owned();
         assert!(o.on_shutdown());
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Failed(SHUTDOWN.into()),
                 usage: None
@@ -698,7 +755,7 @@ mod tests {
         assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
         assert!(!o.on_shutdown(), "the generator already stopped");
         assert!(matches!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Completed,
                 ..
@@ -715,7 +772,7 @@ mod tests {
         assert!(o.start_renew());
         o.on_renew_answered();
         assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
-        assert!(o.next_write().is_some());
+        assert!(o.next_write(UNBOUNDED).is_some());
         assert!(!o.start_renew(), "a settling reply needs no lease");
     }
 
@@ -723,14 +780,14 @@ mod tests {
     fn a_refused_append_drops_what_was_not_stored_and_settles_failed_store_full() {
         let mut o = owned();
         delta(&mut o, "a");
-        assert_eq!(o.next_write(), append(1, &["a"]));
+        assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
         delta(&mut o, "b");
         assert!(o.on_append_answered().is_some());
         assert!(o.on_refused(true), "the running generator is aborted");
         assert!(o.is_stopped());
         assert!(!o.on_generator(GeneratorEvent::Delta("c".into())));
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Failed(STORE_FULL.into()),
                 usage: None
@@ -746,7 +803,7 @@ mod tests {
         let finished_then_refused = |queued: bool| {
             let mut o = owned();
             delta(&mut o, "a");
-            assert_eq!(o.next_write(), append(1, &["a"]));
+            assert_eq!(o.next_write(UNBOUNDED), append(1, &["a"]));
             if queued {
                 delta(&mut o, "b");
             }
@@ -754,12 +811,12 @@ mod tests {
             // A renewal refused while the append is still at the store.
             assert!(!o.on_refused(false), "the generator had already ended");
             assert_eq!(
-                o.next_write(),
+                o.next_write(UNBOUNDED),
                 None,
                 "the append in flight is answered first"
             );
             ack(&mut o);
-            o.next_write()
+            o.next_write(UNBOUNDED)
         };
         let settle = |request| {
             Some(Write::Settle {
@@ -782,7 +839,7 @@ mod tests {
         assert!(o.on_cancel());
         assert!(!o.on_refused(true));
         assert_eq!(
-            o.next_write(),
+            o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Cancelled,
                 usage: None
@@ -803,5 +860,83 @@ mod tests {
         let mut o = Owned::new(conv, 7, Some(context));
         assert!(!o.on_cancel(), "no generator ran");
         assert_eq!(o.release_deferred(), None);
+    }
+
+    #[test]
+    fn an_append_carries_at_most_the_chunk_limit_and_the_rest_follows_in_order() {
+        let mut o = owned();
+        for d in ["a", "b", "c", "d", "e"] {
+            delta(&mut o, d);
+        }
+        let two = AppendLimit {
+            chunks: 2,
+            bytes: usize::MAX,
+        };
+        assert_eq!(o.next_write(two), append(1, &["a", "b"]));
+        assert_eq!(o.next_write(two), None, "one append at a time");
+        ack(&mut o);
+        assert_eq!(o.next_write(two), append(3, &["c", "d"]));
+        ack(&mut o);
+        assert_eq!(o.next_write(two), append(5, &["e"]));
+    }
+
+    #[test]
+    fn an_append_carries_at_most_the_byte_limit_but_always_one_chunk() {
+        let mut o = owned();
+        for d in ["aaaa", "bb", "cc", "dddddddd", "e"] {
+            delta(&mut o, d);
+        }
+        let six = AppendLimit {
+            chunks: usize::MAX,
+            bytes: 6,
+        };
+        assert_eq!(o.next_write(six), append(1, &["aaaa", "bb"]));
+        ack(&mut o);
+        assert_eq!(o.next_write(six), append(3, &["cc"]), "cc + dddddddd is 10");
+        ack(&mut o);
+        assert_eq!(
+            o.next_write(six),
+            append(4, &["dddddddd"]),
+            "a longer chunk goes alone"
+        );
+        ack(&mut o);
+        assert_eq!(o.next_write(six), append(5, &["e"]));
+    }
+
+    #[test]
+    fn a_failed_bounded_append_is_retried_first_with_the_same_seqs() {
+        let mut o = owned();
+        for d in ["a", "b", "c"] {
+            delta(&mut o, d);
+        }
+        let two = AppendLimit {
+            chunks: 2,
+            bytes: usize::MAX,
+        };
+        assert_eq!(o.next_write(two), append(1, &["a", "b"]));
+        delta(&mut o, "d");
+        o.on_append_failed();
+        assert_eq!(o.next_write(two), append(1, &["a", "b"]));
+        ack(&mut o);
+        assert_eq!(o.next_write(two), append(3, &["c", "d"]));
+    }
+
+    #[test]
+    fn the_settle_waits_until_the_last_bounded_append_is_acked() {
+        let mut o = owned();
+        for d in ["a", "b", "c"] {
+            delta(&mut o, d);
+        }
+        assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+        let two = AppendLimit {
+            chunks: 2,
+            bytes: usize::MAX,
+        };
+        assert_eq!(o.next_write(two), append(1, &["a", "b"]));
+        ack(&mut o);
+        assert_eq!(o.next_write(two), append(3, &["c"]));
+        assert_eq!(o.next_write(two), None);
+        ack(&mut o);
+        assert!(matches!(o.next_write(two), Some(Write::Settle { .. })));
     }
 }

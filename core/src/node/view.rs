@@ -13,6 +13,7 @@ use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
 use crate::session::ConnState;
 use crate::store::{LiveReply, Notice, ReadOp, ReapOp, StoreOp, StoreReply, Topic};
 use crate::stream::{Outcome, StreamState};
+use crate::timer::TimerKey;
 use crate::wire::{Message, Usage};
 
 /// What a node knows of one reply it shows to local connections: a prefix
@@ -459,6 +460,7 @@ impl<I: IdSource> Node<I> {
             for id in ids {
                 self.timers.cancel(&watch_key(conv, &id));
             }
+            self.timers.cancel(&TimerKey::Pump(Box::new(conv.clone())));
             self.convs.remove(conv);
             self.out
                 .push_back(Output::Unsubscribe(Topic::Conv(conv.clone())));
