@@ -504,3 +504,19 @@ fn a_frame_too_large_gets_too_large_and_close_1009_once() {
     );
     assert_eq!(w.frames(a).len(), before + 1);
 }
+
+#[test]
+fn sixteen_frames_wait_for_the_hello_and_the_seventeenth_closes_with_1008() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    // The snapshot is unanswered: the connection is still in its handshake.
+    for n in 0..16 {
+        w.send_text(a, &format!(r#"{{"type":"ping","id":"p{n}"}}"#));
+    }
+    assert_eq!(w.clients[&a].closed, None);
+    w.send_text(a, r#"{"type":"ping","id":"p16"}"#);
+    assert_eq!(error_code(&last(&w, a)), Some(ErrorCode::RateLimited));
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::Policy));
+    settle(&mut w, &mut c);
+}
