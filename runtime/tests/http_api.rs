@@ -247,9 +247,7 @@ fn token_for(user: &str) -> String {
 /// Demo replies of `chunks` chunks at `rate` per second, under token auth.
 fn with_token_auth(chunks: u32, rate: f64) -> RuntimeConfig {
     let mut config = demo_config(chunks, rate);
-    config.auth = Auth::Token {
-        secret: SECRET.as_bytes().to_vec(),
-    };
+    config.auth = Auth::hs256(SECRET);
     config
 }
 
