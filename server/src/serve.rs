@@ -158,7 +158,7 @@ async fn serve_on<R: Runtime, H: Future<Output = ()> + Send + 'static>(
     let server = match Server::<R>::bind(config).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("cannot listen on {listen}: {e}");
+            tracing::error!("cannot start on {listen}: {e}");
             return Err(());
         }
     };
