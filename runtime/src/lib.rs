@@ -139,6 +139,14 @@ impl<R: Runtime> Server<R> {
         })?;
         let listener = R::bind(config.listen).await?;
         let local_addr = R::local_addr(&listener)?;
+        if let Auth::Token(t) = &config.auth {
+            if t.audiences.is_empty() && !matches!(t.key, TokenKey::Secret(_)) {
+                tracing::warn!(
+                    "token auth with public keys but no audience: a token these keys signed for \
+                     any other application is accepted too; configure the audience (--jwt-audience)"
+                );
+            }
+        }
         if config.auth == Auth::None {
             tracing::warn!(
                 "authentication is off (auth = none): anyone can act as any user_id; \
