@@ -48,7 +48,8 @@ use smol::Executor;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 pub use weir_runtime::{
-    openai, Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, StoreBackend,
+    openai, Auth, AuthReloader, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig,
+    StoreBackend,
 };
 
 /// A bound, not yet running weir server on smol.
@@ -220,6 +221,27 @@ pub async fn shutdown_signal() {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Calls `on_signal` each time the process receives SIGHUP (the binary
+/// reloads its token auth keys then); never resolves. While it runs, SIGHUP
+/// no longer ends the process. If the handler cannot be installed, this logs
+/// an error and waits forever.
+pub async fn hangup_signals(mut on_signal: impl FnMut() + Send) {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+    match Signals::new([Signal::Hup]) {
+        Ok(mut signals) => {
+            while let Some(signal) = signals.next().await {
+                if signal.is_ok() {
+                    tracing::info!("received SIGHUP");
+                    on_signal();
+                }
+            }
+        }
+        Err(e) => tracing::error!("cannot listen for SIGHUP: {e}"),
+    }
+    std::future::pending::<()>().await;
 }
 
 #[cfg(test)]

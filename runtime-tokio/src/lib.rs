@@ -42,7 +42,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use weir_runtime::{
-    openai, Auth, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig, StoreBackend,
+    openai, Auth, AuthReloader, GeneratorConfig, RedisSettings, Runtime, RuntimeConfig,
+    StoreBackend,
 };
 
 /// A bound, not yet running weir server on tokio (inside a tokio runtime).
@@ -160,6 +161,29 @@ pub async fn shutdown_signal() {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Calls `on_signal` each time the process receives SIGHUP (the binary
+/// reloads its token auth keys then); never resolves. While it runs, SIGHUP
+/// no longer ends the process. If the handler cannot be installed (or on
+/// other platforms), this logs an error (on unix) and waits forever.
+pub async fn hangup_signals(mut on_signal: impl FnMut() + Send) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut s) => {
+                while s.recv().await.is_some() {
+                    tracing::info!("received SIGHUP");
+                    on_signal();
+                }
+            }
+            Err(e) => tracing::error!("cannot listen for SIGHUP: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = &mut on_signal;
+    std::future::pending::<()>().await;
 }
 
 /// Runs `future` to completion on a new multi-threaded tokio runtime, with

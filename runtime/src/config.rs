@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::openai;
@@ -122,31 +123,89 @@ impl RedisSettings {
 }
 
 /// How clients authenticate (PROTOCOL.md, "Authentication").
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Auth {
     /// No authentication (development), the default: the user is the
     /// `user_id` query parameter, `anonymous` when absent. The server logs a
     /// warning.
     #[default]
     None,
-    /// An HS256 JWT signed with `secret`, from `Authorization: Bearer …` or
-    /// the `token` query parameter; `sub` is the user id and `exp` is
-    /// required (no leeway). Anything else answers 401 before any upgrade.
-    Token {
-        /// The shared HMAC secret. Never printed.
-        secret: Vec<u8>,
-    },
+    /// A JWT from `Authorization: Bearer …` or the `token` query parameter
+    /// (both given: they must be the same token); `sub` is the user id.
+    /// Anything else answers 401 before any upgrade.
+    Token(TokenAuth),
 }
 
-impl fmt::Debug for Auth {
+impl Auth {
+    /// Token auth with HS256 tokens signed with `secret`, no audience and no
+    /// issuer required.
+    #[must_use]
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> Self {
+        Self::Token(TokenAuth::new(TokenKey::Secret(secret.into())))
+    }
+}
+
+/// What a token must be to be accepted (`--auth token`).
+///
+/// `exp` is required and checked without leeway; `nbf` and `iat`, when
+/// present, may be at most [`LEEWAY`](Self::LEEWAY) in the future. When
+/// [`audiences`](Self::audiences) is empty a token's `aud` is not looked at
+/// (identity providers always send one; set the audience to check it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuth {
+    /// The key (or keys) that verify signatures; the algorithm follows from
+    /// the key, never from the token alone.
+    pub key: TokenKey,
+    /// Accepted audiences: when not empty, a token's `aud` (a string or an
+    /// array) must name at least one of them (`--jwt-audience`).
+    pub audiences: Vec<String>,
+    /// The required `iss`, if any (`--jwt-issuer`).
+    pub issuer: Option<String>,
+}
+
+impl TokenAuth {
+    /// How far in the future a token's `nbf` and `iat` may be: 30 s. Clocks
+    /// of identity providers and nodes synchronised by NTP differ by well
+    /// under a second, but a host that just resumed or a provider behind a
+    /// drifting clock can be seconds off, and a freshly issued token must
+    /// not fail "not yet valid". 30 s covers that while a pre-dated token
+    /// buys at most 30 s. `exp` gets no leeway (a late clock only shortens a
+    /// token's life).
+    pub const LEEWAY: Duration = Duration::from_secs(30);
+
+    /// Tokens verified by `key`, no audience and no issuer required.
+    #[must_use]
+    pub fn new(key: TokenKey) -> Self {
+        Self {
+            key,
+            audiences: Vec::new(),
+            issuer: None,
+        }
+    }
+}
+
+/// Where the verifying key of [`TokenAuth`] comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenKey {
+    /// An HMAC secret: HS256 tokens (`--jwt-secret`). Never printed.
+    Secret(Vec<u8>),
+    /// A PEM public key file (`--jwt-public-key`): RSA (RS256/384/512,
+    /// PS256/384/512), EC P-256 or P-384 (ES256, ES384) or Ed25519 (EdDSA).
+    /// Read at start and again on every reload (SIGHUP for the binary).
+    PublicKeyPem(PathBuf),
+    /// A JWKS file (`--jwt-jwks`), as an identity provider publishes it: a
+    /// token's `kid` picks the key, the key's `alg` (or its type and curve)
+    /// the algorithm. Read at start and on every reload.
+    Jwks(PathBuf),
+}
+
+impl fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::None => f.write_str("None"),
             // Never print the secret.
-            Self::Token { secret } => f
-                .debug_struct("Token")
-                .field("secret", &format_args!("<{} bytes>", secret.len()))
-                .finish(),
+            Self::Secret(secret) => write!(f, "Secret(<{} bytes>)", secret.len()),
+            Self::PublicKeyPem(path) => f.debug_tuple("PublicKeyPem").field(path).finish(),
+            Self::Jwks(path) => f.debug_tuple("Jwks").field(path).finish(),
         }
     }
 }
@@ -240,9 +299,7 @@ mod tests {
 
     #[test]
     fn the_jwt_secret_never_shows_in_debug_output() {
-        let auth = Auth::Token {
-            secret: b"topsecret".to_vec(),
-        };
+        let auth = Auth::hs256(b"topsecret".to_vec());
         let shown = format!("{auth:?}");
         assert!(!shown.contains("topsecret"), "{shown}");
         assert!(shown.contains("<9 bytes>"), "{shown}");

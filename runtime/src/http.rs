@@ -52,7 +52,7 @@ pub(crate) type Resp = Response<Full<Bytes>>;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) tx: async_channel::Sender<ToDriver>,
-    pub(crate) auth: Authenticator,
+    pub(crate) auth: Arc<Authenticator>,
     /// Request bodies larger than this answer 413 (the core's frame limit).
     pub(crate) max_body_bytes: usize,
     pub(crate) page: Option<Bytes>,

@@ -28,7 +28,7 @@
 //! | `http` | the hyper service: routing, bodies, the WebSocket upgrade, `/healthz`, `/readyz`, `/metrics`, the page |
 //! | `ws` | per WebSocket: one reader task and exactly one writer task |
 //! | `queue` | the per-connection bounded outbound queue (merges chunk frames when full); its loom models include the file by path (`verification/tests/loom_queue.rs`) |
-//! | `auth` | `Auth::None` (user from the query) and HS256 JWTs |
+//! | `auth` | `Auth::None` (user from the query) and JWTs: claim rules, keys (HS256 secret, PEM, JWKS) and their reload |
 //! | `query` | percent-decoding of query parameters and path segments |
 //! | `generator` | generators as abortable tasks: the demo generator |
 //! | [`openai`] | the `openai` generator: an OpenAI-compatible upstream |
@@ -76,6 +76,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 mod auth;
 mod config;
@@ -94,7 +95,9 @@ mod server;
 mod sync;
 mod ws;
 
-pub use config::{Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend};
+pub use config::{
+    Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
+};
 pub use rt::Runtime;
 
 /// A bound, not yet running weir server on runtime `R`.
@@ -102,6 +105,7 @@ pub struct Server<R: Runtime> {
     listener: R::Listener,
     local_addr: SocketAddr,
     config: RuntimeConfig,
+    auth: Arc<auth::Authenticator>,
 }
 
 impl<R: Runtime> fmt::Debug for Server<R> {
@@ -116,7 +120,8 @@ impl<R: Runtime> fmt::Debug for Server<R> {
 impl<R: Runtime> Server<R> {
     /// Binds the listening socket. Fails when the address cannot be bound, or
     /// with [`std::io::ErrorKind::InvalidInput`] when the store's timers
-    /// differ from the node's (they are cluster-wide and must agree).
+    /// differ from the node's (they are cluster-wide and must agree) or
+    /// when the token auth's key file cannot be read or holds no usable key.
     pub async fn bind(config: RuntimeConfig) -> std::io::Result<Self> {
         if config.store.timers != config.node.timers
             || config.store.presence != config.node.presence
@@ -126,8 +131,22 @@ impl<R: Runtime> Server<R> {
                 "the store's stream and presence timers must equal the node's",
             ));
         }
+        let auth = auth::Authenticator::new(&config.auth).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("token auth keys: {e}"),
+            )
+        })?;
         let listener = R::bind(config.listen).await?;
         let local_addr = R::local_addr(&listener)?;
+        if let Auth::Token(t) = &config.auth {
+            if t.audiences.is_empty() && !matches!(t.key, TokenKey::Secret(_)) {
+                tracing::warn!(
+                    "token auth with public keys but no audience: a token these keys signed for \
+                     any other application is accepted too; configure the audience (--jwt-audience)"
+                );
+            }
+        }
         if config.auth == Auth::None {
             tracing::warn!(
                 "authentication is off (auth = none): anyone can act as any user_id; \
@@ -138,6 +157,7 @@ impl<R: Runtime> Server<R> {
             listener,
             local_addr,
             config,
+            auth: Arc::new(auth),
         })
     }
 
@@ -156,7 +176,47 @@ impl<R: Runtime> Server<R> {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        server::run::<R>(self.listener, self.local_addr, self.config, shutdown).await
+        server::run::<R>(
+            self.listener,
+            self.local_addr,
+            self.config,
+            self.auth,
+            shutdown,
+        )
+        .await
+    }
+
+    /// A handle that reloads the token auth's key files (the binary calls it
+    /// on SIGHUP); it keeps working while the server runs.
+    #[must_use]
+    pub fn auth_reloader(&self) -> AuthReloader {
+        AuthReloader(self.auth.clone())
+    }
+}
+
+/// Reloads the keys of token auth ([`Server::auth_reloader`]).
+#[derive(Clone)]
+pub struct AuthReloader(Arc<auth::Authenticator>);
+
+impl fmt::Debug for AuthReloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AuthReloader").field(&self.0).finish()
+    }
+}
+
+impl AuthReloader {
+    /// Reads the PEM or JWKS file again and puts its keys in force; when that
+    /// fails the old keys stay. Logs the outcome (info, or error with the
+    /// reason) and returns how many keys are in force, or the reason.
+    /// Nothing to do without token auth or with an HS256 secret.
+    pub fn reload(&self) -> Result<usize, String> {
+        let result = self.0.reload();
+        match &result {
+            Ok(0) => tracing::info!("no token auth keys to reload (auth is none)"),
+            Ok(n) => tracing::info!(keys = n, "token auth keys reloaded"),
+            Err(e) => tracing::error!("token auth keys not reloaded, the old keys stay: {e}"),
+        }
+        result
     }
 }
 

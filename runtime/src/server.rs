@@ -37,6 +37,7 @@ pub(crate) async fn run<R: Runtime>(
     listener: R::Listener,
     local_addr: SocketAddr,
     config: RuntimeConfig,
+    auth: Arc<Authenticator>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::default());
@@ -63,7 +64,7 @@ pub(crate) async fn run<R: Runtime>(
     let grace = config.shutdown_grace;
     let shared = Arc::new(Shared {
         tx,
-        auth: Authenticator::new(&config.auth),
+        auth,
         max_body_bytes: config.node.limits.max_frame_bytes,
         page: config.page.map(Bytes::from),
         ws: WsSettings::new(

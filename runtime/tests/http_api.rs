@@ -3,7 +3,7 @@
 //! upgrade, token auth. (`/healthz`, `/readyz`, the page and `/metrics` of
 //! the binary: `tests/tests/e2e.rs`.)
 
-use weir_runtime::{Auth, RuntimeConfig};
+use weir_runtime::{Auth, RuntimeConfig, TokenAuth, TokenKey};
 use weir_tests::{
     chunks, contiguous, demo_config, demo_prefix, json, now_secs, only, refusal_status, DemoText,
     InProcess, Value,
@@ -14,6 +14,7 @@ weir_tests::both_runtimes! {
     bad_upgrade_parameters_are_refused_with_http_400_before_switching,
     token_auth_refuses_missing_expired_and_wrongly_signed_tokens_with_401_before_upgrade,
     token_auth_keeps_another_users_conversation_invisible_and_their_ids_not_found,
+    token_auth_accepts_an_rs256_token_from_a_jwks_file_and_refuses_wrong_audience_issuer_and_disagreeing_tokens,
 }
 
 async fn http_api_posts_a_message_cancels_it_and_lists_messages_that_websockets_also_see() {
@@ -247,9 +248,7 @@ fn token_for(user: &str) -> String {
 /// Demo replies of `chunks` chunks at `rate` per second, under token auth.
 fn with_token_auth(chunks: u32, rate: f64) -> RuntimeConfig {
     let mut config = demo_config(chunks, rate);
-    config.auth = Auth::Token {
-        secret: SECRET.as_bytes().to_vec(),
-    };
+    config.auth = Auth::hs256(SECRET);
     config
 }
 
@@ -402,4 +401,144 @@ async fn token_auth_keeps_another_users_conversation_invisible_and_their_ids_not
     m.assert_nothing_more("still-nothing").await;
     drop((a, m, resumer));
     server.shutdown().await.expect("clean shutdown");
+}
+
+// ---------------------------------------------------------------------------
+// Token auth with an identity provider's keys (RS256 from a JWKS file)
+// ---------------------------------------------------------------------------
+
+const AUDIENCE: &str = "weir-api";
+const ISSUER: &str = "https://idp.test/";
+
+/// The private key of test key `name` (`runtime/tests/fixtures/jwt/`).
+fn rsa_key(name: &str) -> jsonwebtoken::EncodingKey {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwt")
+        .join(format!("{name}.key.pem"));
+    let pem = std::fs::read(path).expect("a test key");
+    jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("an RSA key")
+}
+
+fn rs256(kid: &str, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &rsa_key("rsa")).expect("encode a JWT")
+}
+
+async fn token_auth_accepts_an_rs256_token_from_a_jwks_file_and_refuses_wrong_audience_issuer_and_disagreeing_tokens(
+) {
+    let mut jwk = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key("rsa"), jsonwebtoken::Algorithm::RS256)
+            .expect("a JWK"),
+    )
+    .expect("JSON");
+    jwk["kid"] = json!("k1");
+    let jwks = std::env::temp_dir().join(format!(
+        "weir-http-api-jwks-{}-{:?}.json",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).expect("write the JWKS");
+    let mut config = demo_config(3, 500.0);
+    config.auth = Auth::Token(TokenAuth {
+        key: TokenKey::Jwks(jwks.clone()),
+        audiences: vec!["other-api".to_owned(), AUDIENCE.to_owned()],
+        issuer: Some(ISSUER.to_owned()),
+    });
+    let server = InProcess::start(config).await;
+    let claims = |aud: &Value, iss: &str| json!({"sub": "dana", "exp": now_secs() + 3600, "iat": now_secs(), "aud": aud, "iss": iss});
+    let good = rs256("k1", &claims(&json!([AUDIENCE, "more"]), ISSUER));
+
+    // Accepted on a WebSocket (query and header) and on the HTTP API.
+    let ws = server.ws(&format!("session_id=p&token={good}")).await;
+    assert_eq!(ws.hello.as_ref().expect("hello")["user_id"], "dana");
+    let bearer = format!("Bearer {good}");
+    let mut header_ws = server
+        .try_connect_with_headers("session_id=p", &[("authorization", &bearer)])
+        .await
+        .expect("a header token upgrades");
+    let (hello, _) = header_ws.handshake().await;
+    assert_eq!(hello["user_id"], "dana");
+    let r = server
+        .http_with_headers(
+            "GET",
+            "/v1/sessions/p/messages",
+            &[("Authorization", &bearer)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // The same token in the header and the query is fine.
+    let r = server
+        .http_with_headers(
+            "GET",
+            &format!("/v1/sessions/p/messages?token={good}"),
+            &[("Authorization", &bearer)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let other = rs256(
+        "k1",
+        &json!({"sub": "mallory", "exp": now_secs() + 3600, "aud": AUDIENCE, "iss": ISSUER}),
+    );
+    let refused = [
+        (
+            "wrong audience",
+            rs256("k1", &claims(&json!("someone-else"), ISSUER)),
+        ),
+        (
+            "no audience",
+            rs256(
+                "k1",
+                &json!({"sub": "dana", "exp": now_secs() + 3600, "iss": ISSUER}),
+            ),
+        ),
+        (
+            "wrong issuer",
+            rs256("k1", &claims(&json!(AUDIENCE), "https://evil.test/")),
+        ),
+        (
+            "unknown kid",
+            rs256("k2", &claims(&json!(AUDIENCE), ISSUER)),
+        ),
+    ];
+    for (what, token) in &refused {
+        let r = server
+            .try_connect(&format!("session_id=p&token={token}"))
+            .await;
+        assert_eq!(refusal_status(&r), 401, "{what} (WebSocket)");
+        let r = server
+            .http_with_headers(
+                "GET",
+                "/v1/sessions/p/messages",
+                &[("Authorization", &format!("Bearer {token}"))],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 401, "{what} (HTTP): {r:?}");
+        assert_eq!(r.json()["code"], "unauthorized");
+    }
+    // A header and a query token that disagree: 401 on both sides, whichever
+    // of them is valid.
+    let r = server
+        .try_connect_with_headers(
+            &format!("session_id=p&token={other}"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(refusal_status(&r), 401, "disagreeing tokens (WebSocket)");
+    let r = server
+        .http_with_headers(
+            "GET",
+            &format!("/v1/sessions/p/messages?token={other}"),
+            &[("Authorization", &bearer)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 401, "disagreeing tokens (HTTP): {r:?}");
+    drop((ws, header_ws));
+    server.shutdown().await.expect("clean shutdown");
+    let _ = std::fs::remove_file(jwks);
 }

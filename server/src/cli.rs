@@ -176,7 +176,17 @@ mod tests {
 
     /// The settings that have no default: the secrets, and what the openai
     /// generator requires.
-    const NO_DEFAULT: [&str; 5] = ["config", "jwt_secret", "upstream", "model", "api_key"];
+    const NO_DEFAULT: [&str; 9] = [
+        "config",
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_jwks",
+        "jwt_audience",
+        "jwt_issuer",
+        "upstream",
+        "model",
+        "api_key",
+    ];
 
     #[test]
     fn help_shows_each_default_read_from_where_it_is_defined() {

@@ -36,7 +36,11 @@
 //! | `--worker-threads N` | `WEIR_WORKER_THREADS` | `worker_threads` | one per core |
 //! | `--node-id ID` | `WEIR_NODE_ID` | `node_id` | `HOSTNAME-PID` (or `weir-1`) |
 //! | `--auth none\|token` | `WEIR_AUTH` | `auth` | `none` (a loud warning is logged) |
-//! | `--jwt-secret S` | `WEIR_JWT_SECRET` | `jwt_secret` | required with `token`, refused with `none` |
+//! | `--jwt-secret S` | `WEIR_JWT_SECRET` | `jwt_secret` | with `token`: one of the three keys; refused with `none` |
+//! | `--jwt-public-key PATH` | `WEIR_JWT_PUBLIC_KEY` | `jwt_public_key` | with `token`: one of the three keys (reread on SIGHUP) |
+//! | `--jwt-jwks PATH` | `WEIR_JWT_JWKS` | `jwt_jwks` | with `token`: one of the three keys (reread on SIGHUP) |
+//! | `--jwt-audience AUD[,AUD…]` | `WEIR_JWT_AUDIENCE` | `jwt_audience` | none: `aud` is not checked |
+//! | `--jwt-issuer ISS` | `WEIR_JWT_ISSUER` | `jwt_issuer` | none: `iss` is not checked |
 //! | `--generator demo\|openai` | `WEIR_GENERATOR` | `generator` | `demo` |
 //! | `--demo-chunks N` | `WEIR_DEMO_CHUNKS` | `demo_chunks` | 40 |
 //! | `--demo-rate N` (chunks/s) | `WEIR_DEMO_RATE` | `demo_rate` | 20 |

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use weir_runtime::{Auth, GeneratorConfig, Runtime, RuntimeConfig, Server};
+use weir_runtime::{Auth, AuthReloader, GeneratorConfig, Runtime, RuntimeConfig, Server};
 
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::page;
@@ -114,10 +114,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let result = match settings.runtime {
         RuntimeKind::Tokio => weir_runtime_tokio::block_on(
             threads,
-            serve_on::<weir_runtime_tokio::Tokio>(
+            serve_on::<weir_runtime_tokio::Tokio, _>(
                 config,
                 listen,
                 weir_runtime_tokio::shutdown_signal(),
+                |keys| weir_runtime_tokio::hangup_signals(move || drop(keys.reload())),
             ),
         )
         .unwrap_or_else(|e| {
@@ -127,10 +128,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
         // No tokio runtime: the redis crate then runs on smol too.
         RuntimeKind::Smol => weir_runtime_smol::block_on(
             threads,
-            serve_on::<weir_runtime_smol::Smol>(
+            serve_on::<weir_runtime_smol::Smol, _>(
                 config,
                 listen,
                 weir_runtime_smol::shutdown_signal(),
+                |keys| weir_runtime_smol::hangup_signals(move || drop(keys.reload())),
             ),
         ),
     };
@@ -144,19 +146,24 @@ fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 /// Binds, announces the address, and serves on runtime `R` until
-/// `shutdown`.
-async fn serve_on<R: Runtime>(
+/// `shutdown`, with the task `on_hangup` makes of the token auth's key
+/// reloader running meanwhile (SIGHUP reloads the keys; the reloader logs
+/// how it went).
+async fn serve_on<R: Runtime, H: Future<Output = ()> + Send + 'static>(
     config: RuntimeConfig,
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    on_hangup: impl FnOnce(AuthReloader) -> H,
 ) -> Result<(), ()> {
     let server = match Server::<R>::bind(config).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("cannot listen on {listen}: {e}");
+            tracing::error!("cannot start on {listen}: {e}");
             return Err(());
         }
     };
+    // Aborted when dropped, after the server stopped.
+    let _hangups = R::spawn(on_hangup(server.auth_reloader()));
     let addr = server.local_addr();
     tracing::info!("weir listening on http://{addr}");
     #[allow(clippy::print_stdout)] // scripts read the bound address (port 0) from stdout
@@ -200,12 +207,7 @@ mod tests {
         assert_eq!(c.store.timers, c.node.timers);
         assert_eq!(c.node.presence.debounce_ms, 1000);
         assert_eq!(c.store.presence, c.node.presence);
-        assert_eq!(
-            c.auth,
-            Auth::Token {
-                secret: b"k3y".to_vec()
-            }
-        );
+        assert_eq!(c.auth, Auth::hs256(b"k3y".to_vec()));
         assert_eq!(
             c.generator,
             GeneratorConfig::Demo {

@@ -120,6 +120,8 @@ pub enum Signal {
     Int,
     /// SIGKILL: the process dies at once.
     Kill,
+    /// SIGHUP: the token auth's key files are read again.
+    Hup,
 }
 
 impl Signal {
@@ -128,6 +130,7 @@ impl Signal {
             Self::Term => "TERM",
             Self::Int => "INT",
             Self::Kill => "KILL",
+            Self::Hup => "HUP",
         }
     }
 }

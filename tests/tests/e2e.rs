@@ -194,4 +194,95 @@ weir_tests::both_runtimes! {
     healthz_and_readyz_answer_200_the_page_is_served_and_metrics_counters_move,
     sigterm_closes_every_client_with_1001_and_the_process_exits_0,
     server_pings_and_a_silent_client_is_closed_with_4000_after_the_idle_timeout,
+    sighup_rereads_the_jwks_file_a_new_key_is_accepted_a_removed_one_refused_a_broken_file_ignored,
+}
+
+// ---------------------------------------------------------------------------
+// Token auth keys reloaded on SIGHUP
+// ---------------------------------------------------------------------------
+
+/// The private key of test key `name` (`runtime/tests/fixtures/jwt/`).
+fn rsa_key(name: &str) -> jsonwebtoken::EncodingKey {
+    let path = weir_tests::workspace_dir()
+        .join("runtime/tests/fixtures/jwt")
+        .join(format!("{name}.key.pem"));
+    let pem = std::fs::read(path).expect("a test key");
+    jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("an RSA key")
+}
+
+/// A JWKS document with test key `name`'s public key as `kid`.
+fn jwks_of(name: &str, kid: &str) -> String {
+    let jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key(name), jsonwebtoken::Algorithm::RS256)
+            .expect("a JWK");
+    let mut jwk = serde_json::to_value(jwk).expect("JSON");
+    jwk["kid"] = json!(kid);
+    json!({ "keys": [jwk] }).to_string()
+}
+
+/// An RS256 token for `sub` signed by test key `name` as `kid`.
+fn rs256(name: &str, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let claims = json!({"sub": "erin", "exp": weir_tests::now_secs() + 3600});
+    jsonwebtoken::encode(&header, &claims, &rsa_key(name)).expect("encode a JWT")
+}
+
+async fn sighup_rereads_the_jwks_file_a_new_key_is_accepted_a_removed_one_refused_a_broken_file_ignored(
+) {
+    let jwks = std::env::temp_dir().join(format!(
+        "weir-e2e-jwks-{}-{:?}.json",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&jwks, jwks_of("rsa", "old")).expect("write the JWKS");
+    let path = jwks.to_str().expect("a UTF-8 path").to_owned();
+    let weir = start(&with(
+        demo(3, 100),
+        &["--auth", "token", "--jwt-jwks", &path],
+    ));
+    let status = |token: String| {
+        let weir = &weir;
+        async move {
+            weir.http_with_headers(
+                "GET",
+                "/v1/sessions/s/messages",
+                &[("Authorization", &format!("Bearer {token}"))],
+                "",
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(status(rs256("rsa", "old")).await, 200);
+    assert_eq!(status(rs256("rsa2", "new")).await, 401);
+
+    // The provider rotates: the file now holds only the new key.
+    std::fs::write(&jwks, jwks_of("rsa2", "new")).expect("rewrite the JWKS");
+    weir.signal(Signal::Hup);
+    eventually("the new key is accepted after SIGHUP", || async {
+        status(rs256("rsa2", "new")).await == 200
+    })
+    .await;
+    assert_eq!(status(rs256("rsa", "old")).await, 401, "the removed key");
+    let ws = weir
+        .ws(&format!("session_id=s&token={}", rs256("rsa2", "new")))
+        .await;
+    assert_eq!(ws.hello.as_ref().expect("hello")["user_id"], "erin");
+
+    // A broken file: the reload fails, is logged, and the keys stay.
+    std::fs::write(&jwks, "{ not json").expect("break the JWKS");
+    weir.signal(Signal::Hup);
+    eventually("the failed reload is logged", || async {
+        weir.log().contains("not reloaded")
+    })
+    .await;
+    assert_eq!(status(rs256("rsa2", "new")).await, 200, "the keys stay");
+    assert!(
+        weir.log().contains("token auth keys reloaded"),
+        "{}",
+        weir.log()
+    );
+    drop(ws);
+    let _ = std::fs::remove_file(jwks);
 }

@@ -44,9 +44,24 @@ pub enum ConfigError {
         /// Which rule it breaks.
         source: IdError,
     },
-    /// `--auth token` without a secret.
-    #[error("--auth token needs a secret: set --jwt-secret, WEIR_JWT_SECRET or jwt_secret in the config file")]
+    /// `--auth token` without a key.
+    #[error("--auth token needs a key: set --jwt-secret (HS256; or WEIR_JWT_SECRET, or jwt_secret in the config file), --jwt-public-key PATH or --jwt-jwks PATH")]
     MissingJwtSecret,
+    /// More than one of `--jwt-secret`, `--jwt-public-key`, `--jwt-jwks`.
+    #[error("--jwt-secret, --jwt-public-key and --jwt-jwks exclude each other: give one")]
+    SeveralJwtKeys,
+    /// A token setting other than the secret, but auth is off.
+    #[error("{setting} is set but auth is none: add --auth token to require tokens, or drop it")]
+    TokenSettingWithoutTokenAuth {
+        /// The flag.
+        setting: &'static str,
+    },
+    /// `--jwt-issuer` or `--jwt-audience` with an empty value.
+    #[error("{setting} is empty: give a value or leave it unset")]
+    EmptyTokenSetting {
+        /// The flag.
+        setting: &'static str,
+    },
     /// A secret was given but auth is off: the operator probably meant
     /// `--auth token`; refusing is safer than serving without auth.
     #[error("a JWT secret is set but auth is none: add --auth token to require tokens, or drop the secret")]

@@ -2,7 +2,7 @@
 //! arguments and the TOML file's schema at once, and how layers merge.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use weir_runtime::{Auth, GeneratorConfig};
@@ -16,7 +16,8 @@ use super::{ConfigError, RuntimeKind};
 pub enum AuthMode {
     /// No authentication: the user id is the `user_id` query parameter.
     None,
-    /// HS256 JWT signed with `--jwt-secret`; the user is its `sub`.
+    /// A JWT verified by `--jwt-secret` (HS256), `--jwt-public-key` or
+    /// `--jwt-jwks`; the user is its `sub`.
     Token,
 }
 
@@ -24,7 +25,7 @@ impl From<&Auth> for AuthMode {
     fn from(auth: &Auth) -> Self {
         match auth {
             Auth::None => Self::None,
-            Auth::Token { .. } => Self::Token,
+            Auth::Token(_) => Self::Token,
         }
     }
 }
@@ -111,6 +112,31 @@ pub struct Layer {
     )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_secret: Option<String>,
+
+    /// PEM public key file (RSA, EC P-256/P-384 or Ed25519) for --auth token; reread on SIGHUP
+    #[arg(long, env = "WEIR_JWT_PUBLIC_KEY", value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file for --auth token, keys chosen by the token's kid; reread on SIGHUP
+    #[arg(long, env = "WEIR_JWT_JWKS", value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_jwks: Option<PathBuf>,
+
+    /// Accepted token audience (repeat or comma-separate for several); when set, a token's aud must name one; unset: aud is not checked
+    #[arg(
+        long,
+        env = "WEIR_JWT_AUDIENCE",
+        value_name = "AUD",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<Vec<String>>,
+
+    /// Required token issuer (the iss claim); unset: iss is not checked
+    #[arg(long, env = "WEIR_JWT_ISSUER", value_name = "ISS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
 
     /// What produces replies
     #[arg(long, env = "WEIR_GENERATOR", value_enum, value_name = "KIND")]
@@ -264,6 +290,10 @@ impl Layer {
             node_id: self.node_id.or(lower.node_id),
             auth: self.auth.or(lower.auth),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
+            jwt_jwks: self.jwt_jwks.or(lower.jwt_jwks),
+            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
+            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
             generator: self.generator.or(lower.generator),
             demo_chunks: self.demo_chunks.or(lower.demo_chunks),
             demo_rate: self.demo_rate.or(lower.demo_rate),

@@ -4,7 +4,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use weir_runtime::{Auth, GeneratorConfig, StoreBackend};
+use weir_runtime::{Auth, GeneratorConfig, StoreBackend, TokenKey};
 
 use super::resolve::{ms, MEMORY_STORE};
 use super::{AuthMode, GeneratorKind, Layer, Settings};
@@ -42,6 +42,10 @@ impl Settings {
             GeneratorConfig::Openai(o) => Some(o),
             GeneratorConfig::Demo { .. } => None,
         };
+        let token = match &c.auth {
+            Auth::Token(t) => Some(t),
+            Auth::None => None,
+        };
         let redis = match &c.store_backend {
             StoreBackend::Redis(r) => Some(r),
             StoreBackend::Memory => None,
@@ -53,6 +57,18 @@ impl Settings {
             node_id: Some(c.node.node_id.to_string()),
             auth: Some(AuthMode::from(&c.auth)),
             jwt_secret: None,
+            jwt_public_key: token.and_then(|t| match &t.key {
+                TokenKey::PublicKeyPem(p) => Some(p.clone()),
+                _ => None,
+            }),
+            jwt_jwks: token.and_then(|t| match &t.key {
+                TokenKey::Jwks(p) => Some(p.clone()),
+                _ => None,
+            }),
+            jwt_audience: token
+                .filter(|t| !t.audiences.is_empty())
+                .map(|t| t.audiences.clone()),
+            jwt_issuer: token.and_then(|t| t.issuer.clone()),
             generator: Some(GeneratorKind::from(&c.generator)),
             demo_chunks,
             demo_rate,
@@ -90,9 +106,11 @@ impl Settings {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(&self.to_layer())
             .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"));
-        let secret = match self.server.auth {
-            Auth::None => "",
-            Auth::Token { .. } => "# jwt_secret is set (not shown)\n",
+        let secret = match &self.server.auth {
+            Auth::Token(t) if matches!(t.key, TokenKey::Secret(_)) => {
+                "# jwt_secret is set (not shown)\n"
+            }
+            _ => "",
         };
         let api_key = match &self.server.generator {
             GeneratorConfig::Openai(o) if o.api_key.is_some() => "# api_key is set (not shown)\n",

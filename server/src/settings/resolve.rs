@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use weir_core::ids::NodeId;
@@ -17,7 +18,9 @@ use weir_core::presence::PresenceTimers;
 use weir_core::stream::StreamTimers;
 use weir_core::wire::Limits;
 use weir_runtime::openai::{OpenAiConfig, Upstream};
-use weir_runtime::{Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend};
+use weir_runtime::{
+    Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
+};
 
 use super::{AuthMode, ConfigError, GeneratorKind, Layer, Settings};
 
@@ -49,15 +52,14 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
     };
 
     let mode = m.auth.unwrap_or_else(|| AuthMode::from(&Auth::default()));
-    let auth = match (mode, m.jwt_secret) {
-        (AuthMode::None, None) => Auth::None,
-        (AuthMode::None, Some(_)) => return Err(ConfigError::JwtSecretWithoutTokenAuth),
-        (AuthMode::Token, None) => return Err(ConfigError::MissingJwtSecret),
-        (AuthMode::Token, Some(s)) if s.is_empty() => return Err(ConfigError::MissingJwtSecret),
-        (AuthMode::Token, Some(s)) => Auth::Token {
-            secret: s.into_bytes(),
-        },
-    };
+    let auth = token_auth(
+        mode,
+        m.jwt_secret,
+        m.jwt_public_key,
+        m.jwt_jwks,
+        m.jwt_audience,
+        m.jwt_issuer,
+    )?;
 
     let kind = m
         .generator
@@ -406,4 +408,62 @@ pub(super) fn ms(v: u64) -> Duration {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The token auth settings: with `--auth token` exactly one key (secret, PEM
+/// file or JWKS file), with `--auth none` none of them. The key files are
+/// read when the server starts (`Server::bind`), not here.
+fn token_auth(
+    mode: AuthMode,
+    secret: Option<String>,
+    public_key: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    audience: Option<Vec<String>>,
+    issuer: Option<String>,
+) -> Result<Auth, ConfigError> {
+    if mode == AuthMode::None {
+        if secret.is_some() {
+            return Err(ConfigError::JwtSecretWithoutTokenAuth);
+        }
+        let set = [
+            ("--jwt-public-key", public_key.is_some()),
+            ("--jwt-jwks", jwks.is_some()),
+            ("--jwt-audience", audience.is_some()),
+            ("--jwt-issuer", issuer.is_some()),
+        ];
+        if let Some((setting, _)) = set.into_iter().find(|(_, is_set)| *is_set) {
+            return Err(ConfigError::TokenSettingWithoutTokenAuth { setting });
+        }
+        return Ok(Auth::None);
+    }
+    let secret = secret.filter(|s| !s.is_empty());
+    let key = match (secret, public_key, jwks) {
+        (None, None, None) => return Err(ConfigError::MissingJwtSecret),
+        (Some(s), None, None) => TokenKey::Secret(s.into_bytes()),
+        (None, Some(p), None) => TokenKey::PublicKeyPem(p),
+        (None, None, Some(p)) => TokenKey::Jwks(p),
+        _ => return Err(ConfigError::SeveralJwtKeys),
+    };
+    let mut t = TokenAuth::new(key);
+    if let Some(audience) = audience {
+        t.audiences = audience
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if t.audiences.is_empty() {
+            return Err(ConfigError::EmptyTokenSetting {
+                setting: "--jwt-audience",
+            });
+        }
+    }
+    if let Some(issuer) = issuer {
+        if issuer.is_empty() {
+            return Err(ConfigError::EmptyTokenSetting {
+                setting: "--jwt-issuer",
+            });
+        }
+        t.issuer = Some(issuer);
+    }
+    Ok(Auth::Token(t))
 }

@@ -198,12 +198,7 @@ fn every_flag_has_its_documented_name() {
     let s = a.settings().unwrap();
     assert_eq!(s.server.listen, "0.0.0.0:0".parse().unwrap());
     assert_eq!(s.server.node.node_id.as_str(), "n1");
-    assert_eq!(
-        s.server.auth,
-        Auth::Token {
-            secret: b"s3cret".to_vec()
-        }
-    );
+    assert_eq!(s.server.auth, Auth::hs256(b"s3cret".to_vec()));
     assert_eq!(
         s.server.generator,
         GeneratorConfig::Demo {
@@ -393,7 +388,11 @@ fn token_auth_secret_may_come_from_the_file_and_never_shows() {
     };
     let file = toml_layer("jwt_secret = \"topsecret\"\n");
     let s = resolve(&cli, &file).unwrap();
-    let Auth::Token { secret } = &s.server.auth else {
+    let Auth::Token(weir_runtime::TokenAuth {
+        key: weir_runtime::TokenKey::Secret(secret),
+        ..
+    }) = &s.server.auth
+    else {
         panic!("token auth expected");
     };
     assert_eq!(secret.as_slice(), b"topsecret");
@@ -1066,5 +1065,102 @@ fn mode_and_kind_names_are_the_flags_values() {
     for kind in RuntimeKind::value_variants() {
         let name = kind.to_possible_value().unwrap();
         assert_eq!(kind.to_string(), name.get_name());
+    }
+}
+
+#[test]
+fn token_auth_takes_a_pem_or_jwks_path_audiences_and_an_issuer_and_prints_them_back() {
+    let _g = env_lock();
+    let a = parse(&[
+        "serve",
+        "--auth",
+        "token",
+        "--jwt-jwks",
+        "/etc/weir/jwks.json",
+        "--jwt-audience",
+        "api://weir, chat",
+        "--jwt-audience",
+        "other",
+        "--jwt-issuer",
+        "https://idp.example/",
+    ]);
+    let s = a.settings().unwrap();
+    let Auth::Token(t) = &s.server.auth else {
+        panic!("token auth expected");
+    };
+    assert_eq!(
+        t.key,
+        weir_runtime::TokenKey::Jwks("/etc/weir/jwks.json".into())
+    );
+    assert_eq!(t.audiences, ["api://weir", "chat", "other"]);
+    assert_eq!(t.issuer.as_deref(), Some("https://idp.example/"));
+    let back = resolve(&Layer::default(), &toml_layer(&s.to_toml())).unwrap();
+    assert_eq!(back.server.auth, s.server.auth);
+
+    let pem = resolve(
+        &Layer {
+            auth: Some(AuthMode::Token),
+            jwt_public_key: Some("/k.pem".into()),
+            ..Layer::default()
+        },
+        &Layer::default(),
+    )
+    .unwrap();
+    let Auth::Token(t) = &pem.server.auth else {
+        panic!("token auth expected");
+    };
+    assert_eq!(t.key, weir_runtime::TokenKey::PublicKeyPem("/k.pem".into()));
+    assert!(t.audiences.is_empty() && t.issuer.is_none());
+}
+
+#[test]
+fn token_auth_takes_exactly_one_key_and_its_settings_need_token_auth() {
+    let token = Layer {
+        auth: Some(AuthMode::Token),
+        ..Layer::default()
+    };
+    let two = Layer {
+        jwt_secret: Some("k".into()),
+        jwt_jwks: Some("/j.json".into()),
+        ..token.clone()
+    };
+    assert!(err(two, Layer::default()).contains("exclude each other"));
+    let empty_iss = Layer {
+        jwt_secret: Some("k".into()),
+        jwt_issuer: Some(String::new()),
+        ..token.clone()
+    };
+    assert!(err(empty_iss, Layer::default()).contains("--jwt-issuer"));
+    let empty_aud = Layer {
+        jwt_secret: Some("k".into()),
+        jwt_audience: Some(vec![" ".into()]),
+        ..token
+    };
+    assert!(err(empty_aud, Layer::default()).contains("--jwt-audience"));
+    for (flag, layer) in [
+        (
+            "--jwt-public-key",
+            Layer {
+                jwt_public_key: Some("/k.pem".into()),
+                ..Layer::default()
+            },
+        ),
+        (
+            "--jwt-audience",
+            Layer {
+                jwt_audience: Some(vec!["a".into()]),
+                ..Layer::default()
+            },
+        ),
+        (
+            "--jwt-issuer",
+            Layer {
+                jwt_issuer: Some("i".into()),
+                ..Layer::default()
+            },
+        ),
+    ] {
+        let e = err(layer, Layer::default());
+        assert!(e.contains(flag) && e.contains("--auth token"), "{e}");
     }
 }
