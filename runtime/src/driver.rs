@@ -72,6 +72,8 @@ pub(crate) struct Driver<R: Runtime> {
     generator_rx: async_channel::Receiver<ToDriver>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
+    /// The core's stall timeout: the queues are looked at four times per.
+    stall_timeout: Duration,
 }
 
 impl<R: Runtime> std::fmt::Debug for Driver<R> {
@@ -162,6 +164,7 @@ impl<R: Runtime> Driver<R> {
             generator_rx,
             metrics,
             shutdown_grace: config.shutdown_grace,
+            stall_timeout: config.node.stall_timeout,
         };
         Ok((driver, readiness))
     }
@@ -185,8 +188,11 @@ impl<R: Runtime> Driver<R> {
         // `None` once closed (at once with the in-memory store, which
         // publishes no notices through it).
         let mut notices = Some(notices);
+        let stall_every = stall_check_every(self.stall_timeout);
         let mut clock = Clock {
             wall: R::now() + WALL_CLOCK_EVERY,
+            stalls: R::now() + stall_every,
+            stall_every,
             shutdown: None,
         };
         let mut alarm = Alarm::<R>::new();
@@ -271,6 +277,10 @@ impl<R: Runtime> Driver<R> {
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
+        }
+        if clock.stalls <= now {
+            clock.stalls = now + clock.stall_every;
+            self.report_stalls(now);
         }
         if clock.wall <= now {
             clock.wall = now + WALL_CLOCK_EVERY;
@@ -449,7 +459,19 @@ impl<R: Runtime> Driver<R> {
                 tracing::debug!(%conn, "outbound queue overflow: slow consumer");
                 self.immediate.push_back(Input::SlowConsumer { conn });
             }
-            Push::Dropped | Push::Closed => {}
+            Push::Closed => {}
+        }
+    }
+
+    /// Looks at every connection's queue and reports to the core each one
+    /// whose writer has taken nothing since an earlier look while frames
+    /// wait (the core decides when that is a stall).
+    fn report_stalls(&mut self, now: Instant) {
+        for (conn, handle) in &mut self.conns {
+            if let Some(since) = handle.stalled_since(now) {
+                self.immediate
+                    .push_back(Input::WriteStalled { conn: *conn, since });
+            }
         }
     }
 
@@ -602,19 +624,29 @@ fn ready(
 struct Clock {
     /// When the core's wall clock is re-anchored next.
     wall: Instant,
+    /// When the queues are looked at for stalls next, and how often.
+    stalls: Instant,
+    stall_every: Duration,
     /// When the graceful shutdown gives up (once it has begun).
     shutdown: Option<Instant>,
 }
 
 impl Clock {
-    /// The earliest of the node's deadline, the shutdown's and the wall
-    /// clock's.
+    /// The earliest of the node's deadline, the shutdown's, the stall
+    /// check's and the wall clock's.
     fn earliest(&self, node: Option<Instant>) -> Option<Instant> {
-        [node, self.shutdown, Some(self.wall)]
+        [node, self.shutdown, Some(self.stalls), Some(self.wall)]
             .into_iter()
             .flatten()
             .min()
     }
+}
+
+/// How often the queues are looked at for stalls: four times per stall
+/// timeout (so a stall is reported at most a quarter of it late), and not
+/// more often than every 10 ms.
+fn stall_check_every(stall_timeout: Duration) -> Duration {
+    (stall_timeout / 4).max(Duration::from_millis(10))
 }
 
 /// 64 bits of the operating system's randomness, through std's randomly
@@ -644,6 +676,18 @@ mod tests {
         let mut map: HashMap<ConnId, u64, U64Hash> = HashMap::default();
         map.extend(ids.clone().map(|n| (ConnId(n), n)));
         assert!(ids.into_iter().all(|n| map.get(&ConnId(n)) == Some(&n)));
+    }
+
+    #[test]
+    fn the_queues_are_looked_at_four_times_per_stall_timeout() {
+        assert_eq!(
+            stall_check_every(Duration::from_secs(10)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            stall_check_every(Duration::from_millis(1)),
+            Duration::from_millis(10)
+        );
     }
 
     #[test]

@@ -24,8 +24,10 @@
 //! # Rules
 //!
 //! The queue holds at most `capacity` items (counted in items, not bytes; a capacity of
-//! 0 is taken as 1, since a queue that can hold nothing could never send anything).
-//! [`push`](OutQueue::push) decides, under the lock, in this order:
+//! 0 is taken as 1, since a queue that can hold nothing could never send anything) and
+//! at most `max_lag_bytes` of reply text: the [lag](OutQueue::lag_bytes), the sum of
+//! the `delta`s of the chunk frames queued (merging keeps it: a merged frame's delta is
+//! the concatenation). [`push`](OutQueue::push) decides, under the lock, in this order:
 //!
 //! 1. **Closed.** After [`close`](OutQueue::close) or after an [`Item::Close`] was
 //!    accepted, every push returns [`Push::Closed`] and queues nothing (another
@@ -33,27 +35,36 @@
 //! 2. **Close is always accepted.** An [`Item::Close`] is appended even when the queue
 //!    is full (it is the one item that may take the queue to `capacity + 1`) and closes
 //!    the queue: [`Push::Queued`]. It is therefore always the last item that pops.
-//! 3. **Room.** When fewer than `capacity` items are queued, the item is appended
+//! 3. **Ping goes first.** An [`Item::Ping`] takes no slot: it marks a ping pending,
+//!    which the next [`pop`](OutQueue::pop) returns before any queued frame (a second
+//!    ping while one is pending is the same ping): [`Push::Queued`]. A full queue never
+//!    drops or delays a ping behind its frames, so a client that reads, however far
+//!    behind, gets a ping to answer (a WebSocket ping may come between any two
+//!    messages, and its pong is all the server waits for).
+//! 4. **Lag.** A [`Chunk`] frame whose delta would take the lag past `max_lag_bytes`
+//!    (while anything else is queued: a lone chunk is always taken) is *not* queued and
+//!    the queue is left exactly as it was: [`Push::Overflow`].
+//! 5. **Room.** When fewer than `capacity` items are queued, the item is appended
 //!    unchanged: [`Push::Queued`]. Nothing is merged while there is room, so a reader
 //!    that keeps up sees every chunk as it was produced.
-//! 4. **Full, ping.** An [`Item::Ping`] that finds the queue full is dropped:
-//!    [`Push::Dropped`]. A ping carries no data, and a connection whose queue is full is
-//!    not quiet, so there is nothing to heartbeat; it does not count as an overflow.
-//! 5. **Full, next chunk of the tail.** A [`Chunk`] frame that continues the chunk frame
+//! 6. **Full, next chunk of the tail.** A [`Chunk`] frame that continues the chunk frame
 //!    at the tail of the queue (same `message_id`, its first seq is the tail's `seq + 1`)
 //!    is merged into that tail frame: [`Push::Merged`]. It takes no slot.
-//! 6. **Full, compaction.** Otherwise the queue is compacted: every run of *adjacent*
+//! 7. **Full, compaction.** Otherwise the queue is compacted: every run of *adjacent*
 //!    queued chunk frames that [continue](#merging) one another becomes one frame. If
 //!    that freed at least one slot, the item is appended: [`Push::Merged`].
-//! 7. **Overflow.** If compaction freed nothing, the item is *not* queued and the queue
+//! 8. **Overflow.** If compaction freed nothing, the item is *not* queued and the queue
 //!    is left exactly as it was: [`Push::Overflow`]. The caller reports the slow
 //!    consumer to the core, which closes the connection with 4008 so the client resumes.
 //!
-//! [`pop`](OutQueue::pop) never blocks and returns items in the order they were
-//! accepted; after [`close`](OutQueue::close) (or a `Close` item) the items already
-//! queued still pop, then `None`. When a pop leaves the queue empty, a buffer grown
-//! past [`IDLE_SLOTS`] items is released, so an idle connection does not keep the
-//! memory of a burst (its `hello` and `history`, or a slow stretch).
+//! [`pop`](OutQueue::pop) never blocks and returns a pending ping first, then the items
+//! in the order they were accepted; after [`close`](OutQueue::close) (or a `Close` item)
+//! what is already queued still pops, then `None`. Every pop counts as write progress
+//! ([`progress`](OutQueue::progress)): the runtime reports a queue that has waited
+//! without progress to the core, which closes a stalled connection with 4008. When a pop
+//! leaves the queue empty, a buffer grown past [`IDLE_SLOTS`] items is released, so an
+//! idle connection does not keep the memory of a burst (its `hello` and `history`, or a
+//! slow stretch).
 //!
 //! # Merging
 //!
@@ -150,7 +161,8 @@ pub(crate) enum Item {
     /// A chunk frame that merging made in this queue (`from_seq` set): the writer encodes
     /// it when it pops it. Producers push [`Item::Frame`]s.
     Merged(Box<Chunk>),
-    /// Send a WebSocket ping. Dropped instead of queued when the queue is full.
+    /// Send a WebSocket ping. Takes no slot and pops before the queued frames (see the
+    /// [module docs](self)).
     Ping,
     /// Send everything queued before this, then close the WebSocket with this code.
     /// Accepted even when the queue is full (refused only once the queue is closed), and
@@ -219,9 +231,6 @@ pub(crate) enum Push {
     /// The queue was full and merging freed nothing: the item was **not** queued. The
     /// caller reports the slow consumer (the core then closes with 4008).
     Overflow,
-    /// The item was a ping and the queue was full: the ping was dropped. Not an
-    /// error; nothing needs to be done.
-    Dropped,
     /// The queue is closed ([`OutQueue::close`] or a `Close` item): the item was not
     /// queued.
     Closed,
@@ -235,6 +244,16 @@ impl Push {
     }
 }
 
+/// How far a queue's writer has come: what the runtime reports to the core, which
+/// decides when a connection has stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Progress {
+    /// How many items (pings included) the writer has taken since the queue was made.
+    pub(crate) popped: u64,
+    /// Whether anything (an item or a ping) waits for the writer now.
+    pub(crate) waiting: bool,
+}
+
 /// The bounded outbound queue of one connection (see the [module docs](self) for the
 /// rules). `Send + Sync`: share it in an `Arc` between the producers and the writer.
 #[derive(Debug)]
@@ -246,6 +265,12 @@ pub(crate) struct OutQueue {
 struct State {
     items: VecDeque<Item>,
     capacity: usize,
+    /// The sum of the deltas of the queued chunk frames, in bytes.
+    lag: usize,
+    max_lag: usize,
+    /// A ping waits: it pops before `items`.
+    ping: bool,
+    popped: u64,
     closed: bool,
     merged: u64,
     /// The writer's waker, kept by `poll_pop` when it found the queue empty and open;
@@ -254,9 +279,10 @@ struct State {
 }
 
 impl OutQueue {
-    /// An empty, open queue that holds at most `capacity` items (0 is taken as 1).
+    /// An empty, open queue that holds at most `capacity` items (0 is taken as 1) and
+    /// at most `max_lag_bytes` of chunk text (see the [module docs](self)).
     #[must_use]
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_lag_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             state: Mutex::new(State {
@@ -264,6 +290,10 @@ impl OutQueue {
                 // buffer is released when the queue empties again.
                 items: VecDeque::new(),
                 capacity,
+                lag: 0,
+                max_lag: max_lag_bytes,
+                ping: false,
+                popped: 0,
                 closed: false,
                 merged: 0,
                 writer: None,
@@ -272,8 +302,8 @@ impl OutQueue {
     }
 
     /// Offers `item` to the queue; the result says whether it was queued, merged,
-    /// dropped (a ping on a full queue), refused for lack of room ([`Push::Overflow`]),
-    /// or refused because the queue is closed. See the module docs for the rules. An
+    /// refused for lack of room or for lag ([`Push::Overflow`]), or refused because
+    /// the queue is closed. See the module docs for the rules. An
     /// accepted item wakes the writer if it is waiting in [`poll_pop`](Self::poll_pop).
     pub(crate) fn push(&self, item: Item) -> Push {
         let mut state = self.lock();
@@ -326,18 +356,37 @@ impl OutQueue {
         }
     }
 
-    /// How many items are queued (a merged frame counts once).
+    /// How many items are queued (a merged frame counts once; a pending ping does not
+    /// count).
     #[cfg(test)]
     #[must_use]
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
 
-    /// Whether no item is queued.
+    /// Whether nothing is queued (no item and no ping).
     #[cfg(test)]
     #[must_use]
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().items.is_empty()
+        let state = self.lock();
+        state.items.is_empty() && !state.ping
+    }
+
+    /// The lag: the bytes of reply text (chunk deltas) queued.
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn lag_bytes(&self) -> usize {
+        self.lock().lag
+    }
+
+    /// How far the writer has come, and whether anything waits for it.
+    #[must_use]
+    pub(crate) fn progress(&self) -> Progress {
+        let state = self.lock();
+        Progress {
+            popped: state.popped,
+            waiting: state.ping || !state.items.is_empty(),
+        }
     }
 
     /// How many items the queue's buffer has room for without allocating (0: it holds no
@@ -380,28 +429,42 @@ impl State {
             self.closed = true;
             return Push::Queued;
         }
-        if self.items.len() < self.capacity {
-            self.items.push_back(item);
+        if let Item::Ping = item {
+            self.ping = true;
             return Push::Queued;
         }
-        if let Item::Ping = item {
-            return Push::Dropped;
-        }
-        if self.merge_into_tail(&item) {
-            return Push::Merged;
-        }
-        if self.compact() == 0 {
+        let lag = self.lag.saturating_add(delta_len(&item));
+        if lag > self.max_lag && !self.items.is_empty() {
             return Push::Overflow;
         }
-        self.items.push_back(item);
-        Push::Merged
+        let push = if self.items.len() < self.capacity {
+            self.items.push_back(item);
+            Push::Queued
+        } else if self.merge_into_tail(&item) {
+            Push::Merged
+        } else if self.compact() > 0 {
+            self.items.push_back(item);
+            Push::Merged
+        } else {
+            return Push::Overflow;
+        };
+        self.lag = lag;
+        push
     }
 
     fn pop(&mut self) -> Option<Item> {
-        let item = self.items.pop_front()?;
-        if self.items.is_empty() && self.items.capacity() > IDLE_SLOTS {
-            self.items = VecDeque::new();
-        }
+        let item = if self.ping {
+            self.ping = false;
+            Item::Ping
+        } else {
+            let item = self.items.pop_front()?;
+            self.lag = self.lag.saturating_sub(delta_len(&item));
+            if self.items.is_empty() && self.items.capacity() > IDLE_SLOTS {
+                self.items = VecDeque::new();
+            }
+            item
+        };
+        self.popped = self.popped.wrapping_add(1);
         Some(item)
     }
 
@@ -475,6 +538,11 @@ fn absorb(a: &mut Item, b: &Item) -> bool {
         Item::Ping | Item::Close(_) => return false,
     }
     true
+}
+
+/// The bytes of reply text `item` carries (its delta, if it is a chunk frame).
+fn delta_len(item: &Item) -> usize {
+    item.chunk().map_or(0, |c| c.delta.len())
 }
 
 /// Whether chunk frame `b` continues `a`: same reply, both well-formed, and `b`'s first
@@ -601,11 +669,10 @@ mod tests {
     #[test]
     fn items_pop_in_push_order() {
         model(|| {
-            let q = OutQueue::new(8);
+            let q = OutQueue::new(8, usize::MAX);
             let items = [
                 start("a"),
                 chunk("a", 1, "x"),
-                Item::Ping,
                 chunk("b", 1, "y"),
                 chunk("a", 2, "z"),
                 end("a", 2),
@@ -622,7 +689,7 @@ mod tests {
     #[test]
     fn nothing_merges_while_there_is_room() {
         model(|| {
-            let q = OutQueue::new(3);
+            let q = OutQueue::new(3, usize::MAX);
             fill(&q, &[chunk("a", 1, "x"), chunk("a", 2, "y")]);
             assert_eq!(drain(&q), [chunk("a", 1, "x"), chunk("a", 2, "y")]);
             assert_eq!(q.merged_frames(), 0);
@@ -632,7 +699,7 @@ mod tests {
     #[test]
     fn next_chunk_merges_into_the_tail_with_exact_seqs() {
         model(|| {
-            let q = OutQueue::new(2);
+            let q = OutQueue::new(2, usize::MAX);
             fill(&q, &[start("a"), chunk("a", 1, "he")]);
             assert_eq!(q.push(chunk("a", 2, "ll")), Push::Merged);
             assert_eq!(q.push(chunk("a", 3, "o")), Push::Merged);
@@ -645,7 +712,7 @@ mod tests {
     #[test]
     fn compaction_merges_runs_and_makes_room() {
         model(|| {
-            let q = OutQueue::new(6);
+            let q = OutQueue::new(6, usize::MAX);
             fill(
                 &q,
                 &[
@@ -676,7 +743,7 @@ mod tests {
     #[test]
     fn an_already_merged_frame_merges_again_keeping_its_first_seq() {
         model(|| {
-            let q = OutQueue::new(2);
+            let q = OutQueue::new(2, usize::MAX);
             // A frame that is already merged, as a shared frame and as the queue's own.
             let shared_merged = Item::frame(ServerFrame::Chunk(Chunk {
                 from_seq: Some(1),
@@ -694,7 +761,7 @@ mod tests {
     #[test]
     fn merging_never_crosses_another_replys_frames() {
         model(|| {
-            let q = OutQueue::new(3);
+            let q = OutQueue::new(3, usize::MAX);
             let items = [chunk("a", 1, "x"), chunk("b", 1, "y"), chunk("a", 2, "z")];
             fill(&q, &items);
             // b2 does not continue the tail (a2), and no neighbours continue each other.
@@ -707,7 +774,7 @@ mod tests {
     #[test]
     fn merging_never_crosses_an_end_or_a_cancel_result_of_the_same_reply() {
         model(|| {
-            let q = OutQueue::new(5);
+            let q = OutQueue::new(5, usize::MAX);
             let items = [
                 chunk("a", 1, "x"),
                 end("a", 1),
@@ -738,7 +805,7 @@ mod tests {
     #[test]
     fn chunks_with_a_gap_or_another_reply_do_not_merge() {
         model(|| {
-            let q = OutQueue::new(3);
+            let q = OutQueue::new(3, usize::MAX);
             let items = [chunk("a", 1, "x"), chunk("a", 3, "y"), chunk("b", 4, "z")];
             fill(&q, &items);
             assert_eq!(q.push(chunk("a", 5, "w")), Push::Overflow);
@@ -754,7 +821,7 @@ mod tests {
     #[test]
     fn overflow_when_nothing_is_mergeable_leaves_the_queue_unchanged() {
         model(|| {
-            let q = OutQueue::new(2);
+            let q = OutQueue::new(2, usize::MAX);
             let items = [start("a"), start("b")];
             fill(&q, &items);
             assert_eq!(q.push(chunk("a", 1, "x")), Push::Overflow);
@@ -771,20 +838,138 @@ mod tests {
     }
 
     #[test]
-    fn a_ping_on_a_full_queue_is_dropped_not_an_overflow() {
+    fn a_ping_on_a_full_queue_is_kept_and_pops_before_the_frames() {
         model(|| {
-            let q = OutQueue::new(1);
-            assert_eq!(q.push(Item::Ping), Push::Queued);
-            assert_eq!(q.push(Item::Ping), Push::Dropped);
-            assert_eq!(drain(&q), [Item::Ping]);
+            let q = OutQueue::new(1, usize::MAX);
+            fill(&q, &[start("a")]);
+            assert_eq!(q.push(Item::Ping), Push::Queued, "not dropped when full");
+            assert_eq!(q.push(Item::Ping), Push::Queued, "one ping pending");
+            assert_eq!(q.len(), 1, "a ping takes no slot");
+            assert_eq!(q.push(chunk("a", 1, "x")), Push::Overflow);
+            assert_eq!(drain(&q), [Item::Ping, start("a")]);
             assert_eq!(q.merged_frames(), 0);
+        });
+    }
+
+    #[test]
+    fn a_ping_is_not_starved_behind_merged_deltas() {
+        model(|| {
+            let q = OutQueue::new(2, usize::MAX);
+            fill(&q, &[start("a"), chunk("a", 1, "x")]);
+            for seq in 2..=5 {
+                assert_eq!(q.push(chunk("a", seq, "y")), Push::Merged);
+            }
+            assert_eq!(q.push(Item::Ping), Push::Queued);
+            assert_eq!(q.pop(), Some(Item::Ping), "the ping goes first");
+            assert_eq!(drain(&q), [start("a"), merged("a", 1, 5, "xyyyy")]);
+        });
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_a_ping_but_a_pending_one_still_pops() {
+        model(|| {
+            let q = OutQueue::new(2, usize::MAX);
+            assert_eq!(q.push(Item::Ping), Push::Queued);
+            assert_eq!(q.push(Item::Close(CloseCode::TooSlow)), Push::Queued);
+            assert_eq!(q.push(Item::Ping), Push::Closed);
+            assert_eq!(drain(&q), [Item::Ping, Item::Close(CloseCode::TooSlow)]);
+        });
+    }
+
+    #[test]
+    fn lag_counts_the_queued_chunk_text_through_merges_and_pops() {
+        model(|| {
+            let q = OutQueue::new(2, usize::MAX);
+            fill(&q, &[start("a"), chunk("a", 1, "abc")]);
+            assert_eq!(q.lag_bytes(), 3, "only chunk text counts");
+            assert_eq!(q.push(chunk("a", 2, "de")), Push::Merged);
+            assert_eq!(q.lag_bytes(), 5);
+            assert_eq!(q.pop(), Some(start("a")));
+            assert_eq!(q.lag_bytes(), 5);
+            assert_eq!(q.pop(), Some(merged("a", 1, 2, "abcde")));
+            assert_eq!(q.lag_bytes(), 0);
+        });
+    }
+
+    #[test]
+    fn a_chunk_past_the_lag_bound_overflows_and_leaves_the_queue_unchanged() {
+        model(|| {
+            let q = OutQueue::new(8, 4);
+            fill(&q, &[start("a"), chunk("a", 1, "ab"), chunk("a", 2, "cd")]);
+            assert_eq!(q.lag_bytes(), 4);
+            assert_eq!(
+                q.push(chunk("a", 3, "e")),
+                Push::Overflow,
+                "with room in items"
+            );
+            assert_eq!(q.lag_bytes(), 4);
+            assert_eq!(q.push(end("a", 2)), Push::Queued, "other frames still fit");
+            assert_eq!(
+                drain(&q),
+                [
+                    start("a"),
+                    chunk("a", 1, "ab"),
+                    chunk("a", 2, "cd"),
+                    end("a", 2)
+                ]
+            );
+            assert_eq!(
+                q.push(chunk("b", 1, "longer than the bound")),
+                Push::Queued,
+                "a lone chunk is always taken"
+            );
+        });
+    }
+
+    #[test]
+    fn the_lag_bound_also_holds_while_merging() {
+        model(|| {
+            let q = OutQueue::new(1, 3);
+            fill(&q, &[chunk("a", 1, "ab")]);
+            assert_eq!(q.push(chunk("a", 2, "c")), Push::Merged);
+            assert_eq!(q.push(chunk("a", 3, "d")), Push::Overflow);
+            assert_eq!(drain(&q), [merged("a", 1, 2, "abc")]);
+        });
+    }
+
+    #[test]
+    fn progress_counts_pops_and_says_whether_anything_waits() {
+        model(|| {
+            let q = OutQueue::new(2, usize::MAX);
+            let idle = Progress {
+                popped: 0,
+                waiting: false,
+            };
+            assert_eq!(q.progress(), idle);
+            assert_eq!(q.push(Item::Ping), Push::Queued);
+            assert!(q.progress().waiting, "a pending ping waits");
+            fill(&q, &[start("a")]);
+            assert_eq!(q.pop(), Some(Item::Ping));
+            assert_eq!(
+                q.progress(),
+                Progress {
+                    popped: 1,
+                    waiting: true
+                }
+            );
+            assert_eq!(q.push(chunk("a", 1, "x")), Push::Queued);
+            assert_eq!(q.push(chunk("a", 2, "y")), Push::Merged);
+            assert_eq!(q.progress().popped, 1, "merging is not progress");
+            assert_eq!(drain(&q).len(), 2);
+            assert_eq!(
+                q.progress(),
+                Progress {
+                    popped: 3,
+                    waiting: false
+                }
+            );
         });
     }
 
     #[test]
     fn close_is_accepted_when_full_and_later_pushes_are_closed() {
         model(|| {
-            let q = OutQueue::new(1);
+            let q = OutQueue::new(1, usize::MAX);
             fill(&q, &[start("a")]);
             assert_eq!(q.push(Item::Close(CloseCode::TooSlow)), Push::Queued);
             assert!(q.is_closed());
@@ -799,7 +984,7 @@ mod tests {
     #[test]
     fn pop_after_close_drains_then_none() {
         model(|| {
-            let q = OutQueue::new(4);
+            let q = OutQueue::new(4, usize::MAX);
             let items = [start("a"), chunk("a", 1, "x")];
             fill(&q, &items);
             q.close();
@@ -816,7 +1001,7 @@ mod tests {
     #[test]
     fn merged_frames_counts_every_absorbed_frame() {
         model(|| {
-            let q = OutQueue::new(3);
+            let q = OutQueue::new(3, usize::MAX);
             fill(
                 &q,
                 &[chunk("a", 1, "a"), chunk("a", 2, "b"), chunk("a", 3, "c")],
@@ -842,7 +1027,7 @@ mod tests {
     #[test]
     fn capacity_zero_holds_one_item() {
         model(|| {
-            let q = OutQueue::new(0);
+            let q = OutQueue::new(0, usize::MAX);
             assert_eq!(q.push(start("a")), Push::Queued);
             assert_eq!(q.push(start("b")), Push::Overflow);
             assert_eq!(drain(&q), [start("a")]);
@@ -865,8 +1050,8 @@ mod tests {
             let shared: Vec<Arc<Encoded>> = (1..=3)
                 .map(|seq| Arc::new(Encoded::new(ServerFrame::Chunk(plain("a", seq, "x")))))
                 .collect();
-            let full = OutQueue::new(1);
-            let roomy = OutQueue::new(8);
+            let full = OutQueue::new(1, usize::MAX);
+            let roomy = OutQueue::new(8, usize::MAX);
             for e in &shared {
                 let _ = full.push(Item::Frame(e.clone()));
                 assert_eq!(roomy.push(Item::Frame(e.clone())), Push::Queued);
@@ -892,7 +1077,7 @@ mod tests {
     #[test]
     fn the_waiting_writer_is_woken_once_when_the_queue_gets_an_item() {
         model(|| {
-            let q = OutQueue::new(2);
+            let q = OutQueue::new(2, usize::MAX);
             let (count, waker) = counting_waker();
             let mut cx = Context::from_waker(&waker);
             assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
@@ -917,7 +1102,7 @@ mod tests {
     #[test]
     fn a_refused_push_does_not_wake_the_writer() {
         model(|| {
-            let q = OutQueue::new(1);
+            let q = OutQueue::new(1, usize::MAX);
             let (count, waker) = counting_waker();
             let mut cx = Context::from_waker(&waker);
             assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
@@ -932,7 +1117,7 @@ mod tests {
     #[test]
     fn a_closed_queue_still_pops_its_items_then_ends() {
         model(|| {
-            let q = OutQueue::new(4);
+            let q = OutQueue::new(4, usize::MAX);
             let (_count, waker) = counting_waker();
             let mut cx = Context::from_waker(&waker);
             fill(&q, &[start("a"), Item::Close(CloseCode::GoingAway)]);
@@ -948,7 +1133,7 @@ mod tests {
     #[test]
     fn an_emptied_queue_releases_a_grown_buffer() {
         model(|| {
-            let q = OutQueue::new(64);
+            let q = OutQueue::new(64, usize::MAX);
             assert_eq!(q.allocated_slots(), 0, "a new queue holds no allocation");
             fill(&q, &[start("a"), start("b")]);
             assert_eq!(drain(&q).len(), 2);
@@ -968,7 +1153,6 @@ mod tests {
         assert!(Push::Queued.is_accepted());
         assert!(Push::Merged.is_accepted());
         assert!(!Push::Overflow.is_accepted());
-        assert!(!Push::Dropped.is_accepted());
         assert!(!Push::Closed.is_accepted());
     }
 }

@@ -8,8 +8,10 @@
 //!   already encoded (and shared with the other connections it goes to): its
 //!   text becomes the text message as it is, without a copy or a second
 //!   encoding; only a chunk frame merged in the queue is encoded here.
-//!   `Item::Ping` becomes a WebSocket ping; `Item::Close(code)` sends the
-//!   close frame and ends the writer.
+//!   `Item::Ping` becomes a WebSocket ping (the queue hands it out before
+//!   its frames, so a full queue never holds a ping back); `Item::Close(code)`
+//!   sends the close frame and ends the writer. Every item it takes counts as
+//!   progress, which the driver watches for stalls.
 //! - The **reader** turns text (and binary) messages into `Input::Frame`,
 //!   pings and pongs into `Input::Activity`, a message over the size limit
 //!   into `Input::FrameTooLarge`, and the end of the socket into
@@ -60,6 +62,8 @@ const READ_BUFFER: usize = 1024;
 pub(crate) struct WsSettings {
     pub(crate) config: WebSocketConfig,
     pub(crate) queue_capacity: usize,
+    /// The queue's lag bound, in bytes of chunk text.
+    pub(crate) max_lag_bytes: usize,
     /// How long the reader waits for the writer to send the close after an
     /// oversized message (the core's close timeout).
     pub(crate) close_timeout: Duration,
@@ -73,6 +77,7 @@ impl WsSettings {
     pub(crate) fn new(
         max_frame_bytes: usize,
         queue_capacity: usize,
+        max_lag_bytes: usize,
         close_timeout: Duration,
     ) -> Self {
         let config = WebSocketConfig::default()
@@ -83,6 +88,7 @@ impl WsSettings {
         Self {
             config,
             queue_capacity,
+            max_lag_bytes,
             close_timeout,
         }
     }
@@ -157,14 +163,13 @@ async fn connect<R: Runtime>(
     let io = HyperIo(upgraded);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.config)).await;
     let (sink, stream) = ws.split();
-    let queue = Arc::new(OutQueue::new(settings.queue_capacity));
+    let queue = Arc::new(OutQueue::new(
+        settings.queue_capacity,
+        settings.max_lag_bytes,
+    ));
     let writer = R::spawn(write_loop(sink, queue.clone(), metrics));
     let (stop_tx, stop_rx) = oneshot::channel();
-    let handle = ConnHandle {
-        queue,
-        _stop: stop_tx,
-        merged_seen: 0,
-    };
+    let handle = ConnHandle::new(queue, stop_tx);
     let connect = ToDriver::Connect {
         conn,
         user,
