@@ -72,8 +72,11 @@ pub(crate) struct Driver<R: Runtime> {
     generator_rx: async_channel::Receiver<ToDriver>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
-    /// The core's stall timeout: the queues are looked at four times per.
+    /// The core's stall timeout: the queues are looked at four times per (at
+    /// least once a second).
     stall_timeout: Duration,
+    /// `--max-lag-bytes`: a queue whose lag stays past it is a slow consumer.
+    max_lag_bytes: usize,
 }
 
 impl<R: Runtime> std::fmt::Debug for Driver<R> {
@@ -165,6 +168,7 @@ impl<R: Runtime> Driver<R> {
             metrics,
             shutdown_grace: config.shutdown_grace,
             stall_timeout: config.node.stall_timeout,
+            max_lag_bytes: config.max_lag_bytes,
         };
         Ok((driver, readiness))
     }
@@ -465,10 +469,14 @@ impl<R: Runtime> Driver<R> {
 
     /// Looks at every connection's queue and reports to the core each one
     /// whose writer has taken nothing since an earlier look while frames
-    /// wait (the core decides when that is a stall).
+    /// wait (the core decides when that is a stall), and as a slow consumer
+    /// each one whose lag stays past `--max-lag-bytes` without shrinking.
     fn report_stalls(&mut self, now: Instant) {
         for (conn, handle) in &mut self.conns {
-            if let Some(since) = handle.stalled_since(now) {
+            if handle.lagging(self.max_lag_bytes) {
+                self.immediate
+                    .push_back(Input::SlowConsumer { conn: *conn });
+            } else if let Some(since) = handle.stalled_since(now) {
                 self.immediate
                     .push_back(Input::WriteStalled { conn: *conn, since });
             }
@@ -642,11 +650,12 @@ impl Clock {
     }
 }
 
-/// How often the queues are looked at for stalls: four times per stall
-/// timeout (so a stall is reported at most a quarter of it late), and not
-/// more often than every 10 ms.
+/// How often the queues are looked at for stalls and lag: four times per
+/// stall timeout (so a stall is reported at most a quarter of it late), at
+/// least once a second (a lag past the bound is reported within two), and
+/// not more often than every 10 ms.
 fn stall_check_every(stall_timeout: Duration) -> Duration {
-    (stall_timeout / 4).max(Duration::from_millis(10))
+    (stall_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// 64 bits of the operating system's randomness, through std's randomly
@@ -679,10 +688,14 @@ mod tests {
     }
 
     #[test]
-    fn the_queues_are_looked_at_four_times_per_stall_timeout() {
+    fn the_queues_are_looked_at_four_times_per_stall_timeout_and_once_a_second() {
+        assert_eq!(
+            stall_check_every(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
         assert_eq!(
             stall_check_every(Duration::from_secs(10)),
-            Duration::from_millis(2500)
+            Duration::from_secs(1)
         );
         assert_eq!(
             stall_check_every(Duration::from_millis(1)),

@@ -24,10 +24,11 @@
 //! # Rules
 //!
 //! The queue holds at most `capacity` items (counted in items, not bytes; a capacity of
-//! 0 is taken as 1, since a queue that can hold nothing could never send anything) and
-//! at most `max_lag_bytes` of reply text: the [lag](OutQueue::lag_bytes), the sum of
-//! the `delta`s of the chunk frames queued (merging keeps it: a merged frame's delta is
-//! the concatenation). [`push`](OutQueue::push) decides, under the lock, in this order:
+//! 0 is taken as 1, since a queue that can hold nothing could never send anything).
+//! It also counts its [lag](OutQueue::lag_bytes), the sum of the `delta`s of the chunk
+//! frames queued (merging keeps it: a merged frame's delta is the concatenation), which
+//! the driver watches against `--max-lag-bytes`. [`push`](OutQueue::push) decides,
+//! under the lock, in this order:
 //!
 //! 1. **Closed.** After [`close`](OutQueue::close) or after an [`Item::Close`] was
 //!    accepted, every push returns [`Push::Closed`] and queues nothing (another
@@ -41,19 +42,16 @@
 //!    drops or delays a ping behind its frames, so a client that reads, however far
 //!    behind, gets a ping to answer (a WebSocket ping may come between any two
 //!    messages, and its pong is all the server waits for).
-//! 4. **Lag.** A [`Chunk`] frame whose delta would take the lag past `max_lag_bytes`
-//!    (while anything else is queued: a lone chunk is always taken) is *not* queued and
-//!    the queue is left exactly as it was: [`Push::Overflow`].
-//! 5. **Room.** When fewer than `capacity` items are queued, the item is appended
+//! 4. **Room.** When fewer than `capacity` items are queued, the item is appended
 //!    unchanged: [`Push::Queued`]. Nothing is merged while there is room, so a reader
 //!    that keeps up sees every chunk as it was produced.
-//! 6. **Full, next chunk of the tail.** A [`Chunk`] frame that continues the chunk frame
+//! 5. **Full, next chunk of the tail.** A [`Chunk`] frame that continues the chunk frame
 //!    at the tail of the queue (same `message_id`, its first seq is the tail's `seq + 1`)
 //!    is merged into that tail frame: [`Push::Merged`]. It takes no slot.
-//! 7. **Full, compaction.** Otherwise the queue is compacted: every run of *adjacent*
+//! 6. **Full, compaction.** Otherwise the queue is compacted: every run of *adjacent*
 //!    queued chunk frames that [continue](#merging) one another becomes one frame. If
 //!    that freed at least one slot, the item is appended: [`Push::Merged`].
-//! 8. **Overflow.** If compaction freed nothing, the item is *not* queued and the queue
+//! 7. **Overflow.** If compaction freed nothing, the item is *not* queued and the queue
 //!    is left exactly as it was: [`Push::Overflow`]. The caller reports the slow
 //!    consumer to the core, which closes the connection with 4008 so the client resumes.
 //!
@@ -267,7 +265,6 @@ struct State {
     capacity: usize,
     /// The sum of the deltas of the queued chunk frames, in bytes.
     lag: usize,
-    max_lag: usize,
     /// A ping waits: it pops before `items`.
     ping: bool,
     popped: u64,
@@ -279,10 +276,9 @@ struct State {
 }
 
 impl OutQueue {
-    /// An empty, open queue that holds at most `capacity` items (0 is taken as 1) and
-    /// at most `max_lag_bytes` of chunk text (see the [module docs](self)).
+    /// An empty, open queue that holds at most `capacity` items (0 is taken as 1).
     #[must_use]
-    pub(crate) fn new(capacity: usize, max_lag_bytes: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             state: Mutex::new(State {
@@ -291,7 +287,6 @@ impl OutQueue {
                 items: VecDeque::new(),
                 capacity,
                 lag: 0,
-                max_lag: max_lag_bytes,
                 ping: false,
                 popped: 0,
                 closed: false,
@@ -302,8 +297,8 @@ impl OutQueue {
     }
 
     /// Offers `item` to the queue; the result says whether it was queued, merged,
-    /// refused for lack of room or for lag ([`Push::Overflow`]), or refused because
-    /// the queue is closed. See the module docs for the rules. An
+    /// refused for lack of room ([`Push::Overflow`]), or refused because the queue is
+    /// closed. See the module docs for the rules. An
     /// accepted item wakes the writer if it is waiting in [`poll_pop`](Self::poll_pop).
     pub(crate) fn push(&self, item: Item) -> Push {
         let mut state = self.lock();
@@ -373,7 +368,6 @@ impl OutQueue {
     }
 
     /// The lag: the bytes of reply text (chunk deltas) queued.
-    #[cfg(test)]
     #[must_use]
     pub(crate) fn lag_bytes(&self) -> usize {
         self.lock().lag
@@ -434,9 +428,6 @@ impl State {
             return Push::Queued;
         }
         let lag = self.lag.saturating_add(delta_len(&item));
-        if lag > self.max_lag && !self.items.is_empty() {
-            return Push::Overflow;
-        }
         let push = if self.items.len() < self.capacity {
             self.items.push_back(item);
             Push::Queued
@@ -669,7 +660,7 @@ mod tests {
     #[test]
     fn items_pop_in_push_order() {
         model(|| {
-            let q = OutQueue::new(8, usize::MAX);
+            let q = OutQueue::new(8);
             let items = [
                 start("a"),
                 chunk("a", 1, "x"),
@@ -689,7 +680,7 @@ mod tests {
     #[test]
     fn nothing_merges_while_there_is_room() {
         model(|| {
-            let q = OutQueue::new(3, usize::MAX);
+            let q = OutQueue::new(3);
             fill(&q, &[chunk("a", 1, "x"), chunk("a", 2, "y")]);
             assert_eq!(drain(&q), [chunk("a", 1, "x"), chunk("a", 2, "y")]);
             assert_eq!(q.merged_frames(), 0);
@@ -699,7 +690,7 @@ mod tests {
     #[test]
     fn next_chunk_merges_into_the_tail_with_exact_seqs() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             fill(&q, &[start("a"), chunk("a", 1, "he")]);
             assert_eq!(q.push(chunk("a", 2, "ll")), Push::Merged);
             assert_eq!(q.push(chunk("a", 3, "o")), Push::Merged);
@@ -712,7 +703,7 @@ mod tests {
     #[test]
     fn compaction_merges_runs_and_makes_room() {
         model(|| {
-            let q = OutQueue::new(6, usize::MAX);
+            let q = OutQueue::new(6);
             fill(
                 &q,
                 &[
@@ -743,7 +734,7 @@ mod tests {
     #[test]
     fn an_already_merged_frame_merges_again_keeping_its_first_seq() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             // A frame that is already merged, as a shared frame and as the queue's own.
             let shared_merged = Item::frame(ServerFrame::Chunk(Chunk {
                 from_seq: Some(1),
@@ -761,7 +752,7 @@ mod tests {
     #[test]
     fn merging_never_crosses_another_replys_frames() {
         model(|| {
-            let q = OutQueue::new(3, usize::MAX);
+            let q = OutQueue::new(3);
             let items = [chunk("a", 1, "x"), chunk("b", 1, "y"), chunk("a", 2, "z")];
             fill(&q, &items);
             // b2 does not continue the tail (a2), and no neighbours continue each other.
@@ -774,7 +765,7 @@ mod tests {
     #[test]
     fn merging_never_crosses_an_end_or_a_cancel_result_of_the_same_reply() {
         model(|| {
-            let q = OutQueue::new(5, usize::MAX);
+            let q = OutQueue::new(5);
             let items = [
                 chunk("a", 1, "x"),
                 end("a", 1),
@@ -805,7 +796,7 @@ mod tests {
     #[test]
     fn chunks_with_a_gap_or_another_reply_do_not_merge() {
         model(|| {
-            let q = OutQueue::new(3, usize::MAX);
+            let q = OutQueue::new(3);
             let items = [chunk("a", 1, "x"), chunk("a", 3, "y"), chunk("b", 4, "z")];
             fill(&q, &items);
             assert_eq!(q.push(chunk("a", 5, "w")), Push::Overflow);
@@ -821,7 +812,7 @@ mod tests {
     #[test]
     fn overflow_when_nothing_is_mergeable_leaves_the_queue_unchanged() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             let items = [start("a"), start("b")];
             fill(&q, &items);
             assert_eq!(q.push(chunk("a", 1, "x")), Push::Overflow);
@@ -840,7 +831,7 @@ mod tests {
     #[test]
     fn a_ping_on_a_full_queue_is_kept_and_pops_before_the_frames() {
         model(|| {
-            let q = OutQueue::new(1, usize::MAX);
+            let q = OutQueue::new(1);
             fill(&q, &[start("a")]);
             assert_eq!(q.push(Item::Ping), Push::Queued, "not dropped when full");
             assert_eq!(q.push(Item::Ping), Push::Queued, "one ping pending");
@@ -854,7 +845,7 @@ mod tests {
     #[test]
     fn a_ping_is_not_starved_behind_merged_deltas() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             fill(&q, &[start("a"), chunk("a", 1, "x")]);
             for seq in 2..=5 {
                 assert_eq!(q.push(chunk("a", seq, "y")), Push::Merged);
@@ -868,7 +859,7 @@ mod tests {
     #[test]
     fn a_closed_queue_refuses_a_ping_but_a_pending_one_still_pops() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             assert_eq!(q.push(Item::Ping), Push::Queued);
             assert_eq!(q.push(Item::Close(CloseCode::TooSlow)), Push::Queued);
             assert_eq!(q.push(Item::Ping), Push::Closed);
@@ -879,7 +870,7 @@ mod tests {
     #[test]
     fn lag_counts_the_queued_chunk_text_through_merges_and_pops() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             fill(&q, &[start("a"), chunk("a", 1, "abc")]);
             assert_eq!(q.lag_bytes(), 3, "only chunk text counts");
             assert_eq!(q.push(chunk("a", 2, "de")), Push::Merged);
@@ -892,50 +883,9 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_past_the_lag_bound_overflows_and_leaves_the_queue_unchanged() {
-        model(|| {
-            let q = OutQueue::new(8, 4);
-            fill(&q, &[start("a"), chunk("a", 1, "ab"), chunk("a", 2, "cd")]);
-            assert_eq!(q.lag_bytes(), 4);
-            assert_eq!(
-                q.push(chunk("a", 3, "e")),
-                Push::Overflow,
-                "with room in items"
-            );
-            assert_eq!(q.lag_bytes(), 4);
-            assert_eq!(q.push(end("a", 2)), Push::Queued, "other frames still fit");
-            assert_eq!(
-                drain(&q),
-                [
-                    start("a"),
-                    chunk("a", 1, "ab"),
-                    chunk("a", 2, "cd"),
-                    end("a", 2)
-                ]
-            );
-            assert_eq!(
-                q.push(chunk("b", 1, "longer than the bound")),
-                Push::Queued,
-                "a lone chunk is always taken"
-            );
-        });
-    }
-
-    #[test]
-    fn the_lag_bound_also_holds_while_merging() {
-        model(|| {
-            let q = OutQueue::new(1, 3);
-            fill(&q, &[chunk("a", 1, "ab")]);
-            assert_eq!(q.push(chunk("a", 2, "c")), Push::Merged);
-            assert_eq!(q.push(chunk("a", 3, "d")), Push::Overflow);
-            assert_eq!(drain(&q), [merged("a", 1, 2, "abc")]);
-        });
-    }
-
-    #[test]
     fn progress_counts_pops_and_says_whether_anything_waits() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             let idle = Progress {
                 popped: 0,
                 waiting: false,
@@ -969,7 +919,7 @@ mod tests {
     #[test]
     fn close_is_accepted_when_full_and_later_pushes_are_closed() {
         model(|| {
-            let q = OutQueue::new(1, usize::MAX);
+            let q = OutQueue::new(1);
             fill(&q, &[start("a")]);
             assert_eq!(q.push(Item::Close(CloseCode::TooSlow)), Push::Queued);
             assert!(q.is_closed());
@@ -984,7 +934,7 @@ mod tests {
     #[test]
     fn pop_after_close_drains_then_none() {
         model(|| {
-            let q = OutQueue::new(4, usize::MAX);
+            let q = OutQueue::new(4);
             let items = [start("a"), chunk("a", 1, "x")];
             fill(&q, &items);
             q.close();
@@ -1001,7 +951,7 @@ mod tests {
     #[test]
     fn merged_frames_counts_every_absorbed_frame() {
         model(|| {
-            let q = OutQueue::new(3, usize::MAX);
+            let q = OutQueue::new(3);
             fill(
                 &q,
                 &[chunk("a", 1, "a"), chunk("a", 2, "b"), chunk("a", 3, "c")],
@@ -1027,7 +977,7 @@ mod tests {
     #[test]
     fn capacity_zero_holds_one_item() {
         model(|| {
-            let q = OutQueue::new(0, usize::MAX);
+            let q = OutQueue::new(0);
             assert_eq!(q.push(start("a")), Push::Queued);
             assert_eq!(q.push(start("b")), Push::Overflow);
             assert_eq!(drain(&q), [start("a")]);
@@ -1050,8 +1000,8 @@ mod tests {
             let shared: Vec<Arc<Encoded>> = (1..=3)
                 .map(|seq| Arc::new(Encoded::new(ServerFrame::Chunk(plain("a", seq, "x")))))
                 .collect();
-            let full = OutQueue::new(1, usize::MAX);
-            let roomy = OutQueue::new(8, usize::MAX);
+            let full = OutQueue::new(1);
+            let roomy = OutQueue::new(8);
             for e in &shared {
                 let _ = full.push(Item::Frame(e.clone()));
                 assert_eq!(roomy.push(Item::Frame(e.clone())), Push::Queued);
@@ -1077,7 +1027,7 @@ mod tests {
     #[test]
     fn the_waiting_writer_is_woken_once_when_the_queue_gets_an_item() {
         model(|| {
-            let q = OutQueue::new(2, usize::MAX);
+            let q = OutQueue::new(2);
             let (count, waker) = counting_waker();
             let mut cx = Context::from_waker(&waker);
             assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
@@ -1102,7 +1052,7 @@ mod tests {
     #[test]
     fn a_refused_push_does_not_wake_the_writer() {
         model(|| {
-            let q = OutQueue::new(1, usize::MAX);
+            let q = OutQueue::new(1);
             let (count, waker) = counting_waker();
             let mut cx = Context::from_waker(&waker);
             assert_eq!(q.poll_pop(&mut cx), Poll::Pending);
@@ -1117,7 +1067,7 @@ mod tests {
     #[test]
     fn a_closed_queue_still_pops_its_items_then_ends() {
         model(|| {
-            let q = OutQueue::new(4, usize::MAX);
+            let q = OutQueue::new(4);
             let (_count, waker) = counting_waker();
             let mut cx = Context::from_waker(&waker);
             fill(&q, &[start("a"), Item::Close(CloseCode::GoingAway)]);
@@ -1133,7 +1083,7 @@ mod tests {
     #[test]
     fn an_emptied_queue_releases_a_grown_buffer() {
         model(|| {
-            let q = OutQueue::new(64, usize::MAX);
+            let q = OutQueue::new(64);
             assert_eq!(q.allocated_slots(), 0, "a new queue holds no allocation");
             fill(&q, &[start("a"), start("b")]);
             assert_eq!(drain(&q).len(), 2);

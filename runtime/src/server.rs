@@ -69,7 +69,6 @@ pub(crate) async fn run<R: Runtime>(
         ws: WsSettings::new(
             config.node.limits.max_frame_bytes,
             config.queue_capacity,
-            config.max_lag_bytes,
             config.node.close_timeout,
         ),
         next_conn: AtomicU64::new(1),

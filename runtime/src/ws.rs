@@ -62,8 +62,6 @@ const READ_BUFFER: usize = 1024;
 pub(crate) struct WsSettings {
     pub(crate) config: WebSocketConfig,
     pub(crate) queue_capacity: usize,
-    /// The queue's lag bound, in bytes of chunk text.
-    pub(crate) max_lag_bytes: usize,
     /// How long the reader waits for the writer to send the close after an
     /// oversized message (the core's close timeout).
     pub(crate) close_timeout: Duration,
@@ -77,7 +75,6 @@ impl WsSettings {
     pub(crate) fn new(
         max_frame_bytes: usize,
         queue_capacity: usize,
-        max_lag_bytes: usize,
         close_timeout: Duration,
     ) -> Self {
         let config = WebSocketConfig::default()
@@ -88,7 +85,6 @@ impl WsSettings {
         Self {
             config,
             queue_capacity,
-            max_lag_bytes,
             close_timeout,
         }
     }
@@ -163,10 +159,7 @@ async fn connect<R: Runtime>(
     let io = HyperIo(upgraded);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.config)).await;
     let (sink, stream) = ws.split();
-    let queue = Arc::new(OutQueue::new(
-        settings.queue_capacity,
-        settings.max_lag_bytes,
-    ));
+    let queue = Arc::new(OutQueue::new(settings.queue_capacity));
     let writer = R::spawn(write_loop(sink, queue.clone(), metrics));
     let (stop_tx, stop_rx) = oneshot::channel();
     let handle = ConnHandle::new(queue, stop_tx);

@@ -189,7 +189,7 @@ fn two_producers_and_the_writer_never_lose_or_duplicate_a_chunk() {
     static OVERFLOWED: AtomicUsize = AtomicUsize::new(0);
     check(|| {
         // Capacity 2 with six chunks in flight: tail merges, compactions and overflows.
-        let q = Arc::new(OutQueue::new(2, usize::MAX));
+        let q = Arc::new(OutQueue::new(2));
         let producers: Vec<_> = ["a", "b"]
             .into_iter()
             .map(|m| {
@@ -244,7 +244,7 @@ fn close_racing_producers_rejects_everything_after_close() {
     for close_item in [true, false] {
         RACED.store(0, Ordering::Relaxed);
         check(move || {
-            let q = Arc::new(OutQueue::new(2, usize::MAX));
+            let q = Arc::new(OutQueue::new(2));
             let producer = {
                 let q = q.clone();
                 thread::spawn(move || produce(&q, chunks("a", 3)))
@@ -321,7 +321,7 @@ fn overflow_is_reported_not_swallowed_and_a_ping_is_never_refused() {
     check(|| {
         // Capacity 1: a `start` of one reply and chunks of another cannot merge; a
         // ping takes no slot and goes before the frames.
-        let q = Arc::new(OutQueue::new(1, usize::MAX));
+        let q = Arc::new(OutQueue::new(1));
         let frames = {
             let q = q.clone();
             thread::spawn(move || {
@@ -433,7 +433,7 @@ fn a_waiting_writer_is_always_woken() {
             // empty queue, is woken by pushes and merges, and must see every accepted
             // item and then the end. A lost wake-up leaves it parked forever, which
             // loom reports as a deadlock.
-            let q = Arc::new(OutQueue::new(2, usize::MAX));
+            let q = Arc::new(OutQueue::new(2));
             let producers: Vec<_> = ["a", "b"]
                 .into_iter()
                 .map(|m| {
@@ -484,8 +484,8 @@ fn a_frame_shared_by_two_queues_reaches_both_unchanged() {
                 })))
             })
             .collect();
-        let roomy = Arc::new(OutQueue::new(4, usize::MAX));
-        let tight = Arc::new(OutQueue::new(1, usize::MAX));
+        let roomy = Arc::new(OutQueue::new(4));
+        let tight = Arc::new(OutQueue::new(1));
         let writers: Vec<_> = [roomy.clone(), tight.clone()]
             .into_iter()
             .map(|q| thread::spawn(move || q.pop()))
