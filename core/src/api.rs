@@ -319,6 +319,15 @@ pub enum Event {
         /// The operation.
         op: OpId,
     },
+    /// A store operation failed: the store refused it for want of room
+    /// ([`StoreError::Refused`]). Expect them in bursts while the store is
+    /// full; a runtime counts them rather than logging each.
+    StoreRefused {
+        /// The operation.
+        op: OpId,
+        /// The store's words.
+        reason: String,
+    },
     /// A store operation failed: the store answered something this node does
     /// not understand ([`StoreError::Internal`]), a bug worth an alert.
     StoreInternal {

@@ -253,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn the_last_four_ended_replies_are_remembered() {
+        let mut c = conn(start());
+        let id = |n: usize| MessageId::parse(format!("m{n}")).unwrap();
+        for n in 0..ENDED_MEMORY {
+            c.mark_ended(id(n));
+        }
+        assert!((0..ENDED_MEMORY).all(|n| c.ended.contains(&id(n))));
+        c.mark_ended(id(ENDED_MEMORY));
+        assert!(!c.ended.contains(&id(0)));
+        assert_eq!(c.ended.len(), ENDED_MEMORY);
+    }
+
+    #[test]
     fn activity_moves_the_idle_deadline_but_not_while_closing() {
         let t0 = start();
         let mut c = conn(t0);

@@ -115,6 +115,14 @@ impl Readiness {
             Self::Redis(r) => r.is_ready(),
         }
     }
+
+    /// Whether the store is reachable but refuses writes for want of room.
+    pub(crate) fn refuses_writes(&self) -> bool {
+        match self {
+            Self::Memory => false,
+            Self::Redis(r) => r.refuses_writes(),
+        }
+    }
 }
 
 impl<R: Runtime> Driver<R> {
@@ -531,6 +539,12 @@ impl<R: Runtime> Driver<R> {
             Event::StoreUnavailable { op } => {
                 tracing::warn!(op = op.get(), "store unavailable");
                 self.metrics.store_unavailable.fetch_add(1, Relaxed);
+            }
+            Event::StoreRefused { op, reason } => {
+                // Logged once per burst by the store's connection (not here:
+                // a full store refuses every append of every reply).
+                tracing::debug!(op = op.get(), "store refused: {reason}");
+                self.metrics.store_refused.fetch_add(1, Relaxed);
             }
             Event::StoreInternal { op, reason } => {
                 tracing::error!(

@@ -5,7 +5,7 @@
 //! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `426` not an upgrade) |
 //! | `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/cancel`, `GET /v1/sessions/{id}/messages`, `GET /v1/users/{id}/presence` | the core's answer (`Input::Http` → `Output::HttpResponse`) |
 //! | `GET /healthz` | `200` while the process serves |
-//! | `GET /readyz` | `200` when the store is reachable, else `503` |
+//! | `GET /readyz` | `200` when the store is reachable and accepts writes, else `503` (`store_full` when it refuses them) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /` | the page, when one is configured |
 //! | anything else | `404` (`405` for a known path with another method) |
@@ -109,6 +109,11 @@ pub(crate) async fn handle<R: Runtime>(
         (["readyz"], Method::GET) => {
             if shared.readiness.is_ready() {
                 json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())
+            } else if shared.readiness.refuses_writes() {
+                error(&HttpError::new(
+                    ErrorCode::StoreFull,
+                    "the store is reachable but refuses writes (it is full)",
+                ))
             } else {
                 error(&HttpError::new(
                     ErrorCode::Unavailable,

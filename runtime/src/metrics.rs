@@ -80,6 +80,8 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumer_closes: AtomicU64,
     /// Store operations that failed (never for the in-memory store).
     pub(crate) store_unavailable: AtomicU64,
+    /// Store operations the store refused for want of room.
+    pub(crate) store_refused: AtomicU64,
     /// Redis operations that failed (connection lost, timeout, script error).
     pub(crate) redis_errors: AtomicU64,
     /// Notices dropped because the driver's notice channel was full.
@@ -222,6 +224,12 @@ impl Metrics {
             "counter",
             "Store operations that failed because the store could not be reached.",
             &[("", self.store_unavailable.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_store_refused_total",
+            "counter",
+            "Store operations the store refused for want of room (out of memory or disk).",
+            &[("", self.store_refused.load(Relaxed).to_string())],
         );
         family(
             "weir_redis_errors_total",

@@ -18,14 +18,23 @@
 //!   the truth, and the core re-reads). After an outage it reconnects with
 //!   backoff and subscribes to every channel again.
 //!
-//! `/readyz` answers 200 only while both connections are up.
+//! - **Refusals.** While Redis refuses writes for want of room (`OOM` at
+//!   `maxmemory`, `MISCONF`), operations fail with
+//!   [`StoreError::Refused`] and the core ends what it must. This module
+//!   keeps the burst: the first refusal logs one ERROR line, a long burst a
+//!   reminder with the count every [`REMIND_EVERY`], and its end one line
+//!   with the count. The supervisor's epoch check writes (`SET NX`), so it
+//!   notices within [`EPOCH_CHECK`] that Redis accepts writes again.
+//!
+//! `/readyz` answers 200 only while both connections are up and Redis
+//! accepts writes.
 
 use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_util::future::{select, Either};
@@ -33,7 +42,7 @@ use futures_util::{select_biased, FutureExt, StreamExt};
 use redis::aio::MultiplexedConnection;
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, Topic};
 use weir_core::{Input, OpId};
-use weir_store_redis::RedisStore;
+use weir_store_redis::{Failure, RedisStore};
 
 use crate::io::RedisIo;
 use crate::mailbox::ToDriver;
@@ -43,6 +52,9 @@ use crate::RedisSettings;
 
 /// How often the supervisor re-reads the epoch key.
 const EPOCH_CHECK: Duration = Duration::from_secs(2);
+
+/// How often a burst of refusals that goes on is logged again.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -66,6 +78,21 @@ struct Link {
     subscribed: AtomicU64,
     /// Rung whenever `subscribed` moves.
     subscribed_moved: Event,
+    /// Redis refuses writes (a burst of refusals is on).
+    refusing: AtomicBool,
+    burst: Mutex<Burst>,
+}
+
+/// A burst of refusals: from the first write Redis refuses for want of room
+/// to the first it accepts again.
+#[derive(Debug, Default)]
+struct Burst {
+    /// When it began; `None` while Redis accepts writes.
+    since: Option<Instant>,
+    /// Operations refused in it.
+    refused: u64,
+    /// When it was last logged.
+    logged: Option<Instant>,
 }
 
 impl Link {
@@ -78,6 +105,68 @@ impl Link {
             generation: AtomicU64::new(0),
             subscribed: AtomicU64::new(0),
             subscribed_moved: Event::new(),
+            refusing: AtomicBool::new(false),
+            burst: Mutex::new(Burst::default()),
+        }
+    }
+
+    /// Redis refused a write for want of room (`why`): the first of a burst
+    /// is logged, the others counted.
+    fn refused(&self, why: &dyn std::fmt::Display) {
+        let Ok(mut b) = self.burst.lock() else {
+            return;
+        };
+        b.refused += 1;
+        if b.since.is_none() {
+            let now = Instant::now();
+            b.since = Some(now);
+            b.logged = Some(now);
+            self.refusing.store(true, Relaxed);
+            tracing::error!(
+                "the store refuses writes ({why}): replies that cannot be stored end \
+                 failed(store_full), chats and cancels are answered store_full and /readyz \
+                 503 until it accepts writes again; refusals are counted, not logged"
+            );
+        }
+    }
+
+    /// A write went through: a burst of refusals, if one was on, is over.
+    fn accepted(&self) {
+        if !self.refusing.load(Relaxed) {
+            return;
+        }
+        let Ok(mut b) = self.burst.lock() else {
+            return;
+        };
+        if let Some(since) = b.since.take() {
+            self.refusing.store(false, Relaxed);
+            tracing::warn!(
+                refused = b.refused,
+                "the store accepts writes again, after refusing {} operations over {:.1} s",
+                b.refused,
+                since.elapsed().as_secs_f64()
+            );
+            b.refused = 0;
+            b.logged = None;
+        }
+    }
+
+    /// Logs a burst that goes on, every [`REMIND_EVERY`].
+    fn remind(&self) {
+        let Ok(mut b) = self.burst.lock() else {
+            return;
+        };
+        let (Some(since), Some(logged)) = (b.since, b.logged) else {
+            return;
+        };
+        if logged.elapsed() >= REMIND_EVERY {
+            b.logged = Some(Instant::now());
+            tracing::warn!(
+                refused = b.refused,
+                "the store still refuses writes: {} operations refused over {:.0} s",
+                b.refused,
+                since.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -125,7 +214,13 @@ pub(crate) struct RedisReadiness(Arc<Link>);
 
 impl RedisReadiness {
     pub(crate) fn is_ready(&self) -> bool {
-        self.0.store_up.load(Relaxed) && self.0.pubsub_up.load(Relaxed)
+        self.0.store_up.load(Relaxed) && self.0.pubsub_up.load(Relaxed) && !self.refuses_writes()
+    }
+
+    /// Whether Redis is connected but refusing writes for want of room
+    /// (reachable, but not ready).
+    pub(crate) fn refuses_writes(&self) -> bool {
+        self.0.store_up.load(Relaxed) && self.0.refusing.load(Relaxed)
     }
 }
 
@@ -233,11 +328,19 @@ impl<R: Runtime> RedisBackend<R> {
             if link.subscribed.load(Relaxed) < needed {
                 link.subscribed_through::<R>(needed, timeout).await;
             }
+            let write = request.is_refused_when_full();
             let result = match store.apply(&mut conn, epoch, request).await {
-                Ok(reply) => Ok(reply),
+                Ok(reply) => {
+                    if write {
+                        link.accepted();
+                    }
+                    Ok(reply)
+                }
                 Err(failure) => {
                     if failure.is_connection_lost() {
                         link.report_broken(generation);
+                    } else if failure.is_refusal() {
+                        link.refused(&failure);
                     } else {
                         tracing::error!("store script: {failure}");
                     }
@@ -315,7 +418,7 @@ async fn supervise<R: Runtime>(
     let mut backoff = BACKOFF_MIN;
     loop {
         match connect::<R>(&client, timeout).await {
-            Ok(mut conn) => match store.establish_epoch(&mut conn, R::unix_ms()).await {
+            Ok(mut conn) => match establish::<R>(&store, &link, &mut conn).await {
                 Ok(mut epoch) => {
                     let generation = link.generation.fetch_add(1, Relaxed) + 1;
                     link.set(Some((conn.clone(), epoch, generation)));
@@ -331,7 +434,8 @@ async fn supervise<R: Runtime>(
                         {
                             break;
                         }
-                        match store.establish_epoch(&mut conn, R::unix_ms()).await {
+                        link.remind();
+                        match establish::<R>(&store, &link, &mut conn).await {
                             Ok(now) if now != epoch => {
                                 tracing::warn!(
                                     old = epoch,
@@ -356,6 +460,27 @@ async fn supervise<R: Runtime>(
         }
         R::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Establishes the epoch ([`RedisStore::establish_epoch`], a write: it tells
+/// whether Redis accepts writes); while Redis refuses writes, reads the
+/// epoch it has instead.
+async fn establish<R: Runtime>(
+    store: &RedisStore,
+    link: &Link,
+    conn: &mut MultiplexedConnection,
+) -> Result<Epoch, Failure> {
+    match store.establish_epoch(conn, R::unix_ms()).await {
+        Ok(epoch) => {
+            link.accepted();
+            Ok(epoch)
+        }
+        Err(refusal) if refusal.is_refusal() => {
+            link.refused(&refusal);
+            store.read_epoch(conn).await?.ok_or(refusal)
+        }
+        Err(e) => Err(e),
     }
 }
 

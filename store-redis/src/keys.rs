@@ -1,10 +1,94 @@
 //! The key and channel names of the crate docs' key layout: every name the
-//! store writes or subscribes to is made here.
+//! store writes or subscribes to is made here, and so is the one name read
+//! back (a sweep index entry, [`RedisStore::conv_of_key`]).
+//!
+//! # Ids in names
+//!
+//! A user id may hold any printable character, so ids are escaped before
+//! they go into a name. Three characters shape the layout: `{` and `}`
+//! (Redis Cluster hashes only the part between the first `{` and the next
+//! `}`), `/` (between the user and the session in a conversation's tag: the
+//! only place a name is split). They are written `%XX` (the UTF-8 byte in
+//! upper-case hex), and so is `%` itself and any control character (never
+//! in a valid id); every other character stays as it is, so an escaped id
+//! never holds a reserved character and unescapes to itself.
+//!
+//! An id without a reserved character is written as it is, under the same
+//! name as in the layout before escaping (so a rolling upgrade keeps its
+//! data: see `docs/store.md`). A name whose ids needed escaping marks its
+//! kind with `%` (`{c%:org%2Falice/s1}`, `u%:a%7Bb`), so it never equals a
+//! name an older weir made for another id (`{c:org%2Falice/s1}` was user
+//! `org%2Falice`'s).
+//!
+//! Session and node ids never need escaping (their characters are
+//! `A-Z a-z 0-9 _ - . :`; tested below), which is why the script may append
+//! a reply's owner to the node channel prefix it is given.
+
+use std::fmt::Write as _;
 
 use weir_core::ids::{ConvKey, SessionId, UserId};
 use weir_core::store::Topic;
 
 use crate::RedisStore;
+
+/// Whether `c` must be escaped in a name.
+fn reserved(c: char) -> bool {
+    matches!(c, '%' | '/' | '{' | '}') || c.is_control()
+}
+
+/// `id` with every reserved character written `%XX` (per UTF-8 byte).
+#[must_use]
+pub(crate) fn escape(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        if reserved(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The id that [`escape`] made `s` from (`None`: no escape made it).
+#[must_use]
+pub(crate) fn unescape(s: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            if hex.bytes().any(|h| h.is_ascii_lowercase()) {
+                return None;
+            }
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    let id = String::from_utf8(bytes).ok()?;
+    (escape(&id) == s).then_some(id)
+}
+
+/// `kind:ID/ID…`, or `kind%:ESCAPED/ESCAPED…` when an id needed escaping.
+fn tagged(kind: &str, ids: &[&str]) -> String {
+    if ids.iter().all(|id| !id.chars().any(reserved)) {
+        format!("{kind}:{}", ids.join("/"))
+    } else {
+        let escaped: Vec<String> = ids.iter().map(|id| escape(id)).collect();
+        format!("{kind}%:{}", escaped.join("/"))
+    }
+}
+
+/// A conversation's hash tag, without its braces.
+fn conv_tag(conv: &ConvKey) -> String {
+    tagged("c", &[conv.user.as_str(), conv.session.as_str()])
+}
 
 impl RedisStore {
     /// The epoch key.
@@ -26,33 +110,51 @@ impl RedisStore {
     /// A conversation's meta key (the script's `KEYS[1]`).
     #[must_use]
     pub fn conv_key(&self, conv: &ConvKey) -> String {
-        format!("{}:{{c:{}/{}}}:conv", self.prefix, conv.user, conv.session)
+        format!("{}:{{{}}}:conv", self.prefix, conv_tag(conv))
     }
 
-    /// The conversation of a meta key (`None`: not one of ours).
+    /// The conversation of a meta key (`None`: not one of ours, or made by
+    /// an older weir for an id it did not escape).
     pub(crate) fn conv_of_key(&self, key: &str) -> Option<ConvKey> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{c:")?;
-        let tag = rest.strip_suffix("}:conv")?;
+        let tag = key
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{")?
+            .strip_suffix("}:conv")?;
+        let (escaped, tag) = match tag.strip_prefix("c%:") {
+            Some(t) => (true, t),
+            None => (false, tag.strip_prefix("c:")?),
+        };
         let (user, session) = tag.split_once('/')?;
-        Some(ConvKey::new(
-            UserId::parse(user).ok()?,
-            SessionId::parse(session).ok()?,
-        ))
+        let (user, session) = if escaped {
+            (unescape(user)?, unescape(session)?)
+        } else {
+            (user.to_owned(), session.to_owned())
+        };
+        let conv = ConvKey::new(UserId::parse(user).ok()?, SessionId::parse(session).ok()?);
+        // Only the name this conversation has now (an older weir's name for
+        // an id with a reserved character reads as something else).
+        (self.conv_key(&conv) == key).then_some(conv)
     }
 
     /// A user's presence entries key (the script's `KEYS[1]`).
     pub(crate) fn presence_key(&self, user: &UserId) -> String {
-        format!("{}:{{p:{user}}}:e", self.prefix)
+        format!("{}:{{{}}}:e", self.prefix, tagged("p", &[user.as_str()]))
     }
 
     /// The pub/sub channel of a topic.
     #[must_use]
     pub fn channel(&self, topic: &Topic) -> String {
         match topic {
-            Topic::Conv(c) => format!("{}:{{c:{}/{}}}:ch", self.prefix, c.user, c.session),
-            Topic::User(u) => format!("{}:u:{u}", self.prefix),
-            Topic::Node(n) => format!("{}:n:{n}", self.prefix),
+            Topic::Conv(c) => format!("{}:{{{}}}:ch", self.prefix, conv_tag(c)),
+            Topic::User(u) => format!("{}:{}", self.prefix, tagged("u", &[u.as_str()])),
+            Topic::Node(n) => format!("{}:{}", self.prefix, tagged("n", &[n.as_str()])),
         }
+    }
+
+    /// What a node's channel name starts with: the script appends a reply's
+    /// owner to it (node ids are never escaped) to send a cancel request.
+    pub(crate) fn node_channel_prefix(&self) -> String {
+        format!("{}:n:", self.prefix)
     }
 
     /// A pattern that matches every channel of this store (for tests and
@@ -65,21 +167,152 @@ impl RedisStore {
 
 #[cfg(test)]
 mod tests {
+    use weir_core::ids::NodeId;
     use weir_core::store::StoreConfig;
 
     use super::*;
 
+    /// Ids that broke the layout before escaping, and their neighbours.
+    const HOSTILE: [&str; 12] = [
+        "org/alice",
+        "a:{b",
+        "}",
+        "{",
+        "*",
+        "a b",
+        "ünïcödé 😀",
+        "%",
+        "%2F",
+        "a%7Bb",
+        "x}:conv",
+        "/{c:u/s}/",
+    ];
+
+    fn store() -> RedisStore {
+        RedisStore::new("weir", StoreConfig::default(), 0)
+    }
+
+    fn conv(user: &str, session: &str) -> ConvKey {
+        ConvKey::new(
+            UserId::parse(user).unwrap(),
+            SessionId::parse(session).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_escaped_id_holds_no_reserved_character_and_unescapes_to_itself() {
+        for id in HOSTILE.iter().copied().chain(["alice", "\u{7}bell"]) {
+            let e = escape(id);
+            assert!(
+                !e.contains(['/', '{', '}']) && !e.chars().any(char::is_control),
+                "{id:?} → {e:?}"
+            );
+            assert!(
+                e.split('%')
+                    .skip(1)
+                    .all(|h| h.len() >= 2 && h[..2].bytes().all(|b| b.is_ascii_hexdigit())),
+                "every % starts an escape: {id:?} → {e:?}"
+            );
+            assert_eq!(unescape(&e).as_deref(), Some(id), "{e:?}");
+        }
+        assert_eq!(escape("org/alice"), "org%2Falice");
+        assert_eq!(escape("a:{b"), "a:%7Bb");
+        assert_eq!(escape("%"), "%25");
+        assert_eq!(escape("ü/"), "ü%2F");
+    }
+
+    #[test]
+    fn only_what_escape_makes_unescapes() {
+        for s in ["%", "%2", "%zz", "%2f", "a/b", "{", "%FF", "%C3"] {
+            assert_eq!(unescape(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn plain_ids_keep_the_names_of_the_layout_before_escaping() {
+        let store = store();
+        let c = conv("alice@example.com", "chat:1");
+        assert_eq!(store.conv_key(&c), "weir:{c:alice@example.com/chat:1}:conv");
+        let auth0 = UserId::parse("auth0|5f7c x*ü").unwrap();
+        assert_eq!(store.presence_key(&auth0), "weir:{p:auth0|5f7c x*ü}:e");
+        assert_eq!(store.channel(&Topic::User(auth0)), "weir:u:auth0|5f7c x*ü");
+        assert_eq!(
+            store.channel(&Topic::Conv(c)),
+            "weir:{c:alice@example.com/chat:1}:ch"
+        );
+        let node = NodeId::parse("node-a.1:x_y").unwrap();
+        assert_eq!(store.channel(&Topic::Node(node)), "weir:n:node-a.1:x_y");
+    }
+
+    #[test]
+    fn hostile_ids_get_one_hash_tag_and_marked_names() {
+        let store = store();
+        let c = conv("a:{b", "s1");
+        assert_eq!(store.conv_key(&c), "weir:{c%:a:%7Bb/s1}:conv");
+        assert_eq!(store.channel(&Topic::Conv(c)), "weir:{c%:a:%7Bb/s1}:ch");
+        let u = UserId::parse("org/alice").unwrap();
+        assert_eq!(store.presence_key(&u), "weir:{p%:org%2Falice}:e");
+        assert_eq!(store.channel(&Topic::User(u)), "weir:u%:org%2Falice");
+        for user in HOSTILE {
+            let c = conv(user, "s:1");
+            for name in [store.conv_key(&c), store.channel(&Topic::Conv(c.clone()))] {
+                // Redis Cluster hashes from the first `{` to the next `}`:
+                // that must be the whole tag, so every key of the
+                // conversation is on one shard.
+                let open = name.find('{').unwrap();
+                let close = open + name[open..].find('}').unwrap();
+                assert_eq!(name.matches('{').count(), 1, "{name}");
+                assert_eq!(name.matches('}').count(), 1, "{name}");
+                assert!(name[close..].starts_with("}:"), "{name}");
+            }
+        }
+    }
+
     #[test]
     fn a_conversation_key_reads_back_as_its_conversation() {
-        let store = RedisStore::new("weir", StoreConfig::default(), 0);
-        let conv = ConvKey::new(
-            UserId::parse("alice").unwrap(),
-            SessionId::parse("chat-1").unwrap(),
+        let store = store();
+        for user in HOSTILE.iter().copied().chain(["alice", "org.alice"]) {
+            let c = conv(user, "chat-1:x");
+            let key = store.conv_key(&c);
+            assert_eq!(store.conv_of_key(&key), Some(c), "{key}");
+        }
+        assert_eq!(
+            store.conv_of_key("weir:{c:alice/chat-1}:conv"),
+            Some(conv("alice", "chat-1"))
         );
-        let key = store.conv_key(&conv);
-        assert_eq!(key, "weir:{c:alice/chat-1}:conv");
-        assert_eq!(store.conv_of_key(&key), Some(conv));
         assert_eq!(store.conv_of_key("other:{c:alice/chat-1}:conv"), None);
         assert_eq!(store.conv_of_key("weir:{p:alice}:e"), None);
+    }
+
+    #[test]
+    fn no_name_of_the_layout_before_escaping_reads_as_another_conversation() {
+        let store = store();
+        // An older weir's names for users with reserved characters: not
+        // ours (the sweep drops them from its index; they expire).
+        for old in [
+            "weir:{c:org/alice/s1}:conv",
+            "weir:{c:a:{b/s1}:conv",
+            "weir:{c:%/s1}:conv",
+            "weir:{c:org%2Falice/s1}:conv",
+        ] {
+            assert_eq!(store.conv_of_key(old), None, "{old}");
+        }
+        // User `org%2Falice`'s name of an older weir is nobody's name now:
+        // not user `org/alice`'s, not user `org%2Falice`'s.
+        let old = "weir:{c:org%2Falice/s1}:conv";
+        assert_ne!(store.conv_key(&conv("org/alice", "s1")), old);
+        assert_ne!(store.conv_key(&conv("org%2Falice", "s1")), old);
+    }
+
+    #[test]
+    fn session_and_node_ids_never_need_escaping() {
+        // Every character a session or node id may hold stays as it is, so
+        // the script may build a node's channel from the owner it stored.
+        for c in (0..=0x2FFFFu32).filter_map(char::from_u32) {
+            let s = c.to_string();
+            if SessionId::parse(s.as_str()).is_ok() || NodeId::parse(s.as_str()).is_ok() {
+                assert!(!reserved(c), "{c:?}");
+            }
+        }
     }
 }

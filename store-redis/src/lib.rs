@@ -16,8 +16,12 @@
 //!
 //! `P` is the prefix (default `weir`). Every key of a conversation carries
 //! the hash tag `{c:USER/SESSION}`, every key of a user's presence the tag
-//! `{p:USER}`, so Redis Cluster keeps each on one shard (ids cannot contain
-//! `{`, `}` or `/`).
+//! `{p:USER}`, so Redis Cluster keeps each on one shard. Ids are escaped in
+//! every name (`%`, `/`, `{`, `}` and control characters as `%XX`), and a
+//! name with an escaped id marks its kind with `%`: `{c%:org%2Falice/s1}`,
+//! `{p%:a:%7Bb}`, `P:u%:a:%7Bb`. Ids without those characters are written as
+//! they are, in the names of the layout before escaping. The `keys` module
+//! says why, and `docs/store.md` what becomes of an older weir's data.
 //!
 //! | key | type | holds | expiry |
 //! | --- | --- | --- | --- |
@@ -29,14 +33,15 @@
 //! | `P:{c:U/S}:idem:KEY` | string | `USER_MSG_ID REPLY_ID EXPIRES_MS` for a `client_message_id` | the idempotency window + slack |
 //! | `P:{p:U}:e` | hash | presence entries: `NODE\|CONN` → expiry (ms) | the latest entry's expiry + slack |
 //! | `P:{p:U}:s` | string | presence state: `on` or `ling:UNTIL_MS` (absent: offline) | as the entries, or the linger end + slack |
-//! | `P:live` | sorted set | conversations that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
-//! | `P:presence` | sorted set | users scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
+//! | `P:live` | sorted set | conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
+//! | `P:presence` | sorted set | users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
 //! | `P:epoch` | string | the store's epoch | 7 days, refreshed by every node's housekeeping |
 //!
 //! Pub/sub channels: `P:{c:U/S}:ch` per conversation (started, chunks,
 //! cancelling, settled), `P:n:NODE` per node (cancel requests for the
 //! replies it owns), `P:u:USER` per user (presence). Payloads are the JSON
-//! of [`Notice`].
+//! of [`Notice`]. The script reads no id out of a name: the channels it
+//! publishes on that are not its conversation's come as arguments.
 //!
 //! ## Time and epoch
 //!
@@ -77,11 +82,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::Value;
-use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply};
+use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
 mod decode;
 mod keys;
@@ -117,6 +123,18 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether Redis refused the call as a whole for want of room: `OOM`
+    /// (`used_memory` above `maxmemory` under `noeviction`) or `MISCONF`
+    /// (it cannot persist, and `stop-writes-on-bgsave-error` stops writes).
+    /// Redis checks both before it runs a call, so nothing was changed.
+    #[must_use]
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Redis(e) => matches!(e.code(), Some("OOM" | "MISCONF")),
+            Self::Protocol(_) => false,
+        }
+    }
+
     /// Whether the connection should be considered broken (reconnect).
     #[must_use]
     pub fn is_connection_lost(&self) -> bool {
@@ -133,15 +151,51 @@ impl Failure {
 }
 
 /// What the core is told. A reply weir does not understand is its own bug
-/// ([`StoreError::Internal`]), never "the store cannot be reached". Every
-/// error Redis itself answers with is still `Unavailable`, including the
-/// ones that are refusals rather than outages (out of memory, a script
-/// error): those will want a variant of their own.
+/// ([`StoreError::Internal`]), never "the store cannot be reached". A
+/// [refusal](Failure::is_refusal) — out of memory, or unable to persist;
+/// under a script it reads `OOM … script: SHA, on @user_script…` — is
+/// [`StoreError::Refused`]. Every other error Redis answers with is
+/// `Unavailable` (a busy or loading server, a read-only replica after a
+/// failover: retrying is right).
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
         match f {
+            Failure::Redis(_) if f.is_refusal() => Self::Refused(f.to_string()),
             Failure::Redis(_) => Self::Unavailable(f.to_string()),
             Failure::Protocol(_) => Self::Internal(f.to_string()),
+        }
+    }
+}
+
+/// Which copy of the script a call runs: the same Lua under three
+/// shebangs, so that Redis itself decides, before the script runs, whether
+/// a full Redis (`used_memory` above `maxmemory`) takes the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flags {
+    /// `#!lua`: refused as a whole (`OOM`, nothing changed) while Redis is
+    /// full. The operations a full store refuses
+    /// ([`StoreOp::is_refused_when_full`]: start, append, cancel).
+    DenyOom,
+    /// `#!lua flags=allow-oom`: runs, writes included, even while Redis is
+    /// full: settle, renew, reap, presence, the sweep — what ends or keeps
+    /// a reply, so a reply can always be ended.
+    AllowOom,
+    /// No shebang (Redis's compatibility mode): the reads (snapshot, read).
+    /// While Redis is full they run (their only writes drop expired records,
+    /// with commands Redis allows then); while it refuses every write
+    /// (`MISCONF`) they still run unless they have an expired record to drop.
+    Plain,
+}
+
+impl Flags {
+    /// The copy of the script `op` runs on.
+    pub(crate) fn of(op: &StoreOp) -> Self {
+        if op.is_refused_when_full() {
+            Self::DenyOom
+        } else if matches!(op, StoreOp::Snapshot(_) | StoreOp::Read(_)) {
+            Self::Plain
+        } else {
+            Self::AllowOom
         }
     }
 }
@@ -153,12 +207,25 @@ pub struct RedisStore {
     prefix: String,
     config: StoreConfig,
     retention_ms: u64,
-    script: redis::Script,
+    scripts: Arc<Scripts>,
+}
+
+/// The scripts, shared by every clone of a [`RedisStore`].
+#[derive(Debug)]
+struct Scripts {
+    /// The store script under each of its shebangs ([`Flags`]).
+    deny_oom: redis::Script,
+    allow_oom: redis::Script,
+    plain: redis::Script,
+    /// The sweep index's scripts.
     unindex: redis::Script,
+    index: redis::Script,
 }
 
 impl RedisStore {
-    /// A store under `prefix` with the model's `config`. `retention_ms`: how
+    /// A store under `prefix` with the model's `config` (`prefix` must hold
+    /// no `{` or `}`, or Redis Cluster would hash on it: `weir serve` allows
+    /// `A-Z a-z 0-9 _ - . :`). `retention_ms`: how
     /// long a conversation's history is kept after its last message (0:
     /// forever; it is always capped at `config.history_limit` messages).
     #[must_use]
@@ -167,8 +234,13 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             config,
             retention_ms,
-            script: redis::Script::new(SCRIPT),
-            unindex: redis::Script::new(sweep::UNINDEX),
+            scripts: Arc::new(Scripts {
+                deny_oom: redis::Script::new(&format!("#!lua\n{SCRIPT}")),
+                allow_oom: redis::Script::new(&format!("#!lua flags=allow-oom\n{SCRIPT}")),
+                plain: redis::Script::new(SCRIPT),
+                unindex: redis::Script::new(sweep::UNINDEX),
+                index: redis::Script::new(sweep::INDEX),
+            }),
         }
     }
 
@@ -205,13 +277,18 @@ impl RedisStore {
     ) -> Result<Epoch, Failure> {
         let key = self.epoch_key();
         let ttl = epoch_ttl_ms();
-        let (_, value, _): (Value, Option<String>, Value) = redis::pipe()
-            .cmd("SET")
+        // Not pipelined with the rest: a refusal of a pipeline's command
+        // comes back without its code, and this `SET` is how a node learns
+        // that Redis refuses writes, and that it accepts them again.
+        let _: Value = redis::cmd("SET")
             .arg(&key)
             .arg(candidate.to_string())
             .arg("NX")
             .arg("PX")
             .arg(ttl)
+            .query_async(conn)
+            .await?;
+        let (value, _): (Option<String>, Value) = redis::pipe()
             .cmd("GET")
             .arg(&key)
             .cmd("PEXPIRE")
@@ -223,6 +300,35 @@ impl RedisStore {
         value
             .parse()
             .map_err(|_| Failure::Protocol(format!("the epoch key holds {value:?}")))
+    }
+
+    /// Reads the store's epoch without writing anything: what
+    /// [`establish_epoch`](Self::establish_epoch) falls back on when Redis
+    /// refuses writes ([`Failure::is_refusal`]) — the key is there, or the
+    /// store cannot be used at all. Refreshes its expiry (Redis allows that
+    /// while full).
+    ///
+    /// # Errors
+    /// Redis is unreachable, or the key holds something else.
+    pub async fn read_epoch<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+    ) -> Result<Option<Epoch>, Failure> {
+        let key = self.epoch_key();
+        let (value, _): (Option<String>, Value) = redis::pipe()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(epoch_ttl_ms())
+            .query_async(conn)
+            .await?;
+        value
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Failure::Protocol(format!("the epoch key holds {v:?}")))
+            })
+            .transpose()
     }
 
     /// Applies one operation in `epoch` (the value
@@ -240,12 +346,14 @@ impl RedisStore {
         op: StoreOp,
     ) -> Result<StoreReply, Failure> {
         let t = &self.config.timers;
+        let flags = Flags::of(&op);
         let call = match op {
             StoreOp::Sweep(op) => return self.sweep(conn, epoch, op.at_ms).await,
             StoreOp::PresenceRefresh(op) => {
                 // One call per user: each user's keys have their own hash tag.
                 for call in Call::presence_refresh(op) {
-                    Fields::reply(self.invoke(conn, &call, epoch).await?)?.tag("refreshed")?;
+                    Fields::reply(self.invoke(conn, &call, epoch, flags).await?)?
+                        .tag("refreshed")?;
                 }
                 return Ok(StoreReply::Refreshed);
             }
@@ -255,13 +363,13 @@ impl RedisStore {
             StoreOp::Snapshot(op) => Call::snapshot(op),
             StoreOp::Start(op) => Call::start(op, epoch, t, self.config.idempotency_ttl_ms)?,
             StoreOp::Append(op) => Call::append(op),
-            StoreOp::Cancel(op) => Call::cancel(op, t),
+            StoreOp::Cancel(op) => Call::cancel(op, t, self.node_channel_prefix()),
             StoreOp::Settle(op) => Call::settle(op)?,
             StoreOp::Renew(op) => Call::renew(op),
             StoreOp::Reap(op) => Call::reap(op),
             StoreOp::Read(op) => Call::read(op),
         };
-        let value = self.invoke(conn, &call, epoch).await?;
+        let value = self.invoke(conn, &call, epoch, flags).await?;
         let (reply, due_ms) = call.then.decode(value, epoch)?;
         match (&call.target, &reply) {
             // The sweep's indexes (hints: a failure is not the operation's).
@@ -278,17 +386,23 @@ impl RedisStore {
         Ok(reply)
     }
 
-    /// Runs one call of the script.
+    /// Runs one call of the script, on its copy `flags`.
     async fn invoke<C: ConnectionLike>(
         &self,
         conn: &mut C,
         call: &Call,
         epoch: Epoch,
+        flags: Flags,
     ) -> Result<Value, Failure> {
+        let script = match flags {
+            Flags::DenyOom => &self.scripts.deny_oom,
+            Flags::AllowOom => &self.scripts.allow_oom,
+            Flags::Plain => &self.scripts.plain,
+        };
         let mut inv = match &call.target {
             Target::Conv(conv) => {
                 let t = &self.config.timers;
-                let mut inv = self.script.key(self.conv_key(conv));
+                let mut inv = script.key(self.conv_key(conv));
                 inv.arg(call.op)
                     .arg(call.at_ms)
                     .arg(to_json(conv)?)
@@ -303,13 +417,14 @@ impl RedisStore {
             }
             Target::Presence(user) => {
                 let t = &self.config.presence;
-                let mut inv = self.script.key(self.presence_key(user));
+                let mut inv = script.key(self.presence_key(user));
                 inv.arg(call.op)
                     .arg(call.at_ms)
                     .arg(user.as_str())
                     .arg(t.debounce_ms)
                     .arg(t.entry_ttl_ms)
-                    .arg(SLACK_MS);
+                    .arg(SLACK_MS)
+                    .arg(self.channel(&Topic::User(user.clone())));
                 inv
             }
         };

@@ -160,8 +160,13 @@ impl Call {
         Self::conv("append", op.conv, op.at_ms, args, Then::Write)
     }
 
-    pub(crate) fn cancel(op: CancelOp, timers: &StreamTimers) -> Self {
-        let args = vec![op.message_id.map(|m| m.to_string()).unwrap_or_default()];
+    /// `node_channels`: what every node's channel name starts with (the
+    /// script sends the cancel request to the owner's).
+    pub(crate) fn cancel(op: CancelOp, timers: &StreamTimers, node_channels: String) -> Self {
+        let args = vec![
+            op.message_id.map(|m| m.to_string()).unwrap_or_default(),
+            node_channels,
+        ];
         // A cancelled reply is due no later than its cancel deadline.
         let due_ms = op.at_ms.saturating_add(timers.cancel_deadline_ms);
         Self::conv("cancel", op.conv, op.at_ms, args, Then::Cancel { due_ms })

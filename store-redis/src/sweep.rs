@@ -14,7 +14,7 @@ use weir_core::store::{Epoch, StoreReply};
 
 use crate::decode::{decode_presence, Fields};
 use crate::plan::{Call, Target};
-use crate::{epoch_ttl_ms, Failure, RedisStore};
+use crate::{epoch_ttl_ms, Failure, Flags, RedisStore};
 
 /// Removes a sweep-index entry only if it is due (a reply started since has
 /// a later due time and stays).
@@ -26,21 +26,35 @@ end
 return 0
 ";
 
+/// Sets a sweep-index entry: `ZADD KEYS[1] [ARGV[1]] ARGV[2] ARGV[3]` (the
+/// option `LT`/`XX`, or none when empty), then the index's expiry `ARGV[4]`
+/// ms (none when empty). `allow-oom`: a full Redis still keeps the hints of
+/// what it still carries out (a settle, a presence entry), so a sweep finds
+/// them.
+pub(crate) const INDEX: &str = r"#!lua flags=allow-oom
+if ARGV[1] == '' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+else
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+end
+if ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+";
+
 impl RedisStore {
     /// Adds `conv` to the sweep index, due no later than `due_ms`. Only a
     /// hint, so a failure is not the operation's failure.
     pub(crate) async fn index<C: ConnectionLike>(&self, conn: &mut C, conv: &ConvKey, due_ms: u64) {
         let index = self.index_key();
-        let _ignored: Result<Value, _> = redis::pipe()
-            .cmd("ZADD")
-            .arg(&index)
+        let _ignored: Result<Value, _> = self
+            .scripts
+            .index
+            .key(&index)
             .arg("LT")
             .arg(due_ms)
             .arg(self.conv_key(conv))
-            .cmd("PEXPIRE")
-            .arg(&index)
             .arg(epoch_ttl_ms())
-            .query_async(conn)
+            .invoke_async(conn)
             .await;
     }
 
@@ -60,19 +74,19 @@ impl RedisStore {
         };
         let result: Result<Value, _> = match due {
             Some(due) => {
-                redis::pipe()
-                    .cmd("ZADD")
-                    .arg(&index)
+                self.scripts
+                    .index
+                    .key(&index)
+                    .arg("")
                     .arg(due)
                     .arg(user.as_str())
-                    .cmd("PEXPIRE")
-                    .arg(&index)
                     .arg(epoch_ttl_ms())
-                    .query_async(conn)
+                    .invoke_async(conn)
                     .await
             }
             None => {
-                self.unindex
+                self.scripts
+                    .unindex
                     .key(&index)
                     .arg(user.as_str())
                     .arg(at_ms)
@@ -115,16 +129,19 @@ impl RedisStore {
                 continue;
             };
             let call = Call::reap_live(conv.clone(), at_ms);
-            let mut f = Fields::reply(self.invoke(conn, &call, epoch).await?)?;
+            let mut f = Fields::reply(self.invoke(conn, &call, epoch, Flags::AllowOom).await?)?;
             match f.tag_str()?.as_str() {
                 "live" => {
                     let due = f.u64()?;
-                    let _: Value = redis::cmd("ZADD")
-                        .arg(&index)
+                    let _: Value = self
+                        .scripts
+                        .index
+                        .key(&index)
                         .arg("XX")
                         .arg(due)
                         .arg(&key)
-                        .query_async(conn)
+                        .arg("")
+                        .invoke_async(conn)
                         .await?;
                 }
                 tag => {
@@ -136,6 +153,7 @@ impl RedisStore {
                         return Err(Failure::Protocol(format!("sweep: {tag}")));
                     }
                     let _: Value = self
+                        .scripts
                         .unindex
                         .key(&index)
                         .arg(&key)
@@ -165,7 +183,7 @@ impl RedisStore {
                 continue;
             };
             let call = Call::presence_check(user, at_ms);
-            let reply = decode_presence(self.invoke(conn, &call, epoch).await?)?;
+            let reply = decode_presence(self.invoke(conn, &call, epoch, Flags::AllowOom).await?)?;
             if let Target::Presence(user) = &call.target {
                 self.presence_indexed(conn, user, at_ms, &reply).await;
             }

@@ -479,6 +479,45 @@ impl World {
         true
     }
 
+    /// The `k`-th waiting operation reaches a store that is full: refused
+    /// ([`StoreError::Refused`], never applied) if it is one a full store
+    /// refuses ([`StoreOp::is_refused_when_full`]), else applied.
+    ///
+    /// [`StoreOp::is_refused_when_full`]: weir_core::store::StoreOp::is_refused_when_full
+    pub fn refuse_op(&mut self, k: usize) -> bool {
+        let Some(o) = self.ops.get(k) else {
+            return false;
+        };
+        if !o.request.is_refused_when_full() {
+            return self.apply_op(k);
+        }
+        let Some(InFlightOp {
+            node, op, orphan, ..
+        }) = self.ops.remove(k)
+        else {
+            return false;
+        };
+        if !orphan {
+            self.replies.push_back(InFlightReply {
+                node,
+                op,
+                result: Err(StoreError::Refused("injected: OOM".into())),
+            });
+        }
+        true
+    }
+
+    /// [`World::settle_queues`] with a store that is full
+    /// ([`World::refuse_op`]).
+    pub fn settle_queues_full(&mut self) -> usize {
+        let mut n = 0;
+        while self.refuse_op(0) || self.deliver_reply(0) || self.deliver_notice(0) {
+            n += 1;
+            assert!(n < 1_000_000, "queues never empty: a livelock");
+        }
+        n
+    }
+
     /// Applies the `k`-th waiting operation (its effects and notices happen),
     /// but its reply comes back as [`StoreError::Internal`]: the store
     /// answered something the node does not understand (a bug in the store

@@ -176,6 +176,18 @@ fn store_outage_answers_503_and_changes_nothing() {
 }
 
 #[test]
+fn a_full_store_answers_503_store_full_not_unavailable_and_starts_nothing() {
+    let mut w = World::new(&WorldConfig::default());
+    let r = post_q(&mut w);
+    w.settle_queues_full();
+    let (status, body) = answer(&w, r);
+    assert_eq!((status, body["code"].as_str()), (503, Some("store_full")));
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("cannot be reached"), "{message}");
+    assert!(w.running_generators().is_empty());
+}
+
+#[test]
 fn store_reply_not_understood_answers_500_internal_not_unavailable() {
     let mut w = World::new(&WorldConfig::default());
     let r = post_q(&mut w);

@@ -10,8 +10,16 @@
 //! with and without usage, renew, reap, read, sweep, presence join / leave /
 //! refresh / check), time passing across leases, cancel deadlines, grace
 //! windows, debounces and entry expiries, and Redis losing everything (a new
-//! epoch). Strings carry quotes, backslashes, newlines, `/`, non-ASCII and
-//! emoji, and a user text that looks like a stored message.
+//! epoch), and Redis full (`maxmemory` below its use, `noeviction`): then
+//! the operations a full store refuses
+//! ([`StoreOp::is_refused_when_full`]) must be refused as a whole —
+//! `StoreError::Refused`, no notice, nothing changed (the model does not
+//! apply them) — and every other one must still answer as the model does.
+//! Strings carry quotes, backslashes, newlines, `/`, non-ASCII and
+//! emoji, and a user text that looks like a stored message. Ids go into key
+//! and channel names, so user, session, node and idempotency ids carry every
+//! character that could break a name (`/ : { } * %`, spaces, non-ASCII, and
+//! `%75a`, the escape of `ua`), beside plain ones.
 //!
 //! After each case every key the script made must carry a TTL, except
 //! retained history (invariant 7's part in Redis).
@@ -29,7 +37,7 @@ use weir_core::presence::PresenceTimers;
 use weir_core::store::{
     AppendOp, CancelOp, Model, Notice, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp,
     PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreConfig,
-    StoreOp, StoreReply, SweepOp, Token,
+    StoreError, StoreOp, StoreReply, SweepOp, Token,
 };
 use weir_core::stream::{SettleRequest, StreamTimers};
 use weir_core::wire::Usage;
@@ -52,9 +60,15 @@ const CONFIG: StoreConfig = StoreConfig {
     idempotency_ttl_ms: 2_500,
 };
 
-const CONVS: [(&str, &str); 3] = [("ua", "s1"), ("ua", "s2"), ("ub", "s1")];
-const USERS: [&str; 2] = ["ua", "ub"];
-const NODES: [&str; 2] = ["n1", "n2"];
+const CONVS: [(&str, &str); 5] = [
+    ("ua", "s1"),
+    ("ua", "s2"),
+    ("org/alice", "s1"),
+    ("a:{b", "c:1"),
+    ("%75a }*ü😀", "s1"),
+];
+const USERS: [&str; 4] = ["ua", "a:{b", "org/alice", "%75a }*ü😀"];
+const NODES: [&str; 2] = ["n1", "n:2.x-y_z"];
 const CONTENTS: [&str; 5] = [
     "hi",
     "",
@@ -133,6 +147,10 @@ enum Op {
         ms: u64,
     },
     LoseEverything,
+    /// Redis full (`maxmemory 1`) or not (`maxmemory 0`).
+    Full {
+        on: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -162,6 +180,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..USERS.len()).prop_map(|user| Op::Check { user }),
         4 => prop_oneof![0u64..200, 200u64..3_000].prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::LoseEverything),
+        1 => any::<bool>().prop_map(|on| Op::Full { on }),
     ]
 }
 
@@ -195,6 +214,8 @@ struct Harness {
     model: Model,
     at_ms: u64,
     known: Vec<Known>,
+    /// Redis is full (`Op::Full`).
+    full: bool,
 }
 
 impl Harness {
@@ -208,6 +229,7 @@ impl Harness {
             .query_async(&mut conn)
             .await
             .expect("flushall");
+        set_maxmemory(&mut conn, false).await;
         let store = RedisStore::new("weir", CONFIG, 0);
         let epoch = store.establish_epoch(&mut conn, 7).await.expect("epoch");
         assert_eq!(epoch, 7, "a flushed store takes the candidate epoch");
@@ -222,6 +244,7 @@ impl Harness {
             model: Model::new(CONFIG, epoch),
             at_ms: BASE_MS,
             known: Vec::new(),
+            full: false,
         }
     }
 
@@ -257,7 +280,7 @@ impl Harness {
                 conv: conv(c),
                 content: CONTENTS[content].to_owned(),
                 client_message_id: key
-                    .map(|k| ClientMessageId::parse(format!("k{k}")).expect("key")),
+                    .map(|k| ClientMessageId::parse(format!("k{k} /{{*}}:%ü")).expect("key")),
                 // Small nonces repeat (the store refuses a repeated one);
                 // 5 stands for a fresh random one.
                 nonce: if nonce == 5 {
@@ -378,7 +401,7 @@ impl Harness {
                 user: uid(USERS[user]),
                 at_ms,
             }),
-            Op::Tick { .. } | Op::LoseEverything => return None,
+            Op::Tick { .. } | Op::LoseEverything | Op::Full { .. } => return None,
         })
     }
 
@@ -423,7 +446,15 @@ impl Harness {
                 self.at_ms += ms;
                 return Ok(());
             }
+            Op::Full { on } => {
+                set_maxmemory(&mut self.conn, *on).await;
+                self.full = *on;
+                return Ok(());
+            }
             Op::LoseEverything => {
+                // Lost data and an empty Redis: not full any more.
+                set_maxmemory(&mut self.conn, false).await;
+                self.full = false;
                 let _: () = redis::cmd("FLUSHALL")
                     .query_async(&mut self.conn)
                     .await
@@ -443,6 +474,23 @@ impl Harness {
         let Some(store_op) = self.concrete(op) else {
             return Ok(());
         };
+        if self.full && store_op.is_refused_when_full() {
+            let got = self
+                .store
+                .apply(&mut self.conn, self.epoch, store_op.clone())
+                .await
+                .map_err(StoreError::from);
+            prop_assert!(
+                matches!(got, Err(StoreError::Refused(_))),
+                "step {}: a full Redis must refuse {:?}, got {:?}",
+                i,
+                store_op,
+                got
+            );
+            let published = self.published().await;
+            prop_assert!(published.is_empty(), "step {}: {:?}", i, published);
+            return Ok(());
+        }
         let sweep = matches!(store_op, StoreOp::Sweep(_));
         let (want, want_published) = self.model.apply(store_op.clone());
         let got = self
@@ -517,6 +565,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Makes Redis full (`maxmemory 1`: below any use, `noeviction`) or not.
+async fn set_maxmemory(conn: &mut MultiplexedConnection, full: bool) {
+    let limit = if full { "1" } else { "0" };
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .arg("maxmemory")
+        .arg(limit)
+        .query_async(conn)
+        .await
+        .expect("config set maxmemory");
 }
 
 /// The property. A plain test around proptest's runner rather than the
@@ -651,6 +713,146 @@ fn a_reply_started_streamed_cancelled_and_settled_matches_the_model() {
         for (i, op) in ops.iter().enumerate() {
             h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
         }
+        h.assert_every_key_expires()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// The probe's two hostile users by hand: `org/alice`'s reply, its owner
+/// gone, is reaped by a sweep (the sweep reads the conversation back from
+/// its index entry); a cancel of `a:{b`'s reply goes to the owner node's
+/// channel; presence of both on their own channels.
+#[test]
+fn replies_and_presence_of_hostile_user_ids_match_the_model() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let mut h = Harness::new(&server.url()).await;
+        let ops = [
+            Op::Join {
+                user: 2,
+                node: 1,
+                conn: 1,
+            },
+            Op::Start {
+                conv: 2,
+                content: 0,
+                key: Some(1),
+                nonce: 1,
+                owner: 1,
+                context: 4,
+            },
+            Op::Start {
+                conv: 3,
+                content: 3,
+                key: None,
+                nonce: 2,
+                owner: 1,
+                context: 4,
+            },
+            Op::Append {
+                reply: 1,
+                good: true,
+                seq: SeqPick::Next,
+                deltas: vec![0, 5],
+            },
+            Op::Cancel {
+                conv: 3,
+                target: None,
+            },
+            Op::Settle {
+                reply: 1,
+                good: true,
+                kind: 2,
+                usage: false,
+            },
+            Op::Join {
+                user: 1,
+                node: 0,
+                conn: 2,
+            },
+            Op::Leave {
+                user: 1,
+                node: 0,
+                conn: 2,
+            },
+            // Past the lease of `org/alice`'s reply: the sweep reaps it.
+            Op::Tick { ms: 1_100 },
+            Op::Sweep,
+            Op::Snapshot { conv: 2, limit: 5 },
+            Op::Snapshot { conv: 3, limit: 5 },
+            Op::Check { user: 1 },
+            Op::Tick { ms: 2_000 },
+            Op::Sweep,
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        h.assert_every_key_expires()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// Redis full mid-reply, by hand: the append, a new start and a cancel are
+/// refused as a whole; the renewal, the settle, reads and presence still go
+/// through as in the model; once Redis has room again, a start does too.
+#[test]
+fn a_full_redis_refuses_start_append_and_cancel_and_still_settles_as_the_model_does() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let mut h = Harness::new(&server.url()).await;
+        let start = |conv, nonce| Op::Start {
+            conv,
+            content: 1,
+            key: None,
+            nonce,
+            owner: 0,
+            context: 2,
+        };
+        let append = |deltas| Op::Append {
+            reply: 0,
+            good: true,
+            seq: SeqPick::Next,
+            deltas,
+        };
+        let ops = [
+            start(0, 1),
+            append(vec![0, 1]),
+            Op::Full { on: true },
+            append(vec![2]),
+            Op::Renew {
+                reply: 0,
+                good: true,
+            },
+            start(1, 2),
+            Op::Cancel {
+                conv: 0,
+                target: None,
+            },
+            Op::Join {
+                user: 0,
+                node: 0,
+                conn: 1,
+            },
+            Op::Read { reply: 0, after: 0 },
+            Op::Settle {
+                reply: 0,
+                good: true,
+                kind: 1,
+                usage: false,
+            },
+            Op::Snapshot { conv: 0, limit: 5 },
+            Op::Tick { ms: 2_000 },
+            Op::Sweep,
+            Op::Full { on: false },
+            start(0, 3),
+            Op::Snapshot { conv: 0, limit: 5 },
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(h.known.len(), 2, "the start while full made no reply");
         h.assert_every_key_expires()
             .await
             .unwrap_or_else(|e| panic!("{e}"));

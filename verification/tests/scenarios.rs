@@ -327,3 +327,62 @@ fn a_store_reply_not_understood_is_told_internal_not_unavailable() {
     assert_eq!(errors[0].0, ErrorCode::Internal);
     assert!(!errors[0].1.contains("cannot be reached"), "{errors:?}");
 }
+
+#[test]
+fn a_full_store_ends_the_streaming_reply_failed_store_full_on_every_node_and_answers_chats_and_cancels_store_full(
+) {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    settle(&mut w, &mut c);
+    // The store fills up: the next append is refused.
+    w.generate(&id, GeneratorEvent::Delta("two".into()));
+    w.settle_queues_full();
+    c.check(&w).unwrap();
+    assert!(
+        w.running_generators().is_empty(),
+        "the generator was stopped"
+    );
+    for conn in [a, b] {
+        let end = w.frames(conn).iter().find_map(|f| match f {
+            ServerFrame::End(e) => Some(e),
+            _ => None,
+        });
+        let end = end.unwrap_or_else(|| panic!("no end on {conn:?}: {:?}", kinds(&w, conn)));
+        assert_eq!(end.status, ReplyStatus::Failed, "{end:?}");
+        assert_eq!(end.reason.as_deref(), Some("store_full"), "{end:?}");
+        assert_eq!(end.final_seq, 1, "the refused chunk is not in it");
+    }
+    // While it is full, a chat and a cancel are answered `store_full`.
+    w.send_text(a, r#"{"type":"chat","content":"again","request_id":"r2"}"#);
+    w.send_text(b, r#"{"type":"cancel","request_id":"c1"}"#);
+    w.settle_queues_full();
+    c.check(&w).unwrap();
+    for (conn, rid) in [(a, "r2"), (b, "c1")] {
+        let error = w.frames(conn).iter().find_map(|f| match f {
+            ServerFrame::Error(e) => Some(e),
+            _ => None,
+        });
+        let error = error.unwrap_or_else(|| panic!("no error on {conn:?}"));
+        assert_eq!(error.code, ErrorCode::StoreFull, "{error:?}");
+        assert_eq!(error.request_id.as_ref().map(|r| r.as_str()), Some(rid));
+        assert!(!error.message.contains("cannot be reached"), "{error:?}");
+    }
+    // Once it takes writes again, a chat completes.
+    w.send_text(a, r#"{"type":"chat","content":"later"}"#);
+    settle(&mut w, &mut c);
+    let id = reply_id(&w);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    assert_eq!(kinds(&w, b).last(), Some(&"end"));
+    c.check_quiescent(&w).unwrap();
+}

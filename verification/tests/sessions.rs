@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use weir_core::ids::{ConnId, MessageId, UserId};
 use weir_core::session::ConnState;
+use weir_core::store::StoreOp;
 use weir_core::stream::OWNER_LOST;
 use weir_core::wire::{
     CloseCode, ErrorCode, PresenceStatus, ReplyStatus, ResumeUnavailableReason, ServerFrame,
@@ -255,8 +256,11 @@ fn resume_across_a_store_restart_is_epoch_changed() {
     let id = start_reply(&mut w, &mut c, a);
     w.generate(&id, GeneratorEvent::Delta("one".into()));
     settle(&mut w, &mut c);
+    assert_eq!(w.nodes[0].node.owned_replies().collect::<Vec<_>>(), [&id]);
+    assert_eq!(w.nodes[0].node.connection_count(), 1);
     w.disconnect(a);
     settle(&mut w, &mut c);
+    assert_eq!(w.nodes[0].node.connection_count(), 0);
     w.store.restart(2);
     let b = w.connect(0, "u1", "s1", Some((id.clone(), 1)));
     settle(&mut w, &mut c);
@@ -382,6 +386,96 @@ fn shutdown_closes_with_1001_and_settles_owned_replies() {
         w.clients[&late].gone,
         "a refused connection is released at once"
     );
+}
+
+/// The store operations of kind `pick` waiting in the world's queue.
+fn queued(w: &World, pick: impl Fn(&StoreOp) -> bool) -> usize {
+    w.ops.iter().filter(|o| pick(&o.request)).count()
+}
+
+#[test]
+fn housekeeping_sweeps_while_other_operations_wait_but_never_two_sweeps_at_once() {
+    let mut w = world();
+    let housekeeping = w.nodes[0].node.config().housekeeping;
+    // The connection's snapshot read stays in flight (queues are not delivered).
+    let _a = w.connect(0, "u1", "s1", None);
+    assert!(queued(&w, |op| !matches!(op, StoreOp::Sweep(_))) > 0);
+    w.advance(housekeeping);
+    assert_eq!(queued(&w, |op| matches!(op, StoreOp::Sweep(_))), 1);
+    // The sweep is still unanswered at the next tick: no second one.
+    w.advance(housekeeping);
+    assert_eq!(queued(&w, |op| matches!(op, StoreOp::Sweep(_))), 1);
+    // Answered, the next tick sweeps again.
+    w.settle_queues();
+    w.advance(housekeeping);
+    assert_eq!(queued(&w, |op| matches!(op, StoreOp::Sweep(_))), 1);
+}
+
+#[test]
+fn a_presence_check_waits_for_the_time_the_store_named() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.disconnect(a);
+    settle(&mut w, &mut c);
+    // The leave was answered with a due time one debounce ahead: nothing is
+    // checked a moment later, and the user goes offline once it is due.
+    w.advance(Duration::from_millis(1));
+    assert_eq!(queued(&w, |op| matches!(op, StoreOp::PresenceCheck(_))), 0);
+    w.run_for(Duration::from_secs(30), Duration::from_millis(500));
+    let user = UserId::parse("u1").expect("valid");
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Offline, 0));
+}
+
+#[test]
+fn a_second_chat_before_the_first_is_acknowledged_is_busy_at_once_and_the_first_keeps_its_ack() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"one","request_id":"r1"}"#);
+    w.send_text(a, r#"{"type":"chat","content":"two","request_id":"r2"}"#);
+    // Answered by the node before the store saw it: one start in flight.
+    assert_eq!(queued(&w, |op| matches!(op, StoreOp::Start(_))), 1);
+    match last(&w, a) {
+        ServerFrame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Busy);
+            assert_eq!(e.request_id.map(|r| r.to_string()), Some("r2".into()));
+        }
+        f => panic!("{f:?}"),
+    }
+    settle(&mut w, &mut c);
+    let acked: Vec<_> = w
+        .frames(a)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Ack(ack) => Some(ack.request_id.as_ref().map(ToString::to_string)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, [Some("r1".to_owned())]);
+}
+
+#[test]
+fn a_new_idempotency_key_while_a_reply_streams_is_busy_from_the_store() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let _ = start_reply(&mut w, &mut c, a);
+    let chat = r#"{"type":"chat","content":"again","request_id":"r2","client_message_id":"k2"}"#;
+    w.send_text(a, chat);
+    // A chat with a key goes to the store (a replay must get its first ack).
+    assert_eq!(queued(&w, |op| matches!(op, StoreOp::Start(_))), 1);
+    settle(&mut w, &mut c);
+    match last(&w, a) {
+        ServerFrame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Busy);
+            assert_eq!(e.request_id.map(|r| r.to_string()), Some("r2".into()));
+        }
+        f => panic!("{f:?}"),
+    }
 }
 
 #[test]

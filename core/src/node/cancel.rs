@@ -49,8 +49,9 @@
 //!    `Settled` notice marks the view settled; `pump` sends
 //!    [`end`](crate::wire::End) after the `cancel_result`, never before it.
 //!
-//! If the store cannot be reached, `cancel_failed` tells the asker that
-//! nothing was cancelled, and a generator held back for that cancel starts.
+//! If the store cannot be reached, or is full and refuses the cancel,
+//! `cancel_failed` tells the asker that nothing was cancelled, and a
+//! generator held back for that cancel starts.
 
 use std::time::Instant;
 
@@ -216,6 +217,8 @@ impl<I: IdSource> Node<I> {
             store_error_frame(
                 error,
                 "the store cannot be reached; nothing was cancelled",
+                "the store is full and refuses writes: nothing was cancelled (a reply that \
+                 cannot be stored ends by itself, failed store_full)",
                 request_id,
             ),
         );

@@ -1,6 +1,6 @@
 //! A chat: the `chat` frame, the store's `Start`, its `ack`, and the reply
-//! it begins on this node — or the error when the conversation is busy or
-//! the store cannot be reached. A `cancel` that arrives before the reply has
+//! it begins on this node — or the error when the conversation is busy,
+//! the store cannot be reached or it is full. A `cancel` that arrives before the reply has
 //! an id waits on the connection's [`PendingChat`] and is sent once the
 //! `Start` answers.
 
@@ -168,6 +168,7 @@ impl<I: IdSource> Node<I> {
                 // `client_message_id`.
                 "the store cannot be reached; the message may not have been stored \
                  (retry with the same client_message_id to find out)",
+                "the store is full and refuses writes: the message was not stored; retry later",
                 p.request_id,
             ),
         );
@@ -177,6 +178,7 @@ impl<I: IdSource> Node<I> {
                 store_error_frame(
                     error,
                     "the store cannot be reached; nothing to cancel",
+                    "the store is full: nothing to cancel",
                     cancel_rid,
                 ),
             );

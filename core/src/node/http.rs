@@ -108,14 +108,19 @@ impl<I: IdSource> Node<I> {
     }
 
     /// A store operation failed: `unavailable` when the store could not be
-    /// reached (nothing was changed), `internal` when it answered something
-    /// this server does not understand (a bug; the request may have taken
-    /// effect).
+    /// reached (nothing was changed), `store_full` when it refused the
+    /// operation for want of room (nothing was changed), `internal` when it
+    /// answered something this server does not understand (a bug; the
+    /// request may have taken effect).
     pub(super) fn http_store_error(&mut self, req: HttpReqId, error: &StoreError) {
         let e = match error {
             StoreError::Unavailable(_) => HttpError::new(
                 ErrorCode::Unavailable,
                 "the store cannot be reached; nothing was changed",
+            ),
+            StoreError::Refused(_) => HttpError::new(
+                ErrorCode::StoreFull,
+                "the store is full and refuses writes; nothing was changed (retry later)",
             ),
             StoreError::Internal(_) => HttpError::new(ErrorCode::Internal, super::STORE_BUG),
         };

@@ -83,6 +83,9 @@ use view::ConvView;
 pub const STORE_LOST: &str = "store_lost";
 /// Reason on `end` for replies stopped by a node shutdown.
 pub const SHUTDOWN: &str = "shutdown";
+/// Reason on `end` for a reply whose chunks the store refused for want of
+/// room ([`StoreError::Refused`]): it ends with the chunks stored before.
+pub const STORE_FULL: &str = "store_full";
 
 /// What an operation's reply is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -290,6 +293,10 @@ impl<I: IdSource> Node<I> {
             Err(error) => {
                 let event = match &error {
                     StoreError::Unavailable(_) => Event::StoreUnavailable { op },
+                    StoreError::Refused(reason) => Event::StoreRefused {
+                        op,
+                        reason: reason.clone(),
+                    },
                     StoreError::Internal(reason) => Event::StoreInternal {
                         op,
                         reason: reason.clone(),
@@ -334,19 +341,32 @@ impl<I: IdSource> Node<I> {
     }
 
     /// A store operation failed. The node's own state recovers the same way
-    /// whatever the error (retries, a held reply going on); what the client
-    /// is told differs ([`store_error_frame`]).
+    /// whatever the error (retries, a held reply going on) — except that a
+    /// producer's write refused for want of room ends its reply
+    /// (`owner_refused`); what the client is told differs
+    /// ([`store_error_frame`]).
     fn on_store_error(&mut self, now: Instant, why: Pending, error: &StoreError) {
         match why {
             Pending::Snapshot(conn) => {
                 self.send(
                     conn,
-                    store_error_frame(error, "the store cannot be reached", None),
+                    store_error_frame(
+                        error,
+                        "the store cannot be reached",
+                        "the store refuses writes (it is full)",
+                        None,
+                    ),
                 );
                 self.close(now, conn, CloseCode::GoingAway);
             }
             Pending::Start(conn, _) => self.start_failed(conn, error),
             Pending::Cancel(ask) => self.cancel_failed(ask, error),
+            Pending::Append(id) if matches!(error, StoreError::Refused(_)) => {
+                self.owner_refused(now, &id, true);
+            }
+            Pending::Renew(id) if matches!(error, StoreError::Refused(_)) => {
+                self.owner_refused(now, &id, false);
+            }
             Pending::Append(id) => self.append_failed(now, id),
             Pending::Settle(id) => self.settle_failed(now, id),
             Pending::Renew(id) => self.renew_failed(&id),
@@ -411,15 +431,18 @@ pub(super) const STORE_BUG: &str = "the store answered something this server doe
 
 /// The error frame for a failed store operation: `unavailable` with
 /// `unavailable` (what did not happen) when the store could not be reached,
-/// `internal` with [`STORE_BUG`] when it answered something this node does
-/// not understand.
+/// `store_full` with `refused` when it refused the operation for want of
+/// room, `internal` with [`STORE_BUG`] when it answered something this node
+/// does not understand.
 pub(super) fn store_error_frame(
     error: &StoreError,
     unavailable: &str,
+    refused: &str,
     request_id: Option<RequestId>,
 ) -> ServerFrame {
     match error {
         StoreError::Unavailable(_) => error_frame(ErrorCode::Unavailable, unavailable, request_id),
+        StoreError::Refused(_) => error_frame(ErrorCode::StoreFull, refused, request_id),
         StoreError::Internal(_) => error_frame(ErrorCode::Internal, STORE_BUG, request_id),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Node, Pending, SHUTDOWN};
+use super::{Node, Pending, SHUTDOWN, STORE_FULL};
 use crate::api::{Event, GeneratorEvent, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::store::{AppendOp, RenewOp, SettleOp, StoreOp, StoreReply, Token};
@@ -246,6 +246,27 @@ impl Owned {
         std::mem::take(&mut self.generator_running)
     }
 
+    /// The store refused a write of the reply for want of room (`lost`: a
+    /// batch of chunks with it): the reply ends with the chunks already
+    /// stored, `failed(store_full)` — unless it already ended otherwise and
+    /// lost nothing, or was cancelled or failed anyway (the store decides
+    /// the settle: a cancel that came first still wins). What was not
+    /// appended is dropped, and generator events from now on. Returns
+    /// whether the generator must be aborted.
+    #[must_use]
+    pub(super) fn on_refused(&mut self, lost: bool) -> bool {
+        let lost = lost || !self.queue.is_empty();
+        self.stopped = true;
+        self.deferred = None;
+        self.queue.clear();
+        let ends_well = matches!(self.end, Some((SettleRequest::Completed, _)));
+        if self.end.is_none() || (ends_well && lost) {
+            let usage = self.usage();
+            self.end = Some((SettleRequest::Failed(STORE_FULL.to_owned()), usage));
+        }
+        std::mem::take(&mut self.generator_running)
+    }
+
     /// The cancel that held the generator back failed: its input, to start
     /// it now (`None` if nothing was held back, or the reply was stopped).
     #[must_use]
@@ -471,6 +492,29 @@ impl<I: IdSource> Node<I> {
         }
     }
 
+    /// The store refused the reply's append (`append`) or renewal for want
+    /// of room: the reply ends, `failed(store_full)`, at once. The settle
+    /// goes out when no append is in flight; a full store still takes it.
+    pub(super) fn owner_refused(&mut self, now: Instant, id: &MessageId, append: bool) {
+        let Some(o) = self.owned.get_mut(id) else {
+            return;
+        };
+        let lost = if append {
+            // The refused batch: nothing of it was stored.
+            o.on_append_answered().is_some()
+        } else {
+            o.on_renew_answered();
+            false
+        };
+        if o.on_refused(lost) {
+            self.out.push_back(Output::AbortGenerator {
+                message_id: id.clone(),
+            });
+        }
+        self.timers.cancel(&TimerKey::OwnerRetry(id.clone()));
+        self.owner_flush(now, id);
+    }
+
     /// A renewal did not reach the store: the next renew timer tries again.
     pub(super) fn renew_failed(&mut self, id: &MessageId) {
         if let Some(o) = self.owned.get_mut(id) {
@@ -673,6 +717,77 @@ mod tests {
         assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
         assert!(o.next_write().is_some());
         assert!(!o.start_renew(), "a settling reply needs no lease");
+    }
+
+    #[test]
+    fn a_refused_append_drops_what_was_not_stored_and_settles_failed_store_full() {
+        let mut o = owned();
+        delta(&mut o, "a");
+        assert_eq!(o.next_write(), append(1, &["a"]));
+        delta(&mut o, "b");
+        assert!(o.on_append_answered().is_some());
+        assert!(o.on_refused(true), "the running generator is aborted");
+        assert!(o.is_stopped());
+        assert!(!o.on_generator(GeneratorEvent::Delta("c".into())));
+        assert_eq!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Failed(STORE_FULL.into()),
+                usage: None
+            }),
+            "neither the refused batch nor what queued behind it is sent again"
+        );
+        assert!(!o.on_refused(true), "the generator is aborted once");
+    }
+
+    #[test]
+    fn a_refusal_waits_for_the_append_in_flight_and_fails_a_finished_reply_only_if_it_lost_chunks()
+    {
+        let finished_then_refused = |queued: bool| {
+            let mut o = owned();
+            delta(&mut o, "a");
+            assert_eq!(o.next_write(), append(1, &["a"]));
+            if queued {
+                delta(&mut o, "b");
+            }
+            assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+            // A renewal refused while the append is still at the store.
+            assert!(!o.on_refused(false), "the generator had already ended");
+            assert_eq!(
+                o.next_write(),
+                None,
+                "the append in flight is answered first"
+            );
+            ack(&mut o);
+            o.next_write()
+        };
+        let settle = |request| {
+            Some(Write::Settle {
+                request,
+                usage: None,
+            })
+        };
+        assert_eq!(
+            finished_then_refused(true),
+            settle(SettleRequest::Failed(STORE_FULL.into())),
+            "a chunk was dropped: not completed"
+        );
+        assert_eq!(
+            finished_then_refused(false),
+            settle(SettleRequest::Completed),
+            "everything was stored"
+        );
+
+        let mut o = owned();
+        assert!(o.on_cancel());
+        assert!(!o.on_refused(true));
+        assert_eq!(
+            o.next_write(),
+            Some(Write::Settle {
+                request: SettleRequest::Cancelled,
+                usage: None
+            })
+        );
     }
 
     #[test]

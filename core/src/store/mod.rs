@@ -226,8 +226,9 @@ pub enum StoreReply {
 
 /// Why a store operation has no reply.
 ///
-/// The two variants differ in what a client may be told: `Unavailable` is
-/// the store's absence (the wire's `unavailable`), `Internal` is weir's own
+/// The variants differ in what a client may be told: `Unavailable` is the
+/// store's absence (the wire's `unavailable`), `Refused` is a store that is
+/// there but out of room (the wire's `store_full`), `Internal` is weir's own
 /// bug (the wire's `internal`), never passed off as an outage.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
@@ -236,6 +237,13 @@ pub enum StoreError {
     /// an [idempotent](StoreOp::is_idempotent) operation is safe.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered, and refused the operation as a whole because it
+    /// has no room for writes (Redis: `OOM` at `maxmemory` under
+    /// `noeviction`, `MISCONF` when it cannot persist). Nothing was changed.
+    /// Retrying is pointless until the store accepts writes again; which
+    /// operations a full store refuses: [`StoreOp::is_refused_when_full`].
+    #[error("store refuses writes: {0}")]
+    Refused(String),
     /// The store answered, but with something this node does not understand
     /// (a reply the store's script never gives, a value that does not
     /// decode): a bug, in weir or in what runs under its key prefix. The

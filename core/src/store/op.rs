@@ -67,6 +67,21 @@ impl StoreOp {
         }
     }
 
+    /// Whether a store that has no room for writes refuses this operation
+    /// ([`StoreError::Refused`](super::StoreError::Refused)): those that
+    /// grow the stored data with what users send or generators produce — a
+    /// new exchange (`Start`), a reply's chunks (`Append`) — and `Cancel`, so
+    /// that a full store answers every request that would change a
+    /// conversation the same way (a reply that is streaming ends by itself
+    /// at its next append). Every other operation only ends, keeps or reads
+    /// what is stored, and a full store still carries it out: a reply can
+    /// always be settled and reaped, a lease renewed, a conversation read,
+    /// a presence entry kept.
+    #[must_use]
+    pub fn is_refused_when_full(&self) -> bool {
+        matches!(self, Self::Start(_) | Self::Append(_) | Self::Cancel(_))
+    }
+
     /// Whether retrying the operation after an unknown outcome (a timeout)
     /// is safe. Everything is, except `Start` without an idempotency key.
     #[must_use]

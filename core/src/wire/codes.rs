@@ -26,13 +26,16 @@ pub enum ErrorCode {
     RateLimited,
     /// The store cannot be reached; nothing was changed.
     Unavailable,
+    /// The store is reachable but has no room for writes (out of memory or
+    /// disk); nothing was changed. Retry later.
+    StoreFull,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -41,6 +44,7 @@ impl ErrorCode {
         Self::TooLarge,
         Self::RateLimited,
         Self::Unavailable,
+        Self::StoreFull,
         Self::Internal,
     ];
 
@@ -56,6 +60,7 @@ impl ErrorCode {
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::StoreFull => "store_full",
             Self::Internal => "internal",
         }
     }
@@ -71,7 +76,7 @@ impl ErrorCode {
             Self::Busy => 409,
             Self::TooLarge => 413,
             Self::RateLimited => 429,
-            Self::Unavailable => 503,
+            Self::Unavailable | Self::StoreFull => 503,
             Self::Internal => 500,
         }
     }
@@ -167,7 +172,7 @@ mod tests {
     #[test]
     fn error_codes_map_to_http_statuses() {
         let statuses: Vec<u16> = ErrorCode::ALL.iter().map(ErrorCode::http_status).collect();
-        assert_eq!(statuses, [400, 401, 403, 404, 409, 413, 429, 503, 500]);
+        assert_eq!(statuses, [400, 401, 403, 404, 409, 413, 429, 503, 503, 500]);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 -- differential test in weir-verification demands equal replies.
 --
 -- Call: EVALSHA sha 1 KEY op at_ms args...
---   KEY  a conversation's meta key "P:{c:USER/SESSION}:conv" (conversation
---        ops) or a user's presence entries key "P:{p:USER}:e" (presence
---        ops). Every other key the call touches shares the key's hash tag,
---        so Redis Cluster keeps them on one shard.
+--   KEY  a conversation's meta key "P:{TAG}:conv" (conversation ops) or a
+--        user's presence entries key "P:{TAG}:e" (presence ops), named by
+--        store-redis/src/keys.rs (ids escaped there). Every other key the
+--        call touches is KEY's name with another suffix, so it shares the
+--        hash tag and Redis Cluster keeps them on one shard. The script
+--        never reads ids out of a name: channel names come as ARGV.
 --   op   snapshot | start | append | cancel | settle | renew | reap | read |
 --        reap_live | p_join | p_leave | p_refresh | p_check
 --
@@ -38,7 +40,6 @@ end
 
 local function conv_op()
   local P = string.sub(KEY, 1, -6) -- strip ":conv"
-  local BASE = string.match(P, '^(.*):{')
   local META = KEY
   local HIST = P .. ':hist'
   local STREAMS = P .. ':streams'
@@ -346,7 +347,9 @@ local function conv_op()
     return { 'ok', r.last }
 
   elseif OP == 'cancel' then
-    local id = ARGV[11]
+    -- NODE_CHANNEL: what every node's channel name starts with; the owner's
+    -- node id follows as it is (node ids are never escaped).
+    local id, NODE_CHANNEL = ARGV[11], ARGV[12]
     local target = id
     if target == '' then
       target = redis.call('HGET', META, 'live') or redis.call('HGET', META, 'latest')
@@ -359,7 +362,7 @@ local function conv_op()
       save(r)
       local body = ',"conv":' .. CONV .. ',"message_id":' .. cjson.encode(r.id) ..
         ',"final_seq":' .. fmt(r.final) .. '}'
-      redis.call('PUBLISH', BASE .. ':n:' .. r.owner, '{"notice":"cancel_requested"' .. body)
+      redis.call('PUBLISH', NODE_CHANNEL .. r.owner, '{"notice":"cancel_requested"' .. body)
       redis.call('PUBLISH', CHANNEL, '{"notice":"cancelling"' .. body)
     end
     return { 'cancel', r.id, answer, r.final or false }
@@ -419,16 +422,17 @@ end
 -- ===================================================================
 -- Presence (weir_core::presence)
 -- ===================================================================
--- ARGV: op at user debounce entry_ttl slack ...op args (from ARGV[7])
+-- ARGV: op at user debounce entry_ttl slack user_channel ...op args (from
+--       ARGV[8])
 
 local function presence_op()
   local E = KEY
   local S = string.sub(KEY, 1, -3) .. ':s'
-  local BASE = string.match(KEY, '^(.*):{')
   local USER = ARGV[3]
   local DEBOUNCE = tonumber(ARGV[4])
   local ENTRY_TTL = tonumber(ARGV[5])
   local SLACK = tonumber(ARGV[6])
+  local USER_CHANNEL = ARGV[7]
 
   -- state: 'off' | 'on' | 'ling' (with until)
   local state, until_ms = 'off', nil
@@ -512,7 +516,7 @@ local function presence_op()
 
   local function notify(changed)
     if changed then
-      redis.call('PUBLISH', BASE .. ':u:' .. USER, '{"notice":"presence","user":' ..
+      redis.call('PUBLISH', USER_CHANNEL, '{"notice":"presence","user":' ..
         cjson.encode(USER) .. ',"status":"' .. changed .. '"}')
     end
   end
@@ -522,7 +526,7 @@ local function presence_op()
   end
 
   if OP == 'p_join' then
-    local field = ARGV[7]
+    local field = ARGV[8]
     local _ = expire()
     local before = status()
     entries[field] = AT + ENTRY_TTL
@@ -531,13 +535,13 @@ local function presence_op()
     if before ~= 'online' then notify('online') end
     return reply()
   elseif OP == 'p_leave' then
-    entries[ARGV[7]] = nil
+    entries[ARGV[8]] = nil
     local changed = expire()
     save()
     notify(changed)
     return reply()
   elseif OP == 'p_refresh' then
-    local prefix = ARGV[7] .. '|'
+    local prefix = ARGV[8] .. '|'
     for k, exp in pairs(entries) do
       if string.sub(k, 1, #prefix) == prefix and exp > AT then entries[k] = AT + ENTRY_TTL end
     end
