@@ -172,7 +172,7 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
         assert_eq!(read.last, u64::from(N));
         assert_eq!(read.text, expected, "every chunk, in order");
     }
-    println!("{READERS} readers got every chunk in order; {resumed} resumed after a 4008");
+    eprintln!("{READERS} readers got every chunk in order; {resumed} resumed after a 4008");
 
     // Every stalled client is closed with 4008 within a bound: the stall
     // timeout, a quarter of it for the driver to look, and the wait.
