@@ -1,5 +1,7 @@
 //! What goes into the core ([`Input`]) and what comes out ([`Output`]).
 
+use std::time::Instant;
+
 use crate::ids::{ConnId, ConvKey, MessageId, Seq, SessionId, UserId};
 use crate::store::{Notice, StoreError, StoreOp, StoreReply, Topic};
 use crate::stream::Outcome;
@@ -105,10 +107,24 @@ pub enum Input {
         conn: ConnId,
     },
     /// The connection's outbound queue is full and merging could not make
-    /// room: the client cannot keep up.
+    /// room, or its lag (reply text queued) passed the runtime's byte bound:
+    /// the client cannot keep up.
     SlowConsumer {
         /// The connection.
         conn: ConnId,
+    },
+    /// Frames have waited in the connection's outbound queue and the
+    /// connection's writer has taken none of them since `since`. The runtime
+    /// reports it again (with the same `since`) while it lasts, at least every
+    /// quarter of [`Config::stall_timeout`](crate::Config::stall_timeout);
+    /// the core closes the connection with 4008 once `since` is that long
+    /// ago.
+    WriteStalled {
+        /// The connection.
+        conn: ConnId,
+        /// When the runtime last saw the writer take a frame or the queue
+        /// empty.
+        since: Instant,
     },
     /// The socket is gone (closed by either side, or failed).
     Disconnected {
@@ -162,8 +178,10 @@ pub enum Input {
 ///
 /// 1. **Outputs are carried out in the order they are polled.** Frames for
 ///    one connection reach its one writer in that order ([`Output::Send`],
-///    [`Output::SendMany`], [`Output::Ping`] and [`Output::Close`]
-///    interleave as polled); store operations are issued in that order.
+///    [`Output::SendMany`] and [`Output::Close`] interleave as polled; an
+///    [`Output::Ping`] may pass frames still waiting, since it carries
+///    nothing of the conversation and must reach a client that is behind);
+///    store operations are issued in that order.
 /// 2. **A [`Output::Subscribe`] takes effect before the next
 ///    [`Output::Store`] is issued.** A connection's snapshot read follows
 ///    its subscription, so a notice published after the read is never

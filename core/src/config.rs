@@ -24,6 +24,11 @@ pub struct Config {
     /// A connection with no inbound frame or pong for this long is closed
     /// with 4000.
     pub idle_timeout: Duration,
+    /// A connection whose writer has taken nothing from its outbound queue
+    /// for this long, while frames wait there, is closed with 4008 (the
+    /// client resumes and loses nothing); the runtime reports the stall
+    /// ([`Input::WriteStalled`](crate::Input::WriteStalled)).
+    pub stall_timeout: Duration,
     /// How long a closing connection may take before its slot is released.
     pub close_timeout: Duration,
     /// How many messages the `history` frame holds at most.
@@ -74,6 +79,7 @@ impl Config {
             presence: PresenceTimers::default(),
             heartbeat: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             history_limit: 200,
             context_limit: 50,

@@ -148,6 +148,15 @@ impl Connection {
         }
     }
 
+    /// Whether a writer that has taken nothing since `since` has stalled at
+    /// `now`: the connection is Open (a Closing one is on its way out; a
+    /// Handshake one has nothing queued) and `since` is at least
+    /// `stall_timeout` ago.
+    #[must_use]
+    pub(crate) fn is_stalled(&self, now: Instant, since: Instant, stall_timeout: Duration) -> bool {
+        self.state == ConnState::Open && now.saturating_duration_since(since) >= stall_timeout
+    }
+
     /// Begins closing: returns the deadline to release the slot at, or
     /// `None` if it was already closing.
     #[must_use]
@@ -316,6 +325,28 @@ mod tests {
                 until: Some(t0 + 10 * SEC)
             },
             "the idle deadline comes before the next ping"
+        );
+    }
+
+    #[test]
+    fn an_open_connection_has_stalled_once_its_writer_waited_the_stall_timeout() {
+        let t0 = start();
+        let mut c = conn(t0);
+        assert!(
+            !c.is_stalled(t0 + 20 * SEC, t0, 10 * SEC),
+            "not while in the handshake"
+        );
+        c.state = ConnState::Open;
+        assert!(!c.is_stalled(t0 + 9 * SEC, t0, 10 * SEC));
+        assert!(c.is_stalled(t0 + 10 * SEC, t0, 10 * SEC));
+        assert!(
+            !c.is_stalled(t0, t0 + SEC, 10 * SEC),
+            "a `since` after `now` is no stall"
+        );
+        let _ = c.start_closing(t0 + 11 * SEC, SEC);
+        assert!(
+            !c.is_stalled(t0 + 20 * SEC, t0, 10 * SEC),
+            "a closing connection is already on its way out"
         );
     }
 

@@ -120,6 +120,8 @@ impl Runtime for Tokio {
         let (stream, _peer) = listener.accept().await?;
         // Replies stream in small frames: send each at once.
         let _ = stream.set_nodelay(true);
+        let _ =
+            socket2::SockRef::from(&stream).set_send_buffer_size(weir_runtime::SEND_BUFFER_BYTES);
         Ok(TokioIo::new(stream))
     }
 

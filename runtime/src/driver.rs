@@ -93,6 +93,11 @@ pub(crate) struct Driver<R: Runtime> {
     replies_rx: async_channel::Receiver<Input>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
+    /// The core's stall timeout: the queues are looked at four times per (at
+    /// least once a second).
+    stall_timeout: Duration,
+    /// `--max-lag-bytes`: a queue whose lag stays past it is a slow consumer.
+    max_lag_bytes: usize,
 }
 
 impl<R: Runtime> std::fmt::Debug for Driver<R> {
@@ -194,6 +199,8 @@ impl<R: Runtime> Driver<R> {
             replies_rx,
             metrics,
             shutdown_grace: config.shutdown_grace,
+            stall_timeout: config.node.stall_timeout,
+            max_lag_bytes: config.max_lag_bytes,
         };
         Ok((driver, readiness))
     }
@@ -217,8 +224,11 @@ impl<R: Runtime> Driver<R> {
         // `None` once closed (at once with the in-memory store, which
         // publishes no notices through it).
         let mut notices = Some(notices);
+        let stall_every = stall_check_every(self.stall_timeout);
         let mut clock = Clock {
             wall: R::now() + WALL_CLOCK_EVERY,
+            stalls: R::now() + stall_every,
+            stall_every,
             shutdown: None,
         };
         let mut alarm = Alarm::<R>::new();
@@ -328,6 +338,10 @@ impl<R: Runtime> Driver<R> {
         let fired = self.node.poll_timeout().is_some_and(|t| t <= now);
         if fired {
             self.node.handle_timeout(now);
+        }
+        if clock.stalls <= now {
+            clock.stalls = now + clock.stall_every;
+            self.report_stalls(now);
         }
         if clock.wall <= now {
             clock.wall = now + WALL_CLOCK_EVERY;
@@ -506,7 +520,23 @@ impl<R: Runtime> Driver<R> {
                 tracing::debug!(%conn, "outbound queue overflow: slow consumer");
                 self.immediate.push_back(Input::SlowConsumer { conn });
             }
-            Push::Dropped | Push::Closed => {}
+            Push::Closed => {}
+        }
+    }
+
+    /// Looks at every connection's queue and reports to the core each one
+    /// whose writer has taken nothing since an earlier look while frames
+    /// wait (the core decides when that is a stall), and as a slow consumer
+    /// each one whose lag stays past `--max-lag-bytes` without shrinking.
+    fn report_stalls(&mut self, now: Instant) {
+        for (conn, handle) in &mut self.conns {
+            if handle.lagging(self.max_lag_bytes) {
+                self.immediate
+                    .push_back(Input::SlowConsumer { conn: *conn });
+            } else if let Some(since) = handle.stalled_since(now) {
+                self.immediate
+                    .push_back(Input::WriteStalled { conn: *conn, since });
+            }
         }
     }
 
@@ -667,19 +697,30 @@ fn ready(
 struct Clock {
     /// When the core's wall clock is re-anchored next.
     wall: Instant,
+    /// When the queues are looked at for stalls next, and how often.
+    stalls: Instant,
+    stall_every: Duration,
     /// When the graceful shutdown gives up (once it has begun).
     shutdown: Option<Instant>,
 }
 
 impl Clock {
-    /// The earliest of the node's deadline, the shutdown's and the wall
-    /// clock's.
+    /// The earliest of the node's deadline, the shutdown's, the stall
+    /// check's and the wall clock's.
     fn earliest(&self, node: Option<Instant>) -> Option<Instant> {
-        [node, self.shutdown, Some(self.wall)]
+        [node, self.shutdown, Some(self.stalls), Some(self.wall)]
             .into_iter()
             .flatten()
             .min()
     }
+}
+
+/// How often the queues are looked at for stalls and lag: four times per
+/// stall timeout (so a stall is reported at most a quarter of it late), at
+/// least once a second (a lag past the bound is reported within two), and
+/// not more often than every 10 ms.
+fn stall_check_every(stall_timeout: Duration) -> Duration {
+    (stall_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// 64 bits of the operating system's randomness, through std's randomly
@@ -709,6 +750,22 @@ mod tests {
         let mut map: HashMap<ConnId, u64, U64Hash> = HashMap::default();
         map.extend(ids.clone().map(|n| (ConnId(n), n)));
         assert!(ids.into_iter().all(|n| map.get(&ConnId(n)) == Some(&n)));
+    }
+
+    #[test]
+    fn the_queues_are_looked_at_four_times_per_stall_timeout_and_once_a_second() {
+        assert_eq!(
+            stall_check_every(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            stall_check_every(Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            stall_check_every(Duration::from_millis(1)),
+            Duration::from_millis(10)
+        );
     }
 
     #[test]

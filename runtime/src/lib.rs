@@ -98,7 +98,7 @@ mod ws;
 pub use config::{
     Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
 };
-pub use rt::Runtime;
+pub use rt::{Runtime, SEND_BUFFER_BYTES};
 
 /// A bound, not yet running weir server on runtime `R`.
 pub struct Server<R: Runtime> {

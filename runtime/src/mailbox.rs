@@ -4,6 +4,7 @@
 //! of them needs the driver itself.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_channel::oneshot;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
@@ -49,10 +50,132 @@ pub(crate) struct ConnHandle {
     pub(crate) _stop: oneshot::Sender<()>,
     /// `queue.merged_frames()` as last counted into the metrics.
     pub(crate) merged_seen: u64,
+    /// The queue's `progress().popped` as the driver last saw it, and when it
+    /// last saw it change or the queue empty: the writer has taken nothing
+    /// since then (reported to the core as `Input::WriteStalled`).
+    pub(crate) progress: Option<(u64, Instant)>,
+    /// `queue.lag_bytes()` at the driver's last look.
+    pub(crate) lag_seen: usize,
+}
+
+impl ConnHandle {
+    /// The handle of a new connection.
+    pub(crate) fn new(queue: Arc<OutQueue>, stop: oneshot::Sender<()>) -> Self {
+        Self {
+            queue,
+            _stop: stop,
+            merged_seen: 0,
+            progress: None,
+            lag_seen: 0,
+        }
+    }
+
+    /// The driver's look at the queue's lag: whether the reply text waiting
+    /// for the connection is past `max_lag_bytes` at this look and at the last
+    /// one and has not shrunk in between (the client falls further behind).
+    /// A lag that shrinks is a client catching up, e.g. after a resume that
+    /// queued a whole backlog at once: it is left to read.
+    pub(crate) fn lagging(&mut self, max_lag_bytes: usize) -> bool {
+        let lag = self.queue.lag_bytes();
+        let lagging = lag > max_lag_bytes && self.lag_seen > max_lag_bytes && lag >= self.lag_seen;
+        self.lag_seen = lag;
+        lagging
+    }
+
+    /// The driver's look at the queue at `now`: `Some(since)` if frames wait
+    /// and the writer has taken none of them since `since` (the last look
+    /// that saw it take one, or the queue empty).
+    pub(crate) fn stalled_since(&mut self, now: Instant) -> Option<Instant> {
+        let p = self.queue.progress();
+        match self.progress {
+            Some((popped, since)) if p.waiting && popped == p.popped => Some(since),
+            _ => {
+                self.progress = Some((p.popped, now));
+                None
+            }
+        }
+    }
 }
 
 impl Drop for ConnHandle {
     fn drop(&mut self) {
         self.queue.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use weir_core::ids::MessageId;
+    use weir_core::wire::{Chunk, ServerFrame};
+
+    use super::*;
+    use crate::queue::{Item, Push};
+
+    fn chunk(seq: u64) -> Item {
+        Item::frame(ServerFrame::Chunk(Chunk {
+            message_id: MessageId::parse("m").unwrap(),
+            seq,
+            delta: "x".to_owned(),
+            from_seq: None,
+        }))
+    }
+
+    #[test]
+    fn a_lag_past_the_bound_that_does_not_shrink_between_two_looks_is_lagging() {
+        let (stop, _stopped) = oneshot::channel();
+        let mut handle = ConnHandle::new(Arc::new(OutQueue::new(1)), stop);
+        let push = |h: &ConnHandle, seq| assert!(h.queue.push(chunk(seq)).is_accepted());
+        push(&handle, 1);
+        push(&handle, 2);
+        assert!(!handle.lagging(1), "one look past the bound is not enough");
+        assert!(handle.lagging(1), "two looks, not shrinking");
+        assert!(handle.queue.pop().is_some());
+        push(&handle, 3);
+        assert!(
+            !handle.lagging(0),
+            "it shrank since the last look (2 bytes, now 1)"
+        );
+        push(&handle, 4);
+        push(&handle, 5);
+        assert!(handle.lagging(0), "grew");
+        assert!(handle.queue.pop().is_some());
+        assert!(
+            !handle.lagging(0),
+            "a lag that shrank is a client catching up"
+        );
+    }
+
+    #[test]
+    fn a_queue_whose_writer_takes_nothing_is_stalled_since_the_last_look_that_saw_progress() {
+        let (stop, _stopped) = oneshot::channel();
+        let mut handle = ConnHandle::new(Arc::new(OutQueue::new(4)), stop);
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        assert_eq!(handle.stalled_since(t0), None, "empty");
+        assert_eq!(handle.queue.push(chunk(1)), Push::Queued);
+        assert_eq!(
+            handle.stalled_since(t0 + s),
+            Some(t0),
+            "waiting since the empty look"
+        );
+        assert_eq!(handle.stalled_since(t0 + 2 * s), Some(t0), "still");
+        assert_eq!(handle.queue.push(chunk(2)), Push::Queued);
+        assert_eq!(handle.queue.pop(), Some(chunk(1)));
+        assert_eq!(
+            handle.stalled_since(t0 + 3 * s),
+            None,
+            "the writer took one"
+        );
+        assert_eq!(handle.stalled_since(t0 + 4 * s), Some(t0 + 3 * s));
+        assert_eq!(handle.queue.pop(), Some(chunk(2)));
+        assert_eq!(handle.stalled_since(t0 + 5 * s), None);
+        assert_eq!(handle.queue.push(Item::Ping), Push::Queued);
+        assert_eq!(
+            handle.stalled_since(t0 + 6 * s),
+            Some(t0 + 5 * s),
+            "a ping that waits counts too"
+        );
     }
 }

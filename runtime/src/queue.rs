@@ -25,7 +25,10 @@
 //!
 //! The queue holds at most `capacity` items (counted in items, not bytes; a capacity of
 //! 0 is taken as 1, since a queue that can hold nothing could never send anything).
-//! [`push`](OutQueue::push) decides, under the lock, in this order:
+//! It also counts its [lag](OutQueue::lag_bytes), the sum of the `delta`s of the chunk
+//! frames queued (merging keeps it: a merged frame's delta is the concatenation), which
+//! the driver watches against `--max-lag-bytes`. [`push`](OutQueue::push) decides,
+//! under the lock, in this order:
 //!
 //! 1. **Closed.** After [`close`](OutQueue::close) or after an [`Item::Close`] was
 //!    accepted, every push returns [`Push::Closed`] and queues nothing (another
@@ -33,12 +36,15 @@
 //! 2. **Close is always accepted.** An [`Item::Close`] is appended even when the queue
 //!    is full (it is the one item that may take the queue to `capacity + 1`) and closes
 //!    the queue: [`Push::Queued`]. It is therefore always the last item that pops.
-//! 3. **Room.** When fewer than `capacity` items are queued, the item is appended
+//! 3. **Ping goes first.** An [`Item::Ping`] takes no slot: it marks a ping pending,
+//!    which the next [`pop`](OutQueue::pop) returns before any queued frame (a second
+//!    ping while one is pending is the same ping): [`Push::Queued`]. A full queue never
+//!    drops or delays a ping behind its frames, so a client that reads, however far
+//!    behind, gets a ping to answer (a WebSocket ping may come between any two
+//!    messages, and its pong is all the server waits for).
+//! 4. **Room.** When fewer than `capacity` items are queued, the item is appended
 //!    unchanged: [`Push::Queued`]. Nothing is merged while there is room, so a reader
 //!    that keeps up sees every chunk as it was produced.
-//! 4. **Full, ping.** An [`Item::Ping`] that finds the queue full is dropped:
-//!    [`Push::Dropped`]. A ping carries no data, and a connection whose queue is full is
-//!    not quiet, so there is nothing to heartbeat; it does not count as an overflow.
 //! 5. **Full, next chunk of the tail.** A [`Chunk`] frame that continues the chunk frame
 //!    at the tail of the queue (same `message_id`, its first seq is the tail's `seq + 1`)
 //!    is merged into that tail frame: [`Push::Merged`]. It takes no slot.
@@ -49,11 +55,14 @@
 //!    is left exactly as it was: [`Push::Overflow`]. The caller reports the slow
 //!    consumer to the core, which closes the connection with 4008 so the client resumes.
 //!
-//! [`pop`](OutQueue::pop) never blocks and returns items in the order they were
-//! accepted; after [`close`](OutQueue::close) (or a `Close` item) the items already
-//! queued still pop, then `None`. When a pop leaves the queue empty, a buffer grown
-//! past [`IDLE_SLOTS`] items is released, so an idle connection does not keep the
-//! memory of a burst (its `hello` and `history`, or a slow stretch).
+//! [`pop`](OutQueue::pop) never blocks and returns a pending ping first, then the items
+//! in the order they were accepted; after [`close`](OutQueue::close) (or a `Close` item)
+//! what is already queued still pops, then `None`. Every pop counts as write progress
+//! ([`progress`](OutQueue::progress)): the runtime reports a queue that has waited
+//! without progress to the core, which closes a stalled connection with 4008. When a pop
+//! leaves the queue empty, a buffer grown past [`IDLE_SLOTS`] items is released, so an
+//! idle connection does not keep the memory of a burst (its `hello` and `history`, or a
+//! slow stretch).
 //!
 //! # Merging
 //!
@@ -150,7 +159,8 @@ pub(crate) enum Item {
     /// A chunk frame that merging made in this queue (`from_seq` set): the writer encodes
     /// it when it pops it. Producers push [`Item::Frame`]s.
     Merged(Box<Chunk>),
-    /// Send a WebSocket ping. Dropped instead of queued when the queue is full.
+    /// Send a WebSocket ping. Takes no slot and pops before the queued frames (see the
+    /// [module docs](self)).
     Ping,
     /// Send everything queued before this, then close the WebSocket with this code.
     /// Accepted even when the queue is full (refused only once the queue is closed), and
@@ -219,9 +229,6 @@ pub(crate) enum Push {
     /// The queue was full and merging freed nothing: the item was **not** queued. The
     /// caller reports the slow consumer (the core then closes with 4008).
     Overflow,
-    /// The item was a ping and the queue was full: the ping was dropped. Not an
-    /// error; nothing needs to be done.
-    Dropped,
     /// The queue is closed ([`OutQueue::close`] or a `Close` item): the item was not
     /// queued.
     Closed,
@@ -235,6 +242,16 @@ impl Push {
     }
 }
 
+/// How far a queue's writer has come: what the runtime reports to the core, which
+/// decides when a connection has stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Progress {
+    /// How many items (pings included) the writer has taken since the queue was made.
+    pub(crate) popped: u64,
+    /// Whether anything (an item or a ping) waits for the writer now.
+    pub(crate) waiting: bool,
+}
+
 /// The bounded outbound queue of one connection (see the [module docs](self) for the
 /// rules). `Send + Sync`: share it in an `Arc` between the producers and the writer.
 #[derive(Debug)]
@@ -246,6 +263,11 @@ pub(crate) struct OutQueue {
 struct State {
     items: VecDeque<Item>,
     capacity: usize,
+    /// The sum of the deltas of the queued chunk frames, in bytes.
+    lag: usize,
+    /// A ping waits: it pops before `items`.
+    ping: bool,
+    popped: u64,
     closed: bool,
     merged: u64,
     /// The writer's waker, kept by `poll_pop` when it found the queue empty and open;
@@ -264,6 +286,9 @@ impl OutQueue {
                 // buffer is released when the queue empties again.
                 items: VecDeque::new(),
                 capacity,
+                lag: 0,
+                ping: false,
+                popped: 0,
                 closed: false,
                 merged: 0,
                 writer: None,
@@ -272,8 +297,8 @@ impl OutQueue {
     }
 
     /// Offers `item` to the queue; the result says whether it was queued, merged,
-    /// dropped (a ping on a full queue), refused for lack of room ([`Push::Overflow`]),
-    /// or refused because the queue is closed. See the module docs for the rules. An
+    /// refused for lack of room ([`Push::Overflow`]), or refused because the queue is
+    /// closed. See the module docs for the rules. An
     /// accepted item wakes the writer if it is waiting in [`poll_pop`](Self::poll_pop).
     pub(crate) fn push(&self, item: Item) -> Push {
         let mut state = self.lock();
@@ -326,18 +351,36 @@ impl OutQueue {
         }
     }
 
-    /// How many items are queued (a merged frame counts once).
+    /// How many items are queued (a merged frame counts once; a pending ping does not
+    /// count).
     #[cfg(test)]
     #[must_use]
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
 
-    /// Whether no item is queued.
+    /// Whether nothing is queued (no item and no ping).
     #[cfg(test)]
     #[must_use]
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().items.is_empty()
+        let state = self.lock();
+        state.items.is_empty() && !state.ping
+    }
+
+    /// The lag: the bytes of reply text (chunk deltas) queued.
+    #[must_use]
+    pub(crate) fn lag_bytes(&self) -> usize {
+        self.lock().lag
+    }
+
+    /// How far the writer has come, and whether anything waits for it.
+    #[must_use]
+    pub(crate) fn progress(&self) -> Progress {
+        let state = self.lock();
+        Progress {
+            popped: state.popped,
+            waiting: state.ping || !state.items.is_empty(),
+        }
     }
 
     /// How many items the queue's buffer has room for without allocating (0: it holds no
@@ -380,28 +423,39 @@ impl State {
             self.closed = true;
             return Push::Queued;
         }
-        if self.items.len() < self.capacity {
-            self.items.push_back(item);
+        if let Item::Ping = item {
+            self.ping = true;
             return Push::Queued;
         }
-        if let Item::Ping = item {
-            return Push::Dropped;
-        }
-        if self.merge_into_tail(&item) {
-            return Push::Merged;
-        }
-        if self.compact() == 0 {
+        let lag = self.lag.saturating_add(delta_len(&item));
+        let push = if self.items.len() < self.capacity {
+            self.items.push_back(item);
+            Push::Queued
+        } else if self.merge_into_tail(&item) {
+            Push::Merged
+        } else if self.compact() > 0 {
+            self.items.push_back(item);
+            Push::Merged
+        } else {
             return Push::Overflow;
-        }
-        self.items.push_back(item);
-        Push::Merged
+        };
+        self.lag = lag;
+        push
     }
 
     fn pop(&mut self) -> Option<Item> {
-        let item = self.items.pop_front()?;
-        if self.items.is_empty() && self.items.capacity() > IDLE_SLOTS {
-            self.items = VecDeque::new();
-        }
+        let item = if self.ping {
+            self.ping = false;
+            Item::Ping
+        } else {
+            let item = self.items.pop_front()?;
+            self.lag = self.lag.saturating_sub(delta_len(&item));
+            if self.items.is_empty() && self.items.capacity() > IDLE_SLOTS {
+                self.items = VecDeque::new();
+            }
+            item
+        };
+        self.popped = self.popped.wrapping_add(1);
         Some(item)
     }
 
@@ -475,6 +529,11 @@ fn absorb(a: &mut Item, b: &Item) -> bool {
         Item::Ping | Item::Close(_) => return false,
     }
     true
+}
+
+/// The bytes of reply text `item` carries (its delta, if it is a chunk frame).
+fn delta_len(item: &Item) -> usize {
+    item.chunk().map_or(0, |c| c.delta.len())
 }
 
 /// Whether chunk frame `b` continues `a`: same reply, both well-formed, and `b`'s first
@@ -605,7 +664,6 @@ mod tests {
             let items = [
                 start("a"),
                 chunk("a", 1, "x"),
-                Item::Ping,
                 chunk("b", 1, "y"),
                 chunk("a", 2, "z"),
                 end("a", 2),
@@ -771,13 +829,90 @@ mod tests {
     }
 
     #[test]
-    fn a_ping_on_a_full_queue_is_dropped_not_an_overflow() {
+    fn a_ping_on_a_full_queue_is_kept_and_pops_before_the_frames() {
         model(|| {
             let q = OutQueue::new(1);
-            assert_eq!(q.push(Item::Ping), Push::Queued);
-            assert_eq!(q.push(Item::Ping), Push::Dropped);
-            assert_eq!(drain(&q), [Item::Ping]);
+            fill(&q, &[start("a")]);
+            assert_eq!(q.push(Item::Ping), Push::Queued, "not dropped when full");
+            assert_eq!(q.push(Item::Ping), Push::Queued, "one ping pending");
+            assert_eq!(q.len(), 1, "a ping takes no slot");
+            assert_eq!(q.push(chunk("a", 1, "x")), Push::Overflow);
+            assert_eq!(drain(&q), [Item::Ping, start("a")]);
             assert_eq!(q.merged_frames(), 0);
+        });
+    }
+
+    #[test]
+    fn a_ping_is_not_starved_behind_merged_deltas() {
+        model(|| {
+            let q = OutQueue::new(2);
+            fill(&q, &[start("a"), chunk("a", 1, "x")]);
+            for seq in 2..=5 {
+                assert_eq!(q.push(chunk("a", seq, "y")), Push::Merged);
+            }
+            assert_eq!(q.push(Item::Ping), Push::Queued);
+            assert_eq!(q.pop(), Some(Item::Ping), "the ping goes first");
+            assert_eq!(drain(&q), [start("a"), merged("a", 1, 5, "xyyyy")]);
+        });
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_a_ping_but_a_pending_one_still_pops() {
+        model(|| {
+            let q = OutQueue::new(2);
+            assert_eq!(q.push(Item::Ping), Push::Queued);
+            assert_eq!(q.push(Item::Close(CloseCode::TooSlow)), Push::Queued);
+            assert_eq!(q.push(Item::Ping), Push::Closed);
+            assert_eq!(drain(&q), [Item::Ping, Item::Close(CloseCode::TooSlow)]);
+        });
+    }
+
+    #[test]
+    fn lag_counts_the_queued_chunk_text_through_merges_and_pops() {
+        model(|| {
+            let q = OutQueue::new(2);
+            fill(&q, &[start("a"), chunk("a", 1, "abc")]);
+            assert_eq!(q.lag_bytes(), 3, "only chunk text counts");
+            assert_eq!(q.push(chunk("a", 2, "de")), Push::Merged);
+            assert_eq!(q.lag_bytes(), 5);
+            assert_eq!(q.pop(), Some(start("a")));
+            assert_eq!(q.lag_bytes(), 5);
+            assert_eq!(q.pop(), Some(merged("a", 1, 2, "abcde")));
+            assert_eq!(q.lag_bytes(), 0);
+        });
+    }
+
+    #[test]
+    fn progress_counts_pops_and_says_whether_anything_waits() {
+        model(|| {
+            let q = OutQueue::new(2);
+            let idle = Progress {
+                popped: 0,
+                waiting: false,
+            };
+            assert_eq!(q.progress(), idle);
+            assert_eq!(q.push(Item::Ping), Push::Queued);
+            assert!(q.progress().waiting, "a pending ping waits");
+            fill(&q, &[start("a")]);
+            assert_eq!(q.pop(), Some(Item::Ping));
+            assert_eq!(
+                q.progress(),
+                Progress {
+                    popped: 1,
+                    waiting: true
+                }
+            );
+            assert_eq!(q.push(chunk("a", 1, "x")), Push::Queued);
+            assert_eq!(q.push(chunk("a", 2, "y")), Push::Merged);
+            assert_eq!(q.progress().popped, 1, "merging is not progress");
+            assert_eq!(drain(&q).len(), 2);
+            assert_eq!(
+                q.progress(),
+                Progress {
+                    popped: 3,
+                    waiting: false
+                }
+            );
         });
     }
 
@@ -968,7 +1103,6 @@ mod tests {
         assert!(Push::Queued.is_accepted());
         assert!(Push::Merged.is_accepted());
         assert!(!Push::Overflow.is_accepted());
-        assert!(!Push::Dropped.is_accepted());
         assert!(!Push::Closed.is_accepted());
     }
 }

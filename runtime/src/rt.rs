@@ -12,6 +12,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::{select, Either};
 use hyper::rt::{Sleep, Timer as _};
 
+/// The send buffer of an accepted socket, in bytes (`SO_SNDBUF`; Linux
+/// doubles it for its bookkeeping). Left to the kernel, a socket's send
+/// buffer grows to several MB (4 MB on loopback): a client that stops
+/// reading would hide that much of its backlog in the kernel, out of reach
+/// of the stall timeout and the lag bound (`--stall-timeout`,
+/// `--max-lag-bytes`), and hold that much kernel memory. 64 KiB is many
+/// times a chat stream's rate and still carries about half a megabyte per
+/// second over a 100 ms round trip.
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// What weir asks of an async runtime: tasks, the clock, sleeps, TCP,
 /// hyper's timer.
 /// Everything else (the driver, HTTP, WebSocket, Redis, generators) is
@@ -71,7 +81,8 @@ pub trait Runtime: Send + Sync + Sized + std::fmt::Debug + 'static {
     /// The address `listener` is bound to.
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
 
-    /// The next connection on `listener`.
+    /// The next connection on `listener`, its send buffer set to
+    /// [`SEND_BUFFER_BYTES`].
     fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Io>> + Send + '_;
 
     /// A TCP connection to `host:port`.

@@ -8,8 +8,10 @@
 //!   already encoded (and shared with the other connections it goes to): its
 //!   text becomes the text message as it is, without a copy or a second
 //!   encoding; only a chunk frame merged in the queue is encoded here.
-//!   `Item::Ping` becomes a WebSocket ping; `Item::Close(code)` sends the
-//!   close frame and ends the writer.
+//!   `Item::Ping` becomes a WebSocket ping (the queue hands it out before
+//!   its frames, so a full queue never holds a ping back); `Item::Close(code)`
+//!   sends the close frame and ends the writer. Every item it takes counts as
+//!   progress, which the driver watches for stalls.
 //! - The **reader** turns text (and binary) messages into `Input::Frame`,
 //!   pings and pongs into `Input::Activity`, a message over the size limit
 //!   into `Input::FrameTooLarge`, and the end of the socket into
@@ -160,11 +162,7 @@ async fn connect<R: Runtime>(
     let queue = Arc::new(OutQueue::new(settings.queue_capacity));
     let writer = R::spawn(write_loop(sink, queue.clone(), metrics));
     let (stop_tx, stop_rx) = oneshot::channel();
-    let handle = ConnHandle {
-        queue,
-        _stop: stop_tx,
-        merged_seen: 0,
-    };
+    let handle = ConnHandle::new(queue, stop_tx);
     let connect = ToDriver::Connect {
         conn,
         user,

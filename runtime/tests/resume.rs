@@ -130,8 +130,8 @@ async fn resume_frame_delivers_exactly_the_chunks_after_seq_and_the_end_and_unkn
 }
 
 async fn client_that_stops_reading_gets_merged_chunks_then_4008_and_resumes_every_byte() {
-    // About 4 s of reply, ~2.5 MB/s of frames: the socket buffers (a few MB
-    // on loopback) fill while it is still being produced.
+    // About 4 s of reply, ~2.5 MB/s of frames: the socket buffers fill
+    // while it is still being produced.
     const N: u32 = 100_000;
     const PROMPT: &str = "slow";
     let mut config = demo_config(N, 25_000.0);

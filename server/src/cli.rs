@@ -140,6 +140,11 @@ pub fn shown_defaults() -> Vec<(&'static str, String)> {
             "queue_capacity",
             RuntimeConfig::DEFAULT_QUEUE_CAPACITY.to_string(),
         ),
+        ("stall_timeout", secs_shown(node.stall_timeout)),
+        (
+            "max_lag_bytes",
+            RuntimeConfig::DEFAULT_MAX_LAG_BYTES.to_string(),
+        ),
         (
             "shutdown_grace",
             secs_shown(RuntimeConfig::DEFAULT_SHUTDOWN_GRACE),

@@ -63,6 +63,8 @@
 //! | `--max-content-bytes N` | `WEIR_MAX_CONTENT_BYTES` | `max_content_bytes` | 32768 |
 //! | `--history-limit N` | `WEIR_HISTORY_LIMIT` | `history_limit` | 200 |
 //! | `--queue-capacity N` | `WEIR_QUEUE_CAPACITY` | `queue_capacity` | 256 |
+//! | `--stall-timeout SECS` | `WEIR_STALL_TIMEOUT` | `stall_timeout` | 10 |
+//! | `--max-lag-bytes N` | `WEIR_MAX_LAG_BYTES` | `max_lag_bytes` | 1048576 |
 //! | `--shutdown-grace SECS` | `WEIR_SHUTDOWN_GRACE` | `shutdown_grace` | 5 |
 //! | `--store memory\|redis://HOST:PORT[/DB]` | `WEIR_STORE` | `store` | `memory` |
 //! | `--redis-prefix P` | `WEIR_REDIS_PREFIX` | `redis_prefix` | `weir` |

@@ -315,15 +315,20 @@ fn close_racing_producers_rejects_everything_after_close() {
 }
 
 #[test]
-fn overflow_is_reported_not_swallowed() {
+fn overflow_is_reported_not_swallowed_and_a_ping_is_never_refused() {
     static OVERFLOWED: AtomicUsize = AtomicUsize::new(0);
-    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    static PING_FIRST: AtomicUsize = AtomicUsize::new(0);
     check(|| {
-        // Capacity 1: a `start` of one reply and chunks of another cannot merge.
+        // Capacity 1: a `start` of one reply and chunks of another cannot merge; a
+        // ping takes no slot and goes before the frames.
         let q = Arc::new(OutQueue::new(1));
         let frames = {
             let q = q.clone();
-            thread::spawn(move || produce(&q, vec![start("b"), Item::Ping]))
+            thread::spawn(move || {
+                let results = produce(&q, vec![start("b")]);
+                assert_eq!(q.push(Item::Ping), Push::Queued, "a ping is never refused");
+                results
+            })
         };
         let chunker = {
             let q = q.clone();
@@ -342,19 +347,21 @@ fn overflow_is_reported_not_swallowed() {
         popped.extend(drain(&q));
 
         for (item, push) in frame_results.iter().chain(&chunk_results) {
-            match (item, push) {
-                (Item::Ping, Push::Overflow) => panic!("a ping is never an overflow"),
-                (Item::Ping, Push::Dropped) => {
-                    DROPPED.fetch_add(1, Ordering::Relaxed);
-                }
-                (Item::Frame(_), Push::Dropped) => panic!("only a ping is dropped"),
-                (_, Push::Overflow) => {
+            match push {
+                Push::Overflow => {
                     OVERFLOWED.fetch_add(1, Ordering::Relaxed);
                 }
-                (_, Push::Closed) => panic!("nothing closed the queue"),
-                _ => {}
+                Push::Closed => panic!("nothing closed the queue: {item:?}"),
+                Push::Queued | Push::Merged => {}
             }
         }
+        // The ping pops exactly once, before any frame queued when it came.
+        let pings = popped.iter().filter(|i| **i == Item::Ping).count();
+        assert_eq!(pings, 1, "{popped:?}");
+        if popped.first() == Some(&Item::Ping) {
+            PING_FIRST.fetch_add(1, Ordering::Relaxed);
+        }
+        popped.retain(|i| *i != Item::Ping);
         assert_delivered_exactly(
             &[accepted(&frame_results), accepted(&chunk_results)],
             &popped,
@@ -365,7 +372,10 @@ fn overflow_is_reported_not_swallowed() {
         OVERFLOWED.load(Ordering::Relaxed) > 0,
         "the model exercises overflow"
     );
-    assert!(DROPPED.load(Ordering::Relaxed) > 0, "and dropped pings");
+    assert!(
+        PING_FIRST.load(Ordering::Relaxed) > 0,
+        "and a ping that passes queued frames"
+    );
 }
 
 /// Wakes a loom thread (a waker for `block_on`).

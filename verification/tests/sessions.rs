@@ -520,3 +520,46 @@ fn sixteen_frames_wait_for_the_hello_and_the_seventeenth_closes_with_1008() {
     assert_eq!(w.clients[&a].closed, Some(CloseCode::Policy));
     settle(&mut w, &mut c);
 }
+
+#[test]
+fn a_write_stall_of_the_stall_timeout_closes_with_4008_and_a_resume_gets_the_rest() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    for delta in ["one ", "two ", "three "] {
+        w.generate(&id, GeneratorEvent::Delta(delta.into()));
+        settle(&mut w, &mut c);
+    }
+    // The runtime reports the writer stuck since now; the core closes only once
+    // that is the stall timeout (10 s by default) ago.
+    let since = w.now;
+    w.run_for(Duration::from_secs(9), Duration::from_secs(1));
+    w.input(0, weir_core::Input::WriteStalled { conn: a, since });
+    assert_eq!(w.clients[&a].closed, None, "9 s is no stall yet");
+    assert_eq!(w.nodes[0].node.conn_state(a), Some(ConnState::Open));
+    w.run_for(Duration::from_secs(1), Duration::from_secs(1));
+    w.input(0, weir_core::Input::WriteStalled { conn: a, since });
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::TooSlow));
+    settle(&mut w, &mut c);
+    // Say it read chunk 1 only: a resume after it gets exactly the rest.
+    let b = w.connect(0, "u1", "s1", Some((id.clone(), 1)));
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Delta("four ".into()));
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    let got: Vec<(u64, String)> = w
+        .frames(b)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunk(ch) if ch.message_id == id => Some((ch.seq, ch.delta.clone())),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, String)> = [(2, "two "), (3, "three "), (4, "four ")]
+        .into_iter()
+        .map(|(seq, d)| (seq, d.to_owned()))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -91,6 +91,19 @@ impl<I: IdSource> Node<I> {
         }
     }
 
+    /// The runtime reports that `conn`'s writer has taken nothing from its
+    /// queue since `since`: closed with 4008 once that is the stall timeout
+    /// ago (the runtime reports it again while it lasts).
+    pub(super) fn on_write_stalled(&mut self, now: Instant, conn: ConnId, since: Instant) {
+        let stalled = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.is_stalled(now, since, self.config.stall_timeout));
+        if stalled {
+            self.close(now, conn, CloseCode::TooSlow);
+        }
+    }
+
     /// A connection's one deadline: the next of its heartbeat, its idle
     /// deadline, and (Closing) its close deadline.
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {

@@ -248,6 +248,16 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_capacity: Option<usize>,
 
+    /// Close a connection with 4008 when frames wait for it and none was written for this long
+    #[arg(long, env = "WEIR_STALL_TIMEOUT", value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_timeout: Option<f64>,
+
+    /// Close a connection with 4008 when more reply text than this waits for it, in bytes
+    #[arg(long, env = "WEIR_MAX_LAG_BYTES", value_name = "BYTES")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_bytes: Option<usize>,
+
     /// Longest wait for streams to settle on shutdown
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE", value_name = "SECS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,6 +326,8 @@ impl Layer {
             max_content_bytes: self.max_content_bytes.or(lower.max_content_bytes),
             history_limit: self.history_limit.or(lower.history_limit),
             queue_capacity: self.queue_capacity.or(lower.queue_capacity),
+            stall_timeout: self.stall_timeout.or(lower.stall_timeout),
+            max_lag_bytes: self.max_lag_bytes.or(lower.max_lag_bytes),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             store: self.store.or(lower.store),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),

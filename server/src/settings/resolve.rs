@@ -187,6 +187,18 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             "must be at least 1",
         ));
     }
+    let stall_timeout = secs(
+        "stall-timeout",
+        m.stall_timeout,
+        d.stall_timeout,
+        Min::Positive,
+    )?;
+    let max_lag_bytes = m
+        .max_lag_bytes
+        .unwrap_or(RuntimeConfig::DEFAULT_MAX_LAG_BYTES);
+    if max_lag_bytes == 0 {
+        return Err(range("max-lag-bytes", max_lag_bytes, "must be at least 1"));
+    }
 
     // The Redis settings are read (and checked) only for a Redis store.
     let store_backend = match m.store.as_deref() {
@@ -251,6 +263,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         },
         heartbeat,
         idle_timeout,
+        stall_timeout,
         history_limit,
         ..d
     };
@@ -263,6 +276,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             auth,
             generator,
             queue_capacity,
+            max_lag_bytes,
             shutdown_grace,
             ..RuntimeConfig::new(listen, node)
         },

@@ -71,6 +71,8 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(s.server.node.limits, Limits::default());
     assert_eq!(s.server.node.history_limit, 200);
     assert_eq!(s.server.queue_capacity, 256);
+    assert_eq!(s.server.node.stall_timeout, Duration::from_secs(10));
+    assert_eq!(s.server.max_lag_bytes, 1 << 20);
     assert_eq!(s.server.shutdown_grace, Duration::from_secs(5));
     assert_eq!(s.log, "info");
     assert_eq!(s.server.node.node_id, default_node_id());
@@ -189,6 +191,10 @@ fn every_flag_has_its_documented_name() {
         "20",
         "--queue-capacity",
         "8",
+        "--stall-timeout",
+        "2.5",
+        "--max-lag-bytes",
+        "4096",
         "--shutdown-grace",
         "0.5",
         "--log",
@@ -222,6 +228,8 @@ fn every_flag_has_its_documented_name() {
     assert_eq!(s.server.node.limits.max_content_bytes, 1000);
     assert_eq!(s.server.node.history_limit, 20);
     assert_eq!(s.server.queue_capacity, 8);
+    assert_eq!(s.server.node.stall_timeout, Duration::from_millis(2500));
+    assert_eq!(s.server.max_lag_bytes, 4096);
     assert_eq!(s.server.shutdown_grace, Duration::from_millis(500));
     assert_eq!(s.log, "debug");
 }
@@ -666,6 +674,20 @@ fn out_of_range_numbers_are_rejected() {
             },
             "--queue-capacity",
         ),
+        (
+            Layer {
+                stall_timeout: Some(0.0),
+                ..Layer::default()
+            },
+            "--stall-timeout",
+        ),
+        (
+            Layer {
+                max_lag_bytes: Some(0),
+                ..Layer::default()
+            },
+            "--max-lag-bytes",
+        ),
     ];
     for (cli, flag) in cases {
         let msg = err(cli, Layer::default());
@@ -1020,6 +1042,8 @@ max_frame_bytes = 65536
 max_content_bytes = 32768
 history_limit = 200
 queue_capacity = 256
+stall_timeout = 10.0
+max_lag_bytes = 1048576
 shutdown_grace = 5.0
 store = \"memory\"
 log = \"info\"

@@ -36,7 +36,12 @@ pub(crate) async fn connect(addr: SocketAddr, src: Ipv4Addr, path: &str, history
         if attempt > 0 {
             sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
-        match timeout(CONNECT_TIMEOUT, connect_once(addr, src, path, history)).await {
+        match timeout(
+            CONNECT_TIMEOUT,
+            connect_once(addr, src, path, history, None),
+        )
+        .await
+        {
             Ok(Ok(ws)) => return Ok(ws),
             Ok(Err(e)) => last = Some(e),
             Err(_) => last = Some("connect timed out".into()),
@@ -45,8 +50,34 @@ pub(crate) async fn connect(addr: SocketAddr, src: Ipv4Addr, path: &str, history
     Err(last.unwrap_or_else(|| "no attempt".into()))
 }
 
-async fn connect_once(addr: SocketAddr, src: Ipv4Addr, path: &str, history: bool) -> Res<Ws> {
+/// [`connect`] with a receive buffer of `rcvbuf` bytes on the client's
+/// socket (the kernel may round it): for a client that stops reading, so
+/// that its buffers fill soon.
+pub(crate) async fn connect_small_buffer(
+    addr: SocketAddr,
+    src: Ipv4Addr,
+    path: &str,
+    rcvbuf: u32,
+) -> Res<Ws> {
+    timeout(
+        CONNECT_TIMEOUT,
+        connect_once(addr, src, path, true, Some(rcvbuf)),
+    )
+    .await
+    .map_err(|_| BoxError::from("connect timed out"))?
+}
+
+async fn connect_once(
+    addr: SocketAddr,
+    src: Ipv4Addr,
+    path: &str,
+    history: bool,
+    rcvbuf: Option<u32>,
+) -> Res<Ws> {
     let socket = TcpSocket::new_v4()?;
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
     socket.bind(SocketAddr::new(src.into(), 0))?;
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;

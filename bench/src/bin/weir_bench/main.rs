@@ -12,6 +12,10 @@
 //!   receives (a merged frame counts `seq − from_seq + 1`); reports the sum
 //!   over clients divided by the time from the first chunk received by any
 //!   client to the last chunk received by any client.
+//! - `weir_bench stalled --conns N --stalled-percent P`: weir only; N clients
+//!   on one conversation and a long reply, once with every client reading
+//!   and once with P % of them stalled (they stop reading after `history`);
+//!   reports the server's peak RSS (`VmHWM`) of each run and their ratio.
 //!
 //! weir runs on each runtime of `--runtime tokio|smol|both` (default both:
 //! tokio, then smol, each a fresh process), and every weir figure is printed
@@ -27,7 +31,8 @@
 //! The code, one file per part of a run: `setup` (the binaries, the open
 //! files limit, the source ports, the machine), `server` (weir or bare_ws as
 //! a child process), `client` (connecting from many source addresses, the
-//! tally of connections), then one file per benchmark: `idle`, `fanout`.
+//! tally of connections), then one file per benchmark: `idle`, `fanout`,
+//! `stalled`.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stdout,
@@ -39,6 +44,7 @@ mod fanout;
 mod idle;
 mod server;
 mod setup;
+mod stalled;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +57,7 @@ use weir_bench::RuntimeOpts;
 use fanout::{fanout, FanoutArgs};
 use idle::{idle, IdleArgs};
 use setup::{binary, check_ports, raise_fd_limit, Env};
+use stalled::{stalled, StalledArgs};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
@@ -88,6 +95,8 @@ enum Cmd {
     Idle(IdleArgs),
     /// Chunks per second delivered when one reply fans out to N connections.
     Fanout(FanoutArgs),
+    /// Server peak RSS while a reply fans out with some readers stalled, against none.
+    Stalled(StalledArgs),
 }
 
 fn main() -> ExitCode {
@@ -146,6 +155,7 @@ async fn run(cli: &Cli) -> Res<()> {
     let conns = match &cli.command {
         Cmd::Idle(a) => a.conns,
         Cmd::Fanout(a) => a.conns,
+        Cmd::Stalled(a) => a.conns,
     };
     if conns == 0 {
         return Err("--conns must be at least 1".into());
@@ -156,5 +166,6 @@ async fn run(cli: &Cli) -> Res<()> {
     match &cli.command {
         Cmd::Idle(args) => idle(cli, args, &weir, &bare, &env).await,
         Cmd::Fanout(args) => fanout(cli, args, &weir, &bare, &env).await,
+        Cmd::Stalled(args) => stalled(cli, args, &weir, &env).await,
     }
 }
