@@ -292,6 +292,26 @@ impl Client {
         self.next_of("end").await
     }
 
+    /// Frames until the `end` of reply `mid`; returns those before it and
+    /// the `end`.
+    pub async fn until_end_of(&mut self, mid: &str) -> (Vec<Frame>, Frame) {
+        let mut before = Vec::new();
+        loop {
+            let f = self.next_frame().await;
+            if f.is("end") && f["message_id"] == mid {
+                return (before, f);
+            }
+            before.push(f);
+        }
+    }
+
+    /// Sends a `chat` and reads until its `ack`; returns the new reply's id.
+    pub async fn chat_acked(&mut self, content: &str, request_id: &str) -> String {
+        self.chat(content, request_id).await;
+        let (_, ack) = self.next_of("ack").await;
+        ack.str("message_id").to_owned()
+    }
+
     /// Sends `ping` with `id` and reads until its `pong`; returns the frames
     /// that came before it. As the server writes a connection's frames in
     /// order, this is a barrier: whatever the server sent before it handled

@@ -118,6 +118,24 @@ impl Endpoint {
         http_request(self.addr, method, path, headers, body.as_bytes()).await
     }
 
+    /// `GET /v1/users/{user}/presence` (as that user, auth off): its
+    /// `status` and `connections`.
+    pub async fn presence(&self, user: &str) -> (String, u64) {
+        let r = self
+            .http(
+                "GET",
+                &format!("/v1/users/{user}/presence?user_id={user}"),
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let body = r.json();
+        (
+            body["status"].as_str().unwrap_or_default().to_owned(),
+            body["connections"].as_u64().unwrap_or_default(),
+        )
+    }
+
     /// `GET /metrics`, parsed.
     pub async fn metrics(&self) -> Metrics {
         let r = self.http("GET", "/metrics", "").await;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{temp_log, Endpoint, Runtime, T};
+use crate::{temp_log, Endpoint, RedisServer, Runtime, T};
 
 // ---------------------------------------------------------------------------
 // Finding the binary
@@ -229,6 +229,32 @@ impl WeirProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         process
+    }
+
+    /// A node of a deployment on `redis`: [`WeirProcess::start_on`] with
+    /// `--store` `redis`'s URL, `--node-id node_id`, demo replies of `chunks`
+    /// chunks at up to `rate` per second, and `extra` flags.
+    #[must_use]
+    pub fn start_on_redis(
+        runtime: Runtime,
+        redis: &RedisServer,
+        node_id: &str,
+        (chunks, rate): (u64, u64),
+        extra: &[&str],
+    ) -> Self {
+        let (url, chunks, rate) = (redis.url(), chunks.to_string(), rate.to_string());
+        let mut args = vec![
+            "--store",
+            url.as_str(),
+            "--node-id",
+            node_id,
+            "--demo-chunks",
+            chunks.as_str(),
+            "--demo-rate",
+            rate.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start_on(runtime, &args)
     }
 
     fn assert_running(&mut self, when: &str) {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use weir_tests::tungstenite::Message;
-use weir_tests::{Client, Frame, RedisServer, WeirProcess, T};
+use weir_tests::{Client, Frame, RedisServer, Runtime, WeirProcess, T};
 
 weir_tests::both_runtimes! {
     a_node_fanning_out_its_own_fast_reply_to_300_connections_keeps_its_lease_and_b_sees_it_streaming_and_counts_every_connection,
@@ -36,10 +36,10 @@ const SATURATION: Duration = Duration::from_secs(35);
 /// The default lease (`--lease-ttl`, not given to the nodes).
 const LEASE: Duration = Duration::from_secs(10);
 /// Chunks per demo reply: more than any test reaches.
-const CHUNKS: &str = "100000000";
+const CHUNKS: u64 = 100_000_000;
 /// The demo generator's pace, chunks per second: faster than a node can
 /// fan out to [`CROWD`] connections.
-const FAST: &str = "20000";
+const FAST: u64 = 20_000;
 /// A prompt the demo generator answers at one chunk per 20 s.
 const SLOW_PROMPT: &str = "[pace=20000] think it over";
 
@@ -48,40 +48,7 @@ static ONE_AT_A_TIME: ::tokio::sync::Mutex<()> = ::tokio::sync::Mutex::const_new
 
 /// A node on `redis` with the default lease and fast demo replies.
 fn node(redis: &RedisServer, id: &str) -> WeirProcess {
-    let url = redis.url();
-    WeirProcess::start(&[
-        "--store",
-        url.as_str(),
-        "--node-id",
-        id,
-        "--demo-chunks",
-        CHUNKS,
-        "--demo-rate",
-        FAST,
-    ])
-}
-
-/// Sends `chat` and reads until its `ack`; returns the reply's id.
-async fn chat(ws: &mut Client, content: &str, request_id: &str) -> String {
-    ws.chat(content, request_id).await;
-    let (_, ack) = ws.next_of("ack").await;
-    ack.str("message_id").to_owned()
-}
-
-async fn presence(node: &WeirProcess, user: &str) -> (String, u64) {
-    let r = node
-        .http(
-            "GET",
-            &format!("/v1/users/{user}/presence?user_id={user}"),
-            "",
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r:?}");
-    let body = r.json();
-    (
-        body["status"].as_str().unwrap_or_default().to_owned(),
-        body["connections"].as_u64().unwrap_or_default(),
-    )
+    WeirProcess::start_on_redis(Runtime::current(), redis, id, (CHUNKS, FAST), &[])
 }
 
 /// Connections that read everything they are sent, each in its own task,
@@ -301,7 +268,7 @@ async fn a_node_fanning_out_its_own_fast_reply_to_300_connections_keeps_its_leas
     let mut crowd = Crowd::join(&a, query, CROWD).await;
     let mut viewer = b.ws(query).await;
     let mut producer = a.ws(query).await;
-    let mid = chat(&mut producer, "flood", "r1").await;
+    let mid = producer.chat_acked("flood", "r1").await;
     crowd.add(producer);
 
     let seen = watch(&mut viewer, &mid, SATURATION).await;
@@ -317,7 +284,7 @@ async fn a_node_fanning_out_its_own_fast_reply_to_300_connections_keeps_its_leas
         "still streaming to B in the last lease period: {:?}",
         seen.per_lease
     );
-    let (status, connections) = presence(&b, "u").await;
+    let (status, connections) = b.presence("u").await;
     assert_eq!(
         (status.as_str(), connections),
         ("online", CROWD as u64 + 2),
@@ -342,9 +309,9 @@ async fn a_node_fanning_out_another_nodes_fast_reply_to_300_connections_keeps_it
     let crowd = Crowd::join(&a, fast, CROWD).await;
     let mut thinker = a.ws(slow).await;
     let mut slow_viewer = b.ws(slow).await;
-    let slow_mid = chat(&mut thinker, SLOW_PROMPT, "r-slow").await;
+    let slow_mid = thinker.chat_acked(SLOW_PROMPT, "r-slow").await;
     let mut producer = b.ws(fast).await;
-    let fast_mid = chat(&mut producer, "flood", "r-fast").await;
+    let fast_mid = producer.chat_acked("flood", "r-fast").await;
 
     let (on_a, on_b, fast_seen) = ::tokio::join!(
         watch(&mut thinker, &slow_mid, SATURATION),

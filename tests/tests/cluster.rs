@@ -28,33 +28,7 @@ fn node_on(
     rate: u32,
     extra: &[&str],
 ) -> WeirProcess {
-    let url = redis.url();
-    let chunks = chunks.to_string();
-    let rate = rate.to_string();
-    let mut args = vec![
-        "--store",
-        url.as_str(),
-        "--node-id",
-        id,
-        "--demo-chunks",
-        chunks.as_str(),
-        "--demo-rate",
-        rate.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    WeirProcess::start_on(runtime, &args)
-}
-
-/// Frames until the `end` of `mid`; returns those before it and the `end`.
-async fn until_end_of(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
-    let mut before = Vec::new();
-    loop {
-        let f = ws.next_frame().await;
-        if f.is("end") && f["message_id"] == mid {
-            return (before, f);
-        }
-        before.push(f);
-    }
+    WeirProcess::start_on_redis(runtime, redis, id, (chunks.into(), rate.into()), extra)
 }
 
 /// The `end` of `mid`: among `before` (frames already read — an `end` may
@@ -66,7 +40,7 @@ async fn end_after(before: &[Frame], ws: &mut Client, mid: &str) -> (Vec<Frame>,
         .find(|f| f.is("end") && f["message_id"] == mid)
     {
         Some(end) => (Vec::new(), end.clone()),
-        None => until_end_of(ws, mid).await,
+        None => ws.until_end_of(mid).await,
     }
 }
 
@@ -87,29 +61,6 @@ fn log_len(redis: &RedisServer, user: &str, session: &str, mid: &str) -> u64 {
         .unwrap_or_else(|e| panic!("XLEN {key}: {e}"))
 }
 
-/// Sends `chat` and reads until its `ack`; returns the reply's id.
-async fn chat(ws: &mut Client, content: &str, request_id: &str) -> String {
-    ws.chat(content, request_id).await;
-    let (_, ack) = ws.next_of("ack").await;
-    ack.str("message_id").to_owned()
-}
-
-async fn presence(node: &WeirProcess, user: &str) -> (String, u64) {
-    let r = node
-        .http(
-            "GET",
-            &format!("/v1/users/{user}/presence?user_id={user}"),
-            "",
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r:?}");
-    let body = r.json();
-    (
-        body["status"].as_str().unwrap_or_default().to_owned(),
-        body["connections"].as_u64().unwrap_or_default(),
-    )
-}
-
 async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_cancelled_with_no_chunk_after(
 ) {
     cancel_on_b_stops_a(Runtime::current(), Runtime::current()).await;
@@ -124,7 +75,7 @@ async fn cancel_on_b_stops_a(a_runtime: Runtime, b_runtime: Runtime) {
     let mut on_a = a.ws("session_id=x&user_id=u").await;
     let mut on_b = b.ws("session_id=x&user_id=u").await;
 
-    let mid = chat(&mut on_a, "a long one", "r1").await;
+    let mid = on_a.chat_acked("a long one", "r1").await;
     eprintln!("step: chat acked {mid}");
     on_a.until_seq(Some(&mid), 5).await;
     eprintln!("step: A saw 5");
@@ -152,7 +103,7 @@ async fn cancel_on_b_stops_a(a_runtime: Runtime, b_runtime: Runtime) {
     let (text_b, last_b) = contiguous(0, &b_chunks);
     assert_eq!(last_b, final_seq, "B holds exactly chunks 1..=final_seq");
 
-    let (a_frames, end_a) = until_end_of(&mut on_a, &mid).await;
+    let (a_frames, end_a) = on_a.until_end_of(&mid).await;
     assert_eq!(end_a["status"], "cancelled");
     assert_eq!(end_a.u64("final_seq"), final_seq);
     assert!(
@@ -185,7 +136,9 @@ async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_nod
     let mut on_b = b.ws("session_id=race&user_id=u").await;
     let mut winners = std::collections::BTreeMap::new();
     for round in 0..12u64 {
-        let mid = chat(&mut on_a, &format!("round {round}"), &format!("r{round}")).await;
+        let mid = on_a
+            .chat_acked(&format!("round {round}"), &format!("r{round}"))
+            .await;
         // Cancel from B after a varying number of chunks, up to the last.
         let at = 1 + round % 8;
         on_b.until_seq(Some(&mid), at).await;
@@ -193,7 +146,7 @@ async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_nod
         let (before, result) = on_b.next_of("cancel_result").await;
         let status = result.str("status").to_owned();
         let (_, end_b) = end_after(&before, &mut on_b, &mid).await;
-        let (_, end_a) = until_end_of(&mut on_a, &mid).await;
+        let (_, end_a) = on_a.until_end_of(&mid).await;
         let late = b.ws("session_id=race&user_id=u").await;
         let stored = late
             .history_messages()
@@ -230,7 +183,7 @@ async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_the
     let a = node(&redis, "node-a", N, 40, &[]);
     let b = node(&redis, "node-b", N, 40, &[]);
     let mut on_a = a.ws("session_id=r&user_id=u").await;
-    let mid = chat(&mut on_a, "resume me", "r1").await;
+    let mid = on_a.chat_acked("resume me", "r1").await;
     let seen = on_a.until_seq(Some(&mid), 5).await;
     let (_, last) = contiguous(0, &chunks_of(&seen, &mid));
     drop(on_a);
@@ -240,7 +193,7 @@ async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_the
     let mut on_b = b
         .ws(&format!("session_id=r&user_id=u&resume={mid}:{last}"))
         .await;
-    let (frames, end) = until_end_of(&mut on_b, &mid).await;
+    let (frames, end) = on_b.until_end_of(&mid).await;
     assert_eq!(end["status"], "completed", "{end:?}");
     let got = chunks_of(&frames, &mid);
     assert_eq!(
@@ -264,13 +217,13 @@ async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the
     let b = node(&redis, "node-b", 2_000, 50, &lease);
     let mut on_a = a.ws("session_id=k&user_id=u").await;
     let mut on_b = b.ws("session_id=k&user_id=u").await;
-    let mid = chat(&mut on_a, "doomed", "r1").await;
+    let mid = on_a.chat_acked("doomed", "r1").await;
     on_b.until_seq(Some(&mid), 3).await;
 
     a.signal(Signal::Kill);
     let killed = Instant::now();
     let _ = a.wait_exit(T).await;
-    let (frames, end) = until_end_of(&mut on_b, &mid).await;
+    let (frames, end) = on_b.until_end_of(&mid).await;
     let noticed = killed.elapsed();
     assert_eq!(end["status"], "failed", "{end:?}");
     assert_eq!(end["reason"], "owner_lost");
@@ -293,10 +246,10 @@ async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the
     assert_eq!(log_len(&redis, "u", "k", &mid), len);
     assert_nothing_more(&mut on_b, "p").await;
     // The conversation is free again: a new reply on B completes.
-    let mid2 = chat(&mut on_b, "again", "r2").await;
+    let mid2 = on_b.chat_acked("again", "r2").await;
     assert_ne!(mid2, mid);
     on_b.cancel(Some(&mid2), "c2").await;
-    let (_, end2) = until_end_of(&mut on_b, &mid2).await;
+    let (_, end2) = on_b.until_end_of(&mid2).await;
     assert_eq!(end2["status"], "cancelled");
 }
 
@@ -307,14 +260,14 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     let b = node(&redis, "node-b", 2_000, 50, &["--lease-ttl", "2"]);
     let mut on_a = a.ws("session_id=e&user_id=u").await;
     let mut on_b = b.ws("session_id=e&user_id=u").await;
-    let mid = chat(&mut on_a, "across a restart", "r1").await;
+    let mid = on_a.chat_acked("across a restart", "r1").await;
     on_b.until_seq(Some(&mid), 3).await;
     assert_eq!(a.http("GET", "/readyz", "").await.status, 200);
 
     redis.restart();
     // Every connection that saw the reply gets an explicit end.
-    let (_, end_a) = until_end_of(&mut on_a, &mid).await;
-    let (_, end_b) = until_end_of(&mut on_b, &mid).await;
+    let (_, end_a) = on_a.until_end_of(&mid).await;
+    let (_, end_b) = on_b.until_end_of(&mid).await;
     for end in [&end_a, &end_b] {
         let status = end.str("status");
         assert!(
@@ -350,7 +303,7 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     assert_eq!(unavailable["reason"], "epoch_changed", "{unavailable:?}");
     assert_eq!(unavailable["message_id"], mid.as_str());
     // And new replies stream (cancelled once seen streaming: they are long).
-    let mid2 = chat(&mut late, "after", "r2").await;
+    let mid2 = late.chat_acked("after", "r2").await;
     let seen = late.until_seq(Some(&mid2), 2).await;
     late.cancel(Some(&mid2), "c2").await;
     let (before, _) = late.next_of("cancel_result").await;
@@ -359,7 +312,7 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
     // The pub/sub connections subscribed again: a reply produced on A
     // reaches the connection on B live, every chunk once, and a cancel from
     // B reaches A's generator.
-    let mid3 = chat(&mut on_a, "across nodes again", "r3").await;
+    let mid3 = on_a.chat_acked("across nodes again", "r3").await;
     let mut frames = on_b.until_seq(Some(&mid3), 3).await;
     assert!(frames.iter().any(|f| f.is("start")), "{frames:#?}");
     on_b.cancel(Some(&mid3), "c3").await;
@@ -380,39 +333,39 @@ async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_a
 
     // Online on A, seen from B.
     let on_a = a.ws("session_id=p&user_id=alice").await;
-    assert_eq!(presence(&b, "alice").await, ("online".to_owned(), 1));
+    assert_eq!(b.presence("alice").await, ("online".to_owned(), 1));
 
     // Reconnect to B inside the debounce: never offline in between.
     on_a.close().await;
-    let mut statuses = vec![presence(&b, "alice").await.0];
+    let mut statuses = vec![b.presence("alice").await.0];
     let on_b = b.ws("session_id=p&user_id=alice").await;
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        statuses.push(presence(&a, "alice").await.0);
+        statuses.push(a.presence("alice").await.0);
         ::tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         statuses.iter().all(|s| s == "online"),
         "no offline across the reconnect: {statuses:?}"
     );
-    assert_eq!(presence(&a, "alice").await, ("online".to_owned(), 1));
+    assert_eq!(a.presence("alice").await, ("online".to_owned(), 1));
 
     // Gone from both: online while lingering, offline after the debounce.
     on_b.close().await;
-    assert_eq!(presence(&a, "alice").await.0, "online", "lingering");
+    assert_eq!(a.presence("alice").await.0, "online", "lingering");
     weir_tests::eventually("alice offline after the debounce", || async {
-        presence(&a, "alice").await.0 == "offline"
+        a.presence("alice").await.0 == "offline"
     })
     .await;
 
     // A node killed with a user on it: offline after the entry expiry.
     let _bob = a.ws("session_id=p&user_id=bob").await;
-    assert_eq!(presence(&b, "bob").await, ("online".to_owned(), 1));
+    assert_eq!(b.presence("bob").await, ("online".to_owned(), 1));
     a.signal(Signal::Kill);
     let killed = Instant::now();
     let _ = a.wait_exit(T).await;
     weir_tests::eventually("bob offline after the expiry", || async {
-        presence(&b, "bob").await.0 == "offline"
+        b.presence("bob").await.0 == "offline"
     })
     .await;
     let took = killed.elapsed();
@@ -434,8 +387,8 @@ async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknow
         &["--store-timeout", "1", "--lease-ttl", "1"],
     );
     let mut ws = a.ws("session_id=o&user_id=u").await;
-    let mid = chat(&mut ws, "before the outage", "r1").await;
-    let (_, end) = until_end_of(&mut ws, &mid).await;
+    let mid = ws.chat_acked("before the outage", "r1").await;
+    let (_, end) = ws.until_end_of(&mid).await;
     assert_eq!(end["status"], "completed");
     assert_eq!(a.http("GET", "/readyz", "").await.status, 200);
 
@@ -498,7 +451,7 @@ async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknow
             again.next_of("ack").await.1
         };
         let retried = ack.str("message_id").to_owned();
-        let (_, end) = until_end_of(&mut again, &retried).await;
+        let (_, end) = again.until_end_of(&retried).await;
         let status = end.str("status");
         assert!(
             status == "completed" || (status == "failed" && end["reason"] == "owner_lost"),
@@ -506,8 +459,8 @@ async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknow
         );
         break;
     }
-    let mid3 = chat(&mut again, "after the outage", "r3").await;
-    let (_, end3) = until_end_of(&mut again, &mid3).await;
+    let mid3 = again.chat_acked("after the outage", "r3").await;
+    let (_, end3) = again.until_end_of(&mid3).await;
     assert_eq!(end3["status"], "completed");
 }
 
@@ -529,8 +482,8 @@ async fn a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_n
     let a = node(&redis, "node-a", 5, 500, &["--worker-threads", "3"]);
     let mut ws = a.ws("session_id=rt&user_id=u").await;
     // Redis in use: a reply streams, through the store and its pub/sub.
-    let mid = chat(&mut ws, "which runtime", "r1").await;
-    let (_, end) = until_end_of(&mut ws, &mid).await;
+    let mid = ws.chat_acked("which runtime", "r1").await;
+    let (_, end) = ws.until_end_of(&mid).await;
     assert_eq!(end["status"], "completed");
 
     let names = thread_names(a.pid());

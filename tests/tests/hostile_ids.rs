@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use weir_tests::{
-    chunks_of, contiguous, demo_prefix, Client, Frame, RedisServer, Signal, Value, WeirProcess, T,
+    chunks_of, contiguous, demo_prefix, RedisServer, Runtime, Signal, Value, WeirProcess, T,
 };
 
 /// User `org/alice`, percent-encoded for a query.
@@ -28,39 +28,8 @@ const A_BRACE_B: &str = "a%3A%7Bb";
 
 /// A node on `redis` with demo replies of 2 000 chunks at `rate` per
 /// second, and `extra` flags.
-fn node(redis: &RedisServer, id: &str, rate: &str, extra: &[&str]) -> WeirProcess {
-    let url = redis.url();
-    let mut args = vec![
-        "--store",
-        url.as_str(),
-        "--node-id",
-        id,
-        "--demo-chunks",
-        "2000",
-        "--demo-rate",
-        rate,
-    ];
-    args.extend_from_slice(extra);
-    WeirProcess::start(&args)
-}
-
-/// Sends `chat` and reads until its `ack`; returns the reply's id.
-async fn chat(ws: &mut Client, content: &str, request_id: &str) -> String {
-    ws.chat(content, request_id).await;
-    let (_, ack) = ws.next_of("ack").await;
-    ack.str("message_id").to_owned()
-}
-
-/// Frames until the `end` of `mid`; returns those before it and the `end`.
-async fn until_end_of(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
-    let mut before = Vec::new();
-    loop {
-        let f = ws.next_frame().await;
-        if f.is("end") && f["message_id"] == mid {
-            return (before, f);
-        }
-        before.push(f);
-    }
+fn node(redis: &RedisServer, id: &str, rate: u64, extra: &[&str]) -> WeirProcess {
+    WeirProcess::start_on_redis(Runtime::current(), redis, id, (2_000, rate), extra)
 }
 
 /// The message `mid` in the `messages` of `GET /v1/sessions/{session}/messages`
@@ -76,12 +45,12 @@ async fn a_reply_of_user_org_slash_alice_whose_owner_died_unwatched_is_reaped_by
 ) {
     let redis = RedisServer::start();
     let lease = ["--lease-ttl", "1"];
-    let mut a = node(&redis, "node-a", "50", &lease);
-    let b = node(&redis, "node-b", "50", &lease);
+    let mut a = node(&redis, "node-a", 50, &lease);
+    let b = node(&redis, "node-b", 50, &lease);
     let query = format!("session_id=k&user_id={ORG_ALICE}");
     let mut on_a = a.ws(&query).await;
     assert_eq!(on_a.hello.as_ref().expect("hello")["user_id"], "org/alice");
-    let mid = chat(&mut on_a, "doomed", "r1").await;
+    let mid = on_a.chat_acked("doomed", "r1").await;
     on_a.until_seq(Some(&mid), 3).await;
     a.signal(Signal::Kill);
     let _ = a.wait_exit(T).await;
@@ -107,7 +76,7 @@ async fn a_reply_of_user_org_slash_alice_whose_owner_died_unwatched_is_reaped_by
 
     // A resume on B replays the stored chunks and the outcome.
     let mut resumed = b.ws(&format!("{query}&resume={mid}:0")).await;
-    let (frames, end) = until_end_of(&mut resumed, &mid).await;
+    let (frames, end) = resumed.until_end_of(&mid).await;
     assert_eq!(end["status"], "failed", "{end:?}");
     assert_eq!(end["reason"], "owner_lost", "{end:?}");
     let final_seq = end.u64("final_seq");
@@ -214,20 +183,20 @@ async fn a_cancel_sent_to_node_b_of_user_a_colon_brace_b_reaches_the_owner_node_
     // owner learns of the cancel from the store's request on its channel
     // (or else, late, from its next append).
     let slow = ["--lease-ttl", "30", "--cancel-deadline", "20"];
-    let a = node(&redis, "node-a", "2", &slow);
-    let b = node(&redis, "node-b", "2", &slow);
+    let a = node(&redis, "node-a", 2, &slow);
+    let b = node(&redis, "node-b", 2, &slow);
     let query = format!("session_id=x&user_id={A_BRACE_B}");
     let mut on_a = a.ws(&query).await;
     let mut on_b = b.ws(&query).await;
     assert_eq!(on_b.hello.as_ref().expect("hello")["user_id"], "a:{b");
     let mut published = Subscriber::start(&redis, "weir:*");
 
-    let mid = chat(&mut on_a, "stop me", "r1").await;
+    let mid = on_a.chat_acked("stop me", "r1").await;
     let seen_b = on_b.until_seq(Some(&mid), 2).await;
     on_b.cancel(Some(&mid), "c1").await;
     let cancelled = Instant::now();
     // A first: its `end` is read as soon as it comes.
-    let (a_frames, end_a) = until_end_of(&mut on_a, &mid).await;
+    let (a_frames, end_a) = on_a.until_end_of(&mid).await;
     // For the record (no assertion: speed is the benchmarks'). The owner
     // settles once it stops, then A's connection gets the `end`.
     eprintln!("cancel sent to B → end on A: {:?}", cancelled.elapsed());
@@ -236,7 +205,7 @@ async fn a_cancel_sent_to_node_b_of_user_a_colon_brace_b_reaches_the_owner_node_
     let final_seq = result.u64("final_seq");
     let (after, end_b) = match before.iter().find(|f| f.is("end")) {
         Some(end) => (Vec::new(), end.clone()),
-        None => until_end_of(&mut on_b, &mid).await,
+        None => on_b.until_end_of(&mid).await,
     };
     assert_eq!(end_b["status"], "cancelled", "{end_b:?}");
     assert_eq!(end_b.u64("final_seq"), final_seq);

@@ -10,45 +10,21 @@ use weir_tests::{chunks_of, contiguous, Client, Frame, RedisServer, Runtime, Wei
 /// A node on `redis` whose demo replies have `chunks` chunks at up to
 /// `rate` per second.
 fn node(redis: &RedisServer, id: &str, chunks: u32, rate: u32) -> WeirProcess {
-    let (url, chunks, rate) = (redis.url(), chunks.to_string(), rate.to_string());
-    WeirProcess::start_on(
+    WeirProcess::start_on_redis(
         Runtime::current(),
-        &[
-            "--store",
-            url.as_str(),
-            "--node-id",
-            id,
-            "--demo-chunks",
-            chunks.as_str(),
-            "--demo-rate",
-            rate.as_str(),
-        ],
+        redis,
+        id,
+        (chunks.into(), rate.into()),
+        &[],
     )
 }
 
 /// Frames until the `end` of `mid`, within `2 T` in all (a server that
 /// pings keeps each read short of its own timeout).
-async fn until_end_of(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
-    let reading = async {
-        let mut before = Vec::new();
-        loop {
-            let f = ws.next_frame().await;
-            if f.is("end") && f["message_id"] == mid {
-                return (before, f);
-            }
-            before.push(f);
-        }
-    };
-    ::tokio::time::timeout(2 * T, reading)
+async fn end_within(ws: &mut Client, mid: &str) -> (Vec<Frame>, Frame) {
+    ::tokio::time::timeout(2 * T, ws.until_end_of(mid))
         .await
         .unwrap_or_else(|_| panic!("no `end` of {mid} within {:?}", 2 * T))
-}
-
-/// Sends `chat` and reads until its `ack`; returns the reply's id.
-async fn chat(ws: &mut Client, content: &str, request_id: &str) -> String {
-    ws.chat(content, request_id).await;
-    let (_, ack) = ws.next_of("ack").await;
-    ack.str("message_id").to_owned()
 }
 
 fn used_memory(redis: &RedisServer) -> u64 {
@@ -92,7 +68,7 @@ async fn a_full_redis_ends_the_streaming_reply_failed_store_full_on_every_node_a
     let mut on_a = a.ws("session_id=full&user_id=u").await;
     let mut on_b = b.ws("session_id=full&user_id=u").await;
 
-    let mid = chat(&mut on_a, "fill it up", "r1").await;
+    let mid = on_a.chat_acked("fill it up", "r1").await;
     let mut seen_a = on_a.until_seq(Some(&mid), 20).await;
     let mut seen_b = on_b.until_seq(Some(&mid), 20).await;
 
@@ -109,8 +85,8 @@ async fn a_full_redis_ends_the_streaming_reply_failed_store_full_on_every_node_a
     eprintln!("step: maxmemory {limit}");
 
     // The reply ends explicitly on the owner's node and on the viewer's.
-    let (more_a, end_a) = until_end_of(&mut on_a, &mid).await;
-    let (more_b, end_b) = until_end_of(&mut on_b, &mid).await;
+    let (more_a, end_a) = end_within(&mut on_a, &mid).await;
+    let (more_b, end_b) = end_within(&mut on_b, &mid).await;
     eprintln!(
         "step: ends {:?} after the fill: {end_a:?} {end_b:?}",
         filled.elapsed()
@@ -184,10 +160,10 @@ async fn a_full_redis_ends_the_streaming_reply_failed_store_full_on_every_node_a
     assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
     readyz_becomes(&a, 200, "node A").await;
     readyz_becomes(&b, 200, "node B").await;
-    let again = chat(&mut on_b, "after the fill", "r3").await;
-    let (_, end_b) = until_end_of(&mut on_b, &again).await;
+    let again = on_b.chat_acked("after the fill", "r3").await;
+    let (_, end_b) = end_within(&mut on_b, &again).await;
     assert_eq!(end_b["status"], "completed", "{end_b:?}");
-    let (_, end_a) = until_end_of(&mut on_a, &again).await;
+    let (_, end_a) = end_within(&mut on_a, &again).await;
     assert_eq!(end_a["status"], "completed", "{end_a:?}");
     let log_a = a.log();
     for line in log_a.lines().filter(|l| l.contains("writes")) {
