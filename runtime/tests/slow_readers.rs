@@ -93,6 +93,33 @@ async fn read_reply(endpoint: Endpoint, mut ws: Client, slow: bool) -> Read {
     }
 }
 
+/// A reader closed with 4008 resumes after the last chunk it holds and
+/// ends with exactly the reply's `n` chunks: nothing lost, nothing twice.
+async fn closed_with_4008_then_resumed_exactly(endpoint: Endpoint, mut ws: Client, n: u32) {
+    let (frames, code) = ws.frames_until_close().await;
+    assert_eq!(code, 4008);
+    let mid = frames
+        .iter()
+        .find(|f| f.is("start"))
+        .expect("the reply's start")
+        .str("message_id")
+        .to_owned();
+    let (mut text, last) = contiguous(0, &chunks(&frames));
+    assert!(last < u64::from(n), "closed before the end: {last}");
+    let mut again = endpoint.ws(&format!("{QUERY}&resume={mid}:{last}")).await;
+    let (frames, end) = again.until_end().await;
+    let (rest, final_seq) = contiguous(last, &chunks(&frames));
+    text.push_str(&rest);
+    assert_eq!(final_seq, u64::from(n));
+    assert_eq!(end.u64("final_seq"), u64::from(n));
+    assert_eq!(end["status"], "completed");
+    assert_eq!(
+        text,
+        DemoText::full(PROMPT, n),
+        "exactly the missing chunks"
+    );
+}
+
 /// A reading client, its `hello` and `history` read. Its socket's receive
 /// buffer is 16 KiB: when it falls behind, the server's queue for it fills
 /// and merges (fewer, larger frames) rather than the kernel holding
@@ -184,25 +211,8 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
         closes >= (STALLED + resumed) as f64
     })
     .await;
-    for mut ws in stalled {
-        let (frames, code) = ws.frames_until_close().await;
-        assert_eq!(code, 4008);
-        let got = chunks(&frames);
-        let mid = frames
-            .iter()
-            .find(|f| f.is("start"))
-            .expect("the reply's start")
-            .str("message_id")
-            .to_owned();
-        let (mut text, last) = contiguous(0, &got);
-        assert!(last < u64::from(N), "it stalled before the end: {last}");
-        let mut again = endpoint.ws(&format!("{QUERY}&resume={mid}:{last}")).await;
-        let (frames, end) = again.until_end().await;
-        let (rest, final_seq) = contiguous(last, &chunks(&frames));
-        text.push_str(&rest);
-        assert_eq!(final_seq, u64::from(N));
-        assert_eq!(end.u64("final_seq"), u64::from(N));
-        assert_eq!(text, expected, "exactly the missing chunks");
+    for ws in stalled {
+        closed_with_4008_then_resumed_exactly(endpoint, ws, N).await;
     }
     let metrics = server.metrics().await;
     assert_eq!(
@@ -235,26 +245,6 @@ async fn a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_
             >= 1.0
     })
     .await;
-    let (frames, code) = ws.frames_until_close().await;
-    assert_eq!(code, 4008);
-    let mid = frames
-        .iter()
-        .find(|f| f.is("start"))
-        .expect("the reply's start")
-        .str("message_id")
-        .to_owned();
-    let (mut text, last) = contiguous(0, &chunks(&frames));
-    assert!(last < u64::from(N), "closed mid-way: {last}");
-    let mut again = endpoint.ws(&format!("{QUERY}&resume={mid}:{last}")).await;
-    let (frames, end) = again.until_end().await;
-    let (rest, final_seq) = contiguous(last, &chunks(&frames));
-    text.push_str(&rest);
-    assert_eq!(final_seq, u64::from(N));
-    assert_eq!(end["status"], "completed");
-    assert_eq!(
-        text,
-        DemoText::full(PROMPT, N),
-        "exactly the missing chunks"
-    );
+    closed_with_4008_then_resumed_exactly(endpoint, ws, N).await;
     server.shutdown().await.expect("clean shutdown");
 }

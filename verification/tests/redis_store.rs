@@ -531,6 +531,14 @@ impl Harness {
         Ok(())
     }
 
+    /// Runs `ops` in order, panicking at the first difference from the
+    /// model (the hand-written cases).
+    async fn run(&mut self, ops: &[Op]) {
+        for (i, op) in ops.iter().enumerate() {
+            self.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
     /// Every key but retained history carries a TTL.
     async fn assert_every_key_expires(&mut self) -> Result<(), TestCaseError> {
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -710,9 +718,7 @@ fn a_reply_started_streamed_cancelled_and_settled_matches_the_model() {
             Op::LoseEverything,
             Op::Read { reply: 0, after: 0 },
         ];
-        for (i, op) in ops.iter().enumerate() {
-            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
-        }
+        h.run(&ops).await;
         h.assert_every_key_expires()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -785,9 +791,7 @@ fn replies_and_presence_of_hostile_user_ids_match_the_model() {
             Op::Tick { ms: 2_000 },
             Op::Sweep,
         ];
-        for (i, op) in ops.iter().enumerate() {
-            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
-        }
+        h.run(&ops).await;
         h.assert_every_key_expires()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -849,9 +853,7 @@ fn a_full_redis_refuses_start_append_and_cancel_and_still_settles_as_the_model_d
             start(0, 3),
             Op::Snapshot { conv: 0, limit: 5 },
         ];
-        for (i, op) in ops.iter().enumerate() {
-            h.step(i, op).await.unwrap_or_else(|e| panic!("{e}"));
-        }
+        h.run(&ops).await;
         assert_eq!(h.known.len(), 2, "the start while full made no reply");
         h.assert_every_key_expires()
             .await
