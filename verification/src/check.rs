@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use weir_core::ids::{ConnId, ConvKey, MessageId, Seq};
+use weir_core::ids::{ConnId, ConvKey, MessageId, NodeId, Seq};
 use weir_core::node::STORE_LOST;
 use weir_core::store::{epoch_of, Model};
-use weir_core::stream::{Outcome, StreamState};
+use weir_core::stream::{Outcome, StreamState, OWNER_LOST};
 use weir_core::wire::{CancelStatus, MessageStatus, ReplyStatus, Role, ServerFrame};
 
 use crate::harness::World;
@@ -39,7 +39,8 @@ struct ClientTrack {
 /// A broken invariant: which, and what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// The invariant's number in DESIGN.md (0: protocol shape).
+    /// The invariant's number in DESIGN.md (0: protocol shape; 9: a live
+    /// owner keeps its replies, [`check_live_owner_keeps_lease`]).
     pub invariant: u8,
     /// What was seen.
     pub detail: String,
@@ -70,6 +71,35 @@ pub fn check_one_live_reply(stores: &[&Model]) -> Result<(), Violation> {
     for (conv, ids) in live {
         if ids.len() > 1 {
             return fail(5, format!("{conv} has {} live replies: {ids:?}", ids.len()));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 9, the other half of 6 (issue 17): a reply is reaped as
+/// `failed(owner_lost)` only if its owner died or could not reach the store.
+/// A node that lives and reaches the store keeps the lease of every reply it
+/// produces, however busy it is. `kept_up(owner)` says whether that owner
+/// lived and reached the store all along (the caller knows its faults).
+pub fn check_live_owner_keeps_lease(
+    store: &Model,
+    kept_up: impl Fn(&NodeId) -> bool,
+) -> Result<(), Violation> {
+    for (conv, id, state, owner, last) in store.streams() {
+        if let StreamState::Settled {
+            outcome: Outcome::Failed(reason),
+            ..
+        } = state
+        {
+            if reason == OWNER_LOST && kept_up(owner) {
+                return fail(
+                    9,
+                    format!(
+                        "{conv} {id} ended failed(owner_lost) at seq {last}, \
+                         but its owner {owner} is alive and reaches the store"
+                    ),
+                );
+            }
         }
     }
     Ok(())

@@ -139,6 +139,14 @@ impl World {
     /// A world with `config.nodes` nodes named `n0`, `n1`, ….
     #[must_use]
     pub fn new(config: &WorldConfig) -> Self {
+        Self::tuned(config, |_| {})
+    }
+
+    /// [`World::new`], with each node's [`Config`] adjusted by `tune` after
+    /// `config` set it (the saturation simulation scales the fan-out slice to
+    /// its cost model, or takes the bounds away for a seeded bug).
+    #[must_use]
+    pub fn tuned(config: &WorldConfig, tune: impl Fn(&mut Config)) -> Self {
         let t0 = Instant::now();
         let nodes = (0..config.nodes)
             .map(|i| {
@@ -149,6 +157,7 @@ impl World {
                     c.append_max_chunks = 2;
                     c.fanout_slice = 1;
                 }
+                tune(&mut c);
                 NodeSlot {
                     node: Node::new(
                         c,

@@ -6,6 +6,8 @@
 //!   lost.
 //! - [`explore`]: exhaustive exploration of a small two-node configuration.
 //! - [`sim`]: a seeded, deterministic simulation of a cluster with faults.
+//! - [`saturation`]: the same with saturation as the fault: steps that cost
+//!   virtual time, inputs in large batches, timers that fire late.
 //! - [`check`]: judges a run from the outside (what clients received, against
 //!   the store's truth), one rule per invariant of DESIGN.md.
 //!
@@ -15,4 +17,5 @@
 pub mod check;
 pub mod explore;
 pub mod harness;
+pub mod saturation;
 pub mod sim;

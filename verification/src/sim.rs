@@ -246,10 +246,10 @@ impl std::ops::AddAssign for Stats {
 
 /// The scheduler's random source.
 #[derive(Debug, Clone)]
-struct Rng(SeededIds);
+pub(crate) struct Rng(pub(crate) SeededIds);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
         } else {
@@ -257,16 +257,16 @@ impl Rng {
         }
     }
 
-    fn index(&mut self, n: usize) -> usize {
+    pub(crate) fn index(&mut self, n: usize) -> usize {
         usize::try_from(self.below(n as u64)).unwrap_or(0)
     }
 
     /// True with probability `per_mille` / 1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
+    pub(crate) fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
     }
 
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+    pub(crate) fn ms(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(lo + self.below(hi - lo + 1))
     }
 }

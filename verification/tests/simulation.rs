@@ -9,6 +9,9 @@
 
 use std::time::Instant;
 
+use weir_verification::saturation::{
+    run_saturated_seed, sat_replay_command, SatBug, SatStats, LIMIT,
+};
 use weir_verification::sim::{replay_command, run_seed, Bug, Stats};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -193,4 +196,82 @@ fn late_started_notice_does_not_restart_a_finished_resume() {
     if let Err(failure) = weir_verification::sim::run_seed_steps(424, None, 400) {
         panic!("{failure}");
     }
+}
+
+/// Saturation (issue 17, point 9): seeds 0.. (`WEIR_SAT_SEEDS`, 40 by
+/// default) of a node too busy to keep up — steps that cost virtual time per
+/// frame handed out, inputs in large batches, timers late by up to a stall —
+/// keep every invariant, and above all 9: no reply of a live owner that
+/// reaches the store is reaped as `owner_lost`, neither the busy node's own
+/// fast reply nor its slow reply while it fans out another node's.
+#[test]
+fn saturated_nodes_keep_their_leases_and_every_invariant() {
+    let seeds = env_u64("WEIR_SAT_SEEDS", 40);
+    let first = env_u64("WEIR_SIM_FIRST", 0);
+    let started = Instant::now();
+    let mut total = SatStats::default();
+    for seed in first..first + seeds {
+        match run_saturated_seed(seed, None) {
+            Ok(stats) => total.merge(&stats),
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    eprintln!(
+        "{seeds} saturated seeds in {:.1?}: {total:?}",
+        started.elapsed()
+    );
+    // The saturation happened: both scenarios, steps long enough to matter,
+    // timers that fired late, batches in the mailboxes, and renewals.
+    assert!(total.bystander_seeds > 0 && u64::from(total.bystander_seeds) < seeds);
+    assert!(total.stalls > 0 && total.renewals > 0 && total.largest_mailbox >= 100);
+    assert!(total.latest_timer >= std::time::Duration::from_millis(500));
+    assert!(total.virtual_time < LIMIT);
+}
+
+/// Replays one saturated seed: `WEIR_SIM_SEED=S` (default 0), with
+/// `WEIR_SIM_BUG` (a saturation bug: `UnboundedBatches`,
+/// `TimersWaitForIdle`) switched on when given.
+#[test]
+fn replay_one_saturated_seed() {
+    let seed = env_u64("WEIR_SIM_SEED", 0);
+    let bug = std::env::var("WEIR_SIM_BUG").ok().map(|name| {
+        SatBug::parse(&name)
+            .unwrap_or_else(|| panic!("no saturation bug named {name:?}: {:?}", SatBug::ALL))
+    });
+    match run_saturated_seed(seed, bug) {
+        Ok(stats) => eprintln!("saturated seed {seed} passed: {stats:?}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// Runs saturated seeds with `bug` on until one fails; the failure must be
+/// invariant 9 (a live owner's reply reaped as `owner_lost`).
+fn caught_under_saturation(bug: SatBug) {
+    let limit = env_u64("WEIR_SIM_BUG_SEEDS", 40);
+    for seed in 0..limit {
+        if let Err(failure) = run_saturated_seed(seed, Some(bug)) {
+            eprintln!("{bug:?} caught: {failure}");
+            assert_eq!(
+                failure.violation.invariant, 9,
+                "{bug:?} was caught by the wrong rule: {failure}"
+            );
+            assert!(failure.violation.detail.contains("owner_lost"), "{failure}");
+            assert_eq!(
+                failure.replay_command(),
+                sat_replay_command(seed, Some(bug))
+            );
+            return;
+        }
+    }
+    panic!("{bug:?} survived {limit} saturated seeds: invariant 9 is not checked");
+}
+
+#[test]
+fn seeded_bug_unbounded_batches_loses_a_busy_owners_lease_invariant_9() {
+    caught_under_saturation(SatBug::UnboundedBatches);
+}
+
+#[test]
+fn seeded_bug_timers_waiting_for_an_idle_driver_lose_a_bystanders_lease_invariant_9() {
+    caught_under_saturation(SatBug::TimersWaitForIdle);
 }
