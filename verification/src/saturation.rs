@@ -18,28 +18,31 @@
 //! - after a step the node's thread may not run for a while (seeded, up to
 //!   [`STALL`]), so its timers fire late, by at most that stall plus one
 //!   step;
-//! - the driver does what the runtime's does (`runtime/src/driver.rs`): after
-//!   every step it fires every timer that is due, then takes one input, the
-//!   store's replies first. Lease renewals compete with the fan-out.
+//! - the driver does what the runtime's does (`runtime/src/driver.rs`): it
+//!   fires every timer that is due, then takes one input (the store's replies
+//!   first), and again. Lease renewals compete with the fan-out.
 //!
-//! The nodes run with [`FANOUT_SLICE`] (the cost per frame is scaled up by
-//! about 10⁴ against a real node, and the slice down by as much, so a slice
-//! costs about what 65 536 deliveries cost a real one).
+//! The nodes run with [`FANOUT_SLICE`]: the cost per frame is scaled up by
+//! about 10⁴ against a real node and the slice down by as much, so a slice
+//! costs at most 160 ms, the order of what 65 536 deliveries cost a real
+//! node (the probe's node handed out ~37 M in ~10 s: 0.3 µs each).
 //!
 //! Each seed: 2–3 nodes on the store model with the default lease (10 s).
 //! Node `n0` is the busy one: 10–20 of its connections watch a fast reply
-//! (40–80 chunks a second for 11–14 s, up to 8 times what `n0` can hand out,
-//! at 2–5 ms per frame) and it owns
-//! a slow reply (2–4 chunks, one every 8–20 s, like a thinking model: an
-//! append extends the lease, so this one lives on its renewals). Either `n0`
-//! produces the fast reply itself (the probe's first scenario), or `n1` does
-//! and `n0` only fans it out (the bystander). The last node watches both
-//! replies and every node sweeps the store each housekeeping period.
+//! (40–80 chunks a second for 11–14 s, up to 8 times what `n0` can hand out
+//! at 2–5 ms per frame), and it owns a slow reply (2–4 chunks, one every
+//! 8–20 s, like a thinking model: an append extends the lease, so this one
+//! lives on its renewals). Either `n0` produces the fast reply itself (the
+//! probe's first scenario), or `n1` does and `n0` only fans it out (the
+//! bystander). The last node watches both replies, and every node sweeps the
+//! store each housekeeping period.
 //!
 //! After every step the [`Checker`] judges invariants 0–5 and 8, and
 //! [`check_live_owner_keeps_lease`] invariant 9: no reply of a node that
 //! lives and reaches the store (every node here: nothing crashes, no
-//! operation fails) ends `failed(owner_lost)`. Then the quiet phase: the
+//! operation fails) ends `failed(owner_lost)`, and while every client stays
+//! connected the store counts all of each user's connections (presence, the
+//! other thing the probe saw decay). Then the quiet phase: the
 //! backlog is handed out, every reply must have settled and ended on every
 //! connection (1, 6), and once everyone left no node and no store record may
 //! hold anything but history (7).
@@ -54,7 +57,7 @@ use std::time::Duration;
 
 use weir_core::ids::{ConnId, ConvKey, MessageId, SeededIds, SessionId, UserId};
 use weir_core::store::{Model, Notice, StoreConfig, StoreOp};
-use weir_core::wire::{MessageStatus, Role};
+use weir_core::wire::{MessageStatus, PresenceStatus, Role};
 use weir_core::{GeneratorEvent, Input};
 
 use crate::check::{check_live_owner_keeps_lease, Checker, Violation};
@@ -75,6 +78,10 @@ pub const STALL_PER_MILLE: u64 = 10;
 /// here: 32 chunk deliveries per step (at least one per connection), at
 /// most 160 ms at this model's cost per frame.
 pub const FANOUT_SLICE: usize = 32;
+
+/// From when on presence is checked: every client connected at 0, and
+/// every presence join reached the store (latencies are at most 0.5 s).
+pub const PRESENCE_FROM: Duration = Duration::from_secs(1);
 
 /// The longest a seed may run in virtual time before its backlog must have
 /// been handed out and every reply settled.
@@ -284,6 +291,9 @@ struct Sat {
     trace: VecDeque<String>,
     /// `WEIR_SAT_TRACE` is set: every step is printed.
     verbose: bool,
+    /// Every client is connected: presence is checked (from
+    /// [`PRESENCE_FROM`]).
+    watch_presence: bool,
     stats: SatStats,
 }
 
@@ -332,6 +342,7 @@ impl Sat {
             fast_conv: conv("u0", "fast"),
             trace: VecDeque::new(),
             verbose: std::env::var_os("WEIR_SAT_TRACE").is_some(),
+            watch_presence: true,
             stats: SatStats {
                 bystander_seeds: u32::from(plan.bystander),
                 ..SatStats::default()
@@ -632,7 +643,46 @@ impl Sat {
         self.checker.check(&self.w)?;
         // Nothing crashes and no operation fails here: every owner lives and
         // reaches the store.
-        check_live_owner_keeps_lease(&self.w.store, |_| true)
+        check_live_owner_keeps_lease(&self.w.store, |_| true)?;
+        // Until the first connection closes (the clients here never answer
+        // pings: after `idle_timeout` the nodes close them).
+        self.watch_presence &= self
+            .w
+            .clients
+            .values()
+            .all(|c| !c.gone && c.closed.is_none());
+        if self.watch_presence && self.now >= PRESENCE_FROM {
+            self.check_presence()?;
+        }
+        Ok(())
+    }
+
+    /// The other half of invariant 9 (the probe saw a busy node's 302
+    /// connections counted as 1 elsewhere): while every client stays
+    /// connected, the store counts each user's open connections, all of
+    /// them, and the user is online — a busy node still refreshes its
+    /// presence entries before they expire.
+    fn check_presence(&self) -> Result<(), Violation> {
+        for user in ["u0", "u1"] {
+            let user = UserId::parse(user).unwrap_or_else(|e| panic!("{e}"));
+            let open = self
+                .w
+                .clients
+                .values()
+                .filter(|c| c.conv.user == user && !c.gone && c.closed.is_none())
+                .count();
+            let (status, stored) = self.w.store.presence(&user);
+            if stored != open || status != PresenceStatus::Online {
+                return Err(Violation {
+                    invariant: 9,
+                    detail: format!(
+                        "presence of {user}: the store counts {stored} connections ({status:?}), \
+                         {open} are open on live nodes"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs every node, the store and the generators until `until`.
@@ -741,6 +791,7 @@ impl Sat {
             }
         }
         self.note("everyone leaves".into());
+        self.watch_presence = false;
         let conns: Vec<ConnId> = self.w.clients.keys().copied().collect();
         for conn in conns {
             self.w.disconnect(conn);
