@@ -48,7 +48,7 @@ use weir_core::stream::{CancelAnswer, Outcome};
 use weir_core::wire::ServerFrame;
 use weir_core::{GeneratorEvent, Input};
 
-use crate::check::{check_one_live_reply, Checker, Violation};
+use crate::check::{check_live_owner_keeps_lease, check_one_live_reply, Checker, Violation};
 use crate::harness::{World, WorldConfig, WALL0};
 
 /// The longest a delayed operation, reply or notice waits.
@@ -307,6 +307,8 @@ struct Sim {
     /// Per node: up, or down until this time.
     down_until: Vec<Option<Duration>>,
     restarts: u64,
+    /// Nodes that crashed (their replies may be reaped as `owner_lost`).
+    crashed: std::collections::BTreeSet<weir_core::ids::NodeId>,
     slots: Vec<Slot>,
     /// Deltas each generator still produces before it finishes.
     budget: BTreeMap<MessageId, u32>,
@@ -368,6 +370,7 @@ impl Sim {
             notice_due: VecDeque::new(),
             down_until: vec![None; nodes],
             restarts: 0,
+            crashed: std::collections::BTreeSet::new(),
             slots,
             budget: BTreeMap::new(),
             replica: None,
@@ -704,6 +707,7 @@ impl Sim {
         self.note(format!("node n{i} crashes"));
         self.stats.crashes += 1;
         self.restarts += 1;
+        self.crashed.insert(crate::harness::node_id(i));
         let keep_replies: Vec<bool> = self.w.replies.iter().map(|r| r.node != i).collect();
         let keep_notices: Vec<bool> = self.w.notices.iter().map(|(j, _)| *j != i).collect();
         retain_by(&mut self.reply_due, &keep_replies);
@@ -820,6 +824,9 @@ impl Sim {
         if let Some(replica) = &self.replica {
             check_one_live_reply(&[&self.w.store, replica])?;
         }
+        // Invariant 9: a node that never crashed keeps its replies' leases.
+        let crashed = &self.crashed;
+        check_live_owner_keeps_lease(&self.w.store, |owner| !crashed.contains(owner))?;
         // Invariant 6, in time: nothing stays live long past its reap time.
         let wall = WALL0 + self.w.elapsed_ms();
         for (_, id, state, owner, _) in self.w.store.streams() {
