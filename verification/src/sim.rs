@@ -21,7 +21,10 @@
 //! closes with 4008, the client reconnects and resumes).
 //!
 //! After every step the [`Checker`] judges invariants 0–5 and 8 from what the
-//! clients received and the store holds, and invariant 6 is checked in time:
+//! clients received and the store holds, invariant 9 (no reply of a node
+//! that never crashed ends `owner_lost`: [`check_live_owner_keeps_lease`];
+//! [`crate::saturation`] is where a busy node is put to that test), and
+//! invariant 6 is checked in time:
 //! no reply may stay Active or Cancelling more than [`REAP_SLACK`] past the
 //! moment the store would let anyone reap it (its lease ran out, or its
 //! cancel deadline passed), which bounds it to `lease_ttl + cancel_deadline`
