@@ -87,6 +87,19 @@ pub enum Input {
         /// Continue this reply after this seq.
         resume: Option<(MessageId, Seq)>,
     },
+    /// Like [`Input::Connect`], for a connection that speaks another
+    /// [`Dialect`](crate::dialect::Dialect) (e.g. the seed front end's
+    /// `/ws/chat`); it never resumes.
+    ConnectWith {
+        /// The runtime's number for the connection.
+        conn: ConnId,
+        /// The authenticated user.
+        user: UserId,
+        /// The conversation.
+        session: SessionId,
+        /// The protocol it speaks.
+        dialect: crate::dialect::Dialect,
+    },
     /// A text frame arrived (raw bytes; the core decodes and checks limits).
     Frame {
         /// The connection.
@@ -312,6 +325,14 @@ pub enum Event {
         conn: ConnId,
         /// Whether it was served exactly.
         exact: bool,
+    },
+    /// A dialect connection sent a frame its dialect ignores (it is not
+    /// answered: see [`dialect`](crate::dialect)).
+    FrameIgnored {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: &'static str,
     },
     /// A store operation failed: the store could not be reached
     /// ([`StoreError::Unavailable`]).

@@ -581,6 +581,9 @@ impl<R: Runtime> Driver<R> {
                     self.metrics.cancel_quiet(latency);
                 }
             }
+            Event::FrameIgnored { conn, reason } => {
+                tracing::debug!(%conn, reason, "client frame ignored");
+            }
             Event::Resumed { conn, exact } => {
                 tracing::debug!(%conn, exact, "resume");
                 self.metrics.resumed(exact);
