@@ -2,7 +2,10 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `426` not an upgrade) |
+//! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `403` a foreign `Origin`, `426` not an upgrade) |
+//! | `GET /ws/chat` (the compat path, unless `--compat off`) | the seed front end's WebSocket ([`weir_core::dialect::compat`]); user from `user_id` under `auth = none` |
+//! | `GET /health`, `GET /actuator/health` (compat) | `200 {"status":"UP"}` |
+//! | `OPTIONS` any path | the CORS preflight: `204` |
 //! | `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/cancel`, `GET /v1/sessions/{id}/messages`, `GET /v1/users/{id}/presence` | the core's answer (`Input::Http` → `Output::HttpResponse`) |
 //! | `GET /healthz` | `200` while the process serves |
 //! | `GET /readyz` | `200` when the store is reachable and accepts writes, else `503` (`store_full` when it refuses them) |
@@ -10,6 +13,8 @@
 //! | `GET /` | the page, when one is configured |
 //! | anything else | `404` (`405` for a known path with another method) |
 //!
+//! Every answer carries `Access-Control-Allow-Origin` when the request's
+//! `Origin` is allowed (`--cors-origin`, see [`crate::compat`]).
 //! Errors are the protocol's `{code, message}` JSON bodies. The runtime only
 //! routes and authenticates; what a request means is the core's decision.
 
@@ -24,10 +29,11 @@ use futures_channel::oneshot;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
     SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
+use weir_core::dialect::Dialect;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
@@ -60,6 +66,9 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) readiness: Readiness,
+    /// The compat WebSocket path, when the compatibility surface is on.
+    pub(crate) compat: Option<String>,
+    pub(crate) cors: crate::compat::Cors,
 }
 
 /// Answers one request.
@@ -70,8 +79,19 @@ pub(crate) async fn handle<R: Runtime>(
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
-    let resp = match (segments.as_slice(), method) {
-        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req),
+    let origin = req.headers().get(ORIGIN).cloned();
+    if method == Method::OPTIONS {
+        return Ok(shared.cors.preflight(origin.as_ref()));
+    }
+    let compat = shared.compat.is_some();
+    let mut resp = match (segments.as_slice(), method) {
+        (_, Method::GET) if shared.compat.as_deref() == Some(path.as_str()) => {
+            upgrade::<R>(&shared, req, Dialect::Compat)
+        }
+        (["health"] | ["actuator", "health"], Method::GET) if compat => {
+            json(StatusCode::OK, crate::compat::HEALTH_UP.to_owned())
+        }
+        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req, Dialect::Native),
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
             api::<R>(&shared, req, |body| match parse_session(&session) {
@@ -155,6 +175,7 @@ pub(crate) async fn handle<R: Runtime>(
             None => not_found(),
         },
     };
+    shared.cors.decorate(&mut resp, origin.as_ref());
     Ok(resp)
 }
 
@@ -246,8 +267,11 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Http
 
 /// `GET /v1/ws`: checks the handshake, the user and the parameters, then
 /// answers `101` and serves the socket in a new task.
-fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
+fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>, dialect: Dialect) -> Resp {
     let headers = req.headers();
+    if !shared.cors.upgrade_allowed(headers) {
+        return error(&crate::compat::foreign_origin());
+    }
     if !header_has_token(headers, CONNECTION, "upgrade")
         || !header_has_token(headers, UPGRADE, "websocket")
     {
@@ -274,7 +298,11 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
     let accept = derive_accept_key(key.as_bytes());
     let query = Query::parse(req.uri().query());
     // Credentials first: an unauthenticated caller learns nothing else.
-    let user = match shared.auth.user(headers, &query) {
+    let user = match dialect {
+        Dialect::Native => shared.auth.user(headers, &query),
+        Dialect::Compat => crate::compat::ws_user(&shared.auth, headers, &query),
+    };
+    let user = match user {
         Ok(u) => u,
         Err(e) => return error(&e),
     };
@@ -287,6 +315,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
         None => return error(&bad_request("session_id is required")),
     };
     let resume = match query.get("resume") {
+        _ if dialect != Dialect::Native => None,
         None => None,
         Some(Ok(r)) => match parse_resume(r) {
             Ok(r) => Some(r),
@@ -309,6 +338,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
             user,
             session,
             resume,
+            dialect,
         },
         on_upgrade,
     ));
