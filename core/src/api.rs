@@ -46,6 +46,25 @@ pub enum HttpRequest {
         /// The conversation.
         session: SessionId,
     },
+    /// `POST /api/chat` (compat): `{session_id, message, user_id?}`.
+    CompatChat {
+        /// How the user is found.
+        user: crate::node::CompatUser,
+        /// The raw body.
+        body: Vec<u8>,
+    },
+    /// `POST /api/cancel` (compat): `{session_id, message_id}`.
+    CompatCancel {
+        /// How the user is found.
+        user: crate::node::CompatUser,
+        /// The raw body.
+        body: Vec<u8>,
+    },
+    /// `GET /api/history/{session_id}` (compat).
+    CompatHistory {
+        /// The conversation.
+        session: SessionId,
+    },
     /// `GET /v1/users/{user_id}/presence`.
     Presence {
         /// The user asked about.

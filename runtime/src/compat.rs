@@ -13,6 +13,7 @@ use hyper::header::{
 use hyper::{Response, StatusCode};
 use weir_core::dialect::compat::DEFAULT_USER;
 use weir_core::ids::UserId;
+use weir_core::node::CompatUser;
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
 
@@ -135,6 +136,32 @@ pub(crate) fn ws_user(
         },
         Authenticator::Token { .. } => auth.user(headers, query),
     }
+}
+
+/// The user of a compat `/api` request and how the core finds the
+/// conversation's user: under `auth = none` the `user_id` parameter
+/// (default `default_user`), overridden by the body's `user_id`; under
+/// token auth the token's user.
+pub(crate) fn api_user(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<(UserId, CompatUser), HttpError> {
+    let user = ws_user(auth, headers, query)?;
+    let how = match auth {
+        Authenticator::None => CompatUser::FromBody,
+        Authenticator::Token { .. } => CompatUser::Authenticated,
+    };
+    Ok((user, how))
+}
+
+/// A `{detail}` error answer with `status`.
+pub(crate) fn detail(status: u16, detail: &str) -> Resp {
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    crate::http::json(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
 }
 
 /// `{"status":"UP"}` for `GET /health` and `GET /actuator/health`.

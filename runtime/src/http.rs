@@ -35,6 +35,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use weir_core::dialect::Dialect;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
+use weir_core::node::CompatUser;
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
 use weir_core::HttpRequest;
@@ -91,6 +92,26 @@ pub(crate) async fn handle<R: Runtime>(
         (["health"] | ["actuator", "health"], Method::GET) if compat => {
             json(StatusCode::OK, crate::compat::HEALTH_UP.to_owned())
         }
+        (["api", "chat"], Method::POST) if compat => {
+            compat_api::<R>(&shared, req, |user, body| HttpRequest::CompatChat {
+                user,
+                body,
+            })
+            .await
+        }
+        (["api", "cancel"], Method::POST) if compat => {
+            compat_api::<R>(&shared, req, |user, body| HttpRequest::CompatCancel {
+                user,
+                body,
+            })
+            .await
+        }
+        (["api", "history", session], Method::GET) if compat => match parse_session(session) {
+            Ok(session) => {
+                compat_api::<R>(&shared, req, |_, _| HttpRequest::CompatHistory { session }).await
+            }
+            Err(e) => crate::compat::detail(e.status(), &e.message),
+        },
         (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req, Dialect::Native),
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
@@ -184,6 +205,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["v1", "sessions", _, "messages"] => Some("GET, POST"),
         ["v1", "sessions", _, "cancel"] => Some("POST"),
+        ["api", "chat" | "cancel"] => Some("POST"),
+        ["api", "history", _] => Some("GET"),
         ["v1", "ws"] | ["v1", "users", _, "presence"] | ["healthz" | "readyz" | "metrics" | ""] => {
             Some("GET")
         }
@@ -233,6 +256,49 @@ async fn api<R: Runtime>(
             ErrorCode::Unavailable,
             "no answer in time; the request may or may not have taken effect",
         )),
+    }
+}
+
+/// A compat `/api` request: the user as the compat surface finds it
+/// ([`crate::compat::api_user`]), the body (bounded), the core's answer;
+/// errors as `{detail}`.
+async fn compat_api<R: Runtime>(
+    shared: &Shared,
+    req: Request<Incoming>,
+    build: impl FnOnce(CompatUser, Vec<u8>) -> HttpRequest,
+) -> Resp {
+    let query = Query::parse(req.uri().query());
+    let (user, how) = match crate::compat::api_user(&shared.auth, req.headers(), &query) {
+        Ok(u) => u,
+        Err(e) => return crate::compat::detail(e.status(), &e.message),
+    };
+    let body = match read_body(req, shared.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return crate::compat::detail(e.status(), &e.message),
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = build(how, body);
+    let sent = shared
+        .tx
+        .send(ToDriver::Http {
+            user,
+            request,
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return crate::compat::detail(503, "The server is shutting down.");
+    }
+    match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok((status, body))) => json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        ),
+        Ok(Err(_)) => crate::compat::detail(503, "The server is shutting down."),
+        Err(_) => crate::compat::detail(
+            503,
+            "No answer in time; the request may or may not have taken effect.",
+        ),
     }
 }
 
@@ -394,7 +460,7 @@ fn error_with(status: StatusCode, e: &HttpError) -> Resp {
     json(status, body)
 }
 
-fn json(status: StatusCode, body: String) -> Resp {
+pub(crate) fn json(status: StatusCode, body: String) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()

@@ -279,17 +279,221 @@ async fn under_token_auth_dev_token_is_refused_with_401_and_a_real_jwt_connects(
         )
         .await;
     assert_eq!(weir_tests::refusal_status_of(&refused), 401);
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": "demo_user", "exp": weir_tests::now_secs() + 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("a JWT");
+    let token = jwt(secret, "demo_user");
     let mut page = weir
         .try_compat_ws(&format!("session_id={S}&token={token}"), &[])
         .await
         .expect("a real token upgrades");
     page.handshake().await;
+}
+
+fn jwt(secret: &str, user: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": weir_tests::now_secs() + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a JWT")
+}
+
+const ORIGIN: (&str, &str) = ("Origin", "http://localhost:3000");
+
+fn chat_body(message: &str) -> String {
+    json!({"session_id": S, "message": message, "user_id": "demo_user"}).to_string()
+}
+
+// G9, G12: the page's send, the seed's body, the stream on /ws/chat, the history.
+async fn post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo() {
+    let weir = demo(20, 200, &[]);
+    let mut page = weir.compat_ws(S).await;
+    page.handshake().await;
+    let r = weir
+        .http_with_headers(
+            "POST",
+            "/api/chat",
+            &[ORIGIN, ("Content-Type", "application/json")],
+            &chat_body("xin chào"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    let body = r.json();
+    assert_eq!(body["status"], "streaming");
+    assert_eq!(body["session_id"], S);
+    let mid = body["message_id"].as_str().expect("message_id").to_owned();
+    let frames = page.until_final(&mid).await;
+    assert_monotonic(&contents(&frames, &mid));
+    let fin = frames.last().expect("final")["data"]["content"].clone();
+    assert!(page.ping_barrier().await.is_empty());
+    let h = weir
+        .http("GET", &format!("/api/history/{S}?user_id=demo_user"), "")
+        .await;
+    assert_eq!(h.status, 200, "{h:?}");
+    let h = h.json();
+    assert_eq!(h["count"], 2);
+    assert_eq!(h["session_id"], S);
+    assert_eq!(h["messages"][0]["role"], "user");
+    assert_eq!(h["messages"][0]["content"], "xin chào");
+    assert_eq!(h["messages"][1]["content"], fin);
+    assert_eq!(h["messages"][1]["is_complete"], true);
+}
+
+// G9, G11, bad input: `{detail}` with the right status, CORS on each.
+async fn bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_header() {
+    let weir = demo(400, 20, &["--max-content-bytes", "100"]);
+    let cases = [
+        ("{", 400),
+        ("[]", 400),
+        (r#"{"message":"hi"}"#, 400),
+        (r#"{"session_id":"bad id","message":"hi"}"#, 400),
+        (&*chat_body("   "), 400),
+        (&*chat_body(&"a".repeat(101)), 413),
+    ];
+    for (body, status) in cases {
+        let r = weir
+            .http_with_headers("POST", "/api/chat", &[ORIGIN], body)
+            .await;
+        assert_eq!(r.status, status, "{body}: {r:?}");
+        assert!(
+            r.json()["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("http://localhost:3000")
+        );
+    }
+    let first = weir
+        .http_with_headers("POST", "/api/chat", &[ORIGIN], &chat_body("one"))
+        .await;
+    assert_eq!(first.status, 200);
+    let busy = weir
+        .http_with_headers("POST", "/api/chat", &[ORIGIN], &chat_body("two"))
+        .await;
+    assert_eq!(busy.status, 409, "{busy:?}");
+    assert!(busy.json()["detail"].is_string());
+    assert_eq!(
+        busy.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    let cancel = weir
+        .http_with_headers("POST", "/api/cancel", &[ORIGIN], "{")
+        .await;
+    assert_eq!(cancel.status, 400);
+    assert!(cancel.json()["detail"].is_string());
+    let unknown = weir
+        .http(
+            "POST",
+            "/api/cancel",
+            &json!({"session_id": S, "message_id": "nope.0"}).to_string(),
+        )
+        .await;
+    assert_eq!(unknown.status, 200);
+    assert_eq!(unknown.json()["status"], "not_found");
+}
+
+// G10, G5: the page's Cancel: one click, one final frame with the suffix.
+async fn post_api_cancel_without_a_user_ends_the_reply_with_one_final_frame_carrying_the_suffix() {
+    let weir = demo(400, 40, &[]);
+    let mut page = weir.compat_ws(S).await;
+    page.handshake().await;
+    let r = weir.http("POST", "/api/chat", &chat_body("hi")).await;
+    let mid = r.json()["message_id"]
+        .as_str()
+        .expect("message_id")
+        .to_owned();
+    // The page can cancel once it has the id from a frame.
+    let first = page.next_json().await;
+    assert_eq!(first["data"]["message_id"], mid.as_str());
+    let c = weir
+        .http_with_headers(
+            "POST",
+            "/api/cancel",
+            &[ORIGIN],
+            &json!({"session_id": S, "message_id": mid}).to_string(),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    assert_eq!(c.json()["status"], "cancelled");
+    assert_eq!(c.json()["message_id"], mid.as_str());
+    assert_eq!(
+        c.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    let frames = page.until_final(&mid).await;
+    let fin = frames.last().expect("final")["data"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(fin.ends_with(SUFFIX), "{fin:?}");
+    assert!(page.ping_barrier().await.is_empty());
+    // The next send is not busy.
+    let next = weir.http("POST", "/api/chat", &chat_body("again")).await;
+    assert_eq!(next.status, 200, "{next:?}");
+}
+
+// Multi-node, token auth: the page and its send on node A, its Cancel on
+// node B; another user's token cannot cancel it.
+async fn under_token_auth_api_cancel_on_node_b_ends_a_reply_of_node_a_and_another_user_gets_not_found(
+) {
+    let secret = "compat-cluster-secret";
+    let redis = RedisServer::start();
+    let rt = Runtime::current();
+    let auth = ["--auth", "token", "--jwt-secret", secret];
+    let a = WeirProcess::start_on_redis(rt, &redis, "a", (400, 40), &auth);
+    let b = WeirProcess::start_on_redis(rt, &redis, "b", (400, 40), &auth);
+    let token = jwt(secret, "demo_user");
+    let bearer = format!("Bearer {token}");
+    let mut page = a
+        .try_compat_ws(&format!("session_id={S}&token={token}"), &[])
+        .await
+        .expect("upgrades");
+    page.handshake().await;
+    let r = a
+        .http_with_headers(
+            "POST",
+            "/api/chat",
+            &[("Authorization", &bearer)],
+            &chat_body("hi"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let mid = r.json()["message_id"]
+        .as_str()
+        .expect("message_id")
+        .to_owned();
+    let first = page.next_json().await;
+    assert_eq!(first["data"]["message_id"], mid.as_str());
+    let cancel = json!({"session_id": S, "message_id": mid}).to_string();
+    let mallory = format!("Bearer {}", jwt(secret, "mallory"));
+    let other = b
+        .http_with_headers(
+            "POST",
+            "/api/cancel",
+            &[("Authorization", &mallory)],
+            &cancel,
+        )
+        .await;
+    assert_eq!(other.json()["status"], "not_found", "{other:?}");
+    let c = b
+        .http_with_headers(
+            "POST",
+            "/api/cancel",
+            &[("Authorization", &bearer)],
+            &cancel,
+        )
+        .await;
+    assert_eq!(c.json()["status"], "cancelled", "{c:?}");
+    let frames = page.until_final(&mid).await;
+    let fin = frames.last().expect("final")["data"]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(fin.ends_with(SUFFIX), "{fin:?}");
+    assert!(page.ping_barrier().await.is_empty());
 }
 
 // `--compat off` removes the surface; `/v1` stays.
@@ -351,5 +555,9 @@ weir_tests::both_runtimes! {
     a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403_and_an_allowed_one_upgrades,
     under_token_auth_dev_token_is_refused_with_401_and_a_real_jwt_connects,
     compat_off_removes_ws_chat_and_the_health_routes,
+    post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo,
+    bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_header,
+    post_api_cancel_without_a_user_ends_the_reply_with_one_final_frame_carrying_the_suffix,
+    under_token_auth_api_cancel_on_node_b_ends_a_reply_of_node_a_and_another_user_gets_not_found,
     a_page_on_node_b_streams_a_reply_of_node_a_and_a_reload_on_a_gets_the_final_frame,
 }

@@ -47,6 +47,7 @@
 //! 4. The runtime route that sends `Input::ConnectWith` with that dialect.
 
 pub mod compat;
+pub mod compat_http;
 
 use std::time::Instant;
 

@@ -70,6 +70,7 @@ use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role
 
 pub mod cancel;
 mod chat;
+mod compat_http;
 mod conn;
 mod deliver;
 mod dialect;
@@ -78,6 +79,7 @@ mod owner;
 mod view;
 
 use cancel::CancelAsk;
+pub use compat_http::CompatUser;
 use owner::Owned;
 use view::ConvView;
 
@@ -106,6 +108,9 @@ enum Pending {
     HttpCancel(HttpReqId, ConvKey, Option<MessageId>),
     HttpList(HttpReqId, SessionId),
     HttpPresence(HttpReqId, UserId),
+    CompatStart(HttpReqId, ConvKey),
+    CompatCancel(HttpReqId, ConvKey, MessageId),
+    CompatHistory(HttpReqId, ConvKey),
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -356,6 +361,11 @@ impl<I: IdSource> Node<I> {
             }
             Pending::HttpList(req, session) => self.on_http_list(req, session, reply),
             Pending::HttpPresence(req, user) => self.on_http_presence(req, user, reply),
+            Pending::CompatStart(req, conv) => self.on_compat_started(now, req, conv, reply),
+            Pending::CompatCancel(req, conv, asked) => {
+                self.on_compat_cancel_reply(now, req, &conv, asked, reply)
+            }
+            Pending::CompatHistory(req, conv) => self.on_compat_history_reply(req, &conv, reply),
             Pending::Presence(user) => {
                 if let StoreReply::Presence {
                     due_ms: Some(due), ..
@@ -409,6 +419,9 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
+            Pending::CompatStart(req, _)
+            | Pending::CompatCancel(req, _, _)
+            | Pending::CompatHistory(req, _) => self.compat_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
         }
     }
