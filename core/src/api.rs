@@ -49,14 +49,14 @@ pub enum HttpRequest {
     /// `POST /api/chat` (compat): `{session_id, message, user_id?}`.
     CompatChat {
         /// How the user is found.
-        user: crate::node::CompatUser,
+        user: crate::dialect::compat_http::CompatUser,
         /// The raw body.
         body: Vec<u8>,
     },
     /// `POST /api/cancel` (compat): `{session_id, message_id}`.
     CompatCancel {
         /// How the user is found.
-        user: crate::node::CompatUser,
+        user: crate::dialect::compat_http::CompatUser,
         /// The raw body.
         body: Vec<u8>,
     },

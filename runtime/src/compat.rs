@@ -8,18 +8,20 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
     HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, HOST, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, HOST, ORIGIN, VARY,
 };
 use hyper::{Response, StatusCode};
 use weir_core::dialect::compat::DEFAULT_USER;
+use weir_core::dialect::compat_http::CompatUser;
 use weir_core::ids::UserId;
-use weir_core::node::CompatUser;
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
 
 use crate::auth::Authenticator;
-use crate::http::Resp;
 use crate::query::Query;
+
+/// The response type of every route (the same as `http.rs`'s).
+type Resp = Response<Full<Bytes>>;
 
 /// The allowed origins.
 #[derive(Debug, Clone)]
@@ -158,10 +160,11 @@ pub(crate) fn api_user(
 /// A `{detail}` error answer with `status`.
 pub(crate) fn detail(status: u16, detail: &str) -> Resp {
     let body = serde_json::json!({ "detail": detail }).to_string();
-    crate::http::json(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body,
-    )
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 /// `{"status":"UP"}` for `GET /health` and `GET /actuator/health`.

@@ -33,9 +33,9 @@ use hyper::header::{
     SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
+use weir_core::dialect::compat_http::CompatUser;
 use weir_core::dialect::Dialect;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
-use weir_core::node::CompatUser;
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
 use weir_core::HttpRequest;
@@ -460,7 +460,7 @@ fn error_with(status: StatusCode, e: &HttpError) -> Resp {
     json(status, body)
 }
 
-pub(crate) fn json(status: StatusCode, body: String) -> Resp {
+fn json(status: StatusCode, body: String) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()

@@ -10,6 +10,18 @@ use crate::ids::{MessageId, SessionId, UserId};
 use crate::store::StoreError;
 use crate::wire::Limits;
 
+/// How the user of a compat request is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompatUser {
+    /// `auth = none`: the body's `user_id` when it names one, else the
+    /// request's user; a cancel (which names none) finds its reply by
+    /// `session_id` and `message_id`.
+    FromBody,
+    /// Token auth: the token's user, always (a cancel of another user's
+    /// reply answers `not_found`).
+    Authenticated,
+}
+
 /// An error answer: the status and `{detail}` (a sentence a person can read).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CompatError {

@@ -10,23 +10,11 @@ use super::{live_message, Node, Pending};
 use crate::api::{HttpReqId, Output};
 use crate::dialect::compat::ChatMessage;
 use crate::dialect::compat_http::{
-    decode_compat_chat, CompatChatAccepted, CompatError, CompatHistory,
+    decode_compat_chat, CompatChatAccepted, CompatError, CompatHistory, CompatUser,
 };
 use crate::ids::{ConvKey, IdSource, MessageId, SessionId, UserId};
 use crate::store::{CancelOp, SnapshotOp, StartOp, StoreError, StoreOp, StoreReply};
 use crate::wire::CancelStatus;
-
-/// How the user of a compat request is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CompatUser {
-    /// `auth = none`: the body's `user_id` when it names one, else the
-    /// request's user; a cancel (which names none) finds its reply by
-    /// `session_id` and `message_id`.
-    FromBody,
-    /// Token auth: the token's user, always (a cancel of another user's
-    /// reply answers `not_found`).
-    Authenticated,
-}
 
 impl<I: IdSource> Node<I> {
     fn compat_respond<T: serde::Serialize>(&mut self, req: HttpReqId, status: u16, body: &T) {

@@ -79,7 +79,6 @@ mod owner;
 mod view;
 
 use cancel::CancelAsk;
-pub use compat_http::CompatUser;
 use owner::Owned;
 use view::ConvView;
 
