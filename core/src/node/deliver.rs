@@ -338,7 +338,7 @@ impl<I: IdSource> Node<I> {
 /// connection several chunks at once (a single longer chunk goes alone):
 /// frames stay small for clients and for the writer, and a long catch-up
 /// still goes in few frames.
-pub(super) const MERGED_MAX_BYTES: usize = 16 * 1024;
+const MERGED_MAX_BYTES: usize = 16 * 1024;
 
 /// The chunk frames that carry chunks `from..=to` of reply `id` (all held by
 /// `r`): as few as [`MERGED_MAX_BYTES`] allows, in order. A frame of one
