@@ -52,6 +52,18 @@ const MAX_HOLD: Duration = Duration::from_millis(25);
 /// Room in the generators' channel; a generator waits when it is full.
 const GENERATOR_CAPACITY: usize = 1024;
 
+/// How many of the generators' events that are ready together the driver
+/// feeds the node before it carries out their outputs. A generator faster
+/// than the node queues its deltas in the channel; fed together, they queue
+/// in the producer behind the append in flight and go to the store in one
+/// append, which the node hands every connection as one frame — instead of
+/// an append, a fan-out and a frame per connection per delta. (With the
+/// in-memory store, which answers at once, nothing else batches them: in
+/// `weir_bench fanout` every chunk cost a frame; docs/benchmarks.md.) Taking
+/// an event costs the node a queued delta; the channel's other senders and
+/// the timers wait at most this many of those.
+const GENERATOR_BATCH: u32 = 256;
+
 /// How many messages, notices and steps of the node's timers (a slice of a
 /// large fan-out is one: `weir_core::Config::fanout_slice`) the driver
 /// handles in a row before it lets the other tasks (writers, readers,
@@ -285,7 +297,7 @@ impl<R: Runtime> Driver<R> {
                         reply = reply => reply.map_or(Woke::Time, Woke::Reply),
                         msg = msg => msg.map_or(Woke::Closed, Woke::Message),
                         // Never closed: the driver holds a sender.
-                        event = generator => event.map_or(Woke::Time, Woke::Message),
+                        event = generator => event.map_or(Woke::Time, Woke::Generated),
                         notice = notice => notice.map_or(Woke::NoMoreNotices, Woke::Notice),
                         () = time => Woke::Time,
                     }
@@ -295,6 +307,11 @@ impl<R: Runtime> Driver<R> {
                 Woke::Message(msg) => {
                     budget -= 1;
                     self.on_message(msg, &mut clock.shutdown);
+                }
+                Woke::Generated(msg) => {
+                    budget -= 1;
+                    self.on_message(msg, &mut clock.shutdown);
+                    self.feed_generated(&generated, &mut budget, &mut clock.shutdown);
                 }
                 Woke::Notice(notice) => {
                     budget -= 1;
@@ -415,6 +432,27 @@ impl<R: Runtime> Driver<R> {
                     self.node.handle_input(now, Input::Shutdown);
                 }
             }
+        }
+    }
+
+    /// Feeds the generators' events that are ready now, up to
+    /// [`GENERATOR_BATCH`] in all (the one just fed included) and within the
+    /// `budget`, before their outputs are carried out.
+    fn feed_generated(
+        &mut self,
+        generated: &async_channel::Receiver<ToDriver>,
+        budget: &mut u32,
+        shutdown: &mut Option<Instant>,
+    ) {
+        for _ in 1..GENERATOR_BATCH {
+            if *budget == 0 {
+                return;
+            }
+            let Ok(msg) = generated.try_recv() else {
+                return;
+            };
+            *budget -= 1;
+            self.on_message(msg, shutdown);
         }
     }
 
@@ -662,6 +700,8 @@ impl Hasher for U64Hasher {
 /// What woke the driver.
 enum Woke {
     Message(ToDriver),
+    /// A generator's event (more of them may be fed with it).
+    Generated(ToDriver),
     Notice(Notice),
     /// A reply of the Redis store.
     Reply(Input),
@@ -689,7 +729,7 @@ fn ready(
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Closed) => Some(Woke::Closed),
             },
-            1 => generated.try_recv().ok().map(Woke::Message),
+            1 => generated.try_recv().ok().map(Woke::Generated),
             _ => match notices.as_ref().map(async_channel::Receiver::try_recv) {
                 Some(Ok(notice)) => Some(Woke::Notice(notice)),
                 Some(Err(TryRecvError::Closed)) => Some(Woke::NoMoreNotices),

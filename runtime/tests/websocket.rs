@@ -54,12 +54,11 @@ async fn chat_gets_ack_start_chunks_1_to_n_and_end_completed_with_the_demo_text_
     let first_chunk = frames.iter().position(|f| f.is("chunk")).expect("chunks");
     assert!(position(&frames, "start") < first_chunk);
 
+    // Chunks produced one at a time come as plain frames; any that the
+    // generator produced faster than the node took them (a loaded machine)
+    // come as one merged frame: either way every seq once, in order.
     let got = chunks(&frames);
     assert!(got.iter().all(|c| c.message_id == mid));
-    assert!(
-        got.iter().all(|c| c.from_seq.is_none()),
-        "a reader that keeps up gets plain chunks"
-    );
     let (text, last) = contiguous(0, &got);
     assert_eq!(last, u64::from(N));
     assert_eq!(text, DemoText::full(PROMPT, N));

@@ -13,7 +13,12 @@ use std::time::Instant;
 use weir_verification::explore::{explore, Bounds};
 
 /// Distinct reachable states of the configuration in `Bounds::default()`.
-const PINNED_STATES: usize = 135_881;
+/// (135 881 until a connection's chunks of one step went as one merged
+/// frame: the clients' frames are part of a state, and two chunks handed
+/// out in one step — one merged frame — are now a state apart from the same
+/// two handed out in two steps — two plain frames. The smallest steps
+/// below, one chunk per step so nothing merges, kept their count.)
+const PINNED_STATES: usize = 146_440;
 
 /// Distinct reachable states of the same configuration in the smallest
 /// steps (`Bounds::small_steps`).

@@ -1,7 +1,12 @@
 //! Delivery: from this node's conversation views to its connections. Each
 //! open connection has a cursor per reply it watches and is given exactly the
-//! next chunk (invariant 4), never one beyond `final_seq`; a held
-//! `cancel_result`, then `end`, follow the last chunk (invariant 3).
+//! next chunks (invariant 4), never one beyond `final_seq`; a held
+//! `cancel_result`, then `end`, follow the last chunk (invariant 3). The
+//! chunks a connection is given in one step go as one frame: one that
+//! arrives alone as a plain `chunk`, several that are there at once (a
+//! batch the store appended, a catch-up from the log, a slice of a large
+//! fan-out) as one merged `chunk` shared by every connection at the same
+//! point.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -38,7 +43,8 @@ impl<I: IdSource> Node<I> {
 
     /// Gives every open connection of `conv` what it can have now, in order
     /// — at most its share of [`fanout_slice`](crate::Config::fanout_slice)
-    /// chunks per reply in this step. If any connection has more coming, a
+    /// chunks per reply in this step, in one frame (a merged one when it is
+    /// several chunks; see `run_frames`). If any connection has more coming, a
     /// [`TimerKey::Pump`] at `now` goes on at the next step, so handing out a
     /// large batch to many connections never holds the node for long: its
     /// timers (lease renewals, heartbeats) and inputs run between slices.
@@ -60,11 +66,16 @@ impl<I: IdSource> Node<I> {
             .unwrap_or(Seq::MAX)
             .max(1);
         let mut more = false;
-        // Chunks are grouped by (reply, seq): a chunk going to many
-        // connections is one `SendMany` with one copy of its delta. Each
-        // connection's chunks still go out in seq order, and its other frames
-        // (`cancel_result`, `end`) after all of them.
-        let mut chunks: BTreeMap<(&MessageId, Seq), Vec<ConnId>> = BTreeMap::new();
+        // A connection is given the chunks `from..=to` of a reply at once,
+        // and they go as one frame (a merged one when there are several;
+        // more than one frame only past `MERGED_MAX_BYTES` of text). Runs
+        // are grouped by (reply, from, to): connections that are at the same
+        // point — every connection of a fan-out that keeps up — share one
+        // `SendMany` with one copy of the text, so a step costs a frame per
+        // connection, not a frame per chunk per connection. Each
+        // connection's other frames (`cancel_result`, `end`) go after its
+        // chunks.
+        let mut runs: BTreeMap<(&MessageId, Seq, Seq), Vec<ConnId>> = BTreeMap::new();
         let mut tails = Vec::new();
         let mut resumed = Vec::new();
         let mut answered = Vec::new();
@@ -84,12 +95,11 @@ impl<I: IdSource> Node<I> {
                 let deliverable = r.deliverable();
                 let limit = deliverable.min(cursor.delivered.saturating_add(share));
                 more |= limit < deliverable;
-                while cursor.delivered < limit {
-                    cursor.delivered += 1;
-                    chunks
-                        .entry((id, cursor.delivered))
+                if cursor.delivered < limit {
+                    runs.entry((id, cursor.delivered + 1, limit))
                         .or_default()
                         .push(*conn_id);
+                    cursor.delivered = limit;
                 }
                 if let Some(h) = cursor.held_cancel.as_ref() {
                     if cursor.delivered >= h.final_seq {
@@ -125,21 +135,25 @@ impl<I: IdSource> Node<I> {
                 c.mark_ended(id);
             }
         }
-        for ((id, seq), conns) in chunks {
-            let delta = view
-                .reply(id)
-                .and_then(|r| r.delta(seq))
-                .unwrap_or_default()
-                .to_owned();
-            let frame = ServerFrame::Chunk(Chunk {
-                message_id: id.clone(),
-                seq,
-                delta,
-                from_seq: None,
-            });
-            match conns.as_slice() {
-                [conn] => self.out.push_back(Output::Send { conn: *conn, frame }),
-                _ => self.out.push_back(Output::SendMany { conns, frame }),
+        for ((id, from, to), conns) in runs {
+            let Some(r) = view.reply(id) else {
+                continue;
+            };
+            let frames = run_frames(id, r, from, to);
+            let last = frames.len().saturating_sub(1);
+            let mut conns = Some(conns);
+            for (i, chunk) in frames.into_iter().enumerate() {
+                // The last frame takes the list; the others copy it.
+                let conns = if i == last {
+                    conns.take().unwrap_or_default()
+                } else {
+                    conns.clone().unwrap_or_default()
+                };
+                let frame = ServerFrame::Chunk(chunk);
+                match conns.as_slice() {
+                    [conn] => self.out.push_back(Output::Send { conn: *conn, frame }),
+                    _ => self.out.push_back(Output::SendMany { conns, frame }),
+                }
             }
         }
         let needs_read: Vec<MessageId> = view
@@ -318,4 +332,40 @@ impl<I: IdSource> Node<I> {
         self.tidy_conv(conv);
         let _ = now;
     }
+}
+
+/// The most reply text one chunk frame carries when the node hands a
+/// connection several chunks at once (a single longer chunk goes alone):
+/// frames stay small for clients and for the writer, and a long catch-up
+/// still goes in few frames.
+const MERGED_MAX_BYTES: usize = 16 * 1024;
+
+/// The chunk frames that carry chunks `from..=to` of reply `id` (all held by
+/// `r`): as few as [`MERGED_MAX_BYTES`] allows, in order. A frame of one
+/// chunk is a plain one; a frame of several is a merged one (`from_seq`),
+/// whose delta is theirs concatenated (docs/protocol-notes.md, "Merged
+/// chunks").
+fn run_frames(id: &MessageId, r: &ReplyView, from: Seq, to: Seq) -> Vec<Chunk> {
+    let mut frames = Vec::new();
+    let mut first = from;
+    while first <= to {
+        let mut delta = String::from(r.delta(first).unwrap_or_default());
+        let mut last = first;
+        while last < to {
+            let next = r.delta(last + 1).unwrap_or_default();
+            if delta.len() + next.len() > MERGED_MAX_BYTES {
+                break;
+            }
+            delta.push_str(next);
+            last += 1;
+        }
+        frames.push(Chunk {
+            message_id: id.clone(),
+            seq: last,
+            delta,
+            from_seq: (last > first).then_some(first),
+        });
+        first = last + 1;
+    }
+    frames
 }
