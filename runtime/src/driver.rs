@@ -364,6 +364,7 @@ impl<R: Runtime> Driver<R> {
                 user,
                 session,
                 resume,
+                ip,
                 handle,
             } => {
                 self.conns.insert(conn, handle);
@@ -375,6 +376,7 @@ impl<R: Runtime> Driver<R> {
                         user,
                         session,
                         resume,
+                        ip: Some(ip),
                     },
                 );
             }
@@ -584,6 +586,10 @@ impl<R: Runtime> Driver<R> {
             Event::Resumed { conn, exact } => {
                 tracing::debug!(%conn, exact, "resume");
                 self.metrics.resumed(exact);
+            }
+            Event::RateLimited { cap } => {
+                tracing::debug!(cap = cap.as_str(), "refused by a cap");
+                self.metrics.rate_limited(cap);
             }
             Event::StoreUnavailable { op } => {
                 tracing::warn!(op = op.get(), "store unavailable");

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
-    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
@@ -60,18 +60,21 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) readiness: Readiness,
+    /// `--trusted-proxy`: peers whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: Vec<crate::Cidr>,
 }
 
 /// Answers one request.
 pub(crate) async fn handle<R: Runtime>(
     shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
     let resp = match (segments.as_slice(), method) {
-        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req),
+        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, peer, req),
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
             api::<R>(&shared, req, |body| match parse_session(&session) {
@@ -203,16 +206,31 @@ async fn api<R: Runtime>(
         return shutting_down();
     }
     match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok((status, body))) => json(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-        ),
+        Ok(Ok((status, body))) => {
+            let retry = (status == 429).then(|| retry_after_header(&body)).flatten();
+            let mut resp = json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+            );
+            if let Some(secs) = retry {
+                resp.headers_mut().insert(RETRY_AFTER, secs);
+            }
+            resp
+        }
         Ok(Err(_)) => shutting_down(),
         Err(_) => error(&HttpError::new(
             ErrorCode::Unavailable,
             "no answer in time; the request may or may not have taken effect",
         )),
     }
+}
+
+/// `Retry-After` for a 429 body's `retry_after_ms`: whole seconds, rounded
+/// up (the header has no finer unit; the body keeps the milliseconds).
+fn retry_after_header(body: &str) -> Option<HeaderValue> {
+    let e: HttpError = serde_json::from_str(body).ok()?;
+    let secs = e.retry_after_ms?.div_ceil(1000);
+    HeaderValue::from_str(&secs.to_string()).ok()
 }
 
 fn shutting_down() -> Resp {
@@ -246,7 +264,11 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Http
 
 /// `GET /v1/ws`: checks the handshake, the user and the parameters, then
 /// answers `101` and serves the socket in a new task.
-fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
+fn upgrade<R: Runtime>(
+    shared: &Arc<Shared>,
+    peer: std::net::SocketAddr,
+    mut req: Request<Incoming>,
+) -> Resp {
     let headers = req.headers();
     if !header_has_token(headers, CONNECTION, "upgrade")
         || !header_has_token(headers, UPGRADE, "websocket")
@@ -297,6 +319,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
     let Ok(accept) = HeaderValue::from_str(&accept) else {
         return error(&HttpError::new(ErrorCode::Internal, "bad accept key"));
     };
+    let ip = crate::client_ip::client_ip(peer.ip(), req.headers(), &shared.trusted_proxies);
     let conn = ConnId(shared.next_conn.fetch_add(1, Relaxed));
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Detached: the reader task lives as long as the socket.
@@ -309,6 +332,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
             user,
             session,
             resume,
+            ip,
         },
         on_upgrade,
     ));

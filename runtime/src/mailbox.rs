@@ -25,6 +25,7 @@ pub(crate) enum ToDriver {
         user: UserId,
         session: SessionId,
         resume: Option<(MessageId, Seq)>,
+        ip: std::net::IpAddr,
         handle: ConnHandle,
     },
     /// An input to feed as it is (frames, activity, disconnects, generator

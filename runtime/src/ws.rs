@@ -97,6 +97,8 @@ pub(crate) struct Accepted {
     pub(crate) user: UserId,
     pub(crate) session: SessionId,
     pub(crate) resume: Option<(MessageId, Seq)>,
+    /// The client's address ([`client_ip`](crate::client_ip)).
+    pub(crate) ip: std::net::IpAddr,
 }
 
 /// Serves one WebSocket once hyper hands over the upgraded socket; runs as
@@ -148,6 +150,7 @@ async fn connect<R: Runtime>(
         user,
         session,
         resume,
+        ip,
     } = accepted;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
@@ -168,6 +171,7 @@ async fn connect<R: Runtime>(
         user,
         session,
         resume,
+        ip,
         handle,
     };
     // On failure the handle comes back inside the error and is dropped, and

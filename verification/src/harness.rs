@@ -293,6 +293,7 @@ impl World {
                 user,
                 session,
                 resume,
+                ip: None,
             },
         );
         conn

@@ -68,6 +68,7 @@ use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
 pub mod cancel;
+mod caps;
 mod chat;
 mod conn;
 mod deliver;
@@ -104,6 +105,10 @@ enum Pending {
     HttpCancel(HttpReqId, ConvKey, Option<MessageId>),
     HttpList(HttpReqId, SessionId),
     HttpPresence(HttpReqId, UserId),
+    /// A cap's decision ([`caps`](self::caps)).
+    Admit(caps::Admission),
+    /// A cap's slot released or kept: nothing waits for the answer.
+    CapQuiet,
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -122,6 +127,8 @@ pub struct Node<I = SeededIds> {
     timers: Timers,
     out: VecDeque<Output>,
     shutting_down: bool,
+    /// The caps' slots this node holds.
+    held: caps::Held,
 }
 
 impl<I: IdSource> Node<I> {
@@ -140,6 +147,7 @@ impl<I: IdSource> Node<I> {
             timers: Timers::default(),
             out: VecDeque::new(),
             shutting_down: false,
+            held: caps::Held::default(),
             config,
         };
         node.out
@@ -181,6 +189,7 @@ impl<I: IdSource> Node<I> {
             && self.users.is_empty()
             && self.convs.is_empty()
             && self.owned.is_empty()
+            && self.held.is_empty()
             && self
                 .pending
                 .values()
@@ -224,7 +233,8 @@ impl<I: IdSource> Node<I> {
                 user,
                 session,
                 resume,
-            } => self.on_connect(now, conn, user, session, resume),
+                ip,
+            } => self.on_connect(now, conn, user, session, resume, ip),
             Input::Frame { conn, bytes } => self.on_frame(now, conn, bytes),
             Input::FrameTooLarge { conn, len } => {
                 let limit = self.config.limits.max_frame_bytes;
@@ -297,6 +307,20 @@ impl<I: IdSource> Node<I> {
         let Some(why) = self.pending.remove(&op) else {
             return;
         };
+        // A chat's streams slot follows its `Start`'s answer.
+        let asker = match &why {
+            Pending::Start(conn, conv) => Some((caps::Asker::Conn(*conn), conv)),
+            Pending::HttpStart(req, conv) => Some((caps::Asker::Http(*req), conv)),
+            _ => None,
+        };
+        if let Some((asker, conv)) = asker {
+            let started = match &result {
+                Ok(StoreReply::Started { message_id, .. }) => Some(message_id),
+                _ => None,
+            };
+            let user = conv.user.clone();
+            self.chat_start_answered(now, asker, &user, started);
+        }
         let reply = match result {
             Ok(reply) => reply,
             Err(error) => {
@@ -324,7 +348,8 @@ impl<I: IdSource> Node<I> {
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
             Pending::Read(conv, id) => self.on_read_reply(now, &conv, &id, reply),
-            Pending::Reap | Pending::Housekeeping => {}
+            Pending::Reap | Pending::Housekeeping | Pending::CapQuiet => {}
+            Pending::Admit(why) => self.on_admit_reply(now, why, reply),
             Pending::HttpStart(req, conv) => self.on_http_started(now, req, conv, reply),
             Pending::HttpCancel(req, conv, asked) => {
                 self.on_http_cancel(now, req, &conv, asked, reply)
@@ -384,7 +409,8 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
-            Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
+            Pending::Admit(why) => self.on_admit_error(now, why, error),
+            Pending::Reap | Pending::Housekeeping | Pending::Presence(_) | Pending::CapQuiet => {}
         }
     }
 
@@ -395,6 +421,7 @@ impl<I: IdSource> Node<I> {
         self.timers
             .set(TimerKey::Housekeeping, now + self.config.housekeeping);
         let at_ms = self.wall_ms(now);
+        self.keep_caps(now);
         if !self.pending.values().any(|p| *p == Pending::Housekeeping) {
             self.store(Pending::Housekeeping, StoreOp::Sweep(SweepOp { at_ms }));
             if !self.users.is_empty() {
@@ -465,6 +492,7 @@ pub(super) fn error_frame(
         code,
         message: message.into(),
         request_id,
+        retry_after_ms: None,
     })
 }
 
