@@ -269,10 +269,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_connection_cap
     assert!(first.is("hello"), "{first:?}");
     // The client's forged entry left of the real one changes nothing.
     let two = weir
-        .try_connect_with_headers(
-            "session_id=s&user_id=b",
-            &via("198.51.100.7, 203.0.113.1"),
-        )
+        .try_connect_with_headers("session_id=s&user_id=b", &via("198.51.100.7, 203.0.113.1"))
         .await
         .expect("upgraded");
     let (mut two, first) = handshake(two).await;
@@ -285,7 +282,10 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_connection_cap
         .await
         .expect("upgraded");
     let (_other, first) = handshake(other).await;
-    assert!(first.is("hello"), "another client behind the proxy: {first:?}");
+    assert!(
+        first.is("hello"),
+        "another client behind the proxy: {first:?}"
+    );
 }
 
 async fn an_address_at_its_connection_cap_on_node_a_is_refused_on_node_b() {
