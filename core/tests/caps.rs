@@ -434,3 +434,44 @@ fn with_every_cap_off_nothing_asks_the_store_first() {
         0
     );
 }
+
+#[test]
+fn two_chats_out_at_once_on_one_connection_each_give_their_slot_back() {
+    let mut net = Net::new(1, caps(|c| c.streams_per_user = 2));
+    net.connect(0, 1, "alice", "a", None);
+    // Two chats with idempotency keys before either is answered: the
+    // conversation takes one, the other is busy; one slot is left held.
+    let chat = |key: &str| {
+        format!(r#"{{"type":"chat","content":"hi","client_message_id":"{key}"}}"#).into_bytes()
+    };
+    net.inbox.push_back((
+        0,
+        Input::Frame {
+            conn: ConnId(1),
+            bytes: chat("k1"),
+        },
+    ));
+    net.inbox.push_back((
+        0,
+        Input::Frame {
+            conn: ConnId(1),
+            bytes: chat("k2"),
+        },
+    ));
+    net.run();
+    assert_eq!(net.generators.len(), 1);
+    let scope = weir_core::store::CapScope::User(UserId::parse("alice").expect("valid"));
+    assert_eq!(
+        net.model
+            .cap_slots(&scope, weir_core::store::SlotKind::Streams),
+        1,
+        "the busy chat's slot went back, the reply's is held"
+    );
+    let id = net.generators[0].1.clone();
+    net.finish(0, &id);
+    assert_eq!(
+        net.model
+            .cap_slots(&scope, weir_core::store::SlotKind::Streams),
+        0
+    );
+}

@@ -19,7 +19,7 @@
 //! With every cap off (the core's default) none of this runs: a connection
 //! and a chat go to the store exactly as before.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,11 @@ pub(super) struct Held {
     slots: BTreeMap<(CapScope, SlotKind), BTreeSet<String>>,
     /// Connections asked about or admitted.
     conns: BTreeMap<ConnId, ConnCaps>,
-    /// A chat's streams slot while its `Start` is out.
-    starting: BTreeMap<Asker, String>,
+    /// The streams slots of an asker's chats whose `Start` is out, oldest
+    /// first (a connection may have two out, with `client_message_id`s; any
+    /// of a user's slots stands for any of their replies, so each answer
+    /// takes the oldest).
+    starting: BTreeMap<Asker, VecDeque<String>>,
     /// An owned reply's streams slot.
     replies: BTreeMap<MessageId, String>,
     /// When the slots were last kept.
@@ -293,7 +296,11 @@ impl<I: IdSource> Node<I> {
                 .entry((scope, SlotKind::Streams))
                 .or_default()
                 .insert(holder.clone());
-            self.held.starting.insert(asker, holder);
+            self.held
+                .starting
+                .entry(asker)
+                .or_default()
+                .push_back(holder);
         }
         self.send_start(asker, start);
     }
@@ -331,9 +338,15 @@ impl<I: IdSource> Node<I> {
         user: &UserId,
         started: Option<&MessageId>,
     ) {
-        let Some(holder) = self.held.starting.remove(&asker) else {
+        let Some(queue) = self.held.starting.get_mut(&asker) else {
             return;
         };
+        let Some(holder) = queue.pop_front() else {
+            return;
+        };
+        if queue.is_empty() {
+            self.held.starting.remove(&asker);
+        }
         match started {
             Some(id) => {
                 self.held.replies.insert(id.clone(), holder);
