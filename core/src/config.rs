@@ -60,6 +60,8 @@ pub struct Config {
     /// Caps per user and per client address ([`caps`](crate::caps)); all
     /// off by default here, `weir serve` sets [`Caps::RECOMMENDED`].
     pub caps: Caps,
+    /// The compat dialect's settings (`/ws/chat`: suffixes, coalescing).
+    pub compat: crate::dialect::compat::CompatSettings,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
             append_max_bytes: Self::DEFAULT_APPEND_MAX_BYTES,
             fanout_slice: Self::DEFAULT_FANOUT_SLICE,
             caps: Caps::default(),
+            compat: crate::dialect::compat::CompatSettings::default(),
         }
     }
 

@@ -156,6 +156,7 @@
 //! | [`wire`] | every frame and HTTP body of protocol v1, with decoding errors mapped to error codes |
 //! | [`ids`] | validated identifiers and the injected id source |
 //! | [`config`] | a node's settings |
+//! | [`dialect`] | the other protocols a connection may speak (the seed's `/ws/chat`): a codec and a renderer per dialect over the same node |
 //! | [`demo`] | the demo generator's deterministic text |
 //!
 //! The state machines' diagrams are in each module's docs; the invariants the
@@ -179,6 +180,7 @@ pub mod api;
 pub mod caps;
 pub mod config;
 pub mod demo;
+pub mod dialect;
 pub mod ids;
 pub mod node;
 pub mod presence;

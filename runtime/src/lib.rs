@@ -80,6 +80,7 @@ use std::sync::Arc;
 
 mod auth;
 mod client_ip;
+mod compat;
 mod config;
 mod driver;
 mod generator;
@@ -98,7 +99,8 @@ mod ws;
 
 pub use client_ip::{client_ip, BadCidr, Cidr};
 pub use config::{
-    Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
+    Auth, CompatConfig, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth,
+    TokenKey,
 };
 pub use rt::{Runtime, SEND_BUFFER_BYTES};
 

@@ -26,6 +26,8 @@ pub(crate) enum ToDriver {
         session: SessionId,
         resume: Option<(MessageId, Seq)>,
         ip: std::net::IpAddr,
+        /// The protocol it speaks.
+        dialect: weir_core::dialect::Dialect,
         handle: ConnHandle,
     },
     /// An input to feed as it is (frames, activity, disconnects, generator

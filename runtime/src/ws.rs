@@ -99,6 +99,7 @@ pub(crate) struct Accepted {
     pub(crate) resume: Option<(MessageId, Seq)>,
     /// The client's address ([`client_ip`](crate::client_ip)).
     pub(crate) ip: std::net::IpAddr,
+    pub(crate) dialect: weir_core::dialect::Dialect,
 }
 
 /// Serves one WebSocket once hyper hands over the upgraded socket; runs as
@@ -151,6 +152,7 @@ async fn connect<R: Runtime>(
         session,
         resume,
         ip,
+        dialect,
     } = accepted;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
@@ -172,6 +174,7 @@ async fn connect<R: Runtime>(
         session,
         resume,
         ip,
+        dialect,
         handle,
     };
     // On failure the handle comes back inside the error and is dropped, and

@@ -72,6 +72,11 @@
 //! | `--max-connections-per-ip N` | `WEIR_MAX_CONNECTIONS_PER_IP` | `max_connections_per_ip` | 1000 (0: unlimited) |
 //! | `--trusted-proxy CIDR` (repeatable) | `WEIR_TRUSTED_PROXY` | `trusted_proxy` | none (a comma-separated list in the variable, a list in the file) |
 //! | `--shutdown-grace SECS` | `WEIR_SHUTDOWN_GRACE` | `shutdown_grace` | 5 |
+//! | `--compat on\|off` | `WEIR_COMPAT` | `compat` | `on` |
+//! | `--compat-ws-path PATH` | `WEIR_COMPAT_WS_PATH` | `compat_ws_path` | `/ws/chat` |
+//! | `--compat-cancelled-suffix TEXT` | `WEIR_COMPAT_CANCELLED_SUFFIX` | `compat_cancelled_suffix` | `"\n\n[Đã hủy]"` |
+//! | `--compat-failure-sentence TEXT` | `WEIR_COMPAT_FAILURE_SENTENCE` | `compat_failure_sentence` | the seed's apology |
+//! | `--cors-origin ORIGIN[,ORIGIN…]` | `WEIR_CORS_ORIGIN` | `cors_origin` | `http://localhost:3000` |
 //! | `--store memory\|redis://HOST:PORT[/DB]` | `WEIR_STORE` | `store` | `memory` |
 //! | `--redis-prefix P` | `WEIR_REDIS_PREFIX` | `redis_prefix` | `weir` |
 //! | `--history-retention SECS` | `WEIR_HISTORY_RETENTION` | `history_retention` | 0 (kept) |

@@ -19,6 +19,7 @@
 //! | `owner.rs` | the producer (`Owned`): appends one at a time and of bounded size, the settle, the lease |
 //! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
 //! | `http.rs` | the HTTP API, on the same store operations |
+//! | `dialect.rs` | connections of other [dialects](crate::dialect): their frames in, the render pass over the outputs |
 //!
 //! ## Where the node is tested, and what it asks of a runtime
 //!
@@ -70,8 +71,10 @@ use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role
 pub mod cancel;
 mod caps;
 mod chat;
+mod compat_http;
 mod conn;
 mod deliver;
+mod dialect;
 mod http;
 mod owner;
 mod view;
@@ -109,6 +112,9 @@ enum Pending {
     Admit(caps::Admission),
     /// A cap's slot released or kept: nothing waits for the answer.
     CapQuiet,
+    CompatStart(HttpReqId, ConvKey),
+    CompatCancel(HttpReqId, ConvKey, MessageId),
+    CompatHistory(HttpReqId, ConvKey),
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -129,6 +135,8 @@ pub struct Node<I = SeededIds> {
     shutting_down: bool,
     /// The caps' slots this node holds.
     held: caps::Held,
+    /// The renderer of each connection that speaks another dialect.
+    dialects: BTreeMap<ConnId, crate::dialect::DialectConn>,
 }
 
 impl<I: IdSource> Node<I> {
@@ -148,6 +156,7 @@ impl<I: IdSource> Node<I> {
             out: VecDeque::new(),
             shutting_down: false,
             held: caps::Held::default(),
+            dialects: BTreeMap::new(),
             config,
         };
         node.out
@@ -190,6 +199,7 @@ impl<I: IdSource> Node<I> {
             && self.convs.is_empty()
             && self.owned.is_empty()
             && self.held.is_empty()
+            && self.dialects.is_empty()
             && self
                 .pending
                 .values()
@@ -227,7 +237,19 @@ impl<I: IdSource> Node<I> {
 
     /// Feeds one input at monotonic time `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
+        let from = self.out.len();
+        self.dispatch(now, input);
+        self.render_dialects(now, from);
+    }
+
+    fn dispatch(&mut self, now: Instant, input: Input) {
         match input {
+            Input::ConnectWith {
+                conn,
+                user,
+                session,
+                dialect,
+            } => self.on_connect_with(now, conn, user, session, dialect),
             Input::Connect {
                 conn,
                 user,
@@ -269,6 +291,12 @@ impl<I: IdSource> Node<I> {
     /// re-arms fires on the next call, not in this one: each call does a
     /// bounded amount of work.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let from = self.out.len();
+        self.fire_timers(now);
+        self.render_dialects(now, from);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
         let mut pumps = Vec::new();
         while let Some(key) = self.timers.pop_due(now) {
             match key {
@@ -288,6 +316,7 @@ impl<I: IdSource> Node<I> {
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
                 TimerKey::Pump(conv) => pumps.push(conv),
+                TimerKey::Dialect(conn) => self.dialect_timer(now, conn),
             }
         }
         for conv in pumps {
@@ -356,6 +385,11 @@ impl<I: IdSource> Node<I> {
             }
             Pending::HttpList(req, session) => self.on_http_list(req, session, reply),
             Pending::HttpPresence(req, user) => self.on_http_presence(req, user, reply),
+            Pending::CompatStart(req, conv) => self.on_compat_started(now, req, conv, reply),
+            Pending::CompatCancel(req, conv, asked) => {
+                self.on_compat_cancel_reply(now, req, &conv, asked, reply)
+            }
+            Pending::CompatHistory(req, conv) => self.on_compat_history_reply(req, &conv, reply),
             Pending::Presence(user) => {
                 if let StoreReply::Presence {
                     due_ms: Some(due), ..
@@ -410,6 +444,9 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpList(req, _)
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
             Pending::Admit(why) => self.on_admit_error(now, why, error),
+            Pending::CompatStart(req, _)
+            | Pending::CompatCancel(req, _, _)
+            | Pending::CompatHistory(req, _) => self.compat_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) | Pending::CapQuiet => {}
         }
     }

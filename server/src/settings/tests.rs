@@ -1050,6 +1050,14 @@ chats_per_minute = 60
 chat_burst = 20
 max_connections_per_ip = 1000
 shutdown_grace = 5.0
+compat = \"on\"
+compat_ws_path = \"/ws/chat\"
+compat_cancelled_suffix = \"\"\"
+
+
+[Đã hủy]\"\"\"
+compat_failure_sentence = \"Xin lỗi, đã có lỗi xảy ra khi xử lý yêu cầu của bạn.\"
+cors_origin = [\"http://localhost:3000\"]
 store = \"memory\"
 log = \"info\"
 ";
