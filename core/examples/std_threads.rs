@@ -178,6 +178,7 @@ pub(crate) fn serve(listener: TcpListener, options: Options) -> io::Result<Summa
         user: accepted.user.clone(),
         session: accepted.session.clone(),
         resume: accepted.resume,
+        ip: None,
     });
     core.run(&rx);
 

@@ -105,6 +105,10 @@ pub enum Input {
         session: SessionId,
         /// Continue this reply after this seq.
         resume: Option<(MessageId, Seq)>,
+        /// The client's address (behind a trusted proxy: the one it
+        /// forwarded), for the per-address connection cap; `None`: unknown,
+        /// not capped.
+        ip: Option<std::net::IpAddr>,
     },
     /// Like [`Input::Connect`], for a connection that speaks another
     /// [`Dialect`](crate::dialect::Dialect) (e.g. the seed front end's
@@ -308,6 +312,12 @@ pub enum Output {
 /// Observations for logs and metrics. They change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
+    /// A cap refused a connection, a chat or an HTTP post
+    /// ([`caps`](crate::caps)): nothing was started.
+    RateLimited {
+        /// The cap.
+        cap: crate::caps::Cap,
+    },
     /// A connection is Open (after its snapshot).
     ConnectionOpened {
         /// The connection.

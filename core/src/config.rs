@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::caps::Caps;
 use crate::ids::NodeId;
 use crate::presence::PresenceTimers;
 use crate::stream::StreamTimers;
@@ -56,6 +57,9 @@ pub struct Config {
     /// renewals) for long
     /// ([`DEFAULT_FANOUT_SLICE`](Self::DEFAULT_FANOUT_SLICE)).
     pub fanout_slice: usize,
+    /// Caps per user and per client address ([`caps`](crate::caps)); all
+    /// off by default here, `weir serve` sets [`Caps::RECOMMENDED`].
+    pub caps: Caps,
     /// The compat dialect's settings (`/ws/chat`: suffixes, coalescing).
     pub compat: crate::dialect::compat::CompatSettings,
 }
@@ -91,6 +95,7 @@ impl Config {
             append_max_chunks: Self::DEFAULT_APPEND_MAX_CHUNKS,
             append_max_bytes: Self::DEFAULT_APPEND_MAX_BYTES,
             fanout_slice: Self::DEFAULT_FANOUT_SLICE,
+            caps: Caps::default(),
             compat: crate::dialect::compat::CompatSettings::default(),
         }
     }

@@ -57,6 +57,7 @@
 //!     user: UserId::parse("alice").unwrap(),
 //!     session: SessionId::parse("chat-1").unwrap(),
 //!     resume: None,
+//!     ip: None,
 //! });
 //! inbox.push_back(Input::Frame { conn, bytes: br#"{"type":"chat","content":"hi"}"#.to_vec() });
 //!
@@ -150,6 +151,7 @@
 //! | [`api`] | [`Input`], [`Output`], [`Event`], [`GeneratorEvent`] |
 //! | [`stream`] | the stream state machine (Active → Cancelling → Settled → Expired) and the cancel decision |
 //! | [`session`] | the connection state machine (Handshake → Open → Closing → Closed) and cursors |
+//! | [`caps`] | caps per user and per client address: the settings, the token bucket and the expiring slots the store decides with |
 //! | [`presence`] | presence per user (online → lingering → offline, with debounce and expiry) |
 //! | [`store`] | store operations, replies, notices, the pure reference [`Model`] and the in-memory store behind a runtime ([`MemoryStore`]) |
 //! | `timer` (private) | timers as a table of deadlines, behind [`Node::poll_timeout`] and [`Node::handle_timeout`] |
@@ -177,6 +179,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod caps;
 pub mod config;
 pub mod demo;
 pub mod dialect;

@@ -110,6 +110,7 @@ impl World {
                 user,
                 session,
                 resume: None,
+                ip: None,
             },
             Some(dialect) => Input::ConnectWith {
                 conn,

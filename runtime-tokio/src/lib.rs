@@ -116,13 +116,13 @@ impl Runtime for Tokio {
         listener.local_addr()
     }
 
-    async fn accept(listener: &TcpListener) -> io::Result<Self::Io> {
-        let (stream, _peer) = listener.accept().await?;
+    async fn accept(listener: &TcpListener) -> io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
         // Replies stream in small frames: send each at once.
         let _ = stream.set_nodelay(true);
         let _ =
             socket2::SockRef::from(&stream).set_send_buffer_size(weir_runtime::SEND_BUFFER_BYTES);
-        Ok(TokioIo::new(stream))
+        Ok((TokioIo::new(stream), peer))
     }
 
     async fn connect(host: &str, port: u16) -> io::Result<Self::Io> {

@@ -43,6 +43,10 @@ pub struct RuntimeConfig {
     /// shutdown signal, for connections to close and replies to settle
     /// ([`DEFAULT_SHUTDOWN_GRACE`](Self::DEFAULT_SHUTDOWN_GRACE)).
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client, for the
+    /// per-address connection cap (`--trusted-proxy`; none by default: the
+    /// TCP peer is the client).
+    pub trusted_proxies: Vec<crate::Cidr>,
     /// The compatibility surface for the seed front end (PROTOCOL.md,
     /// "Compatibility surface"): on by default.
     pub compat: CompatConfig,
@@ -114,6 +118,7 @@ impl RuntimeConfig {
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            trusted_proxies: Vec::new(),
             compat: CompatConfig::default(),
             cors_origins: vec![Self::DEFAULT_CORS_ORIGIN.to_owned()],
         }

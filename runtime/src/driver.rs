@@ -382,6 +382,7 @@ impl<R: Runtime> Driver<R> {
                 user,
                 session,
                 resume,
+                ip,
                 dialect,
                 handle,
             } => {
@@ -393,6 +394,7 @@ impl<R: Runtime> Driver<R> {
                         user,
                         session,
                         resume,
+                        ip: Some(ip),
                     },
                     _ => Input::ConnectWith {
                         conn,
@@ -633,6 +635,10 @@ impl<R: Runtime> Driver<R> {
             Event::Resumed { conn, exact } => {
                 tracing::debug!(%conn, exact, "resume");
                 self.metrics.resumed(exact);
+            }
+            Event::RateLimited { cap } => {
+                tracing::debug!(cap = cap.as_str(), "refused by a cap");
+                self.metrics.rate_limited(cap);
             }
             Event::StoreUnavailable { op } => {
                 tracing::warn!(op = op.get(), "store unavailable");

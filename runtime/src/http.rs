@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
-    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use weir_core::dialect::compat_http::CompatUser;
@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) readiness: Readiness,
+    /// `--trusted-proxy`: peers whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: Vec<crate::Cidr>,
     /// The compat WebSocket path, when the compatibility surface is on.
     pub(crate) compat: Option<String>,
     pub(crate) cors: crate::compat::Cors,
@@ -75,6 +77,7 @@ pub(crate) struct Shared {
 /// Answers one request.
 pub(crate) async fn handle<R: Runtime>(
     shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_owned();
@@ -87,7 +90,7 @@ pub(crate) async fn handle<R: Runtime>(
     let compat = shared.compat.is_some();
     let mut resp = match (segments.as_slice(), method) {
         (_, Method::GET) if shared.compat.as_deref() == Some(path.as_str()) => {
-            upgrade::<R>(&shared, req, Dialect::Compat)
+            upgrade::<R>(&shared, peer, req, Dialect::Compat)
         }
         (["health"] | ["actuator", "health"], Method::GET) if compat => {
             json(StatusCode::OK, crate::compat::HEALTH_UP.to_owned())
@@ -112,7 +115,7 @@ pub(crate) async fn handle<R: Runtime>(
             }
             Err(e) => crate::compat::detail(e.status(), &e.message),
         },
-        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req, Dialect::Native),
+        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, peer, req, Dialect::Native),
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
             api::<R>(&shared, req, |body| match parse_session(&session) {
@@ -247,16 +250,31 @@ async fn api<R: Runtime>(
         return shutting_down();
     }
     match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok((status, body))) => json(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-        ),
+        Ok(Ok((status, body))) => {
+            let retry = (status == 429).then(|| retry_after_header(&body)).flatten();
+            let mut resp = json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+            );
+            if let Some(secs) = retry {
+                resp.headers_mut().insert(RETRY_AFTER, secs);
+            }
+            resp
+        }
         Ok(Err(_)) => shutting_down(),
         Err(_) => error(&HttpError::new(
             ErrorCode::Unavailable,
             "no answer in time; the request may or may not have taken effect",
         )),
     }
+}
+
+/// `Retry-After` for a 429 body's `retry_after_ms`: whole seconds, rounded
+/// up (the header has no finer unit; the body keeps the milliseconds).
+fn retry_after_header(body: &str) -> Option<HeaderValue> {
+    let e: HttpError = serde_json::from_str(body).ok()?;
+    let secs = e.retry_after_ms?.div_ceil(1000);
+    HeaderValue::from_str(&secs.to_string()).ok()
 }
 
 /// A compat `/api` request: the user as the compat surface finds it
@@ -333,7 +351,12 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Http
 
 /// `GET /v1/ws`: checks the handshake, the user and the parameters, then
 /// answers `101` and serves the socket in a new task.
-fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>, dialect: Dialect) -> Resp {
+fn upgrade<R: Runtime>(
+    shared: &Arc<Shared>,
+    peer: std::net::SocketAddr,
+    mut req: Request<Incoming>,
+    dialect: Dialect,
+) -> Resp {
     let headers = req.headers();
     if !shared.cors.upgrade_allowed(headers) {
         return error(&crate::compat::foreign_origin());
@@ -392,6 +415,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>, dialect
     let Ok(accept) = HeaderValue::from_str(&accept) else {
         return error(&HttpError::new(ErrorCode::Internal, "bad accept key"));
     };
+    let ip = crate::client_ip::client_ip(peer.ip(), req.headers(), &shared.trusted_proxies);
     let conn = ConnId(shared.next_conn.fetch_add(1, Relaxed));
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Detached: the reader task lives as long as the socket.
@@ -404,6 +428,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>, dialect
             user,
             session,
             resume,
+            ip,
             dialect,
         },
         on_upgrade,

@@ -79,6 +79,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 mod auth;
+mod client_ip;
 mod compat;
 mod config;
 mod driver;
@@ -96,6 +97,7 @@ mod server;
 mod sync;
 mod ws;
 
+pub use client_ip::{client_ip, BadCidr, Cidr};
 pub use config::{
     Auth, CompatConfig, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth,
     TokenKey,

@@ -25,6 +25,7 @@ pub(crate) enum ToDriver {
         user: UserId,
         session: SessionId,
         resume: Option<(MessageId, Seq)>,
+        ip: std::net::IpAddr,
         /// The protocol it speaks.
         dialect: weir_core::dialect::Dialect,
         handle: ConnHandle,

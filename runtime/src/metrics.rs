@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use weir_core::caps::Cap;
 use weir_core::stream::Outcome;
 
 use crate::openai::{ErrorKind, Tally};
@@ -88,6 +89,8 @@ pub(crate) struct Metrics {
     pub(crate) notices_dropped: AtomicU64,
     /// Lease renewals of replies this node produces, sent to the store.
     pub(crate) lease_renewals: AtomicU64,
+    /// Refusals by a cap, by [`Cap::ALL`] order.
+    rate_limited: [AtomicU64; Cap::ALL.len()],
     resumes_exact: AtomicU64,
     resumes_unavailable: AtomicU64,
     quiet: Histogram<QuietBuckets>,
@@ -113,6 +116,13 @@ impl Metrics {
             Outcome::Failed(_) => &self.replies_failed,
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a refusal by `cap`.
+    pub(crate) fn rate_limited(&self, cap: Cap) {
+        if let Some(i) = Cap::ALL.iter().position(|c| *c == cap) {
+            self.rate_limited[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// Counts a resume, served exactly or answered `resume_unavailable`.
@@ -249,6 +259,27 @@ impl Metrics {
             "Lease renewals sent to the store for replies this node produces (one per reply per \
              third of the lease TTL).",
             &[("", self.lease_renewals.load(Relaxed).to_string())],
+        );
+        let refusals: Vec<(String, String)> = Cap::ALL
+            .iter()
+            .zip(&self.rate_limited)
+            .map(|(cap, n)| {
+                (
+                    format!("{{cap=\"{}\"}}", cap.as_str()),
+                    n.load(Relaxed).to_string(),
+                )
+            })
+            .collect();
+        let refusals: Vec<(&str, String)> = refusals
+            .iter()
+            .map(|(l, v)| (l.as_str(), v.clone()))
+            .collect();
+        family(
+            "weir_rate_limited_total",
+            "counter",
+            "Connections, chats and HTTP posts refused by a cap (rate_limited / 429), by cap: \
+             user_connections, ip_connections, user_streams, chat_rate. Nothing was started.",
+            &refusals,
         );
         self.quiet.render(
             &mut out,

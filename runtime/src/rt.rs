@@ -82,8 +82,11 @@ pub trait Runtime: Send + Sync + Sized + std::fmt::Debug + 'static {
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
 
     /// The next connection on `listener`, its send buffer set to
-    /// [`SEND_BUFFER_BYTES`].
-    fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Io>> + Send + '_;
+    /// [`SEND_BUFFER_BYTES`], and its peer's address (the per-address
+    /// connection cap counts it, or what a trusted proxy forwards).
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send + '_;
 
     /// A TCP connection to `host:port`.
     fn connect(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Io>> + Send + '_;

@@ -73,6 +73,7 @@ pub(crate) async fn run<R: Runtime>(
             config.node.close_timeout,
         ),
         next_conn: AtomicU64::new(1),
+        trusted_proxies: config.trusted_proxies.clone(),
         metrics,
         readiness,
         compat: config.compat.enabled.then(|| config.compat.ws_path.clone()),
@@ -113,10 +114,11 @@ pub(crate) async fn run<R: Runtime>(
             }
         };
         match accepted {
-            Ok(stream) => {
+            Ok((stream, peer)) => {
                 http_conns.push(R::spawn(serve_connection::<R>(
                     shared.clone(),
                     stream,
+                    peer,
                     stop_rx.clone(),
                 )));
             }
@@ -154,9 +156,10 @@ pub(crate) async fn run<R: Runtime>(
 async fn serve_connection<R: Runtime>(
     shared: Arc<Shared>,
     stream: R::Io,
+    peer: SocketAddr,
     stop: async_channel::Receiver<()>,
 ) {
-    let service = service_fn(move |req| http::handle::<R>(shared.clone(), req));
+    let service = service_fn(move |req| http::handle::<R>(shared.clone(), peer, req));
     let conn = http1::Builder::new()
         .timer(R::timer())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -97,6 +97,8 @@ pub(crate) struct Accepted {
     pub(crate) user: UserId,
     pub(crate) session: SessionId,
     pub(crate) resume: Option<(MessageId, Seq)>,
+    /// The client's address ([`client_ip`](crate::client_ip)).
+    pub(crate) ip: std::net::IpAddr,
     pub(crate) dialect: weir_core::dialect::Dialect,
 }
 
@@ -149,6 +151,7 @@ async fn connect<R: Runtime>(
         user,
         session,
         resume,
+        ip,
         dialect,
     } = accepted;
     let upgraded = match on_upgrade.await {
@@ -170,6 +173,7 @@ async fn connect<R: Runtime>(
         user,
         session,
         resume,
+        ip,
         dialect,
         handle,
     };

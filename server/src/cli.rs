@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use weir_core::caps::Caps;
 use weir_runtime::openai::OpenAiConfig;
 use weir_runtime::{Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend};
 
@@ -145,6 +146,24 @@ pub fn shown_defaults() -> Vec<(&'static str, String)> {
             "max_lag_bytes",
             RuntimeConfig::DEFAULT_MAX_LAG_BYTES.to_string(),
         ),
+        (
+            "max_connections_per_user",
+            Caps::RECOMMENDED.connections_per_user.to_string(),
+        ),
+        (
+            "max_streams_per_user",
+            Caps::RECOMMENDED.streams_per_user.to_string(),
+        ),
+        (
+            "chats_per_minute",
+            Caps::RECOMMENDED.chats_per_minute.to_string(),
+        ),
+        ("chat_burst", Caps::RECOMMENDED.chat_burst.to_string()),
+        (
+            "max_connections_per_ip",
+            Caps::RECOMMENDED.connections_per_ip.to_string(),
+        ),
+        ("trusted_proxy", "none".to_owned()),
         (
             "shutdown_grace",
             secs_shown(RuntimeConfig::DEFAULT_SHUTDOWN_GRACE),

@@ -65,6 +65,12 @@
 //! | `--queue-capacity N` | `WEIR_QUEUE_CAPACITY` | `queue_capacity` | 256 |
 //! | `--stall-timeout SECS` | `WEIR_STALL_TIMEOUT` | `stall_timeout` | 10 |
 //! | `--max-lag-bytes N` | `WEIR_MAX_LAG_BYTES` | `max_lag_bytes` | 1048576 |
+//! | `--max-connections-per-user N` | `WEIR_MAX_CONNECTIONS_PER_USER` | `max_connections_per_user` | 100 (0: unlimited) |
+//! | `--max-streams-per-user N` | `WEIR_MAX_STREAMS_PER_USER` | `max_streams_per_user` | 10 (0: unlimited) |
+//! | `--chats-per-minute N` | `WEIR_CHATS_PER_MINUTE` | `chats_per_minute` | 60 (0: unlimited) |
+//! | `--chat-burst N` | `WEIR_CHAT_BURST` | `chat_burst` | 20 |
+//! | `--max-connections-per-ip N` | `WEIR_MAX_CONNECTIONS_PER_IP` | `max_connections_per_ip` | 1000 (0: unlimited) |
+//! | `--trusted-proxy CIDR` (repeatable) | `WEIR_TRUSTED_PROXY` | `trusted_proxy` | none (a comma-separated list in the variable, a list in the file) |
 //! | `--shutdown-grace SECS` | `WEIR_SHUTDOWN_GRACE` | `shutdown_grace` | 5 |
 //! | `--compat on\|off` | `WEIR_COMPAT` | `compat` | `on` |
 //! | `--compat-ws-path PATH` | `WEIR_COMPAT_WS_PATH` | `compat_ws_path` | `/ws/chat` |

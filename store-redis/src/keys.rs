@@ -76,7 +76,7 @@ pub(crate) fn unescape(s: &str) -> Option<String> {
 }
 
 /// `kind:ID/ID…`, or `kind%:ESCAPED/ESCAPED…` when an id needed escaping.
-fn tagged(kind: &str, ids: &[&str]) -> String {
+pub(crate) fn tagged(kind: &str, ids: &[&str]) -> String {
     if ids.iter().all(|id| !id.chars().any(reserved)) {
         format!("{kind}:{}", ids.join("/"))
     } else {

@@ -36,6 +36,7 @@
 //! | `P:live` | sorted set | conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
 //! | `P:presence` | sorted set | users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
 //! | `P:epoch` | string | the store's epoch | 7 days, refreshed by every node's housekeeping |
+//! | `P:{u:U}:slots:conns`, `P:{u:U}:slots:streams`, `P:{u:U}:bucket`, `P:{ip:A}:slots:conns` | sorted sets, hash | the caps' slots and chat bucket, one hash tag per user or client address (the `caps` module, `src/lua/caps.lua`) | slot lifetime (or bucket refill) + slack |
 //!
 //! Pub/sub channels: `P:{c:U/S}:ch` per conversation (started, chunks,
 //! cancelling, settled), `P:n:NODE` per node (cancel requests for the
@@ -79,6 +80,7 @@
 //! | `plan` | each operation as one call of the script: its arguments, and how to read its answer |
 //! | `decode` | reading the script's answers into [`StoreReply`] |
 //! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:live`, `P:presence`) |
+//! | `caps` | the caps' operations (admit, release, keep) on their own script |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -89,6 +91,7 @@ use redis::aio::ConnectionLike;
 use redis::Value;
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
+mod caps;
 mod decode;
 mod keys;
 mod plan;
@@ -220,6 +223,9 @@ struct Scripts {
     /// The sweep index's scripts.
     unindex: redis::Script,
     index: redis::Script,
+    /// The caps' script (`src/lua/caps.lua`): small writes that a full
+    /// Redis still takes, so a full store does not refuse connections.
+    caps: redis::Script,
 }
 
 impl RedisStore {
@@ -240,6 +246,7 @@ impl RedisStore {
                 plain: redis::Script::new(SCRIPT),
                 unindex: redis::Script::new(sweep::UNINDEX),
                 index: redis::Script::new(sweep::INDEX),
+                caps: redis::Script::new(&format!("#!lua flags=allow-oom\n{}", caps::CAPS_SCRIPT)),
             }),
         }
     }
@@ -357,6 +364,9 @@ impl RedisStore {
                 }
                 return Ok(StoreReply::Refreshed);
             }
+            StoreOp::Admit(op) => return self.admit(conn, op).await,
+            StoreOp::CapRelease(op) => return self.cap_release(conn, op).await,
+            StoreOp::CapKeep(op) => return self.cap_keep(conn, op).await,
             StoreOp::PresenceJoin(op) => Call::presence_join(op),
             StoreOp::PresenceLeave(op) => Call::presence_leave(op),
             StoreOp::PresenceCheck(op) => Call::presence_check(op.user, op.at_ms),

@@ -98,7 +98,7 @@ pub use endpoint::Endpoint;
 pub use http::{http_request, http_request_within, read_http_request, HttpResponse, Metrics};
 #[cfg(feature = "in-process")]
 pub use in_process::{demo_config, InProcess};
-pub use process::{target_dir, weir_bin, workspace_dir, Signal, WeirProcess};
+pub use process::{target_dir, weir_bin, workspace_dir, Signal, WeirProcess, NO_CAPS};
 pub use redis_server::RedisServer;
 pub use serde_json::{json, Value};
 pub use weir_core::demo::DemoText;

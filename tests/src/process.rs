@@ -11,6 +11,21 @@ use std::time::{Duration, Instant};
 
 use crate::{temp_log, Endpoint, RedisServer, Runtime, T};
 
+/// `weir serve` flags that turn every cap off (issue 17 point 5): for the
+/// tests and benchmarks that are about something else and open more
+/// connections or chats per user or per address than the caps' defaults
+/// allow (a crowd of one user on one address).
+pub const NO_CAPS: [&str; 8] = [
+    "--max-connections-per-user",
+    "0",
+    "--max-streams-per-user",
+    "0",
+    "--chats-per-minute",
+    "0",
+    "--max-connections-per-ip",
+    "0",
+];
+
 // ---------------------------------------------------------------------------
 // Finding the binary
 // ---------------------------------------------------------------------------

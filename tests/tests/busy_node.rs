@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use weir_tests::tungstenite::Message;
-use weir_tests::{Client, Frame, RedisServer, Runtime, WeirProcess, T};
+use weir_tests::{Client, Frame, RedisServer, Runtime, WeirProcess, NO_CAPS, T};
 
 weir_tests::both_runtimes! {
     a_node_fanning_out_its_own_fast_reply_to_300_connections_keeps_its_lease_and_b_sees_it_streaming_and_counts_every_connection,
@@ -48,7 +48,8 @@ static ONE_AT_A_TIME: ::tokio::sync::Mutex<()> = ::tokio::sync::Mutex::const_new
 
 /// A node on `redis` with the default lease and fast demo replies.
 fn node(redis: &RedisServer, id: &str) -> WeirProcess {
-    WeirProcess::start_on_redis(Runtime::current(), redis, id, (CHUNKS, FAST), &[])
+    // A crowd of one user on one address: over the caps' defaults.
+    WeirProcess::start_on_redis(Runtime::current(), redis, id, (CHUNKS, FAST), &NO_CAPS)
 }
 
 /// Connections that read everything they are sent, each in its own task,

@@ -302,6 +302,7 @@ impl World {
                 user,
                 session,
                 resume,
+                ip: None,
             },
         );
         conn

@@ -32,12 +32,13 @@ use futures_util::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redis::aio::MultiplexedConnection;
+use weir_core::caps::Rate;
 use weir_core::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, SessionId, UserId};
 use weir_core::presence::PresenceTimers;
 use weir_core::store::{
-    AppendOp, CancelOp, Model, Notice, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp,
-    PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreConfig,
-    StoreError, StoreOp, StoreReply, SweepOp, Token,
+    AdmitOp, AppendOp, CancelOp, CapKeepOp, CapReleaseOp, CapScope, Model, Notice, PresenceCheckOp,
+    PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp,
+    SlotKind, SnapshotOp, StartOp, StoreConfig, StoreError, StoreOp, StoreReply, SweepOp, Token,
 };
 use weir_core::stream::{SettleRequest, StreamTimers};
 use weir_core::wire::Usage;
@@ -151,6 +152,53 @@ enum Op {
     Full {
         on: bool,
     },
+    /// A cap's slot and/or chat token (`scope`: a user of `USERS`, then an
+    /// address of `ADDRS`).
+    Admit {
+        scope: usize,
+        streams: bool,
+        holder: usize,
+        limit: u32,
+        rate: Option<(u32, u32)>,
+        ttl_ms: u64,
+    },
+    CapRelease {
+        scope: usize,
+        streams: bool,
+        holder: usize,
+    },
+    CapKeep {
+        scope: usize,
+        streams: bool,
+        holders: Vec<usize>,
+        ttl_ms: u64,
+    },
+}
+
+/// Client addresses for the caps' address scope.
+const ADDRS: [&str; 2] = ["10.0.0.1", "2001:db8::7"];
+
+fn cap_scope(i: usize) -> CapScope {
+    match USERS.get(i) {
+        Some(u) => CapScope::User(uid(u)),
+        None => CapScope::Ip(
+            ADDRS[(i - USERS.len()) % ADDRS.len()]
+                .parse()
+                .expect("address"),
+        ),
+    }
+}
+
+fn slot_kind(streams: bool) -> SlotKind {
+    if streams {
+        SlotKind::Streams
+    } else {
+        SlotKind::Connections
+    }
+}
+
+fn holder(i: usize) -> String {
+    format!("{}|{i}", NODES[i % NODES.len()])
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -181,6 +229,19 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop_oneof![0u64..200, 200u64..3_000].prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::LoseEverything),
         1 => any::<bool>().prop_map(|on| Op::Full { on }),
+        4 => (
+            0..USERS.len() + ADDRS.len(),
+            any::<bool>(),
+            0usize..4,
+            0u32..4,
+            prop::option::weighted(0.5, (prop::sample::select(vec![1u32, 7, 60, 600]), 1u32..4)),
+            prop::sample::select(vec![500u64, 2_000, 5_000]),
+        )
+            .prop_map(|(scope, streams, holder, limit, rate, ttl_ms)| Op::Admit { scope, streams, holder, limit, rate, ttl_ms }),
+        2 => (0..USERS.len() + ADDRS.len(), any::<bool>(), 0usize..4)
+            .prop_map(|(scope, streams, holder)| Op::CapRelease { scope, streams, holder }),
+        1 => (0..USERS.len() + ADDRS.len(), any::<bool>(), prop::collection::vec(0usize..5, 0..4), prop::sample::select(vec![500u64, 2_000, 5_000]))
+            .prop_map(|(scope, streams, holders, ttl_ms)| Op::CapKeep { scope, streams, holders, ttl_ms }),
     ]
 }
 
@@ -399,6 +460,44 @@ impl Harness {
             }),
             Op::Check { user } => StoreOp::PresenceCheck(PresenceCheckOp {
                 user: uid(USERS[user]),
+                at_ms,
+            }),
+            Op::Admit {
+                scope,
+                streams,
+                holder: h,
+                limit,
+                rate,
+                ttl_ms,
+            } => StoreOp::Admit(AdmitOp {
+                scope: cap_scope(scope),
+                kind: slot_kind(streams),
+                holder: holder(h),
+                limit,
+                rate: rate.map(|(per_minute, burst)| Rate { per_minute, burst }),
+                ttl_ms,
+                at_ms,
+            }),
+            Op::CapRelease {
+                scope,
+                streams,
+                holder: h,
+            } => StoreOp::CapRelease(CapReleaseOp {
+                scope: cap_scope(scope),
+                kind: slot_kind(streams),
+                holder: holder(h),
+                at_ms,
+            }),
+            Op::CapKeep {
+                scope,
+                streams,
+                ref holders,
+                ttl_ms,
+            } => StoreOp::CapKeep(CapKeepOp {
+                scope: cap_scope(scope),
+                kind: slot_kind(streams),
+                holders: holders.iter().map(|h| holder(*h)).collect(),
+                ttl_ms,
                 at_ms,
             }),
             Op::Tick { .. } | Op::LoseEverything | Op::Full { .. } => return None,

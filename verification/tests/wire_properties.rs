@@ -285,7 +285,8 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             |(code, message, request_id)| ServerFrame::Error(ErrorFrame {
                 code,
                 message,
-                request_id
+                request_id,
+                retry_after_ms: None,
             })
         ),
     ]

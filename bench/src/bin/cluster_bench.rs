@@ -293,6 +293,8 @@ fn nodes(
             "4096",
         ];
         args.extend(threads.iter().map(String::as_str));
+        // Crowds of one user on one address: the caps are not measured here.
+        args.extend(weir_tests::NO_CAPS);
         WeirProcess::start_on(runtime, &args)
     };
     (start(pair.a, "node-a"), start(pair.b, "node-b"))

@@ -216,6 +216,8 @@ async fn run(cli: &Cli) -> Res<()> {
             .map(|s| (*s).to_owned())
             .collect();
         args.extend(weir_tests::llm::openai_args(&upstream, cli.max_tokens));
+        // Many requests of one user at once: the caps are not measured here.
+        args.extend(weir_tests::NO_CAPS.iter().map(|s| (*s).to_owned()));
         args.extend(cli.rt.weir_args(runtime));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (child, addr) = start(&weir_bin, &args, "weir listening on http://").await?;

@@ -7,12 +7,13 @@
 use std::time::Instant;
 
 use super::cancel::CancelAsk;
+use super::caps::Asker;
 use super::owner::NewReply;
 use super::view::ConvView;
-use super::{error_frame, store_error_frame, Node, Pending};
+use super::{error_frame, store_error_frame, Node};
 use crate::ids::{ConnId, ConvKey, IdSource};
 use crate::session::PendingChat;
-use crate::store::{StartOp, StoreError, StoreOp, StoreReply};
+use crate::store::{StartOp, StoreError, StoreReply};
 use crate::wire::{Ack, Cancel, Chat, ErrorCode, ServerFrame};
 
 impl<I: IdSource> Node<I> {
@@ -44,18 +45,16 @@ impl<I: IdSource> Node<I> {
         }
         let nonce = self.ids.next_u64();
         let at_ms = self.wall_ms(now);
-        self.store(
-            Pending::Start(conn, conv.clone()),
-            StoreOp::Start(StartOp {
-                conv,
-                content: chat.content,
-                client_message_id: chat.client_message_id,
-                nonce,
-                owner: self.config.node_id.clone(),
-                context_limit: self.config.context_limit,
-                at_ms,
-            }),
-        );
+        let start = StartOp {
+            conv,
+            content: chat.content,
+            client_message_id: chat.client_message_id,
+            nonce,
+            owner: self.config.node_id.clone(),
+            context_limit: self.config.context_limit,
+            at_ms,
+        };
+        self.admit_chat(now, Asker::Conn(conn), start);
     }
 
     pub(super) fn on_started(

@@ -3,6 +3,7 @@
 //! frames in, close and release.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{error_frame, live_message, Node, Pending};
@@ -24,6 +25,7 @@ impl<I: IdSource> Node<I> {
         user: UserId,
         session: SessionId,
         resume: Option<(MessageId, Seq)>,
+        ip: Option<IpAddr>,
     ) {
         if self.shutting_down || self.conns.contains_key(&conn) {
             // Refused: the core never holds it, so it is released at once.
@@ -53,6 +55,20 @@ impl<I: IdSource> Node<I> {
         self.conns
             .insert(conn, Connection::new(conv.clone(), resume, idle_at));
         self.timers.set(TimerKey::Conn(conn), idle_at);
+        if self.admit_conn(now, conn, &user, ip) {
+            return;
+        }
+        self.conn_admitted(now, conn);
+    }
+
+    /// Every cap admits `conn` (or none applies): its snapshot and its
+    /// presence join go out.
+    pub(super) fn conn_admitted(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let conv = c.conv.clone();
+        let user = conv.user.clone();
         let at_ms = self.wall_ms(now);
         // Subscribed first, then read: whatever is published after the read
         // arrives as a notice, and the view merges both by seq.
@@ -159,15 +175,17 @@ impl<I: IdSource> Node<I> {
             }
         }
         let at_ms = self.wall_ms(now);
-        self.store(
-            Pending::Presence(user.clone()),
-            StoreOp::PresenceLeave(PresenceLeaveOp {
-                user,
-                node: self.config.node_id.clone(),
-                conn,
-                at_ms,
-            }),
-        );
+        if self.conn_caps_released(now, conn) {
+            self.store(
+                Pending::Presence(user.clone()),
+                StoreOp::PresenceLeave(PresenceLeaveOp {
+                    user,
+                    node: self.config.node_id.clone(),
+                    conn,
+                    at_ms,
+                }),
+            );
+        }
         self.out.push_back(Output::Released { conn });
         self.out
             .push_back(Output::Event(Event::ConnectionClosed { conn }));

@@ -26,7 +26,7 @@ impl<I: IdSource> Node<I> {
     ) {
         let known = self.conns.contains_key(&conn);
         let renderer = DialectConn::new(dialect, session.clone(), user.clone());
-        self.on_connect(now, conn, user, session, None);
+        self.on_connect(now, conn, user, session, None, None);
         if !known && self.conns.contains_key(&conn) {
             if let Some(r) = renderer {
                 self.dialects.insert(conn, r);

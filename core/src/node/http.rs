@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::caps::Asker;
 use super::owner::NewReply;
 use super::{live_message, Node, Pending};
 use crate::api::{HttpReqId, HttpRequest, Output};
@@ -41,18 +42,16 @@ impl<I: IdSource> Node<I> {
                 }
                 let conv = ConvKey::new(user, session);
                 let nonce = self.ids.next_u64();
-                self.store(
-                    Pending::HttpStart(req, conv.clone()),
-                    StoreOp::Start(StartOp {
-                        conv,
-                        content: post.content,
-                        client_message_id: post.client_message_id,
-                        nonce,
-                        owner: self.config.node_id.clone(),
-                        context_limit: self.config.context_limit,
-                        at_ms,
-                    }),
-                );
+                let start = StartOp {
+                    conv,
+                    content: post.content,
+                    client_message_id: post.client_message_id,
+                    nonce,
+                    owner: self.config.node_id.clone(),
+                    context_limit: self.config.context_limit,
+                    at_ms,
+                };
+                self.admit_chat(now, Asker::Http(req), start);
             }
             HttpRequest::Cancel { session, body } => {
                 let cancel = match decode_cancel_request(&body) {
@@ -111,7 +110,7 @@ impl<I: IdSource> Node<I> {
             .push_back(Output::HttpResponse { req, status, body });
     }
 
-    fn respond_error(&mut self, req: HttpReqId, e: HttpError) {
+    pub(super) fn respond_error(&mut self, req: HttpReqId, e: HttpError) {
         let status = e.status();
         self.respond(req, status, &e);
     }

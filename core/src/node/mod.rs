@@ -69,6 +69,7 @@ use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
 pub mod cancel;
+mod caps;
 mod chat;
 mod compat_http;
 mod conn;
@@ -107,6 +108,10 @@ enum Pending {
     HttpCancel(HttpReqId, ConvKey, Option<MessageId>),
     HttpList(HttpReqId, SessionId),
     HttpPresence(HttpReqId, UserId),
+    /// A cap's decision ([`caps`](self::caps)).
+    Admit(caps::Admission),
+    /// A cap's slot released or kept: nothing waits for the answer.
+    CapQuiet,
     CompatStart(HttpReqId, ConvKey),
     CompatCancel(HttpReqId, ConvKey, MessageId),
     CompatHistory(HttpReqId, ConvKey),
@@ -128,6 +133,8 @@ pub struct Node<I = SeededIds> {
     timers: Timers,
     out: VecDeque<Output>,
     shutting_down: bool,
+    /// The caps' slots this node holds.
+    held: caps::Held,
     /// The renderer of each connection that speaks another dialect.
     dialects: BTreeMap<ConnId, crate::dialect::DialectConn>,
 }
@@ -148,6 +155,7 @@ impl<I: IdSource> Node<I> {
             timers: Timers::default(),
             out: VecDeque::new(),
             shutting_down: false,
+            held: caps::Held::default(),
             dialects: BTreeMap::new(),
             config,
         };
@@ -190,6 +198,7 @@ impl<I: IdSource> Node<I> {
             && self.users.is_empty()
             && self.convs.is_empty()
             && self.owned.is_empty()
+            && self.held.is_empty()
             && self.dialects.is_empty()
             && self
                 .pending
@@ -246,7 +255,8 @@ impl<I: IdSource> Node<I> {
                 user,
                 session,
                 resume,
-            } => self.on_connect(now, conn, user, session, resume),
+                ip,
+            } => self.on_connect(now, conn, user, session, resume, ip),
             Input::Frame { conn, bytes } => self.on_frame(now, conn, bytes),
             Input::FrameTooLarge { conn, len } => {
                 let limit = self.config.limits.max_frame_bytes;
@@ -326,6 +336,20 @@ impl<I: IdSource> Node<I> {
         let Some(why) = self.pending.remove(&op) else {
             return;
         };
+        // A chat's streams slot follows its `Start`'s answer.
+        let asker = match &why {
+            Pending::Start(conn, conv) => Some((caps::Asker::Conn(*conn), conv)),
+            Pending::HttpStart(req, conv) => Some((caps::Asker::Http(*req), conv)),
+            _ => None,
+        };
+        if let Some((asker, conv)) = asker {
+            let started = match &result {
+                Ok(StoreReply::Started { message_id, .. }) => Some(message_id),
+                _ => None,
+            };
+            let user = conv.user.clone();
+            self.chat_start_answered(now, asker, &user, started);
+        }
         let reply = match result {
             Ok(reply) => reply,
             Err(error) => {
@@ -353,7 +377,8 @@ impl<I: IdSource> Node<I> {
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
             Pending::Read(conv, id) => self.on_read_reply(now, &conv, &id, reply),
-            Pending::Reap | Pending::Housekeeping => {}
+            Pending::Reap | Pending::Housekeeping | Pending::CapQuiet => {}
+            Pending::Admit(why) => self.on_admit_reply(now, why, reply),
             Pending::HttpStart(req, conv) => self.on_http_started(now, req, conv, reply),
             Pending::HttpCancel(req, conv, asked) => {
                 self.on_http_cancel(now, req, &conv, asked, reply)
@@ -418,10 +443,11 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
+            Pending::Admit(why) => self.on_admit_error(now, why, error),
             Pending::CompatStart(req, _)
             | Pending::CompatCancel(req, _, _)
             | Pending::CompatHistory(req, _) => self.compat_store_error(req, error),
-            Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
+            Pending::Reap | Pending::Housekeeping | Pending::Presence(_) | Pending::CapQuiet => {}
         }
     }
 
@@ -432,6 +458,7 @@ impl<I: IdSource> Node<I> {
         self.timers
             .set(TimerKey::Housekeeping, now + self.config.housekeeping);
         let at_ms = self.wall_ms(now);
+        self.keep_caps(now);
         if !self.pending.values().any(|p| *p == Pending::Housekeeping) {
             self.store(Pending::Housekeeping, StoreOp::Sweep(SweepOp { at_ms }));
             if !self.users.is_empty() {
@@ -502,6 +529,7 @@ pub(super) fn error_frame(
         code,
         message: message.into(),
         request_id,
+        retry_after_ms: None,
     })
 }
 

@@ -418,6 +418,7 @@ impl<I: IdSource> Node<I> {
         let Some(o) = self.owned.remove(id) else {
             return;
         };
+        self.reply_slot_free(now, id, &o.conv().user);
         if o.generator_running() {
             self.out.push_back(Output::AbortGenerator {
                 message_id: id.clone(),
@@ -462,6 +463,7 @@ impl<I: IdSource> Node<I> {
                 let Some(o) = self.owned.remove(id) else {
                     return;
                 };
+                self.reply_slot_free(now, id, &o.conv().user);
                 self.timers.cancel(&TimerKey::Renew(id.clone()));
                 self.timers.cancel(&TimerKey::OwnerRetry(id.clone()));
                 if let Some(r) = self.reply_view_mut(o.conv(), id) {

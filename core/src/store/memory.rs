@@ -30,6 +30,7 @@ use crate::api::{Input, OpId};
 ///     user: user.clone(),
 ///     session: session.clone(),
 ///     resume: None,
+///     ip: None,
 /// }]);
 /// while let Some(input) = inbox.pop_front() {
 ///     node.handle_input(now, input);

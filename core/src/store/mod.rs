@@ -19,6 +19,7 @@
 //! | [`StoreOp::Snapshot`] | a conversation's history and its live reply (for a new connection) |
 //! | [`StoreOp::Sweep`] | reap every expired lease, drop expired records and presence entries |
 //! | presence ops | connection joined / left / refreshed; user status with debounce |
+//! | [`StoreOp::Admit`], [`StoreOp::CapRelease`], [`StoreOp::CapKeep`] | a user's (or a client address's) [caps](crate::caps): take a slot and/or a chat token, or refuse with `retry_after_ms`; give a slot back; keep a live node's slots |
 //!
 //! Times in operations are wall-clock milliseconds chosen by the calling
 //! node, so every implementation decides leases and grace windows the same
@@ -31,6 +32,7 @@
 //! epoch is answered `resume_unavailable: epoch_changed`, never with a silent
 //! gap.
 
+mod caps;
 mod memory;
 pub mod model;
 mod op;
@@ -43,6 +45,7 @@ use crate::ids::{ConvKey, MessageId, NodeId, Seq, UserId};
 use crate::stream::{CancelAnswer, Outcome, StreamState};
 use crate::wire::{Message, PresenceStatus, Usage};
 
+pub use caps::{AdmitOp, CapKeepOp, CapReleaseOp, CapScope, SlotKind};
 pub use memory::{Feedback, MemoryStore};
 pub use model::{Model, StoreConfig};
 pub use op::{
@@ -220,8 +223,18 @@ pub enum StoreReply {
         /// When the status may next change by itself (debounce, expiry).
         due_ms: Option<u64>,
     },
-    /// [`StoreOp::PresenceRefresh`].
+    /// [`StoreOp::PresenceRefresh`], [`StoreOp::CapRelease`],
+    /// [`StoreOp::CapKeep`].
     Refreshed,
+    /// [`StoreOp::Admit`]: within every cap; the slot (and token) is taken.
+    Admitted,
+    /// [`StoreOp::Admit`]: over `cap`; nothing was taken.
+    Limited {
+        /// The cap that refused.
+        cap: crate::caps::Cap,
+        /// When trying again may succeed, in milliseconds.
+        retry_after_ms: u64,
+    },
 }
 
 /// Why a store operation has no reply.

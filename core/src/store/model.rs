@@ -119,6 +119,8 @@ pub struct Model {
     epoch: Epoch,
     convs: BTreeMap<ConvKey, Conv>,
     presence: BTreeMap<UserId, UserPresence>,
+    /// The caps' records ([`caps`](super::caps)).
+    pub(super) caps: BTreeMap<super::CapScope, super::caps::CapRecords>,
 }
 
 impl Model {
@@ -130,6 +132,7 @@ impl Model {
             epoch,
             convs: BTreeMap::new(),
             presence: BTreeMap::new(),
+            caps: BTreeMap::new(),
         }
     }
 
@@ -150,6 +153,7 @@ impl Model {
     pub fn restart(&mut self, new_epoch: Epoch) {
         self.convs.clear();
         self.presence.clear();
+        self.caps.clear();
         self.epoch = new_epoch;
     }
 
@@ -172,6 +176,9 @@ impl Model {
             StoreOp::PresenceLeave(op) => self.presence_leave(op, &mut out),
             StoreOp::PresenceRefresh(op) => self.presence_refresh(op),
             StoreOp::PresenceCheck(op) => self.presence_check(op, &mut out),
+            StoreOp::Admit(op) => self.admit(op),
+            StoreOp::CapRelease(op) => self.cap_release(op),
+            StoreOp::CapKeep(op) => self.cap_keep(op),
         };
         (reply, out)
     }

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Token;
+use super::{AdmitOp, CapKeepOp, CapReleaseOp, Token};
 use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, UserId};
 use crate::stream::SettleRequest;
 use crate::wire::Usage;
@@ -44,6 +44,12 @@ pub enum StoreOp {
     PresenceRefresh(PresenceRefreshOp),
     /// Move a user's presence on with time (debounce, expiry) and read it.
     PresenceCheck(PresenceCheckOp),
+    /// Take a cap's slot and/or chat token, or refuse.
+    Admit(AdmitOp),
+    /// Give a cap's slot back.
+    CapRelease(CapReleaseOp),
+    /// Keep a live node's slots.
+    CapKeep(CapKeepOp),
 }
 
 impl StoreOp {
@@ -63,7 +69,10 @@ impl StoreOp {
             | Self::PresenceJoin(_)
             | Self::PresenceLeave(_)
             | Self::PresenceRefresh(_)
-            | Self::PresenceCheck(_) => None,
+            | Self::PresenceCheck(_)
+            | Self::Admit(_)
+            | Self::CapRelease(_)
+            | Self::CapKeep(_) => None,
         }
     }
 

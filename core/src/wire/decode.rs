@@ -134,6 +134,7 @@ impl FrameError {
             code: self.code(),
             message: self.error.to_string(),
             request_id: self.request_id.clone(),
+            retry_after_ms: None,
         })
     }
 }

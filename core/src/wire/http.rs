@@ -59,6 +59,11 @@ pub struct HttpError {
     pub code: ErrorCode,
     /// A human-readable explanation.
     pub message: String,
+    /// With `rate_limited` (429): when trying again may succeed, in
+    /// milliseconds (the runtime also sends it as `Retry-After`, in whole
+    /// seconds rounded up); omitted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl HttpError {
@@ -68,6 +73,18 @@ impl HttpError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A `rate_limited` (429) body: over a cap, try again in
+    /// `retry_after_ms`.
+    #[must_use]
+    pub fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after_ms: Some(retry_after_ms),
         }
     }
 

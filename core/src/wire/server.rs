@@ -303,6 +303,10 @@ pub struct ErrorFrame {
     /// The failed request's `request_id`, when it answers one; omitted otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<RequestId>,
+    /// With `rate_limited`: when trying again may succeed, in milliseconds;
+    /// omitted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// A message in `history`, snapshots and the HTTP API.
@@ -627,6 +631,7 @@ mod tests {
                 code: ErrorCode::Busy,
                 message: "busy".into(),
                 request_id: None,
+                retry_after_ms: None,
             }),
             r#"{"type":"error","code":"busy","message":"busy"}"#,
         );

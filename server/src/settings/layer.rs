@@ -277,6 +277,41 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_bytes: Option<usize>,
 
+    /// Most open WebSocket connections per user, all nodes; 0: unlimited
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_user: Option<u32>,
+
+    /// Most replies streaming at once per user, across conversations, all nodes; 0: unlimited
+    #[arg(long, env = "WEIR_MAX_STREAMS_PER_USER", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_user: Option<u32>,
+
+    /// Chats (WebSocket and HTTP) per minute per user, all nodes (token bucket); 0: unlimited
+    #[arg(long, env = "WEIR_CHATS_PER_MINUTE", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chats_per_minute: Option<u32>,
+
+    /// Chats a user may send at once before --chats-per-minute applies (the bucket's size)
+    #[arg(long, env = "WEIR_CHAT_BURST", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_burst: Option<u32>,
+
+    /// Most open WebSocket connections per client address, all nodes; 0: unlimited
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// A proxy (ADDR or ADDR/BITS) whose X-Forwarded-For names the client; repeatable
+    #[arg(
+        long = "trusted-proxy",
+        env = "WEIR_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxy: Option<Vec<String>>,
+
     /// Longest wait for streams to settle on shutdown
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE", value_name = "SECS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,6 +412,14 @@ impl Layer {
             queue_capacity: self.queue_capacity.or(lower.queue_capacity),
             stall_timeout: self.stall_timeout.or(lower.stall_timeout),
             max_lag_bytes: self.max_lag_bytes.or(lower.max_lag_bytes),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .or(lower.max_connections_per_user),
+            max_streams_per_user: self.max_streams_per_user.or(lower.max_streams_per_user),
+            chats_per_minute: self.chats_per_minute.or(lower.chats_per_minute),
+            chat_burst: self.chat_burst.or(lower.chat_burst),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            trusted_proxy: self.trusted_proxy.or(lower.trusted_proxy),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             compat: self.compat.or(lower.compat),
             compat_ws_path: self.compat_ws_path.or(lower.compat_ws_path),

@@ -93,6 +93,13 @@ impl Settings {
             queue_capacity: Some(c.queue_capacity),
             stall_timeout: Some(c.node.stall_timeout.as_secs_f64()),
             max_lag_bytes: Some(c.max_lag_bytes),
+            max_connections_per_user: Some(c.node.caps.connections_per_user),
+            max_streams_per_user: Some(c.node.caps.streams_per_user),
+            chats_per_minute: Some(c.node.caps.chats_per_minute),
+            chat_burst: Some(c.node.caps.chat_burst),
+            max_connections_per_ip: Some(c.node.caps.connections_per_ip),
+            trusted_proxy: (!c.trusted_proxies.is_empty())
+                .then(|| c.trusted_proxies.iter().map(ToString::to_string).collect()),
             shutdown_grace: Some(c.shutdown_grace.as_secs_f64()),
             compat: Some(if c.compat.enabled {
                 Switch::On

@@ -13,13 +13,14 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use weir_core::caps::Caps;
 use weir_core::ids::NodeId;
 use weir_core::presence::PresenceTimers;
 use weir_core::stream::StreamTimers;
 use weir_core::wire::Limits;
 use weir_runtime::openai::{OpenAiConfig, Upstream};
 use weir_runtime::{
-    Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
+    Auth, Cidr, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
 };
 
 use super::{AuthMode, ConfigError, GeneratorKind, Layer, Settings, Switch};
@@ -200,6 +201,29 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         return Err(range("max-lag-bytes", max_lag_bytes, "must be at least 1"));
     }
 
+    let r = Caps::RECOMMENDED;
+    let caps = Caps {
+        connections_per_user: m.max_connections_per_user.unwrap_or(r.connections_per_user),
+        streams_per_user: m.max_streams_per_user.unwrap_or(r.streams_per_user),
+        chats_per_minute: m.chats_per_minute.unwrap_or(r.chats_per_minute),
+        chat_burst: m.chat_burst.unwrap_or(r.chat_burst),
+        connections_per_ip: m.max_connections_per_ip.unwrap_or(r.connections_per_ip),
+    };
+    if caps.chats_per_minute > 0 && caps.chat_burst == 0 {
+        return Err(range(
+            "chat-burst",
+            0,
+            "must be at least 1 while --chats-per-minute is set",
+        ));
+    }
+    let mut trusted_proxies = Vec::new();
+    for p in m.trusted_proxy.unwrap_or_default() {
+        match p.parse::<Cidr>() {
+            Ok(c) => trusted_proxies.push(c),
+            Err(e) => return Err(range("trusted-proxy", p, e.to_string())),
+        }
+    }
+
     // The Redis settings are read (and checked) only for a Redis store.
     let store_backend = match m.store.as_deref() {
         None => StoreBackend::default(),
@@ -265,6 +289,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         idle_timeout,
         stall_timeout,
         history_limit,
+        caps,
         compat: weir_core::dialect::compat::CompatSettings {
             cancelled_suffix: m
                 .compat_cancelled_suffix
@@ -305,6 +330,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             queue_capacity,
             max_lag_bytes,
             shutdown_grace,
+            trusted_proxies,
             compat,
             cors_origins,
             ..RuntimeConfig::new(listen, node)

@@ -1044,6 +1044,11 @@ history_limit = 200
 queue_capacity = 256
 stall_timeout = 10.0
 max_lag_bytes = 1048576
+max_connections_per_user = 100
+max_streams_per_user = 10
+chats_per_minute = 60
+chat_burst = 20
+max_connections_per_ip = 1000
 shutdown_grace = 5.0
 compat = \"on\"
 compat_ws_path = \"/ws/chat\"
@@ -1195,4 +1200,76 @@ fn token_auth_takes_exactly_one_key_and_its_settings_need_token_auth() {
         let e = err(layer, Layer::default());
         assert!(e.contains(flag) && e.contains("--auth token"), "{e}");
     }
+}
+
+#[test]
+fn caps_default_to_the_recommended_values_and_zero_turns_one_off() {
+    let _env = env_lock();
+    let s = parse(&["serve"]).settings().unwrap();
+    assert_eq!(s.server.node.caps, weir_core::caps::Caps::RECOMMENDED);
+    assert!(s.server.trusted_proxies.is_empty());
+    let s = parse(&[
+        "serve",
+        "--max-connections-per-user",
+        "0",
+        "--max-streams-per-user",
+        "3",
+        "--chats-per-minute",
+        "6",
+        "--chat-burst",
+        "2",
+        "--max-connections-per-ip",
+        "50",
+        "--trusted-proxy",
+        "10.0.0.0/8,::1",
+        "--trusted-proxy",
+        "192.168.1.1",
+    ])
+    .settings()
+    .unwrap();
+    let caps = s.server.node.caps;
+    assert_eq!(
+        (
+            caps.connections_per_user,
+            caps.streams_per_user,
+            caps.chats_per_minute,
+            caps.chat_burst,
+            caps.connections_per_ip
+        ),
+        (0, 3, 6, 2, 50)
+    );
+    let shown: Vec<String> = s
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["10.0.0.0/8", "::1/128", "192.168.1.1/32"]);
+    // Printed and read back, the same settings.
+    let again = resolve(&Layer::default(), &toml_layer(&s.to_toml())).unwrap();
+    assert_eq!(again.server.node.caps, caps);
+    assert_eq!(again.server.trusted_proxies, s.server.trusted_proxies);
+}
+
+#[test]
+fn a_bad_trusted_proxy_or_a_rate_without_burst_is_rejected() {
+    let cli = Layer {
+        trusted_proxy: Some(vec!["10.0.0.0/40".into()]),
+        ..Layer::default()
+    };
+    assert!(err(cli, Layer::default()).starts_with("--trusted-proxy"));
+    let cli = Layer {
+        chat_burst: Some(0),
+        ..Layer::default()
+    };
+    assert!(err(cli, Layer::default()).starts_with("--chat-burst"));
+    let cli = Layer {
+        chat_burst: Some(0),
+        chats_per_minute: Some(0),
+        ..Layer::default()
+    };
+    assert!(
+        resolve(&cli, &Layer::default()).is_ok(),
+        "no rate, no burst needed"
+    );
 }

@@ -86,6 +86,8 @@ impl Server {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend_from_slice(runtime);
+        // Crowds of one user on one address: the caps are not measured here.
+        args.extend(weir_tests::NO_CAPS.iter().map(|s| (*s).to_owned()));
         args.extend_from_slice(extra);
         Self::start(program, &args, "weir listening on http://").await
     }

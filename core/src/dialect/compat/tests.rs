@@ -279,6 +279,7 @@ fn native_only_frames_render_to_nothing() {
         code: crate::wire::ErrorCode::BadRequest,
         message: "x".into(),
         request_id: None,
+        retry_after_ms: None,
     });
     assert!(render(&mut c, &clock.at(0), error).is_empty());
 }
