@@ -50,6 +50,7 @@ impl Rig {
                 user: UserId::parse("alice").expect("user id"),
                 session: SessionId::parse("chat-1").expect("session id"),
                 resume: None,
+                ip: None,
             }]);
         }
         rig.run(vec![Input::Frame {
