@@ -236,6 +236,7 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
     // channel and the driver taking it), and of 281 on smol some after more
     // than 10 s. At 5 000 chunks the slowest came within 2 s.
     const N: u32 = 3_000;
+    const STALL_TIMEOUT: Duration = Duration::from_secs(10);
     let _one = ONE_AT_A_TIME.lock().await;
     // The test's one client thread reads for 900 readers and must come round
     // to each within the stall timeout, or the server rightly sees it as
@@ -252,7 +253,7 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
     // loaded machine, may leave a reader unread: at 2 s and at 5 s, hundreds
     // of readers were closed as stalled and reconnected at once, and some of
     // those reconnections got no `hello` within 10 s.
-    config.node.stall_timeout = Duration::from_secs(10);
+    config.node.stall_timeout = STALL_TIMEOUT;
     // A stalled client reads its close frame once the test looks (below).
     config.node.close_timeout = Duration::from_secs(60);
     let server = InProcess::start(config).await;
@@ -299,16 +300,26 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
     );
     assert!(most < 512 << 20, "memory stays bounded: {} MiB", most >> 20);
 
-    // Every stalled client is closed with 4008 within a bound: the stall
-    // timeout, a quarter of it for the driver to look, and the wait.
-    eventually("every stalled reader closed with 4008", || async {
+    // Every stalled client is closed with 4008 within a bound: its writer is
+    // stuck at the latest once the reply's `end` is queued for it, and the
+    // readers may finish right after that; then the stall timeout, a
+    // quarter of it for the driver to look, and the wait. (With only the
+    // wait, a loaded machine timed out here once.)
+    let deadline = ::tokio::time::Instant::now() + STALL_TIMEOUT + weir_tests::T;
+    loop {
         let closes = server
             .metrics()
             .await
             .get("weir_slow_consumer_closes_total");
-        closes >= (STALLED + resumed) as f64
-    })
-    .await;
+        if closes >= (STALLED + resumed) as f64 {
+            break;
+        }
+        assert!(
+            ::tokio::time::Instant::now() < deadline,
+            "every stalled reader closed with 4008: {closes} closes"
+        );
+        ::tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for ws in stalled {
         closed_with_4008_then_resumed_exactly(endpoint, ws, N).await;
     }
@@ -322,13 +333,15 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
 
 async fn a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_and_resumes_exactly(
 ) {
-    // About 2 s of reply, ~2 MB/s of frames: the socket buffers fill, then
-    // the merged text waiting in the queue passes 16 KiB long before the
-    // (one-minute) stall timeout.
+    // About 10 s of reply, ~0.5 MB/s of frames: the socket buffers fill,
+    // then the merged text waiting in the queue passes 16 KiB within a
+    // second, long before the (one-minute) stall timeout, and the driver's
+    // two looks (a second apart) see it past the bound before the reply
+    // ends (at 2 s of reply a loaded machine once queued the `end` first).
     const N: u32 = 50_000;
-    let mut config = demo_config(N, 25_000.0);
+    let mut config = demo_config(N, 5_000.0);
     config.queue_capacity = 8;
-    config.max_lag_bytes = 16 * 1024;
+    config.node.max_lag_bytes = 16 * 1024;
     config.node.stall_timeout = Duration::from_secs(60);
     let server = InProcess::start(config).await;
     let endpoint = *server;

@@ -92,7 +92,7 @@ impl Settings {
             history_limit: Some(c.node.history_limit),
             queue_capacity: Some(c.queue_capacity),
             stall_timeout: Some(c.node.stall_timeout.as_secs_f64()),
-            max_lag_bytes: Some(c.max_lag_bytes),
+            max_lag_bytes: Some(c.node.max_lag_bytes),
             shutdown_grace: Some(c.shutdown_grace.as_secs_f64()),
             store: Some(store_spec(&c.store_backend).to_owned()),
             redis_prefix: redis.map(|r| r.prefix.clone()),

@@ -193,9 +193,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         d.stall_timeout,
         Min::Positive,
     )?;
-    let max_lag_bytes = m
-        .max_lag_bytes
-        .unwrap_or(RuntimeConfig::DEFAULT_MAX_LAG_BYTES);
+    let max_lag_bytes = m.max_lag_bytes.unwrap_or(d.max_lag_bytes);
     if max_lag_bytes == 0 {
         return Err(range("max-lag-bytes", max_lag_bytes, "must be at least 1"));
     }
@@ -264,6 +262,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         heartbeat,
         idle_timeout,
         stall_timeout,
+        max_lag_bytes,
         history_limit,
         ..d
     };
@@ -276,7 +275,6 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             auth,
             generator,
             queue_capacity,
-            max_lag_bytes,
             shutdown_grace,
             ..RuntimeConfig::new(listen, node)
         },
