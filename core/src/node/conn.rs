@@ -207,6 +207,10 @@ impl<I: IdSource> Node<I> {
             }
             ConnState::Closing => return,
         }
+        if self.dialects.contains_key(&conn) {
+            self.on_dialect_frame(conn, &bytes);
+            return;
+        }
         match decode_client_frame(&bytes, &self.config.limits) {
             Err(e) => {
                 self.send(conn, e.to_server_frame());
