@@ -143,8 +143,7 @@ pub enum Input {
         conn: ConnId,
     },
     /// The connection's outbound queue is full and merging could not make
-    /// room, or its lag (reply text queued) passed the runtime's byte bound:
-    /// the client cannot keep up.
+    /// room: the client cannot keep up.
     SlowConsumer {
         /// The connection.
         conn: ConnId,
@@ -161,6 +160,18 @@ pub enum Input {
         /// When the runtime last saw the writer take a frame or the queue
         /// empty.
         since: Instant,
+    },
+    /// The runtime's look at the connection's outbound queue: `bytes` of
+    /// reply text (chunk deltas) wait there. Reported for every connection
+    /// at every look, at least once a second; the core closes the
+    /// connection with 4008 when the lag is past
+    /// [`Config::max_lag_bytes`](crate::Config::max_lag_bytes) at two looks
+    /// in a row and has not shrunk in between.
+    QueueLag {
+        /// The connection.
+        conn: ConnId,
+        /// The reply text queued, in bytes.
+        bytes: usize,
     },
     /// The socket is gone (closed by either side, or failed).
     Disconnected {

@@ -30,6 +30,13 @@ pub struct Config {
     /// client resumes and loses nothing); the runtime reports the stall
     /// ([`Input::WriteStalled`](crate::Input::WriteStalled)).
     pub stall_timeout: Duration,
+    /// The most reply text (chunk deltas, in bytes) a connection's outbound
+    /// queue may hold: a connection whose lag is past it at two of the
+    /// runtime's looks in a row, and has not shrunk in between, is closed
+    /// with 4008 (the client resumes); the runtime reports the lag at every
+    /// look ([`Input::QueueLag`](crate::Input::QueueLag))
+    /// ([`DEFAULT_MAX_LAG_BYTES`](Self::DEFAULT_MAX_LAG_BYTES)).
+    pub max_lag_bytes: usize,
     /// How long a closing connection may take before its slot is released.
     pub close_timeout: Duration,
     /// How many messages the `history` frame holds at most.
@@ -74,6 +81,11 @@ impl Config {
     /// 1 000 connections fell to 0.25–0.33x the bare server's chunks/s
     /// (docs/benchmarks.md).
     pub const DEFAULT_FANOUT_SLICE: usize = 65_536;
+    /// Default lag bound: 1 MiB of reply text per connection. A whole long
+    /// reply (tens of thousands of tokens is a few hundred KiB) fits, so a
+    /// reader that is a reply behind is not closed for it; what a stalled
+    /// reader can hold before its stall timeout is bounded at this much.
+    pub const DEFAULT_MAX_LAG_BYTES: usize = 1024 * 1024;
 
     /// Defaults for a node named `node_id`.
     #[must_use]
@@ -86,6 +98,7 @@ impl Config {
             heartbeat: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(10),
+            max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
             close_timeout: Duration::from_secs(5),
             history_limit: 200,
             context_limit: 50,

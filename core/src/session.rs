@@ -109,6 +109,9 @@ pub(crate) struct Connection {
     pub(crate) ping_at: Option<Instant>,
     /// Released at this time if still Closing.
     pub(crate) close_at: Option<Instant>,
+    /// The queued reply text at the runtime's last look
+    /// ([`Input::QueueLag`](crate::Input::QueueLag)).
+    pub(crate) lag_seen: usize,
 }
 
 /// What a connection's timer asks of the node when it fires.
@@ -220,7 +223,20 @@ impl Connection {
             idle_at,
             ping_at: None,
             close_at: None,
+            lag_seen: 0,
         }
+    }
+
+    /// The runtime's look at the reply text queued for the connection
+    /// (`lag` bytes): whether it is past `max_lag_bytes` at this look and at
+    /// the last one and has not shrunk in between (the client falls further
+    /// behind). A lag that shrinks is a client catching up, e.g. after a
+    /// resume that queued a whole backlog at once: it is left to read.
+    #[must_use]
+    pub(crate) fn lagging(&mut self, lag: usize, max_lag_bytes: usize) -> bool {
+        let lagging = lag > max_lag_bytes && self.lag_seen > max_lag_bytes && lag >= self.lag_seen;
+        self.lag_seen = lag;
+        lagging
     }
 }
 
@@ -326,6 +342,22 @@ mod tests {
             },
             "the idle deadline comes before the next ping"
         );
+    }
+
+    #[test]
+    fn a_lag_past_the_bound_that_does_not_shrink_between_two_looks_is_lagging() {
+        let mut c = conn(start());
+        assert!(!c.lagging(2, 1), "one look past the bound is not enough");
+        assert!(c.lagging(2, 1), "two looks, not shrinking");
+        assert!(c.lagging(3, 1), "grew");
+        assert!(
+            !c.lagging(2, 1),
+            "a lag that shrank is a client catching up"
+        );
+        assert!(c.lagging(2, 1), "past the bound again, not shrinking");
+        assert!(!c.lagging(1, 1), "at the bound is not past it");
+        assert!(!c.lagging(5, 1), "the look before was not past the bound");
+        assert!(!c.lagging(0, 0), "nothing queued");
     }
 
     #[test]

@@ -34,11 +34,6 @@ pub struct RuntimeConfig {
     /// Capacity of each connection's outbound queue, in frames
     /// ([`DEFAULT_QUEUE_CAPACITY`](Self::DEFAULT_QUEUE_CAPACITY)).
     pub queue_capacity: usize,
-    /// The most reply text (chunk deltas, in bytes) a connection's outbound
-    /// queue may hold; a chunk that would pass it closes the connection with
-    /// 4008 and the client resumes
-    /// ([`DEFAULT_MAX_LAG_BYTES`](Self::DEFAULT_MAX_LAG_BYTES)).
-    pub max_lag_bytes: usize,
     /// The longest [`Server::run`](crate::Server::run) waits, after its
     /// shutdown signal, for connections to close and replies to settle
     /// ([`DEFAULT_SHUTDOWN_GRACE`](Self::DEFAULT_SHUTDOWN_GRACE)).
@@ -85,11 +80,6 @@ impl RuntimeConfig {
     pub const DEFAULT_CORS_ORIGIN: &'static str = "http://localhost:3000";
     /// Default queue capacity: 256 frames.
     pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
-    /// Default lag bound: 1 MiB of reply text per connection. A whole long
-    /// reply (tens of thousands of tokens is a few hundred KiB) fits, so a
-    /// reader that is a reply behind is not closed for it; what a stalled
-    /// reader can hold before its stall timeout is bounded at this much.
-    pub const DEFAULT_MAX_LAG_BYTES: usize = 1024 * 1024;
     /// Default shutdown grace: 5 s.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -116,7 +106,6 @@ impl RuntimeConfig {
             generator: GeneratorConfig::default(),
             page: None,
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
-            max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             trusted_proxies: Vec::new(),
             compat: CompatConfig::default(),
@@ -331,7 +320,7 @@ mod tests {
     fn the_defaults_are_the_documented_constants() {
         let c = RuntimeConfig::new("127.0.0.1:0".parse().expect("an address"), node());
         assert_eq!(c.queue_capacity, 256);
-        assert_eq!(c.max_lag_bytes, 1 << 20);
+        assert_eq!(c.node.max_lag_bytes, 1 << 20);
         assert_eq!(c.node.stall_timeout, Duration::from_secs(10));
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.auth, Auth::None);

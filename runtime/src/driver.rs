@@ -109,8 +109,6 @@ pub(crate) struct Driver<R: Runtime> {
     /// The core's stall timeout: the queues are looked at four times per (at
     /// least once a second).
     stall_timeout: Duration,
-    /// `--max-lag-bytes`: a queue whose lag stays past it is a slow consumer.
-    max_lag_bytes: usize,
 }
 
 impl<R: Runtime> std::fmt::Debug for Driver<R> {
@@ -213,7 +211,6 @@ impl<R: Runtime> Driver<R> {
             metrics,
             shutdown_grace: config.shutdown_grace,
             stall_timeout: config.node.stall_timeout,
-            max_lag_bytes: config.max_lag_bytes,
         };
         Ok((driver, readiness))
     }
@@ -572,16 +569,18 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Looks at every connection's queue and reports to the core each one
-    /// whose writer has taken nothing since an earlier look while frames
-    /// wait (the core decides when that is a stall), and as a slow consumer
-    /// each one whose lag stays past `--max-lag-bytes` without shrinking.
+    /// Looks at every connection's queue and reports to the core its lag
+    /// (the core decides when that is a slow consumer: `--max-lag-bytes`)
+    /// and, when its writer has taken nothing since an earlier look while
+    /// frames wait, the stall (the core decides when that is one:
+    /// `--stall-timeout`).
     fn report_stalls(&mut self, now: Instant) {
         for (conn, handle) in &mut self.conns {
-            if handle.lagging(self.max_lag_bytes) {
-                self.immediate
-                    .push_back(Input::SlowConsumer { conn: *conn });
-            } else if let Some(since) = handle.stalled_since(now) {
+            self.immediate.push_back(Input::QueueLag {
+                conn: *conn,
+                bytes: handle.queue.lag_bytes(),
+            });
+            if let Some(since) = handle.stalled_since(now) {
                 self.immediate
                     .push_back(Input::WriteStalled { conn: *conn, since });
             }

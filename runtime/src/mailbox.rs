@@ -57,8 +57,6 @@ pub(crate) struct ConnHandle {
     /// last saw it change or the queue empty: the writer has taken nothing
     /// since then (reported to the core as `Input::WriteStalled`).
     pub(crate) progress: Option<(u64, Instant)>,
-    /// `queue.lag_bytes()` at the driver's last look.
-    pub(crate) lag_seen: usize,
 }
 
 impl ConnHandle {
@@ -69,20 +67,7 @@ impl ConnHandle {
             _stop: stop,
             merged_seen: 0,
             progress: None,
-            lag_seen: 0,
         }
-    }
-
-    /// The driver's look at the queue's lag: whether the reply text waiting
-    /// for the connection is past `max_lag_bytes` at this look and at the last
-    /// one and has not shrunk in between (the client falls further behind).
-    /// A lag that shrinks is a client catching up, e.g. after a resume that
-    /// queued a whole backlog at once: it is left to read.
-    pub(crate) fn lagging(&mut self, max_lag_bytes: usize) -> bool {
-        let lag = self.queue.lag_bytes();
-        let lagging = lag > max_lag_bytes && self.lag_seen > max_lag_bytes && lag >= self.lag_seen;
-        self.lag_seen = lag;
-        lagging
     }
 
     /// The driver's look at the queue at `now`: `Some(since)` if frames wait
@@ -123,31 +108,6 @@ mod tests {
             delta: "x".to_owned(),
             from_seq: None,
         }))
-    }
-
-    #[test]
-    fn a_lag_past_the_bound_that_does_not_shrink_between_two_looks_is_lagging() {
-        let (stop, _stopped) = oneshot::channel();
-        let mut handle = ConnHandle::new(Arc::new(OutQueue::new(1)), stop);
-        let push = |h: &ConnHandle, seq| assert!(h.queue.push(chunk(seq)).is_accepted());
-        push(&handle, 1);
-        push(&handle, 2);
-        assert!(!handle.lagging(1), "one look past the bound is not enough");
-        assert!(handle.lagging(1), "two looks, not shrinking");
-        assert!(handle.queue.pop().is_some());
-        push(&handle, 3);
-        assert!(
-            !handle.lagging(0),
-            "it shrank since the last look (2 bytes, now 1)"
-        );
-        push(&handle, 4);
-        push(&handle, 5);
-        assert!(handle.lagging(0), "grew");
-        assert!(handle.queue.pop().is_some());
-        assert!(
-            !handle.lagging(0),
-            "a lag that shrank is a client catching up"
-        );
     }
 
     #[test]

@@ -6,22 +6,73 @@
 //! waiting for it passes the lag bound, and a resume gives it exactly the
 //! chunks it missed.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use serde::Deserialize;
 use weir_tests::tungstenite::Message;
 use weir_tests::{
-    chunks, contiguous, demo_config, eventually, Client, DemoText, Endpoint, Frame, InProcess,
+    chunks, contiguous, demo_config, eventually, Client, DemoText, Endpoint, InProcess,
 };
 
 weir_tests::both_runtimes! {
-    // Flaky on the 2-core machine under other load (issue 17 point 4 report):
-    // the test's one client thread leaves half the readers unread for the
-    // stall timeout, the server closes them with 4008, and a few of the
-    // hundreds of resumes that follow get no `hello` within 10 s.
-    #[ignore = "flaky under load: some of hundreds of simultaneous resumes get no hello within 10 s"]
+    // Still flaky on the loaded 2-core machine (load 10-14): 5 runs after
+    // merging main, 2 of 10 passed; readers got 4000, stalled readers got
+    // no 4008 within stall timeout + 10 s ("0 closes"), or more closes
+    // than counted. See the slowtest report (issue 17 point 4).
+    #[ignore = "flaky under load: see the comment above"]
     readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_exactly,
     a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_and_resumes_exactly,
+}
+
+/// The process's resident memory, sampled every 100 ms on a thread of its
+/// own until [`PeakRss::stop`].
+struct PeakRss {
+    first: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl PeakRss {
+    fn watch() -> Self {
+        let first = rss_bytes();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut most = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    most = most.max(rss_bytes());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                most
+            }
+        });
+        Self {
+            first,
+            stop,
+            thread,
+        }
+    }
+
+    /// The RSS when watching began and the most seen since.
+    fn stop(self) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let most = self.thread.join().expect("the RSS sampler");
+        (self.first, most.max(rss_bytes()))
+    }
+}
+
+/// `VmRSS` of this process, in bytes.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
 }
 
 /// The thousand-connection tests take the machine: one at a time.
@@ -29,6 +80,25 @@ static ONE_AT_A_TIME: ::tokio::sync::Mutex<()> = ::tokio::sync::Mutex::const_new
 
 const PROMPT: &str = "a long answer";
 const QUERY: &str = "session_id=r7&user_id=crowd";
+
+/// The fields of a server frame that a reader looks at, borrowed from the
+/// text: 900 readers parse every frame of the reply on the test's one
+/// client thread, and a `serde_json::Value` per frame (a map of owned
+/// strings) made that thread fall behind on a loaded machine until readers
+/// went unread for the idle timeout.
+#[derive(Deserialize)]
+struct Seen<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    message_id: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+    from_seq: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<Cow<'a, str>>,
+    status: Option<&'a str>,
+    final_seq: Option<u64>,
+}
 
 /// What a reader ended with.
 #[derive(Debug)]
@@ -63,19 +133,31 @@ async fn read_reply(endpoint: Endpoint, mut ws: Client, slow: bool) -> Read {
         }
         let code = match message {
             Some(Message::Text(text)) => {
-                let frame = Frame::parse(&text);
-                if frame.is("start") {
-                    mid.get_or_insert_with(|| frame.str("message_id").to_owned());
-                }
-                if let Some(chunk) = frame.as_chunk() {
-                    let (delta, last) = contiguous(read.last, &[chunk]);
-                    read.text.push_str(&delta);
-                    read.last = last;
-                }
-                if frame.is("end") {
-                    assert_eq!(frame["status"], "completed", "{frame:?}");
-                    assert_eq!(frame.u64("final_seq"), read.last);
-                    return read;
+                let frame: Seen<'_> = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("a server frame is not JSON ({e}): {text}"));
+                match frame.kind {
+                    "start" => {
+                        let id = frame.message_id.expect("start.message_id");
+                        mid.get_or_insert_with(|| id.into_owned());
+                    }
+                    "chunk" => {
+                        let seq = frame.seq.expect("chunk.seq");
+                        assert_eq!(
+                            frame.from_seq.unwrap_or(seq),
+                            read.last + 1,
+                            "gap or duplicate after seq {}: {text}",
+                            read.last
+                        );
+                        assert!(seq > read.last, "from_seq after seq: {text}");
+                        read.text.push_str(&frame.delta.expect("chunk.delta"));
+                        read.last = seq;
+                    }
+                    "end" => {
+                        assert_eq!(frame.status, Some("completed"), "{text}");
+                        assert_eq!(frame.final_seq, Some(read.last), "{text}");
+                        return read;
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -148,11 +230,22 @@ where
 async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_exactly() {
     const READERS: usize = 900;
     const STALLED: usize = 100;
-    const N: u32 = 20_000;
+    // Enough to fill a stalled reader's socket buffers (~140 KiB of ~90-byte
+    // frames: ~1 600 chunks) and then its queue, so its writer is stuck. Not
+    // 20 000, as the probe had: in a debug build on a loaded 2-core machine
+    // that took minutes of fan-out, and the hundreds of resumes that
+    // followed each replayed a backlog of up to 20 000 chunks while ~1 000
+    // pongs waited in the driver's channel ahead of their `Connect`: the
+    // `hello` of the last of 210 resumes came 9.9 s after its upgrade
+    // (measured: all of it between the `Connect` entering the driver's
+    // channel and the driver taking it), and of 281 on smol some after more
+    // than 10 s. At 5 000 chunks the slowest came within 2 s.
+    const N: u32 = 3_000;
+    const STALL_TIMEOUT: Duration = Duration::from_secs(10);
     let _one = ONE_AT_A_TIME.lock().await;
-    // 20 s of reply: the test's one client thread reads for 900 readers and
-    // must come round to each within the stall timeout, or the server rightly
-    // sees it as stalled (it then resumes).
+    // The test's one client thread reads for 900 readers and must come round
+    // to each within the stall timeout, or the server rightly sees it as
+    // stalled (it then resumes).
     let mut config = demo_config(N, 1_000.0);
     // Queues fill and merge at once; pings every second. A reader's pong
     // comes back only once it has read what was sent before the ping: the
@@ -165,11 +258,12 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
     // loaded machine, may leave a reader unread: at 2 s and at 5 s, hundreds
     // of readers were closed as stalled and reconnected at once, and some of
     // those reconnections got no `hello` within 10 s.
-    config.node.stall_timeout = Duration::from_secs(10);
+    config.node.stall_timeout = STALL_TIMEOUT;
     // A stalled client reads its close frame once the test looks (below).
     config.node.close_timeout = Duration::from_secs(60);
     let server = InProcess::start(config).await;
     let endpoint = *server;
+    let peak = PeakRss::watch();
 
     let mut readers = connect_all(READERS, || reader(endpoint, QUERY)).await;
     // Each stalled client has a 4 KiB receive buffer and reads only `hello`
@@ -200,17 +294,37 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
         assert_eq!(read.text, expected, "every chunk, in order");
     }
     eprintln!("{READERS} readers got every chunk in order; {resumed} resumed after a 4008");
+    // Server and clients share the process: the most it took with 1 000
+    // connections open and the reply streaming (~170 MiB measured, from
+    // ~10 MiB before connecting) stays bounded.
+    let (before, most) = peak.stop();
+    eprintln!(
+        "RSS {} MiB before connecting, at most {} MiB while streaming",
+        before >> 20,
+        most >> 20
+    );
+    assert!(most < 512 << 20, "memory stays bounded: {} MiB", most >> 20);
 
-    // Every stalled client is closed with 4008 within a bound: the stall
-    // timeout, a quarter of it for the driver to look, and the wait.
-    eventually("every stalled reader closed with 4008", || async {
+    // Every stalled client is closed with 4008 within a bound: its writer is
+    // stuck at the latest once the reply's `end` is queued for it, and the
+    // readers may finish right after that; then the stall timeout, a
+    // quarter of it for the driver to look, and the wait. (With only the
+    // wait, a loaded machine timed out here once.)
+    let deadline = ::tokio::time::Instant::now() + STALL_TIMEOUT + weir_tests::T;
+    loop {
         let closes = server
             .metrics()
             .await
             .get("weir_slow_consumer_closes_total");
-        closes >= (STALLED + resumed) as f64
-    })
-    .await;
+        if closes >= (STALLED + resumed) as f64 {
+            break;
+        }
+        assert!(
+            ::tokio::time::Instant::now() < deadline,
+            "every stalled reader closed with 4008: {closes} closes"
+        );
+        ::tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for ws in stalled {
         closed_with_4008_then_resumed_exactly(endpoint, ws, N).await;
     }
@@ -224,13 +338,15 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
 
 async fn a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_and_resumes_exactly(
 ) {
-    // About 2 s of reply, ~2 MB/s of frames: the socket buffers fill, then
-    // the merged text waiting in the queue passes 16 KiB long before the
-    // (one-minute) stall timeout.
+    // About 10 s of reply, ~0.5 MB/s of frames: the socket buffers fill,
+    // then the merged text waiting in the queue passes 16 KiB within a
+    // second, long before the (one-minute) stall timeout, and the driver's
+    // two looks (a second apart) see it past the bound before the reply
+    // ends (at 2 s of reply a loaded machine once queued the `end` first).
     const N: u32 = 50_000;
-    let mut config = demo_config(N, 25_000.0);
+    let mut config = demo_config(N, 5_000.0);
     config.queue_capacity = 8;
-    config.max_lag_bytes = 16 * 1024;
+    config.node.max_lag_bytes = 16 * 1024;
     config.node.stall_timeout = Duration::from_secs(60);
     let server = InProcess::start(config).await;
     let endpoint = *server;

@@ -144,7 +144,7 @@ pub fn shown_defaults() -> Vec<(&'static str, String)> {
         ("stall_timeout", secs_shown(node.stall_timeout)),
         (
             "max_lag_bytes",
-            RuntimeConfig::DEFAULT_MAX_LAG_BYTES.to_string(),
+            weir_core::Config::DEFAULT_MAX_LAG_BYTES.to_string(),
         ),
         (
             "max_connections_per_user",

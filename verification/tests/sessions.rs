@@ -567,3 +567,27 @@ fn a_write_stall_of_the_stall_timeout_closes_with_4008_and_a_resume_gets_the_res
     assert_eq!(seqs, [2, 3, 4]);
     assert_eq!(text, "two three four ");
 }
+
+#[test]
+fn a_queue_lag_past_the_bound_at_two_looks_closes_with_4008_and_a_shrinking_one_does_not() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let bound = weir_core::Config::DEFAULT_MAX_LAG_BYTES;
+    let lag = |w: &mut World, conn, bytes| w.input(0, weir_core::Input::QueueLag { conn, bytes });
+    // `a` falls further behind past the bound; `b` is past it but catching up.
+    lag(&mut w, a, bound + 1);
+    lag(&mut w, b, bound + 10);
+    assert_eq!(w.clients[&a].closed, None, "one look is not enough");
+    lag(&mut w, a, bound + 2);
+    lag(&mut w, b, bound + 5);
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::TooSlow));
+    assert_eq!(
+        w.clients[&b].closed, None,
+        "a lag that shrinks is left to read"
+    );
+    assert_eq!(w.nodes[0].node.conn_state(b), Some(ConnState::Open));
+    settle(&mut w, &mut c);
+}

@@ -120,6 +120,19 @@ impl<I: IdSource> Node<I> {
         }
     }
 
+    /// The runtime's look at `conn`'s queued reply text: closed with 4008
+    /// when it falls further behind past the lag bound
+    /// ([`Connection::lagging`]).
+    pub(super) fn on_queue_lag(&mut self, now: Instant, conn: ConnId, bytes: usize) {
+        let lagging = self
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|c| c.lagging(bytes, self.config.max_lag_bytes));
+        if lagging {
+            self.close(now, conn, CloseCode::TooSlow);
+        }
+    }
+
     /// A connection's one deadline: the next of its heartbeat, its idle
     /// deadline, and (Closing) its close deadline.
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {

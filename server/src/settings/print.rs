@@ -92,7 +92,7 @@ impl Settings {
             history_limit: Some(c.node.history_limit),
             queue_capacity: Some(c.queue_capacity),
             stall_timeout: Some(c.node.stall_timeout.as_secs_f64()),
-            max_lag_bytes: Some(c.max_lag_bytes),
+            max_lag_bytes: Some(c.node.max_lag_bytes),
             max_connections_per_user: Some(c.node.caps.connections_per_user),
             max_streams_per_user: Some(c.node.caps.streams_per_user),
             chats_per_minute: Some(c.node.caps.chats_per_minute),

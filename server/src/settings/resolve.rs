@@ -194,9 +194,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         d.stall_timeout,
         Min::Positive,
     )?;
-    let max_lag_bytes = m
-        .max_lag_bytes
-        .unwrap_or(RuntimeConfig::DEFAULT_MAX_LAG_BYTES);
+    let max_lag_bytes = m.max_lag_bytes.unwrap_or(d.max_lag_bytes);
     if max_lag_bytes == 0 {
         return Err(range("max-lag-bytes", max_lag_bytes, "must be at least 1"));
     }
@@ -288,6 +286,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         heartbeat,
         idle_timeout,
         stall_timeout,
+        max_lag_bytes,
         history_limit,
         caps,
         compat: weir_core::dialect::compat::CompatSettings {
@@ -328,7 +327,6 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             auth,
             generator,
             queue_capacity,
-            max_lag_bytes,
             shutdown_grace,
             trusted_proxies,
             compat,

@@ -72,7 +72,7 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(s.server.node.history_limit, 200);
     assert_eq!(s.server.queue_capacity, 256);
     assert_eq!(s.server.node.stall_timeout, Duration::from_secs(10));
-    assert_eq!(s.server.max_lag_bytes, 1 << 20);
+    assert_eq!(s.server.node.max_lag_bytes, 1 << 20);
     assert_eq!(s.server.shutdown_grace, Duration::from_secs(5));
     assert_eq!(s.log, "info");
     assert_eq!(s.server.node.node_id, default_node_id());
@@ -229,7 +229,7 @@ fn every_flag_has_its_documented_name() {
     assert_eq!(s.server.node.history_limit, 20);
     assert_eq!(s.server.queue_capacity, 8);
     assert_eq!(s.server.node.stall_timeout, Duration::from_millis(2500));
-    assert_eq!(s.server.max_lag_bytes, 4096);
+    assert_eq!(s.server.node.max_lag_bytes, 4096);
     assert_eq!(s.server.shutdown_grace, Duration::from_millis(500));
     assert_eq!(s.log, "debug");
 }
