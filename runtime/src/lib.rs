@@ -81,6 +81,8 @@ use std::sync::Arc;
 mod auth;
 mod config;
 mod driver;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod generator;
 mod http;
 mod io;

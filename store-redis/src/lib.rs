@@ -90,6 +90,8 @@ use redis::Value;
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
 mod decode;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod keys;
 mod plan;
 mod sweep;
