@@ -79,7 +79,7 @@ for t in "${TARGETS[@]}"; do
     status=$?
     set -e
     took=$((SECONDS - started))
-    done_line="$(grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1 || true)"
+    done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)"
     execs="$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' || true)"
     if [[ $status -ne 0 ]]; then
         failed+=("$t")
@@ -93,7 +93,7 @@ for t in "${TARGETS[@]}"; do
         -set_cover_merge=1) \
         >"$LOG_DIR/$t.cmin.log" 2>&1
     after="$(find "$corpus" -type f | wc -l)"
-    summary+=("$t: ${took} s, ${execs:-?} executions, ${done_line#* DONE   }; corpus ${before} -> ${after} files")
+    summary+=("$t: ${took} s, ${execs:-?} executions, final: ${done_line#*DONE}; corpus ${before} -> ${after} files")
 done
 
 echo
