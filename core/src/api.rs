@@ -46,6 +46,25 @@ pub enum HttpRequest {
         /// The conversation.
         session: SessionId,
     },
+    /// `POST /api/chat` (compat): `{session_id, message, user_id?}`.
+    CompatChat {
+        /// How the user is found.
+        user: crate::dialect::compat_http::CompatUser,
+        /// The raw body.
+        body: Vec<u8>,
+    },
+    /// `POST /api/cancel` (compat): `{session_id, message_id}`.
+    CompatCancel {
+        /// How the user is found.
+        user: crate::dialect::compat_http::CompatUser,
+        /// The raw body.
+        body: Vec<u8>,
+    },
+    /// `GET /api/history/{session_id}` (compat).
+    CompatHistory {
+        /// The conversation.
+        session: SessionId,
+    },
     /// `GET /v1/users/{user_id}/presence`.
     Presence {
         /// The user asked about.
@@ -86,6 +105,19 @@ pub enum Input {
         session: SessionId,
         /// Continue this reply after this seq.
         resume: Option<(MessageId, Seq)>,
+    },
+    /// Like [`Input::Connect`], for a connection that speaks another
+    /// [`Dialect`](crate::dialect::Dialect) (e.g. the seed front end's
+    /// `/ws/chat`); it never resumes.
+    ConnectWith {
+        /// The runtime's number for the connection.
+        conn: ConnId,
+        /// The authenticated user.
+        user: UserId,
+        /// The conversation.
+        session: SessionId,
+        /// The protocol it speaks.
+        dialect: crate::dialect::Dialect,
     },
     /// A text frame arrived (raw bytes; the core decodes and checks limits).
     Frame {
@@ -326,6 +358,14 @@ pub enum Event {
         conn: ConnId,
         /// Whether it was served exactly.
         exact: bool,
+    },
+    /// A dialect connection sent a frame its dialect ignores (it is not
+    /// answered: see [`dialect`](crate::dialect)).
+    FrameIgnored {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: &'static str,
     },
     /// A store operation failed: the store could not be reached
     /// ([`StoreError::Unavailable`]).

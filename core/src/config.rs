@@ -56,6 +56,8 @@ pub struct Config {
     /// renewals) for long
     /// ([`DEFAULT_FANOUT_SLICE`](Self::DEFAULT_FANOUT_SLICE)).
     pub fanout_slice: usize,
+    /// The compat dialect's settings (`/ws/chat`: suffixes, coalescing).
+    pub compat: crate::dialect::compat::CompatSettings,
 }
 
 impl Config {
@@ -89,6 +91,7 @@ impl Config {
             append_max_chunks: Self::DEFAULT_APPEND_MAX_CHUNKS,
             append_max_bytes: Self::DEFAULT_APPEND_MAX_BYTES,
             fanout_slice: Self::DEFAULT_FANOUT_SLICE,
+            compat: crate::dialect::compat::CompatSettings::default(),
         }
     }
 

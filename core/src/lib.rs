@@ -154,6 +154,7 @@
 //! | [`wire`] | every frame and HTTP body of protocol v1, with decoding errors mapped to error codes |
 //! | [`ids`] | validated identifiers and the injected id source |
 //! | [`config`] | a node's settings |
+//! | [`dialect`] | the other protocols a connection may speak (the seed's `/ws/chat`): a codec and a renderer per dialect over the same node |
 //! | [`demo`] | the demo generator's deterministic text |
 //!
 //! The state machines' diagrams are in each module's docs; the invariants the
@@ -176,6 +177,7 @@
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod dialect;
 pub mod ids;
 pub mod node;
 pub mod presence;

@@ -30,6 +30,9 @@ pub(crate) enum TimerKey {
     Pump(Box<ConvKey>),
     /// Reap expired leases store-wide and refresh this node's presence.
     Housekeeping,
+    /// A dialect connection's renderer timer (the compat dialect's
+    /// coalescing window).
+    Dialect(ConnId),
 }
 
 /// The deadline table.

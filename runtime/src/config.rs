@@ -43,9 +43,42 @@ pub struct RuntimeConfig {
     /// shutdown signal, for connections to close and replies to settle
     /// ([`DEFAULT_SHUTDOWN_GRACE`](Self::DEFAULT_SHUTDOWN_GRACE)).
     pub shutdown_grace: Duration,
+    /// The compatibility surface for the seed front end (PROTOCOL.md,
+    /// "Compatibility surface"): on by default.
+    pub compat: CompatConfig,
+    /// The origins allowed by CORS on every HTTP route and on WebSocket
+    /// upgrades (`*`: any)
+    /// ([`DEFAULT_CORS_ORIGIN`](Self::DEFAULT_CORS_ORIGIN)).
+    pub cors_origins: Vec<String>,
+}
+
+/// The compatibility surface's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompatConfig {
+    /// Serve `/ws/chat`, `/api/*`, `/health` and `/actuator/health`.
+    pub enabled: bool,
+    /// The path of the seed's WebSocket
+    /// ([`DEFAULT_WS_PATH`](Self::DEFAULT_WS_PATH)).
+    pub ws_path: String,
+}
+
+impl CompatConfig {
+    /// The seed front end's default `VITE_WS_URL` path.
+    pub const DEFAULT_WS_PATH: &'static str = "/ws/chat";
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ws_path: Self::DEFAULT_WS_PATH.to_owned(),
+        }
+    }
 }
 
 impl RuntimeConfig {
+    /// The seed front end's dev-server origin, allowed by default.
+    pub const DEFAULT_CORS_ORIGIN: &'static str = "http://localhost:3000";
     /// Default queue capacity: 256 frames.
     pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
     /// Default lag bound: 1 MiB of reply text per connection. A whole long
@@ -81,6 +114,8 @@ impl RuntimeConfig {
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            compat: CompatConfig::default(),
+            cors_origins: vec![Self::DEFAULT_CORS_ORIGIN.to_owned()],
         }
     }
 }

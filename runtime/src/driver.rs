@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_util::{select_biased, FutureExt};
+use weir_core::dialect::Dialect;
 use weir_core::ids::{ConnId, MessageId, SeededIds};
 use weir_core::store::{MemoryStore, Model, Notice, StoreOp};
 use weir_core::wire::{CancelStatus, CloseCode};
@@ -364,19 +365,26 @@ impl<R: Runtime> Driver<R> {
                 user,
                 session,
                 resume,
+                dialect,
                 handle,
             } => {
                 self.conns.insert(conn, handle);
                 self.count_connections();
-                self.node.handle_input(
-                    now,
-                    Input::Connect {
+                let input = match dialect {
+                    Dialect::Native => Input::Connect {
                         conn,
                         user,
                         session,
                         resume,
                     },
-                );
+                    _ => Input::ConnectWith {
+                        conn,
+                        user,
+                        session,
+                        dialect,
+                    },
+                };
+                self.node.handle_input(now, input);
             }
             ToDriver::Input(input) => {
                 if let Input::Generator {
@@ -580,6 +588,9 @@ impl<R: Runtime> Driver<R> {
                 if status != CancelStatus::NotFound {
                     self.metrics.cancel_quiet(latency);
                 }
+            }
+            Event::FrameIgnored { conn, reason } => {
+                tracing::debug!(%conn, reason, "client frame ignored");
             }
             Event::Resumed { conn, exact } => {
                 tracing::debug!(%conn, exact, "resume");

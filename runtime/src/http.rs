@@ -2,7 +2,10 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `426` not an upgrade) |
+//! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `403` a foreign `Origin`, `426` not an upgrade) |
+//! | `GET /ws/chat` (the compat path, unless `--compat off`) | the seed front end's WebSocket ([`weir_core::dialect::compat`]); user from `user_id` under `auth = none` |
+//! | `GET /health`, `GET /actuator/health` (compat) | `200 {"status":"UP"}` |
+//! | `OPTIONS` any path | the CORS preflight: `204` |
 //! | `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/cancel`, `GET /v1/sessions/{id}/messages`, `GET /v1/users/{id}/presence` | the core's answer (`Input::Http` → `Output::HttpResponse`) |
 //! | `GET /healthz` | `200` while the process serves |
 //! | `GET /readyz` | `200` when the store is reachable and accepts writes, else `503` (`store_full` when it refuses them) |
@@ -10,6 +13,8 @@
 //! | `GET /` | the page, when one is configured |
 //! | anything else | `404` (`405` for a known path with another method) |
 //!
+//! Every answer carries `Access-Control-Allow-Origin` when the request's
+//! `Origin` is allowed (`--cors-origin`, see [`crate::compat`]).
 //! Errors are the protocol's `{code, message}` JSON bodies. The runtime only
 //! routes and authenticates; what a request means is the core's decision.
 
@@ -24,10 +29,12 @@ use futures_channel::oneshot;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
     SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
+use weir_core::dialect::compat_http::CompatUser;
+use weir_core::dialect::Dialect;
 use weir_core::ids::{ConnId, MessageId, Seq, SessionId, UserId};
 use weir_core::wire::http::HttpError;
 use weir_core::wire::ErrorCode;
@@ -60,6 +67,9 @@ pub(crate) struct Shared {
     pub(crate) next_conn: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) readiness: Readiness,
+    /// The compat WebSocket path, when the compatibility surface is on.
+    pub(crate) compat: Option<String>,
+    pub(crate) cors: crate::compat::Cors,
 }
 
 /// Answers one request.
@@ -70,8 +80,39 @@ pub(crate) async fn handle<R: Runtime>(
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
-    let resp = match (segments.as_slice(), method) {
-        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req),
+    let origin = req.headers().get(ORIGIN).cloned();
+    if method == Method::OPTIONS {
+        return Ok(shared.cors.preflight(origin.as_ref()));
+    }
+    let compat = shared.compat.is_some();
+    let mut resp = match (segments.as_slice(), method) {
+        (_, Method::GET) if shared.compat.as_deref() == Some(path.as_str()) => {
+            upgrade::<R>(&shared, req, Dialect::Compat)
+        }
+        (["health"] | ["actuator", "health"], Method::GET) if compat => {
+            json(StatusCode::OK, crate::compat::HEALTH_UP.to_owned())
+        }
+        (["api", "chat"], Method::POST) if compat => {
+            compat_api::<R>(&shared, req, |user, body| HttpRequest::CompatChat {
+                user,
+                body,
+            })
+            .await
+        }
+        (["api", "cancel"], Method::POST) if compat => {
+            compat_api::<R>(&shared, req, |user, body| HttpRequest::CompatCancel {
+                user,
+                body,
+            })
+            .await
+        }
+        (["api", "history", session], Method::GET) if compat => match parse_session(session) {
+            Ok(session) => {
+                compat_api::<R>(&shared, req, |_, _| HttpRequest::CompatHistory { session }).await
+            }
+            Err(e) => crate::compat::detail(e.status(), &e.message),
+        },
+        (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, req, Dialect::Native),
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
             api::<R>(&shared, req, |body| match parse_session(&session) {
@@ -155,6 +196,7 @@ pub(crate) async fn handle<R: Runtime>(
             None => not_found(),
         },
     };
+    shared.cors.decorate(&mut resp, origin.as_ref());
     Ok(resp)
 }
 
@@ -163,6 +205,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["v1", "sessions", _, "messages"] => Some("GET, POST"),
         ["v1", "sessions", _, "cancel"] => Some("POST"),
+        ["api", "chat" | "cancel"] => Some("POST"),
+        ["api", "history", _] => Some("GET"),
         ["v1", "ws"] | ["v1", "users", _, "presence"] | ["healthz" | "readyz" | "metrics" | ""] => {
             Some("GET")
         }
@@ -215,6 +259,49 @@ async fn api<R: Runtime>(
     }
 }
 
+/// A compat `/api` request: the user as the compat surface finds it
+/// ([`crate::compat::api_user`]), the body (bounded), the core's answer;
+/// errors as `{detail}`.
+async fn compat_api<R: Runtime>(
+    shared: &Shared,
+    req: Request<Incoming>,
+    build: impl FnOnce(CompatUser, Vec<u8>) -> HttpRequest,
+) -> Resp {
+    let query = Query::parse(req.uri().query());
+    let (user, how) = match crate::compat::api_user(&shared.auth, req.headers(), &query) {
+        Ok(u) => u,
+        Err(e) => return crate::compat::detail(e.status(), &e.message),
+    };
+    let body = match read_body(req, shared.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return crate::compat::detail(e.status(), &e.message),
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = build(how, body);
+    let sent = shared
+        .tx
+        .send(ToDriver::Http {
+            user,
+            request,
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return crate::compat::detail(503, "The server is shutting down.");
+    }
+    match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok((status, body))) => json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        ),
+        Ok(Err(_)) => crate::compat::detail(503, "The server is shutting down."),
+        Err(_) => crate::compat::detail(
+            503,
+            "No answer in time; the request may or may not have taken effect.",
+        ),
+    }
+}
+
 fn shutting_down() -> Resp {
     error(&HttpError::new(
         ErrorCode::Unavailable,
@@ -246,8 +333,11 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Http
 
 /// `GET /v1/ws`: checks the handshake, the user and the parameters, then
 /// answers `101` and serves the socket in a new task.
-fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp {
+fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>, dialect: Dialect) -> Resp {
     let headers = req.headers();
+    if !shared.cors.upgrade_allowed(headers) {
+        return error(&crate::compat::foreign_origin());
+    }
     if !header_has_token(headers, CONNECTION, "upgrade")
         || !header_has_token(headers, UPGRADE, "websocket")
     {
@@ -274,7 +364,11 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
     let accept = derive_accept_key(key.as_bytes());
     let query = Query::parse(req.uri().query());
     // Credentials first: an unauthenticated caller learns nothing else.
-    let user = match shared.auth.user(headers, &query) {
+    let user = match dialect {
+        Dialect::Native => shared.auth.user(headers, &query),
+        Dialect::Compat => crate::compat::ws_user(&shared.auth, headers, &query),
+    };
+    let user = match user {
         Ok(u) => u,
         Err(e) => return error(&e),
     };
@@ -287,6 +381,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
         None => return error(&bad_request("session_id is required")),
     };
     let resume = match query.get("resume") {
+        _ if dialect != Dialect::Native => None,
         None => None,
         Some(Ok(r)) => match parse_resume(r) {
             Ok(r) => Some(r),
@@ -309,6 +404,7 @@ fn upgrade<R: Runtime>(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Resp
             user,
             session,
             resume,
+            dialect,
         },
         on_upgrade,
     ));

@@ -79,6 +79,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 mod auth;
+mod compat;
 mod config;
 mod driver;
 #[cfg(feature = "fuzzing")]
@@ -98,7 +99,8 @@ mod sync;
 mod ws;
 
 pub use config::{
-    Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
+    Auth, CompatConfig, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth,
+    TokenKey,
 };
 pub use rt::{Runtime, SEND_BUFFER_BYTES};
 

@@ -25,6 +25,8 @@ pub(crate) enum ToDriver {
         user: UserId,
         session: SessionId,
         resume: Option<(MessageId, Seq)>,
+        /// The protocol it speaks.
+        dialect: weir_core::dialect::Dialect,
         handle: ConnHandle,
     },
     /// An input to feed as it is (frames, activity, disconnects, generator

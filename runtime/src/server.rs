@@ -75,6 +75,8 @@ pub(crate) async fn run<R: Runtime>(
         next_conn: AtomicU64::new(1),
         metrics,
         readiness,
+        compat: config.compat.enabled.then(|| config.compat.ws_path.clone()),
+        cors: crate::compat::Cors::new(&config.cors_origins),
     });
     tracing::info!(addr = %local_addr, node = %config.node.node_id, "serving");
 

@@ -103,6 +103,7 @@ pub(crate) struct Accepted {
     pub(crate) user: UserId,
     pub(crate) session: SessionId,
     pub(crate) resume: Option<(MessageId, Seq)>,
+    pub(crate) dialect: weir_core::dialect::Dialect,
 }
 
 /// Serves one WebSocket once hyper hands over the upgraded socket; runs as
@@ -154,6 +155,7 @@ async fn connect<R: Runtime>(
         user,
         session,
         resume,
+        dialect,
     } = accepted;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
@@ -174,6 +176,7 @@ async fn connect<R: Runtime>(
         user,
         session,
         resume,
+        dialect,
         handle,
     };
     // On failure the handle comes back inside the error and is dropped, and

@@ -149,6 +149,17 @@ pub fn shown_defaults() -> Vec<(&'static str, String)> {
             "shutdown_grace",
             secs_shown(RuntimeConfig::DEFAULT_SHUTDOWN_GRACE),
         ),
+        ("compat", "on".to_owned()),
+        (
+            "compat_ws_path",
+            weir_runtime::CompatConfig::DEFAULT_WS_PATH.to_owned(),
+        ),
+        (
+            "compat_cancelled_suffix",
+            format!("{:?}", node.compat.cancelled_suffix),
+        ),
+        ("compat_failure_sentence", "the seed's apology".to_owned()),
+        ("cors_origin", RuntimeConfig::DEFAULT_CORS_ORIGIN.to_owned()),
         ("store", store_spec(&StoreBackend::default()).to_owned()),
         ("redis_prefix", RedisSettings::DEFAULT_PREFIX.to_owned()),
         (

@@ -66,6 +66,11 @@
 //! | `--stall-timeout SECS` | `WEIR_STALL_TIMEOUT` | `stall_timeout` | 10 |
 //! | `--max-lag-bytes N` | `WEIR_MAX_LAG_BYTES` | `max_lag_bytes` | 1048576 |
 //! | `--shutdown-grace SECS` | `WEIR_SHUTDOWN_GRACE` | `shutdown_grace` | 5 |
+//! | `--compat on\|off` | `WEIR_COMPAT` | `compat` | `on` |
+//! | `--compat-ws-path PATH` | `WEIR_COMPAT_WS_PATH` | `compat_ws_path` | `/ws/chat` |
+//! | `--compat-cancelled-suffix TEXT` | `WEIR_COMPAT_CANCELLED_SUFFIX` | `compat_cancelled_suffix` | `"\n\n[Đã hủy]"` |
+//! | `--compat-failure-sentence TEXT` | `WEIR_COMPAT_FAILURE_SENTENCE` | `compat_failure_sentence` | the seed's apology |
+//! | `--cors-origin ORIGIN[,ORIGIN…]` | `WEIR_CORS_ORIGIN` | `cors_origin` | `http://localhost:3000` |
 //! | `--store memory\|redis://HOST:PORT[/DB]` | `WEIR_STORE` | `store` | `memory` |
 //! | `--redis-prefix P` | `WEIR_REDIS_PREFIX` | `redis_prefix` | `weir` |
 //! | `--history-retention SECS` | `WEIR_HISTORY_RETENTION` | `history_retention` | 0 (kept) |

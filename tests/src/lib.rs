@@ -70,6 +70,7 @@
 pub mod llm;
 
 mod client;
+mod compat;
 mod endpoint;
 mod http;
 #[cfg(feature = "in-process")]
@@ -92,6 +93,7 @@ pub use client::{
     chunks, chunks_of, contiguous, demo_prefix, only, position, refusal_status, Chunk, Client,
     Frame,
 };
+pub use compat::{refusal_status_of, CompatClient};
 pub use endpoint::Endpoint;
 pub use http::{http_request, http_request_within, read_http_request, HttpResponse, Metrics};
 #[cfg(feature = "in-process")]

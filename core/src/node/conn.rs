@@ -205,6 +205,18 @@ impl<I: IdSource> Node<I> {
             }
             ConnState::Closing => return,
         }
+        if self.dialects.contains_key(&conn) {
+            match frame {
+                Inbound::Text(bytes) => self.on_dialect_frame(conn, &bytes),
+                // A dialect answers what it does not know with silence (the
+                // compat page must keep its Cancel button): logged only.
+                Inbound::Binary => self.out.push_back(Output::Event(Event::FrameIgnored {
+                    conn,
+                    reason: "binary frame",
+                })),
+            }
+            return;
+        }
         let decoded = match frame {
             Inbound::Text(bytes) => decode_client_frame(&bytes, &self.config.limits),
             Inbound::Binary => Err(DecodeError::BinaryFrame.into()),

@@ -80,6 +80,15 @@ impl<I: IdSource> Node<I> {
                     }),
                 );
             }
+            HttpRequest::CompatChat { user: how, body } => {
+                self.on_compat_chat(now, req, user, how, &body);
+            }
+            HttpRequest::CompatCancel { user: how, body } => {
+                self.on_compat_cancel(now, req, user, how, &body);
+            }
+            HttpRequest::CompatHistory { session } => {
+                self.on_compat_history(now, req, ConvKey::new(user, session));
+            }
             HttpRequest::Presence { user: asked } => {
                 if asked != user {
                     return self.respond_error(

@@ -19,6 +19,7 @@
 //! | `owner.rs` | the producer (`Owned`): appends one at a time and of bounded size, the settle, the lease |
 //! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
 //! | `http.rs` | the HTTP API, on the same store operations |
+//! | `dialect.rs` | connections of other [dialects](crate::dialect): their frames in, the render pass over the outputs |
 //!
 //! ## Where the node is tested, and what it asks of a runtime
 //!
@@ -69,8 +70,10 @@ use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role
 
 pub mod cancel;
 mod chat;
+mod compat_http;
 mod conn;
 mod deliver;
+mod dialect;
 mod http;
 mod owner;
 mod view;
@@ -104,6 +107,9 @@ enum Pending {
     HttpCancel(HttpReqId, ConvKey, Option<MessageId>),
     HttpList(HttpReqId, SessionId),
     HttpPresence(HttpReqId, UserId),
+    CompatStart(HttpReqId, ConvKey),
+    CompatCancel(HttpReqId, ConvKey, MessageId),
+    CompatHistory(HttpReqId, ConvKey),
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -122,6 +128,8 @@ pub struct Node<I = SeededIds> {
     timers: Timers,
     out: VecDeque<Output>,
     shutting_down: bool,
+    /// The renderer of each connection that speaks another dialect.
+    dialects: BTreeMap<ConnId, crate::dialect::DialectConn>,
 }
 
 impl<I: IdSource> Node<I> {
@@ -140,6 +148,7 @@ impl<I: IdSource> Node<I> {
             timers: Timers::default(),
             out: VecDeque::new(),
             shutting_down: false,
+            dialects: BTreeMap::new(),
             config,
         };
         node.out
@@ -181,6 +190,7 @@ impl<I: IdSource> Node<I> {
             && self.users.is_empty()
             && self.convs.is_empty()
             && self.owned.is_empty()
+            && self.dialects.is_empty()
             && self
                 .pending
                 .values()
@@ -218,7 +228,19 @@ impl<I: IdSource> Node<I> {
 
     /// Feeds one input at monotonic time `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
+        let from = self.out.len();
+        self.dispatch(now, input);
+        self.render_dialects(now, from);
+    }
+
+    fn dispatch(&mut self, now: Instant, input: Input) {
         match input {
+            Input::ConnectWith {
+                conn,
+                user,
+                session,
+                dialect,
+            } => self.on_connect_with(now, conn, user, session, dialect),
             Input::Connect {
                 conn,
                 user,
@@ -261,6 +283,12 @@ impl<I: IdSource> Node<I> {
     /// re-arms fires on the next call, not in this one: each call does a
     /// bounded amount of work.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let from = self.out.len();
+        self.fire_timers(now);
+        self.render_dialects(now, from);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
         let mut pumps = Vec::new();
         while let Some(key) = self.timers.pop_due(now) {
             match key {
@@ -280,6 +308,7 @@ impl<I: IdSource> Node<I> {
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
                 TimerKey::Pump(conv) => pumps.push(conv),
+                TimerKey::Dialect(conn) => self.dialect_timer(now, conn),
             }
         }
         for conv in pumps {
@@ -333,6 +362,11 @@ impl<I: IdSource> Node<I> {
             }
             Pending::HttpList(req, session) => self.on_http_list(req, session, reply),
             Pending::HttpPresence(req, user) => self.on_http_presence(req, user, reply),
+            Pending::CompatStart(req, conv) => self.on_compat_started(now, req, conv, reply),
+            Pending::CompatCancel(req, conv, asked) => {
+                self.on_compat_cancel_reply(now, req, &conv, asked, reply)
+            }
+            Pending::CompatHistory(req, conv) => self.on_compat_history_reply(req, &conv, reply),
             Pending::Presence(user) => {
                 if let StoreReply::Presence {
                     due_ms: Some(due), ..
@@ -386,6 +420,9 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
+            Pending::CompatStart(req, _)
+            | Pending::CompatCancel(req, _, _)
+            | Pending::CompatHistory(req, _) => self.compat_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) => {}
         }
     }

@@ -93,9 +93,10 @@ pub use client::{encode_client_frame, Cancel, Chat, ClientFrame, Ping, PingId, R
 pub use codes::{CloseCode, ErrorCode};
 pub use decode::{decode_client_frame, DecodeError, FrameError};
 pub use server::{
-    decode_server_frame, Ack, CancelResult, CancelStatus, Chunk, End, ErrorFrame, Hello, History,
-    Message, MessageStatus, Pong, Presence, PresenceStatus, ReplyStatus, ResumeUnavailable,
-    ResumeUnavailableReason, Role, ServerFrame, Start, Usage, UserMessage, PROTOCOL_VERSION,
+    decode_server_frame, Ack, CancelResult, CancelStatus, Chunk, DialectFrame, End, ErrorFrame,
+    Hello, History, Message, MessageStatus, Pong, Presence, PresenceStatus, ReplyStatus,
+    ResumeUnavailable, ResumeUnavailableReason, Role, ServerFrame, Start, Usage, UserMessage,
+    PROTOCOL_VERSION,
 };
 
 /// Size limits for inbound frames and user text (configurable).

@@ -41,12 +41,37 @@ pub enum ServerFrame {
     Pong(Pong),
     /// `error`: a request failed; the connection stays open unless a close follows.
     Error(ErrorFrame),
+    /// A frame of another dialect ([`dialect`](crate::dialect)), already
+    /// rendered: its text is sent as it is. Never decoded.
+    #[serde(skip)]
+    Dialect(DialectFrame),
+}
+
+/// A frame rendered by a connection's [dialect](crate::dialect): its final
+/// text (a JSON object, or plain text such as the seed's `pong`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialectFrame {
+    /// The frame's kind, for logs and tests (`"message"`, `"welcome"`, …).
+    pub kind: &'static str,
+    /// The text sent on the wire.
+    pub text: String,
+}
+
+impl DialectFrame {
+    /// A rendered frame of `kind` with wire text `text`.
+    #[must_use]
+    pub fn new(kind: &'static str, text: String) -> Self {
+        Self { kind, text }
+    }
 }
 
 impl ServerFrame {
     /// The frame as JSON text, `type` first.
     #[must_use]
     pub fn encode(&self) -> String {
+        if let Self::Dialect(f) = self {
+            return f.text.clone();
+        }
         // Serializing these plain types cannot fail (no maps with non-string keys,
         // no fallible Serialize impls); the fallback keeps this panic-free anyway.
         serde_json::to_string(self).unwrap_or_else(|_| {
@@ -56,6 +81,10 @@ impl ServerFrame {
 
     /// Appends the frame's JSON text to `out` (to reuse a buffer).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Self::Dialect(f) = self {
+            out.extend_from_slice(f.text.as_bytes());
+            return;
+        }
         let start = out.len();
         if serde_json::to_writer(&mut *out, self).is_err() {
             out.truncate(start);
@@ -79,6 +108,7 @@ impl ServerFrame {
             Self::Presence(_) => "presence",
             Self::Pong(_) => "pong",
             Self::Error(_) => "error",
+            Self::Dialect(f) => f.kind,
         }
     }
 }

@@ -11,6 +11,12 @@ use weir_runtime::openai::UpstreamUrlError;
 /// the same value may have come from its `WEIR_*` variable or the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--compat-ws-path` is not an absolute path.
+    #[error("--compat-ws-path {value:?}: must start with /")]
+    BadCompatWsPath {
+        /// The value given.
+        value: String,
+    },
     /// The `--config` file cannot be read.
     #[error("cannot read config file {}: {source}", path.display())]
     FileRead {

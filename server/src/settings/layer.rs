@@ -39,6 +39,25 @@ impl fmt::Display for AuthMode {
     }
 }
 
+/// On or off, as `--compat` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
+}
+
 /// What produces the text of replies: the kind of [`GeneratorConfig`], as
 /// `--generator` and the file's `generator` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -263,6 +282,36 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<f64>,
 
+    /// The seed front end's compatibility surface: /ws/chat, /api/*, /health, /actuator/health
+    #[arg(long, env = "WEIR_COMPAT", value_enum, value_name = "on|off")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat: Option<Switch>,
+
+    /// The path of the compat WebSocket (the page's VITE_WS_URL path)
+    #[arg(long, env = "WEIR_COMPAT_WS_PATH", value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat_ws_path: Option<String>,
+
+    /// Text appended to a cancelled reply on the compat surface
+    #[arg(long, env = "WEIR_COMPAT_CANCELLED_SUFFIX", value_name = "TEXT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat_cancelled_suffix: Option<String>,
+
+    /// Sentence after a failed reply's text on the compat surface
+    #[arg(long, env = "WEIR_COMPAT_FAILURE_SENTENCE", value_name = "TEXT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat_failure_sentence: Option<String>,
+
+    /// Origins allowed by CORS and on WebSocket upgrades (repeat or comma-separate; `*`: any)
+    #[arg(
+        long,
+        env = "WEIR_CORS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_origin: Option<Vec<String>>,
+
     /// Where the store lives: `memory` (this process only) or `redis://HOST:PORT[/DB]` (shared by many nodes)
     #[arg(long, env = "WEIR_STORE", value_name = "STORE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,6 +378,15 @@ impl Layer {
             stall_timeout: self.stall_timeout.or(lower.stall_timeout),
             max_lag_bytes: self.max_lag_bytes.or(lower.max_lag_bytes),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            compat: self.compat.or(lower.compat),
+            compat_ws_path: self.compat_ws_path.or(lower.compat_ws_path),
+            compat_cancelled_suffix: self
+                .compat_cancelled_suffix
+                .or(lower.compat_cancelled_suffix),
+            compat_failure_sentence: self
+                .compat_failure_sentence
+                .or(lower.compat_failure_sentence),
+            cors_origin: self.cors_origin.or(lower.cors_origin),
             store: self.store.or(lower.store),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),
             history_retention: self.history_retention.or(lower.history_retention),

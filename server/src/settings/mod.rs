@@ -36,7 +36,7 @@ mod print;
 mod resolve;
 
 pub use error::ConfigError;
-pub use layer::{AuthMode, GeneratorKind, Layer};
+pub use layer::{AuthMode, GeneratorKind, Layer, Switch};
 pub use print::{secs_shown, store_spec};
 pub use resolve::{
     default_node_id, fallback_node_id, resolve, DEFAULT_LISTEN, DEFAULT_LOG, FALLBACK_NODE_ID,

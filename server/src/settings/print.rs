@@ -7,7 +7,7 @@ use std::time::Duration;
 use weir_runtime::{Auth, GeneratorConfig, StoreBackend, TokenKey};
 
 use super::resolve::{ms, MEMORY_STORE};
-use super::{AuthMode, GeneratorKind, Layer, Settings};
+use super::{AuthMode, GeneratorKind, Layer, Settings, Switch};
 
 /// `--store` for `store`: [`MEMORY_STORE`] or the Redis URL.
 #[must_use]
@@ -94,6 +94,15 @@ impl Settings {
             stall_timeout: Some(c.node.stall_timeout.as_secs_f64()),
             max_lag_bytes: Some(c.max_lag_bytes),
             shutdown_grace: Some(c.shutdown_grace.as_secs_f64()),
+            compat: Some(if c.compat.enabled {
+                Switch::On
+            } else {
+                Switch::Off
+            }),
+            compat_ws_path: Some(c.compat.ws_path.clone()),
+            compat_cancelled_suffix: Some(c.node.compat.cancelled_suffix.clone()),
+            compat_failure_sentence: Some(c.node.compat.failure_sentence.clone()),
+            cors_origin: Some(c.cors_origins.clone()),
             store: Some(store_spec(&c.store_backend).to_owned()),
             redis_prefix: redis.map(|r| r.prefix.clone()),
             history_retention: redis.map(|r| r.history_retention.as_secs_f64()),

@@ -22,7 +22,7 @@ use weir_runtime::{
     Auth, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth, TokenKey,
 };
 
-use super::{AuthMode, ConfigError, GeneratorKind, Layer, Settings};
+use super::{AuthMode, ConfigError, GeneratorKind, Layer, Settings, Switch};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -265,8 +265,35 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         idle_timeout,
         stall_timeout,
         history_limit,
+        compat: weir_core::dialect::compat::CompatSettings {
+            cancelled_suffix: m
+                .compat_cancelled_suffix
+                .clone()
+                .unwrap_or(d.compat.cancelled_suffix.clone()),
+            failure_sentence: m
+                .compat_failure_sentence
+                .clone()
+                .unwrap_or(d.compat.failure_sentence.clone()),
+            ..d.compat.clone()
+        },
         ..d
     };
+    let compat = weir_runtime::CompatConfig {
+        enabled: m.compat != Some(Switch::Off),
+        ws_path: m
+            .compat_ws_path
+            .clone()
+            .unwrap_or_else(|| weir_runtime::CompatConfig::DEFAULT_WS_PATH.to_owned()),
+    };
+    if !compat.ws_path.starts_with('/') {
+        return Err(ConfigError::BadCompatWsPath {
+            value: compat.ws_path,
+        });
+    }
+    let cors_origins = m
+        .cors_origin
+        .clone()
+        .unwrap_or_else(|| vec![RuntimeConfig::DEFAULT_CORS_ORIGIN.to_owned()]);
     Ok(Settings {
         runtime: m.runtime.unwrap_or_default(),
         worker_threads,
@@ -278,6 +305,8 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             queue_capacity,
             max_lag_bytes,
             shutdown_grace,
+            compat,
+            cors_origins,
             ..RuntimeConfig::new(listen, node)
         },
     })

@@ -1045,6 +1045,14 @@ queue_capacity = 256
 stall_timeout = 10.0
 max_lag_bytes = 1048576
 shutdown_grace = 5.0
+compat = \"on\"
+compat_ws_path = \"/ws/chat\"
+compat_cancelled_suffix = \"\"\"
+
+
+[Đã hủy]\"\"\"
+compat_failure_sentence = \"Xin lỗi, đã có lỗi xảy ra khi xử lý yêu cầu của bạn.\"
+cors_origin = [\"http://localhost:3000\"]
 store = \"memory\"
 log = \"info\"
 ";
