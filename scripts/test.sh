@@ -7,7 +7,9 @@
 #   2. fmt      cargo fmt --all -- --check; the layout checks: no import
 #               circle in runtime/src (scripts/import-graph.sh) and every path
 #               the docs cite exists (scripts/check-doc-paths.sh)
-#   3. clippy   cargo clippy --workspace --all-targets -- -D warnings
+#   3. clippy   cargo clippy --workspace --all-targets -- -D warnings, and the
+#               fuzz targets' entry points (feature `fuzzing`; the targets
+#               themselves run in scripts/fuzz.sh, ten minutes each)
 #   4. build    cargo build -p weir-server --bin weir  (the end-to-end tests run it)
 #   5. test     cargo test --workspace  (unit, integration, end-to-end, browser
 #               and doc tests)
@@ -158,6 +160,8 @@ banner "layout: scripts/import-graph.sh, scripts/check-doc-paths.sh"
 
 banner "clippy: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p weir-runtime -p weir-store-redis \
+    --features weir-runtime/fuzzing,weir-store-redis/fuzzing -- -D warnings
 
 # The end-to-end tests (tests/) run the real binary: build it fresh first.
 banner "build: cargo build -p weir-server --bin weir"

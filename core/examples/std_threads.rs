@@ -24,7 +24,8 @@
 //!   (their replies and the notices of subscribed topics fed straight back),
 //!   generators started and aborted.
 //! - the **reader** blocks on the socket and sends `Input::Frame`,
-//!   `Input::Activity`, `Input::FrameTooLarge` and `Input::Disconnected`.
+//!   `Input::Activity`, `Input::FrameTooLarge`, `Input::InvalidUtf8`,
+//!   `Input::BinaryFrame` and `Input::Disconnected`.
 //! - the **writer** is the only code that writes to the socket. It takes
 //!   encoded frames, pings, pongs and closes from a bounded queue; when the
 //!   queue is full the core is told `Input::SlowConsumer` (it closes with
@@ -403,25 +404,26 @@ fn read_loop(mut ws: WebSocket<ReadHalf>, tx: &SyncSender<ToCore>) {
                 false,
             ),
             // The core answers a binary frame `bad_request`.
-            Ok(Message::Binary(bytes)) => (
-                input(Input::Frame {
-                    conn: CONN,
-                    bytes: bytes.to_vec(),
-                }),
-                false,
-            ),
+            Ok(Message::Binary(_)) => (input(Input::BinaryFrame { conn: CONN }), false),
             Ok(Message::Ping(payload)) => (ToCore::Ping(payload), false),
             Ok(Message::Pong(_)) => (input(Input::Activity { conn: CONN }), false),
             Ok(Message::Close(frame)) => (ToCore::PeerClosed(frame), true),
             Ok(Message::Frame(_)) => continue,
-            Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => {
-                // The core answers with an error and a 1009 close, which the
-                // writer sends before it shuts the socket down.
-                let too_large = input(Input::FrameTooLarge {
-                    conn: CONN,
-                    len: size,
+            Err(
+                e @ (WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Utf8(_)),
+            ) => {
+                // The core answers with an error and a close (1009, 1007),
+                // which the writer sends before it shuts the socket down.
+                let unreadable = input(match e {
+                    WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+                        Input::FrameTooLarge {
+                            conn: CONN,
+                            len: size,
+                        }
+                    }
+                    _ => Input::InvalidUtf8 { conn: CONN },
                 });
-                if tx.send(too_large).is_err() {
+                if tx.send(unreadable).is_err() {
                     return;
                 }
                 (input(Input::Disconnected { conn: CONN }), true)

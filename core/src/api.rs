@@ -137,6 +137,20 @@ pub enum Input {
         /// Its size, as far as known.
         len: usize,
     },
+    /// A text frame that is not valid UTF-8 arrived (the WebSocket library
+    /// checks it, so the bytes never reach [`Input::Frame`]); the core
+    /// answers `error` `bad_request` and closes with `1007`.
+    InvalidUtf8 {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A binary frame arrived (its payload is not needed: the protocol's
+    /// frames are JSON text); the core answers `error` `bad_request` in
+    /// its turn, like any frame, and the connection stays open.
+    BinaryFrame {
+        /// The connection.
+        conn: ConnId,
+    },
     /// A WebSocket pong (or any other sign of life that is not a text frame).
     Activity {
         /// The connection.

@@ -84,6 +84,16 @@ pub(crate) struct PendingChat {
 /// The most frames a connection may send before it is Open.
 pub(crate) const EARLY_FRAMES: usize = 16;
 
+/// An inbound WebSocket data frame, as the core handles it (and holds it
+/// during the handshake, in order).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Inbound {
+    /// A text frame's bytes, to decode.
+    Text(Vec<u8>),
+    /// A binary frame (its payload dropped): answered `bad_request`.
+    Binary,
+}
+
 /// One connection's record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Connection {
@@ -99,7 +109,7 @@ pub(crate) struct Connection {
     pub(crate) ended: VecDeque<MessageId>,
     pub(crate) pending_chat: Option<PendingChat>,
     /// Frames that arrived during the handshake.
-    pub(crate) early: VecDeque<Vec<u8>>,
+    pub(crate) early: VecDeque<Inbound>,
     /// The user's presence as this connection last heard it (it is itself
     /// online, so it starts there and hears only changes).
     pub(crate) presence_seen: PresenceStatus,
@@ -296,7 +306,7 @@ mod tests {
     fn closing_twice_keeps_the_first_deadline() {
         let t0 = start();
         let mut c = conn(t0);
-        c.early.push_back(b"early".to_vec());
+        c.early.push_back(Inbound::Text(b"early".to_vec()));
         assert_eq!(c.start_closing(t0, SEC), Some(t0 + SEC));
         assert!(
             c.early.is_empty(),

@@ -83,6 +83,8 @@ mod client_ip;
 mod compat;
 mod config;
 mod driver;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod generator;
 mod http;
 mod io;

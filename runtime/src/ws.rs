@@ -12,11 +12,17 @@
 //!   its frames, so a full queue never holds a ping back); `Item::Close(code)`
 //!   sends the close frame and ends the writer. Every item it takes counts as
 //!   progress, which the driver watches for stalls.
-//! - The **reader** turns text (and binary) messages into `Input::Frame`,
-//!   pings and pongs into `Input::Activity`, a message over the size limit
-//!   into `Input::FrameTooLarge`, and the end of the socket into
-//!   `Input::Disconnected`. It keeps reading after the peer's close frame so
-//!   that tungstenite can answer it before the socket is dropped.
+//! - The **reader** turns text messages into `Input::Frame`, binary ones
+//!   into `Input::BinaryFrame` (without their payload), pings and pongs into
+//!   `Input::Activity`, a message over the size limit into
+//!   `Input::FrameTooLarge`, a text message that is not UTF-8 into
+//!   `Input::InvalidUtf8`, and the end of the socket into
+//!   `Input::Disconnected`. The size limit counts the payload bytes as they
+//!   arrive (tungstenite's `max_frame_size` and `max_message_size`), so no
+//!   message larger than the core's frame limit is ever buffered. After the
+//!   last two the reader stops reading and lets the writer send the core's
+//!   answer and close (1009, 1007). It keeps reading after the peer's close
+//!   frame so that tungstenite can answer it before the socket is dropped.
 //!
 //! The driver's [`ConnHandle`] releases both: dropping it aborts the writer
 //! and stops the reader.
@@ -63,7 +69,7 @@ pub(crate) struct WsSettings {
     pub(crate) config: WebSocketConfig,
     pub(crate) queue_capacity: usize,
     /// How long the reader waits for the writer to send the close after an
-    /// oversized message (the core's close timeout).
+    /// oversized or non-UTF-8 message (the core's close timeout).
     pub(crate) close_timeout: Duration,
 }
 
@@ -133,7 +139,7 @@ struct Registered<R: Runtime> {
     /// it (when the reader ends, which is when the driver released the
     /// connection or is gone) aborts the writer.
     writer: R::Task,
-    /// How long to wait for the writer after an oversized message.
+    /// How long to wait for the writer after an oversized or non-UTF-8 message.
     close_timeout: Duration,
 }
 
@@ -194,8 +200,10 @@ async fn connect<R: Runtime>(
 /// the reader task holds while it waits for room in the driver's channel
 /// (a task is as large as its largest wait).
 enum Read {
-    /// A text (or binary) frame for the core.
+    /// A text frame for the core.
     Frame(Vec<u8>),
+    /// A binary frame (its payload is dropped at once).
+    Binary,
     /// A ping or pong: the client is alive.
     Activity,
     /// Nothing for the driver (the peer's close, which the next read
@@ -203,6 +211,8 @@ enum Read {
     Nothing,
     /// A message over the size limit, of this many bytes.
     TooLarge(usize),
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
     /// The socket ended or failed.
     Gone,
 }
@@ -215,7 +225,7 @@ impl Read {
             // Reuses the message's buffer when it is not shared.
             Some(Ok(Message::Text(text))) => Self::Frame(Vec::from(bytes::Bytes::from(text))),
             // The core answers a binary frame `bad_request`.
-            Some(Ok(Message::Binary(bytes))) => Self::Frame(Vec::from(bytes)),
+            Some(Ok(Message::Binary(_))) => Self::Binary,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Self::Activity,
             // Keep reading: the next read sends tungstenite's answer to the
             // close and then ends the stream.
@@ -223,6 +233,7 @@ impl Read {
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
                 Self::TooLarge(size)
             }
+            Some(Err(WsError::Utf8(_))) => Self::InvalidUtf8,
             Some(Err(e)) => {
                 tracing::debug!(%conn, "socket error: {e}");
                 Self::Gone
@@ -252,13 +263,18 @@ async fn read_loop<R: Runtime>(mut registered: Option<Registered<R>>) {
         let read = match next.await {
             None => return, // released by the driver
             Some(Read::Nothing) => continue,
-            Some(Read::TooLarge(len)) => {
+            Some(read @ (Read::TooLarge(_) | Read::InvalidUtf8)) => {
+                let conn = r.conn;
+                let input = match read {
+                    Read::TooLarge(len) => Input::FrameTooLarge { conn, len },
+                    _ => Input::InvalidUtf8 { conn },
+                };
                 // Rare: boxed, so that its waits do not make every reader
                 // task larger (in a statement of its own: a temporary lives
                 // to the end of its statement, across the wait).
-                let wait = Box::pin(too_large::<R>(
-                    r.conn,
-                    len,
+                let wait = Box::pin(unreadable::<R>(
+                    conn,
+                    input,
                     &r.tx,
                     &mut r.stop,
                     &mut r.writer,
@@ -272,9 +288,12 @@ async fn read_loop<R: Runtime>(mut registered: Option<Registered<R>>) {
         let conn = r.conn;
         let (input, gone) = match read {
             Read::Frame(bytes) => (Input::Frame { conn, bytes }, false),
+            Read::Binary => (Input::BinaryFrame { conn }, false),
             Read::Activity => (Input::Activity { conn }, false),
-            // (`Nothing` and `TooLarge` were handled above.)
-            Read::Gone | Read::Nothing | Read::TooLarge(_) => (Input::Disconnected { conn }, true),
+            // (`Nothing`, `TooLarge` and `InvalidUtf8` were handled above.)
+            Read::Gone | Read::Nothing | Read::TooLarge(_) | Read::InvalidUtf8 => {
+                (Input::Disconnected { conn }, true)
+            }
         };
         // Waiting for room is rare (the driver's channel is full) and its
         // future large: boxed, so that the task does not hold its room (and
@@ -298,29 +317,29 @@ async fn read_loop<R: Runtime>(mut registered: Option<Registered<R>>) {
     }
 }
 
-/// A message over the size limit: the core answers with an error frame and a
-/// 1009 close; let the writer send them before the socket is reported gone.
-async fn too_large<R: Runtime>(
+/// A message the reader cannot go on from (`input`: over the size limit, or
+/// text that is not UTF-8): the core answers with an error frame and a close
+/// (1009, 1007); let the writer send them before the socket is reported gone.
+async fn unreadable<R: Runtime>(
     conn: ConnId,
-    len: usize,
+    input: Input,
     tx: &async_channel::Sender<ToDriver>,
     stop: &mut oneshot::Receiver<()>,
     writer: &mut R::Task,
     close_timeout: Duration,
 ) {
-    let input = |i: Input| ToDriver::Input(i);
-    if tx
-        .send(input(Input::FrameTooLarge { conn, len }))
-        .await
-        .is_err()
-    {
+    if tx.send(ToDriver::Input(input)).await.is_err() {
         return;
     }
     let writer_ended = timeout::<R, _>(close_timeout, writer);
     if let Either::Left(_) = select(&mut *stop, Box::pin(writer_ended)).await {
         return; // released by the driver
     }
-    if tx.send(input(Input::Disconnected { conn })).await.is_ok() {
+    if tx
+        .send(ToDriver::Input(Input::Disconnected { conn }))
+        .await
+        .is_ok()
+    {
         let _ = stop.await;
     }
 }

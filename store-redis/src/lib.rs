@@ -93,6 +93,8 @@ use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreRep
 
 mod caps;
 mod decode;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod keys;
 mod plan;
 mod sweep;

@@ -522,6 +522,68 @@ fn sixteen_frames_wait_for_the_hello_and_the_seventeenth_closes_with_1008() {
 }
 
 #[test]
+fn a_text_frame_that_is_not_utf8_gets_bad_request_and_close_1007_even_before_hello() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.input(0, weir_core::Input::InvalidUtf8 { conn: a });
+    assert_eq!(error_code(&last(&w, a)), Some(ErrorCode::BadRequest));
+    assert_eq!(w.clients[&a].closed, Some(CloseCode::InvalidData));
+    // Already closing: not answered again.
+    let before = w.frames(a).len();
+    w.input(0, weir_core::Input::InvalidUtf8 { conn: a });
+    assert_eq!(w.frames(a).len(), before);
+    // The same bytes as a text frame (from a runtime that does not check
+    // UTF-8 itself) get the same answer.
+    w.input(
+        0,
+        weir_core::Input::Frame {
+            conn: b,
+            bytes: b"{\"type\":\"ping\",\"id\":\"\xff\"}".to_vec(),
+        },
+    );
+    assert_eq!(error_code(&last(&w, b)), Some(ErrorCode::BadRequest));
+    assert_eq!(w.clients[&b].closed, Some(CloseCode::InvalidData));
+    // During the handshake: closed at once, not held for the hello.
+    let early = w.connect(0, "u1", "s1", None);
+    w.input(0, weir_core::Input::InvalidUtf8 { conn: early });
+    assert_eq!(w.clients[&early].closed, Some(CloseCode::InvalidData));
+    settle(&mut w, &mut c);
+}
+
+#[test]
+fn a_binary_frame_gets_bad_request_in_its_turn_and_the_connection_stays_open() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    // Before the hello: held in order with the text frames.
+    w.send_text(a, r#"{"type":"ping","id":1}"#);
+    w.input(0, weir_core::Input::BinaryFrame { conn: a });
+    w.send_text(a, r#"{"type":"ping","id":2}"#);
+    settle(&mut w, &mut c);
+    let kinds: Vec<_> = w.frames(a).iter().map(ServerFrame::kind).collect();
+    assert_eq!(kinds, ["hello", "history", "pong", "error", "pong"]);
+    assert_eq!(error_code(&w.frames(a)[3]), Some(ErrorCode::BadRequest));
+    // Open: answered at once, and the connection stays.
+    w.input(0, weir_core::Input::BinaryFrame { conn: a });
+    assert_eq!(error_code(&last(&w, a)), Some(ErrorCode::BadRequest));
+    assert_eq!(w.clients[&a].closed, None);
+    w.send_text(a, r#"{"type":"ping","id":3}"#);
+    assert!(matches!(last(&w, a), ServerFrame::Pong(_)));
+    // Binary frames count among the 16 a connection may send before hello.
+    let early = w.connect(0, "u1", "s1", None);
+    for _ in 0..16 {
+        w.input(0, weir_core::Input::BinaryFrame { conn: early });
+    }
+    assert_eq!(w.clients[&early].closed, None);
+    w.input(0, weir_core::Input::BinaryFrame { conn: early });
+    assert_eq!(w.clients[&early].closed, Some(CloseCode::Policy));
+    settle(&mut w, &mut c);
+}
+
+#[test]
 fn a_write_stall_of_the_stall_timeout_closes_with_4008_and_a_resume_gets_the_rest() {
     let mut w = world();
     let mut c = Checker::new();

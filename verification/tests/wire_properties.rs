@@ -457,6 +457,10 @@ fn check_decode_outcome(
                     prop_assert_eq!(e.close(), Some(CloseCode::TooLarge));
                     prop_assert_eq!(&e.request_id, &None);
                 }
+                DecodeError::InvalidUtf8 => {
+                    prop_assert!(std::str::from_utf8(bytes).is_err());
+                    prop_assert_eq!(e.close(), Some(CloseCode::InvalidData));
+                }
                 _ => prop_assert_eq!(e.close(), None),
             }
             // The error frame that answers it is itself a valid server frame.

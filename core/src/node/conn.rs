@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use super::{error_frame, live_message, Node, Pending};
 use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, SessionId, UserId};
-use crate::session::{ConnState, ConnTimer, Connection, Cursor, EARLY_FRAMES};
+use crate::session::{ConnState, ConnTimer, Connection, Cursor, Inbound, EARLY_FRAMES};
 use crate::store::{PresenceJoinOp, PresenceLeaveOp, SnapshotOp, StoreOp, StoreReply, Topic};
 use crate::timer::TimerKey;
 use crate::wire::{
-    decode_client_frame, ClientFrame, CloseCode, ErrorCode, Hello, History, Message, Pong,
-    Presence, PresenceStatus, ServerFrame,
+    decode_client_frame, ClientFrame, CloseCode, DecodeError, ErrorCode, FrameError, Hello,
+    History, Message, Pong, Presence, PresenceStatus, ServerFrame,
 };
 
 impl<I: IdSource> Node<I> {
@@ -204,7 +204,18 @@ impl<I: IdSource> Node<I> {
             .push_back(Output::Event(Event::ConnectionClosed { conn }));
     }
 
-    pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, bytes: Vec<u8>) {
+    /// A text frame that is not UTF-8: the stream of frames cannot be
+    /// trusted past it (RFC 6455 §8.1), so `error` `bad_request` and close
+    /// 1007, even during the handshake (like an oversized frame).
+    pub(super) fn on_invalid_utf8(&mut self, now: Instant, conn: ConnId) {
+        if self.conn_is_live(conn) {
+            let e = FrameError::from(DecodeError::InvalidUtf8);
+            self.send(conn, e.to_server_frame());
+            self.close(now, conn, CloseCode::InvalidData);
+        }
+    }
+
+    pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Inbound) {
         self.touch(now, conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -213,7 +224,7 @@ impl<I: IdSource> Node<I> {
             ConnState::Open => {}
             ConnState::Handshake => {
                 if c.early.len() < EARLY_FRAMES {
-                    c.early.push_back(bytes);
+                    c.early.push_back(frame);
                 } else {
                     self.send(
                         conn,
@@ -226,10 +237,22 @@ impl<I: IdSource> Node<I> {
             ConnState::Closing => return,
         }
         if self.dialects.contains_key(&conn) {
-            self.on_dialect_frame(conn, &bytes);
+            match frame {
+                Inbound::Text(bytes) => self.on_dialect_frame(conn, &bytes),
+                // A dialect answers what it does not know with silence (the
+                // compat page must keep its Cancel button): logged only.
+                Inbound::Binary => self.out.push_back(Output::Event(Event::FrameIgnored {
+                    conn,
+                    reason: "binary frame",
+                })),
+            }
             return;
         }
-        match decode_client_frame(&bytes, &self.config.limits) {
+        let decoded = match frame {
+            Inbound::Text(bytes) => decode_client_frame(&bytes, &self.config.limits),
+            Inbound::Binary => Err(DecodeError::BinaryFrame.into()),
+        };
+        match decoded {
             Err(e) => {
                 self.send(conn, e.to_server_frame());
                 if let Some(code) = e.close() {
@@ -354,13 +377,13 @@ impl<I: IdSource> Node<I> {
         }
         self.pump(now, &conv);
         // Frames that arrived during the handshake, in order.
-        let early: Vec<Vec<u8>> = self
+        let early: Vec<Inbound> = self
             .conns
             .get_mut(&conn)
             .map(|c| c.early.drain(..).collect())
             .unwrap_or_default();
-        for bytes in early {
-            self.on_frame(now, conn, bytes);
+        for frame in early {
+            self.on_frame(now, conn, frame);
         }
     }
 

@@ -61,7 +61,7 @@ use crate::config::Config;
 use crate::ids::{
     ConnId, ConvKey, IdSource, MessageId, RequestId, SeededIds, Seq, SessionId, UserId,
 };
-use crate::session::{ConnState, Connection};
+use crate::session::{ConnState, Connection, Inbound};
 use crate::store::{
     LiveReply, PresenceCheckOp, PresenceRefreshOp, StoreError, StoreOp, StoreReply, SweepOp, Topic,
 };
@@ -257,7 +257,9 @@ impl<I: IdSource> Node<I> {
                 resume,
                 ip,
             } => self.on_connect(now, conn, user, session, resume, ip),
-            Input::Frame { conn, bytes } => self.on_frame(now, conn, bytes),
+            Input::Frame { conn, bytes } => self.on_frame(now, conn, Inbound::Text(bytes)),
+            Input::BinaryFrame { conn } => self.on_frame(now, conn, Inbound::Binary),
+            Input::InvalidUtf8 { conn } => self.on_invalid_utf8(now, conn),
             Input::FrameTooLarge { conn, len } => {
                 let limit = self.config.limits.max_frame_bytes;
                 if self.conn_is_live(conn) {

@@ -95,6 +95,9 @@ pub enum CloseCode {
     Normal,
     /// `1001`: the server is shutting down; reconnect elsewhere and resume.
     GoingAway,
+    /// `1007`: a text frame was not valid UTF-8 (RFC 6455 §8.1 requires
+    /// failing the connection).
+    InvalidData,
     /// `1008`: policy violation.
     Policy,
     /// `1009`: an inbound frame was over the frame size limit.
@@ -107,9 +110,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, in declaration order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Normal,
         Self::GoingAway,
+        Self::InvalidData,
         Self::Policy,
         Self::TooLarge,
         Self::IdleTimeout,
@@ -122,6 +126,7 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
+            Self::InvalidData => 1007,
             Self::Policy => 1008,
             Self::TooLarge => 1009,
             Self::IdleTimeout => 4000,
@@ -135,6 +140,7 @@ impl CloseCode {
         match self {
             Self::Normal => "normal",
             Self::GoingAway => "server shutting down",
+            Self::InvalidData => "invalid UTF-8",
             Self::Policy => "policy violation",
             Self::TooLarge => "frame too large",
             Self::IdleTimeout => "idle timeout",
@@ -178,7 +184,7 @@ mod tests {
     #[test]
     fn close_codes_have_protocol_numbers() {
         let codes: Vec<u16> = CloseCode::ALL.iter().map(CloseCode::code).collect();
-        assert_eq!(codes, [1000, 1001, 1008, 1009, 4000, 4008]);
+        assert_eq!(codes, [1000, 1001, 1007, 1008, 1009, 4000, 4008]);
         for c in CloseCode::ALL {
             assert_eq!(CloseCode::from_code(c.code()), Some(c));
             assert!(!c.reason().is_empty() && c.reason().len() <= 123);

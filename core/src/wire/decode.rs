@@ -1,6 +1,6 @@
 //! Decoding of client frames (and, through the same helpers, HTTP bodies) with precise errors.
 //!
-//! The order of checks is fixed: size (before any parsing), JSON syntax, "is an
+//! The order of checks is fixed: size (before any parsing), UTF-8, JSON syntax, "is an
 //! object", `type`, then the fields of that type in their documented order. The
 //! first failing check is reported, naming the field. A JSON `null` counts as an
 //! absent field. Fields the decoder does not know are ignored, so clients may
@@ -23,7 +23,8 @@ const MAX_ECHOED_TYPE_CHARS: usize = 64;
 /// Why an inbound frame or HTTP body was rejected.
 ///
 /// Every variant is the peer's fault; none of them ends the connection except
-/// [`DecodeError::FrameTooLarge`] (see [`DecodeError::close`]). The `Display`
+/// [`DecodeError::FrameTooLarge`] and [`DecodeError::InvalidUtf8`] (see
+/// [`DecodeError::close`]). The `Display`
 /// text is meant for the `message` of the `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -36,7 +37,15 @@ pub enum DecodeError {
         /// The limit in bytes.
         max: usize,
     },
-    /// The frame is not valid JSON (or not valid UTF-8); holds the parser's message.
+    /// The frame's bytes are not valid UTF-8. A WebSocket text frame must be
+    /// (RFC 6455 §8.1): the connection is closed with `1007`.
+    #[error("the frame is not valid UTF-8")]
+    InvalidUtf8,
+    /// A WebSocket binary frame: the protocol's frames are JSON in text
+    /// frames, so its bytes are not parsed at all. The connection stays open.
+    #[error("binary frames are not accepted: send each frame as JSON in a text frame")]
+    BinaryFrame,
+    /// The frame is valid UTF-8 but not valid JSON; holds the parser's message.
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
     /// The frame is valid JSON but not an object.
@@ -93,11 +102,13 @@ impl DecodeError {
     }
 
     /// The close code that must follow the `error` frame, if any: `1009` for an
-    /// oversized frame, none otherwise (the connection stays open).
+    /// oversized frame, `1007` for a text frame that is not UTF-8, none
+    /// otherwise (the connection stays open).
     #[must_use]
     pub fn close(&self) -> Option<CloseCode> {
         match self {
             Self::FrameTooLarge { .. } => Some(CloseCode::TooLarge),
+            Self::InvalidUtf8 => Some(CloseCode::InvalidData),
             _ => None,
         }
     }
@@ -158,8 +169,8 @@ impl std::ops::Deref for FrameError {
 /// Decodes one inbound WebSocket text frame.
 ///
 /// Checks, in order: size (`bytes.len() > limits.max_frame_bytes` →
-/// [`DecodeError::FrameTooLarge`], nothing parsed), JSON, object, `type`, then the
-/// fields. `chat` content is trimmed and must then be 1..=`limits.max_content_bytes`
+/// [`DecodeError::FrameTooLarge`], nothing parsed), UTF-8, JSON, object, `type`,
+/// then the fields. `chat` content is trimmed and must then be 1..=`limits.max_content_bytes`
 /// bytes. Unknown fields are ignored. Never panics.
 pub fn decode_client_frame(bytes: &[u8], limits: &Limits) -> Result<ClientFrame, FrameError> {
     let value = parse_object_value(bytes, limits.max_frame_bytes)?;
@@ -202,7 +213,8 @@ fn decode_fields(fields: &Fields<'_>, limits: &Limits) -> Result<ClientFrame, De
     }
 }
 
-/// Size check, then JSON parse. Shared with the HTTP body decoders.
+/// Size check (on the bytes as received: JSON escapes count as sent), then
+/// UTF-8, then JSON parse. Shared with the HTTP body decoders.
 pub(super) fn parse_object_value(bytes: &[u8], max: usize) -> Result<Value, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::FrameTooLarge {
@@ -210,7 +222,8 @@ pub(super) fn parse_object_value(bytes: &[u8], max: usize) -> Result<Value, Deco
             max,
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))
+    let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+    serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))
 }
 
 /// Field readers over a JSON object; each error names its field. `null` reads as absent.
@@ -405,14 +418,66 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::BadRequest);
         assert_eq!(e.close(), None);
         assert!(matches!(err("").error, DecodeError::InvalidJson(_)));
-        let e = decode_client_frame(b"\xff\xfe{}", &Limits::default());
-        assert!(matches!(
-            e,
-            Err(FrameError {
-                error: DecodeError::InvalidJson(_),
-                ..
+    }
+
+    #[test]
+    fn invalid_utf8_is_bad_request_and_closes_with_1007() {
+        // Invalid anywhere: before the JSON, inside a string, cut short at
+        // the end; an encoded surrogate is not UTF-8 either.
+        for bytes in [
+            &b"\xff\xfe{}"[..],
+            b"{\"type\":\"chat\",\"content\":\"a\xc3(\"}",
+            b"{\"type\":\"ping\",\"id\":\"\xe2\x82\"}",
+            b"{\"type\":\"ping\",\"id\":\"\xed\xa0\x80\"}",
+        ] {
+            let e = decode_client_frame(bytes, &Limits::default());
+            let e = e.expect_err("not UTF-8");
+            assert_eq!(e.error, DecodeError::InvalidUtf8);
+            assert_eq!(e.code(), ErrorCode::BadRequest);
+            assert_eq!(e.close(), Some(CloseCode::InvalidData));
+        }
+        // Escaped non-ASCII (and an escaped surrogate pair) is UTF-8 on
+        // the wire: accepted.
+        assert_eq!(
+            ok(r#"{"type":"ping","id":"\u00e9\ud83d\ude00"}"#),
+            ClientFrame::Ping(Ping {
+                id: Some(PingId::Str("é😀".into()))
             })
-        ));
+        );
+    }
+
+    #[test]
+    fn the_frame_limit_counts_the_bytes_as_sent_escapes_included() {
+        // 2 000 `é`: 4 000 bytes of content, 12 000 bytes when escaped.
+        let raw = format!(r#"{{"type":"chat","content":"{}"}}"#, "é".repeat(2_000));
+        let escaped = format!(
+            r#"{{"type":"chat","content":"{}"}}"#,
+            "\\u00e9".repeat(2_000)
+        );
+        let limits = |max_frame_bytes| Limits {
+            max_frame_bytes,
+            max_content_bytes: 4_000,
+        };
+        let content = |bytes: &str, max| match decode_client_frame(bytes.as_bytes(), &limits(max)) {
+            Ok(ClientFrame::Chat(c)) => Ok(c.content.len()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.error),
+        };
+        // The content limit counts the decoded text: the same 4 000 bytes
+        // both ways.
+        assert_eq!(content(&raw, raw.len()), Ok(4_000));
+        assert_eq!(content(&escaped, escaped.len()), Ok(4_000));
+        // The frame limit counts what was sent: one byte under the escaped
+        // frame's length refuses it, unparsed, and not the raw one.
+        assert!(raw.len() < escaped.len() - 1);
+        assert_eq!(
+            content(&escaped, escaped.len() - 1),
+            Err(DecodeError::FrameTooLarge {
+                len: escaped.len(),
+                max: escaped.len() - 1
+            })
+        );
+        assert_eq!(content(&raw, escaped.len() - 1), Ok(4_000));
     }
 
     #[test]

@@ -18,11 +18,12 @@
 //!
 //! 1. size: longer than [`Limits::max_frame_bytes`] → [`DecodeError::FrameTooLarge`]
 //!    (code `too_large`, close `1009`); the bytes are not parsed at all;
-//! 2. JSON syntax and UTF-8 → [`DecodeError::InvalidJson`];
-//! 3. a JSON object → [`DecodeError::NotAnObject`];
-//! 4. `type`: present, a string, and known → [`DecodeError::MissingType`],
+//! 2. UTF-8 → [`DecodeError::InvalidUtf8`] (code `bad_request`, close `1007`);
+//! 3. JSON syntax → [`DecodeError::InvalidJson`];
+//! 4. a JSON object → [`DecodeError::NotAnObject`];
+//! 5. `type`: present, a string, and known → [`DecodeError::MissingType`],
 //!    [`DecodeError::WrongType`], [`DecodeError::UnknownType`];
-//! 5. the fields of that type, in the order listed on each struct →
+//! 6. the fields of that type, in the order listed on each struct →
 //!    [`DecodeError::MissingField`], [`DecodeError::WrongType`], [`DecodeError::BadId`],
 //!    and for `chat` [`DecodeError::EmptyContent`] / [`DecodeError::ContentTooLong`]
 //!    (content is trimmed first; the trimmed text is what is kept).
@@ -31,7 +32,23 @@
 //! compatibility). A valid `request_id` is recovered even from a rejected frame
 //! ([`FrameError::request_id`]), so the `error` can be matched to its request.
 //! Every error is `bad_request` except the two size errors (`too_large`); only
-//! an oversized frame closes the connection. The decoder never panics.
+//! an oversized frame (`1009`) and one that is not UTF-8 (`1007`) close the
+//! connection. The decoder never panics.
+//!
+//! A WebSocket binary frame is not decoded at all: the core answers it with
+//! [`DecodeError::BinaryFrame`] (`bad_request`, the connection stays open).
+//!
+//! # Sizes
+//!
+//! [`Limits::max_frame_bytes`] counts the bytes on the wire: the payload of
+//! one WebSocket message as the client sent it (for a fragmented message,
+//! all its fragments together), or an HTTP request body as received — JSON
+//! escapes count as sent, so `"\u00e9"` is 8 bytes where `"é"` is 4. The
+//! runtime stops reading a message at the limit (nothing larger is buffered)
+//! and reports [`Input::FrameTooLarge`](crate::Input::FrameTooLarge); the
+//! decoder checks the same length again. [`Limits::max_content_bytes`]
+//! counts the UTF-8 bytes of the decoded, trimmed `content`, whatever
+//! escapes carried it.
 //!
 //! # Frames
 //!
@@ -85,10 +102,12 @@ pub use server::{
 /// Size limits for inbound frames and user text (configurable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
-    /// The largest accepted inbound frame (or request body), in bytes; larger
-    /// frames are rejected unparsed and close the WebSocket with `1009`.
+    /// The largest accepted inbound frame (or request body), in bytes on the
+    /// wire (see [Sizes](self#sizes)); larger frames are rejected unparsed and
+    /// close the WebSocket with `1009`.
     pub max_frame_bytes: usize,
-    /// The largest accepted user text, in bytes after trimming.
+    /// The largest accepted user text, in UTF-8 bytes after unescaping and
+    /// trimming.
     pub max_content_bytes: usize,
 }
 

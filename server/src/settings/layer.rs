@@ -247,12 +247,12 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<f64>,
 
-    /// Largest inbound frame or request body in bytes; larger closes with 1009
+    /// Largest inbound frame or request body in bytes on the wire (escapes count as sent); larger closes with 1009
     #[arg(long, env = "WEIR_MAX_FRAME_BYTES", value_name = "BYTES")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_bytes: Option<usize>,
 
-    /// Largest user text in bytes after trimming; below --max-frame-bytes
+    /// Largest user text in UTF-8 bytes after unescaping and trimming; below --max-frame-bytes
     #[arg(long, env = "WEIR_MAX_CONTENT_BYTES", value_name = "BYTES")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_content_bytes: Option<usize>,
