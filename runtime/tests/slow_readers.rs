@@ -17,11 +17,6 @@ use weir_tests::{
 };
 
 weir_tests::both_runtimes! {
-    // Still flaky on the loaded 2-core machine (load 10-14): 5 runs after
-    // merging main, 2 of 10 passed; readers got 4000, stalled readers got
-    // no 4008 within stall timeout + 10 s ("0 closes"), or more closes
-    // than counted. See the slowtest report (issue 17 point 4).
-    #[ignore = "flaky under load: see the comment above"]
     readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_exactly,
     a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_and_resumes_exactly,
 }
@@ -230,17 +225,14 @@ where
 async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_exactly() {
     const READERS: usize = 900;
     const STALLED: usize = 100;
-    // Enough to fill a stalled reader's socket buffers (~140 KiB of ~90-byte
-    // frames: ~1 600 chunks) and then its queue, so its writer is stuck. Not
-    // 20 000, as the probe had: in a debug build on a loaded 2-core machine
-    // that took minutes of fan-out, and the hundreds of resumes that
-    // followed each replayed a backlog of up to 20 000 chunks while ~1 000
-    // pongs waited in the driver's channel ahead of their `Connect`: the
-    // `hello` of the last of 210 resumes came 9.9 s after its upgrade
-    // (measured: all of it between the `Connect` entering the driver's
-    // channel and the driver taking it), and of 281 on smol some after more
-    // than 10 s. At 5 000 chunks the slowest came within 2 s.
-    const N: u32 = 3_000;
+    // Enough reply text (~200 KB) to fill a stalled reader's socket
+    // buffers and then its queue, so its writer is stuck: chunks that wait
+    // together go as one merged frame, so the frames' overhead no longer
+    // fills them. The probe's 20 000. A resume's backlog goes as merged frames
+    // too (one per slice), which is what let hundreds of resumes get their
+    // `hello` in time: with one frame per chunk, the last of 210 resumes got
+    // it 9.9 s after its upgrade, behind ~1 000 pongs in the driver's channel.
+    const N: u32 = 20_000;
     const STALL_TIMEOUT: Duration = Duration::from_secs(10);
     let _one = ONE_AT_A_TIME.lock().await;
     // The test's one client thread reads for 900 readers and must come round
