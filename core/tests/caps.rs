@@ -324,6 +324,43 @@ fn an_http_post_over_a_cap_is_429_with_retry_after_and_starts_nothing() {
 }
 
 #[test]
+fn a_seed_front_end_post_over_a_cap_is_429_with_detail_and_starts_nothing() {
+    let mut net = Net::new(
+        1,
+        caps(|c| {
+            c.chats_per_minute = 1;
+            c.chat_burst = 1;
+        }),
+    );
+    let post = |n: &mut Net, req: u64| {
+        let body = format!(r#"{{"session_id":"s{req}","message":"hi","user_id":"demo_user"}}"#);
+        n.feed(
+            0,
+            Input::Http {
+                req: HttpReqId(req),
+                user: UserId::parse("default_user").expect("valid in the test"),
+                request: HttpRequest::CompatChat {
+                    user: weir_core::dialect::compat_http::CompatUser::FromBody,
+                    body: body.into_bytes(),
+                },
+            },
+        );
+    };
+    post(&mut net, 1);
+    assert_eq!(net.http[&(0, HttpReqId(1))].0, 200);
+    post(&mut net, 2);
+    let (status, body) = &net.http[&(0, HttpReqId(2))];
+    assert_eq!(*status, 429, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body).expect("valid in the test");
+    assert!(
+        v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert_eq!(v["retry_after_ms"], 60_000);
+    assert_eq!(net.generators.len(), 1, "the refused post started nothing");
+}
+
+#[test]
 fn the_connection_cap_refuses_before_hello_and_a_close_frees_the_slot() {
     let mut net = Net::new(1, caps(|c| c.connections_per_user = 2));
     net.connect(0, 1, "alice", "a", None);

@@ -250,17 +250,7 @@ async fn api<R: Runtime>(
         return shutting_down();
     }
     match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok((status, body))) => {
-            let retry = (status == 429).then(|| retry_after_header(&body)).flatten();
-            let mut resp = json(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                body,
-            );
-            if let Some(secs) = retry {
-                resp.headers_mut().insert(RETRY_AFTER, secs);
-            }
-            resp
-        }
+        Ok(Ok((status, body))) => with_retry_after(status, body),
         Ok(Err(_)) => shutting_down(),
         Err(_) => error(&HttpError::new(
             ErrorCode::Unavailable,
@@ -269,10 +259,28 @@ async fn api<R: Runtime>(
     }
 }
 
+/// The core's answer as JSON with `status`; a 429 gets `Retry-After`.
+fn with_retry_after(status: u16, body: String) -> Resp {
+    let retry = (status == 429).then(|| retry_after_header(&body)).flatten();
+    let mut resp = json(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    );
+    if let Some(secs) = retry {
+        resp.headers_mut().insert(RETRY_AFTER, secs);
+    }
+    resp
+}
+
 /// `Retry-After` for a 429 body's `retry_after_ms`: whole seconds, rounded
 /// up (the header has no finer unit; the body keeps the milliseconds).
 fn retry_after_header(body: &str) -> Option<HeaderValue> {
-    let e: HttpError = serde_json::from_str(body).ok()?;
+    /// `retry_after_ms` of a `{code, message}` or a compat `{detail}` body.
+    #[derive(serde::Deserialize)]
+    struct Retry {
+        retry_after_ms: Option<u64>,
+    }
+    let e: Retry = serde_json::from_str(body).ok()?;
     let secs = e.retry_after_ms?.div_ceil(1000);
     HeaderValue::from_str(&secs.to_string()).ok()
 }
@@ -308,10 +316,7 @@ async fn compat_api<R: Runtime>(
         return crate::compat::detail(503, "The server is shutting down.");
     }
     match timeout::<R, _>(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok((status, body))) => json(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-        ),
+        Ok(Ok((status, body))) => with_retry_after(status, body),
         Ok(Err(_)) => crate::compat::detail(503, "The server is shutting down."),
         Err(_) => crate::compat::detail(
             503,

@@ -298,11 +298,36 @@ async fn an_address_at_its_connection_cap_on_node_a_is_refused_on_node_b() {
     let _on_b = connects_again(&b, "session_id=s&user_id=b").await;
 }
 
+async fn the_seed_front_ends_api_chat_is_capped_like_every_chat_across_two_nodes() {
+    // The compat `POST /api/chat` is no way around the chat caps: a user who
+    // chatted on node A is refused on node B with the seed's `{detail}`,
+    // 429, `retry_after_ms` and `Retry-After`, and nothing is stored.
+    let redis = RedisServer::start();
+    let (a, b) = pair(&redis, &["--chats-per-minute", "1", "--chat-burst", "1"]);
+    let mut on_a = a.ws("session_id=a&user_id=u").await;
+    on_a.chat_acked("one", "r1").await;
+    let post = b
+        .http(
+            "POST",
+            "/api/chat",
+            r#"{"session_id":"c","message":"hi","user_id":"u"}"#,
+        )
+        .await;
+    assert_eq!(post.status, 429, "{}", post.body);
+    let body = post.json();
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_eq!(body["retry_after_ms"].as_u64().map(|ms| ms > 0), Some(true));
+    assert!(post.header("retry-after").is_some());
+    assert!(b.messages("c", "?user_id=u").await.is_empty());
+    assert_eq!(refusals(&b, "chat_rate").await, 1.0);
+}
+
 weir_tests::both_runtimes! {
     a_user_at_the_streams_cap_is_refused_in_a_third_conversation_until_one_reply_ends,
     the_streams_cap_is_the_users_across_two_nodes,
     chats_beyond_the_burst_are_refused_on_the_websocket_and_with_429_on_http,
     the_chat_rate_is_the_users_across_two_nodes,
+    the_seed_front_ends_api_chat_is_capped_like_every_chat_across_two_nodes,
     a_user_at_the_connection_cap_is_refused_before_hello_until_one_closes,
     a_user_at_the_connection_cap_on_node_a_is_refused_on_node_b,
     one_address_at_its_connection_cap_is_refused_whoever_the_user_and_a_forged_header_changes_nothing,

@@ -30,6 +30,9 @@ pub struct CompatError {
     pub status: u16,
     /// What went wrong, for the page's alert.
     pub detail: String,
+    /// Over a cap (429): how long to wait before trying again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl CompatError {
@@ -39,6 +42,17 @@ impl CompatError {
         Self {
             status,
             detail: detail.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// 429 over a cap: `detail` and `retry_after_ms` (the runtime adds
+    /// `Retry-After`).
+    #[must_use]
+    pub fn rate_limited(detail: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(429, detail)
         }
     }
 

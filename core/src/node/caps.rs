@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use super::{Node, Pending};
 use crate::api::{Event, HttpReqId};
 use crate::caps::Cap;
+use crate::dialect::compat_http::CompatError;
 use crate::ids::{ConnId, IdSource, MessageId, RequestId, UserId};
 use crate::store::{
     AdmitOp, CapKeepOp, CapReleaseOp, CapScope, SlotKind, StartOp, StoreError, StoreOp, StoreReply,
@@ -40,6 +41,8 @@ pub(super) enum Asker {
     Conn(ConnId),
     /// An HTTP post.
     Http(HttpReqId),
+    /// A `POST /api/chat` of the seed's front end (answered `{detail}`).
+    Compat(HttpReqId),
 }
 
 /// What an [`StoreOp::Admit`] is for.
@@ -175,6 +178,7 @@ impl<I: IdSource> Node<I> {
         let why = match asker {
             Asker::Conn(conn) => Pending::Start(conn, start.conv.clone()),
             Asker::Http(req) => Pending::HttpStart(req, start.conv.clone()),
+            Asker::Compat(req) => Pending::CompatStart(req, start.conv.clone()),
         };
         self.store(why, StoreOp::Start(start));
     }
@@ -227,6 +231,10 @@ impl<I: IdSource> Node<I> {
                 asker: Asker::Http(req),
                 ..
             } => self.http_store_error(req, error),
+            Admission::Chat {
+                asker: Asker::Compat(req),
+                ..
+            } => self.compat_store_error(req, error),
         }
     }
 
@@ -282,7 +290,7 @@ impl<I: IdSource> Node<I> {
                 .conns
                 .get(&conn)
                 .is_some_and(|c| c.pending_chat.is_some()),
-            Asker::Http(_) => true,
+            Asker::Http(_) | Asker::Compat(_) => true,
         };
         if !waiting {
             if slot {
@@ -325,6 +333,10 @@ impl<I: IdSource> Node<I> {
             Asker::Http(req) => {
                 let e = HttpError::rate_limited(cap_message(cap), retry_after_ms);
                 self.respond_error(req, e);
+            }
+            Asker::Compat(req) => {
+                let e = CompatError::rate_limited(cap_message(cap), retry_after_ms);
+                self.compat_error(req, &e);
             }
         }
     }

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::caps::Asker;
 use super::owner::NewReply;
 use super::{live_message, Node, Pending};
 use crate::api::{HttpReqId, Output};
@@ -54,18 +55,16 @@ impl<I: IdSource> Node<I> {
         let conv = ConvKey::new(user, chat.session_id);
         let nonce = self.ids.next_u64();
         let at_ms = self.wall_ms(now);
-        self.store(
-            Pending::CompatStart(req, conv.clone()),
-            StoreOp::Start(StartOp {
-                conv,
-                content: chat.message,
-                client_message_id: None,
-                nonce,
-                owner: self.config.node_id.clone(),
-                context_limit: self.config.context_limit,
-                at_ms,
-            }),
-        );
+        let start = StartOp {
+            conv,
+            content: chat.message,
+            client_message_id: None,
+            nonce,
+            owner: self.config.node_id.clone(),
+            context_limit: self.config.context_limit,
+            at_ms,
+        };
+        self.admit_chat(now, Asker::Compat(req), start);
     }
 
     pub(super) fn on_compat_started(

@@ -343,6 +343,7 @@ impl<I: IdSource> Node<I> {
         let asker = match &why {
             Pending::Start(conn, conv) => Some((caps::Asker::Conn(*conn), conv)),
             Pending::HttpStart(req, conv) => Some((caps::Asker::Http(*req), conv)),
+            Pending::CompatStart(req, conv) => Some((caps::Asker::Compat(*req), conv)),
             _ => None,
         };
         if let Some((asker, conv)) = asker {
