@@ -122,6 +122,8 @@ pub enum Input {
         session: SessionId,
         /// The protocol it speaks.
         dialect: crate::dialect::Dialect,
+        /// The client's address (what the address cap counts), if known.
+        ip: Option<std::net::IpAddr>,
     },
     /// A text frame arrived (raw bytes; the core decodes and checks limits).
     Frame {

@@ -117,6 +117,7 @@ impl World {
                 user,
                 session,
                 dialect,
+                ip: None,
             },
         });
         conn

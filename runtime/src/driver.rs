@@ -398,6 +398,7 @@ impl<R: Runtime> Driver<R> {
                         user,
                         session,
                         dialect,
+                        ip: Some(ip),
                     },
                 };
                 self.node.handle_input(now, input);

@@ -69,6 +69,24 @@ impl CompatClient {
         }
     }
 
+    /// Every text message until the server closes, and the close code.
+    pub async fn until_close(&mut self) -> (Vec<String>, u16) {
+        let mut texts = Vec::new();
+        loop {
+            let m = tokio::time::timeout(T, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no /ws/chat message or close within {T:?}"));
+            match m {
+                Some(Ok(Message::Text(t))) => texts.push(t.as_str().to_owned()),
+                Some(Ok(Message::Close(frame))) => {
+                    return (texts, frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return (texts, 1006),
+            }
+        }
+    }
+
     /// The next frame as JSON (`type` first, as the page needs).
     pub async fn next_json(&mut self) -> Value {
         let text = self.next_text().await;

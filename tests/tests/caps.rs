@@ -249,6 +249,21 @@ async fn one_address_at_its_connection_cap_is_refused_whoever_the_user_and_a_for
     assert_eq!(refusals(&weir, "ip_connections").await, 1.0);
 }
 
+async fn the_seed_front_ends_ws_chat_counts_against_its_addresss_connection_cap() {
+    let weir = single(&["--max-connections-per-ip", "1"]);
+    let _native = weir.ws("session_id=s&user_id=a").await;
+    let mut page = weir
+        .try_compat_ws("session_id=s&user_id=b", &[])
+        .await
+        .expect("upgraded");
+    // The seed's dialect never sends `error` frames: refused, the page gets
+    // no `welcome`, only the close (and reconnects later, as it does).
+    let (texts, code) = page.until_close().await;
+    assert_eq!(code, 1008, "{texts:?}");
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(refusals(&weir, "ip_connections").await, 1.0);
+}
+
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_connection_cap() {
     let weir = single(&[
         "--max-connections-per-ip",
@@ -331,6 +346,7 @@ weir_tests::both_runtimes! {
     a_user_at_the_connection_cap_is_refused_before_hello_until_one_closes,
     a_user_at_the_connection_cap_on_node_a_is_refused_on_node_b,
     one_address_at_its_connection_cap_is_refused_whoever_the_user_and_a_forged_header_changes_nothing,
+    the_seed_front_ends_ws_chat_counts_against_its_addresss_connection_cap,
     behind_a_trusted_proxy_each_forwarded_client_has_its_own_connection_cap,
     an_address_at_its_connection_cap_on_node_a_is_refused_on_node_b,
 }

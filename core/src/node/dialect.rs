@@ -6,6 +6,7 @@
 //! connections' frames (and their shared `SendMany`) as they are.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::Node;
@@ -23,10 +24,11 @@ impl<I: IdSource> Node<I> {
         user: UserId,
         session: SessionId,
         dialect: Dialect,
+        ip: Option<IpAddr>,
     ) {
         let known = self.conns.contains_key(&conn);
         let renderer = DialectConn::new(dialect, session.clone(), user.clone());
-        self.on_connect(now, conn, user, session, None, None);
+        self.on_connect(now, conn, user, session, None, ip);
         if !known && self.conns.contains_key(&conn) {
             if let Some(r) = renderer {
                 self.dialects.insert(conn, r);

@@ -249,7 +249,8 @@ impl<I: IdSource> Node<I> {
                 user,
                 session,
                 dialect,
-            } => self.on_connect_with(now, conn, user, session, dialect),
+                ip,
+            } => self.on_connect_with(now, conn, user, session, dialect, ip),
             Input::Connect {
                 conn,
                 user,
