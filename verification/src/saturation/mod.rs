@@ -8,7 +8,8 @@
 //! node is driven the way the runtime drives it, and work costs time:
 //!
 //! - a step (one input, or one round of due timers) takes [`STEP_COST`] plus
-//!   a seeded cost per frame it hands to the connections: fanning out N
+//!   a seeded cost per chunk it hands to the connections (a merged frame
+//!   costs each chunk it carries): fanning out N
 //!   chunks to K connections in one step takes N·K times that. The store
 //!   operations a step sends leave when it ends;
 //! - inputs that arrive while a node works wait in its mailbox, so they come
@@ -56,7 +57,7 @@ use std::time::Duration;
 
 use weir_core::ids::{ConnId, ConvKey, MessageId, SeededIds, SessionId, UserId};
 use weir_core::store::{Model, Notice, StoreConfig, StoreOp};
-use weir_core::wire::{MessageStatus, PresenceStatus, Role};
+use weir_core::wire::{MessageStatus, PresenceStatus, Role, ServerFrame};
 use weir_core::{GeneratorEvent, Input};
 
 use crate::check::{check_live_owner_keeps_lease, Checker, Violation};
@@ -276,8 +277,20 @@ impl Sat {
         }
     }
 
+    /// What the clients have been handed so far, counted the way it costs:
+    /// a merged `chunk` frame costs each chunk it carries (encoding and
+    /// writing scale with the text, not with the number of frames), any
+    /// other frame one.
     fn frames(&self) -> u64 {
-        self.w.clients.values().map(|c| c.frames.len() as u64).sum()
+        self.w
+            .clients
+            .values()
+            .flat_map(|c| &c.frames)
+            .map(|f| match f {
+                ServerFrame::Chunk(c) => c.seq - c.first_seq() + 1,
+                _ => 1,
+            })
+            .sum()
     }
 
     // ----- the store and the wires -----
