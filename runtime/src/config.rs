@@ -127,7 +127,8 @@ pub enum StoreBackend {
 /// How to reach the Redis store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://HOST:PORT[/DB]`.
+    /// `redis://HOST:PORT[/DB]`, or `redis-cluster://HOST:PORT[,HOST:PORT…]`
+    /// for a Redis Cluster (seed nodes; the rest is discovered).
     pub url: String,
     /// The prefix of every key and channel
     /// ([`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX)).

@@ -93,6 +93,7 @@ mod metrics;
 pub mod openai;
 mod query;
 pub(crate) mod queue;
+mod redis_pubsub;
 mod redis_store;
 mod rt;
 mod server;

@@ -34,7 +34,6 @@
 //! `/readyz` answers 200 only while both connections are up and Redis
 //! accepts writes.
 
-use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -43,8 +42,9 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_util::future::{select, Either};
-use futures_util::{select_biased, FutureExt, StreamExt};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, Topic};
 use weir_core::{Input, OpId};
 use weir_store_redis::{Failure, RedisStore};
@@ -52,6 +52,7 @@ use weir_store_redis::{Failure, RedisStore};
 use crate::io::RedisIo;
 use crate::mailbox::ToDriver;
 use crate::metrics::Metrics;
+use crate::redis_pubsub::{pubsub, Addr, Nodes, Subscription};
 use crate::rt::{timeout, Runtime};
 use crate::RedisSettings;
 
@@ -61,22 +62,22 @@ const EPOCH_CHECK: Duration = Duration::from_secs(2);
 /// How often a burst of refusals that goes on is logged again.
 const REMIND_EVERY: Duration = Duration::from_secs(60);
 
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Room for notices between the pub/sub task and the driver.
 pub(crate) const NOTICE_CAPACITY: usize = 65_536;
 
 /// The current connection and what the tasks share.
 #[derive(Debug)]
-struct Link {
+pub(crate) struct Link {
     /// The operations connection, its epoch, and its generation.
-    current: Mutex<Option<(MultiplexedConnection, Epoch, u64)>>,
+    current: Mutex<Option<(StoreConn, Epoch, u64)>>,
     /// Rung by an operation that saw its connection fail: a channel of one,
     /// so a ring while the supervisor is busy waits for it.
     broken: (async_channel::Sender<()>, async_channel::Receiver<()>),
     store_up: AtomicBool,
-    pubsub_up: AtomicBool,
+    pub(crate) pubsub_up: AtomicBool,
     generation: AtomicU64,
     /// The number of the last subscription request the pub/sub task has
     /// carried out (confirmed by Redis, or found unnecessary).
@@ -175,7 +176,7 @@ impl Link {
         }
     }
 
-    fn mark_subscribed(&self, n: u64) {
+    pub(crate) fn mark_subscribed(&self, n: u64) {
         self.subscribed.fetch_max(n, Relaxed);
         self.subscribed_moved.notify(usize::MAX);
     }
@@ -196,11 +197,11 @@ impl Link {
         let _ = timeout::<R, _>(limit, wait).await;
     }
 
-    fn get(&self) -> Option<(MultiplexedConnection, Epoch, u64)> {
+    fn get(&self) -> Option<(StoreConn, Epoch, u64)> {
         self.current.lock().ok().and_then(|c| c.clone())
     }
 
-    fn set(&self, value: Option<(MultiplexedConnection, Epoch, u64)>) {
+    fn set(&self, value: Option<(StoreConn, Epoch, u64)>) {
         if let Ok(mut c) = self.current.lock() {
             *c = value;
         }
@@ -229,12 +230,6 @@ impl RedisReadiness {
     }
 }
 
-/// A subscription request, numbered in the order the core made them.
-enum Subscription {
-    Add(String, u64),
-    Remove(String, u64),
-}
-
 /// The driver's handle on the Redis store.
 #[derive(Debug)]
 pub(crate) struct RedisBackend<R: Runtime> {
@@ -253,15 +248,6 @@ pub(crate) struct RedisBackend<R: Runtime> {
     _tasks: [R::Task; 2],
 }
 
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Add(c, n) => write!(f, "subscribe #{n} {c}"),
-            Self::Remove(c, n) => write!(f, "unsubscribe #{n} {c}"),
-        }
-    }
-}
-
 impl<R: Runtime> RedisBackend<R> {
     /// Starts the supervisor and the pub/sub task. Notices go to `notices`,
     /// store replies to the driver through `replies` (while `tx`, the
@@ -274,12 +260,35 @@ impl<R: Runtime> RedisBackend<R> {
         notices: async_channel::Sender<Notice>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, RedisReadiness)> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| {
+        let bad = |e: &dyn std::fmt::Display| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("redis url {:?}: {e}", settings.url),
             )
-        })?;
+        };
+        let (client, nodes) = match settings.url.strip_prefix("redis-cluster://") {
+            Some(seeds) => {
+                let seeds = parse_seeds(seeds).map_err(|e| bad(&e))?;
+                let urls: Vec<String> = seeds
+                    .iter()
+                    .map(|(h, p)| format!("redis://{h}:{p}"))
+                    .collect();
+                let client = redis::cluster::ClusterClient::builder(urls)
+                    .connection_timeout(settings.timeout)
+                    .response_timeout(settings.timeout)
+                    .build()
+                    .map_err(|e| bad(&e))?;
+                (Client::Cluster(client), Nodes::Cluster(seeds))
+            }
+            None => {
+                let client = redis::Client::open(settings.url.as_str()).map_err(|e| bad(&e))?;
+                let addr = match client.get_connection_info().addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                    other => return Err(bad(&format!("not a TCP address: {other}"))),
+                };
+                (Client::Single(client), Nodes::Single(addr))
+            }
+        };
         let retention_ms =
             u64::try_from(settings.history_retention.as_millis()).unwrap_or(u64::MAX);
         let store = RedisStore::new(&settings.prefix, config, retention_ms);
@@ -292,7 +301,7 @@ impl<R: Runtime> RedisBackend<R> {
             settings.timeout,
         ));
         let pubsub = R::spawn(pubsub::<R>(
-            client,
+            nodes,
             link.clone(),
             sub_rx,
             notices,
@@ -382,11 +391,97 @@ impl<R: Runtime> RedisBackend<R> {
     }
 }
 
-/// The operations connection. Over TCP (every `redis://` URL), weir makes
-/// the socket with its own runtime and runs the connection's driver as one of
-/// its own tasks; other addresses (a Unix socket) go through the redis
-/// crate's own connect.
-async fn connect<R: Runtime>(
+/// `HOST:PORT[,HOST:PORT…]`.
+fn parse_seeds(seeds: &str) -> Result<Vec<Addr>, String> {
+    seeds
+        .split(',')
+        .map(|s| {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+            let port = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(format!("{s:?}: no host"));
+            }
+            Ok((host.to_owned(), port))
+        })
+        .collect()
+}
+
+/// How to reach the store: one Redis, or a Redis Cluster.
+#[derive(Clone)]
+enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// The operations connection: one multiplexed connection to one Redis, or
+/// the redis crate's cluster connection (it routes each command by its key's
+/// slot, follows `MOVED` and `ASK`, and refreshes the slot map itself).
+#[derive(Clone)]
+pub(crate) enum StoreConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for StoreConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "StoreConn::Single",
+            Self::Cluster(_) => "StoreConn::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for StoreConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connects to the store.
+async fn connect<R: Runtime>(client: &Client, limit: Duration) -> redis::RedisResult<StoreConn> {
+    match client {
+        Client::Single(c) => connect_single::<R>(c, limit).await.map(StoreConn::Single),
+        Client::Cluster(c) => match timeout::<R, _>(limit * 2, c.get_async_connection()).await {
+            Ok(connected) => connected.map(StoreConn::Cluster),
+            Err(_elapsed) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to the Redis Cluster timed out",
+            )
+            .into()),
+        },
+    }
+}
+
+/// The operations connection to one Redis. Over TCP (every `redis://` URL),
+/// weir makes the socket with its own runtime and runs the connection's
+/// driver as one of its own tasks; other addresses (a Unix socket) go
+/// through the redis crate's own connect.
+async fn connect_single<R: Runtime>(
     client: &redis::Client,
     limit: Duration,
 ) -> redis::RedisResult<MultiplexedConnection> {
@@ -421,7 +516,7 @@ async fn connect<R: Runtime>(
 
 /// Keeps the operations connection up.
 async fn supervise<R: Runtime>(
-    client: redis::Client,
+    client: Client,
     store: RedisStore,
     link: Arc<Link>,
     timeout: Duration,
@@ -480,7 +575,7 @@ async fn supervise<R: Runtime>(
 async fn establish<R: Runtime>(
     store: &RedisStore,
     link: &Link,
-    conn: &mut MultiplexedConnection,
+    conn: &mut StoreConn,
 ) -> Result<Epoch, Failure> {
     match store.establish_epoch(conn, R::unix_ms()).await {
         Ok(epoch) => {
@@ -492,107 +587,5 @@ async fn establish<R: Runtime>(
             store.read_epoch(conn).await?.ok_or(refusal)
         }
         Err(e) => Err(e),
-    }
-}
-
-/// Owns the pub/sub connection: (re)subscribes and forwards every notice.
-async fn pubsub<R: Runtime>(
-    client: redis::Client,
-    link: Arc<Link>,
-    commands: async_channel::Receiver<Subscription>,
-    notices: async_channel::Sender<Notice>,
-    metrics: Arc<Metrics>,
-    limit: Duration,
-) {
-    let mut channels: HashSet<String> = HashSet::new();
-    // The number of the last request taken into `channels`.
-    let mut taken: u64 = 0;
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let connected = timeout::<R, _>(limit, client.get_async_pubsub()).await;
-        let pubsub = match connected {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(e)) => {
-                tracing::warn!("redis pub/sub: cannot connect: {e}");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("redis pub/sub: connect timed out");
-                None
-            }
-        };
-        if let Some(pubsub) = pubsub {
-            let (mut sink, mut stream) = pubsub.split();
-            let all: Vec<&String> = channels.iter().collect();
-            let resubscribed = all.is_empty() || sink.subscribe(all).await.is_ok();
-            if resubscribed {
-                link.mark_subscribed(taken);
-                link.pubsub_up.store(true, Relaxed);
-                tracing::info!(channels = channels.len(), "redis pub/sub connected");
-                backoff = BACKOFF_MIN;
-                loop {
-                    let next = {
-                        let mut command = pin!(commands.recv().fuse());
-                        let mut msg = stream.next().fuse();
-                        select_biased! {
-                            command = command => Either::Left(command),
-                            msg = msg => Either::Right(msg),
-                        }
-                    };
-                    match next {
-                        Either::Left(command) => {
-                            let (ok, n) = match command {
-                                Err(_) => return, // the driver is gone
-                                Ok(Subscription::Add(c, n)) => (
-                                    !channels.insert(c.clone()) || sink.subscribe(&c).await.is_ok(),
-                                    n,
-                                ),
-                                Ok(Subscription::Remove(c, n)) => (
-                                    !channels.remove(&c) || sink.unsubscribe(&c).await.is_ok(),
-                                    n,
-                                ),
-                            };
-                            taken = n;
-                            if !ok {
-                                break;
-                            }
-                            link.mark_subscribed(n);
-                        }
-                        Either::Right(msg) => {
-                            let Some(msg) = msg else { break };
-                            match RedisStore::decode_notice(msg.get_payload_bytes()) {
-                                Ok(notice) => match notices.try_send(notice) {
-                                    Ok(()) => {}
-                                    Err(async_channel::TrySendError::Full(_)) => {
-                                        metrics.notices_dropped.fetch_add(1, Relaxed);
-                                    }
-                                    Err(async_channel::TrySendError::Closed(_)) => return,
-                                },
-                                Err(e) => tracing::warn!(
-                                    channel = msg.get_channel_name(),
-                                    "not a notice: {e}"
-                                ),
-                            }
-                        }
-                    }
-                }
-                link.pubsub_up.store(false, Relaxed);
-                tracing::warn!("redis pub/sub connection lost; reconnecting");
-            }
-        }
-        // While disconnected, keep the wanted channel set current.
-        let mut sleep = pin!(R::sleep(backoff).fuse());
-        loop {
-            let mut command = pin!(commands.recv().fuse());
-            select_biased! {
-                () = sleep => break,
-                command = command => match command {
-                    Err(_) => return,
-                    Ok(Subscription::Add(c, n)) => { channels.insert(c); taken = n; }
-                    Ok(Subscription::Remove(c, n)) => { channels.remove(&c); taken = n; }
-                },
-            }
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }

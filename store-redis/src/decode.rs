@@ -189,7 +189,9 @@ pub(crate) fn decode_start(
     })
 }
 
-pub(crate) fn decode_cancel(v: Value) -> Result<StoreReply, Failure> {
+/// The reply, and the owner of a reply the cancel made `Cancelling` (its
+/// node is told on its own channel, by the caller).
+pub(crate) fn decode_cancel(v: Value) -> Result<(StoreReply, Option<NodeId>), Failure> {
     let mut f = Fields::reply(v)?;
     f.tag("cancel")?;
     let message_id = f.opt_str()?.map(MessageId::parse).transpose();
@@ -201,11 +203,15 @@ pub(crate) fn decode_cancel(v: Value) -> Result<StoreReply, Failure> {
         Some("failed") => Some(CancelAnswer::Failed),
         Some(a) => return Err(Failure::Protocol(format!("cancel answer {a}"))),
     };
-    Ok(StoreReply::Cancel {
+    let reply = StoreReply::Cancel {
         message_id,
         answer,
         final_seq: f.opt_u64()?,
-    })
+    };
+    // The owner to tell, when the cancel made an Active reply Cancelling.
+    let owner = f.opt_str()?.map(NodeId::parse).transpose();
+    let owner = owner.map_err(|e| Failure::Protocol(format!("cancel owner: {e}")))?;
+    Ok((reply, owner))
 }
 
 /// Replies of the producer's writes and of reap: ok, gap, cancel_requested,

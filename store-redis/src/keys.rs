@@ -21,8 +21,7 @@
 //! `org%2Falice`'s).
 //!
 //! Session and node ids never need escaping (their characters are
-//! `A-Z a-z 0-9 _ - . :`; tested below), which is why the script may append
-//! a reply's owner to the node channel prefix it is given.
+//! `A-Z a-z 0-9 _ - . :`; tested below).
 
 use std::fmt::Write as _;
 
@@ -97,14 +96,26 @@ impl RedisStore {
         format!("{}:epoch", self.prefix)
     }
 
-    /// The sweep's index of conversations that may hold a live reply.
-    pub(crate) fn index_key(&self) -> String {
-        format!("{}:live", self.prefix)
+    /// Partition `part`'s share of the sweep's index of conversations that
+    /// may hold a live reply (`P:{x:N}:live`: each partition its own slot).
+    pub(crate) fn index_key(&self, part: usize) -> String {
+        format!("{}:{{x:{part}}}:live", self.prefix)
     }
 
-    /// The sweep's index of users whose presence moves on by itself.
-    pub(crate) fn presence_index_key(&self) -> String {
-        format!("{}:presence", self.prefix)
+    /// Partition `part`'s share of the sweep's index of users whose presence
+    /// moves on by itself.
+    pub(crate) fn presence_index_key(&self, part: usize) -> String {
+        format!("{}:{{x:{part}}}:presence", self.prefix)
+    }
+
+    /// The sweep-index partition of a conversation.
+    pub(crate) fn conv_partition(conv: &ConvKey) -> usize {
+        partition(&conv_tag(conv))
+    }
+
+    /// The sweep-index partition of a user.
+    pub(crate) fn user_partition(user: &UserId) -> usize {
+        partition(user.as_str())
     }
 
     /// A conversation's meta key (the script's `KEYS[1]`).
@@ -141,28 +152,61 @@ impl RedisStore {
         format!("{}:{{{}}}:e", self.prefix, tagged("p", &[user.as_str()]))
     }
 
-    /// The pub/sub channel of a topic.
+    /// The shard channel of a topic (`SPUBLISH`/`SSUBSCRIBE`), in the slot of
+    /// the keys it speaks of: a conversation's channel shares its keys' hash
+    /// tag, a user's its presence keys', a node's has a tag of its own.
     #[must_use]
     pub fn channel(&self, topic: &Topic) -> String {
-        match topic {
-            Topic::Conv(c) => format!("{}:{{{}}}:ch", self.prefix, conv_tag(c)),
-            Topic::User(u) => format!("{}:{}", self.prefix, tagged("u", &[u.as_str()])),
-            Topic::Node(n) => format!("{}:{}", self.prefix, tagged("n", &[n.as_str()])),
+        let tag = match topic {
+            Topic::Conv(c) => conv_tag(c),
+            Topic::User(u) => tagged("p", &[u.as_str()]),
+            Topic::Node(n) => tagged("n", &[n.as_str()]),
+        };
+        format!("{}:{{{tag}}}:ch", self.prefix)
+    }
+}
+
+/// How many partitions each sweep index is split into (each its own hash
+/// tag, so a Redis Cluster spreads them over its shards).
+pub(crate) const PARTITIONS: usize = 16;
+
+/// The partition of a name (FNV-1a: stable across builds and machines).
+fn partition(name: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    usize::try_from(h).unwrap_or(0) % PARTITIONS
+}
+
+/// The Redis Cluster hash slot of a key or shard channel name: CRC16
+/// (XMODEM) of its hash tag (what lies between the first `{` and the next
+/// `}`, when that is not empty), else of the whole name, modulo 16 384.
+#[must_use]
+pub fn slot(name: &str) -> u16 {
+    let bytes = name.as_bytes();
+    let hashed = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
         }
     }
-
-    /// What a node's channel name starts with: the script appends a reply's
-    /// owner to it (node ids are never escaped) to send a cancel request.
-    pub(crate) fn node_channel_prefix(&self) -> String {
-        format!("{}:n:", self.prefix)
-    }
-
-    /// A pattern that matches every channel of this store (for tests and
-    /// tools; nodes subscribe to exact channels).
-    #[must_use]
-    pub fn channel_pattern(&self) -> String {
-        format!("{}:*", self.prefix)
-    }
+    crc % 16_384
 }
 
 #[cfg(test)]
@@ -235,13 +279,19 @@ mod tests {
         assert_eq!(store.conv_key(&c), "weir:{c:alice@example.com/chat:1}:conv");
         let auth0 = UserId::parse("auth0|5f7c x*ü").unwrap();
         assert_eq!(store.presence_key(&auth0), "weir:{p:auth0|5f7c x*ü}:e");
-        assert_eq!(store.channel(&Topic::User(auth0)), "weir:u:auth0|5f7c x*ü");
+        assert_eq!(
+            store.channel(&Topic::User(auth0)),
+            "weir:{p:auth0|5f7c x*ü}:ch"
+        );
         assert_eq!(
             store.channel(&Topic::Conv(c)),
             "weir:{c:alice@example.com/chat:1}:ch"
         );
         let node = NodeId::parse("node-a.1:x_y").unwrap();
-        assert_eq!(store.channel(&Topic::Node(node)), "weir:n:node-a.1:x_y");
+        assert_eq!(
+            store.channel(&Topic::Node(node)),
+            "weir:{n:node-a.1:x_y}:ch"
+        );
     }
 
     #[test]
@@ -252,7 +302,14 @@ mod tests {
         assert_eq!(store.channel(&Topic::Conv(c)), "weir:{c%:a:%7Bb/s1}:ch");
         let u = UserId::parse("org/alice").unwrap();
         assert_eq!(store.presence_key(&u), "weir:{p%:org%2Falice}:e");
-        assert_eq!(store.channel(&Topic::User(u)), "weir:u%:org%2Falice");
+        assert_eq!(
+            store.channel(&Topic::User(u.clone())),
+            "weir:{p%:org%2Falice}:ch"
+        );
+        assert_eq!(
+            slot(&store.channel(&Topic::User(u.clone()))),
+            slot(&store.presence_key(&u))
+        );
         for user in HOSTILE {
             let c = conv(user, "s:1");
             for name in [store.conv_key(&c), store.channel(&Topic::Conv(c.clone()))] {
@@ -266,6 +323,23 @@ mod tests {
                 assert!(name[close..].starts_with("}:"), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 12_739);
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+        let store = store();
+        let c = conv("a:{b", "s1");
+        assert_eq!(
+            slot(&store.conv_key(&c)),
+            slot(&store.channel(&Topic::Conv(c)))
+        );
     }
 
     #[test]

@@ -33,14 +33,17 @@
 //! | `P:{c:U/S}:idem:KEY` | string | `USER_MSG_ID REPLY_ID EXPIRES_MS` for a `client_message_id` | the idempotency window + slack |
 //! | `P:{p:U}:e` | hash | presence entries: `NODE\|CONN` → expiry (ms) | the latest entry's expiry + slack |
 //! | `P:{p:U}:s` | string | presence state: `on` or `ling:UNTIL_MS` (absent: offline) | as the entries, or the linger end + slack |
-//! | `P:live` | sorted set | conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
-//! | `P:presence` | sorted set | users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
+//! | `P:{x:N}:live` | sorted set | partition `N` (0–15) of the conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
+//! | `P:{x:N}:presence` | sorted set | partition `N` of the users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as the live index |
 //! | `P:epoch` | string | the store's epoch | 7 days, refreshed by every node's housekeeping |
 //! | `P:{u:U}:slots:conns`, `P:{u:U}:slots:streams`, `P:{u:U}:bucket`, `P:{ip:A}:slots:conns` | sorted sets, hash | the caps' slots and chat bucket, one hash tag per user or client address (the `caps` module, `src/lua/caps.lua`) | slot lifetime (or bucket refill) + slack |
 //!
-//! Pub/sub channels: `P:{c:U/S}:ch` per conversation (started, chunks,
-//! cancelling, settled), `P:n:NODE` per node (cancel requests for the
-//! replies it owns), `P:u:USER` per user (presence). Payloads are the JSON
+//! Shard channels (`SPUBLISH`, each in its keys' slot): `P:{c:U/S}:ch` per
+//! conversation (started, chunks, cancelling, settled), `P:{n:NODE}:ch` per
+//! node (cancel requests for the replies it owns, published after the
+//! cancel's script: another slot), `P:{p:USER}:ch` per user (presence). No
+//! call touches two slots, so the same layout runs on a Redis Cluster.
+//! Payloads are the JSON
 //! of [`Notice`]. The script reads no id out of a name: the channels it
 //! publishes on that are not its conversation's come as arguments.
 //!
@@ -59,8 +62,8 @@
 //!
 //! ## What differs from the model
 //!
-//! - [`StoreOp::Sweep`] visits only the conversations in `P:live` and the
-//!   users in `P:presence` that are due, not every key. The indexes are
+//! - [`StoreOp::Sweep`] visits only the conversations in the live index and
+//!   the users in the presence index that are due, not every key. The indexes are
 //!   hints kept by the operations (a reply's due time only moves later,
 //!   except by a cancel, which lowers its entry); under concurrent writers a
 //!   hint can be late, never early, so a sweep can only reap later than the
@@ -79,7 +82,7 @@
 //! | `keys` | the key and channel names of the table above |
 //! | `plan` | each operation as one call of the script: its arguments, and how to read its answer |
 //! | `decode` | reading the script's answers into [`StoreReply`] |
-//! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:live`, `P:presence`) |
+//! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:{x:N}:live`, `P:{x:N}:presence`, 16 partitions each) |
 //! | `caps` | the caps' operations (admit, release, keep) on their own script |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -89,6 +92,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::Value;
+use weir_core::ids::{ConvKey, NodeId};
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
 mod caps;
@@ -96,6 +100,7 @@ mod decode;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod keys;
+pub use keys::slot;
 mod plan;
 mod sweep;
 
@@ -375,14 +380,21 @@ impl RedisStore {
             StoreOp::Snapshot(op) => Call::snapshot(op),
             StoreOp::Start(op) => Call::start(op, epoch, t, self.config.idempotency_ttl_ms)?,
             StoreOp::Append(op) => Call::append(op),
-            StoreOp::Cancel(op) => Call::cancel(op, t, self.node_channel_prefix()),
+            StoreOp::Cancel(op) => Call::cancel(op, t),
             StoreOp::Settle(op) => Call::settle(op)?,
             StoreOp::Renew(op) => Call::renew(op),
             StoreOp::Reap(op) => Call::reap(op),
             StoreOp::Read(op) => Call::read(op),
         };
         let value = self.invoke(conn, &call, epoch, flags).await?;
-        let (reply, due_ms) = call.then.decode(value, epoch)?;
+        let plan::Decoded {
+            reply,
+            due_ms,
+            owner,
+        } = call.then.decode(value, epoch)?;
+        if let (Some(owner), Target::Conv(conv)) = (owner, &call.target) {
+            self.tell_owner(conn, owner, conv, &reply).await;
+        }
         match (&call.target, &reply) {
             // The sweep's indexes (hints: a failure is not the operation's).
             (Target::Presence(user), _) => {
@@ -396,6 +408,40 @@ impl RedisStore {
             (Target::Conv(_), _) => {}
         }
         Ok(reply)
+    }
+
+    /// Tells the node producing a reply that it was cancelled: on the node's
+    /// own channel, which is in another slot than the conversation's, so
+    /// after the script rather than from it. A notice (a hint, like every
+    /// notice): the owner also learns it from its next append or renew.
+    async fn tell_owner<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        owner: NodeId,
+        conv: &ConvKey,
+        reply: &StoreReply,
+    ) {
+        let StoreReply::Cancel {
+            message_id: Some(message_id),
+            final_seq: Some(final_seq),
+            ..
+        } = reply
+        else {
+            return;
+        };
+        let notice = Notice::CancelRequested {
+            conv: conv.clone(),
+            message_id: message_id.clone(),
+            final_seq: *final_seq,
+        };
+        let Ok(payload) = serde_json::to_string(&notice) else {
+            return;
+        };
+        let _ignored: Result<Value, _> = redis::cmd("SPUBLISH")
+            .arg(self.channel(&Topic::Node(owner)))
+            .arg(payload)
+            .query_async(conn)
+            .await;
     }
 
     /// Runs one call of the script, on its copy `flags`.

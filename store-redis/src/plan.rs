@@ -7,7 +7,7 @@
 //! [`RedisStore::apply`]: crate::RedisStore::apply
 
 use redis::Value;
-use weir_core::ids::{ConvKey, MessageId, UserId};
+use weir_core::ids::{ConvKey, MessageId, NodeId, UserId};
 use weir_core::store::{
     message_ids, AppendOp, CancelOp, Epoch, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp,
     ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreReply,
@@ -162,11 +162,8 @@ impl Call {
 
     /// `node_channels`: what every node's channel name starts with (the
     /// script sends the cancel request to the owner's).
-    pub(crate) fn cancel(op: CancelOp, timers: &StreamTimers, node_channels: String) -> Self {
-        let args = vec![
-            op.message_id.map(|m| m.to_string()).unwrap_or_default(),
-            node_channels,
-        ];
+    pub(crate) fn cancel(op: CancelOp, timers: &StreamTimers) -> Self {
+        let args = vec![op.message_id.map(|m| m.to_string()).unwrap_or_default()];
         // A cancelled reply is due no later than its cancel deadline.
         let due_ms = op.at_ms.saturating_add(timers.cancel_deadline_ms);
         Self::conv("cancel", op.conv, op.at_ms, args, Then::Cancel { due_ms })
@@ -216,15 +213,22 @@ impl Call {
     }
 }
 
+/// A call's answer, read.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub(crate) reply: StoreReply,
+    /// The reap due time for the sweep's index.
+    pub(crate) due_ms: Option<u64>,
+    /// The node to tell that a reply it owns is cancelled.
+    pub(crate) owner: Option<NodeId>,
+}
+
 impl Then {
-    /// The reply, and the reap due time for the sweep's index when the call
-    /// made a reply live or cancelled one.
-    pub(crate) fn decode(
-        &self,
-        v: Value,
-        epoch: Epoch,
-    ) -> Result<(StoreReply, Option<u64>), Failure> {
-        Ok(match self {
+    /// The reply, the reap due time for the sweep's index when the call
+    /// made a reply live or cancelled one, and the node to tell of a cancel.
+    pub(crate) fn decode(&self, v: Value, epoch: Epoch) -> Result<Decoded, Failure> {
+        let mut owner = None;
+        let (reply, due_ms) = match self {
             Self::Presence => (decode_presence(v)?, None),
             Self::Snapshot => (decode_snapshot(v, epoch)?, None),
             Self::Start {
@@ -238,7 +242,8 @@ impl Then {
             }
             Self::Write => (decode_write(v, epoch)?, None),
             Self::Cancel { due_ms } => {
-                let reply = decode_cancel(v)?;
+                let (reply, tell) = decode_cancel(v)?;
+                owner = tell;
                 let cancelled = matches!(
                     reply,
                     StoreReply::Cancel {
@@ -249,6 +254,11 @@ impl Then {
                 (reply, cancelled.then_some(*due_ms))
             }
             Self::Read { after_seq } => (decode_read(v, epoch, *after_seq)?, None),
+        };
+        Ok(Decoded {
+            reply,
+            due_ms,
+            owner,
         })
     }
 }

@@ -1,7 +1,9 @@
-//! [`StoreOp::Sweep`] and the two indexes it walks: `P:live` (conversations
-//! that may hold a live reply, scored at or before its reap due time) and
-//! `P:presence` (users scored by when their presence next moves on by
-//! itself). Both are hints kept by the operations: a failure to update one is
+//! [`StoreOp::Sweep`] and the two indexes it walks: `P:{x:N}:live`
+//! (conversations that may hold a live reply, scored at or before its reap
+//! due time) and `P:{x:N}:presence` (users scored by when their presence
+//! next moves on by itself), each split into [`PARTITIONS`] keys with hash
+//! tags of their own so that no shard of a Redis Cluster holds them all; a
+//! sweep walks every partition, one key at a time. Both are hints kept by the operations: a failure to update one is
 //! not the operation's failure, and a late hint only makes a sweep reap
 //! later, bounded by the lease (see the crate docs).
 //!
@@ -9,10 +11,12 @@
 
 use redis::aio::ConnectionLike;
 use redis::Value;
-use weir_core::ids::{ConvKey, UserId};
+use weir_core::ids::{ConvKey, MessageId, UserId};
 use weir_core::store::{Epoch, StoreReply};
+use weir_core::stream::Outcome;
 
 use crate::decode::{decode_presence, Fields};
+use crate::keys::PARTITIONS;
 use crate::plan::{Call, Target};
 use crate::{epoch_ttl_ms, Failure, Flags, RedisStore};
 
@@ -45,7 +49,7 @@ impl RedisStore {
     /// Adds `conv` to the sweep index, due no later than `due_ms`. Only a
     /// hint, so a failure is not the operation's failure.
     pub(crate) async fn index<C: ConnectionLike>(&self, conn: &mut C, conv: &ConvKey, due_ms: u64) {
-        let index = self.index_key();
+        let index = self.index_key(Self::conv_partition(conv));
         let _ignored: Result<Value, _> = self
             .scripts
             .index
@@ -67,7 +71,7 @@ impl RedisStore {
         at_ms: u64,
         reply: &StoreReply,
     ) {
-        let index = self.presence_index_key();
+        let index = self.presence_index_key(Self::user_partition(user));
         let due = match reply {
             StoreReply::Presence { due_ms, .. } => *due_ms,
             _ => None,
@@ -97,27 +101,51 @@ impl RedisStore {
         drop(result);
     }
 
-    /// Reaps the live reply of every conversation due in `P:live`, then moves
-    /// on with time every user due in `P:presence`.
+    /// Reaps the live reply of every conversation due in the live index,
+    /// then moves on with time every user due in the presence index: every
+    /// partition of each.
     pub(crate) async fn sweep<C: ConnectionLike>(
         &self,
         conn: &mut C,
         epoch: Epoch,
         at_ms: u64,
     ) -> Result<StoreReply, Failure> {
-        let index = self.index_key();
+        let mut reaped = Vec::new();
+        for part in 0..PARTITIONS {
+            self.sweep_live(conn, epoch, at_ms, part, &mut reaped)
+                .await?;
+        }
+        reaped.sort();
+        for part in 0..PARTITIONS {
+            self.sweep_presence(conn, epoch, at_ms, part).await?;
+        }
+        Ok(StoreReply::Swept { reaped })
+    }
+
+    /// One partition of the live index.
+    async fn sweep_live<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        epoch: Epoch,
+        at_ms: u64,
+        part: usize,
+        reaped: &mut Vec<(ConvKey, MessageId, Outcome)>,
+    ) -> Result<(), Failure> {
+        let index = self.index_key(part);
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&index)
             .arg("-inf")
             .arg(at_ms)
             .query_async(conn)
             .await?;
+        if due.is_empty() {
+            return Ok(());
+        }
         let _: Value = redis::cmd("PEXPIRE")
             .arg(&index)
             .arg(epoch_ttl_ms())
             .query_async(conn)
             .await?;
-        let mut reaped = Vec::new();
         for key in due {
             let Some(conv) = self.conv_of_key(&key) else {
                 // Not ours: drop it from the index.
@@ -163,10 +191,19 @@ impl RedisStore {
                 }
             }
         }
-        reaped.sort();
-        // Presence: move on with time every user whose entry expiry or
-        // debounce is due.
-        let pindex = self.presence_index_key();
+        Ok(())
+    }
+
+    /// One partition of the presence index: move on with time every user
+    /// whose entry expiry or debounce is due.
+    async fn sweep_presence<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        epoch: Epoch,
+        at_ms: u64,
+        part: usize,
+    ) -> Result<(), Failure> {
+        let pindex = self.presence_index_key(part);
         let users: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&pindex)
             .arg("-inf")
@@ -188,6 +225,6 @@ impl RedisStore {
                 self.presence_indexed(conn, user, at_ms, &reply).await;
             }
         }
-        Ok(StoreReply::Swept { reaped })
+        Ok(())
     }
 }

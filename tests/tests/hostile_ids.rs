@@ -98,29 +98,38 @@ async fn a_reply_of_user_org_slash_alice_whose_owner_died_unwatched_is_reaped_by
 }
 
 /// A real Redis subscriber (its own connection, RESP by hand): every
-/// message published on a channel matching a pattern, with its channel.
+/// message published on its shard channels (`SSUBSCRIBE`: the store
+/// publishes with `SPUBLISH`), with its channel.
 struct Subscriber {
     conn: BufReader<TcpStream>,
 }
 
+/// The channel of the subscriber's sentinel.
+const SENTINEL: &str = "weir:{sentinel}:ch";
+
 impl Subscriber {
-    /// Subscribed to `pattern` once this returns.
-    fn start(redis: &RedisServer, pattern: &str) -> Self {
+    /// Subscribed to `channels` (and the sentinel) once this returns.
+    fn start(redis: &RedisServer, channels: &[&str]) -> Self {
         let mut stream = TcpStream::connect(("127.0.0.1", redis.port())).expect("connect to redis");
         stream.set_read_timeout(Some(T)).expect("read timeout");
-        let command = format!(
-            "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{pattern}\r\n",
-            pattern.len()
-        );
-        stream.write_all(command.as_bytes()).expect("psubscribe");
         let mut sub = Self {
             conn: BufReader::new(stream),
         };
-        let confirmed = sub.next();
-        assert_eq!(
-            confirmed.first().map(Vec::as_slice),
-            Some(&b"psubscribe"[..])
-        );
+        for channel in channels.iter().copied().chain([SENTINEL]) {
+            let command = format!(
+                "*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+                channel.len()
+            );
+            sub.conn
+                .get_mut()
+                .write_all(command.as_bytes())
+                .expect("ssubscribe");
+            let confirmed = sub.next();
+            assert_eq!(
+                confirmed.first().map(Vec::as_slice),
+                Some(&b"ssubscribe"[..])
+            );
+        }
         sub
     }
 
@@ -128,16 +137,16 @@ impl Subscriber {
     /// a sentinel this publishes (Redis sends one subscriber's messages in
     /// order).
     fn published(&mut self, redis: &RedisServer) -> Vec<(String, Value)> {
-        let _ = redis.cli(&["PUBLISH", "weir:sentinel", "mark"]);
+        let _ = redis.cli(&["SPUBLISH", SENTINEL, "mark"]);
         let mut out = Vec::new();
         loop {
             let msg = self.next();
-            assert_eq!(msg.len(), 4, "a pmessage");
-            let channel = String::from_utf8_lossy(&msg[2]).into_owned();
-            if channel == "weir:sentinel" {
+            assert_eq!(msg.len(), 3, "an smessage");
+            let channel = String::from_utf8_lossy(&msg[1]).into_owned();
+            if channel == SENTINEL {
                 return out;
             }
-            let notice = serde_json::from_slice(&msg[3]).unwrap_or(Value::Null);
+            let notice = serde_json::from_slice(&msg[2]).unwrap_or(Value::Null);
             out.push((channel, notice));
         }
     }
@@ -189,7 +198,7 @@ async fn a_cancel_sent_to_node_b_of_user_a_colon_brace_b_reaches_the_owner_node_
     let mut on_a = a.ws(&query).await;
     let mut on_b = b.ws(&query).await;
     assert_eq!(on_b.hello.as_ref().expect("hello")["user_id"], "a:{b");
-    let mut published = Subscriber::start(&redis, "weir:*");
+    let mut published = Subscriber::start(&redis, &["weir:{n:node-a}:ch", "weir:{n:node-b}:ch"]);
 
     let mid = on_a.chat_acked("stop me", "r1").await;
     let seen_b = on_b.until_seq(Some(&mid), 2).await;
@@ -233,7 +242,7 @@ async fn a_cancel_sent_to_node_b_of_user_a_colon_brace_b_reaches_the_owner_node_
         .map(|(channel, _)| channel)
         .collect();
     eprintln!("cancel_requested for {mid} published on {requests:?}");
-    assert_eq!(requests, ["weir:n:node-a"]);
+    assert_eq!(requests, ["weir:{n:node-a}:ch"]);
 
     // History on either node holds exactly the cancelled text.
     let late = a.ws(&query).await;

@@ -28,7 +28,6 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redis::aio::MultiplexedConnection;
@@ -39,6 +38,7 @@ use weir_core::store::{
     AdmitOp, AppendOp, CancelOp, CapKeepOp, CapReleaseOp, CapScope, Model, Notice, PresenceCheckOp,
     PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp,
     SlotKind, SnapshotOp, StartOp, StoreConfig, StoreError, StoreOp, StoreReply, SweepOp, Token,
+    Topic,
 };
 use weir_core::stream::{SettleRequest, StreamTimers};
 use weir_core::wire::Usage;
@@ -70,6 +70,8 @@ const CONVS: [(&str, &str); 5] = [
 ];
 const USERS: [&str; 4] = ["ua", "a:{b", "org/alice", "%75a }*ü😀"];
 const NODES: [&str; 2] = ["n1", "n:2.x-y_z"];
+/// The channel each step's sentinel is published on.
+const SENTINEL: &str = "weir:{sentinel}:ch";
 const CONTENTS: [&str; 5] = [
     "hi",
     "",
@@ -269,7 +271,10 @@ struct Known {
 struct Harness {
     store: RedisStore,
     conn: MultiplexedConnection,
-    notices: futures_util::stream::BoxStream<'static, redis::Msg>,
+    /// Every channel of the test's conversations, users and nodes, and the
+    /// sentinel's (`SSUBSCRIBE`d: the store publishes on shard channels).
+    notices: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    _subscriber: MultiplexedConnection,
     sentinel: u64,
     epoch: u64,
     model: Model,
@@ -294,12 +299,32 @@ impl Harness {
         let store = RedisStore::new("weir", CONFIG, 0);
         let epoch = store.establish_epoch(&mut conn, 7).await.expect("epoch");
         assert_eq!(epoch, 7, "a flushed store takes the candidate epoch");
-        let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
-        pubsub.psubscribe("weir:*").await.expect("psubscribe");
+        let (tx, notices) = tokio::sync::mpsc::unbounded_channel();
+        let resp3 = redis::Client::open(format!("{url}?protocol=resp3")).expect("redis url");
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
+        let mut subscriber = resp3
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("subscriber");
+        let channels = (0..CONVS.len())
+            .map(|i| store.channel(&Topic::Conv(conv(i))))
+            .chain(USERS.iter().map(|u| store.channel(&Topic::User(uid(u)))))
+            .chain((0..NODES.len()).map(|i| store.channel(&Topic::Node(node(i)))))
+            .chain([SENTINEL.to_owned()]);
+        for channel in channels {
+            // One channel per command: the redis crate matches each
+            // confirmation to a command.
+            let _: () = redis::cmd("SSUBSCRIBE")
+                .arg(&channel)
+                .query_async(&mut subscriber)
+                .await
+                .expect("ssubscribe");
+        }
         Self {
             store,
             conn,
-            notices: pubsub.into_on_message().boxed(),
+            notices,
+            _subscriber: subscriber,
             sentinel: 0,
             epoch,
             model: Model::new(CONFIG, epoch),
@@ -509,21 +534,27 @@ impl Harness {
     async fn published(&mut self) -> Vec<(String, Notice)> {
         self.sentinel += 1;
         let mark = self.sentinel.to_string();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg("weir:sentinel")
+        let _: i64 = redis::cmd("SPUBLISH")
+            .arg(SENTINEL)
             .arg(&mark)
             .query_async(&mut self.conn)
             .await
             .expect("publish sentinel");
         let mut out = Vec::new();
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), self.notices.next())
+            let push = tokio::time::timeout(Duration::from_secs(5), self.notices.recv())
                 .await
                 .expect("a notice or the sentinel within 5 s")
                 .expect("the pub/sub connection stays open");
-            let channel = msg.get_channel_name().to_owned();
-            let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-            if channel == "weir:sentinel" {
+            if push.kind != redis::PushKind::SMessage {
+                continue; // a subscription's confirmation
+            }
+            let [channel, payload] = &push.data[..] else {
+                panic!("an smessage of two parts: {push:?}");
+            };
+            let channel: String = redis::from_redis_value(channel.clone()).expect("channel");
+            let payload: Vec<u8> = redis::from_redis_value(payload.clone()).expect("payload");
+            if channel == SENTINEL {
                 if payload == mark.as_bytes() {
                     return out;
                 }
@@ -603,8 +634,10 @@ impl Harness {
             .map(|p| (self.store.channel(&p.topic), p.notice))
             .collect();
         let mut got_notices = self.published().await;
-        if sweep {
-            // The model sweeps conversations in key order, Redis in index order.
+        if sweep || matches!(store_op, StoreOp::Cancel(_)) {
+            // The model sweeps conversations in key order, Redis in index
+            // order; a cancel's request to the owner is published after the
+            // script (its node's channel is in another slot).
             want_notices.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
             got_notices.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         }

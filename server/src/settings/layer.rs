@@ -347,7 +347,7 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_origin: Option<Vec<String>>,
 
-    /// Where the store lives: `memory` (this process only) or `redis://HOST:PORT[/DB]` (shared by many nodes)
+    /// Where the store lives: `memory` (this process only), `redis://HOST:PORT[/DB]` (shared by many nodes) or `redis-cluster://HOST:PORT[,HOST:PORT…]` (a Redis Cluster: seed nodes, the rest is discovered)
     #[arg(long, env = "WEIR_STORE", value_name = "STORE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,

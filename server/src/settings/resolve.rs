@@ -226,7 +226,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
     let store_backend = match m.store.as_deref() {
         None => StoreBackend::default(),
         Some(MEMORY_STORE) => StoreBackend::Memory,
-        Some(url) if url.starts_with("redis://") => {
+        Some(url) if url.starts_with("redis://") || url.starts_with("redis-cluster://") => {
             let d = RedisSettings::new(url);
             let prefix = m.redis_prefix.unwrap_or(d.prefix);
             let prefix_ok = !prefix.is_empty()
@@ -252,13 +252,11 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
                 ..d
             })
         }
-        Some(other) => {
-            return Err(range(
-                "store",
-                other,
-                "must be `memory` or a redis://HOST:PORT URL",
-            ))
-        }
+        Some(other) => return Err(range(
+            "store",
+            other,
+            "must be `memory`, a redis://HOST:PORT URL or redis-cluster://HOST:PORT[,HOST:PORT…]",
+        )),
     };
 
     let log = m.log.unwrap_or_else(|| DEFAULT_LOG.to_owned());

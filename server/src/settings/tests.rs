@@ -892,7 +892,7 @@ fn bad_store_and_redis_values_are_rejected() {
                 store: Some("postgres://x".into()),
                 ..Layer::default()
             },
-            "--store postgres://x: must be `memory` or a redis://HOST:PORT URL",
+            "--store postgres://x: must be `memory`, a redis://HOST:PORT URL or redis-cluster://HOST:PORT[,HOST:PORT…]",
         ),
         (
             redis(Layer {

@@ -230,7 +230,7 @@ local function conv_op()
     local status = r.outcome
     push_history(msg_json(r.id, 'assistant', log_text(r.id, r.final), status, r.created, r.final))
     if redis.call('HGET', META, 'live') == r.id then redis.call('HDEL', META, 'live') end
-    redis.call('PUBLISH', CHANNEL, '{"notice":"settled","conv":' .. CONV .. ',"message_id":' ..
+    redis.call('SPUBLISH', CHANNEL, '{"notice":"settled","conv":' .. CONV .. ',"message_id":' ..
       cjson.encode(r.id) .. ',"outcome":' .. outcome_json(r.outcome, r.reason) ..
       ',"final_seq":' .. fmt(r.final) .. ',"usage":' .. (r.usage or 'null') .. '}')
     return { 'settled', r.outcome, r.reason or false, r.final, 1 }
@@ -311,7 +311,7 @@ local function conv_op()
       redis.call('SET', ikey(cmid), user_id .. ' ' .. message_id .. ' ' .. fmt(AT + idem_ttl),
         'PX', idem_ttl + SLACK)
     end
-    redis.call('PUBLISH', CHANNEL, '{"notice":"started","conv":' .. CONV .. ',"user_message":' ..
+    redis.call('SPUBLISH', CHANNEL, '{"notice":"started","conv":' .. CONV .. ',"user_message":' ..
       user_json .. ',"message_id":' .. cjson.encode(message_id) .. ',"owner":' ..
       cjson.encode(owner) .. '}')
     return { 'started', token, context }
@@ -340,16 +340,17 @@ local function conv_op()
     end
     save(r)
     if #parts > 0 then
-      redis.call('PUBLISH', CHANNEL, '{"notice":"chunks","conv":' .. CONV .. ',"message_id":' ..
+      redis.call('SPUBLISH', CHANNEL, '{"notice":"chunks","conv":' .. CONV .. ',"message_id":' ..
         cjson.encode(id) .. ',"first_seq":' .. fmt(last + 1) .. ',"deltas":[' ..
         table.concat(parts, ',') .. ']}')
     end
     return { 'ok', r.last }
 
   elseif OP == 'cancel' then
-    -- NODE_CHANNEL: what every node's channel name starts with; the owner's
-    -- node id follows as it is (node ids are never escaped).
-    local id, NODE_CHANNEL = ARGV[11], ARGV[12]
+    -- The owner's cancel request goes on its node's channel, which is in
+    -- another slot: the caller publishes it (the reply's last field names
+    -- the owner when there is one to tell).
+    local id = ARGV[11]
     local target = id
     if target == '' then
       target = redis.call('HGET', META, 'live') or redis.call('HGET', META, 'latest')
@@ -362,10 +363,10 @@ local function conv_op()
       save(r)
       local body = ',"conv":' .. CONV .. ',"message_id":' .. cjson.encode(r.id) ..
         ',"final_seq":' .. fmt(r.final) .. '}'
-      redis.call('PUBLISH', NODE_CHANNEL .. r.owner, '{"notice":"cancel_requested"' .. body)
-      redis.call('PUBLISH', CHANNEL, '{"notice":"cancelling"' .. body)
+      redis.call('SPUBLISH', CHANNEL, '{"notice":"cancelling"' .. body)
+      return { 'cancel', r.id, answer, r.final, r.owner }
     end
-    return { 'cancel', r.id, answer, r.final or false }
+    return { 'cancel', r.id, answer, r.final or false, false }
 
   elseif OP == 'settle' then
     local id, token, req, reason, usage = ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
@@ -516,7 +517,7 @@ local function presence_op()
 
   local function notify(changed)
     if changed then
-      redis.call('PUBLISH', USER_CHANNEL, '{"notice":"presence","user":' ..
+      redis.call('SPUBLISH', USER_CHANNEL, '{"notice":"presence","user":' ..
         cjson.encode(USER) .. ',"status":"' .. changed .. '"}')
     end
   end
