@@ -76,6 +76,7 @@ mod http;
 #[cfg(feature = "in-process")]
 mod in_process;
 mod process;
+mod redis_cluster;
 mod redis_server;
 
 use std::cell::Cell;
@@ -99,6 +100,7 @@ pub use http::{http_request, http_request_within, read_http_request, HttpRespons
 #[cfg(feature = "in-process")]
 pub use in_process::{demo_config, InProcess};
 pub use process::{target_dir, weir_bin, workspace_dir, Signal, WeirProcess, NO_CAPS};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use serde_json::{json, Value};
 pub use weir_core::demo::DemoText;

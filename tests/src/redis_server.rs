@@ -16,6 +16,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Extra `redis-server` arguments (a cluster node's).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -27,11 +29,27 @@ impl RedisServer {
     /// it does not answer within [`T`].
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments. With
+    /// `--cluster-enabled yes` the port is one whose cluster bus port (the
+    /// port + 10 000) is free too.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_with(extra: &[&str]) -> Self {
+        let cluster = extra.contains(&"--cluster-enabled");
         let mut last = String::new();
         // A free port is found by binding port 0 and letting it go; another
         // process may take it in between, so a few attempts.
         for _ in 0..5 {
-            let port = free_port();
+            let port = if cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
             let dir =
                 std::env::temp_dir().join(format!("weir-redis-{}-{port}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
@@ -39,6 +57,7 @@ impl RedisServer {
                 child: None,
                 port,
                 dir,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -66,6 +85,7 @@ impl RedisServer {
                 "--dir",
             ])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -192,6 +212,17 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free port whose cluster bus port (+ 10 000) is free too.
+fn free_cluster_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if port <= 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port with a free cluster bus port")
 }
 
 fn free_port() -> u16 {

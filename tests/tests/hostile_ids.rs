@@ -110,7 +110,7 @@ const SENTINEL: &str = "weir:{sentinel}:ch";
 impl Subscriber {
     /// Subscribed to `channels` (and the sentinel) once this returns.
     fn start(redis: &RedisServer, channels: &[&str]) -> Self {
-        let mut stream = TcpStream::connect(("127.0.0.1", redis.port())).expect("connect to redis");
+        let stream = TcpStream::connect(("127.0.0.1", redis.port())).expect("connect to redis");
         stream.set_read_timeout(Some(T)).expect("read timeout");
         let mut sub = Self {
             conn: BufReader::new(stream),
