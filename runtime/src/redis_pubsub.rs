@@ -296,6 +296,9 @@ pub(crate) async fn pubsub<R: Runtime>(
                 match owner {
                     Some(addr) => {
                         let tx = shard_for(&addr, &mut shards, &mut down);
+                        // A channel subscribed long ago has no request
+                        // waiting on it (0: none), and must move all the same.
+                        let ns = if ns.is_empty() { vec![0] } else { ns };
                         for n in ns {
                             let _ = tx.try_send(ShardCmd::Add(channel.clone(), n));
                         }

@@ -135,4 +135,140 @@ weir_tests::both_runtimes! {
     many_conversations_spread_over_all_masters_each_watcher_gets_every_chunk_once,
     cancel_sent_to_node_b_on_a_cluster_stops_node_a_generator_with_no_chunk_after,
     a_weir_node_killed_mid_reply_on_a_cluster_ends_the_reply_failed_owner_lost_on_the_other,
+    a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_explicit_end,
+}
+
+/// Moves `slot` from the master that owns it to another master while weir
+/// writes into it: `CLUSTER SETSLOT … IMPORTING/MIGRATING`, `MIGRATE` of its
+/// keys (again while new ones appear, bounded), then `SETSLOT … NODE` on
+/// every master. Returns the (source, target) ports.
+fn migrate_slot(cluster: &RedisCluster, slot: &str) -> (u16, u16) {
+    let masters = cluster.masters();
+    let id = |n: &weir_tests::RedisServer| n.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let owns = |n: &weir_tests::RedisServer| {
+        n.cli(&["CLUSTER", "COUNTKEYSINSLOT", slot]).trim() != "0"
+            || n.cli(&["CLUSTER", "NODES"])
+                .lines()
+                .any(|l| l.contains("myself") && owns_slot(l, slot))
+    };
+    let source = *masters.iter().find(|n| owns(n)).expect("the slot's master");
+    let target = *masters
+        .iter()
+        .find(|n| n.port() != source.port())
+        .expect("another master");
+    let (source_id, target_id) = (id(source), id(target));
+    let _ = target.cli(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &source_id]);
+    let _ = source.cli(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &target_id]);
+    let port = target.port().to_string();
+    for _ in 0..50 {
+        let keys = source.cli(&["CLUSTER", "GETKEYSINSLOT", slot, "1000"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let mut args = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "REPLACE",
+            "KEYS",
+        ];
+        args.extend(keys);
+        let _ = source.cli(&args);
+    }
+    for n in [target, source].into_iter().chain(masters.iter().copied()) {
+        let _ = n.cli(&["CLUSTER", "SETSLOT", slot, "NODE", &target_id]);
+    }
+    (source.port(), target.port())
+}
+
+/// Whether a `CLUSTER NODES` line lists `slot` among its ranges.
+fn owns_slot(line: &str, slot: &str) -> bool {
+    let slot: u32 = slot.parse().expect("slot");
+    line.split_whitespace()
+        .skip(8)
+        .any(|r| match r.split_once('-') {
+            Some((a, b)) => {
+                a.parse().is_ok_and(|a: u32| a <= slot) && b.parse().is_ok_and(|b: u32| slot <= b)
+            }
+            None => r.parse() == Ok(slot),
+        })
+}
+
+async fn a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_explicit_end() {
+    let cluster = RedisCluster::start();
+    let a = node(&cluster, "node-a", 300, 100, &[]);
+    let b = node(&cluster, "node-b", 300, 100, &[]);
+    let mut on_a = a.ws("session_id=m&user_id=u").await;
+    let mut on_b = b.ws("session_id=m&user_id=u").await;
+    let mid = on_a.chat_acked("moving", "r1").await;
+    let seen_a = on_a.until_seq(Some(&mid), 20).await;
+    let seen_b = on_b.until_seq(Some(&mid), 20).await;
+    let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/m}:conv"]);
+    let (from, to) = migrate_slot(&cluster, slot.trim());
+    eprintln!("slot {} moved from :{from} to :{to} mid-reply", slot.trim());
+    for (name, seen, ws) in [("A", seen_a, &mut on_a), ("B", seen_b, &mut on_b)] {
+        let (frames, end) = ws.until_end_of(&mid).await;
+        let mut got = chunks_of(&seen, &mid);
+        got.extend(chunks_of(&frames, &mid));
+        let (text, last) = contiguous(0, &got);
+        let final_seq = end.u64("final_seq");
+        eprintln!(
+            "{name}: end {} ({}), chunks 1..={last} delivered, final_seq {final_seq}",
+            end["status"], end["reason"]
+        );
+        assert_eq!(
+            last, final_seq,
+            "every chunk up to final_seq, once: {got:?}"
+        );
+        assert_eq!(
+            text,
+            demo_prefix("moving", 300, last),
+            "no duplicate, no gap"
+        );
+        assert_eq!(end["status"], "completed", "the reply goes on: {end:?}");
+    }
+    // The keys and both nodes' subscriptions followed the slot.
+    let channel = "weir:{c:u/m}:ch";
+    let subscribers = |port: u16| {
+        let n = cluster
+            .nodes()
+            .iter()
+            .find(|n| n.port() == port)
+            .expect("node");
+        n.cli(&["PUBSUB", "SHARDNUMSUB", channel])
+            .lines()
+            .nth(1)
+            .and_then(|c| c.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let target = cluster
+        .nodes()
+        .iter()
+        .find(|n| n.port() == to)
+        .expect("target");
+    assert_ne!(target.cli(&["EXISTS", "weir:{c:u/m}:conv"]).trim(), "0");
+    let deadline = std::time::Instant::now() + T;
+    while subscribers(to) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriptions on the new owner: {:?} (old owner: {:?})",
+            target.cli(&["PUBSUB", "SHARDNUMSUB", channel]),
+            cluster
+                .nodes()
+                .iter()
+                .map(|n| (n.port(), n.cli(&["PUBSUB", "SHARDNUMSUB", channel])))
+                .collect::<Vec<_>>()
+        );
+        ::tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{channel}: {} subscribers on the new owner, {} on the old",
+        subscribers(to),
+        subscribers(from)
+    );
+    assert_eq!(subscribers(from), 0);
 }
