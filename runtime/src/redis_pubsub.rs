@@ -427,6 +427,14 @@ async fn shard<R: Runtime>(
             tracing::warn!(node = ?addr, "redis pub/sub: cannot connect");
             let _ = events.try_send(Event::Down(addr.clone()));
         }
+        // The node may be gone for good (a failover promotes its replica,
+        // at another address): the coordinator reads the topology again and
+        // gives the channels to whichever node owns their slots now (this
+        // one again on a single Redis).
+        if !held.is_empty() {
+            let lost: Vec<(String, Vec<u64>)> = held.drain().collect();
+            let _ = events.try_send(Event::Moved(lost));
+        }
         // While disconnected, keep the held set current.
         let mut sleep = pin!(R::sleep(backoff).fuse());
         loop {

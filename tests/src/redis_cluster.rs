@@ -80,6 +80,19 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// Kills (SIGKILL) the node on `port`; its replica takes over after the
+    /// cluster node timeout (2 s).
+    ///
+    /// # Panics
+    /// No node of the cluster listens on `port`.
+    pub fn kill(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .expect("a node on that port")
+            .kill();
+    }
+
     /// The masters (the nodes whose `ROLE` is master).
     #[must_use]
     pub fn masters(&self) -> Vec<&RedisServer> {
