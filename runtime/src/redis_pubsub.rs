@@ -37,8 +37,18 @@ use weir_store_redis::{slot, RedisStore};
 
 use crate::io::HyperIo;
 use crate::metrics::Metrics;
-use crate::redis_store::{Link, BACKOFF_MAX, BACKOFF_MIN};
 use crate::rt::{timeout, Runtime};
+
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What the subscriber reports to the rest of the store.
+pub(crate) trait Progress: Send + Sync + 'static {
+    /// Every subscription request up to `n` is in effect.
+    fn mark_subscribed(&self, n: u64);
+    /// Whether every subscriber connection is up (for `/readyz`).
+    fn set_up(&self, up: bool);
+}
 
 /// A Redis node's address.
 pub(crate) type Addr = (String, u16);
@@ -173,9 +183,9 @@ enum ShardCmd {
 
 /// Owns the subscriptions: routes each channel to the task of the node that
 /// owns its slot, follows the topology, keeps the `subscribed` mark.
-pub(crate) async fn pubsub<R: Runtime>(
+pub(crate) async fn pubsub<R: Runtime, P: Progress>(
     nodes: Nodes,
-    link: Arc<Link>,
+    link: Arc<P>,
     commands: async_channel::Receiver<Subscription>,
     notices: async_channel::Sender<Notice>,
     metrics: Arc<Metrics>,
@@ -315,7 +325,7 @@ pub(crate) async fn pubsub<R: Runtime>(
         }
         let mark = pending.first().map_or(taken, |first| first - 1);
         link.mark_subscribed(mark);
-        link.pubsub_up.store(down.is_empty(), Relaxed);
+        link.set_up(down.is_empty());
     }
 }
 

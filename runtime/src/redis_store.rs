@@ -52,7 +52,7 @@ use weir_store_redis::{Failure, RedisStore};
 use crate::io::RedisIo;
 use crate::mailbox::ToDriver;
 use crate::metrics::Metrics;
-use crate::redis_pubsub::{pubsub, Addr, Nodes, Subscription};
+use crate::redis_pubsub::{pubsub, Addr, Nodes, Progress, Subscription, BACKOFF_MAX, BACKOFF_MIN};
 use crate::rt::{timeout, Runtime};
 use crate::RedisSettings;
 
@@ -62,22 +62,19 @@ const EPOCH_CHECK: Duration = Duration::from_secs(2);
 /// How often a burst of refusals that goes on is logged again.
 const REMIND_EVERY: Duration = Duration::from_secs(60);
 
-pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
 /// Room for notices between the pub/sub task and the driver.
 pub(crate) const NOTICE_CAPACITY: usize = 65_536;
 
 /// The current connection and what the tasks share.
 #[derive(Debug)]
-pub(crate) struct Link {
+struct Link {
     /// The operations connection, its epoch, and its generation.
     current: Mutex<Option<(StoreConn, Epoch, u64)>>,
     /// Rung by an operation that saw its connection fail: a channel of one,
     /// so a ring while the supervisor is busy waits for it.
     broken: (async_channel::Sender<()>, async_channel::Receiver<()>),
     store_up: AtomicBool,
-    pub(crate) pubsub_up: AtomicBool,
+    pubsub_up: AtomicBool,
     generation: AtomicU64,
     /// The number of the last subscription request the pub/sub task has
     /// carried out (confirmed by Redis, or found unnecessary).
@@ -176,7 +173,7 @@ impl Link {
         }
     }
 
-    pub(crate) fn mark_subscribed(&self, n: u64) {
+    fn mark_subscribed(&self, n: u64) {
         self.subscribed.fetch_max(n, Relaxed);
         self.subscribed_moved.notify(usize::MAX);
     }
@@ -211,6 +208,16 @@ impl Link {
         if self.generation.load(Relaxed) == generation {
             let _ = self.broken.0.try_send(());
         }
+    }
+}
+
+impl Progress for Link {
+    fn mark_subscribed(&self, n: u64) {
+        Self::mark_subscribed(self, n);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.pubsub_up.store(up, Relaxed);
     }
 }
 
@@ -300,7 +307,7 @@ impl<R: Runtime> RedisBackend<R> {
             link.clone(),
             settings.timeout,
         ));
-        let pubsub = R::spawn(pubsub::<R>(
+        let pubsub = R::spawn(pubsub::<R, Link>(
             nodes,
             link.clone(),
             sub_rx,
