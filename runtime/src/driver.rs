@@ -403,6 +403,23 @@ impl<R: Runtime> Driver<R> {
                 };
                 self.node.handle_input(now, input);
             }
+            ToDriver::Stream {
+                conn,
+                user,
+                request,
+                handle,
+            } => {
+                self.conns.insert(conn, handle);
+                self.count_connections();
+                self.node.handle_input(
+                    now,
+                    Input::AiSdkStream {
+                        conn,
+                        user,
+                        request,
+                    },
+                );
+            }
             ToDriver::Input(input) => {
                 if let Input::Generator {
                     message_id,

@@ -20,6 +20,7 @@
 //! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
 //! | `http.rs` | the HTTP API, on the same store operations |
 //! | `dialect.rs` | connections of other [dialects](crate::dialect): their frames in, the render pass over the outputs |
+//! | `ai_sdk.rs` | the AI SDK sockets and their requests, the HTTP event streams ([`ai_sdk`](crate::dialect::ai_sdk)) |
 //!
 //! ## Where the node is tested, and what it asks of a runtime
 //!
@@ -68,6 +69,7 @@ use crate::store::{
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
+mod ai_sdk;
 pub mod cancel;
 mod caps;
 mod chat;
@@ -137,6 +139,8 @@ pub struct Node<I = SeededIds> {
     held: caps::Held,
     /// The renderer of each connection that speaks another dialect.
     dialects: BTreeMap<ConnId, crate::dialect::DialectConn>,
+    /// The AI SDK sockets (`ai_sdk.rs`).
+    ai_sdk: ai_sdk::Sockets,
 }
 
 impl<I: IdSource> Node<I> {
@@ -157,6 +161,7 @@ impl<I: IdSource> Node<I> {
             shutting_down: false,
             held: caps::Held::default(),
             dialects: BTreeMap::new(),
+            ai_sdk: ai_sdk::Sockets::default(),
             config,
         };
         node.out
@@ -200,6 +205,7 @@ impl<I: IdSource> Node<I> {
             && self.owned.is_empty()
             && self.held.is_empty()
             && self.dialects.is_empty()
+            && self.ai_sdk.is_empty()
             && self
                 .pending
                 .values()
@@ -243,7 +249,21 @@ impl<I: IdSource> Node<I> {
     }
 
     fn dispatch(&mut self, now: Instant, input: Input) {
+        let Some(input) = self.ai_sdk_input(now, input) else {
+            return;
+        };
         match input {
+            Input::ConnectWith {
+                conn,
+                user,
+                dialect: crate::dialect::Dialect::AiSdkWs,
+                ..
+            } => self.ai_sdk_socket(now, conn, user),
+            Input::AiSdkStream {
+                conn,
+                user,
+                request,
+            } => self.ai_sdk_stream(now, conn, user, request),
             Input::ConnectWith {
                 conn,
                 user,
