@@ -65,6 +65,11 @@ pub enum HttpRequest {
         /// The conversation.
         session: SessionId,
     },
+    /// `DELETE /api/history/{session_id}` (compat).
+    CompatDeleteHistory {
+        /// The conversation.
+        session: SessionId,
+    },
     /// `GET /v1/users/{user_id}/presence`.
     Presence {
         /// The user asked about.
