@@ -5,6 +5,9 @@
 //! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `403` a foreign `Origin`, `426` not an upgrade) |
 //! | `GET /ws/chat` (the compat path, unless `--compat off`) | the seed front end's WebSocket ([`weir_core::dialect::compat`]); user from `user_id` under `auth = none` |
 //! | `GET /health`, `GET /actuator/health` (compat) | `200 {"status":"UP"}` |
+//! | `GET /v1/ai-sdk/ws` (unless `--ai-sdk off`) | the AI SDK's WebSocket ([`weir_core::dialect::ai_sdk`]); user as on `/v1/ws` |
+//! | `POST /v1/ai-sdk/chat`, `GET /v1/ai-sdk/chat/{id}/stream` | an event stream ([`crate::ai_sdk`]) |
+//! | `POST /v1/ai-sdk/chat/{id}/stop` | the fenced cancel of the chat's reply (as `POST /v1/sessions/{id}/cancel`) |
 //! | `OPTIONS` any path | the CORS preflight: `204` |
 //! | `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/cancel`, `GET /v1/sessions/{id}/messages`, `GET /v1/users/{id}/presence` | the core's answer (`Input::Http` → `Output::HttpResponse`) |
 //! | `GET /healthz` | `200` while the process serves |
