@@ -305,6 +305,8 @@ impl<I: IdSource> Node<I> {
             Input::SlowConsumer { conn } => self.close(now, conn, CloseCode::TooSlow),
             Input::WriteStalled { conn, since } => self.on_write_stalled(now, conn, since),
             Input::QueueLag { conn, bytes } => self.on_queue_lag(now, conn, bytes),
+            Input::WriteBlocked { conn } => self.on_write_blocked(conn),
+            Input::Writable { conn } => self.on_writable(now, conn),
             Input::Disconnected { conn } => self.release(now, conn),
             Input::StoreReply { op, result } => self.on_store_reply(now, op, result),
             Input::Notice(n) => self.on_notice(now, n),
