@@ -97,15 +97,15 @@ impl RedisStore {
     }
 
     /// Partition `part`'s share of the sweep's index of conversations that
-    /// may hold a live reply (`P:{x:N}:live`: each partition its own slot).
+    /// may hold a live reply (`P:{i:N}:live`: each partition its own slot).
     pub(crate) fn index_key(&self, part: usize) -> String {
-        format!("{}:{{x:{part}}}:live", self.prefix)
+        format!("{}:{{i:{part}}}:live", self.prefix)
     }
 
     /// Partition `part`'s share of the sweep's index of users whose presence
     /// moves on by itself.
     pub(crate) fn presence_index_key(&self, part: usize) -> String {
-        format!("{}:{{x:{part}}}:presence", self.prefix)
+        format!("{}:{{i:{part}}}:presence", self.prefix)
     }
 
     /// The sweep-index partition of a conversation.

@@ -33,10 +33,11 @@
 //! | `P:{c:U/S}:idem:KEY` | string | `USER_MSG_ID REPLY_ID EXPIRES_MS` for a `client_message_id` | the idempotency window + slack |
 //! | `P:{p:U}:e` | hash | presence entries: `NODE\|CONN` → expiry (ms) | the latest entry's expiry + slack |
 //! | `P:{p:U}:s` | string | presence state: `on` or `ling:UNTIL_MS` (absent: offline) | as the entries, or the linger end + slack |
-//! | `P:{x:N}:live` | sorted set | partition `N` (0–15) of the conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
-//! | `P:{x:N}:presence` | sorted set | partition `N` of the users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as the live index |
+//! | `P:{i:N}:live` | sorted set | partition `N` (0–15) of the conversations (their `:conv` key names) that may hold a live reply, scored at or before its reap due time: the sweep's index (a hint; the records are the truth) | 7 days, refreshed by every start, cancel and sweep |
+//! | `P:{i:N}:presence` | sorted set | partition `N` of the users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as the live index |
 //! | `P:epoch` | string | the store's epoch | 7 days, refreshed by every node's housekeeping |
 //! | `P:{u:U}:slots:conns`, `P:{u:U}:slots:streams`, `P:{u:U}:bucket`, `P:{ip:A}:slots:conns` | sorted sets, hash | the caps' slots and chat bucket, one hash tag per user or client address (the `caps` module, `src/lua/caps.lua`) | slot lifetime (or bucket refill) + slack |
+//! | `P:{x:S/NONCE}` | string | whose conversation of session `S` the reply made with `NONCE` belongs to (the `locate` module) | the idempotency window + slack |
 //!
 //! Shard channels (`SPUBLISH`, each in its keys' slot): `P:{c:U/S}:ch` per
 //! conversation (started, chunks, cancelling, settled), `P:{n:NODE}:ch` per
@@ -82,8 +83,9 @@
 //! | `keys` | the key and channel names of the table above |
 //! | `plan` | each operation as one call of the script: its arguments, and how to read its answer |
 //! | `decode` | reading the script's answers into [`StoreReply`] |
-//! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:{x:N}:live`, `P:{x:N}:presence`, 16 partitions each) |
+//! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:{i:N}:live`, `P:{i:N}:presence`, 16 partitions each) |
 //! | `caps` | the caps' operations (admit, release, keep) on their own script |
+//! | `locate` | the reply locators (register, locate): one command each |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -101,6 +103,7 @@ mod decode;
 pub mod fuzzing;
 mod keys;
 pub use keys::slot;
+mod locate;
 mod plan;
 mod sweep;
 
@@ -374,6 +377,9 @@ impl RedisStore {
             StoreOp::Admit(op) => return self.admit(conn, op).await,
             StoreOp::CapRelease(op) => return self.cap_release(conn, op).await,
             StoreOp::CapKeep(op) => return self.cap_keep(conn, op).await,
+            StoreOp::Register(op) => return self.register(conn, op).await,
+            StoreOp::Locate(op) => return self.locate(conn, op).await,
+            StoreOp::Delete(op) => Call::delete(op),
             StoreOp::PresenceJoin(op) => Call::presence_join(op),
             StoreOp::PresenceLeave(op) => Call::presence_leave(op),
             StoreOp::PresenceCheck(op) => Call::presence_check(op.user, op.at_ms),

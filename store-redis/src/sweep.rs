@@ -1,6 +1,6 @@
-//! [`StoreOp::Sweep`] and the two indexes it walks: `P:{x:N}:live`
+//! [`StoreOp::Sweep`] and the two indexes it walks: `P:{i:N}:live`
 //! (conversations that may hold a live reply, scored at or before its reap
-//! due time) and `P:{x:N}:presence` (users scored by when their presence
+//! due time) and `P:{i:N}:presence` (users scored by when their presence
 //! next moves on by itself), each split into [`PARTITIONS`] keys with hash
 //! tags of their own so that no shard of a Redis Cluster holds them all; a
 //! sweep walks every partition, one key at a time. Both are hints kept by the operations: a failure to update one is
