@@ -137,11 +137,7 @@ pub(crate) async fn stream<R: Runtime>(
             "the server is shutting down",
         )));
     }
-    let first = timeout::<R, _>(
-        STATUS_TIMEOUT,
-        std::future::poll_fn(|cx| queue.poll_pop(cx)),
-    )
-    .await;
+    let first = timeout::<R, _>(STATUS_TIMEOUT, next_item(&queue, conn, &shared.tx)).await;
     let status = match first {
         Ok(Some(Item::Frame(encoded))) => match encoded.frame() {
             ServerFrame::Dialect(f) if f.kind == STATUS => f.text.clone(),
@@ -187,6 +183,21 @@ pub(crate) async fn stream<R: Runtime>(
     resp
 }
 
+/// The queue's next item for the stream's writer; after a pop that made a
+/// blocked queue writable again, the driver is told (`Input::Writable`, the
+/// queue's credit), as the WebSocket writer does.
+async fn next_item(
+    queue: &OutQueue,
+    conn: ConnId,
+    driver: &async_channel::Sender<ToDriver>,
+) -> Option<Item> {
+    let popped = std::future::poll_fn(|cx| queue.poll_take(cx)).await?;
+    if popped.writable {
+        let _ = driver.send(ToDriver::Input(Input::Writable { conn })).await;
+    }
+    Some(popped.item)
+}
+
 /// Moves the event stream's frames from the queue into the body until the
 /// core releases the connection (the queue closes: what it holds still
 /// goes out) or closes it; a client that went away, or that has read
@@ -199,7 +210,7 @@ async fn pump<R: Runtime>(
     driver: async_channel::Sender<ToDriver>,
 ) {
     loop {
-        let text = match std::future::poll_fn(|cx| queue.poll_pop(cx)).await {
+        let text = match next_item(&queue, conn, &driver).await {
             Some(Item::Frame(encoded)) => Bytes::from(encoded.frame().encode()),
             Some(Item::Ping | Item::Merged(_)) => continue,
             Some(Item::Close(_)) | None => return,
