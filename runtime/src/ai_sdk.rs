@@ -154,10 +154,10 @@ pub(crate) async fn stream<R: Runtime>(
     }
     let first = timeout::<R, _>(
         STATUS_TIMEOUT,
-        std::future::poll_fn(|cx| queue.poll_pop(cx)),
+        std::future::poll_fn(|cx| queue.poll_take(cx)),
     )
     .await;
-    let status = match first {
+    let status = match first.map(|p| p.map(|p| p.item)) {
         Ok(Some(Item::Frame(encoded))) => match encoded.frame() {
             ServerFrame::Dialect(f) if f.kind == STATUS => f.text.clone(),
             _ => String::new(),
@@ -214,10 +214,18 @@ async fn pump<R: Runtime>(
     driver: async_channel::Sender<ToDriver>,
 ) {
     loop {
-        let text = match std::future::poll_fn(|cx| queue.poll_pop(cx)).await {
-            Some(Item::Frame(encoded)) => Bytes::from(encoded.frame().encode()),
-            Some(Item::Ping | Item::Merged(_)) => continue,
-            Some(Item::Close(_)) | None => return,
+        let Some(popped) = std::future::poll_fn(|cx| queue.poll_take(cx)).await else {
+            return;
+        };
+        if popped.writable {
+            // The queue drained below its low-water mark: the core may hand
+            // this response what it held back (the queue's credit).
+            let _ = driver.send(ToDriver::Input(Input::Writable { conn })).await;
+        }
+        let text = match popped.item {
+            Item::Frame(encoded) => Bytes::from(encoded.frame().encode()),
+            Item::Ping | Item::Merged(_) => continue,
+            Item::Close(_) => return,
         };
         let ready =
             timeout::<R, _>(BODY_WAIT, std::future::poll_fn(|cx| body.poll_ready(cx))).await;

@@ -141,6 +141,15 @@ pub(crate) async fn handle<R: Runtime>(
             }
             Err(e) => crate::compat::detail(e.status(), &e.message),
         },
+        (["api", "history", session], Method::DELETE) if compat => match parse_session(session) {
+            Ok(session) => {
+                compat_api::<R>(&shared, req, |_, _| HttpRequest::CompatDeleteHistory {
+                    session,
+                })
+                .await
+            }
+            Err(e) => crate::compat::detail(e.status(), &e.message),
+        },
         (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, peer, req, Dialect::Native),
         (["v1", "ai-sdk", "ws"], Method::GET) if ai_sdk => {
             upgrade::<R>(&shared, peer, req, Dialect::AiSdkWs)

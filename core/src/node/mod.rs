@@ -64,7 +64,8 @@ use crate::ids::{
 };
 use crate::session::{ConnState, Connection, Inbound};
 use crate::store::{
-    LiveReply, PresenceCheckOp, PresenceRefreshOp, StoreError, StoreOp, StoreReply, SweepOp, Topic,
+    LiveReply, PresenceCheckOp, PresenceRefreshOp, StartOp, StoreError, StoreOp, StoreReply,
+    SweepOp, Topic,
 };
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
@@ -115,8 +116,13 @@ enum Pending {
     /// A cap's slot released or kept: nothing waits for the answer.
     CapQuiet,
     CompatStart(HttpReqId, ConvKey),
+    /// A `POST /api/chat`'s reply registered before its `Start`.
+    CompatRegister(HttpReqId, Box<StartOp>),
+    /// A `POST /api/cancel` (no user) looking up the reply's conversation.
+    CompatLocate(HttpReqId, SessionId, MessageId),
     CompatCancel(HttpReqId, ConvKey, MessageId),
     CompatHistory(HttpReqId, ConvKey),
+    CompatDelete(HttpReqId, ConvKey),
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -299,6 +305,8 @@ impl<I: IdSource> Node<I> {
             Input::SlowConsumer { conn } => self.close(now, conn, CloseCode::TooSlow),
             Input::WriteStalled { conn, since } => self.on_write_stalled(now, conn, since),
             Input::QueueLag { conn, bytes } => self.on_queue_lag(now, conn, bytes),
+            Input::WriteBlocked { conn } => self.on_write_blocked(conn),
+            Input::Writable { conn } => self.on_writable(now, conn),
             Input::Disconnected { conn } => self.release(now, conn),
             Input::StoreReply { op, result } => self.on_store_reply(now, op, result),
             Input::Notice(n) => self.on_notice(now, n),
@@ -415,6 +423,13 @@ impl<I: IdSource> Node<I> {
                 self.on_compat_cancel_reply(now, req, &conv, asked, reply)
             }
             Pending::CompatHistory(req, conv) => self.on_compat_history_reply(req, &conv, reply),
+            Pending::CompatRegister(req, start) => {
+                self.on_compat_registered(now, req, *start, &reply);
+            }
+            Pending::CompatLocate(req, session, id) => {
+                self.on_compat_located(now, req, session, id, reply);
+            }
+            Pending::CompatDelete(req, conv) => self.on_compat_deleted(req, &conv, &reply),
             Pending::Presence(user) => {
                 if let StoreReply::Presence {
                     due_ms: Some(due), ..
@@ -470,8 +485,11 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
             Pending::Admit(why) => self.on_admit_error(now, why, error),
             Pending::CompatStart(req, _)
+            | Pending::CompatRegister(req, _)
+            | Pending::CompatLocate(req, _, _)
             | Pending::CompatCancel(req, _, _)
-            | Pending::CompatHistory(req, _) => self.compat_store_error(req, error),
+            | Pending::CompatHistory(req, _)
+            | Pending::CompatDelete(req, _) => self.compat_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) | Pending::CapQuiet => {}
         }
     }
