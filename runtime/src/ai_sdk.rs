@@ -29,11 +29,15 @@ use weir_core::ids::ConnId;
 use weir_core::wire::ServerFrame;
 use weir_core::Input;
 
-use crate::http::{error, read_body, Body, Shared};
+use crate::answer::{error, read_body};
+use crate::auth::Authenticator;
 use crate::mailbox::{ConnHandle, ToDriver};
 use crate::query::Query;
 use crate::queue::{Item, OutQueue};
 use crate::rt::{timeout, Runtime};
+
+/// The body of any answer: a whole one, or an event stream.
+pub(crate) type Body = Either<Full<Bytes>, SseBody>;
 
 /// The body of an event stream.
 pub(crate) type SseBody = StreamBody<mpsc::Receiver<Result<Frame<Bytes>, Infallible>>>;
@@ -57,13 +61,24 @@ pub(crate) enum StreamRoute {
     Resume(String),
 }
 
-/// Whether a request is for an event-stream route.
+/// What an event-stream request needs of the server.
+#[derive(Debug)]
+pub(crate) struct StreamCtx<'a> {
+    pub(crate) tx: &'a async_channel::Sender<ToDriver>,
+    pub(crate) auth: &'a Authenticator,
+    pub(crate) next_conn: &'a std::sync::atomic::AtomicU64,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) queue_capacity: usize,
+}
+
+/// Whether a request is for an event-stream route (`enabled`: the AI SDK
+/// routes are served).
 pub(crate) fn stream_route(
-    shared: &Shared,
+    enabled: bool,
     segments: &[&str],
     method: &Method,
 ) -> Option<StreamRoute> {
-    if !shared.ai_sdk {
+    if !enabled {
         return None;
     }
     match (segments, method) {
@@ -75,13 +90,13 @@ pub(crate) fn stream_route(
     }
 }
 
-fn whole(resp: crate::http::Resp) -> Response<Body> {
+fn whole(resp: crate::answer::Resp) -> Response<Body> {
     resp.map(Either::Left)
 }
 
 /// Answers an event-stream route.
 pub(crate) async fn stream<R: Runtime>(
-    shared: &Shared,
+    shared: StreamCtx<'_>,
     req: Request<Incoming>,
     route: StreamRoute,
 ) -> Response<Body> {
@@ -96,7 +111,7 @@ pub(crate) async fn stream<R: Runtime>(
             Err(e) => return whole(error(&e)),
         },
         StreamRoute::Resume(id) => {
-            let chat = match crate::http::parse_session(&id) {
+            let chat = match crate::answer::parse_session(&id) {
                 Ok(c) => c,
                 Err(e) => return whole(error(&e)),
             };
@@ -110,7 +125,7 @@ pub(crate) async fn stream<R: Runtime>(
                 None => None,
                 Some(Ok(n)) => Some(n),
                 Some(Err(_)) => {
-                    return whole(error(&crate::http::bad_request(
+                    return whole(error(&crate::answer::bad_request(
                         "Last-Event-ID / after must be a whole number",
                     )))
                 }
@@ -164,7 +179,7 @@ pub(crate) async fn stream<R: Runtime>(
                     "no answer in time; the request may or may not have taken effect",
                 )));
             };
-            return whole(crate::http::json(
+            return whole(crate::answer::json(
                 StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 body.to_owned(),
             ));

@@ -29,11 +29,11 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::Bytes;
 use futures_channel::oneshot;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
-    RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, ORIGIN, RETRY_AFTER,
+    SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use weir_core::dialect::compat_http::CompatUser;
@@ -55,11 +55,11 @@ use crate::ws::{self, Accepted, WsSettings};
 /// once), so this only bounds a request if that promise were ever broken.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The response type of every route but the event streams.
-pub(crate) type Resp = Response<Full<Bytes>>;
+pub(crate) use crate::answer::{
+    bad_request, error, error_with, json, parse_session, read_body, Resp,
+};
 
-/// The body of any answer: a whole one, or an AI SDK event stream.
-pub(crate) type Body = http_body_util::Either<Full<Bytes>, crate::ai_sdk::SseBody>;
+use crate::ai_sdk::Body;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -100,8 +100,15 @@ pub(crate) async fn handle<R: Runtime>(
             .preflight(origin.as_ref())
             .map(http_body_util::Either::Left));
     }
-    if let Some(route) = crate::ai_sdk::stream_route(&shared, &segments, &method) {
-        let mut resp = crate::ai_sdk::stream::<R>(&shared, req, route).await;
+    if let Some(route) = crate::ai_sdk::stream_route(shared.ai_sdk, &segments, &method) {
+        let ctx = crate::ai_sdk::StreamCtx {
+            tx: &shared.tx,
+            auth: &shared.auth,
+            next_conn: &shared.next_conn,
+            max_body_bytes: shared.max_body_bytes,
+            queue_capacity: shared.queue_capacity,
+        };
+        let mut resp = crate::ai_sdk::stream::<R>(ctx, req, route).await;
         shared.cors.decorate(&mut resp, origin.as_ref());
         return Ok(resp);
     }
@@ -376,28 +383,6 @@ fn shutting_down() -> Resp {
     ))
 }
 
-pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            ErrorCode::TooLarge,
-            format!("the request body exceeds {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(bad_request(format!("cannot read the request body: {e}"))),
-    }
-}
-
 /// `GET /v1/ws`: checks the handshake, the user and the parameters, then
 /// answers `101` and serves the socket in a new task.
 fn upgrade<R: Runtime>(
@@ -506,12 +491,6 @@ fn parse_resume(s: &str) -> Result<(MessageId, Seq), HttpError> {
     Ok((id, seq))
 }
 
-pub(crate) fn parse_session(segment: &str) -> Result<SessionId, HttpError> {
-    let s = decode_path(segment)
-        .ok_or_else(|| bad_request("the session id is not valid percent-encoded UTF-8"))?;
-    SessionId::parse(s).map_err(|e| bad_request(e.to_string()))
-}
-
 /// Whether a comma-separated header holds `token` (ASCII case-insensitive).
 fn header_has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
@@ -520,32 +499,8 @@ fn header_has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token:
     })
 }
 
-pub(crate) fn bad_request(message: impl Into<String>) -> HttpError {
-    HttpError::new(ErrorCode::BadRequest, message)
-}
-
 fn not_found() -> Resp {
     error(&HttpError::new(ErrorCode::NotFound, "no such route"))
-}
-
-/// An error body with its code's status.
-pub(crate) fn error(e: &HttpError) -> Resp {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error_with(status, e)
-}
-
-fn error_with(status: StatusCode, e: &HttpError) -> Resp {
-    let body = serde_json::to_string(e)
-        .unwrap_or_else(|_| r#"{"code":"internal","message":"encoding failed"}"#.to_owned());
-    json(status, body)
-}
-
-pub(crate) fn json(status: StatusCode, body: String) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }
 
 #[cfg(test)]

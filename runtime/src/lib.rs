@@ -82,6 +82,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 mod ai_sdk;
+mod answer;
 mod auth;
 mod client_ip;
 mod compat;

@@ -1057,6 +1057,7 @@ compat_cancelled_suffix = \"\"\"
 
 [Đã hủy]\"\"\"
 compat_failure_sentence = \"Xin lỗi, đã có lỗi xảy ra khi xử lý yêu cầu của bạn.\"
+ai_sdk = \"on\"
 cors_origin = [\"http://localhost:3000\"]
 store = \"memory\"
 log = \"info\"
