@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `hello` | `{"type":"welcome","sessionId":S,"timestamp":ISO-8601}` |
 //! | `history` | `{"type":"history","messages":[ChatMessage…]}`, then the **catch-up**: the streaming reply's snapshot as a `message` (`is_complete:false`) and the final `message` of the latest settled reply and of every settled reply created within the resume window |
-//! | `start`, `chunk` | `{"type":"message","data":ChatMessage}` with the **accumulated** text, `is_complete:false`, at most one per [`CompatSettings::coalesce`] per connection (a timer sends what waited) |
+//! | `start`, `chunk` | `{"type":"message","data":ChatMessage}` with the **accumulated** text, `is_complete:false`, at most one per [`CompatSettings::window`] per connection (50 ms, growing with the text to 1 s; a timer sends what waited) |
 //! | `end` | exactly one final `message`: `is_complete:true`, `chunk:null`, the final text (+ the cancelled suffix or the failure suffix); nothing of that reply after it |
 //! | `user_message`, `ack`, `cancel_result`, `presence`, `pong`, `error`, `resume_unavailable` | nothing (no echo of user turns; no error frames) |
 
@@ -41,8 +41,12 @@ pub struct CompatSettings {
     pub cancelled_suffix: String,
     /// A failed reply's text is followed by `"\n\n"` and this sentence.
     pub failure_sentence: String,
-    /// At most one non-final `message` frame per connection per this long.
+    /// At most one non-final `message` frame per connection per this long,
+    /// while the text sent is short (see [`CompatSettings::window`]).
     pub coalesce: Duration,
+    /// The longest wait between two non-final `message` frames, however long
+    /// the text (see [`CompatSettings::window`]).
+    pub coalesce_max: Duration,
 }
 
 impl Default for CompatSettings {
@@ -51,11 +55,32 @@ impl Default for CompatSettings {
             cancelled_suffix: DEFAULT_CANCELLED_SUFFIX.to_owned(),
             failure_sentence: DEFAULT_FAILURE_SENTENCE.to_owned(),
             coalesce: Duration::from_millis(50),
+            coalesce_max: Duration::from_secs(1),
         }
     }
 }
 
 impl CompatSettings {
+    /// How many bytes of text each [`coalesce`](Self::coalesce) of the window
+    /// stands for.
+    pub const WINDOW_BYTES: usize = 1024;
+
+    /// The wait after a non-final frame whose longest text was `sent_bytes`
+    /// long: `coalesce` per started KiB, between `coalesce` and
+    /// `coalesce_max`. Every such frame repeats the whole text so far, so a
+    /// fixed window would send bytes in proportion to the text's length
+    /// times the reply's duration; a window that grows with the text keeps
+    /// a connection's bytes per second bounded (about 2 KiB per `coalesce`)
+    /// while a short reply still updates every 50 ms and a long one at least
+    /// once per `coalesce_max`.
+    #[must_use]
+    pub fn window(&self, sent_bytes: usize) -> Duration {
+        let kib = u32::try_from(sent_bytes.div_ceil(Self::WINDOW_BYTES)).unwrap_or(u32::MAX);
+        self.coalesce
+            .saturating_mul(kib.max(1))
+            .min(self.coalesce_max.max(self.coalesce))
+    }
+
     /// The text the page shows for a message of `status` whose own text is
     /// `text`.
     #[must_use]
@@ -217,8 +242,9 @@ pub struct CompatConn {
     user: UserId,
     replies: BTreeMap<MessageId, LiveText>,
     ended: VecDeque<MessageId>,
-    /// When the last non-final `message` frame went out.
-    last_sent: Option<Instant>,
+    /// When the last non-final `message` frame went out, and the length of
+    /// the longest text it carried.
+    last_sent: Option<(Instant, usize)>,
     /// When the text that waits goes out.
     due: Option<Instant>,
 }
@@ -270,24 +296,23 @@ impl CompatConn {
         if !self.replies.values().any(|r| r.dirty) {
             return;
         }
-        if let Some(last) = self.last_sent {
-            let open_at = last + ctx.compat.coalesce;
+        if let Some((last, bytes)) = self.last_sent {
+            let open_at = last + ctx.compat.window(bytes);
             if ctx.now < open_at {
                 self.due = Some(self.due.map_or(open_at, |d| d.min(open_at)));
                 return;
             }
         }
-        let frames: Vec<DialectFrame> = self
-            .replies
-            .iter()
-            .filter(|(_, r)| r.dirty)
+        let dirty = || self.replies.iter().filter(|(_, r)| r.dirty);
+        let bytes = dirty().map(|(_, r)| r.content.len()).max().unwrap_or(0);
+        let frames: Vec<DialectFrame> = dirty()
             .map(|(id, r)| message_frame(&self.chat_message(id, r)))
             .collect();
         out.extend(frames);
         for r in self.replies.values_mut() {
             r.dirty = false;
         }
-        self.last_sent = Some(ctx.now);
+        self.last_sent = Some((ctx.now, bytes));
         self.due = None;
     }
 
@@ -405,8 +430,8 @@ impl CompatConn {
                         dirty: false,
                     },
                 );
+                self.last_sent = Some((ctx.now, cm.content.len()));
                 out.push(message_frame(cm));
-                self.last_sent = Some(ctx.now);
             } else if Some(i) == latest_settled
                 || m.created_at_ms.saturating_add(ctx.resume_window_ms) >= ctx.wall_ms
             {

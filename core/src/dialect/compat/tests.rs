@@ -249,6 +249,38 @@ fn chunks_accumulate_and_coalesce_to_one_frame_per_window() {
 }
 
 #[test]
+fn the_window_grows_with_the_text_from_50_ms_to_one_second() {
+    let s = CompatSettings::default();
+    assert_eq!(s.window(0), Duration::from_millis(50));
+    assert_eq!(s.window(1024), Duration::from_millis(50));
+    assert_eq!(s.window(1025), Duration::from_millis(100));
+    assert_eq!(s.window(10 * 1024), Duration::from_millis(500));
+    assert_eq!(s.window(20 * 1024), Duration::from_secs(1));
+    assert_eq!(s.window(usize::MAX), Duration::from_secs(1));
+}
+
+#[test]
+fn a_long_text_waits_a_longer_window_before_its_next_frame() {
+    let clock = Clock::new();
+    let mut c = conn();
+    let long = "x".repeat(4 * 1024);
+    let out = render(&mut c, &clock.at(0), chunk("r1", 1, &long));
+    assert_eq!(out.len(), 1, "the first text goes at once");
+    assert!(render(&mut c, &clock.at(60), chunk("r1", 2, "y")).is_empty());
+    assert_eq!(
+        c.poll_timeout(),
+        Some(clock.at(200).now),
+        "4 KiB sent: the next frame waits 4 windows of 50 ms"
+    );
+    let mut out = Vec::new();
+    c.handle_timeout(&clock.at(199), &mut out);
+    assert!(out.is_empty(), "not yet due");
+    c.handle_timeout(&clock.at(200), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(json_of(&out[0])["data"]["content"], format!("{long}y"));
+}
+
+#[test]
 fn the_end_sends_one_final_frame_and_nothing_after_it() {
     let clock = Clock::new();
     let mut c = conn();
@@ -289,7 +321,7 @@ fn the_suffixes_are_settings() {
     let s = CompatSettings {
         cancelled_suffix: " (stopped)".into(),
         failure_sentence: "Sorry.".into(),
-        coalesce: Duration::from_millis(50),
+        ..CompatSettings::default()
     };
     assert_eq!(s.shown_text("a", MessageStatus::Cancelled), "a (stopped)");
     assert_eq!(s.shown_text("a", MessageStatus::Failed), "a\n\nSorry.");
