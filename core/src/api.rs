@@ -65,6 +65,11 @@ pub enum HttpRequest {
         /// The conversation.
         session: SessionId,
     },
+    /// `DELETE /api/history/{session_id}` (compat).
+    CompatDeleteHistory {
+        /// The conversation.
+        session: SessionId,
+    },
     /// `GET /v1/users/{user_id}/presence`.
     Presence {
         /// The user asked about.
@@ -124,6 +129,17 @@ pub enum Input {
         dialect: crate::dialect::Dialect,
         /// The client's address (what the address cap counts), if known.
         ip: Option<std::net::IpAddr>,
+    },
+    /// An AI SDK HTTP request answered with an event stream
+    /// ([`ai_sdk`](crate::dialect::ai_sdk)): a connection of its own whose
+    /// first frame is the HTTP status; the core releases it after the last.
+    AiSdkStream {
+        /// The runtime's number for the response.
+        conn: ConnId,
+        /// The authenticated user.
+        user: UserId,
+        /// The request.
+        request: crate::dialect::ai_sdk::StreamRequest,
     },
     /// A text frame arrived (raw bytes; the core decodes and checks limits).
     Frame {

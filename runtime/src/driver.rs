@@ -403,6 +403,23 @@ impl<R: Runtime> Driver<R> {
                 };
                 self.node.handle_input(now, input);
             }
+            ToDriver::Stream {
+                conn,
+                user,
+                request,
+                handle,
+            } => {
+                self.conns.insert(conn, handle);
+                self.count_connections();
+                self.node.handle_input(
+                    now,
+                    Input::AiSdkStream {
+                        conn,
+                        user,
+                        request,
+                    },
+                );
+            }
             ToDriver::Input(Input::Writable { conn }) => {
                 // The writer drained its queue, but the driver may have
                 // filled it again since (the core heard `WriteBlocked`

@@ -81,6 +81,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod ai_sdk;
 mod auth;
 mod client_ip;
 mod compat;

@@ -328,7 +328,11 @@ impl<I: IdSource> Node<I> {
         }
         c.state = ConnState::Open;
         let conv = c.conv.clone();
-        let resume = c.resume.take();
+        let mut resume = c.resume.take();
+        // An AI SDK resume continues the live reply the snapshot found.
+        if let Some(crate::dialect::DialectConn::AiSdk(d)) = self.dialects.get_mut(&conn) {
+            resume = resume.or_else(|| d.plan_resume(live.as_ref()));
+        }
         let user = conv.user.clone();
         let mut messages = history;
         // What the snapshot shows: settled messages, the live reply, and the
@@ -421,6 +425,7 @@ impl<I: IdSource> Node<I> {
             self.read(now, &conv, &id);
         }
         self.pump(now, &conv);
+        self.ai_sdk_opened(now, conn);
         // Frames that arrived during the handshake, in order.
         let early: Vec<Inbound> = self
             .conns

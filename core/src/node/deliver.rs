@@ -150,6 +150,22 @@ impl<I: IdSource> Node<I> {
             let Some(r) = view.reply(id) else {
                 continue;
             };
+            // Dialects that number every chunk (the AI SDK's) get one
+            // chunk per frame.
+            let (single, conns): (Vec<ConnId>, Vec<ConnId>) = conns
+                .into_iter()
+                .partition(|c| self.dialects.get(c).is_some_and(|d| d.unmerged()));
+            for seq in (from..=to).filter(|_| !single.is_empty()) {
+                for chunk in run_frames(id, r, seq, seq) {
+                    self.out.push_back(Output::SendMany {
+                        conns: single.clone(),
+                        frame: ServerFrame::Chunk(chunk),
+                    });
+                }
+            }
+            if conns.is_empty() {
+                continue;
+            }
             let frames = run_frames(id, r, from, to);
             let last = frames.len().saturating_sub(1);
             let mut conns = Some(conns);
