@@ -8,6 +8,8 @@
 //! is not UTF-8 (1007).
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use weir_core::wire::{
     decode_client_frame, decode_server_frame, encode_client_frame, ClientFrame, CloseCode,
@@ -15,17 +17,7 @@ use weir_core::wire::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let (limits, bytes) = match data.split_first() {
-        // Small limits reach the size checks with small inputs.
-        Some((&b, rest)) if b & 1 == 1 => (
-            Limits {
-                max_frame_bytes: 64 + usize::from(b),
-                max_content_bytes: usize::from(b >> 1),
-            },
-            rest,
-        ),
-        _ => (Limits::default(), data.get(1..).unwrap_or_default()),
-    };
+    let (limits, bytes) = common::limits_and_input(data);
     match decode_client_frame(bytes, &limits) {
         Ok(frame) => {
             assert!(bytes.len() <= limits.max_frame_bytes);

@@ -6,21 +6,13 @@
 //! every rejection maps to a 400 or a 413.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use weir_core::wire::http::{decode_cancel_request, decode_post_message, HttpError};
-use weir_core::wire::Limits;
 
 fuzz_target!(|data: &[u8]| {
-    let (limits, bytes) = match data.split_first() {
-        Some((&b, rest)) if b & 1 == 1 => (
-            Limits {
-                max_frame_bytes: 64 + usize::from(b),
-                max_content_bytes: usize::from(b >> 1),
-            },
-            rest,
-        ),
-        _ => (Limits::default(), data.get(1..).unwrap_or_default()),
-    };
+    let (limits, bytes) = common::limits_and_input(data);
     match decode_post_message(bytes, &limits) {
         Ok(post) => {
             assert!(bytes.len() <= limits.max_frame_bytes);

@@ -18,7 +18,13 @@
 //! operations it sent may still land); store restart (every record lost, a
 //! new epoch); clients disconnecting, reconnecting to any node with `resume`
 //! or without, and slow clients (the runtime reports a full queue, the node
-//! closes with 4008, the client reconnects and resumes).
+//! closes with 4008, the client reconnects and resumes). Clients also fall
+//! behind without being closed: the runtime reports a connection's queue
+//! full (`WriteBlocked`) and drained (`Writable`) at random, and looks at its
+//! lag (`QueueLag`) against a lag bound of [`SIM_MAX_LAG_BYTES`]; a blocked
+//! connection must still get every chunk exactly once and in order once
+//! writable (the quiet phase unblocks every one), or be closed with 4008 past
+//! the bound and resume.
 //!
 //! After every step the [`Checker`] judges invariants 0–5 and 8 from what the
 //! clients received and the store holds, invariant 9 (no reply of a node
@@ -64,6 +70,11 @@ pub const REAP_SLACK_MS: u64 = 2 * 2_000 + 2 * 1_500;
 
 /// [`REAP_SLACK_MS`] as a duration.
 pub const REAP_SLACK: Duration = Duration::from_millis(REAP_SLACK_MS);
+
+/// The nodes' lag bound ([`weir_core::Config::max_lag_bytes`]): a few
+/// deltas of the simulated generators, so that a connection blocked for a
+/// while passes it.
+pub const SIM_MAX_LAG_BYTES: usize = 8;
 
 /// Steps per seed before the quiet phase, unless `WEIR_SIM_STEPS` says
 /// otherwise.
@@ -224,6 +235,10 @@ pub struct Stats {
     pub resumes: u32,
     /// Slow-consumer closes.
     pub slow_closes: u32,
+    /// Connections reported blocked (their queue full).
+    pub blocks: u32,
+    /// Connections closed with 4008 for their lag.
+    pub lag_closes: u32,
     /// Replies that settled, by outcome: completed, cancelled, failed.
     pub outcomes: [u32; 3],
 }
@@ -241,6 +256,8 @@ impl std::ops::AddAssign for Stats {
         self.failed_ops += o.failed_ops;
         self.resumes += o.resumes;
         self.slow_closes += o.slow_closes;
+        self.blocks += o.blocks;
+        self.lag_closes += o.lag_closes;
         for k in 0..3 {
             self.outcomes[k] += o.outcomes[k];
         }
@@ -319,6 +336,8 @@ struct Sim {
     replica: Option<Model>,
     /// Per connection: frames already looked at by [`Bug::ChunkFrameSentTwice`].
     dup_seen: BTreeMap<ConnId, usize>,
+    /// Connections the runtime reported blocked and not writable since.
+    blocked: std::collections::BTreeSet<ConnId>,
     faults: bool,
     step: usize,
     steps: usize,
@@ -340,12 +359,15 @@ impl Sim {
         };
         // Odd seeds run the nodes in the smallest steps (bounded appends and
         // fan-outs that go on at the next step); even seeds as before.
-        let w = World::new(&WorldConfig {
-            nodes,
-            store,
-            seed,
-            small_steps: seed % 2 == 1,
-        });
+        let w = World::tuned(
+            &WorldConfig {
+                nodes,
+                store,
+                seed,
+                small_steps: seed % 2 == 1,
+            },
+            |c| c.max_lag_bytes = SIM_MAX_LAG_BYTES,
+        );
         let slots = (0..clients)
             .map(|k| Slot {
                 // The last of three or more clients is another user, on a
@@ -378,6 +400,7 @@ impl Sim {
             budget: BTreeMap::new(),
             replica: None,
             dup_seen: BTreeMap::new(),
+            blocked: std::collections::BTreeSet::new(),
             faults: true,
             step: 0,
             steps: STEPS,
@@ -630,12 +653,58 @@ impl Sim {
             35..=84 => self.generate(),
             85..=86 => self.crash(),
             87 => self.restart_store(),
+            88..=90 => self.block_or_unblock(slot),
+            91..=92 => self.look_at_lag(slot),
             _ => {
                 // A wall-clock reading (NTP is well-behaved here: no jumps).
                 let i = self.rng.index(self.down_until.len());
                 if self.down_until[i].is_none() {
                     let unix_ms = WALL0 + self.w.elapsed_ms();
                     self.w.input(i, Input::WallClock { unix_ms });
+                }
+            }
+        }
+    }
+
+    /// The runtime reports the slot's connection's queue full, or (if it
+    /// was) drained.
+    fn block_or_unblock(&mut self, slot: usize) {
+        let Some(conn) = self.live_conn(slot) else {
+            return;
+        };
+        let node = self.w.clients[&conn].node;
+        if self.blocked.remove(&conn) {
+            self.note(format!("client {slot} writable again on {conn}"));
+            self.w.input(node, Input::Writable { conn });
+        } else {
+            self.note(format!("client {slot} blocked on {conn}"));
+            self.stats.blocks += 1;
+            self.blocked.insert(conn);
+            self.w.input(node, Input::WriteBlocked { conn });
+        }
+    }
+
+    /// The runtime looks at the slot's connection's lag (nothing queued: the
+    /// simulated runtime writes at once; the core adds its cursors' lag).
+    fn look_at_lag(&mut self, slot: usize) {
+        let Some(conn) = self.live_conn(slot) else {
+            return;
+        };
+        let node = self.w.clients[&conn].node;
+        self.w.input(node, Input::QueueLag { conn, bytes: 0 });
+        if self.w.clients[&conn].closed.is_some() {
+            self.note(format!("client {slot} lags too far on {conn}: closed"));
+            self.stats.lag_closes += 1;
+        }
+    }
+
+    /// Every blocked connection's writer drains its queue.
+    fn unblock_all(&mut self) {
+        for conn in std::mem::take(&mut self.blocked) {
+            if let Some(c) = self.w.clients.get(&conn) {
+                if !c.gone && c.closed.is_none() {
+                    let node = c.node;
+                    self.w.input(node, Input::Writable { conn });
                 }
             }
         }
@@ -931,7 +1000,8 @@ impl Sim {
     fn quiesce(&mut self) -> Result<(), Violation> {
         self.faults = false;
         self.step = self.steps;
-        self.note("quiet phase: faults off".into());
+        self.note("quiet phase: faults off, every queue drains".into());
+        self.unblock_all();
         for _ in 0..50 {
             self.drain_all();
             let running = self.w.running_generators();

@@ -24,7 +24,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// Seeds 0.. (WEIR_SIM_SEEDS of them, 2000 by default): a cluster of 2–4
 /// nodes and 2–5 clients with dropped and delayed notices, delayed and
 /// reordered store replies, failing store operations, node crashes and
-/// restarts, a store restart, reconnects with resume and slow clients keeps
+/// restarts, a store restart, reconnects with resume, slow clients, and
+/// clients whose queue the runtime reports full and drained (pulled
+/// delivery, the lag bound from the cursors) keeps
 /// every invariant after every step, and settles and cleans up at the end.
 #[test]
 fn seeded_cluster_simulation_keeps_every_invariant() {
@@ -42,6 +44,7 @@ fn seeded_cluster_simulation_keeps_every_invariant() {
     // The faults were exercised, not just configured.
     assert!(total.crashes > 0 && total.store_restarts > 0 && total.dropped_notices > 0);
     assert!(total.resumes > 0 && total.slow_closes > 0 && total.failed_ops > 0);
+    assert!(total.blocks > 0 && total.lag_closes > 0, "{total:?}");
     assert!(
         total.outcomes.iter().all(|n| *n > 0),
         "{:?}",
