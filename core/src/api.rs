@@ -65,6 +65,11 @@ pub enum HttpRequest {
         /// The conversation.
         session: SessionId,
     },
+    /// `DELETE /api/history/{session_id}` (compat).
+    CompatDeleteHistory {
+        /// The conversation.
+        session: SessionId,
+    },
     /// `GET /v1/users/{user_id}/presence`.
     Presence {
         /// The user asked about.
@@ -125,6 +130,17 @@ pub enum Input {
         /// The client's address (what the address cap counts), if known.
         ip: Option<std::net::IpAddr>,
     },
+    /// An AI SDK HTTP request answered with an event stream
+    /// ([`ai_sdk`](crate::dialect::ai_sdk)): a connection of its own whose
+    /// first frame is the HTTP status; the core releases it after the last.
+    AiSdkStream {
+        /// The runtime's number for the response.
+        conn: ConnId,
+        /// The authenticated user.
+        user: UserId,
+        /// The request.
+        request: crate::dialect::ai_sdk::StreamRequest,
+    },
     /// A text frame arrived (raw bytes; the core decodes and checks limits).
     Frame {
         /// The connection.
@@ -177,10 +193,32 @@ pub enum Input {
         /// empty.
         since: Instant,
     },
+    /// The connection's outbound queue filled up (its high-water mark): the
+    /// core stops handing the connection chunks. Its cursors keep their
+    /// place and the chunks stay in the conversation's view, held once for
+    /// every connection, until [`Input::Writable`]. Sent once per
+    /// transition, not per frame. Frames the core sent before it heard this
+    /// may still reach the queue (it merges them).
+    WriteBlocked {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The writer of a connection reported [`Input::WriteBlocked`] drained
+    /// its queue to the low-water mark: the core hands the connection what
+    /// it missed from its cursors on, as merged chunks, within its fair
+    /// share of the next step. Sent once per transition; a runtime that
+    /// finds the queue blocked again by the time it feeds this drops it (a
+    /// later `Writable` follows).
+    Writable {
+        /// The connection.
+        conn: ConnId,
+    },
     /// The runtime's look at the connection's outbound queue: `bytes` of
     /// reply text (chunk deltas) wait there. Reported for every connection
-    /// at every look, at least once a second; the core closes the
-    /// connection with 4008 when the lag is past
+    /// at every look, at least once a second. The core adds the reply text
+    /// its cursors are behind by (what it has not handed the connection yet,
+    /// e.g. while it is [blocked](Input::WriteBlocked)) and closes the
+    /// connection with 4008 when that lag is past
     /// [`Config::max_lag_bytes`](crate::Config::max_lag_bytes) at two looks
     /// in a row and has not shrunk in between.
     QueueLag {

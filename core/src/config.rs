@@ -30,11 +30,13 @@ pub struct Config {
     /// client resumes and loses nothing); the runtime reports the stall
     /// ([`Input::WriteStalled`](crate::Input::WriteStalled)).
     pub stall_timeout: Duration,
-    /// The most reply text (chunk deltas, in bytes) a connection's outbound
-    /// queue may hold: a connection whose lag is past it at two of the
-    /// runtime's looks in a row, and has not shrunk in between, is closed
-    /// with 4008 (the client resumes); the runtime reports the lag at every
-    /// look ([`Input::QueueLag`](crate::Input::QueueLag))
+    /// The most reply text (chunk deltas, in bytes) a connection may be
+    /// behind by — what the node has not handed it yet (its cursors wait
+    /// while its queue is full) plus what its outbound queue holds: a
+    /// connection whose lag is past it at two of the runtime's looks in a
+    /// row, and has not shrunk in between, is closed with 4008 (the client
+    /// resumes); the runtime reports its queue at every look
+    /// ([`Input::QueueLag`](crate::Input::QueueLag))
     /// ([`DEFAULT_MAX_LAG_BYTES`](Self::DEFAULT_MAX_LAG_BYTES)).
     pub max_lag_bytes: usize,
     /// How long a closing connection may take before its slot is released.
@@ -88,8 +90,9 @@ impl Config {
     pub const DEFAULT_FANOUT_SLICE: usize = 65_536;
     /// Default lag bound: 1 MiB of reply text per connection. A whole long
     /// reply (tens of thousands of tokens is a few hundred KiB) fits, so a
-    /// reader that is a reply behind is not closed for it; what a stalled
-    /// reader can hold before its stall timeout is bounded at this much.
+    /// reader that is a reply behind is not closed for it. The lag is text
+    /// the conversation's view holds once for every connection, not a copy
+    /// per connection.
     pub const DEFAULT_MAX_LAG_BYTES: usize = 1024 * 1024;
 
     /// Defaults for a node named `node_id`.

@@ -21,6 +21,16 @@
 //! A connection views replies through **cursors**: per reply, the last seq
 //! it was given. Chunks go out strictly in seq order from the cursor, so a
 //! connection never sees a gap or a duplicate (invariant 4).
+//!
+//! Delivery is **pulled**: while the runtime reports the connection's
+//! outbound queue full ([`Input::WriteBlocked`](crate::Input::WriteBlocked))
+//! its cursors do not move, and the chunks it has not had stay in the
+//! conversation's view (held once for every connection), not in a copy of
+//! its own; once the writer drained the queue
+//! ([`Input::Writable`](crate::Input::Writable)) it gets them from its
+//! cursors on, merged. A connection that cannot keep up so costs its bounded
+//! queue and a cursor; its lag is what its cursors are behind by, and past
+//! the lag bound it is closed with 4008 (it resumes).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -119,9 +129,14 @@ pub(crate) struct Connection {
     pub(crate) ping_at: Option<Instant>,
     /// Released at this time if still Closing.
     pub(crate) close_at: Option<Instant>,
-    /// The queued reply text at the runtime's last look
-    /// ([`Input::QueueLag`](crate::Input::QueueLag)).
+    /// The lag at the runtime's last look
+    /// ([`Input::QueueLag`](crate::Input::QueueLag)): the reply text queued
+    /// plus the text its cursors are behind by.
     pub(crate) lag_seen: usize,
+    /// The runtime reported its outbound queue full
+    /// ([`Input::WriteBlocked`](crate::Input::WriteBlocked)) and not drained
+    /// since: delivery hands it nothing, its cursors keep their place.
+    pub(crate) blocked: bool,
 }
 
 /// What a connection's timer asks of the node when it fires.
@@ -234,6 +249,7 @@ impl Connection {
             ping_at: None,
             close_at: None,
             lag_seen: 0,
+            blocked: false,
         }
     }
 

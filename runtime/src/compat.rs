@@ -60,7 +60,7 @@ impl Cors {
     }
 
     /// Adds the CORS header to an answer (errors included).
-    pub(crate) fn decorate(&self, resp: &mut Resp, origin: Option<&HeaderValue>) {
+    pub(crate) fn decorate<B>(&self, resp: &mut Response<B>, origin: Option<&HeaderValue>) {
         if let Some(allow) = self.allow_origin(origin) {
             let h = resp.headers_mut();
             h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);

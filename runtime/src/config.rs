@@ -45,6 +45,9 @@ pub struct RuntimeConfig {
     /// The compatibility surface for the seed front end (PROTOCOL.md,
     /// "Compatibility surface"): on by default.
     pub compat: CompatConfig,
+    /// Serve the Vercel AI SDK's transports (PROTOCOL.md, "AI SDK
+    /// transports": `/v1/ai-sdk/*`): on by default.
+    pub ai_sdk: bool,
     /// The origins allowed by CORS on every HTTP route and on WebSocket
     /// upgrades (`*`: any)
     /// ([`DEFAULT_CORS_ORIGIN`](Self::DEFAULT_CORS_ORIGIN)).
@@ -109,6 +112,7 @@ impl RuntimeConfig {
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             trusted_proxies: Vec::new(),
             compat: CompatConfig::default(),
+            ai_sdk: true,
             cors_origins: vec![Self::DEFAULT_CORS_ORIGIN.to_owned()],
         }
     }

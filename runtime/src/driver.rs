@@ -410,6 +410,31 @@ impl<R: Runtime> Driver<R> {
                 };
                 self.node.handle_input(now, input);
             }
+            ToDriver::Stream {
+                conn,
+                user,
+                request,
+                handle,
+            } => {
+                self.conns.insert(conn, handle);
+                self.count_connections();
+                self.node.handle_input(
+                    now,
+                    Input::AiSdkStream {
+                        conn,
+                        user,
+                        request,
+                    },
+                );
+            }
+            ToDriver::Input(Input::Writable { conn }) => {
+                // The writer drained its queue, but the driver may have
+                // filled it again since (the core heard `WriteBlocked`
+                // then): a later `Writable` follows, this one is stale.
+                if self.conns.get(&conn).is_some_and(|h| !h.queue.is_blocked()) {
+                    self.node.handle_input(now, Input::Writable { conn });
+                }
+            }
             ToDriver::Input(input) => {
                 if let Input::Generator {
                     message_id,
@@ -561,7 +586,14 @@ impl<R: Runtime> Driver<R> {
         let Some(handle) = self.conns.get_mut(&conn) else {
             return; // already released: the socket is gone
         };
-        match handle.queue.push(item) {
+        let pushed = handle.queue.offer(item);
+        if pushed.blocked {
+            // The core stops handing it chunks until its writer drains the
+            // queue (`Input::Writable`, from the writer).
+            self.immediate.push_back(Input::WriteBlocked { conn });
+            self.metrics.queues_blocked.fetch_add(1, Relaxed);
+        }
+        match pushed.push {
             Push::Queued => {}
             Push::Merged => {
                 let merged = handle.queue.merged_frames();

@@ -5,6 +5,9 @@
 //! | `GET /v1/ws` | the WebSocket upgrade (`400` bad parameters, `401` bad credentials, `403` a foreign `Origin`, `426` not an upgrade) |
 //! | `GET /ws/chat` (the compat path, unless `--compat off`) | the seed front end's WebSocket ([`weir_core::dialect::compat`]); user from `user_id` under `auth = none` |
 //! | `GET /health`, `GET /actuator/health` (compat) | `200 {"status":"UP"}` |
+//! | `GET /v1/ai-sdk/ws` (unless `--ai-sdk off`) | the AI SDK's WebSocket ([`weir_core::dialect::ai_sdk`]); user as on `/v1/ws` |
+//! | `POST /v1/ai-sdk/chat`, `GET /v1/ai-sdk/chat/{id}/stream` | an event stream ([`crate::ai_sdk`]) |
+//! | `POST /v1/ai-sdk/chat/{id}/stop` | the fenced cancel of the chat's reply (as `POST /v1/sessions/{id}/cancel`) |
 //! | `OPTIONS` any path | the CORS preflight: `204` |
 //! | `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/cancel`, `GET /v1/sessions/{id}/messages`, `GET /v1/users/{id}/presence` | the core's answer (`Input::Http` → `Output::HttpResponse`) |
 //! | `GET /healthz` | `200` while the process serves |
@@ -52,8 +55,11 @@ use crate::ws::{self, Accepted, WsSettings};
 /// once), so this only bounds a request if that promise were ever broken.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The response type of every route.
+/// The response type of every route but the event streams.
 pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// The body of any answer: a whole one, or an AI SDK event stream.
+pub(crate) type Body = http_body_util::Either<Full<Bytes>, crate::ai_sdk::SseBody>;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -72,6 +78,10 @@ pub(crate) struct Shared {
     /// The compat WebSocket path, when the compatibility surface is on.
     pub(crate) compat: Option<String>,
     pub(crate) cors: crate::compat::Cors,
+    /// The AI SDK transports (`/v1/ai-sdk/*`) are served.
+    pub(crate) ai_sdk: bool,
+    /// Each connection's outbound queue capacity (the event streams').
+    pub(crate) queue_capacity: usize,
 }
 
 /// Answers one request.
@@ -79,14 +89,23 @@ pub(crate) async fn handle<R: Runtime>(
     shared: Arc<Shared>,
     peer: std::net::SocketAddr,
     req: Request<Incoming>,
-) -> Result<Resp, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
     if method == Method::OPTIONS {
-        return Ok(shared.cors.preflight(origin.as_ref()));
+        return Ok(shared
+            .cors
+            .preflight(origin.as_ref())
+            .map(http_body_util::Either::Left));
     }
+    if let Some(route) = crate::ai_sdk::stream_route(&shared, &segments, &method) {
+        let mut resp = crate::ai_sdk::stream::<R>(&shared, req, route).await;
+        shared.cors.decorate(&mut resp, origin.as_ref());
+        return Ok(resp);
+    }
+    let ai_sdk = shared.ai_sdk;
     let compat = shared.compat.is_some();
     let mut resp = match (segments.as_slice(), method) {
         (_, Method::GET) if shared.compat.as_deref() == Some(path.as_str()) => {
@@ -115,7 +134,30 @@ pub(crate) async fn handle<R: Runtime>(
             }
             Err(e) => crate::compat::detail(e.status(), &e.message),
         },
+        (["api", "history", session], Method::DELETE) if compat => match parse_session(session) {
+            Ok(session) => {
+                compat_api::<R>(&shared, req, |_, _| HttpRequest::CompatDeleteHistory {
+                    session,
+                })
+                .await
+            }
+            Err(e) => crate::compat::detail(e.status(), &e.message),
+        },
         (["v1", "ws"], Method::GET) => upgrade::<R>(&shared, peer, req, Dialect::Native),
+        (["v1", "ai-sdk", "ws"], Method::GET) if ai_sdk => {
+            upgrade::<R>(&shared, peer, req, Dialect::AiSdkWs)
+        }
+        // The AI SDK's stop: weir's fenced cancel of the chat's reply.
+        (["v1", "ai-sdk", "chat", chat, "stop"], Method::POST) if ai_sdk => {
+            let chat = (*chat).to_owned();
+            api::<R>(&shared, req, |_| {
+                parse_session(&chat).map(|session| HttpRequest::Cancel {
+                    session,
+                    body: Vec::new(),
+                })
+            })
+            .await
+        }
         (["v1", "sessions", session, "messages"], Method::POST) => {
             let session = (*session).to_owned();
             api::<R>(&shared, req, |body| match parse_session(&session) {
@@ -200,7 +242,7 @@ pub(crate) async fn handle<R: Runtime>(
         },
     };
     shared.cors.decorate(&mut resp, origin.as_ref());
-    Ok(resp)
+    Ok(resp.map(http_body_util::Either::Left))
 }
 
 /// The methods a known path allows.
@@ -208,6 +250,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["v1", "sessions", _, "messages"] => Some("GET, POST"),
         ["v1", "sessions", _, "cancel"] => Some("POST"),
+        ["v1", "ai-sdk", "chat"] | ["v1", "ai-sdk", "chat", _, "stop"] => Some("POST"),
+        ["v1", "ai-sdk", "ws"] | ["v1", "ai-sdk", "chat", _, "stream"] => Some("GET"),
         ["api", "chat" | "cancel"] => Some("POST"),
         ["api", "history", _] => Some("GET"),
         ["v1", "ws"] | ["v1", "users", _, "presence"] | ["healthz" | "readyz" | "metrics" | ""] => {
@@ -332,7 +376,7 @@ fn shutting_down() -> Resp {
     ))
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, HttpError> {
+pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, HttpError> {
     let too_large = || {
         HttpError::new(
             ErrorCode::TooLarge,
@@ -393,7 +437,7 @@ fn upgrade<R: Runtime>(
     let query = Query::parse(req.uri().query());
     // Credentials first: an unauthenticated caller learns nothing else.
     let user = match dialect {
-        Dialect::Native => shared.auth.user(headers, &query),
+        Dialect::Native | Dialect::AiSdkWs => shared.auth.user(headers, &query),
         Dialect::Compat => crate::compat::ws_user(&shared.auth, headers, &query),
     };
     let user = match user {
@@ -401,6 +445,12 @@ fn upgrade<R: Runtime>(
         Err(e) => return error(&e),
     };
     let session = match query.get("session_id") {
+        // The AI SDK socket names its chats in its frames; the core ignores
+        // this one.
+        _ if dialect == Dialect::AiSdkWs => match SessionId::parse("ai-sdk") {
+            Ok(s) => s,
+            Err(e) => return error(&HttpError::new(ErrorCode::Internal, e.to_string())),
+        },
         Some(Ok(s)) => match SessionId::parse(s) {
             Ok(s) => s,
             Err(e) => return error(&bad_request(e.to_string())),
@@ -456,7 +506,7 @@ fn parse_resume(s: &str) -> Result<(MessageId, Seq), HttpError> {
     Ok((id, seq))
 }
 
-fn parse_session(segment: &str) -> Result<SessionId, HttpError> {
+pub(crate) fn parse_session(segment: &str) -> Result<SessionId, HttpError> {
     let s = decode_path(segment)
         .ok_or_else(|| bad_request("the session id is not valid percent-encoded UTF-8"))?;
     SessionId::parse(s).map_err(|e| bad_request(e.to_string()))
@@ -470,7 +520,7 @@ fn header_has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token:
     })
 }
 
-fn bad_request(message: impl Into<String>) -> HttpError {
+pub(crate) fn bad_request(message: impl Into<String>) -> HttpError {
     HttpError::new(ErrorCode::BadRequest, message)
 }
 
@@ -490,7 +540,7 @@ fn error_with(status: StatusCode, e: &HttpError) -> Resp {
     json(status, body)
 }
 
-fn json(status: StatusCode, body: String) -> Resp {
+pub(crate) fn json(status: StatusCode, body: String) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()

@@ -57,7 +57,10 @@
 //!   `OutQueue`s (`queue.rs`), which wake their writers; a frame is encoded once
 //!   and the same encoded bytes go to every connection of a `SendMany`; a
 //!   push that overflows is fed back at once as `Input::SlowConsumer` (the
-//!   core then closes with 4008);
+//!   core then closes with 4008), and one that takes a queue to its
+//!   high-water mark as `Input::WriteBlocked` (the core then holds the
+//!   connection's chunks back in its views until the writer, having drained
+//!   the queue, sends `Input::Writable`);
 //! - `Store` is applied to the model synchronously; its reply, and every
 //!   published notice on a topic this node subscribed to, are fed back before
 //!   the next channel message;
@@ -78,6 +81,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod ai_sdk;
 mod auth;
 mod client_ip;
 mod compat;

@@ -30,6 +30,14 @@ pub(crate) enum ToDriver {
         dialect: weir_core::dialect::Dialect,
         handle: ConnHandle,
     },
+    /// An AI SDK event-stream response ([`crate::ai_sdk`]): register its
+    /// queue, then feed `Input::AiSdkStream`.
+    Stream {
+        conn: ConnId,
+        user: UserId,
+        request: weir_core::dialect::ai_sdk::StreamRequest,
+        handle: ConnHandle,
+    },
     /// An input to feed as it is (frames, activity, disconnects, generator
     /// events).
     Input(Input),

@@ -77,6 +77,9 @@ pub(crate) struct Metrics {
     pub(crate) chunks_sent: AtomicU64,
     /// Chunk frames absorbed by merging in the outbound queues.
     pub(crate) merged_frames: AtomicU64,
+    /// Outbound queues that reached their high-water mark (the core then held
+    /// the connection's chunks back until its writer drained the queue).
+    pub(crate) queues_blocked: AtomicU64,
     /// Connections closed with 4008.
     pub(crate) slow_consumer_closes: AtomicU64,
     /// Store operations that failed (never for the in-memory store).
@@ -222,6 +225,12 @@ impl Metrics {
             "counter",
             "Chunk frames absorbed by merging in full outbound queues.",
             &[("", self.merged_frames.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_queue_blocked_total",
+            "counter",
+            "Times an outbound queue reached its high-water mark: delivery to the connection waited until its writer drained it.",
+            &[("", self.queues_blocked.load(Relaxed).to_string())],
         );
         family(
             "weir_slow_consumer_closes_total",

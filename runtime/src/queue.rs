@@ -64,6 +64,23 @@
 //! idle connection does not keep the memory of a burst (its `hello` and `history`, or a
 //! slow stretch).
 //!
+//! # Credit: the core stops before the queue is full
+//!
+//! Merging keeps a connection that falls behind from holding a frame per chunk, but the
+//! merged frame is the connection's own copy of the text. So the queue also tells the core
+//! when to stop: when an accepted push takes it to its **high-water mark** (three quarters
+//! of `capacity`, at least one item) it becomes *blocked*, and [`offer`](OutQueue::offer)
+//! says so ([`Pushed::blocked`]) — the runtime tells the core `Input::WriteBlocked`, and the
+//! core hands the connection nothing more (its cursors wait in the conversation's view,
+//! which holds the text once for every connection). When a pop by the writer takes a
+//! blocked queue down to its **low-water mark** (a quarter of `capacity`) it is no longer
+//! blocked, and [`take`](OutQueue::take) says so ([`Popped::writable`]) — the writer tells
+//! the core `Input::Writable`, and the core's next step gives the connection what it
+//! missed, merged. Each transition is reported once, by the one call that made it, under the
+//! lock; `blocked` and `writable` alternate. A closed queue reports neither. The frames the
+//! core sent before it heard of the block still arrive, into the quarter left above the
+//! high-water mark, and past it merge (rule 5, 6), which is therefore rare.
+//!
 //! # Merging
 //!
 //! A chunk frame covers the seqs `first_seq()..=seq` (`from_seq..=seq` for a merged one,
@@ -242,6 +259,28 @@ impl Push {
     }
 }
 
+/// What [`OutQueue::offer`] did with an item, and whether that made the queue blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use = "a queue that became blocked must be reported to the core"]
+pub(crate) struct Pushed {
+    /// What became of the item ([`OutQueue::push`]'s answer).
+    pub(crate) push: Push,
+    /// This push took the queue to its high-water mark: it is blocked now, and was not
+    /// before (the runtime tells the core `Input::WriteBlocked`).
+    pub(crate) blocked: bool,
+}
+
+/// An item the writer took ([`OutQueue::take`]), and whether that unblocked the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct Popped {
+    /// The item to write.
+    pub(crate) item: Item,
+    /// This pop took a blocked queue down to its low-water mark: it is writable again
+    /// (the writer tells the core `Input::Writable`).
+    pub(crate) writable: bool,
+}
+
 /// How far a queue's writer has come: what the runtime reports to the core, which
 /// decides when a connection has stalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -263,6 +302,12 @@ pub(crate) struct OutQueue {
 struct State {
     items: VecDeque<Item>,
     capacity: usize,
+    /// An accepted push that leaves this many items queued blocks the queue.
+    high_water: usize,
+    /// A pop that leaves at most this many items queued unblocks it.
+    low_water: usize,
+    /// Between a push that reached `high_water` and a pop that reached `low_water`.
+    blocked: bool,
     /// The sum of the deltas of the queued chunk frames, in bytes.
     lag: usize,
     /// A ping waits: it pops before `items`.
@@ -286,6 +331,9 @@ impl OutQueue {
                 // buffer is released when the queue empties again.
                 items: VecDeque::new(),
                 capacity,
+                high_water: (capacity - capacity / 4).max(1),
+                low_water: capacity / 4,
+                blocked: false,
                 lag: 0,
                 ping: false,
                 popped: 0,
@@ -300,10 +348,17 @@ impl OutQueue {
     /// refused for lack of room ([`Push::Overflow`]), or refused because the queue is
     /// closed. See the module docs for the rules. An
     /// accepted item wakes the writer if it is waiting in [`poll_pop`](Self::poll_pop).
+    #[cfg(test)]
     pub(crate) fn push(&self, item: Item) -> Push {
+        self.offer(item).push
+    }
+
+    /// [`push`](Self::push), also saying whether the push blocked the queue (see
+    /// [credit](self#credit-the-core-stops-before-the-queue-is-full)).
+    pub(crate) fn offer(&self, item: Item) -> Pushed {
         let mut state = self.lock();
-        let push = state.push(item);
-        let writer = if push.is_accepted() {
+        let pushed = state.push(item);
+        let writer = if pushed.push.is_accepted() {
             state.writer.take()
         } else {
             None
@@ -312,19 +367,32 @@ impl OutQueue {
         if let Some(writer) = writer {
             writer.wake();
         }
-        push
+        pushed
     }
 
     /// Takes the oldest item, or `None` when the queue is empty. Never blocks.
+    #[cfg(test)]
     pub(crate) fn pop(&self) -> Option<Item> {
+        self.take().map(|p| p.item)
+    }
+
+    /// [`pop`](Self::pop), also saying whether the pop unblocked the queue (see
+    /// [credit](self#credit-the-core-stops-before-the-queue-is-full)).
+    pub(crate) fn take(&self) -> Option<Popped> {
         self.lock().pop()
+    }
+
+    /// The writer's wait, as [`poll_take`](Self::poll_take) without the credit.
+    #[cfg(test)]
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.poll_take(cx).map(|p| p.map(|p| p.item))
     }
 
     /// The writer's wait: the oldest item (`Ready(Some)`); `Ready(None)` when the queue
     /// is empty and closed (nothing will ever come); otherwise `Pending`, keeping `cx`'s
     /// waker, which the next accepted push or [`close`](Self::close) wakes. Meant for
     /// the one writer: a later call replaces the waker an earlier one kept.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Popped>> {
         let mut state = self.lock();
         if let Some(item) = state.pop() {
             return Poll::Ready(Some(item));
@@ -373,6 +441,13 @@ impl OutQueue {
         self.lock().lag
     }
 
+    /// Whether the queue is blocked: a push reached its high-water mark and no pop has
+    /// taken it down to its low-water mark since.
+    #[must_use]
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.lock().blocked
+    }
+
     /// How far the writer has come, and whether anything waits for it.
     #[must_use]
     pub(crate) fn progress(&self) -> Progress {
@@ -413,8 +488,19 @@ impl OutQueue {
 }
 
 impl State {
+    /// The rules of [`OutQueue::push`], and the credit.
+    fn push(&mut self, item: Item) -> Pushed {
+        let push = self.push_item(item);
+        let blocked = push.is_accepted()
+            && !self.closed
+            && !self.blocked
+            && self.items.len() >= self.high_water;
+        self.blocked |= blocked;
+        Pushed { push, blocked }
+    }
+
     /// The rules of [`OutQueue::push`].
-    fn push(&mut self, item: Item) -> Push {
+    fn push_item(&mut self, item: Item) -> Push {
         if self.closed {
             return Push::Closed;
         }
@@ -443,7 +529,7 @@ impl State {
         push
     }
 
-    fn pop(&mut self) -> Option<Item> {
+    fn pop(&mut self) -> Option<Popped> {
         let item = if self.ping {
             self.ping = false;
             Item::Ping
@@ -456,7 +542,11 @@ impl State {
             item
         };
         self.popped = self.popped.wrapping_add(1);
-        Some(item)
+        let writable = self.blocked && !self.closed && self.items.len() <= self.low_water;
+        if writable {
+            self.blocked = false;
+        }
+        Some(Popped { item, writable })
     }
 
     /// Merges `item` into the chunk frame at the tail when it continues it; returns
@@ -1100,6 +1190,111 @@ mod tests {
             assert!(q.allocated_slots() >= 19, "kept while items are queued");
             assert_eq!(drain(&q).len(), 19);
             assert_eq!(q.allocated_slots(), 0, "released once empty");
+        });
+    }
+
+    /// Offers `item`, expecting it queued; returns whether that blocked the queue.
+    fn blocks(q: &OutQueue, item: Item) -> bool {
+        let pushed = q.offer(item);
+        assert!(pushed.push.is_accepted(), "{pushed:?}");
+        pushed.blocked
+    }
+
+    /// Takes the next item; returns whether that unblocked the queue.
+    fn unblocks(q: &OutQueue) -> bool {
+        q.take().expect("an item").writable
+    }
+
+    #[test]
+    fn the_push_that_reaches_the_high_water_mark_blocks_and_the_pop_to_the_low_water_mark_unblocks()
+    {
+        model(|| {
+            // Capacity 8: blocked at 6 items, writable again at 2.
+            let q = OutQueue::new(8);
+            for seq in 1..=5 {
+                assert!(!blocks(&q, chunk("a", seq, "x")), "room below the mark");
+            }
+            assert!(!q.is_blocked());
+            assert!(blocks(&q, chunk("a", 6, "x")), "the sixth item reaches it");
+            assert!(q.is_blocked());
+            assert!(!blocks(&q, chunk("a", 7, "x")), "reported once");
+            assert!(!blocks(&q, Item::Ping), "a ping takes no slot");
+            assert!(!unblocks(&q), "the ping pops first; 7 items still wait");
+            for _ in 0..4 {
+                assert!(!unblocks(&q), "above the low-water mark");
+            }
+            assert!(q.is_blocked());
+            assert!(unblocks(&q), "the pop that leaves 2 items");
+            assert!(!q.is_blocked());
+            assert!(!unblocks(&q), "reported once");
+            assert!(!blocks(&q, chunk("a", 8, "x")));
+            for seq in 9..=12 {
+                let blocked = blocks(&q, chunk("a", seq, "x"));
+                assert_eq!(blocked, seq == 12, "blocked again at 6 items");
+            }
+        });
+    }
+
+    #[test]
+    fn a_queue_of_one_blocks_with_its_item_and_unblocks_when_it_is_taken() {
+        model(|| {
+            let q = OutQueue::new(1);
+            assert!(blocks(&q, start("a")));
+            let pushed = q.offer(chunk("a", 1, "x"));
+            assert_eq!(pushed.push, Push::Overflow);
+            assert!(!pushed.blocked);
+            assert!(unblocks(&q));
+            assert_eq!(q.take(), None);
+        });
+    }
+
+    #[test]
+    fn merging_past_the_mark_keeps_the_queue_blocked_until_the_writer_drains_it() {
+        model(|| {
+            let q = OutQueue::new(4);
+            assert!(!blocks(&q, start("a")));
+            assert!(!blocks(&q, chunk("a", 1, "x")));
+            assert!(blocks(&q, chunk("a", 2, "y")), "3 of 4: the mark");
+            assert!(!blocks(&q, chunk("a", 3, "z")));
+            // Full: frames the core sent before it heard of the block merge.
+            assert_eq!(q.offer(chunk("a", 4, "w")).push, Push::Merged);
+            assert_eq!(q.offer(start("b")).push, Push::Merged, "compacted");
+            assert!(q.is_blocked(), "compaction is not the writer's progress");
+            assert_eq!(
+                q.take().map(|p| (p.item, p.writable)),
+                Some((start("a"), false))
+            );
+            assert_eq!(
+                q.take().map(|p| (p.item, p.writable)),
+                Some((merged("a", 1, 4, "xyzw"), true)),
+                "one item left: the low-water mark"
+            );
+            assert_eq!(drain(&q), [start("b")]);
+        });
+    }
+
+    #[test]
+    fn a_closed_queue_reports_neither_block_nor_drain() {
+        model(|| {
+            let q = OutQueue::new(4);
+            assert!(!blocks(&q, start("a")));
+            assert!(!blocks(&q, start("b")));
+            assert!(
+                !blocks(&q, Item::Close(CloseCode::TooSlow)),
+                "closing is not blocking"
+            );
+            let q = OutQueue::new(4);
+            for m in ["a", "b"] {
+                assert!(!blocks(&q, start(m)));
+            }
+            assert!(blocks(&q, start("c")));
+            q.close();
+            assert!(
+                [unblocks(&q), unblocks(&q), unblocks(&q)]
+                    .iter()
+                    .all(|w| !w),
+                "nothing more will be sent"
+            );
         });
     }
 

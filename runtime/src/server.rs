@@ -78,6 +78,8 @@ pub(crate) async fn run<R: Runtime>(
         readiness,
         compat: config.compat.enabled.then(|| config.compat.ws_path.clone()),
         cors: crate::compat::Cors::new(&config.cors_origins),
+        ai_sdk: config.ai_sdk,
+        queue_capacity: config.queue_capacity,
     });
     tracing::info!(addr = %local_addr, node = %config.node.node_id, "serving");
 

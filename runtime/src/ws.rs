@@ -2,7 +2,7 @@
 //! task.
 //!
 //! - The **writer** is the only code that writes to the socket. It waits on
-//!   the connection's [`OutQueue`] ([`OutQueue::poll_pop`]: woken once when
+//!   the connection's [`OutQueue`] ([`OutQueue::poll_take`]: woken once when
 //!   the queue goes from empty to non-empty), then feeds tungstenite every
 //!   item it finds and flushes once when the queue is empty. A frame arrives
 //!   already encoded (and shared with the other connections it goes to): its
@@ -11,7 +11,9 @@
 //!   `Item::Ping` becomes a WebSocket ping (the queue hands it out before
 //!   its frames, so a full queue never holds a ping back); `Item::Close(code)`
 //!   sends the close frame and ends the writer. Every item it takes counts as
-//!   progress, which the driver watches for stalls.
+//!   progress, which the driver watches for stalls. A pop that drains a
+//!   blocked queue (the core stopped handing it chunks) is reported to the
+//!   driver as `Input::Writable`.
 //! - The **reader** turns text messages into `Input::Frame`, binary ones
 //!   into `Input::BinaryFrame` (without their payload), pings and pongs into
 //!   `Input::Activity`, a message over the size limit into
@@ -171,7 +173,7 @@ async fn connect<R: Runtime>(
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.config)).await;
     let (sink, stream) = ws.split();
     let queue = Arc::new(OutQueue::new(settings.queue_capacity));
-    let writer = R::spawn(write_loop(sink, queue.clone(), metrics));
+    let writer = R::spawn(write_loop(sink, queue.clone(), metrics, conn, tx.clone()));
     let (stop_tx, stop_rx) = oneshot::channel();
     let handle = ConnHandle::new(queue, stop_tx);
     let connect = ToDriver::Connect {
@@ -346,18 +348,39 @@ async fn unreadable<R: Runtime>(
 
 /// The connection's one writer: waits for its queue to have an item, feeds
 /// every item the queue holds, flushes once it is empty, and waits again.
+/// When a pop drains a blocked queue to its low-water mark, it tells the
+/// driver (`Input::Writable`), so that the core hands the connection what it
+/// held back (see the queue's credit).
 ///
 /// (Messages are made inside the `feed` calls: a local moved into a future
 /// still takes room in the task across the wait.)
-async fn write_loop(mut sink: WebSocketSender<Io>, queue: Arc<OutQueue>, metrics: Arc<Metrics>) {
+async fn write_loop(
+    mut sink: WebSocketSender<Io>,
+    queue: Arc<OutQueue>,
+    metrics: Arc<Metrics>,
+    conn: ConnId,
+    tx: async_channel::Sender<ToDriver>,
+) {
     loop {
         // `None`: released (closed and drained); the driver aborts this task
         // then anyway.
-        let Some(mut item) = std::future::poll_fn(|cx| queue.poll_pop(cx)).await else {
+        let Some(mut popped) = std::future::poll_fn(|cx| queue.poll_take(cx)).await else {
             return;
         };
         let mut chunks = 0;
         loop {
+            if popped.writable {
+                // Before the write, so that the core's next step overlaps it.
+                // Waiting for room is rare: boxed, in a statement of its own.
+                let wait = match tx.try_send(ToDriver::Input(Input::Writable { conn })) {
+                    Ok(()) | Err(async_channel::TrySendError::Closed(_)) => None,
+                    Err(async_channel::TrySendError::Full(msg)) => Some(Box::pin(tx.send(msg))),
+                };
+                if let Some(wait) = wait {
+                    let _ = wait.await;
+                }
+            }
+            let item = popped.item;
             if let Item::Close(code) = item {
                 metrics.chunks_sent.fetch_add(chunks, Relaxed);
                 // Sends everything fed before, then the close frame (`feed`
@@ -370,8 +393,8 @@ async fn write_loop(mut sink: WebSocketSender<Io>, queue: Arc<OutQueue>, metrics
             if sink.feed(message(item, &mut chunks)).await.is_err() {
                 return; // the socket failed; the reader reports it
             }
-            match queue.pop() {
-                Some(next) => item = next,
+            match queue.take() {
+                Some(next) => popped = next,
                 None => break,
             }
         }
@@ -437,6 +460,14 @@ pub(crate) fn future_sizes<R: Runtime>() -> (usize, usize) {
             unreachable!(),
         )
     });
-    let writer = size_of_return(|| write_loop(unreachable!(), unreachable!(), unreachable!()));
+    let writer = size_of_return(|| {
+        write_loop(
+            unreachable!(),
+            unreachable!(),
+            unreachable!(),
+            unreachable!(),
+            unreachable!(),
+        )
+    });
     (reader, writer)
 }

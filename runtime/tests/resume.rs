@@ -144,14 +144,16 @@ async fn client_that_stops_reading_gets_merged_chunks_then_4008_and_resumes_ever
     ws.chat(PROMPT, "r1").await;
 
     // Stop reading. Once the socket buffers are full the connection's queue
-    // fills, and further chunks merge into its tail.
-    eventually("chunk frames merge", || async {
-        server.metrics().await.get("weir_merged_frames_total") > 0.0
+    // fills to its high-water mark, and the server holds the rest of the
+    // reply back for it.
+    eventually("the queue blocks", || async {
+        server.metrics().await.get("weir_queue_blocked_total") > 0.0
     })
     .await;
-    // Pongs cannot merge: a burst of them overflows a full queue, and the
-    // server closes the connection with 4008. (A merge alone does not say
-    // the writer is stuck for good: on another thread it may still drain
+    // Pongs are not held back, and cannot merge: a burst of them fills the
+    // queue, its chunk frames merge to make room, and then it overflows and
+    // the server closes the connection with 4008. (A block alone does not
+    // say the writer is stuck for good: on another thread it may still drain
     // into the socket buffers for a while, and the pongs go out. So: keep
     // pinging.)
     let deadline = ::tokio::time::Instant::now() + T;

@@ -4,7 +4,8 @@
 //! chunk in order; a reader that stops reading is closed with 4008 once its
 //! writer has been stuck for the stall timeout, or once the reply text
 //! waiting for it passes the lag bound, and a resume gives it exactly the
-//! chunks it missed.
+//! chunks it missed. A stalled reader holds its place in the server's view of
+//! the reply, not a copy of the reply text of its own.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use weir_tests::{
 weir_tests::both_runtimes! {
     readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_exactly,
     a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_and_resumes_exactly,
+    stalled_readers_wait_in_the_view_not_in_copies_of_their_own_and_get_every_chunk_when_they_read,
 }
 
 /// The process's resident memory, sampled every 100 ms on a thread of its
@@ -354,5 +356,69 @@ async fn a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_
     })
     .await;
     closed_with_4008_then_resumed_exactly(endpoint, ws, N).await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+async fn stalled_readers_wait_in_the_view_not_in_copies_of_their_own_and_get_every_chunk_when_they_read(
+) {
+    const STALLED: usize = 20;
+    // ~200 KB of reply text: fills a stalled reader's socket buffers and
+    // then its queue many times over.
+    const N: u32 = 20_000;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut config = demo_config(N, 5_000.0);
+    config.queue_capacity = 16;
+    // Neither the stall timeout nor the lag bound (1 MiB) closes them here.
+    config.node.stall_timeout = Duration::from_secs(120);
+    config.node.idle_timeout = Duration::from_secs(120);
+    let server = InProcess::start(config).await;
+    let endpoint = *server;
+    let first = reader(endpoint, QUERY).await;
+    let stalled = connect_all(STALLED, || async {
+        let mut ws = endpoint.connect_small_buffer(QUERY, 4096).await;
+        ws.handshake().await;
+        ws
+    })
+    .await;
+    let mut first = first;
+    first.chat(PROMPT, "r1").await;
+    let expected = DemoText::full(PROMPT, N);
+    let read = read_reply(endpoint, first, false).await;
+    assert_eq!(read.text, expected);
+    assert!(read.closes.is_empty(), "{:?}", read.closes);
+
+    // Every stalled reader's queue filled, and the server held the rest of
+    // the reply back for it in its view: none of their queues merged chunks
+    // into a copy of its own (with merging as the mechanism, each stalled
+    // queue merged thousands of frames).
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.get("weir_queue_blocked_total") >= STALLED as f64,
+        "every stalled queue blocked: {}",
+        metrics.get("weir_queue_blocked_total")
+    );
+    let merged = metrics.get("weir_merged_frames_total");
+    assert!(
+        merged < STALLED as f64,
+        "stalled readers hold no merged copies: {merged} frames merged"
+    );
+
+    // They read again: each gets the whole reply, in order, and its end.
+    let reads: Vec<_> = stalled
+        .into_iter()
+        .map(|ws| ::tokio::spawn(read_reply(endpoint, ws, false)))
+        .collect();
+    for read in reads {
+        let read = read.await.expect("a stalled reader");
+        assert!(read.closes.is_empty(), "{:?}", read.closes);
+        assert_eq!(read.text, expected, "every chunk, in order");
+    }
+    assert_eq!(
+        server
+            .metrics()
+            .await
+            .get("weir_slow_consumer_closes_total"),
+        0.0
+    );
     server.shutdown().await.expect("clean shutdown");
 }

@@ -221,6 +221,18 @@ pub(crate) fn decode_cancel(v: Value) -> Result<StoreReply, Failure> {
     })
 }
 
+/// The reply of delete: busy (a live reply) or deleted (how many messages).
+pub(crate) fn decode_delete(v: Value) -> Result<StoreReply, Failure> {
+    let mut f = Fields::reply(v)?;
+    Ok(match f.tag_str()?.as_str() {
+        "busy" => StoreReply::Busy {
+            message_id: f.message_id()?,
+        },
+        "deleted" => StoreReply::Deleted { count: f.u64()? },
+        other => return Err(Failure::Protocol(format!("delete: {other}"))),
+    })
+}
+
 /// Replies of the producer's writes and of reap: ok, gap, cancel_requested,
 /// fenced, settled, not_due, missing.
 pub(crate) fn decode_write(v: Value, epoch: Epoch) -> Result<StoreReply, Failure> {

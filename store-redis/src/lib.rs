@@ -37,6 +37,7 @@
 //! | `P:presence` | sorted set | users (ids as they are: members are values, not names) scored by when their presence next changes by itself (an entry's expiry, the debounce's end): the sweep's presence index (a hint) | as `P:live` |
 //! | `P:epoch` | string | the store's epoch | 7 days, refreshed by every node's housekeeping |
 //! | `P:{u:U}:slots:conns`, `P:{u:U}:slots:streams`, `P:{u:U}:bucket`, `P:{ip:A}:slots:conns` | sorted sets, hash | the caps' slots and chat bucket, one hash tag per user or client address (the `caps` module, `src/lua/caps.lua`) | slot lifetime (or bucket refill) + slack |
+//! | `P:{x:S/NONCE}` | string | whose conversation of session `S` the reply made with `NONCE` belongs to (the `locate` module) | the idempotency window + slack |
 //!
 //! Pub/sub channels: `P:{c:U/S}:ch` per conversation (started, chunks,
 //! cancelling, settled), `P:n:NODE` per node (cancel requests for the
@@ -81,6 +82,7 @@
 //! | `decode` | reading the script's answers into [`StoreReply`] |
 //! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:live`, `P:presence`) |
 //! | `caps` | the caps' operations (admit, release, keep) on their own script |
+//! | `locate` | the reply locators (register, locate): one command each |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -96,6 +98,7 @@ mod decode;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod keys;
+mod locate;
 mod plan;
 mod sweep;
 
@@ -369,6 +372,9 @@ impl RedisStore {
             StoreOp::Admit(op) => return self.admit(conn, op).await,
             StoreOp::CapRelease(op) => return self.cap_release(conn, op).await,
             StoreOp::CapKeep(op) => return self.cap_keep(conn, op).await,
+            StoreOp::Register(op) => return self.register(conn, op).await,
+            StoreOp::Locate(op) => return self.locate(conn, op).await,
+            StoreOp::Delete(op) => Call::delete(op),
             StoreOp::PresenceJoin(op) => Call::presence_join(op),
             StoreOp::PresenceLeave(op) => Call::presence_leave(op),
             StoreOp::PresenceCheck(op) => Call::presence_check(op.user, op.at_ms),

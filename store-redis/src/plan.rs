@@ -9,14 +9,15 @@
 use redis::Value;
 use weir_core::ids::{ConvKey, MessageId, UserId};
 use weir_core::store::{
-    message_ids, AppendOp, CancelOp, Epoch, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp,
-    ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreReply,
+    message_ids, AppendOp, CancelOp, DeleteOp, Epoch, PresenceJoinOp, PresenceLeaveOp,
+    PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreReply,
 };
 use weir_core::stream::{CancelAnswer, SettleRequest, StreamTimers};
 use weir_core::wire::{Message, MessageStatus, Role};
 
 use crate::decode::{
-    decode_cancel, decode_presence, decode_read, decode_snapshot, decode_start, decode_write,
+    decode_cancel, decode_delete, decode_presence, decode_read, decode_snapshot, decode_start,
+    decode_write,
 };
 use crate::{to_json, Failure};
 
@@ -60,6 +61,8 @@ pub(crate) enum Then {
     Read {
         after_seq: u64,
     },
+    /// Busy or deleted.
+    Delete,
 }
 
 impl Call {
@@ -203,6 +206,10 @@ impl Call {
         Self::conv("reap", op.conv, op.at_ms, args, Then::Write)
     }
 
+    pub(crate) fn delete(op: DeleteOp) -> Self {
+        Self::conv("delete", op.conv, op.at_ms, Vec::new(), Then::Delete)
+    }
+
     /// The sweep's reap of whatever reply is live in `conv`.
     pub(crate) fn reap_live(conv: ConvKey, at_ms: u64) -> Self {
         Self::conv("reap_live", conv, at_ms, Vec::new(), Then::Write)
@@ -250,6 +257,7 @@ impl Then {
                 (reply, cancelled.then_some(*due_ms))
             }
             Self::Read { after_seq } => (decode_read(v, epoch, *after_seq)?, None),
+            Self::Delete => (decode_delete(v)?, None),
         })
     }
 }

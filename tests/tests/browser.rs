@@ -1,6 +1,9 @@
-//! The web page in a real browser: headless Chromium (Debian's `chromium`)
-//! driven by `tests/browser/page.mjs` (playwright-core from npm) against the
-//! page the real `weir` process serves at `/`.
+//! Pages in a real browser: headless Chromium (Debian's `chromium`) driven
+//! by playwright-core (npm) against the real `weir` process —
+//! `tests/browser/page.mjs` on the page weir serves at `/`, and
+//! `tests/browser/seed.mjs` on a stand-in for the seed's React front end
+//! (`tests/browser/seed_page.html`, `compat-seed.md`) served by the test from
+//! another loopback origin, talking to weir's compatibility surface.
 //!
 //! Needs `node`, `chromium` and `tests/browser/node_modules`;
 //! `./scripts/test.sh` installs all three. When one is missing this test
@@ -12,7 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use weir_tests::{workspace_dir, DemoText, Value, WeirProcess};
+use weir_tests::{
+    read_http_request, workspace_dir, DemoText, RedisServer, Runtime, Value, WeirProcess,
+};
 
 const CHUNKS: u32 = 100;
 const RATE: u32 = 40;
@@ -74,14 +79,14 @@ fn browser_dir() -> PathBuf {
     dir
 }
 
-/// Runs `node page.mjs ARGS…`; returns (success, stdout, stderr). Killed
-/// after `NODE_TIMEOUT`.
-fn run_node(args: &[String]) -> (bool, String, String) {
+/// Runs `node SCRIPT ARGS…` (a script of `tests/browser`); returns
+/// (success, stdout, stderr). Killed after `NODE_TIMEOUT`.
+fn run_node(script: &str, args: &[String]) -> (bool, String, String) {
     let node = node();
     let chromium = chromium();
     let dir = browser_dir();
     let mut child = Command::new(&node)
-        .arg(dir.join("page.mjs"))
+        .arg(dir.join(script))
         .args(args)
         .current_dir(&dir)
         .env("CHROMIUM_PATH", &chromium)
@@ -123,13 +128,29 @@ fn run_node(args: &[String]) -> (bool, String, String) {
         let (_, out) = waiter.join().expect("the waiter thread");
         let err = err_reader.join().expect("the stderr thread");
         panic!(
-            "node page.mjs did not finish within {NODE_TIMEOUT:?}\nstdout:\n{out}\nstderr:\n{err}"
+            "node {script} did not finish within {NODE_TIMEOUT:?}\nstdout:\n{out}\nstderr:\n{err}"
         );
     }
     let (status, out) = waiter.join().expect("the waiter thread");
     let err = err_reader.join().expect("the stderr thread");
     let status = status.expect("wait for node");
     (status.success(), out, err)
+}
+
+/// Runs a browser script; its `RESULT` line as JSON.
+async fn browse(script: &'static str, args: Vec<String>) -> Value {
+    let (ok, out, err) = ::tokio::task::spawn_blocking(move || run_node(script, &args))
+        .await
+        .expect("the node runner");
+    assert!(
+        ok,
+        "the browser scenario {script} failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{out}\nstderr:\n{err}"));
+    serde_json::from_str(line).expect("RESULT is JSON")
 }
 
 /// The assistant message `id` in the server's history of `session`.
@@ -160,18 +181,7 @@ async fn browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_
         PROMPT_CANCEL.to_owned(),
         PROMPT_RELOAD.to_owned(),
     ];
-    let (ok, out, err) = ::tokio::task::spawn_blocking(move || run_node(&args))
-        .await
-        .expect("the node runner");
-    assert!(
-        ok,
-        "the browser scenario failed\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line in:\n{out}\nstderr:\n{err}"));
-    let result: Value = serde_json::from_str(line).expect("RESULT is JSON");
+    let result = browse("page.mjs", args).await;
     assert_eq!(
         result["page_errors"],
         serde_json::json!([]),
@@ -241,6 +251,155 @@ async fn browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_
     assert_eq!(entry["content"], full.as_str());
 }
 
+/// Serves `tests/browser/seed_page.html` to every request on a loopback
+/// port of its own (another origin than weir's): its origin
+/// (`http://127.0.0.1:PORT`). The task ends with the test's runtime.
+async fn serve_seed_page() -> String {
+    let html = std::fs::read(workspace_dir().join("tests/browser/seed_page.html"))
+        .expect("tests/browser/seed_page.html");
+    let listener = ::tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port for the page");
+    let origin = format!("http://{}", listener.local_addr().expect("its address"));
+    ::tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let html = html.clone();
+            ::tokio::spawn(async move {
+                use ::tokio::io::AsyncWriteExt;
+                let _ = read_http_request(&mut stream).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                    html.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&html).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    origin
+}
+
+/// The seed front end, unchanged in behaviour, served from another origin:
+/// its WebSocket on `ws_node`, its HTTP calls (send, Cancel) on `api_node`.
+async fn seed_front_end_on(ws_node: &WeirProcess, api_node: &WeirProcess, origin: &str) {
+    let ws = format!("ws://{}/ws/chat", ws_node.addr());
+    let api = format!("http://{}/api", api_node.addr());
+    let url = format!("{origin}/?ws={ws}&api={api}");
+    let result = browse(
+        "seed.mjs",
+        vec![url, PROMPT_CANCEL.to_owned(), PROMPT_RELOAD.to_owned()],
+    )
+    .await;
+    assert_eq!(result["page_errors"], serde_json::json!([]), "{result}");
+    assert_eq!(
+        result["parse_errors"], 0,
+        "the page threw on a frame: {result}"
+    );
+    assert_eq!(
+        result["alerts"],
+        serde_json::json!([]),
+        "the page alerted: {result}"
+    );
+
+    // 1. Streamed as growing text; one click on Cancel ended the bubble with
+    // the suffix, the Cancel button went, nothing followed.
+    let cancel = &result["cancel"];
+    let samples: Vec<&str> = cancel["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for pair in samples.windows(2) {
+        assert!(
+            pair[1].len() > pair[0].len() && pair[1].starts_with(pair[0]),
+            "{cancel}"
+        );
+    }
+    assert_eq!(cancel["cancel_posts"], 1, "one click: {cancel}");
+    assert_eq!(cancel["cancel_answers"], serde_json::json!(["cancelled"]));
+    assert_eq!(cancel["cancel_shown"], false, "{cancel}");
+    assert_eq!(cancel["input_disabled"], false, "{cancel}");
+    assert_eq!(cancel["complete_later"], true, "{cancel}");
+    assert_eq!(
+        cancel["text_later"], cancel["text"],
+        "nothing after the end"
+    );
+    let text = cancel["text"].as_str().expect("text");
+    let shown = text
+        .strip_suffix("\n\n[Đã hủy]")
+        .unwrap_or_else(|| panic!("the cancelled suffix: {text:?}"));
+    let full = DemoText::full(PROMPT_CANCEL, CHUNKS);
+    assert!(
+        shown.len() < full.len() && full.starts_with(shown),
+        "a proper prefix of the demo reply: {shown:?}"
+    );
+    assert_eq!(
+        result["first_text_after_reload"], text,
+        "history shows the same text"
+    );
+
+    // 2. The second send was not busy; after a reload mid-reply the reply
+    // came back from history and catch-up, went on and completed with the
+    // full text, in one bubble; the optimistic bubbles are gone (a reload
+    // reads history only).
+    let reload = &result["reload"];
+    assert_eq!(reload["after_shown"], true, "{reload}");
+    assert_eq!(
+        reload["text"],
+        DemoText::full(PROMPT_RELOAD, CHUNKS).as_str(),
+        "{reload}"
+    );
+    assert_eq!(reload["text_later"], reload["text"]);
+    assert_eq!(reload["cancel_shown"], false);
+    assert_eq!(reload["input_disabled"], false);
+    let bubbles = reload["bubbles"].as_array().expect("bubbles");
+    let roles: Vec<&str> = bubbles.iter().filter_map(|b| b["role"].as_str()).collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "user", "assistant"],
+        "{reload}"
+    );
+    assert!(bubbles.iter().all(|b| b["complete"] == true), "{reload}");
+    assert!(
+        bubbles
+            .iter()
+            .all(|b| !b["id"].as_str().unwrap_or("temp_").starts_with("temp_")),
+        "{reload}"
+    );
+}
+
+async fn the_seed_front_end_from_another_origin_streams_cancels_in_one_click_and_reloads_to_the_final_text(
+) {
+    let origin = serve_seed_page().await;
+    let (chunks, rate) = (CHUNKS.to_string(), RATE.to_string());
+    let weir = WeirProcess::start(&[
+        "--demo-chunks",
+        &chunks,
+        "--demo-rate",
+        &rate,
+        "--cors-origin",
+        &origin,
+    ]);
+    seed_front_end_on(&weir, &weir, &origin).await;
+}
+
+async fn the_seed_front_end_with_its_websocket_on_node_a_and_its_calls_on_node_b_cancels_in_one_click(
+) {
+    let origin = serve_seed_page().await;
+    let redis = RedisServer::start();
+    let rt = Runtime::current();
+    let pace = (u64::from(CHUNKS), u64::from(RATE));
+    let flags = ["--cors-origin", origin.as_str()];
+    let a = WeirProcess::start_on_redis(rt, &redis, "a", pace, &flags);
+    let b = WeirProcess::start_on_redis(rt, &redis, "b", pace, &flags);
+    seed_front_end_on(&a, &b, &origin).await;
+}
+
 weir_tests::both_runtimes! {
     browser_streams_a_reply_cancels_it_and_a_reload_mid_reply_continues_to_the_full_text,
+    the_seed_front_end_from_another_origin_streams_cancels_in_one_click_and_reloads_to_the_final_text,
+    the_seed_front_end_with_its_websocket_on_node_a_and_its_calls_on_node_b_cancels_in_one_click,
 }

@@ -1,16 +1,83 @@
 //! The compatibility surface for the seed's React front end (PROTOCOL.md,
 //! "Compatibility surface", "CORS and origins"; `compat-seed.md` rows
-//! G1–G12), end to end against the real `weir` process on both runtimes,
-//! single node and two nodes on one Redis. The page's side is
-//! [`CompatClient`]: it reads frames as the page does. The reply is started
-//! by a native client of the same conversation (user `demo_user`).
+//! G1–G12), end to end against the real `weir` process. Every test runs on
+//! both runtimes and on two topologies ([`Topology`]): one node, and two
+//! nodes on one Redis, where the page's WebSocket is on node A and
+//! everything else — its sends, its Cancel, a native client, a reload — on
+//! node B. The page's side is `CompatClient`: it reads frames as the page
+//! does.
+//!
+//! | row | tests |
+//! | --- | --- |
+//! | G1 endpoint, parameters, Origin, auth | `ws_chat_sends_welcome_then_history_even_empty_and_ignores_unknown_parameters`, `a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403_and_an_allowed_one_upgrades`, `under_token_auth_dev_token_is_refused_with_401_and_a_real_jwt_connects` |
+//! | G2 welcome + history on every connect (also empty) | `ws_chat_sends_welcome_then_history_even_empty_and_ignores_unknown_parameters`, `a_page_that_was_away_while_its_reply_ended_gets_history_and_the_final_frame_on_reconnect` |
+//! | G3 ChatMessage fields, cancelled suffix | `a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_frame_and_no_echo`, `a_cancelled_reply_ends_with_the_suffix_live_in_history_and_in_the_catch_up_after_reconnect` |
+//! | G4 accumulated, monotonic, coalesced | `a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_frame_and_no_echo`, `a_page_connecting_mid_reply_gets_the_snapshot_then_live_text_then_the_final_frame` |
+//! | G5 exactly one final frame, nothing after | the two above, `post_api_cancel_from_the_page_ends_the_reply_with_one_final_frame_carrying_the_suffix` |
+//! | G6 no echo | `post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo` |
+//! | G7 catch-up after a reconnect | `a_page_that_was_away_while_its_reply_ended_gets_history_and_the_final_frame_on_reconnect`, `a_page_connecting_mid_reply_gets_the_snapshot_then_live_text_then_the_final_frame` |
+//! | G8 ping, heartbeat, unknown frames | `ping_heartbeat_and_unknown_frames_get_pong_ack_or_nothing_and_the_connection_stays_usable` |
+//! | G9 `POST /api/chat` | `post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo`, `bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_header` |
+//! | G10 `POST /api/cancel` | `post_api_cancel_from_the_page_ends_the_reply_with_one_final_frame_carrying_the_suffix`, `under_token_auth_api_cancel_of_the_owner_ends_the_reply_and_another_user_gets_not_found` |
+//! | G11 CORS | `cors_preflight_answers_204_and_every_answer_errors_included_carries_allow_origin` |
+//! | G12 history, delete, health | `post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo`, `delete_api_history_is_refused_while_a_reply_streams_then_empties_the_history`, `cors_preflight_answers_204_and_every_answer_errors_included_carries_allow_origin` |
 //!
 //! Every wait is bounded; no assertion is about speed.
 
 use weir_tests::{json, RedisServer, Runtime, Value, WeirProcess};
 
+/// Where a test runs.
+#[derive(Debug, Clone, Copy)]
+enum Topology {
+    /// One node, in memory: A and B are the same process.
+    OneNode,
+    /// Two nodes on one Redis.
+    TwoNodesOnRedis,
+}
+
+/// The nodes of a test: [`Nodes::a`] holds the page's WebSocket,
+/// [`Nodes::b`] gets the rest.
+struct Nodes {
+    a: WeirProcess,
+    b: Option<WeirProcess>,
+    _redis: Option<RedisServer>,
+}
+
+impl Nodes {
+    /// Demo replies of `chunks` chunks at up to `rate` per second, `extra`
+    /// flags on every node.
+    fn start(t: Topology, chunks: u32, rate: u32, extra: &[&str]) -> Self {
+        match t {
+            Topology::OneNode => Self {
+                a: demo(chunks, rate, extra),
+                b: None,
+                _redis: None,
+            },
+            Topology::TwoNodesOnRedis => {
+                let redis = RedisServer::start();
+                let rt = Runtime::current();
+                let pace = (u64::from(chunks), u64::from(rate));
+                Self {
+                    a: WeirProcess::start_on_redis(rt, &redis, "a", pace, extra),
+                    b: Some(WeirProcess::start_on_redis(rt, &redis, "b", pace, extra)),
+                    _redis: Some(redis),
+                }
+            }
+        }
+    }
+
+    fn a(&self) -> &WeirProcess {
+        &self.a
+    }
+
+    fn b(&self) -> &WeirProcess {
+        self.b.as_ref().unwrap_or(&self.a)
+    }
+}
+
 const S: &str = "session_1796272685223";
 const SUFFIX: &str = "\n\n[Đã hủy]";
+const ORIGIN: (&str, &str) = ("Origin", "http://localhost:3000");
 
 fn demo(chunks: u32, rate: u32, extra: &[&str]) -> WeirProcess {
     let (chunks, rate) = (chunks.to_string(), rate.to_string());
@@ -45,36 +112,98 @@ fn assert_monotonic(texts: &[&str]) {
     }
 }
 
-// G1, G2: the endpoint and the ready signal.
-async fn ws_chat_sends_welcome_then_history_even_empty_and_ignores_unknown_parameters() {
-    let weir = demo(3, 200, &[]);
-    let mut page = weir
-        .try_compat_ws(
-            &format!("session_id={S}&user_id=demo_user&token=dev-token&extra=1"),
-            &[],
-        )
-        .await
-        .expect("upgrades");
-    let welcome = page.next_json().await;
-    assert_eq!(welcome["type"], "welcome");
-    assert_eq!(welcome["sessionId"], S);
+/// The final frame's content, after checking it is the only final frame and
+/// nothing follows it (a `ping` barrier).
+async fn final_content(page: &mut weir_tests::CompatClient, frames: &[Value]) -> String {
+    let last = frames.last().expect("a final frame");
+    assert_eq!(last["data"]["is_complete"], true, "{last}");
+    assert_eq!(last["data"]["chunk"], Value::Null, "{last}");
+    for f in &frames[..frames.len() - 1] {
+        assert_eq!(f["data"]["is_complete"], false, "one final frame: {f}");
+    }
     assert!(
-        welcome["timestamp"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z') && t.contains('T')),
-        "{welcome}"
+        page.ping_barrier().await.is_empty(),
+        "nothing after the final frame"
     );
-    let history = page.next_json().await;
-    assert_eq!(history, json!({"type": "history", "messages": []}));
+    last["data"]["content"]
+        .as_str()
+        .expect("content")
+        .to_owned()
+}
+
+fn chat_body(message: &str) -> String {
+    json!({"session_id": S, "message": message, "user_id": "demo_user"}).to_string()
+}
+
+/// The page's send (`POST /api/chat`) on `node`: the reply's id.
+async fn send(node: &WeirProcess, message: &str) -> String {
+    let r = node
+        .http_with_headers(
+            "POST",
+            "/api/chat",
+            &[ORIGIN, ("Content-Type", "application/json")],
+            &chat_body(message),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["message_id"]
+        .as_str()
+        .expect("message_id")
+        .to_owned()
+}
+
+/// The page's Cancel (`POST /api/cancel`, no user) on `node`: the answer's body.
+async fn cancel(node: &WeirProcess, mid: &str) -> Value {
+    let c = node
+        .http_with_headers(
+            "POST",
+            "/api/cancel",
+            &[ORIGIN],
+            &json!({"session_id": S, "message_id": mid}).to_string(),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    assert_eq!(
+        c.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    c.json()
+}
+
+// G1, G2: the endpoint and the ready signal.
+async fn ws_chat_sends_welcome_then_history_even_empty_and_ignores_unknown_parameters(t: Topology) {
+    let n = Nodes::start(t, 3, 200, &[]);
+    for node in [n.a(), n.b()] {
+        let mut page = node
+            .try_compat_ws(
+                &format!("session_id={S}&user_id=demo_user&token=dev-token&extra=1"),
+                &[],
+            )
+            .await
+            .expect("upgrades");
+        let welcome = page.next_json().await;
+        assert_eq!(welcome["type"], "welcome");
+        assert_eq!(welcome["sessionId"], S);
+        assert!(
+            welcome["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.contains('T')),
+            "{welcome}"
+        );
+        let history = page.next_json().await;
+        assert_eq!(history, json!({"type": "history", "messages": []}));
+    }
 }
 
 // G3, G4, G5, G6: a reply as accumulated text, one final frame, no echo.
-async fn a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_frame_and_no_echo() {
+async fn a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_frame_and_no_echo(
+    t: Topology,
+) {
     const N: u32 = 30;
-    let weir = demo(N, 200, &[]);
-    let mut page = weir.compat_ws(S).await;
+    let n = Nodes::start(t, N, 200, &[]);
+    let mut page = n.a().compat_ws(S).await;
     assert!(page.handshake().await.is_empty());
-    let mut native = weir.ws(&format!("session_id={S}&user_id=demo_user")).await;
+    let mut native = n.b().ws(&format!("session_id={S}&user_id=demo_user")).await;
     let mid = native.chat_acked("xin chào", "r1").await;
     let (before, end) = native.until_end_of(&mid).await;
     assert_eq!(end["status"], "completed");
@@ -90,19 +219,12 @@ async fn a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_fram
         "{N} chunks at 200/s coalesce to at most one frame per 50 ms: {} frames",
         frames.len()
     );
-    let last = frames.last().expect("a final frame");
-    assert_eq!(last["data"]["content"], text.as_str());
-    assert_eq!(last["data"]["chunk"], Value::Null);
     for f in &frames[..frames.len() - 1] {
-        assert_eq!(f["data"]["is_complete"], false, "{f}");
         assert_eq!(f["data"]["chunk"], f["data"]["content"], "{f}");
     }
-    assert!(
-        page.ping_barrier().await.is_empty(),
-        "nothing after the final frame"
-    );
-    // The history shows both turns, settled.
-    let mut again = weir.compat_ws(S).await;
+    assert_eq!(final_content(&mut page, &frames).await, text);
+    // The history shows both turns, settled, on either node.
+    let mut again = n.b().compat_ws(S).await;
     let history = again.handshake().await;
     let roles: Vec<&str> = history
         .iter()
@@ -115,26 +237,23 @@ async fn a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_fram
 
 // G3 (cancelled), G5, G7: the suffix live and in history; catch-up on reconnect.
 async fn a_cancelled_reply_ends_with_the_suffix_live_in_history_and_in_the_catch_up_after_reconnect(
+    t: Topology,
 ) {
-    let weir = demo(400, 40, &[]);
-    let mut page = weir.compat_ws(S).await;
+    let n = Nodes::start(t, 400, 40, &[]);
+    let mut page = n.a().compat_ws(S).await;
     page.handshake().await;
-    let mut native = weir.ws(&format!("session_id={S}&user_id=demo_user")).await;
+    let mut native = n.b().ws(&format!("session_id={S}&user_id=demo_user")).await;
     let mid = native.chat_acked("hi", "r1").await;
     native.until_seq(Some(&mid), 3).await;
     native.cancel(Some(&mid), "c1").await;
     let (_, end) = native.until_end_of(&mid).await;
     assert_eq!(end["status"], "cancelled");
     let frames = page.until_final(&mid).await;
-    let fin = frames.last().expect("final")["data"]["content"]
-        .as_str()
-        .expect("content")
-        .to_owned();
-    assert!(fin.ends_with(SUFFIX), "{fin:?}");
     assert_monotonic(&contents(&frames[..frames.len() - 1], &mid));
-    assert!(page.ping_barrier().await.is_empty());
+    let fin = final_content(&mut page, &frames).await;
+    assert!(fin.ends_with(SUFFIX), "{fin:?}");
     // A reload: the same text in history, and the final frame again (catch-up).
-    let mut reload = weir.compat_ws(S).await;
+    let mut reload = n.b().compat_ws(S).await;
     let history = reload.handshake().await;
     assert_eq!(history[1]["content"], fin.as_str());
     let catch_up = reload.next_json().await;
@@ -144,12 +263,14 @@ async fn a_cancelled_reply_ends_with_the_suffix_live_in_history_and_in_the_catch
 }
 
 // G7: a page that connects mid-reply gets the snapshot, then the rest, then the final frame.
-async fn a_page_connecting_mid_reply_gets_the_snapshot_then_live_text_then_the_final_frame() {
-    let weir = demo(60, 60, &[]);
-    let mut native = weir.ws(&format!("session_id={S}&user_id=demo_user")).await;
+async fn a_page_connecting_mid_reply_gets_the_snapshot_then_live_text_then_the_final_frame(
+    t: Topology,
+) {
+    let n = Nodes::start(t, 60, 60, &[]);
+    let mut native = n.b().ws(&format!("session_id={S}&user_id=demo_user")).await;
     let mid = native.chat_acked("hi", "r1").await;
     native.until_seq(Some(&mid), 5).await;
-    let mut page = weir.compat_ws(S).await;
+    let mut page = n.a().compat_ws(S).await;
     let history = page.handshake().await;
     assert_eq!(
         history.last().expect("the live reply")["is_complete"],
@@ -166,13 +287,57 @@ async fn a_page_connecting_mid_reply_gets_the_snapshot_then_live_text_then_the_f
     let mut texts = vec![snapshot["data"]["content"].as_str().unwrap_or("")];
     texts.extend(contents(&frames, &mid));
     assert_monotonic(&texts);
+    let fin = final_content(&mut page, &frames).await;
+    let (_, end) = native.until_end_of(&mid).await;
+    assert_eq!(end["status"], "completed");
+    assert!(!fin.is_empty());
+}
+
+// G2, G7: the page loses its connection mid-reply; the reply ends while it is
+// away; its reconnect (the page's own, 2 s later, to whichever node) gets the
+// history and the final frame, so the bubble does not stay "streaming".
+async fn a_page_that_was_away_while_its_reply_ended_gets_history_and_the_final_frame_on_reconnect(
+    t: Topology,
+) {
+    let n = Nodes::start(t, 30, 60, &[]);
+    let mut page = n.a().compat_ws(S).await;
+    page.handshake().await;
+    let mut watcher = n.b().ws(&format!("session_id={S}&user_id=demo_user")).await;
+    let mid = send(n.b(), "xin chào").await;
+    let first = page.next_json().await;
+    assert_eq!(first["data"]["message_id"], mid.as_str());
+    assert_eq!(first["data"]["is_complete"], false);
+    drop(page);
+    let (before, end) = watcher.until_end_of(&mid).await;
+    assert_eq!(end["status"], "completed");
+    let text: String = weir_tests::chunks_of(&before, &mid)
+        .iter()
+        .map(|c| c.delta.clone())
+        .collect();
+    for node in [n.a(), n.b()] {
+        let mut page = node.compat_ws(S).await;
+        let history = page.handshake().await;
+        let roles: Vec<&str> = history
+            .iter()
+            .map(|m| m["role"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(roles, ["user", "assistant"], "{history:?}");
+        assert_eq!(history[1]["content"], text.as_str());
+        let catch_up = page.next_json().await;
+        assert_eq!(catch_up["type"], "message");
+        assert_eq!(catch_up["data"]["message_id"], mid.as_str());
+        assert_eq!(catch_up["data"]["is_complete"], true);
+        assert_eq!(catch_up["data"]["content"], text.as_str());
+        assert!(page.ping_barrier().await.is_empty());
+    }
 }
 
 // G8: pings, heartbeats, unknown frames.
-async fn ping_heartbeat_and_unknown_frames_get_pong_ack_or_nothing_and_the_connection_stays_usable()
-{
-    let weir = demo(3, 200, &[]);
-    let mut page = weir.compat_ws(S).await;
+async fn ping_heartbeat_and_unknown_frames_get_pong_ack_or_nothing_and_the_connection_stays_usable(
+    t: Topology,
+) {
+    let n = Nodes::start(t, 3, 200, &[]);
+    let mut page = n.a().compat_ws(S).await;
     page.handshake().await;
     page.send_text(r#"{"type":"ping"}"#).await;
     assert_eq!(page.next_text().await, r#"{"type":"pong"}"#);
@@ -192,16 +357,23 @@ async fn ping_heartbeat_and_unknown_frames_get_pong_ack_or_nothing_and_the_conne
         page.ping_barrier().await.is_empty(),
         "no error frame answers a client frame"
     );
+    // Still usable: a reply sent from elsewhere streams to it.
+    let mid = send(n.b(), "hi").await;
+    let frames = page.until_final(&mid).await;
+    final_content(&mut page, &frames).await;
 }
 
 // G11, G12: CORS on every answer, the health routes.
-async fn cors_preflight_answers_204_and_every_answer_errors_included_carries_allow_origin() {
-    let weir = demo(
+async fn cors_preflight_answers_204_and_every_answer_errors_included_carries_allow_origin(
+    t: Topology,
+) {
+    let n = Nodes::start(
+        t,
         3,
         200,
         &["--cors-origin", "http://127.0.0.1:9,http://localhost:3000"],
     );
-    let origin = [("Origin", "http://localhost:3000")];
+    let weir = n.b();
     let pre = weir
         .http_with_headers(
             "OPTIONS",
@@ -231,8 +403,11 @@ async fn cors_preflight_answers_204_and_every_answer_errors_included_carries_all
         ("GET", "/actuator/health", 200),
         ("GET", "/no/such/route", 404),
         ("POST", "/v1/sessions/s/messages", 400),
+        ("POST", "/api/chat", 400),
+        ("GET", "/api/history/bad%20id", 400),
+        ("DELETE", "/api/history/bad%20id", 400),
     ] {
-        let r = weir.http_with_headers(method, path, &origin, "{").await;
+        let r = weir.http_with_headers(method, path, &[ORIGIN], "{").await;
         assert_eq!(r.status, status, "{method} {path}: {r:?}");
         assert_eq!(
             r.header("access-control-allow-origin"),
@@ -240,8 +415,12 @@ async fn cors_preflight_answers_204_and_every_answer_errors_included_carries_all
             "{method} {path}"
         );
     }
-    let health = weir.http("GET", "/health", "").await;
-    assert_eq!(health.json(), json!({"status": "UP"}));
+    for node in [n.a(), n.b()] {
+        for path in ["/health", "/actuator/health"] {
+            let health = node.http("GET", path, "").await;
+            assert_eq!(health.json(), json!({"status": "UP"}), "{path}");
+        }
+    }
     let foreign = weir
         .http_with_headers("GET", "/health", &[("Origin", "http://evil.example")], "")
         .await;
@@ -249,42 +428,57 @@ async fn cors_preflight_answers_204_and_every_answer_errors_included_carries_all
 }
 
 // G1, G11: the Origin of a WebSocket upgrade.
-async fn a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403_and_an_allowed_one_upgrades()
-{
-    let weir = demo(3, 200, &["--cors-origin", "http://127.0.0.1:9"]);
+async fn a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403_and_an_allowed_one_upgrades(
+    t: Topology,
+) {
+    let n = Nodes::start(t, 3, 200, &["--cors-origin", "http://127.0.0.1:9"]);
     let q = format!("session_id={S}&user_id=demo_user");
-    let refused = weir
-        .try_compat_ws(&q, &[("Origin", "http://evil.example")])
-        .await;
-    assert_eq!(weir_tests::refusal_status_of(&refused), 403);
-    let refused = weir
-        .try_connect_with_headers(&q, &[("Origin", "http://evil.example")])
-        .await;
-    assert_eq!(weir_tests::refusal_status_of(&refused), 403, "/v1/ws too");
-    let mut ok = weir
-        .try_compat_ws(&q, &[("Origin", "http://127.0.0.1:9")])
-        .await
-        .expect("an allowed Origin upgrades");
-    ok.handshake().await;
+    for weir in [n.a(), n.b()] {
+        let refused = weir
+            .try_compat_ws(&q, &[("Origin", "http://evil.example")])
+            .await;
+        assert_eq!(weir_tests::refusal_status_of(&refused), 403);
+        let refused = weir
+            .try_connect_with_headers(&q, &[("Origin", "http://evil.example")])
+            .await;
+        assert_eq!(weir_tests::refusal_status_of(&refused), 403, "/v1/ws too");
+        let mut ok = weir
+            .try_compat_ws(&q, &[("Origin", "http://127.0.0.1:9")])
+            .await
+            .expect("an allowed Origin upgrades");
+        ok.handshake().await;
+    }
 }
 
 // G1: under token auth the page's dev-token never passes; a real JWT does.
-async fn under_token_auth_dev_token_is_refused_with_401_and_a_real_jwt_connects() {
+async fn under_token_auth_dev_token_is_refused_with_401_and_a_real_jwt_connects(t: Topology) {
     let secret = "compat-test-secret";
-    let weir = demo(3, 200, &["--auth", "token", "--jwt-secret", secret]);
-    let refused = weir
-        .try_compat_ws(
-            &format!("session_id={S}&user_id=demo_user&token=dev-token"),
-            &[],
-        )
-        .await;
-    assert_eq!(weir_tests::refusal_status_of(&refused), 401);
-    let token = jwt(secret, "demo_user");
-    let mut page = weir
-        .try_compat_ws(&format!("session_id={S}&token={token}"), &[])
-        .await
-        .expect("a real token upgrades");
-    page.handshake().await;
+    let n = Nodes::start(t, 3, 200, &["--auth", "token", "--jwt-secret", secret]);
+    for weir in [n.a(), n.b()] {
+        let refused = weir
+            .try_compat_ws(
+                &format!("session_id={S}&user_id=demo_user&token=dev-token"),
+                &[],
+            )
+            .await;
+        assert_eq!(weir_tests::refusal_status_of(&refused), 401);
+        let r = weir
+            .http_with_headers(
+                "POST",
+                "/api/chat?token=dev-token",
+                &[ORIGIN, ("Authorization", "Bearer dev-token")],
+                &chat_body("hi"),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+        assert!(r.json()["detail"].is_string());
+        let token = jwt(secret, "demo_user");
+        let mut page = weir
+            .try_compat_ws(&format!("session_id={S}&token={token}"), &[])
+            .await
+            .expect("a real token upgrades");
+        page.handshake().await;
+    }
 }
 
 fn jwt(secret: &str, user: &str) -> String {
@@ -296,18 +490,15 @@ fn jwt(secret: &str, user: &str) -> String {
     .expect("a JWT")
 }
 
-const ORIGIN: (&str, &str) = ("Origin", "http://localhost:3000");
-
-fn chat_body(message: &str) -> String {
-    json!({"session_id": S, "message": message, "user_id": "demo_user"}).to_string()
-}
-
-// G9, G12: the page's send, the seed's body, the stream on /ws/chat, the history.
-async fn post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo() {
-    let weir = demo(20, 200, &[]);
-    let mut page = weir.compat_ws(S).await;
+// G6, G9, G12: the page's send, the seed's body, the stream on /ws/chat, the history.
+async fn post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo(
+    t: Topology,
+) {
+    let n = Nodes::start(t, 20, 200, &[]);
+    let mut page = n.a().compat_ws(S).await;
     page.handshake().await;
-    let r = weir
+    let r = n
+        .b()
         .http_with_headers(
             "POST",
             "/api/chat",
@@ -326,24 +517,26 @@ async fn post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_w
     let mid = body["message_id"].as_str().expect("message_id").to_owned();
     let frames = page.until_final(&mid).await;
     assert_monotonic(&contents(&frames, &mid));
-    let fin = frames.last().expect("final")["data"]["content"].clone();
-    assert!(page.ping_barrier().await.is_empty());
-    let h = weir
-        .http("GET", &format!("/api/history/{S}?user_id=demo_user"), "")
-        .await;
-    assert_eq!(h.status, 200, "{h:?}");
-    let h = h.json();
-    assert_eq!(h["count"], 2);
-    assert_eq!(h["session_id"], S);
-    assert_eq!(h["messages"][0]["role"], "user");
-    assert_eq!(h["messages"][0]["content"], "xin chào");
-    assert_eq!(h["messages"][1]["content"], fin);
-    assert_eq!(h["messages"][1]["is_complete"], true);
+    let fin = final_content(&mut page, &frames).await;
+    for node in [n.a(), n.b()] {
+        let h = node
+            .http("GET", &format!("/api/history/{S}?user_id=demo_user"), "")
+            .await;
+        assert_eq!(h.status, 200, "{h:?}");
+        let h = h.json();
+        assert_eq!(h["count"], 2);
+        assert_eq!(h["session_id"], S);
+        assert_eq!(h["messages"][0]["role"], "user");
+        assert_eq!(h["messages"][0]["content"], "xin chào");
+        assert_eq!(h["messages"][1]["content"], fin.as_str());
+        assert_eq!(h["messages"][1]["is_complete"], true);
+    }
 }
 
 // G9, G11, bad input: `{detail}` with the right status, CORS on each.
-async fn bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_header() {
-    let weir = demo(400, 20, &["--max-content-bytes", "100"]);
+async fn bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_header(t: Topology) {
+    let n = Nodes::start(t, 400, 20, &["--max-content-bytes", "100"]);
+    let weir = n.b();
     let cases = [
         ("{", 400),
         ("[]", 400),
@@ -366,10 +559,7 @@ async fn bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_he
             Some("http://localhost:3000")
         );
     }
-    let first = weir
-        .http_with_headers("POST", "/api/chat", &[ORIGIN], &chat_body("one"))
-        .await;
-    assert_eq!(first.status, 200);
+    send(n.a(), "one").await;
     let busy = weir
         .http_with_headers("POST", "/api/chat", &[ORIGIN], &chat_body("two"))
         .await;
@@ -379,80 +569,58 @@ async fn bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_he
         busy.header("access-control-allow-origin"),
         Some("http://localhost:3000")
     );
-    let cancel = weir
+    let bad_cancel = weir
         .http_with_headers("POST", "/api/cancel", &[ORIGIN], "{")
         .await;
-    assert_eq!(cancel.status, 400);
-    assert!(cancel.json()["detail"].is_string());
-    let unknown = weir
-        .http(
-            "POST",
-            "/api/cancel",
-            &json!({"session_id": S, "message_id": "nope.0"}).to_string(),
-        )
-        .await;
-    assert_eq!(unknown.status, 200);
-    assert_eq!(unknown.json()["status"], "not_found");
+    assert_eq!(bad_cancel.status, 400);
+    assert!(bad_cancel.json()["detail"].is_string());
+    for unknown in ["nope.0", "7.00000000000000ffr"] {
+        assert_eq!(cancel(weir, unknown).await["status"], "not_found");
+    }
 }
 
-// G10, G5: the page's Cancel: one click, one final frame with the suffix.
-async fn post_api_cancel_without_a_user_ends_the_reply_with_one_final_frame_carrying_the_suffix() {
-    let weir = demo(400, 40, &[]);
-    let mut page = weir.compat_ws(S).await;
+// G10, G5: the page's Cancel: one click, on the other node too (under auth
+// none it names no user: the reply is found by session and id), one final
+// frame with the suffix.
+async fn post_api_cancel_from_the_page_ends_the_reply_with_one_final_frame_carrying_the_suffix(
+    t: Topology,
+) {
+    let n = Nodes::start(t, 400, 40, &[]);
+    let mut page = n.a().compat_ws(S).await;
     page.handshake().await;
-    let r = weir.http("POST", "/api/chat", &chat_body("hi")).await;
-    let mid = r.json()["message_id"]
-        .as_str()
-        .expect("message_id")
-        .to_owned();
+    let mid = send(n.a(), "hi").await;
     // The page can cancel once it has the id from a frame.
     let first = page.next_json().await;
     assert_eq!(first["data"]["message_id"], mid.as_str());
-    let c = weir
-        .http_with_headers(
-            "POST",
-            "/api/cancel",
-            &[ORIGIN],
-            &json!({"session_id": S, "message_id": mid}).to_string(),
-        )
-        .await;
-    assert_eq!(c.status, 200, "{c:?}");
-    assert_eq!(c.json()["status"], "cancelled");
-    assert_eq!(c.json()["message_id"], mid.as_str());
-    assert_eq!(
-        c.header("access-control-allow-origin"),
-        Some("http://localhost:3000")
-    );
+    let c = cancel(n.b(), &mid).await;
+    assert_eq!(c["status"], "cancelled", "{c}");
+    assert_eq!(c["message_id"], mid.as_str());
+    assert_eq!(c["session_id"], S);
     let frames = page.until_final(&mid).await;
-    let fin = frames.last().expect("final")["data"]["content"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let fin = final_content(&mut page, &frames).await;
     assert!(fin.ends_with(SUFFIX), "{fin:?}");
-    assert!(page.ping_barrier().await.is_empty());
-    // The next send is not busy.
-    let next = weir.http("POST", "/api/chat", &chat_body("again")).await;
-    assert_eq!(next.status, 200, "{next:?}");
+    // A second click answers truthfully; the next send is not busy.
+    assert_eq!(cancel(n.b(), &mid).await["status"], "cancelled");
+    let next = send(n.b(), "again").await;
+    assert_ne!(next, mid);
 }
 
-// Multi-node, token auth: the page and its send on node A, its Cancel on
-// node B; another user's token cannot cancel it.
-async fn under_token_auth_api_cancel_on_node_b_ends_a_reply_of_node_a_and_another_user_gets_not_found(
+// G10 under token auth: the token's user must own the reply.
+async fn under_token_auth_api_cancel_of_the_owner_ends_the_reply_and_another_user_gets_not_found(
+    t: Topology,
 ) {
     let secret = "compat-cluster-secret";
-    let redis = RedisServer::start();
-    let rt = Runtime::current();
-    let auth = ["--auth", "token", "--jwt-secret", secret];
-    let a = WeirProcess::start_on_redis(rt, &redis, "a", (400, 40), &auth);
-    let b = WeirProcess::start_on_redis(rt, &redis, "b", (400, 40), &auth);
+    let n = Nodes::start(t, 400, 40, &["--auth", "token", "--jwt-secret", secret]);
     let token = jwt(secret, "demo_user");
     let bearer = format!("Bearer {token}");
-    let mut page = a
+    let mut page = n
+        .a()
         .try_compat_ws(&format!("session_id={S}&token={token}"), &[])
         .await
         .expect("upgrades");
     page.handshake().await;
-    let r = a
+    let r = n
+        .a()
         .http_with_headers(
             "POST",
             "/api/chat",
@@ -467,89 +635,111 @@ async fn under_token_auth_api_cancel_on_node_b_ends_a_reply_of_node_a_and_anothe
         .to_owned();
     let first = page.next_json().await;
     assert_eq!(first["data"]["message_id"], mid.as_str());
-    let cancel = json!({"session_id": S, "message_id": mid}).to_string();
+    let body = json!({"session_id": S, "message_id": mid}).to_string();
     let mallory = format!("Bearer {}", jwt(secret, "mallory"));
-    let other = b
-        .http_with_headers(
-            "POST",
-            "/api/cancel",
-            &[("Authorization", &mallory)],
-            &cancel,
-        )
+    let other = n
+        .b()
+        .http_with_headers("POST", "/api/cancel", &[("Authorization", &mallory)], &body)
         .await;
     assert_eq!(other.json()["status"], "not_found", "{other:?}");
-    let c = b
-        .http_with_headers(
-            "POST",
-            "/api/cancel",
-            &[("Authorization", &bearer)],
-            &cancel,
-        )
+    let c = n
+        .b()
+        .http_with_headers("POST", "/api/cancel", &[("Authorization", &bearer)], &body)
         .await;
     assert_eq!(c.json()["status"], "cancelled", "{c:?}");
     let frames = page.until_final(&mid).await;
-    let fin = frames.last().expect("final")["data"]["content"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let fin = final_content(&mut page, &frames).await;
     assert!(fin.ends_with(SUFFIX), "{fin:?}");
-    assert!(page.ping_barrier().await.is_empty());
+}
+
+// G12: DELETE /api/history: refused while a reply streams, then the history
+// is gone, on every node and for every later connect.
+async fn delete_api_history_is_refused_while_a_reply_streams_then_empties_the_history(t: Topology) {
+    let n = Nodes::start(t, 400, 40, &[]);
+    let path = format!("/api/history/{S}?user_id=demo_user");
+    let mut page = n.a().compat_ws(S).await;
+    page.handshake().await;
+    let mid = send(n.a(), "hi").await;
+    page.next_json().await;
+    let busy = n
+        .b()
+        .http_with_headers("DELETE", &path, &[ORIGIN], "")
+        .await;
+    assert_eq!(busy.status, 409, "{busy:?}");
+    assert!(busy.json()["detail"].is_string());
+    assert_eq!(
+        busy.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(cancel(n.b(), &mid).await["status"], "cancelled");
+    let frames = page.until_final(&mid).await;
+    final_content(&mut page, &frames).await;
+    let deleted = n
+        .b()
+        .http_with_headers("DELETE", &path, &[ORIGIN], "")
+        .await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(
+        deleted.json(),
+        json!({"status": "deleted", "session_id": S, "count": 2})
+    );
+    for node in [n.a(), n.b()] {
+        let h = node.http("GET", &path, "").await.json();
+        assert_eq!(h["count"], 0, "{h}");
+        let mut reload = node.compat_ws(S).await;
+        assert!(reload.handshake().await.is_empty());
+        assert!(
+            reload.ping_barrier().await.is_empty(),
+            "no catch-up of a deleted reply"
+        );
+    }
+    // Deleting again is harmless; another user's conversation is untouched.
+    let again = n.a().http("DELETE", &path, "").await;
+    assert_eq!(again.json()["count"], 0);
+    let next = send(n.b(), "again").await;
+    let frames = page.until_final(&next).await;
+    final_content(&mut page, &frames).await;
 }
 
 // `--compat off` removes the surface; `/v1` stays.
-async fn compat_off_removes_ws_chat_and_the_health_routes() {
-    let weir = demo(3, 200, &["--compat", "off"]);
-    let refused = weir
-        .try_compat_ws(&format!("session_id={S}&user_id=demo_user"), &[])
-        .await;
-    assert_eq!(weir_tests::refusal_status_of(&refused), 404);
-    for path in ["/health", "/actuator/health"] {
-        assert_eq!(weir.http("GET", path, "").await.status, 404, "{path}");
+async fn compat_off_removes_ws_chat_and_the_health_routes(t: Topology) {
+    let n = Nodes::start(t, 3, 200, &["--compat", "off"]);
+    for weir in [n.a(), n.b()] {
+        let refused = weir
+            .try_compat_ws(&format!("session_id={S}&user_id=demo_user"), &[])
+            .await;
+        assert_eq!(weir_tests::refusal_status_of(&refused), 404);
+        for path in ["/health", "/actuator/health"] {
+            assert_eq!(weir.http("GET", path, "").await.status, 404, "{path}");
+        }
+        weir.ws(&format!("session_id={S}&user_id=demo_user")).await;
     }
-    weir.ws(&format!("session_id={S}&user_id=demo_user")).await;
 }
 
-// Multi-node: the page on node B, the reply produced and cancelled on node A;
-// a reload on node A gets the catch-up.
-async fn a_page_on_node_b_streams_a_reply_of_node_a_and_a_reload_on_a_gets_the_final_frame() {
-    let redis = RedisServer::start();
-    let rt = Runtime::current();
-    let a = WeirProcess::start_on_redis(rt, &redis, "a", (400, 40), &[]);
-    let b = WeirProcess::start_on_redis(rt, &redis, "b", (400, 40), &[]);
-    let mut page = b.compat_ws(S).await;
-    page.handshake().await;
-    let mut native = a.ws(&format!("session_id={S}&user_id=demo_user")).await;
-    let mid = native.chat_acked("hi", "r1").await;
-    let first = page.next_json().await;
-    assert_eq!(first["data"]["message_id"], mid.as_str());
-    let cancel = b
-        .http(
-            "POST",
-            &format!("/v1/sessions/{S}/cancel?user_id=demo_user"),
-            &json!({"message_id": mid}).to_string(),
-        )
-        .await;
-    assert_eq!(cancel.json()["status"], "cancelled", "{cancel:?}");
-    let frames = page.until_final(&mid).await;
-    let fin = frames.last().expect("final")["data"]["content"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    assert!(fin.ends_with(SUFFIX), "{fin:?}");
-    assert!(page.ping_barrier().await.is_empty());
-    let mut reload = a.compat_ws(S).await;
-    let history = reload.handshake().await;
-    assert_eq!(history[1]["content"], fin.as_str());
-    let catch_up = reload.next_json().await;
-    assert_eq!(catch_up["data"]["content"], fin.as_str());
-    assert_eq!(catch_up["data"]["is_complete"], true);
+/// Each test on one node and on two nodes on Redis, on both runtimes.
+macro_rules! on_each_topology {
+    ($($name:ident),+ $(,)?) => {
+        mod one_node {
+            $(async fn $name() {
+                super::$name(super::Topology::OneNode).await;
+            })+
+            weir_tests::both_runtimes! { $($name),+ }
+        }
+        mod two_nodes_on_redis {
+            $(async fn $name() {
+                super::$name(super::Topology::TwoNodesOnRedis).await;
+            })+
+            weir_tests::both_runtimes! { $($name),+ }
+        }
+    };
 }
 
-weir_tests::both_runtimes! {
+on_each_topology! {
     ws_chat_sends_welcome_then_history_even_empty_and_ignores_unknown_parameters,
     a_reply_streams_as_growing_accumulated_text_then_exactly_one_final_frame_and_no_echo,
     a_cancelled_reply_ends_with_the_suffix_live_in_history_and_in_the_catch_up_after_reconnect,
     a_page_connecting_mid_reply_gets_the_snapshot_then_live_text_then_the_final_frame,
+    a_page_that_was_away_while_its_reply_ended_gets_history_and_the_final_frame_on_reconnect,
     ping_heartbeat_and_unknown_frames_get_pong_ack_or_nothing_and_the_connection_stays_usable,
     cors_preflight_answers_204_and_every_answer_errors_included_carries_allow_origin,
     a_websocket_upgrade_from_a_foreign_origin_is_refused_with_403_and_an_allowed_one_upgrades,
@@ -557,7 +747,7 @@ weir_tests::both_runtimes! {
     compat_off_removes_ws_chat_and_the_health_routes,
     post_api_chat_answers_the_seed_body_and_the_reply_streams_to_the_page_without_echo,
     bad_api_requests_get_a_readable_detail_with_400_409_413_and_the_cors_header,
-    post_api_cancel_without_a_user_ends_the_reply_with_one_final_frame_carrying_the_suffix,
-    under_token_auth_api_cancel_on_node_b_ends_a_reply_of_node_a_and_another_user_gets_not_found,
-    a_page_on_node_b_streams_a_reply_of_node_a_and_a_reload_on_a_gets_the_final_frame,
+    post_api_cancel_from_the_page_ends_the_reply_with_one_final_frame_carrying_the_suffix,
+    under_token_auth_api_cancel_of_the_owner_ends_the_reply_and_another_user_gets_not_found,
+    delete_api_history_is_refused_while_a_reply_streams_then_empties_the_history,
 }

@@ -201,3 +201,66 @@ fn store_reply_not_understood_answers_500_internal_not_unavailable() {
         "{message}"
     );
 }
+
+/// The seed's `POST /api/cancel` names no user. Under `auth = none` a node
+/// with no connection to the conversation finds the reply through the store
+/// (registered by `POST /api/chat` before its start): the first click
+/// cancels, and the page's connection on the other node gets the end.
+#[test]
+fn compat_cancel_without_a_user_on_another_node_finds_and_cancels_the_reply() {
+    use weir_core::dialect::compat_http::CompatUser;
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let viewer = w.connect(0, "demo_user", "session_1", None);
+    w.settle_queues();
+    let chat = w.http_request(
+        0,
+        "default_user",
+        HttpRequest::CompatChat {
+            user: CompatUser::FromBody,
+            body: br#"{"session_id":"session_1","message":"hi","user_id":"demo_user"}"#.to_vec(),
+        },
+    );
+    w.settle_queues();
+    let (status, body) = answer(&w, chat);
+    assert_eq!(status, 200, "{body}");
+    let id = body["message_id"].as_str().expect("message_id").to_owned();
+    let mid = w.running_generators()[0].1.clone();
+    w.generate(&mid, GeneratorEvent::Delta("so far".into()));
+    w.settle_queues();
+    let cancel = |w: &mut World, mid: &str| {
+        w.http_request(
+            1,
+            "default_user",
+            HttpRequest::CompatCancel {
+                user: CompatUser::FromBody,
+                body: format!(r#"{{"session_id":"session_1","message_id":"{mid}"}}"#).into_bytes(),
+            },
+        )
+    };
+    let wrong = cancel(&mut w, "1.00000000000000ffr");
+    let first = cancel(&mut w, &id);
+    w.settle_queues();
+    assert_eq!(answer(&w, wrong).1["status"], "not_found");
+    let (status, body) = answer(&w, first);
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "cancelled", "{body}");
+    assert_eq!(body["message_id"], id.as_str());
+    w.run_for(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_millis(10),
+    );
+    c.check_quiescent(&w).expect("invariants");
+    let end = w
+        .frames(viewer)
+        .iter()
+        .find_map(|f| match f {
+            ServerFrame::End(e) => Some(e.status),
+            _ => None,
+        })
+        .expect("the viewer on node 0 gets the end");
+    assert_eq!(end, weir_core::wire::ReplyStatus::Cancelled);
+}

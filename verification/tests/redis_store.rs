@@ -8,7 +8,8 @@
 //! idempotency keys and repeated nonces, append with right and wrong tokens,
 //! retried and gapped seqs, cancel with and without id, settle of each kind
 //! with and without usage, renew, reap, read, sweep, presence join / leave /
-//! refresh / check), time passing across leases, cancel deadlines, grace
+//! refresh / check, reply locators (register, locate), delete of a
+//! conversation's history), time passing across leases, cancel deadlines, grace
 //! windows, debounces and entry expiries, and Redis losing everything (a new
 //! epoch), and Redis full (`maxmemory` below its use, `noeviction`): then
 //! the operations a full store refuses
@@ -36,9 +37,10 @@ use weir_core::caps::Rate;
 use weir_core::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, SessionId, UserId};
 use weir_core::presence::PresenceTimers;
 use weir_core::store::{
-    AdmitOp, AppendOp, CancelOp, CapKeepOp, CapReleaseOp, CapScope, Model, Notice, PresenceCheckOp,
-    PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp, ReadOp, ReapOp, RenewOp, SettleOp,
-    SlotKind, SnapshotOp, StartOp, StoreConfig, StoreError, StoreOp, StoreReply, SweepOp, Token,
+    AdmitOp, AppendOp, CancelOp, CapKeepOp, CapReleaseOp, CapScope, DeleteOp, LocateOp, Model,
+    Notice, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp, ReadOp, ReapOp,
+    RegisterOp, RenewOp, SettleOp, SlotKind, SnapshotOp, StartOp, StoreConfig, StoreError, StoreOp,
+    StoreReply, SweepOp, Token,
 };
 use weir_core::stream::{SettleRequest, StreamTimers};
 use weir_core::wire::Usage;
@@ -173,6 +175,29 @@ enum Op {
         holders: Vec<usize>,
         ttl_ms: u64,
     },
+    /// A reply locator, with a nonce as `Start` picks them.
+    Register {
+        conv: usize,
+        nonce: u8,
+    },
+    /// A known reply looked up in its own session (`None`) or another.
+    Locate {
+        reply: usize,
+        session: Option<usize>,
+    },
+    Delete {
+        conv: usize,
+    },
+}
+
+/// A `Start`'s nonce: small ones repeat (the store refuses a repeated one);
+/// 5 stands for a fresh random one.
+fn nonce_of(pick: u8, at_ms: u64) -> u64 {
+    if pick == 5 {
+        at_ms ^ 0x5eed_0000_0000_0000
+    } else {
+        u64::from(pick)
+    }
 }
 
 /// Client addresses for the caps' address scope.
@@ -242,6 +267,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(scope, streams, holder)| Op::CapRelease { scope, streams, holder }),
         1 => (0..USERS.len() + ADDRS.len(), any::<bool>(), prop::collection::vec(0usize..5, 0..4), prop::sample::select(vec![500u64, 2_000, 5_000]))
             .prop_map(|(scope, streams, holders, ttl_ms)| Op::CapKeep { scope, streams, holders, ttl_ms }),
+        2 => (0..CONVS.len(), 0u8..6).prop_map(|(conv, nonce)| Op::Register { conv, nonce }),
+        2 => (0usize..6, prop::option::weighted(0.2, 0..CONVS.len()))
+            .prop_map(|(reply, session)| Op::Locate { reply, session }),
+        1 => (0..CONVS.len()).prop_map(|conv| Op::Delete { conv }),
     ]
 }
 
@@ -342,13 +371,7 @@ impl Harness {
                 content: CONTENTS[content].to_owned(),
                 client_message_id: key
                     .map(|k| ClientMessageId::parse(format!("k{k} /{{*}}:%ü")).expect("key")),
-                // Small nonces repeat (the store refuses a repeated one);
-                // 5 stands for a fresh random one.
-                nonce: if nonce == 5 {
-                    at_ms ^ 0x5eed_0000_0000_0000
-                } else {
-                    u64::from(nonce)
-                },
+                nonce: nonce_of(nonce, at_ms),
                 owner: node(owner),
                 context_limit: context,
                 at_ms,
@@ -436,6 +459,23 @@ impl Harness {
                 })
             }
             Op::Sweep => StoreOp::Sweep(SweepOp { at_ms }),
+            Op::Register { conv: c, nonce } => StoreOp::Register(RegisterOp {
+                conv: conv(c),
+                nonce: nonce_of(nonce, at_ms),
+                at_ms,
+            }),
+            Op::Locate { reply, session } => {
+                let k = self.pick(reply);
+                StoreOp::Locate(LocateOp {
+                    session: session.map_or(k.conv.session, |c| conv(c).session),
+                    message_id: k.id,
+                    at_ms,
+                })
+            }
+            Op::Delete { conv: c } => StoreOp::Delete(DeleteOp {
+                conv: conv(c),
+                at_ms,
+            }),
             Op::Join {
                 user,
                 node: n,
@@ -723,6 +763,77 @@ fn redis_scripts_answer_exactly_as_the_reference_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// The seed front end's path (`POST /api/chat`, `POST /api/cancel` without a
+/// user, `DELETE /api/history`): a registered reply found from its session
+/// and id, in its own session and not in another; delete refused while it
+/// streams, then clearing everything once it settled; the fencing tokens
+/// starting again; a locator outliving nothing past its window.
+#[test]
+fn a_located_reply_cancelled_then_its_history_deleted_matches_the_model() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let mut h = Harness::new(&server.url()).await;
+        let start = |conv, nonce| Op::Start {
+            conv,
+            content: 0,
+            key: None,
+            nonce,
+            owner: 0,
+            context: 4,
+        };
+        let ops = [
+            Op::Register { conv: 4, nonce: 2 },
+            start(4, 2),
+            Op::Locate {
+                reply: 0,
+                session: None,
+            },
+            Op::Locate {
+                reply: 0,
+                session: Some(3),
+            },
+            Op::Delete { conv: 4 },
+            Op::Append {
+                reply: 0,
+                good: true,
+                seq: SeqPick::Next,
+                deltas: vec![1, 6],
+            },
+            Op::Cancel {
+                conv: 4,
+                target: Some(0),
+            },
+            Op::Delete { conv: 4 },
+            Op::Settle {
+                reply: 0,
+                good: true,
+                kind: 0,
+                usage: false,
+            },
+            Op::Delete { conv: 4 },
+            Op::Snapshot { conv: 4, limit: 5 },
+            Op::Read { reply: 0, after: 0 },
+            Op::Delete { conv: 4 },
+            Op::Register { conv: 4, nonce: 3 },
+            start(4, 3),
+            Op::Delete { conv: 0 },
+            // A reply whose owner is gone is reaped by the delete.
+            Op::Tick { ms: 1_100 },
+            Op::Delete { conv: 4 },
+            Op::Tick { ms: 2_000 },
+            Op::Locate {
+                reply: 1,
+                session: None,
+            },
+            Op::Sweep,
+        ];
+        h.run(&ops).await;
+        h.assert_every_key_expires()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
 }
 
 /// A hand-written sequence through the main path, so a failure of the basics

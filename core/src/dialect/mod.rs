@@ -46,6 +46,7 @@
 //!    HTTP).
 //! 4. The runtime route that sends `Input::ConnectWith` with that dialect.
 
+pub mod ai_sdk;
 pub mod compat;
 pub mod compat_http;
 
@@ -61,6 +62,10 @@ pub enum Dialect {
     Native,
     /// The seed front end's `/ws/chat` ([`compat`]).
     Compat,
+    /// An AI SDK WebSocket (`/v1/ai-sdk/ws`, [`ai_sdk`]): the socket itself
+    /// watches no conversation (its `session` is ignored); each request on
+    /// it is a connection of its own.
+    AiSdkWs,
 }
 
 /// A dialect connection's renderer state (native connections have none).
@@ -68,6 +73,8 @@ pub enum Dialect {
 pub enum DialectConn {
     /// The seed front end's `/ws/chat`.
     Compat(compat::CompatConn),
+    /// One AI SDK request (on a socket, or an HTTP event stream).
+    AiSdk(ai_sdk::AiSdkConn),
 }
 
 /// What the node tells a renderer besides the frame: the clocks and the
@@ -89,7 +96,7 @@ impl DialectConn {
     #[must_use]
     pub fn new(dialect: Dialect, session: SessionId, user: UserId) -> Option<Self> {
         match dialect {
-            Dialect::Native => None,
+            Dialect::Native | Dialect::AiSdkWs => None,
             Dialect::Compat => Some(Self::Compat(compat::CompatConn::new(session, user))),
         }
     }
@@ -103,6 +110,7 @@ impl DialectConn {
     ) {
         match self {
             Self::Compat(c) => c.render(ctx, frame, out),
+            Self::AiSdk(c) => c.render(frame, out),
         }
     }
 
@@ -111,6 +119,7 @@ impl DialectConn {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self {
             Self::Compat(c) => c.poll_timeout(),
+            Self::AiSdk(_) => None,
         }
     }
 
@@ -118,6 +127,29 @@ impl DialectConn {
     pub fn handle_timeout(&mut self, ctx: &RenderCtx<'_>, out: &mut Vec<DialectFrame>) {
         match self {
             Self::Compat(c) => c.handle_timeout(ctx, out),
+            Self::AiSdk(_) => {}
         }
+    }
+
+    /// Whether the node must hand this connection one chunk per frame (a
+    /// merged chunk has no place in its dialect's numbering).
+    #[must_use]
+    pub fn unmerged(&self) -> bool {
+        matches!(self, Self::AiSdk(_))
+    }
+
+    /// Where its rendered frames go (an AI SDK request's go to its socket).
+    #[must_use]
+    pub fn send_to(&self, own: crate::ids::ConnId) -> crate::ids::ConnId {
+        match self {
+            Self::AiSdk(c) => c.send_to(own),
+            Self::Compat(_) => own,
+        }
+    }
+
+    /// Whether it has said its last frame: the node releases it.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::AiSdk(c) if c.is_done())
     }
 }

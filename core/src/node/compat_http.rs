@@ -1,7 +1,17 @@
 //! The seed's HTTP routes (PROTOCOL.md, "Compatibility surface") as the node
-//! answers them: `POST /api/chat`, `POST /api/cancel`, `GET /api/history/{id}`,
-//! on the same store operations and decisions as the `/v1` API
-//! (`http.rs`), with the seed's bodies ([`compat_http`](crate::dialect::compat_http)).
+//! answers them: `POST /api/chat`, `POST /api/cancel`, `GET` and `DELETE
+//! /api/history/{id}`, on the same store operations and decisions as the
+//! `/v1` API (`http.rs`), with the seed's bodies
+//! ([`compat_http`](crate::dialect::compat_http)).
+//!
+//! **Finding a reply without its user.** The page's `POST /api/cancel` names
+//! only `session_id` and `message_id`. Under `auth = none` the node that has
+//! no connection to the conversation finds its user in the store: every
+//! `POST /api/chat` first registers its reply ([`StoreOp::Register`], keyed
+//! by session and the `Start`'s nonce, so before anyone can see the id), and
+//! the cancel looks it up ([`StoreOp::Locate`]) before the fenced
+//! [`StoreOp::Cancel`] on the conversation. Each is one operation on one
+//! key's slot.
 
 use std::time::Instant;
 
@@ -14,7 +24,9 @@ use crate::dialect::compat_http::{
     decode_compat_chat, CompatChatAccepted, CompatError, CompatHistory, CompatUser,
 };
 use crate::ids::{ConvKey, IdSource, MessageId, SessionId, UserId};
-use crate::store::{CancelOp, SnapshotOp, StartOp, StoreError, StoreOp, StoreReply};
+use crate::store::{
+    CancelOp, DeleteOp, LocateOp, RegisterOp, SnapshotOp, StartOp, StoreError, StoreOp, StoreReply,
+};
 use crate::wire::CancelStatus;
 
 impl<I: IdSource> Node<I> {
@@ -64,6 +76,34 @@ impl<I: IdSource> Node<I> {
             context_limit: self.config.context_limit,
             at_ms,
         };
+        if how == CompatUser::FromBody {
+            // So that a cancel naming no user finds the reply on any node.
+            let register = RegisterOp {
+                conv: start.conv.clone(),
+                nonce,
+                at_ms,
+            };
+            let why = Pending::CompatRegister(req, Box::new(start));
+            let _ = self.store(why, StoreOp::Register(register));
+            return;
+        }
+        self.admit_chat(now, Asker::Compat(req), start);
+    }
+
+    /// The reply of a `POST /api/chat` is registered: now it may start.
+    pub(super) fn on_compat_registered(
+        &mut self,
+        now: Instant,
+        req: HttpReqId,
+        start: StartOp,
+        reply: &StoreReply,
+    ) {
+        if *reply != StoreReply::Refreshed {
+            return self.compat_error(
+                req,
+                &CompatError::new(500, "Unexpected answer from the store."),
+            );
+        }
         self.admit_chat(now, Asker::Compat(req), start);
     }
 
@@ -132,13 +172,58 @@ impl<I: IdSource> Node<I> {
                 &CompatError::bad_request("session_id and message_id are required."),
             );
         };
+        let at_ms = self.wall_ms(now);
         let conv = match how {
             CompatUser::Authenticated => ConvKey::new(user, session),
-            CompatUser::FromBody => self
-                .conv_of_reply(&session, &id)
-                .unwrap_or_else(|| ConvKey::new(user, session)),
+            CompatUser::FromBody => match self.conv_of_reply(&session, &id) {
+                Some(conv) => conv,
+                None => {
+                    let locate = LocateOp {
+                        session: session.clone(),
+                        message_id: id.clone(),
+                        at_ms,
+                    };
+                    let why = Pending::CompatLocate(req, session, id);
+                    let _ = self.store(why, StoreOp::Locate(locate));
+                    return;
+                }
+            },
         };
-        let at_ms = self.wall_ms(now);
+        self.send_compat_cancel(req, conv, id, at_ms);
+    }
+
+    /// The store found (or not) whose conversation holds the reply a
+    /// `POST /api/cancel` names.
+    pub(super) fn on_compat_located(
+        &mut self,
+        now: Instant,
+        req: HttpReqId,
+        session: SessionId,
+        id: MessageId,
+        reply: StoreReply,
+    ) {
+        match reply {
+            StoreReply::Located { user: Some(user) } => {
+                let at_ms = self.wall_ms(now);
+                self.send_compat_cancel(req, ConvKey::new(user, session), id, at_ms);
+            }
+            StoreReply::Located { user: None } => {
+                let body = serde_json::json!({
+                    "status": CancelStatus::NotFound,
+                    "message": "No such reply in this conversation.",
+                    "session_id": session,
+                    "message_id": id,
+                });
+                self.compat_respond(req, 200, &body);
+            }
+            _ => self.compat_error(
+                req,
+                &CompatError::new(500, "Unexpected answer from the store."),
+            ),
+        }
+    }
+
+    fn send_compat_cancel(&mut self, req: HttpReqId, conv: ConvKey, id: MessageId, at_ms: u64) {
         self.store(
             Pending::CompatCancel(req, conv.clone(), id.clone()),
             StoreOp::Cancel(CancelOp {
@@ -203,6 +288,37 @@ impl<I: IdSource> Node<I> {
         let b = body(status, message, &id);
         self.compat_respond(req, 200, &b);
         self.pump(now, conv);
+    }
+
+    /// `DELETE /api/history/{session_id}`: the conversation's history goes
+    /// (409 while a reply is streaming: cancel it or wait).
+    pub(super) fn on_compat_delete(&mut self, now: Instant, req: HttpReqId, conv: ConvKey) {
+        let at_ms = self.wall_ms(now);
+        self.store(
+            Pending::CompatDelete(req, conv.clone()),
+            StoreOp::Delete(DeleteOp { conv, at_ms }),
+        );
+    }
+
+    pub(super) fn on_compat_deleted(&mut self, req: HttpReqId, conv: &ConvKey, reply: &StoreReply) {
+        match reply {
+            StoreReply::Deleted { count } => {
+                let body = serde_json::json!({
+                    "status": "deleted",
+                    "session_id": conv.session,
+                    "count": count,
+                });
+                self.compat_respond(req, 200, &body);
+            }
+            StoreReply::Busy { .. } => self.compat_error(
+                req,
+                &CompatError::new(
+                    409,
+                    "A reply is still being written in this conversation; cancel it or wait for it, then delete.",
+                ),
+            ),
+            _ => self.compat_error(req, &CompatError::new(500, "Unexpected answer from the store.")),
+        }
     }
 
     pub(super) fn on_compat_history(&mut self, now: Instant, req: HttpReqId, conv: ConvKey) {

@@ -120,17 +120,62 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    /// The runtime's look at `conn`'s queued reply text: closed with 4008
-    /// when it falls further behind past the lag bound
-    /// ([`Connection::lagging`]).
-    pub(super) fn on_queue_lag(&mut self, now: Instant, conn: ConnId, bytes: usize) {
+    /// The runtime's look at `conn`'s queued reply text (`queued` bytes):
+    /// its lag is that plus the text its cursors are behind by
+    /// ([`cursor_lag`](Self::cursor_lag)); closed with 4008 when it falls
+    /// further behind past the lag bound ([`Connection::lagging`]).
+    pub(super) fn on_queue_lag(&mut self, now: Instant, conn: ConnId, queued: usize) {
+        let lag = queued.saturating_add(self.cursor_lag(conn));
         let lagging = self
             .conns
             .get_mut(&conn)
-            .is_some_and(|c| c.lagging(bytes, self.config.max_lag_bytes));
+            .is_some_and(|c| c.lagging(lag, self.config.max_lag_bytes));
         if lagging {
             self.close(now, conn, CloseCode::TooSlow);
         }
+    }
+
+    /// The reply text `conn` has not been handed yet: for each reply it
+    /// watches, the text of the chunks this node could give it now beyond
+    /// its cursor. It grows while the connection is blocked (its cursors keep
+    /// their place) and is what it would cost to hold for it had delivery
+    /// not waited.
+    pub(super) fn cursor_lag(&self, conn: ConnId) -> usize {
+        let Some(c) = self.conns.get(&conn) else {
+            return 0;
+        };
+        let Some(view) = self.convs.get(&c.conv) else {
+            return 0;
+        };
+        c.cursors
+            .iter()
+            .filter_map(|(id, cursor)| {
+                let r = view.reply(id)?;
+                Some(r.text_between(cursor.delivered, r.deliverable()))
+            })
+            .fold(0, usize::saturating_add)
+    }
+
+    /// The runtime's queue for `conn` is full: delivery stops handing it
+    /// chunks until it is [writable](Self::on_writable) again.
+    pub(super) fn on_write_blocked(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.blocked = true;
+        }
+    }
+
+    /// `conn`'s writer drained its queue: the next step of delivery (at
+    /// once, shared with every other connection that drained meanwhile)
+    /// hands it what it missed.
+    pub(super) fn on_writable(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !std::mem::take(&mut c.blocked) || c.state != ConnState::Open {
+            return;
+        }
+        self.timers
+            .set_earliest(TimerKey::Pump(Box::new(c.conv.clone())), now);
     }
 
     /// A connection's one deadline: the next of its heartbeat, its idle
@@ -283,7 +328,11 @@ impl<I: IdSource> Node<I> {
         }
         c.state = ConnState::Open;
         let conv = c.conv.clone();
-        let resume = c.resume.take();
+        let mut resume = c.resume.take();
+        // An AI SDK resume continues the live reply the snapshot found.
+        if let Some(crate::dialect::DialectConn::AiSdk(d)) = self.dialects.get_mut(&conn) {
+            resume = resume.or_else(|| d.plan_resume(live.as_ref()));
+        }
         let user = conv.user.clone();
         let mut messages = history;
         // What the snapshot shows: settled messages, the live reply, and the
@@ -376,6 +425,7 @@ impl<I: IdSource> Node<I> {
             self.read(now, &conv, &id);
         }
         self.pump(now, &conv);
+        self.ai_sdk_opened(now, conn);
         // Frames that arrived during the handshake, in order.
         let early: Vec<Inbound> = self
             .conns

@@ -7,6 +7,16 @@
 //! batch the store appended, a catch-up from the log, a slice of a large
 //! fan-out) as one merged `chunk` shared by every connection at the same
 //! point.
+//!
+//! Delivery is pulled by the connection: one whose outbound queue the
+//! runtime reported full (`Input::WriteBlocked`) is skipped, its cursors
+//! kept where they are, until its writer drained the queue
+//! (`Input::Writable`); the next step then gives it everything from its
+//! cursor on that its share allows, as merged frames. The chunks it waits
+//! for stay in the view, which keeps every reply a cursor still watches
+//! (`tidy_conv`), so a connection that cannot keep up holds no text of its
+//! own; `end` and a held `cancel_result` wait behind its last chunk as
+//! always.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -16,7 +26,7 @@ use super::view::ReplyView;
 use super::{watch_key, Node, STORE_LOST};
 use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
-use crate::session::{ConnState, Cursor};
+use crate::session::{ConnState, Connection, Cursor};
 use crate::store::{epoch_of, Epoch};
 use crate::timer::TimerKey;
 use crate::wire::{
@@ -53,14 +63,15 @@ impl<I: IdSource> Node<I> {
         let Some(view) = self.convs.get_mut(conv) else {
             return;
         };
+        // A blocked connection (its queue is full) is handed nothing: its
+        // cursors keep their place, and the chunks it has not had stay in
+        // the view, once for every connection, until it is writable again
+        // (`on_writable` then asks for a step).
+        let takes = |c: &Connection| c.state == ConnState::Open && !c.blocked;
         let open = view
             .conns
             .iter()
-            .filter(|c| {
-                self.conns
-                    .get(c)
-                    .is_some_and(|c| c.state == ConnState::Open)
-            })
+            .filter(|c| self.conns.get(c).is_some_and(takes))
             .count();
         // Each open connection's share of the step, at least one chunk.
         let share = Seq::try_from(self.config.fanout_slice / open.max(1))
@@ -85,7 +96,7 @@ impl<I: IdSource> Node<I> {
             let Some(c) = self.conns.get_mut(conn_id) else {
                 continue;
             };
-            if c.state != ConnState::Open {
+            if !takes(c) {
                 continue;
             }
             let mut ended = Vec::new();
@@ -140,6 +151,22 @@ impl<I: IdSource> Node<I> {
             let Some(r) = view.reply(id) else {
                 continue;
             };
+            // Dialects that number every chunk (the AI SDK's) get one
+            // chunk per frame.
+            let (single, conns): (Vec<ConnId>, Vec<ConnId>) = conns
+                .into_iter()
+                .partition(|c| self.dialects.get(c).is_some_and(|d| d.unmerged()));
+            for seq in (from..=to).filter(|_| !single.is_empty()) {
+                for chunk in run_frames(id, r, seq, seq, stamped) {
+                    self.out.push_back(Output::SendMany {
+                        conns: single.clone(),
+                        frame: ServerFrame::Chunk(chunk),
+                    });
+                }
+            }
+            if conns.is_empty() {
+                continue;
+            }
             let frames = run_frames(id, r, from, to, stamped);
             let last = frames.len().saturating_sub(1);
             let mut conns = Some(conns);
@@ -374,3 +401,6 @@ fn run_frames(id: &MessageId, r: &ReplyView, from: Seq, to: Seq, stamped: bool) 
     }
     frames
 }
+
+#[cfg(test)]
+mod tests;

@@ -54,6 +54,9 @@ impl<I: IdSource> Node<I> {
     }
 
     pub(super) fn dialect_timer(&mut self, now: Instant, conn: ConnId) {
+        if self.ai_sdk_timer(now, conn) {
+            return;
+        }
         let ctx = RenderCtx {
             now,
             wall_ms: self.wall_ms(now),
@@ -91,13 +94,17 @@ impl<I: IdSource> Node<I> {
             compat: &self.config.compat,
         };
         let mut touched = BTreeSet::new();
+        let mut done = Vec::new();
         let mut frames: Vec<DialectFrame> = Vec::new();
         for output in produced {
             match output {
                 Output::Send { conn, frame } => match self.dialects.get_mut(&conn) {
                     Some(d) => {
                         d.render(&ctx, &frame, &mut frames);
-                        push_rendered(&mut self.out, conn, &mut frames);
+                        push_rendered(&mut self.out, d.send_to(conn), &mut frames);
+                        if d.is_done() {
+                            done.push(conn);
+                        }
                         touched.insert(conn);
                     }
                     None => self.out.push_back(Output::Send { conn, frame }),
@@ -111,7 +118,10 @@ impl<I: IdSource> Node<I> {
                     for conn in dialect {
                         if let Some(d) = self.dialects.get_mut(&conn) {
                             d.render(&ctx, &frame, &mut frames);
-                            push_rendered(&mut self.out, conn, &mut frames);
+                            push_rendered(&mut self.out, d.send_to(conn), &mut frames);
+                            if d.is_done() {
+                                done.push(conn);
+                            }
                             touched.insert(conn);
                         }
                     }
@@ -124,6 +134,16 @@ impl<I: IdSource> Node<I> {
                         }),
                     }
                 }
+                // A socket's request is closed by the node (its idle
+                // timeout, a shutdown): it ends with an `error` on the socket.
+                Output::Close { conn, code } if conn.0 & super::ai_sdk::REQUEST_CONN != 0 => {
+                    if let Some(DialectConn::AiSdk(d)) = self.dialects.get_mut(&conn) {
+                        let message = format!("the request was closed ({code})");
+                        d.fail(crate::wire::ErrorCode::Unavailable, &message, &mut frames);
+                        push_rendered(&mut self.out, d.send_to(conn), &mut frames);
+                        done.push(conn);
+                    }
+                }
                 Output::Released { conn } => {
                     if self.dialects.remove(&conn).is_some() {
                         self.timers.cancel(&TimerKey::Dialect(conn));
@@ -132,6 +152,14 @@ impl<I: IdSource> Node<I> {
                     self.out.push_back(Output::Released { conn });
                 }
                 other => self.out.push_back(other),
+            }
+        }
+        // Requests that said their last frame are released (their outputs
+        // need no rendering: a `Released`, store operations).
+        for conn in done {
+            if self.dialects.get(&conn).is_some_and(DialectConn::is_done) {
+                touched.remove(&conn);
+                self.release_request(now, conn);
             }
         }
         for conn in touched {

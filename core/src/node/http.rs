@@ -88,6 +88,9 @@ impl<I: IdSource> Node<I> {
             HttpRequest::CompatHistory { session } => {
                 self.on_compat_history(now, req, ConvKey::new(user, session));
             }
+            HttpRequest::CompatDeleteHistory { session } => {
+                self.on_compat_delete(now, req, ConvKey::new(user, session));
+            }
             HttpRequest::Presence { user: asked } => {
                 if asked != user {
                     return self.respond_error(

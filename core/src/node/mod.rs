@@ -20,6 +20,7 @@
 //! | [`cancel`] | [the life of a cancel](cancel): where it is decided and how it is carried out |
 //! | `http.rs` | the HTTP API, on the same store operations |
 //! | `dialect.rs` | connections of other [dialects](crate::dialect): their frames in, the render pass over the outputs |
+//! | `ai_sdk.rs` | the AI SDK sockets and their requests, the HTTP event streams ([`ai_sdk`](crate::dialect::ai_sdk)) |
 //!
 //! ## Where the node is tested, and what it asks of a runtime
 //!
@@ -63,11 +64,13 @@ use crate::ids::{
 };
 use crate::session::{ConnState, Connection, Inbound};
 use crate::store::{
-    LiveReply, PresenceCheckOp, PresenceRefreshOp, StoreError, StoreOp, StoreReply, SweepOp, Topic,
+    LiveReply, PresenceCheckOp, PresenceRefreshOp, StartOp, StoreError, StoreOp, StoreReply,
+    SweepOp, Topic,
 };
 use crate::timer::{TimerKey, Timers};
 use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
 
+mod ai_sdk;
 pub mod cancel;
 mod caps;
 mod chat;
@@ -113,8 +116,13 @@ enum Pending {
     /// A cap's slot released or kept: nothing waits for the answer.
     CapQuiet,
     CompatStart(HttpReqId, ConvKey),
+    /// A `POST /api/chat`'s reply registered before its `Start`.
+    CompatRegister(HttpReqId, Box<StartOp>),
+    /// A `POST /api/cancel` (no user) looking up the reply's conversation.
+    CompatLocate(HttpReqId, SessionId, MessageId),
     CompatCancel(HttpReqId, ConvKey, MessageId),
     CompatHistory(HttpReqId, ConvKey),
+    CompatDelete(HttpReqId, ConvKey),
 }
 
 /// One weir node. See the [crate docs](crate) for the run loop.
@@ -137,6 +145,8 @@ pub struct Node<I = SeededIds> {
     held: caps::Held,
     /// The renderer of each connection that speaks another dialect.
     dialects: BTreeMap<ConnId, crate::dialect::DialectConn>,
+    /// The AI SDK sockets (`ai_sdk.rs`).
+    ai_sdk: ai_sdk::Sockets,
 }
 
 impl<I: IdSource> Node<I> {
@@ -157,6 +167,7 @@ impl<I: IdSource> Node<I> {
             shutting_down: false,
             held: caps::Held::default(),
             dialects: BTreeMap::new(),
+            ai_sdk: ai_sdk::Sockets::default(),
             config,
         };
         node.out
@@ -200,6 +211,7 @@ impl<I: IdSource> Node<I> {
             && self.owned.is_empty()
             && self.held.is_empty()
             && self.dialects.is_empty()
+            && self.ai_sdk.is_empty()
             && self
                 .pending
                 .values()
@@ -253,7 +265,21 @@ impl<I: IdSource> Node<I> {
     }
 
     fn dispatch(&mut self, now: Instant, input: Input) {
+        let Some(input) = self.ai_sdk_input(now, input) else {
+            return;
+        };
         match input {
+            Input::ConnectWith {
+                conn,
+                user,
+                dialect: crate::dialect::Dialect::AiSdkWs,
+                ..
+            } => self.ai_sdk_socket(now, conn, user),
+            Input::AiSdkStream {
+                conn,
+                user,
+                request,
+            } => self.ai_sdk_stream(now, conn, user, request),
             Input::ConnectWith {
                 conn,
                 user,
@@ -289,6 +315,8 @@ impl<I: IdSource> Node<I> {
             Input::SlowConsumer { conn } => self.close(now, conn, CloseCode::TooSlow),
             Input::WriteStalled { conn, since } => self.on_write_stalled(now, conn, since),
             Input::QueueLag { conn, bytes } => self.on_queue_lag(now, conn, bytes),
+            Input::WriteBlocked { conn } => self.on_write_blocked(conn),
+            Input::Writable { conn } => self.on_writable(now, conn),
             Input::Disconnected { conn } => self.release(now, conn),
             Input::StoreReply { op, result } => self.on_store_reply(now, op, result),
             Input::Notice(n) => self.on_notice(now, n),
@@ -408,6 +436,13 @@ impl<I: IdSource> Node<I> {
                 self.on_compat_cancel_reply(now, req, &conv, asked, reply)
             }
             Pending::CompatHistory(req, conv) => self.on_compat_history_reply(req, &conv, reply),
+            Pending::CompatRegister(req, start) => {
+                self.on_compat_registered(now, req, *start, &reply);
+            }
+            Pending::CompatLocate(req, session, id) => {
+                self.on_compat_located(now, req, session, id, reply);
+            }
+            Pending::CompatDelete(req, conv) => self.on_compat_deleted(req, &conv, &reply),
             Pending::Presence(user) => {
                 if let StoreReply::Presence {
                     due_ms: Some(due), ..
@@ -463,8 +498,11 @@ impl<I: IdSource> Node<I> {
             | Pending::HttpPresence(req, _) => self.http_store_error(req, error),
             Pending::Admit(why) => self.on_admit_error(now, why, error),
             Pending::CompatStart(req, _)
+            | Pending::CompatRegister(req, _)
+            | Pending::CompatLocate(req, _, _)
             | Pending::CompatCancel(req, _, _)
-            | Pending::CompatHistory(req, _) => self.compat_store_error(req, error),
+            | Pending::CompatHistory(req, _)
+            | Pending::CompatDelete(req, _) => self.compat_store_error(req, error),
             Pending::Reap | Pending::Housekeeping | Pending::Presence(_) | Pending::CapQuiet => {}
         }
     }

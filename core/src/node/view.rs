@@ -28,6 +28,9 @@ pub(super) struct ReplyView {
     /// Their append times, parallel to `deltas` (0: unstamped), empty
     /// while none is stamped ([`stamps`](crate::store::stamps)).
     ts_ns: Vec<u64>,
+    /// `text_ends[i]`: the bytes of chunks `1..=i + 1` together, so the text
+    /// between two seqs (a connection's lag) is a subtraction.
+    text_ends: Vec<usize>,
     /// Fixed by a cancel or by settling.
     final_seq: Option<Seq>,
     /// The outcome, once settled.
@@ -48,6 +51,18 @@ impl ReplyView {
     pub(super) fn delta(&self, seq: Seq) -> Option<&str> {
         let idx = usize::try_from(seq.checked_sub(1)?).ok()?;
         self.deltas.get(idx).map(String::as_str)
+    }
+
+    /// The bytes of text of chunks `after + 1..=upto` (those held).
+    pub(super) fn text_between(&self, after: Seq, upto: Seq) -> usize {
+        let end = |seq: Seq| {
+            usize::try_from(seq.min(self.len()))
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| self.text_ends.get(i).copied())
+                .unwrap_or(0)
+        };
+        end(upto).saturating_sub(end(after))
     }
 
     /// The last seq a connection may be given now: what is held, and never
@@ -131,6 +146,8 @@ impl ReplyView {
                     self.ts_ns.resize(self.deltas.len(), 0);
                     self.ts_ns.push(t);
                 }
+                let before = self.text_ends.last().copied().unwrap_or(0);
+                self.text_ends.push(before + d.len());
                 self.deltas.push(d);
             } else if seq > self.len() + 1 {
                 self.gap = true;
@@ -542,6 +559,19 @@ mod tests {
         assert_eq!(r.delta(0), None);
         assert_eq!(r.delta(4), None);
         assert!(!r.needs_read());
+    }
+
+    #[test]
+    fn the_text_between_two_seqs_counts_the_chunks_held() {
+        let mut r = ReplyView::default();
+        assert_eq!(r.text_between(0, 3), 0, "nothing held");
+        assert!(r.add(1, chunks(&["ab", "", "cde"])));
+        assert_eq!(r.text_between(0, 3), 5);
+        assert_eq!(r.text_between(1, 3), 3);
+        assert_eq!(r.text_between(2, 3), 3, "an empty chunk is no text");
+        assert_eq!(r.text_between(3, 3), 0);
+        assert_eq!(r.text_between(1, 9), 3, "only what is held");
+        assert_eq!(r.text_between(3, 1), 0, "a cursor past the end");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! | [`StoreOp::Sweep`] | reap every expired lease, drop expired records and presence entries |
 //! | presence ops | connection joined / left / refreshed; user status with debounce |
 //! | [`StoreOp::Admit`], [`StoreOp::CapRelease`], [`StoreOp::CapKeep`] | a user's (or a client address's) [caps](crate::caps): take a slot and/or a chat token, or refuse with `retry_after_ms`; give a slot back; keep a live node's slots |
+//! | [`StoreOp::Register`], [`StoreOp::Locate`] | remember whose conversation of a session a reply (named by its `Start`'s nonce) belongs to; look it up from the session and the reply's id |
+//! | [`StoreOp::Delete`] | refuse (`busy`) if a reply is live; else clear the history and drop the settled replies' records |
 //!
 //! Times in operations are wall-clock milliseconds chosen by the calling
 //! node, so every implementation decides leases and grace windows the same
@@ -50,8 +52,9 @@ pub use caps::{AdmitOp, CapKeepOp, CapReleaseOp, CapScope, SlotKind};
 pub use memory::{Feedback, MemoryStore};
 pub use model::{Model, StoreConfig};
 pub use op::{
-    AppendOp, CancelOp, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp,
-    ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreOp, SweepOp,
+    AppendOp, CancelOp, DeleteOp, LocateOp, PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp,
+    PresenceRefreshOp, ReadOp, ReapOp, RegisterOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreOp,
+    SweepOp,
 };
 
 /// A fencing token: issued by [`StoreOp::Start`], required by every write of
@@ -82,6 +85,19 @@ pub fn epoch_of(id: &MessageId) -> Option<Epoch> {
         return None;
     }
     u64::from_str_radix(epoch, 16).ok()
+}
+
+/// The nonce a reply's id was made with ([`message_ids`]), if it is the id
+/// of a reply of ours (not of a user turn).
+#[must_use]
+pub fn reply_nonce(id: &MessageId) -> Option<u64> {
+    epoch_of(id)?;
+    let (_, rest) = id.as_str().split_once('.')?;
+    let hex = rest.strip_suffix('r')?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// A live reply as a snapshot shows it.
@@ -141,7 +157,8 @@ pub enum StoreReply {
         /// The original reply.
         message_id: MessageId,
     },
-    /// [`StoreOp::Start`]: another reply is live in the conversation.
+    /// [`StoreOp::Start`], [`StoreOp::Delete`]: another reply is live in
+    /// the conversation.
     Busy {
         /// The live reply.
         message_id: MessageId,
@@ -232,10 +249,21 @@ pub enum StoreReply {
         due_ms: Option<u64>,
     },
     /// [`StoreOp::PresenceRefresh`], [`StoreOp::CapRelease`],
-    /// [`StoreOp::CapKeep`].
+    /// [`StoreOp::CapKeep`], [`StoreOp::Register`].
     Refreshed,
     /// [`StoreOp::Admit`]: within every cap; the slot (and token) is taken.
     Admitted,
+    /// [`StoreOp::Locate`]: the user whose conversation holds the reply
+    /// (`None`: not registered, or its entry expired).
+    Located {
+        /// The user.
+        user: Option<UserId>,
+    },
+    /// [`StoreOp::Delete`]: the history is cleared.
+    Deleted {
+        /// How many messages it held.
+        count: u64,
+    },
     /// [`StoreOp::Admit`]: over `cap`; nothing was taken.
     Limited {
         /// The cap that refused.
@@ -381,5 +409,21 @@ mod tests {
             epoch_of(&MessageId::parse("nope").unwrap_or_else(|e| panic!("{e}"))),
             None
         );
+    }
+
+    #[test]
+    fn a_reply_id_gives_back_its_nonce_and_nothing_else_does() {
+        let (u, r) = message_ids(0xabc, 0x0123_4567_89ab_cdef);
+        assert_eq!(reply_nonce(&r), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(reply_nonce(&u), None, "a user turn is not a reply");
+        for bad in [
+            "nope",
+            "x.0123456789abcdefr",
+            "1.0123456789abcdeg0",
+            "1.+123456789abcder",
+        ] {
+            let id = MessageId::parse(bad).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(reply_nonce(&id), None, "{bad}");
+        }
     }
 }

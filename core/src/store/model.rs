@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::stamps;
 use super::{
-    message_ids, AppendOp, CancelOp, Epoch, LiveReply, Notice, PresenceCheckOp, PresenceJoinOp,
-    PresenceLeaveOp, PresenceRefreshOp, Published, ReadOp, ReapOp, RenewOp, SettleOp, SnapshotOp,
-    StartOp, StoreOp, StoreReply, SweepOp, Token, Topic,
+    message_ids, reply_nonce, AppendOp, CancelOp, DeleteOp, Epoch, LiveReply, LocateOp, Notice,
+    PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp, Published, ReadOp, ReapOp,
+    RegisterOp, RenewOp, SettleOp, SnapshotOp, StartOp, StoreOp, StoreReply, SweepOp, Token, Topic,
 };
-use crate::ids::{ClientMessageId, ConvKey, MessageId, NodeId, Seq, UserId};
+use crate::ids::{ClientMessageId, ConvKey, MessageId, NodeId, Seq, SessionId, UserId};
 use crate::presence::{PresenceTimers, UserPresence};
 use crate::stream::{Outcome, StreamState, StreamTimers};
 use crate::wire::{Message, MessageStatus, Role, Usage};
@@ -124,6 +124,8 @@ pub struct Model {
     presence: BTreeMap<UserId, UserPresence>,
     /// The caps' records ([`caps`](super::caps)).
     pub(super) caps: BTreeMap<super::CapScope, super::caps::CapRecords>,
+    /// [`StoreOp::Register`]'s entries: (session, nonce) → (user, expiry).
+    locators: BTreeMap<(SessionId, u64), (UserId, u64)>,
 }
 
 impl Model {
@@ -136,6 +138,7 @@ impl Model {
             convs: BTreeMap::new(),
             presence: BTreeMap::new(),
             caps: BTreeMap::new(),
+            locators: BTreeMap::new(),
         }
     }
 
@@ -157,6 +160,7 @@ impl Model {
         self.convs.clear();
         self.presence.clear();
         self.caps.clear();
+        self.locators.clear();
         self.epoch = new_epoch;
     }
 
@@ -182,6 +186,9 @@ impl Model {
             StoreOp::Admit(op) => self.admit(op),
             StoreOp::CapRelease(op) => self.cap_release(op),
             StoreOp::CapKeep(op) => self.cap_keep(op),
+            StoreOp::Register(op) => self.register(op),
+            StoreOp::Locate(op) => self.locate(&op),
+            StoreOp::Delete(op) => self.delete(&op, &mut out),
         };
         (reply, out)
     }
@@ -228,7 +235,7 @@ impl Model {
     }
 
     /// How many records would carry an expiry in Redis: reply records,
-    /// idempotency keys and presence records. Retained history is not
+    /// idempotency keys, reply locators and presence records. Retained history is not
     /// counted. After every window has passed and a sweep ran, this is 0
     /// (invariant 7).
     #[must_use]
@@ -238,7 +245,7 @@ impl Model {
             .values()
             .map(|c| c.streams.len() + c.idempotency.len())
             .sum();
-        convs + self.presence.len()
+        convs + self.presence.len() + self.locators.len()
     }
 
     // ----- operations -----
@@ -602,6 +609,7 @@ impl Model {
             }
         }
         self.convs.retain(|_, c| !c.is_empty());
+        self.locators.retain(|_, (_, expires)| *expires > at_ms);
         let t = config.presence;
         for (user, p) in self.presence.iter_mut() {
             if let Some(status) = p.expire(at_ms, &t) {
@@ -610,6 +618,52 @@ impl Model {
         }
         self.presence.retain(|_, p| !p.is_idle());
         StoreReply::Swept { reaped }
+    }
+
+    fn register(&mut self, op: RegisterOp) -> StoreReply {
+        let RegisterOp { conv, nonce, at_ms } = op;
+        let expires = at_ms.saturating_add(self.config.idempotency_ttl_ms);
+        self.locators
+            .insert((conv.session, nonce), (conv.user, expires));
+        StoreReply::Refreshed
+    }
+
+    fn locate(&mut self, op: &LocateOp) -> StoreReply {
+        let user = reply_nonce(&op.message_id).and_then(|nonce| {
+            let key = (op.session.clone(), nonce);
+            match self.locators.get(&key) {
+                Some((user, expires)) if *expires > op.at_ms => Some(user.clone()),
+                Some(_) => {
+                    self.locators.remove(&key);
+                    None
+                }
+                None => None,
+            }
+        });
+        StoreReply::Located { user }
+    }
+
+    fn delete(&mut self, op: &DeleteOp, out: &mut Vec<Published>) -> StoreReply {
+        let (conv, at_ms) = (&op.conv, op.at_ms);
+        let config = self.config;
+        let c = self.conv_mut(conv, at_ms);
+        if let Some(live) = c.live.clone() {
+            // A live reply whose owner is gone does not block the delete.
+            if let Some(outcome) = reap_record(c, &live, at_ms, &config) {
+                let _ = publish_settled(conv, c, &live, outcome, config.history_limit, out);
+            } else {
+                return StoreReply::Busy { message_id: live };
+            }
+        }
+        let count = c.history.len() as u64;
+        c.history.clear();
+        c.streams.clear();
+        c.latest = None;
+        // Every record is gone, so no token is in use: the next reply's
+        // fencing token starts again at 1 (Redis drops the meta key).
+        c.next_token = 0;
+        self.tidy(conv);
+        StoreReply::Deleted { count }
     }
 
     fn presence_join(&mut self, op: PresenceJoinOp, out: &mut Vec<Published>) -> StoreReply {

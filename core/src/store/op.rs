@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AdmitOp, CapKeepOp, CapReleaseOp, Token};
-use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, UserId};
+use crate::ids::{ClientMessageId, ConnId, ConvKey, MessageId, NodeId, Seq, SessionId, UserId};
 use crate::stream::SettleRequest;
 use crate::wire::Usage;
 
@@ -50,6 +50,13 @@ pub enum StoreOp {
     CapRelease(CapReleaseOp),
     /// Keep a live node's slots.
     CapKeep(CapKeepOp),
+    /// Remember whose conversation the reply a `Start` with `nonce` makes
+    /// belongs to, so that it can be found from its session and id alone.
+    Register(RegisterOp),
+    /// The user whose conversation of `session` holds a registered reply.
+    Locate(LocateOp),
+    /// Clear a conversation's history (refused while a reply is live).
+    Delete(DeleteOp),
 }
 
 impl StoreOp {
@@ -64,7 +71,8 @@ impl StoreOp {
             | Self::Settle(SettleOp { conv, .. })
             | Self::Renew(RenewOp { conv, .. })
             | Self::Reap(ReapOp { conv, .. })
-            | Self::Read(ReadOp { conv, .. }) => Some(conv),
+            | Self::Read(ReadOp { conv, .. })
+            | Self::Delete(DeleteOp { conv, .. }) => Some(conv),
             Self::Sweep(_)
             | Self::PresenceJoin(_)
             | Self::PresenceLeave(_)
@@ -72,7 +80,9 @@ impl StoreOp {
             | Self::PresenceCheck(_)
             | Self::Admit(_)
             | Self::CapRelease(_)
-            | Self::CapKeep(_) => None,
+            | Self::CapKeep(_)
+            | Self::Register(_)
+            | Self::Locate(_) => None,
         }
     }
 
@@ -85,10 +95,14 @@ impl StoreOp {
     /// at its next append). Every other operation only ends, keeps or reads
     /// what is stored, and a full store still carries it out: a reply can
     /// always be settled and reaped, a lease renewed, a conversation read,
-    /// a presence entry kept.
+    /// a presence entry kept. `Register` grows it too (it precedes a
+    /// `Start`, which a full store would refuse anyway); `Delete` frees room.
     #[must_use]
     pub fn is_refused_when_full(&self) -> bool {
-        matches!(self, Self::Start(_) | Self::Append(_) | Self::Cancel(_))
+        matches!(
+            self,
+            Self::Start(_) | Self::Append(_) | Self::Cancel(_) | Self::Register(_)
+        )
     }
 
     /// Whether retrying the operation after an unknown outcome (a timeout)
@@ -276,6 +290,49 @@ pub struct PresenceRefreshOp {
 pub struct PresenceCheckOp {
     /// The user.
     pub user: UserId,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Register`]: the reply that a [`StartOp`] with `nonce` in
+/// `conv` will make is `conv.user`'s — so that a request that names only
+/// the session and the reply's id (the seed front end's `POST /api/cancel`,
+/// which carries no user) finds its conversation on any node.
+///
+/// Sent before that `Start`, so the reply is findable before anyone can
+/// see its id. The entry lives for the store's idempotency window
+/// ([`StoreConfig::idempotency_ttl_ms`](super::StoreConfig)); under Redis
+/// Cluster its key has its own hash tag (`{x:SESSION/NONCE}`), one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RegisterOp {
+    /// The conversation the reply will belong to.
+    pub conv: ConvKey,
+    /// The nonce the `Start` will carry.
+    pub nonce: u64,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Locate`]: whose conversation of `session` a registered reply
+/// belongs to (`StoreReply::Located`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LocateOp {
+    /// The session the request named.
+    pub session: SessionId,
+    /// The reply's id.
+    pub message_id: MessageId,
+    /// Wall-clock time of the operation.
+    pub at_ms: u64,
+}
+
+/// [`StoreOp::Delete`]: clear a conversation's history and drop its settled
+/// replies' records (their text and logs), unless a reply is live
+/// (`StoreReply::Busy`; a live reply whose owner is gone is reaped first,
+/// as `Start` does). Idempotency keys and the fencing counter stay.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeleteOp {
+    /// The conversation.
+    pub conv: ConvKey,
     /// Wall-clock time of the operation.
     pub at_ms: u64,
 }

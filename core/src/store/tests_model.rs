@@ -611,6 +611,124 @@ fn config_and_epoch_are_the_ones_given() {
 }
 
 #[test]
+fn a_registered_reply_is_located_from_its_session_and_id_until_its_entry_expires() {
+    let mut m = model();
+    let ttl = m.config().idempotency_ttl_ms;
+    let c = conv("alice");
+    let r = m
+        .apply(StoreOp::Register(RegisterOp {
+            conv: c.clone(),
+            nonce: 9,
+            at_ms: 0,
+        }))
+        .0;
+    assert_eq!(r, StoreReply::Refreshed);
+    let (id, _) = started(start(&mut m, &c, 9, 1, None));
+    let locate = |m: &mut Model, session: &str, id: &MessageId, at_ms: u64| {
+        m.apply(StoreOp::Locate(LocateOp {
+            session: SessionId::parse(session).unwrap_or_else(|e| panic!("{e}")),
+            message_id: id.clone(),
+            at_ms,
+        }))
+        .0
+    };
+    let alice = Some(c.user.clone());
+    assert_eq!(
+        locate(&mut m, "s", &id, 5),
+        StoreReply::Located { user: alice }
+    );
+    // Another session, the user turn's id, an unregistered reply: nothing.
+    assert_eq!(
+        locate(&mut m, "t", &id, 5),
+        StoreReply::Located { user: None }
+    );
+    let (user_turn, other) = message_ids(7, 10);
+    assert_eq!(
+        locate(&mut m, "s", &user_turn, 5),
+        StoreReply::Located { user: None }
+    );
+    assert_eq!(
+        locate(&mut m, "s", &other, 5),
+        StoreReply::Located { user: None }
+    );
+    assert_eq!(
+        m.expiring_records(),
+        2,
+        "the reply's record and its locator"
+    );
+    assert_eq!(
+        locate(&mut m, "s", &id, ttl),
+        StoreReply::Located { user: None }
+    );
+    // The reply, reaped by the first sweep, and its locator are gone by the second.
+    for at_ms in [ttl, ttl + 10_000] {
+        let _ = m.apply(StoreOp::Sweep(SweepOp { at_ms }));
+    }
+    assert_eq!(m.expiring_records(), 0);
+}
+
+fn delete(m: &mut Model, c: &ConvKey, at_ms: u64) -> StoreReply {
+    m.apply(StoreOp::Delete(DeleteOp {
+        conv: c.clone(),
+        at_ms,
+    }))
+    .0
+}
+
+#[test]
+fn delete_is_refused_while_a_reply_is_live_then_clears_history_and_settled_records() {
+    let mut m = model();
+    let c = conv("u");
+    let (id, token) = started(start(&mut m, &c, 1, 0, None));
+    assert_eq!(
+        delete(&mut m, &c, 10),
+        StoreReply::Busy {
+            message_id: id.clone()
+        }
+    );
+    let _ = append(&mut m, &c, &id, token, 1, &["hi"], 20);
+    let _ = settle(&mut m, &c, &id, token, SettleRequest::Completed, 30);
+    assert_eq!(m.history(&c).len(), 2);
+    assert_eq!(delete(&mut m, &c, 40), StoreReply::Deleted { count: 2 });
+    assert!(m.history(&c).is_empty());
+    assert!(m.stream(&c, &id).is_none(), "the settled record goes too");
+    assert_eq!(
+        cancel(&mut m, &c, None, 50),
+        StoreReply::Cancel {
+            message_id: None,
+            answer: None,
+            final_seq: None
+        },
+        "nothing left to cancel"
+    );
+    // The conversation starts afresh; its fencing tokens start again.
+    let (_, token) = started(start(&mut m, &c, 2, 60, None));
+    assert_eq!(token, 1);
+    assert_eq!(
+        delete(&mut m, &conv("nobody"), 70),
+        StoreReply::Deleted { count: 0 }
+    );
+}
+
+#[test]
+fn delete_reaps_a_live_reply_whose_owner_is_gone_and_clears_it_too() {
+    let mut m = model();
+    let c = conv("u");
+    let (id, _) = started(start(&mut m, &c, 1, 0, None));
+    // The lease (100 ms) ran out without a renew.
+    let (reply, published) = m.apply(StoreOp::Delete(DeleteOp {
+        conv: c.clone(),
+        at_ms: 150,
+    }));
+    assert_eq!(reply, StoreReply::Deleted { count: 2 });
+    assert!(matches!(
+        published.as_slice(),
+        [Published { notice: Notice::Settled { message_id, .. }, .. }] if *message_id == id
+    ));
+    assert!(m.history(&c).is_empty());
+}
+
+#[test]
 fn chunk_stamps_are_kept_per_chunk_and_read_and_snapshotted_with_them() {
     let mut m = model();
     let c = conv("alice");

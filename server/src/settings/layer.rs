@@ -342,6 +342,11 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compat_failure_sentence: Option<String>,
 
+    /// The Vercel AI SDK's transports: /v1/ai-sdk/ws, /v1/ai-sdk/chat
+    #[arg(long, env = "WEIR_AI_SDK", value_enum, value_name = "on|off")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_sdk: Option<Switch>,
+
     /// Origins allowed by CORS and on WebSocket upgrades (repeat or comma-separate; `*`: any)
     #[arg(
         long,
@@ -435,6 +440,7 @@ impl Layer {
             compat_failure_sentence: self
                 .compat_failure_sentence
                 .or(lower.compat_failure_sentence),
+            ai_sdk: self.ai_sdk.or(lower.ai_sdk),
             cors_origin: self.cors_origin.or(lower.cors_origin),
             store: self.store.or(lower.store),
             redis_prefix: self.redis_prefix.or(lower.redis_prefix),

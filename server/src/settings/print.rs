@@ -110,6 +110,7 @@ impl Settings {
             compat_ws_path: Some(c.compat.ws_path.clone()),
             compat_cancelled_suffix: Some(c.node.compat.cancelled_suffix.clone()),
             compat_failure_sentence: Some(c.node.compat.failure_sentence.clone()),
+            ai_sdk: Some(if c.ai_sdk { Switch::On } else { Switch::Off }),
             cors_origin: Some(c.cors_origins.clone()),
             store: Some(store_spec(&c.store_backend).to_owned()),
             redis_prefix: redis.map(|r| r.prefix.clone()),

@@ -331,6 +331,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
             shutdown_grace,
             trusted_proxies,
             compat,
+            ai_sdk: m.ai_sdk != Some(Switch::Off),
             cors_origins,
             ..RuntimeConfig::new(listen, node)
         },

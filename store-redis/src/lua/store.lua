@@ -10,7 +10,7 @@
 --        hash tag and Redis Cluster keeps them on one shard. The script
 --        never reads ids out of a name: channel names come as ARGV.
 --   op   snapshot | start | append | cancel | settle | renew | reap | read |
---        reap_live | p_join | p_leave | p_refresh | p_check
+--        reap_live | delete | p_join | p_leave | p_refresh | p_check
 --
 -- Times are the caller's wall-clock milliseconds (ARGV), never Redis's own
 -- clock, so Redis decides leases and windows exactly as the model does.
@@ -417,6 +417,25 @@ local function conv_op()
     if r.final and r.final < upto then upto = r.final end
     local deltas, ts = log_range(r.id, after + 1, upto)
     return { 'read', state_of(r), deltas, r.usage or false, ts }
+
+  elseif OP == 'delete' then
+    -- Refused while a reply is live (one whose owner is gone is reaped
+    -- first, as start does); else history, every record and the meta key
+    -- go (no record is left, so the fencing tokens may start again).
+    local r = live_record()
+    if r then
+      if recv_reap(r) then
+        publish_settled(r)
+      else
+        return { 'busy', r.id }
+      end
+    end
+    local count = redis.call('LLEN', HIST)
+    for _, id in ipairs(redis.call('ZRANGE', STREAMS, 0, -1)) do
+      redis.call('DEL', rkey(id), lkey(id))
+    end
+    redis.call('DEL', HIST, STREAMS, META)
+    return { 'deleted', count }
 
   elseif OP == 'reap_live' then
     -- One conversation's part of a sweep.

@@ -1,0 +1,328 @@
+//! Pulled delivery: a connection whose queue the runtime reports full keeps
+//! its place and is handed the rest, merged, once it is writable; its lag is
+//! what its cursors are behind by. A node and the in-memory store, no
+//! runtime: each test feeds inputs and reads the frames each connection got.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use crate::api::{GeneratorEvent, Input, Output};
+use crate::config::Config;
+use crate::dialect::Dialect;
+use crate::ids::{ConnId, MessageId, NodeId, SeededIds, SessionId, UserId};
+use crate::store::{MemoryStore, Model, StoreConfig};
+use crate::wire::{Chunk, CloseCode, ServerFrame};
+use crate::Node;
+
+/// A node, its store, and what each connection got.
+struct Rig {
+    node: Node,
+    store: MemoryStore,
+    now: Instant,
+    inbox: VecDeque<Input>,
+    frames: BTreeMap<ConnId, Vec<ServerFrame>>,
+    closed: BTreeMap<ConnId, CloseCode>,
+    generators: Vec<MessageId>,
+}
+
+impl Rig {
+    // The node only compares instants, so any base will do; a test has no
+    // `now` handed in.
+    #[allow(clippy::disallowed_methods)]
+    fn new(tune: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(NodeId::parse("n1").unwrap());
+        tune(&mut config);
+        let now = Instant::now();
+        let mut rig = Self {
+            node: Node::new(config, SeededIds::new(7), now, 1_000),
+            store: MemoryStore::new(Model::new(StoreConfig::default(), 1)),
+            now,
+            inbox: VecDeque::new(),
+            frames: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            generators: Vec::new(),
+        };
+        rig.settle();
+        rig
+    }
+
+    /// Feeds `input`, then everything it leads to, and fires what is due now
+    /// (the next step of a delivery).
+    fn input(&mut self, input: Input) {
+        self.inbox.push_back(input);
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        loop {
+            while let Some(output) = self.node.poll_output() {
+                self.carry(output);
+            }
+            if let Some(input) = self.inbox.pop_front() {
+                self.node.handle_input(self.now, input);
+            } else if self.node.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.node.handle_timeout(self.now);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn carry(&mut self, output: Output) {
+        match output {
+            Output::Send { conn, frame } => self.frames.entry(conn).or_default().push(frame),
+            Output::SendMany { conns, frame } => {
+                for conn in conns {
+                    self.frames.entry(conn).or_default().push(frame.clone());
+                }
+            }
+            Output::Close { conn, code } => {
+                self.closed.insert(conn, code);
+                self.inbox.push_back(Input::Disconnected { conn });
+            }
+            Output::Store { op, request } => self.inbox.extend(self.store.apply(op, request)),
+            Output::Subscribe(topic) => self.store.subscribe(&topic),
+            Output::Unsubscribe(topic) => self.store.unsubscribe(&topic),
+            Output::StartGenerator { message_id, .. } => self.generators.push(message_id),
+            _ => {}
+        }
+    }
+
+    fn connect(&mut self, n: u64, resume: Option<(MessageId, u64)>) -> ConnId {
+        let conn = ConnId(n);
+        self.input(Input::Connect {
+            conn,
+            user: UserId::parse("alice").unwrap(),
+            session: SessionId::parse("s").unwrap(),
+            resume,
+            ip: None,
+        });
+        conn
+    }
+
+    /// `conn` asks for a reply; its id.
+    fn chat(&mut self, conn: ConnId) -> MessageId {
+        let chat = br#"{"type":"chat","content":"hi","request_id":"r1"}"#;
+        self.input(Input::Frame {
+            conn,
+            bytes: chat.to_vec(),
+        });
+        self.generators
+            .last()
+            .cloned()
+            .expect("a generator started")
+    }
+
+    fn generate(&mut self, id: &MessageId, event: GeneratorEvent) {
+        self.input(Input::Generator {
+            message_id: id.clone(),
+            event,
+        });
+    }
+
+    fn deltas(&mut self, id: &MessageId, deltas: &[&str]) {
+        for d in deltas {
+            self.generate(id, GeneratorEvent::Delta((*d).to_owned()));
+        }
+    }
+
+    /// The frames `conn` got since the last call.
+    fn take(&mut self, conn: ConnId) -> Vec<ServerFrame> {
+        self.frames.remove(&conn).unwrap_or_default()
+    }
+
+    /// The cursor of `conn` on reply `id`.
+    fn cursor(&self, conn: ConnId, id: &MessageId) -> Option<u64> {
+        self.node.conns[&conn].cursors.get(id).map(|c| c.delivered)
+    }
+}
+
+/// The chunk frames among `frames`.
+fn chunks(frames: &[ServerFrame]) -> Vec<&Chunk> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunk(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(frames: &[ServerFrame]) -> Vec<&'static str> {
+    frames.iter().map(ServerFrame::kind).collect()
+}
+
+#[test]
+fn a_blocked_connection_keeps_its_place_and_gets_the_exact_remainder_merged_when_writable() {
+    let mut rig = Rig::new(|_| {});
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    let id = rig.chat(a);
+    rig.deltas(&id, &["one "]);
+    rig.take(a);
+    assert_eq!(chunks(&rig.take(b)).len(), 1, "b has chunk 1");
+
+    rig.input(Input::WriteBlocked { conn: b });
+    rig.deltas(&id, &["two ", "three ", "four "]);
+    assert_eq!(chunks(&rig.take(a)).len(), 3, "a reads on");
+    assert!(rig.take(b).is_empty(), "b is handed nothing");
+    assert_eq!(rig.cursor(b, &id), Some(1), "b's cursor kept its place");
+    let r = &rig.node.convs.values().next().unwrap().replies()[&id];
+    assert_eq!(r.len(), 4, "the view holds the chunks b waits for");
+
+    rig.input(Input::Writable { conn: b });
+    let got = rig.take(b);
+    assert_eq!(
+        chunks(&got),
+        [&Chunk {
+            message_id: id.clone(),
+            seq: 4,
+            delta: "two three four ".into(),
+            from_seq: Some(2),
+            ts_ns: None,
+        }],
+        "exactly the chunks it missed, in one merged frame"
+    );
+    assert_eq!(rig.cursor(b, &id), Some(4));
+    assert!(rig.take(a).is_empty(), "a had them already");
+
+    rig.deltas(&id, &["five"]);
+    assert_eq!(chunks(&rig.take(b)).len(), 1, "writable: delivery goes on");
+    rig.input(Input::Writable { conn: b });
+    assert!(
+        rig.take(b).is_empty(),
+        "a second Writable hands out nothing"
+    );
+}
+
+#[test]
+fn end_waits_behind_the_last_chunk_of_a_blocked_connection() {
+    let mut rig = Rig::new(|_| {});
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    let id = rig.chat(a);
+    rig.input(Input::WriteBlocked { conn: b });
+    rig.deltas(&id, &["one ", "two"]);
+    rig.generate(&id, GeneratorEvent::Finished { usage: None });
+    assert_eq!(kinds(&rig.take(a)).last(), Some(&"end"));
+    let before = rig.take(b);
+    assert!(
+        !kinds(&before).contains(&"chunk") && !kinds(&before).contains(&"end"),
+        "neither chunks nor end while blocked: {before:?}"
+    );
+    assert_eq!(rig.cursor(b, &id), Some(0), "b still watches the reply");
+    assert!(
+        rig.node.convs.values().next().unwrap().reply(&id).is_some(),
+        "the settled reply stays in the view while b's cursor needs it"
+    );
+
+    rig.input(Input::Writable { conn: b });
+    let got = rig.take(b);
+    assert_eq!(kinds(&got), ["chunk", "end"], "the chunks, then end");
+    let ServerFrame::Chunk(c) = &got[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (c.from_seq, c.seq, c.delta.as_str()),
+        (Some(1), 2, "one two")
+    );
+    assert_eq!(rig.cursor(b, &id), None, "ended");
+    assert!(
+        rig.node.convs.values().next().unwrap().reply(&id).is_none(),
+        "nobody watches it now: dropped"
+    );
+}
+
+#[test]
+fn the_lag_of_a_blocked_connection_is_its_cursors_distance_and_trips_4008_then_a_resume_is_exact() {
+    let mut rig = Rig::new(|c| c.max_lag_bytes = 8);
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    let id = rig.chat(a);
+    rig.deltas(&id, &["one "]);
+    rig.input(Input::WriteBlocked { conn: b });
+    rig.deltas(&id, &["two ", "three "]);
+    // Nothing queued by the runtime: the lag is the 10 bytes b's cursor is
+    // behind by.
+    assert_eq!(rig.node.cursor_lag(b), 10);
+    assert_eq!(rig.node.cursor_lag(a), 0);
+    for conn in [a, b] {
+        rig.input(Input::QueueLag { conn, bytes: 0 });
+    }
+    assert!(
+        rig.closed.is_empty(),
+        "one look past the bound is not enough"
+    );
+    for conn in [a, b] {
+        rig.input(Input::QueueLag { conn, bytes: 0 });
+    }
+    assert_eq!(rig.closed.get(&b), Some(&CloseCode::TooSlow));
+    assert_eq!(rig.closed.get(&a), None, "a keeps up");
+    let got = rig.take(b);
+    assert_eq!(chunks(&got).last().map(|c| c.seq), Some(1), "b had chunk 1");
+
+    let c = rig.connect(3, Some((id.clone(), 1)));
+    rig.deltas(&id, &["four"]);
+    rig.generate(&id, GeneratorEvent::Finished { usage: None });
+    let got = rig.take(c);
+    let text: String = chunks(&got).iter().map(|c| c.delta.as_str()).collect();
+    let seqs: Vec<u64> = chunks(&got)
+        .iter()
+        .flat_map(|c| c.first_seq()..=c.seq)
+        .collect();
+    assert_eq!(text, "two three four");
+    assert_eq!(seqs, [2, 3, 4], "exactly the chunks after seq 1");
+    assert_eq!(kinds(&got).last(), Some(&"end"));
+}
+
+#[test]
+fn a_lag_queued_in_the_runtime_counts_with_the_cursors() {
+    let mut rig = Rig::new(|c| c.max_lag_bytes = 8);
+    let a = rig.connect(1, None);
+    let id = rig.chat(a);
+    rig.input(Input::WriteBlocked { conn: a });
+    rig.deltas(&id, &["12345"]);
+    rig.input(Input::QueueLag { conn: a, bytes: 4 });
+    rig.input(Input::QueueLag { conn: a, bytes: 4 });
+    assert_eq!(
+        rig.closed.get(&a),
+        Some(&CloseCode::TooSlow),
+        "5 behind + 4 queued is past 8"
+    );
+}
+
+#[test]
+fn a_blocked_compat_connection_renders_the_whole_reply_once_writable() {
+    let mut rig = Rig::new(|_| {});
+    let a = rig.connect(1, None);
+    let page = ConnId(2);
+    rig.input(Input::ConnectWith {
+        conn: page,
+        user: UserId::parse("alice").unwrap(),
+        session: SessionId::parse("s").unwrap(),
+        dialect: Dialect::Compat,
+        ip: None,
+    });
+    let id = rig.chat(a);
+    rig.input(Input::WriteBlocked { conn: page });
+    rig.deltas(&id, &["one ", "two"]);
+    rig.generate(&id, GeneratorEvent::Finished { usage: None });
+    let rendered = |frames: &[ServerFrame]| -> Vec<String> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Dialect(d) if d.kind == "message" => Some(d.text.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let before = rendered(&rig.take(page));
+    assert!(
+        before.iter().all(|t| !t.contains("one")),
+        "no reply text while blocked: {before:?}"
+    );
+    rig.input(Input::Writable { conn: page });
+    let after = rendered(&rig.take(page));
+    let last = after.last().expect("the reply's final message");
+    assert!(
+        last.contains(r#""content":"one two""#) && last.contains(r#""is_complete":true"#),
+        "{last}"
+    );
+}
