@@ -269,6 +269,41 @@ pub fn machine_busy_ticks() -> std::io::Result<u64> {
     Ok(total.saturating_sub(idle))
 }
 
+/// The kernel's TCP socket counts and memory, from `/proc/net/sockstat`:
+/// `(inuse, mem_pages)` of its `TCP:` line (`mem` is in pages, the memory
+/// of every TCP socket's buffers, both ends of a loopback connection).
+#[must_use]
+pub fn tcp_sockstat() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = |name: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == name)?;
+        words.get(i + 1)?.parse().ok()
+    };
+    Some((value("inuse")?, value("mem")?))
+}
+
+/// The `p`-th percentile (0–100) of `sorted` (ascending), nearest rank;
+/// `None` when it is empty.
+#[must_use]
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// Wall-clock time in Unix nanoseconds (what `ts_ns` on chunk frames is
+/// compared with).
+#[must_use]
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The 1-minute load average.
 #[must_use]
 pub fn load_average() -> String {
@@ -373,6 +408,7 @@ mod tests {
             seq,
             delta: delta.to_owned(),
             from_seq,
+            ts_ns: None,
         })
         .encode()
     }

@@ -263,6 +263,14 @@ pub enum Input {
         /// Milliseconds since the Unix epoch.
         unix_ms: u64,
     },
+    /// [`Input::WallClock`] to the nanosecond: the runtime's choice when
+    /// chunks carry timestamps
+    /// ([`Config::chunk_timestamps`](crate::Config::chunk_timestamps)),
+    /// whose `ts_ns` is the core's wall clock when it appends a chunk.
+    WallClockNs {
+        /// Nanoseconds since the Unix epoch.
+        unix_ns: u64,
+    },
     /// Stop: close every connection with 1001 and settle the replies this
     /// node produces.
     Shutdown,

@@ -71,6 +71,11 @@ pub struct Config {
     pub caps: Caps,
     /// The compat dialect's settings (`/ws/chat`: suffixes, coalescing).
     pub compat: crate::dialect::compat::CompatSettings,
+    /// `--chunk-timestamps`: chunks are stamped with the wall-clock time of
+    /// their append (to the nanosecond, with [`Input::WallClockNs`](crate::Input::WallClockNs)),
+    /// kept in the store, and sent as `ts_ns` on `chunk` frames (off by
+    /// default; for load tools measuring generator → client latency).
+    pub chunk_timestamps: bool,
 }
 
 impl Config {
@@ -113,6 +118,7 @@ impl Config {
             fanout_slice: Self::DEFAULT_FANOUT_SLICE,
             caps: Caps::default(),
             compat: crate::dialect::compat::CompatSettings::default(),
+            chunk_timestamps: false,
         }
     }
 

@@ -167,11 +167,18 @@ impl<R: Runtime> Driver<R> {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, Readiness)> {
         let unix_ms = R::unix_ms();
-        let node = Node::new(
+        let mut node = Node::new(
             config.node.clone(),
             SeededIds::new(os_random_seed()),
             R::now(),
             unix_ms,
+        );
+        // To the nanosecond: chunk timestamps are read from this anchor.
+        node.handle_input(
+            R::now(),
+            Input::WallClockNs {
+                unix_ns: R::unix_ns(),
+            },
         );
         let (replies_tx, replies_rx) = async_channel::unbounded();
         let (store, readiness) = match &config.store_backend {
@@ -362,8 +369,8 @@ impl<R: Runtime> Driver<R> {
             clock.wall = now + WALL_CLOCK_EVERY;
             self.node.handle_input(
                 now,
-                Input::WallClock {
-                    unix_ms: R::unix_ms(),
+                Input::WallClockNs {
+                    unix_ns: R::unix_ns(),
                 },
             );
         }

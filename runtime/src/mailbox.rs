@@ -115,6 +115,7 @@ mod tests {
             seq,
             delta: "x".to_owned(),
             from_seq: None,
+            ts_ns: None,
         }))
     }
 

@@ -640,6 +640,8 @@ fn extend(a: &mut Chunk, b: &Chunk) {
     a.from_seq = Some(a.first_seq());
     a.seq = b.seq;
     a.delta.push_str(&b.delta);
+    // A merged frame carries its last chunk's time (docs/protocol-notes.md).
+    a.ts_ns = b.ts_ns.or(a.ts_ns);
 }
 
 #[cfg(test)]
@@ -666,6 +668,7 @@ mod tests {
             seq,
             delta: delta.to_owned(),
             from_seq: None,
+            ts_ns: None,
         }
     }
 
@@ -679,6 +682,7 @@ mod tests {
             seq,
             delta: delta.to_owned(),
             from_seq: Some(from_seq),
+            ts_ns: None,
         }))
     }
 
@@ -828,6 +832,7 @@ mod tests {
             // A frame that is already merged, as a shared frame and as the queue's own.
             let shared_merged = Item::frame(ServerFrame::Chunk(Chunk {
                 from_seq: Some(1),
+                ts_ns: None,
                 ..plain("a", 3, "abc")
             }));
             assert_eq!(shared_merged, merged("a", 1, 3, "abc"));

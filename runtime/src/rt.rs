@@ -72,6 +72,15 @@ pub trait Runtime: Send + Sync + Sized + std::fmt::Debug + 'static {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// The wall clock in nanoseconds since the Unix epoch: the core's anchor
+    /// to the nanosecond ([`Input::WallClockNs`](weir_core::Input::WallClockNs)),
+    /// for chunk timestamps.
+    fn unix_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
     /// hyper's timer on this runtime.
     fn timer() -> Self::Timer;
 

@@ -58,6 +58,16 @@ pub fn runtime_config(settings: &Settings) -> RuntimeConfig {
     }
 }
 
+/// Every connection is an open file: the soft limit (often 1 024) goes up to
+/// the hard one, the most a process may raise it to by itself. Past that, the
+/// hard limit is the one OS setting to raise (docs/operations.md).
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open-files limit"),
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
+}
+
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("weir: configuration error: {e}");
     ExitCode::from(EXIT_CONFIG)
@@ -83,6 +93,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let config = runtime_config(&settings);
+    raise_open_files_limit();
     let generator = match &config.generator {
         GeneratorConfig::Demo {
             chunks,

@@ -113,6 +113,18 @@ impl Fields {
         Ok(out)
     }
 
+    /// A trailing list of chunk stamps (`false`/absent: none is stamped).
+    pub(crate) fn stamps(&mut self) -> Result<Vec<u64>, Failure> {
+        let Some(mut a) = self.opt_array()? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(a.0.len());
+        while a.0.len() > 0 {
+            out.push(a.u64()?);
+        }
+        Ok(out)
+    }
+
     /// An array of messages as JSON.
     pub(crate) fn messages(&mut self) -> Result<Vec<Message>, Failure> {
         self.strings()?
@@ -154,6 +166,7 @@ pub(crate) fn decode_snapshot(v: Value, epoch: Epoch) -> Result<StoreReply, Fail
             deltas: l.strings()?,
             created_at_ms: l.u64()?,
             owner: NodeId::parse(l.str()?).map_err(|e| Failure::Protocol(e.to_string()))?,
+            ts_ns: l.stamps()?,
         }),
     };
     Ok(StoreReply::Snapshot {
@@ -276,6 +289,7 @@ pub(crate) fn decode_read(v: Value, epoch: Epoch, after_seq: u64) -> Result<Stor
                 deltas,
                 first_seq: after_seq + 1,
                 usage,
+                ts_ns: f.stamps()?,
             })
         }
         "missing" => missing(&mut f, epoch),

@@ -158,6 +158,7 @@ impl Call {
             op.message_id.to_string(),
             op.token.to_string(),
             op.first_seq.to_string(),
+            op.at_ns.map(|t| t.to_string()).unwrap_or_default(),
         ];
         args.extend(op.deltas);
         Self::conv("append", op.conv, op.at_ms, args, Then::Write)

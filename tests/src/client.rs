@@ -75,6 +75,7 @@ impl Frame {
             seq: self.u64("seq"),
             from_seq: self.0.get("from_seq").and_then(Value::as_u64),
             delta: self.str("delta").to_owned(),
+            ts_ns: self.0.get("ts_ns").and_then(Value::as_u64),
         })
     }
 }
@@ -90,6 +91,9 @@ pub struct Chunk {
     pub from_seq: Option<u64>,
     /// The text.
     pub delta: String,
+    /// When the producing node appended its (last) chunk, Unix epoch
+    /// nanoseconds: only with `--chunk-timestamps`.
+    pub ts_ns: Option<u64>,
 }
 
 impl Chunk {

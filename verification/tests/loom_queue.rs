@@ -94,6 +94,7 @@ fn plain_chunk(message_id: MessageId, seq: u64, delta: &str) -> Item {
         seq,
         delta: delta.to_owned(),
         from_seq: None,
+        ts_ns: None,
     }))
 }
 
@@ -487,6 +488,7 @@ fn a_frame_shared_by_two_queues_reaches_both_unchanged() {
                     seq,
                     delta: format!("<a{seq}>"),
                     from_seq: None,
+                    ts_ns: None,
                 })))
             })
             .collect();
@@ -528,6 +530,7 @@ fn a_frame_shared_by_two_queues_reaches_both_unchanged() {
                 seq,
                 delta: format!("<a{seq}>"),
                 from_seq: None,
+                ts_ns: None,
             });
             assert_eq!(frame.text(), &c.encode(), "a shared frame is never changed");
             assert_eq!(frame.frame(), &c);

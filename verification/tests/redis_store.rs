@@ -423,6 +423,9 @@ impl Harness {
                     first_seq,
                     deltas: deltas.iter().map(|&d| DELTAS[d].to_owned()).collect(),
                     at_ms,
+                    // Chunk timestamps on some appends, off on others: both
+                    // stores keep them per chunk and list them alike.
+                    at_ns: (first_seq % 2 == 0).then(|| at_ms * 1_000_000 + 123_456_789),
                 })
             }
             Op::Cancel { conv: c, target } => StoreOp::Cancel(CancelOp {

@@ -211,14 +211,16 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             arb_message_id(),
             any::<u64>(),
             any::<String>(),
+            proptest::option::of(any::<u64>()),
             proptest::option::of(any::<u64>())
         )
             .prop_map(
-                |(message_id, seq, delta, from_seq)| ServerFrame::Chunk(Chunk {
+                |(message_id, seq, delta, from_seq, ts_ns)| ServerFrame::Chunk(Chunk {
                     message_id,
                     seq,
                     delta,
-                    from_seq
+                    from_seq,
+                    ts_ns
                 })
             ),
         (

@@ -59,6 +59,7 @@ impl<I: IdSource> Node<I> {
     /// large batch to many connections never holds the node for long: its
     /// timers (lease renewals, heartbeats) and inputs run between slices.
     pub(super) fn pump(&mut self, now: Instant, conv: &ConvKey) {
+        let stamped = self.config.chunk_timestamps;
         let Some(view) = self.convs.get_mut(conv) else {
             return;
         };
@@ -156,7 +157,7 @@ impl<I: IdSource> Node<I> {
                 .into_iter()
                 .partition(|c| self.dialects.get(c).is_some_and(|d| d.unmerged()));
             for seq in (from..=to).filter(|_| !single.is_empty()) {
-                for chunk in run_frames(id, r, seq, seq) {
+                for chunk in run_frames(id, r, seq, seq, stamped) {
                     self.out.push_back(Output::SendMany {
                         conns: single.clone(),
                         frame: ServerFrame::Chunk(chunk),
@@ -166,7 +167,7 @@ impl<I: IdSource> Node<I> {
             if conns.is_empty() {
                 continue;
             }
-            let frames = run_frames(id, r, from, to);
+            let frames = run_frames(id, r, from, to, stamped);
             let last = frames.len().saturating_sub(1);
             let mut conns = Some(conns);
             for (i, chunk) in frames.into_iter().enumerate() {
@@ -372,7 +373,9 @@ const MERGED_MAX_BYTES: usize = 16 * 1024;
 /// chunk is a plain one; a frame of several is a merged one (`from_seq`),
 /// whose delta is theirs concatenated (docs/protocol-notes.md, "Merged
 /// chunks").
-fn run_frames(id: &MessageId, r: &ReplyView, from: Seq, to: Seq) -> Vec<Chunk> {
+/// With `stamped` (chunk timestamps on this node), each frame carries its last
+/// chunk's append time.
+fn run_frames(id: &MessageId, r: &ReplyView, from: Seq, to: Seq, stamped: bool) -> Vec<Chunk> {
     let mut frames = Vec::new();
     let mut first = from;
     while first <= to {
@@ -391,6 +394,8 @@ fn run_frames(id: &MessageId, r: &ReplyView, from: Seq, to: Seq) -> Vec<Chunk> {
             seq: last,
             delta,
             from_seq: (last > first).then_some(first),
+            // A merged frame carries its last chunk's time.
+            ts_ns: r.stamp(last).filter(|_| stamped),
         });
         first = last + 1;
     }

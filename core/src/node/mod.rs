@@ -130,7 +130,7 @@ enum Pending {
 pub struct Node<I = SeededIds> {
     config: Config,
     ids: I,
-    /// `(monotonic, wall ms)` at the last wall-clock anchor.
+    /// `(monotonic, wall ns)` at the last wall-clock anchor.
     anchor: (Instant, u64),
     conns: BTreeMap<ConnId, Connection>,
     users: BTreeMap<UserId, BTreeSet<ConnId>>,
@@ -154,7 +154,7 @@ impl<I: IdSource> Node<I> {
     /// `unix_ms`. Its first outputs subscribe to its control topic.
     pub fn new(config: Config, ids: I, now: Instant, unix_ms: u64) -> Self {
         let mut node = Self {
-            anchor: (now, unix_ms),
+            anchor: (now, unix_ms.saturating_mul(1_000_000)),
             ids,
             conns: BTreeMap::new(),
             users: BTreeMap::new(),
@@ -232,8 +232,18 @@ impl<I: IdSource> Node<I> {
     /// The wall-clock time at `now`, in Unix milliseconds.
     #[must_use]
     pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall_ns(now) / 1_000_000
+    }
+
+    /// The wall-clock time at `now`, in Unix nanoseconds (as precise as the
+    /// last anchor: [`Input::WallClockNs`] is, [`Input::WallClock`] is to
+    /// the millisecond).
+    #[must_use]
+    pub fn wall_ns(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.anchor.0);
-        self.anchor.1 + u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        self.anchor
+            .1
+            .saturating_add(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
     }
 
     /// The next thing to do, if any. Drain it after every input and timeout.
@@ -312,7 +322,10 @@ impl<I: IdSource> Node<I> {
             Input::Notice(n) => self.on_notice(now, n),
             Input::Generator { message_id, event } => self.on_generator(now, message_id, event),
             Input::Http { req, user, request } => self.on_http(now, req, user, request),
-            Input::WallClock { unix_ms } => self.anchor = (now, unix_ms),
+            Input::WallClock { unix_ms } => {
+                self.anchor = (now, unix_ms.saturating_mul(1_000_000));
+            }
+            Input::WallClockNs { unix_ns } => self.anchor = (now, unix_ns),
             Input::Shutdown => self.on_shutdown(now),
         }
     }

@@ -65,6 +65,9 @@ pub(super) struct Owned {
 pub(super) struct Batch {
     pub(super) first_seq: Seq,
     pub(super) deltas: Vec<String>,
+    /// When it was sent, with chunk timestamps on
+    /// ([`Owned::stamp_in_flight`]).
+    pub(super) at_ns: Option<u64>,
 }
 
 /// How much one append may carry (from the node's
@@ -211,6 +214,7 @@ impl Owned {
             let batch = Batch {
                 first_seq: self.acked + 1,
                 deltas: self.queue.drain(..n).collect(),
+                at_ns: None,
             };
             self.in_flight = Some(batch.clone());
             Some(Write::Append(batch))
@@ -219,6 +223,15 @@ impl Owned {
             Some(Write::Settle { request, usage })
         } else {
             None
+        }
+    }
+
+    /// Stamps the append in flight with the time it is sent (chunk
+    /// timestamps): the store keeps it with each chunk, and this node's view
+    /// gets it with the batch once acked.
+    pub(super) fn stamp_in_flight(&mut self, at_ns: u64) {
+        if let Some(b) = self.in_flight.as_mut() {
+            b.at_ns = Some(at_ns);
         }
     }
 
@@ -238,7 +251,10 @@ impl Owned {
     /// front of the queue, to be retried with the same seqs (which cannot
     /// duplicate a chunk).
     pub(super) fn on_append_failed(&mut self) {
-        if let Some(Batch { first_seq, deltas }) = self.in_flight.take() {
+        if let Some(Batch {
+            first_seq, deltas, ..
+        }) = self.in_flight.take()
+        {
             for d in deltas.into_iter().rev() {
                 self.queue.push_front(d);
             }
@@ -376,6 +392,7 @@ impl<I: IdSource> Node<I> {
     /// Sends the next append, or the settle once everything is appended.
     pub(super) fn owner_flush(&mut self, now: Instant, id: &MessageId) {
         let at_ms = self.wall_ms(now);
+        let (stamped, at_ns) = (self.config.chunk_timestamps, self.wall_ns(now));
         let limit = AppendLimit {
             chunks: self.config.append_max_chunks,
             bytes: self.config.append_max_bytes,
@@ -383,12 +400,22 @@ impl<I: IdSource> Node<I> {
         let Some(o) = self.owned.get_mut(id) else {
             return;
         };
-        let Some(write) = o.next_write(limit) else {
+        let Some(mut write) = o.next_write(limit) else {
             return;
         };
+        if let Write::Append(batch) = &mut write {
+            if stamped {
+                batch.at_ns = Some(at_ns);
+                o.stamp_in_flight(at_ns);
+            }
+        }
         let (conv, token, message_id) = (o.conv.clone(), o.token, id.clone());
         match write {
-            Write::Append(Batch { first_seq, deltas }) => self.store(
+            Write::Append(Batch {
+                first_seq,
+                deltas,
+                at_ns,
+            }) => self.store(
                 Pending::Append(id.clone()),
                 StoreOp::Append(AppendOp {
                     conv,
@@ -397,6 +424,7 @@ impl<I: IdSource> Node<I> {
                     first_seq,
                     deltas,
                     at_ms,
+                    at_ns,
                 }),
             ),
             Write::Settle { request, usage } => self.store(
@@ -442,7 +470,7 @@ impl<I: IdSource> Node<I> {
             StoreReply::Ok { last_seq } => {
                 o.on_append_acked(last_seq);
                 if let Some(r) = self.reply_view_mut(&conv, id) {
-                    let _ = r.add(batch.first_seq, batch.deltas);
+                    let _ = r.add_stamped(batch.first_seq, batch.deltas, batch.at_ns);
                 }
                 self.pump(now, &conv);
                 self.owner_flush(now, id);
@@ -597,6 +625,7 @@ mod tests {
         Some(Write::Append(Batch {
             first_seq,
             deltas: deltas.iter().map(|d| (*d).to_owned()).collect(),
+            at_ns: None,
         }))
     }
 

@@ -11,7 +11,7 @@ use super::{watch_key, Node, Pending};
 use crate::api::Output;
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq};
 use crate::session::ConnState;
-use crate::store::{LiveReply, Notice, ReadOp, ReapOp, StoreOp, StoreReply, Topic};
+use crate::store::{stamps, LiveReply, Notice, ReadOp, ReapOp, StoreOp, StoreReply, Topic};
 use crate::stream::{Outcome, StreamState};
 use crate::timer::TimerKey;
 use crate::wire::{Message, Usage};
@@ -25,6 +25,9 @@ pub(super) struct ReplyView {
     user_message: Option<Message>,
     /// Chunks `1..=deltas.len()`, contiguous.
     deltas: Vec<String>,
+    /// Their append times, parallel to `deltas` (0: unstamped), empty
+    /// while none is stamped ([`stamps`](crate::store::stamps)).
+    ts_ns: Vec<u64>,
     /// `text_ends[i]`: the bytes of chunks `1..=i + 1` together, so the text
     /// between two seqs (a connection's lag) is a subtraction.
     text_ends: Vec<usize>,
@@ -105,10 +108,44 @@ impl ReplyView {
         true
     }
 
+    /// When chunk `seq` was appended (chunk timestamps), if known.
+    pub(super) fn stamp(&self, seq: Seq) -> Option<u64> {
+        let idx = usize::try_from(seq.checked_sub(1)?).ok()?;
+        stamps::at(&self.ts_ns, idx)
+    }
+
     /// Adds chunks `first_seq..`, skipping known ones; returns false on a gap.
+    #[cfg(test)]
     pub(super) fn add(&mut self, first_seq: Seq, deltas: impl IntoIterator<Item = String>) -> bool {
-        for (seq, d) in (first_seq..).zip(deltas) {
+        self.add_stamps(first_seq, deltas, &[])
+    }
+
+    /// [`add`](Self::add) for chunks of one append, stamped `at_ns`.
+    pub(super) fn add_stamped(
+        &mut self,
+        first_seq: Seq,
+        deltas: Vec<String>,
+        at_ns: Option<u64>,
+    ) -> bool {
+        let stamps = at_ns.map(|t| vec![t; deltas.len()]).unwrap_or_default();
+        self.add_stamps(first_seq, deltas, &stamps)
+    }
+
+    /// [`add`](Self::add) with the chunks' stamps (`ts_ns[i]` of
+    /// `deltas[i]`, as the store lists them).
+    pub(super) fn add_stamps(
+        &mut self,
+        first_seq: Seq,
+        deltas: impl IntoIterator<Item = String>,
+        ts_ns: &[u64],
+    ) -> bool {
+        for (i, (seq, d)) in (first_seq..).zip(deltas).enumerate() {
             if seq == self.len() + 1 {
+                let t = stamps::at(ts_ns, i).unwrap_or(0);
+                if t != 0 || !self.ts_ns.is_empty() {
+                    self.ts_ns.resize(self.deltas.len(), 0);
+                    self.ts_ns.push(t);
+                }
                 let before = self.text_ends.last().copied().unwrap_or(0);
                 self.text_ends.push(before + d.len());
                 self.deltas.push(d);
@@ -241,7 +278,7 @@ impl ConvView {
     pub(super) fn on_snapshot_live(&mut self, live: &LiveReply, history: &[Message]) -> bool {
         let reread = self.is_done(&live.message_id);
         let r = self.replies.entry(live.message_id.clone()).or_default();
-        let _ = r.add(1, live.deltas.iter().cloned());
+        let _ = r.add_stamps(1, live.deltas.iter().cloned(), &live.ts_ns);
         r.apply_state(&live.state, None);
         if r.user_message.is_none() {
             r.user_message = history
@@ -340,9 +377,10 @@ impl<I: IdSource> Node<I> {
                 deltas,
                 first_seq,
                 usage,
+                ts_ns,
                 ..
             } => {
-                let _ = r.add(first_seq, deltas);
+                let _ = r.add_stamps(first_seq, deltas, &ts_ns);
                 r.apply_state(&state, usage);
                 let reap_due = state.reap_due_ms();
                 let wall = self.wall_ms(now);
@@ -386,6 +424,7 @@ impl<I: IdSource> Node<I> {
                 message_id,
                 first_seq,
                 deltas,
+                ts_ns,
             } => {
                 if let Some(r) = self
                     .convs
@@ -393,7 +432,7 @@ impl<I: IdSource> Node<I> {
                     .and_then(|v| v.live_reply(&message_id))
                 {
                     let before = r.len();
-                    let _ = r.add(first_seq, deltas);
+                    let _ = r.add_stamped(first_seq, deltas, ts_ns);
                     // The producer's node already has these from its append:
                     // nothing new, nothing to walk.
                     if r.len() > before || r.needs_read() {
@@ -669,6 +708,7 @@ mod tests {
                 deadline_ms: 10,
             },
             deltas: chunks(&["a", "b", "c"]),
+            ts_ns: vec![],
             created_at_ms: 1,
             owner: NodeId::parse("n1").unwrap(),
         };
@@ -693,6 +733,7 @@ mod tests {
             reply_to: id("u1"),
             state: StreamState::Active { lease_until_ms: 10 },
             deltas: vec![],
+            ts_ns: vec![],
             created_at_ms: 1,
             owner: NodeId::parse("n1").unwrap(),
         };

@@ -38,6 +38,7 @@ mod caps;
 mod memory;
 pub mod model;
 mod op;
+pub mod stamps;
 #[cfg(test)]
 mod tests_model;
 
@@ -110,6 +111,10 @@ pub struct LiveReply {
     pub state: StreamState,
     /// Chunks `1..=deltas.len()`.
     pub deltas: Vec<String>,
+    /// When each chunk was appended (Unix ns; 0: not stamped), parallel to
+    /// `deltas`; empty when none is ([`stamps`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ts_ns: Vec<u64>,
     /// When it started.
     pub created_at_ms: u64,
     /// The node producing it.
@@ -215,6 +220,9 @@ pub enum StoreReply {
         first_seq: Seq,
         /// Token counts, when settled and known.
         usage: Option<Usage>,
+        /// When each chunk was appended, parallel to `deltas` ([`stamps`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ts_ns: Vec<u64>,
     },
     /// [`StoreOp::Read`], [`StoreOp::Reap`], [`StoreOp::Settle`],
     /// [`StoreOp::Renew`]: there is no record (expired, never existed, or lost
@@ -331,6 +339,9 @@ pub enum Notice {
         first_seq: Seq,
         /// The deltas.
         deltas: Vec<String>,
+        /// When they were appended (the append's `at_ns`), if stamped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts_ns: Option<u64>,
     },
     /// A reply was cancelled; `final_seq` is fixed.
     Cancelling {

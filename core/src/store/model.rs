@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::stamps;
 use super::{
     message_ids, reply_nonce, AppendOp, CancelOp, DeleteOp, Epoch, LiveReply, LocateOp, Notice,
     PresenceCheckOp, PresenceJoinOp, PresenceLeaveOp, PresenceRefreshOp, Published, ReadOp, ReapOp,
@@ -51,6 +52,8 @@ struct StreamRecord {
     state: StreamState,
     /// The chunk log: seq `i + 1` is `deltas[i]`.
     deltas: Vec<String>,
+    /// The chunks' append times ([`stamps`](super::stamps)).
+    ts_ns: Vec<u64>,
     created_at_ms: u64,
     usage: Option<Usage>,
 }
@@ -276,6 +279,7 @@ impl Model {
                 reply_to: r.reply_to.clone(),
                 state: r.state.clone(),
                 deltas: r.deltas.clone(),
+                ts_ns: stamps::slice(&r.ts_ns, 0, r.deltas.len()),
                 created_at_ms: r.created_at_ms,
                 owner: r.owner.clone(),
             })
@@ -344,6 +348,7 @@ impl Model {
                 token,
                 state: StreamState::start(at_ms, &config.timers),
                 deltas: Vec::new(),
+                ts_ns: Vec::new(),
                 created_at_ms: at_ms,
                 usage: None,
             },
@@ -386,6 +391,7 @@ impl Model {
             first_seq,
             deltas,
             at_ms,
+            at_ns,
         } = op;
         let timers = self.config.timers;
         let c = self.conv_mut(&conv, at_ms);
@@ -419,6 +425,7 @@ impl Model {
         let fresh: Vec<String> = deltas.into_iter().skip(skip).collect();
         let _ = r.state.recv_renew(at_ms, &timers);
         if !fresh.is_empty() {
+            stamps::extend(&mut r.ts_ns, r.deltas.len(), fresh.len(), at_ns);
             r.deltas.extend(fresh.iter().cloned());
             out.push(Published {
                 topic: Topic::Conv(conv.clone()),
@@ -427,6 +434,7 @@ impl Model {
                     message_id: id,
                     first_seq: last + 1,
                     deltas: fresh,
+                    ts_ns: at_ns,
                 },
             });
         }
@@ -568,10 +576,13 @@ impl Model {
             .min(r.last_seq());
         let from = usize::try_from(after_seq).unwrap_or(usize::MAX);
         let to = usize::try_from(end).unwrap_or(usize::MAX);
-        let deltas = if from < to {
-            r.deltas[from..to].to_vec()
+        let (deltas, ts_ns) = if from < to {
+            (
+                r.deltas[from..to].to_vec(),
+                stamps::slice(&r.ts_ns, from, to),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         StoreReply::Read {
             epoch,
@@ -579,6 +590,7 @@ impl Model {
             deltas,
             first_seq: after_seq + 1,
             usage: r.usage,
+            ts_ns,
         }
     }
 

@@ -165,6 +165,11 @@ pub struct AppendOp {
     pub deltas: Vec<String>,
     /// Wall-clock time of the operation.
     pub at_ms: u64,
+    /// With [`Config::chunk_timestamps`](crate::Config::chunk_timestamps):
+    /// the same time in Unix nanoseconds, stored with each chunk (a retried
+    /// batch keeps the stamps of the chunks already stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ns: Option<u64>,
 }
 
 /// [`StoreOp::Cancel`]: a cancel, of one reply or (without id) of the

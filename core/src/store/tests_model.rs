@@ -69,6 +69,7 @@ fn append(
         first_seq: first,
         deltas: d.iter().map(|s| (*s).to_owned()).collect(),
         at_ms: at,
+        at_ns: None,
     }))
 }
 
@@ -725,4 +726,91 @@ fn delete_reaps_a_live_reply_whose_owner_is_gone_and_clears_it_too() {
         [Published { notice: Notice::Settled { message_id, .. }, .. }] if *message_id == id
     ));
     assert!(m.history(&c).is_empty());
+}
+
+#[test]
+fn chunk_stamps_are_kept_per_chunk_and_read_and_snapshotted_with_them() {
+    let mut m = model();
+    let c = conv("alice");
+    let (id, t) = started(start(&mut m, &c, 1, 0, None));
+    let stamped = |m: &mut Model, first: Seq, d: &[&str], at_ns: Option<u64>| {
+        m.apply(StoreOp::Append(AppendOp {
+            conv: c.clone(),
+            message_id: id.clone(),
+            token: t,
+            first_seq: first,
+            deltas: d.iter().map(|s| (*s).to_owned()).collect(),
+            at_ms: 1,
+            at_ns,
+        }))
+    };
+    let (_, notices) = stamped(&mut m, 1, &["a"], None);
+    assert!(
+        matches!(
+            &notices[..],
+            [Published {
+                notice: Notice::Chunks { ts_ns: None, .. },
+                ..
+            }]
+        ),
+        "an unstamped append publishes no stamp"
+    );
+    let (_, notices) = stamped(&mut m, 2, &["b", "c"], Some(5_000));
+    assert!(
+        matches!(
+            &notices[..],
+            [Published {
+                notice: Notice::Chunks {
+                    ts_ns: Some(5_000),
+                    ..
+                },
+                ..
+            }]
+        ),
+        "the notice carries the append's stamp"
+    );
+    // A retry of chunk 3 with chunk 4 keeps chunk 3's first stamp.
+    let _ = stamped(&mut m, 3, &["c", "d"], Some(6_000));
+    let read = |m: &mut Model, after| {
+        m.apply(StoreOp::Read(ReadOp {
+            conv: c.clone(),
+            message_id: id.clone(),
+            after_seq: after,
+            at_ms: 2,
+        }))
+        .0
+    };
+    assert!(
+        matches!(read(&mut m, 0), StoreReply::Read { ts_ns, .. } if ts_ns == [0, 5_000, 5_000, 6_000])
+    );
+    assert!(
+        matches!(read(&mut m, 0), StoreReply::Read { deltas, .. } if deltas == ["a", "b", "c", "d"])
+    );
+    let snap = m
+        .apply(StoreOp::Snapshot(SnapshotOp {
+            conv: c.clone(),
+            limit: 10,
+            at_ms: 2,
+        }))
+        .0;
+    assert!(
+        matches!(snap, StoreReply::Snapshot { live: Some(LiveReply { ts_ns, .. }), .. } if ts_ns == [0, 5_000, 5_000, 6_000])
+    );
+}
+
+#[test]
+fn a_read_of_only_unstamped_chunks_lists_no_stamps() {
+    let mut m = model();
+    let c = conv("alice");
+    let (id, t) = started(start(&mut m, &c, 1, 0, None));
+    let _ = append(&mut m, &c, &id, t, 1, &["a", "b"], 1);
+    let r = m
+        .apply(StoreOp::Read(ReadOp {
+            conv: c.clone(),
+            message_id: id.clone(),
+            after_seq: 0,
+            at_ms: 2,
+        }))
+        .0;
+    assert!(matches!(r, StoreReply::Read { ts_ns, .. } if ts_ns.is_empty()));
 }

@@ -221,6 +221,11 @@ pub struct Chunk {
     /// On a merged frame only: the first chunk number it covers; omitted otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_seq: Option<Seq>,
+    /// With `--chunk-timestamps` only: when the producing node appended the
+    /// (last) chunk this frame covers, Unix epoch nanoseconds; omitted
+    /// otherwise (docs/protocol-notes.md, "Chunk timestamps").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_ns: Option<u64>,
 }
 
 impl Chunk {
@@ -466,6 +471,7 @@ mod tests {
             seq: 3,
             delta: "hi".into(),
             from_seq: None,
+            ts_ns: None,
         });
         round_trips(
             &f,
@@ -480,6 +486,7 @@ mod tests {
             seq: 5,
             delta: "abc".into(),
             from_seq: Some(3),
+            ts_ns: None,
         };
         assert_eq!(c.first_seq(), 3);
         round_trips(

@@ -277,6 +277,11 @@ pub struct Layer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_bytes: Option<usize>,
 
+    /// Stamp `chunk` frames with `ts_ns`, the producing node's wall-clock time of the chunk's append (for load tools)
+    #[arg(long, env = "WEIR_CHUNK_TIMESTAMPS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_timestamps: Option<bool>,
+
     /// Most open WebSocket connections per user, all nodes; 0: unlimited
     #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_USER", value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,6 +422,7 @@ impl Layer {
             queue_capacity: self.queue_capacity.or(lower.queue_capacity),
             stall_timeout: self.stall_timeout.or(lower.stall_timeout),
             max_lag_bytes: self.max_lag_bytes.or(lower.max_lag_bytes),
+            chunk_timestamps: self.chunk_timestamps.or(lower.chunk_timestamps),
             max_connections_per_user: self
                 .max_connections_per_user
                 .or(lower.max_connections_per_user),

@@ -93,6 +93,7 @@ impl Settings {
             queue_capacity: Some(c.queue_capacity),
             stall_timeout: Some(c.node.stall_timeout.as_secs_f64()),
             max_lag_bytes: Some(c.node.max_lag_bytes),
+            chunk_timestamps: Some(c.node.chunk_timestamps),
             max_connections_per_user: Some(c.node.caps.connections_per_user),
             max_streams_per_user: Some(c.node.caps.streams_per_user),
             chats_per_minute: Some(c.node.caps.chats_per_minute),

@@ -285,6 +285,7 @@ pub fn resolve(cli: &Layer, file: &Layer) -> Result<Settings, ConfigError> {
         idle_timeout,
         stall_timeout,
         max_lag_bytes,
+        chunk_timestamps: m.chunk_timestamps.unwrap_or(d.chunk_timestamps),
         history_limit,
         caps,
         compat: weir_core::dialect::compat::CompatSettings {

@@ -1044,6 +1044,7 @@ history_limit = 200
 queue_capacity = 256
 stall_timeout = 10.0
 max_lag_bytes = 1048576
+chunk_timestamps = false
 max_connections_per_user = 100
 max_streams_per_user = 10
 chats_per_minute = 60

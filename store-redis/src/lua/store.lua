@@ -204,13 +204,20 @@ local function conv_op()
     return table.concat(parts)
   end
 
+  -- The deltas of chunks from..to, and their append times ('t', written
+  -- with chunk timestamps on: '0' for a chunk without one), or false for
+  -- the times when no chunk of the range has one.
   local function log_range(id, from, to)
-    local out = {}
-    if from > to then return out end
+    local out, ts, stamped = {}, {}, false
+    if from > to then return out, false end
     for _, e in ipairs(redis.call('XRANGE', lkey(id), fmt(from) .. '-0', fmt(to) .. '-0')) do
       out[#out + 1] = e[2][2]
+      local t = e[2][4] or '0'
+      if t ~= '0' then stamped = true end
+      ts[#ts + 1] = t
     end
-    return out
+    if not stamped then ts = false end
+    return out, ts
   end
 
   local function outcome_json(outcome, reason)
@@ -272,7 +279,8 @@ local function conv_op()
     local r = live_record()
     local live = false
     if r then
-      live = { r.id, r.reply_to, state_of(r), log_range(r.id, 1, r.last), r.created, r.owner }
+      local deltas, ts = log_range(r.id, 1, r.last)
+      live = { r.id, r.reply_to, state_of(r), deltas, r.created, r.owner, ts }
     end
     return { 'snapshot', history, live }
 
@@ -317,7 +325,8 @@ local function conv_op()
     return { 'started', token, context }
 
   elseif OP == 'append' then
-    local id, token, first = ARGV[11], ARGV[12], tonumber(ARGV[13])
+    -- ARGV[14]: the chunks' append time in ns ('' without chunk timestamps).
+    local id, token, first, ts = ARGV[11], ARGV[12], tonumber(ARGV[13]), ARGV[14]
     local r = load(id)
     if not r then return missing(id) end
     if r.token ~= token then return { 'fenced' } end
@@ -332,9 +341,13 @@ local function conv_op()
     local skip = last + 1 - first
     recv_renew(r)
     local parts = {}
-    for i = 14 + skip, #ARGV do
+    for i = 15 + skip, #ARGV do
       local seq = r.last + 1
-      redis.call('XADD', lkey(id), fmt(seq) .. '-0', 'd', ARGV[i])
+      if ts == '' then
+        redis.call('XADD', lkey(id), fmt(seq) .. '-0', 'd', ARGV[i])
+      else
+        redis.call('XADD', lkey(id), fmt(seq) .. '-0', 'd', ARGV[i], 't', ts)
+      end
       r.last = seq
       parts[#parts + 1] = cjson.encode(ARGV[i])
     end
@@ -342,7 +355,7 @@ local function conv_op()
     if #parts > 0 then
       redis.call('SPUBLISH', CHANNEL, '{"notice":"chunks","conv":' .. CONV .. ',"message_id":' ..
         cjson.encode(id) .. ',"first_seq":' .. fmt(last + 1) .. ',"deltas":[' ..
-        table.concat(parts, ',') .. ']}')
+        table.concat(parts, ',') .. ']' .. (ts ~= '' and (',"ts_ns":' .. ts) or '') .. '}')
     end
     return { 'ok', r.last }
 
@@ -403,7 +416,8 @@ local function conv_op()
     if not r then return missing(id) end
     local upto = r.last
     if r.final and r.final < upto then upto = r.final end
-    return { 'read', state_of(r), log_range(r.id, after + 1, upto), r.usage or false }
+    local deltas, ts = log_range(r.id, after + 1, upto)
+    return { 'read', state_of(r), deltas, r.usage or false, ts }
 
   elseif OP == 'delete' then
     -- Refused while a reply is live (one whose owner is gone is reaped

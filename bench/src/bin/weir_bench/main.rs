@@ -12,6 +12,11 @@
 //!   receives (a merged frame counts `seq − from_seq + 1`); reports the sum
 //!   over clients divided by the time from the first chunk received by any
 //!   client to the last chunk received by any client.
+//! - `weir_bench c100k --conns N`: N connections with weir's default
+//!   heartbeats (N − 1 000 conversations of one, 1 000 on one): RSS, kernel
+//!   TCP memory and idle CPU per connection, the connect rate, and the
+//!   latency (receive time − `ts_ns`) of one reply fanned out to the 1 000;
+//!   bare_ws at N in the same run.
 //! - `weir_bench stalled --conns N --stalled-percent P`: weir only; N clients
 //!   on one conversation and a long reply, once with every client reading
 //!   and once with P % of them stalled (they stop reading after `history`);
@@ -39,6 +44,7 @@
     reason = "printing the figures is this tool's job"
 )]
 
+mod c100k;
 mod client;
 mod fanout;
 mod idle;
@@ -54,6 +60,7 @@ use clap::{Parser, Subcommand};
 use tokio::time::timeout;
 use weir_bench::RuntimeOpts;
 
+use c100k::{c100k, C100kArgs};
 use fanout::{fanout, FanoutArgs};
 use idle::{idle, IdleArgs};
 use setup::{binary, check_ports, raise_fd_limit, Env};
@@ -97,6 +104,8 @@ enum Cmd {
     Fanout(FanoutArgs),
     /// Server peak RSS while a reply fans out with some readers stalled, against none.
     Stalled(StalledArgs),
+    /// 100 000 connections with heartbeats: RSS and idle CPU per connection, connect rate, fan-out latency.
+    C100k(C100kArgs),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +165,7 @@ async fn run(cli: &Cli) -> Res<()> {
         Cmd::Idle(a) => a.conns,
         Cmd::Fanout(a) => a.conns,
         Cmd::Stalled(a) => a.conns,
+        Cmd::C100k(a) => a.conns,
     };
     if conns == 0 {
         return Err("--conns must be at least 1".into());
@@ -167,5 +177,6 @@ async fn run(cli: &Cli) -> Res<()> {
         Cmd::Idle(args) => idle(cli, args, &weir, &bare, &env).await,
         Cmd::Fanout(args) => fanout(cli, args, &weir, &bare, &env).await,
         Cmd::Stalled(args) => stalled(cli, args, &weir, &env).await,
+        Cmd::C100k(args) => c100k(cli, args, &weir, &bare, &env).await,
     }
 }

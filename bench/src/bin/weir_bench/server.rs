@@ -69,6 +69,30 @@ impl Server {
     /// `weir serve` with `runtime` (the `--runtime` and `--worker-threads`
     /// arguments of [`RuntimeOpts::weir_args`]) and `extra`.
     pub(crate) async fn weir(program: &Path, runtime: &[String], extra: &[String]) -> Res<Self> {
+        let quiet = [
+            "--heartbeat",
+            WEIR_HEARTBEAT_SECS,
+            "--idle-timeout",
+            WEIR_IDLE_TIMEOUT_SECS,
+        ];
+        Self::weir_with(program, runtime, &quiet, extra).await
+    }
+
+    /// [`Server::weir`] with weir's default heartbeat and idle timeout.
+    pub(crate) async fn weir_default_heartbeat(
+        program: &Path,
+        runtime: &[String],
+        extra: &[String],
+    ) -> Res<Self> {
+        Self::weir_with(program, runtime, &[], extra).await
+    }
+
+    async fn weir_with(
+        program: &Path,
+        runtime: &[String],
+        timers: &[&str],
+        extra: &[String],
+    ) -> Res<Self> {
         let mut args: Vec<String> = [
             "serve",
             "--listen",
@@ -77,12 +101,9 @@ impl Server {
             "bench",
             "--log",
             "error",
-            "--heartbeat",
-            WEIR_HEARTBEAT_SECS,
-            "--idle-timeout",
-            WEIR_IDLE_TIMEOUT_SECS,
         ]
         .iter()
+        .chain(timers)
         .map(|s| (*s).to_owned())
         .collect();
         args.extend_from_slice(runtime);

@@ -18,6 +18,7 @@ fn live(message: &str, deltas: &[&str]) -> LiveReply {
         reply_to: id("u"),
         state: crate::stream::StreamState::Active { lease_until_ms: 0 },
         deltas: deltas.iter().map(|d| (*d).to_owned()).collect(),
+        ts_ns: vec![],
         created_at_ms: 0,
         owner: crate::ids::NodeId::parse("n").unwrap(),
     }
@@ -62,6 +63,7 @@ fn chunk(seq: u64, delta: &str) -> ServerFrame {
         seq,
         delta: delta.to_owned(),
         from_seq: None,
+        ts_ns: None,
     })
 }
 

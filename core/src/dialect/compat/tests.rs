@@ -58,6 +58,7 @@ fn chunk(mid: &str, seq: u64, delta: &str) -> ServerFrame {
         seq,
         delta: delta.into(),
         from_seq: None,
+        ts_ns: None,
     })
 }
 

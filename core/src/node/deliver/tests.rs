@@ -178,6 +178,7 @@ fn a_blocked_connection_keeps_its_place_and_gets_the_exact_remainder_merged_when
             seq: 4,
             delta: "two three four ".into(),
             from_seq: Some(2),
+            ts_ns: None,
         }],
         "exactly the chunks it missed, in one merged frame"
     );
