@@ -16,73 +16,30 @@
 #![no_main]
 
 mod common;
-
-use std::time::Instant;
+#[path = "common/node.rs"]
+mod node;
 
 use libfuzzer_sys::fuzz_target;
 use weir_core::dialect::compat::{decode_compat_frame, CompatRequest};
 use weir_core::dialect::Dialect;
-use weir_core::store::MemoryStore;
 use weir_core::{
-    CloseCode, Config, ConnId, Event, Input, Model, Node, NodeId, Output, SeededIds, ServerFrame,
-    SessionId, StoreConfig, UserId,
+    CloseCode, Config, ConnId, Event, Input, NodeId, Output, ServerFrame, SessionId, UserId,
 };
 
 const PAGE: ConnId = ConnId(1);
-
-/// A node whose one compat connection is open, and the outputs of the
-/// last input (store operations carried out, their replies fed back).
-struct Rig {
-    node: Node,
-    store: MemoryStore,
-    now: Instant,
-}
-
-impl Rig {
-    fn new(config: Config) -> Self {
-        #[allow(clippy::disallowed_methods)] // the node only compares instants
-        let now = Instant::now();
-        let mut rig = Self {
-            node: Node::new(config, SeededIds::new(1), now, 1_800_000_000_000),
-            store: MemoryStore::new(Model::new(StoreConfig::default(), 1)),
-            now,
-        };
-        let _ = rig.feed(Input::ConnectWith {
-            conn: PAGE,
-            user: UserId::parse("demo_user").expect("a user id"),
-            session: SessionId::parse("session_1").expect("a session id"),
-            dialect: Dialect::Compat,
-            ip: None,
-        });
-        rig
-    }
-
-    /// Feeds `input` and what it leads to; returns every output that is not
-    /// the store's business.
-    fn feed(&mut self, input: Input) -> Vec<Output> {
-        // In order, as the runtime feeds them.
-        let mut inbox = std::collections::VecDeque::from([input]);
-        let mut out = Vec::new();
-        while let Some(input) = inbox.pop_front() {
-            self.node.handle_input(self.now, input);
-            while let Some(output) = self.node.poll_output() {
-                match output {
-                    Output::Store { op, request } => inbox.extend(self.store.apply(op, request)),
-                    Output::Subscribe(topic) => self.store.subscribe(&topic),
-                    Output::Unsubscribe(topic) => self.store.unsubscribe(&topic),
-                    other => out.push(other),
-                }
-            }
-        }
-        out
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let (limits, bytes) = common::limits_and_input(data);
     let mut config = Config::new(NodeId::parse("fuzz").expect("a node id"));
     config.limits = limits;
-    let mut rig = Rig::new(config);
+    let mut rig = node::Rig::new(config);
+    let _ = rig.feed(Input::ConnectWith {
+        conn: PAGE,
+        user: UserId::parse("demo_user").expect("a user id"),
+        session: SessionId::parse("session_1").expect("a session id"),
+        dialect: Dialect::Compat,
+        ip: None,
+    });
     assert!(
         rig.node.conn_state(PAGE) == Some(weir_core::session::ConnState::Open),
         "the page's connection opened"

@@ -51,7 +51,7 @@ pub fn script_reply(resp: &[u8], epoch: u64, after_seq: u64) -> usize {
         decode_presence(value.clone()),
         decode_snapshot(value.clone(), epoch),
         decode_start(value.clone(), epoch, user_message, reply_id),
-        decode_cancel(value.clone()),
+        decode_cancel(value.clone()).map(|(reply, _owner)| reply),
         decode_write(value.clone(), epoch),
         decode_read(value, epoch, after_seq),
     ];
