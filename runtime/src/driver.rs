@@ -431,8 +431,11 @@ impl<R: Runtime> Driver<R> {
                 // The writer drained its queue, but the driver may have
                 // filled it again since (the core heard `WriteBlocked`
                 // then): a later `Writable` follows, this one is stale.
-                if self.conns.get(&conn).is_some_and(|h| !h.queue.is_blocked()) {
-                    self.node.handle_input(now, Input::Writable { conn });
+                if let Some(h) = self.conns.get_mut(&conn) {
+                    if !h.queue.is_blocked() {
+                        h.told_blocked = false;
+                        self.node.handle_input(now, Input::Writable { conn });
+                    }
                 }
             }
             ToDriver::Input(input) => {
@@ -590,6 +593,7 @@ impl<R: Runtime> Driver<R> {
         if pushed.blocked {
             // The core stops handing it chunks until its writer drains the
             // queue (`Input::Writable`, from the writer).
+            handle.told_blocked = true;
             self.immediate.push_back(Input::WriteBlocked { conn });
             self.metrics.queues_blocked.fetch_add(1, Relaxed);
         }
@@ -623,6 +627,12 @@ impl<R: Runtime> Driver<R> {
             if let Some(since) = handle.stalled_since(now) {
                 self.immediate
                     .push_back(Input::WriteStalled { conn: *conn, since });
+            }
+            // The writer's notice of a drained queue is dropped when the
+            // mailbox is full: the core hears it here instead.
+            if handle.told_blocked && !handle.queue.is_blocked() {
+                handle.told_blocked = false;
+                self.immediate.push_back(Input::Writable { conn: *conn });
             }
         }
     }

@@ -65,6 +65,8 @@ pub(crate) struct ConnHandle {
     /// last saw it change or the queue empty: the writer has taken nothing
     /// since then (reported to the core as `Input::WriteStalled`).
     pub(crate) progress: Option<(u64, Instant)>,
+    /// The core was told `Input::WriteBlocked` and not yet `Input::Writable`.
+    pub(crate) told_blocked: bool,
 }
 
 impl ConnHandle {
@@ -75,6 +77,7 @@ impl ConnHandle {
             _stop: stop,
             merged_seen: 0,
             progress: None,
+            told_blocked: false,
         }
     }
 

@@ -293,9 +293,12 @@ pub(crate) struct Progress {
 
 /// The bounded outbound queue of one connection (see the [module docs](self) for the
 /// rules). `Send + Sync`: share it in an `Arc` between the producers and the writer.
-#[derive(Debug)]
 pub(crate) struct OutQueue {
     state: Mutex<State>,
+    /// What the writer calls when a pop unblocked the queue
+    /// ([`notify_writable`](Self::notify_writable)): set once by the runtime, kept here
+    /// rather than in the writer's future so that every connection's task stays small.
+    on_writable: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Debug)]
@@ -320,12 +323,22 @@ struct State {
     writer: Option<Waker>,
 }
 
+impl fmt::Debug for OutQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutQueue")
+            .field("state", &self.state)
+            .field("on_writable", &self.on_writable.get().is_some())
+            .finish()
+    }
+}
+
 impl OutQueue {
     /// An empty, open queue that holds at most `capacity` items (0 is taken as 1).
     #[must_use]
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
+            on_writable: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 // Grows on demand (up to `capacity` items and a `Close`), and a grown
                 // buffer is released when the queue empties again.
@@ -439,6 +452,21 @@ impl OutQueue {
     #[must_use]
     pub(crate) fn lag_bytes(&self) -> usize {
         self.lock().lag
+    }
+
+    /// Sets what [`notify_writable`](Self::notify_writable) calls (once; a second call
+    /// changes nothing).
+    pub(crate) fn set_on_writable(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_writable.set(f);
+    }
+
+    /// Tells the runtime that a pop unblocked the queue ([`Popped::writable`]): calls
+    /// what [`set_on_writable`](Self::set_on_writable) set, if anything. Called by the
+    /// writer, outside the lock.
+    pub(crate) fn notify_writable(&self) {
+        if let Some(f) = self.on_writable.get() {
+            f();
+        }
     }
 
     /// Whether the queue is blocked: a push reached its high-water mark and no pop has

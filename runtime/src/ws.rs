@@ -173,7 +173,13 @@ async fn connect<R: Runtime>(
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(settings.config)).await;
     let (sink, stream) = ws.split();
     let queue = Arc::new(OutQueue::new(settings.queue_capacity));
-    let writer = R::spawn(write_loop(sink, queue.clone(), metrics, conn, tx.clone()));
+    let notices = tx.clone();
+    queue.set_on_writable(Box::new(move || {
+        // A full mailbox drops it: the driver's periodic look at the queues
+        // finds the queue unblocked and tells the core then.
+        let _ = notices.try_send(ToDriver::Input(Input::Writable { conn }));
+    }));
+    let writer = R::spawn(write_loop(sink, queue.clone(), metrics));
     let (stop_tx, stop_rx) = oneshot::channel();
     let handle = ConnHandle::new(queue, stop_tx);
     let connect = ToDriver::Connect {
@@ -354,13 +360,7 @@ async fn unreadable<R: Runtime>(
 ///
 /// (Messages are made inside the `feed` calls: a local moved into a future
 /// still takes room in the task across the wait.)
-async fn write_loop(
-    mut sink: WebSocketSender<Io>,
-    queue: Arc<OutQueue>,
-    metrics: Arc<Metrics>,
-    conn: ConnId,
-    tx: async_channel::Sender<ToDriver>,
-) {
+async fn write_loop(mut sink: WebSocketSender<Io>, queue: Arc<OutQueue>, metrics: Arc<Metrics>) {
     loop {
         // `None`: released (closed and drained); the driver aborts this task
         // then anyway.
@@ -371,14 +371,7 @@ async fn write_loop(
         loop {
             if popped.writable {
                 // Before the write, so that the core's next step overlaps it.
-                // Waiting for room is rare: boxed, in a statement of its own.
-                let wait = match tx.try_send(ToDriver::Input(Input::Writable { conn })) {
-                    Ok(()) | Err(async_channel::TrySendError::Closed(_)) => None,
-                    Err(async_channel::TrySendError::Full(msg)) => Some(Box::pin(tx.send(msg))),
-                };
-                if let Some(wait) = wait {
-                    let _ = wait.await;
-                }
+                queue.notify_writable();
             }
             let item = popped.item;
             if let Item::Close(code) = item {
@@ -460,14 +453,6 @@ pub(crate) fn future_sizes<R: Runtime>() -> (usize, usize) {
             unreachable!(),
         )
     });
-    let writer = size_of_return(|| {
-        write_loop(
-            unreachable!(),
-            unreachable!(),
-            unreachable!(),
-            unreachable!(),
-            unreachable!(),
-        )
-    });
+    let writer = size_of_return(|| write_loop(unreachable!(), unreachable!(), unreachable!()));
     (reader, writer)
 }
