@@ -551,6 +551,12 @@ fn every_block_is_matched_by_one_drain_and_a_drained_queue_is_not_blocked() {
         // The producer (the driver) reports each block, the writer each drain; the
         // driver forwards a drain only if the queue is not blocked again by then.
         let q = Arc::new(OutQueue::new(4));
+        // What the runtime hears of the drains (the writer's notice).
+        let heard = std::sync::Arc::new(AtomicUsize::new(0));
+        let notices = heard.clone();
+        q.set_on_writable(Box::new(move || {
+            notices.fetch_add(1, Ordering::Relaxed);
+        }));
         let producer = {
             let q = q.clone();
             thread::spawn(move || {
@@ -569,16 +575,31 @@ fn every_block_is_matched_by_one_drain_and_a_drained_queue_is_not_blocked() {
             thread::spawn(move || {
                 (0..3)
                     .filter_map(|_| q.take())
-                    .map(|p| usize::from(p.writable))
+                    .map(|p| {
+                        if p.writable {
+                            q.notify_writable();
+                        }
+                        usize::from(p.writable)
+                    })
                     .sum::<usize>()
             })
         };
         let blocks = producer.join().expect("producer");
         let mut drains = writer.join().expect("writer");
         drains += std::iter::from_fn(|| q.take())
-            .map(|p| usize::from(p.writable))
+            .map(|p| {
+                if p.writable {
+                    q.notify_writable();
+                }
+                usize::from(p.writable)
+            })
             .sum::<usize>();
         assert_eq!(blocks, drains, "each block is drained once, in turn");
+        assert_eq!(
+            heard.load(Ordering::Relaxed),
+            drains,
+            "the runtime hears each drain once"
+        );
         assert!(!q.is_blocked(), "an empty queue is writable");
         if blocks > 1 {
             REBLOCKED.fetch_add(1, Ordering::Relaxed);
