@@ -179,6 +179,7 @@ pub fn shown_defaults() -> Vec<(&'static str, String)> {
         ),
         ("compat_failure_sentence", "the seed's apology".to_owned()),
         ("ai_sdk", "on".to_owned()),
+        ("chunk_timestamps", "false".to_owned()),
         ("cors_origin", RuntimeConfig::DEFAULT_CORS_ORIGIN.to_owned()),
         ("store", store_spec(&StoreBackend::default()).to_owned()),
         ("redis_prefix", RedisSettings::DEFAULT_PREFIX.to_owned()),

@@ -77,6 +77,7 @@
 //! | `--compat-cancelled-suffix TEXT` | `WEIR_COMPAT_CANCELLED_SUFFIX` | `compat_cancelled_suffix` | `"\n\n[Đã hủy]"` |
 //! | `--compat-failure-sentence TEXT` | `WEIR_COMPAT_FAILURE_SENTENCE` | `compat_failure_sentence` | the seed's apology |
 //! | `--ai-sdk on\|off` | `WEIR_AI_SDK` | `ai_sdk` | on |
+//! | `--chunk-timestamps [BOOL]` | `WEIR_CHUNK_TIMESTAMPS` | `chunk_timestamps` | false |
 //! | `--cors-origin ORIGIN[,ORIGIN…]` | `WEIR_CORS_ORIGIN` | `cors_origin` | `http://localhost:3000` |
 //! | `--store memory\|redis://HOST:PORT[/DB]` | `WEIR_STORE` | `store` | `memory` |
 //! | `--redis-prefix P` | `WEIR_REDIS_PREFIX` | `redis_prefix` | `weir` |
