@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `hello` | `{"type":"welcome","sessionId":S,"timestamp":ISO-8601}` |
 //! | `history` | `{"type":"history","messages":[ChatMessage…]}`, then the **catch-up**: the streaming reply's snapshot as a `message` (`is_complete:false`) and the final `message` of the latest settled reply and of every settled reply created within the resume window |
-//! | `start`, `chunk` | `{"type":"message","data":ChatMessage}` with the **accumulated** text, `is_complete:false`, at most one per [`CompatSettings::window`] per connection (50 ms, growing with the text to 1 s; a timer sends what waited) |
+//! | `start`, `chunk` | `{"type":"message","data":ChatMessage}` with the **accumulated** text, `is_complete:false`, at most one per [`CompatSettings::window`] per connection (50 ms once the text grew by an eighth, else 1 s; a timer sends what waited) |
 //! | `end` | exactly one final `message`: `is_complete:true`, `chunk:null`, the final text (+ the cancelled suffix or the failure suffix); nothing of that reply after it |
 //! | `user_message`, `ack`, `cancel_result`, `presence`, `pong`, `error`, `resume_unavailable` | nothing (no echo of user turns; no error frames) |
 
@@ -42,10 +42,11 @@ pub struct CompatSettings {
     /// A failed reply's text is followed by `"\n\n"` and this sentence.
     pub failure_sentence: String,
     /// At most one non-final `message` frame per connection per this long,
-    /// while the text sent is short (see [`CompatSettings::window`]).
+    /// and only when the text has grown enough since the last one (see
+    /// [`CompatSettings::window`]).
     pub coalesce: Duration,
-    /// The longest wait between two non-final `message` frames, however long
-    /// the text (see [`CompatSettings::window`]).
+    /// The longest wait between two non-final `message` frames while text
+    /// keeps coming, however little (see [`CompatSettings::window`]).
     pub coalesce_max: Duration,
 }
 
@@ -61,24 +62,40 @@ impl Default for CompatSettings {
 }
 
 impl CompatSettings {
-    /// How many bytes of text each [`coalesce`](Self::coalesce) of the window
-    /// stands for.
-    pub const WINDOW_BYTES: usize = 1024;
+    /// The text must have grown by at least `1 / GROWTH_DIVISOR` of what the
+    /// last frame carried before the next frame goes out inside
+    /// [`coalesce_max`](Self::coalesce_max).
+    pub const GROWTH_DIVISOR: usize = 8;
 
     /// The wait after a non-final frame whose longest text was `sent_bytes`
-    /// long: `coalesce` per started KiB, between `coalesce` and
-    /// `coalesce_max`. Every such frame repeats the whole text so far, so a
-    /// fixed window would send bytes in proportion to the text's length
-    /// times the reply's duration; a window that grows with the text keeps
-    /// a connection's bytes per second bounded (about 2 KiB per `coalesce`)
-    /// while a short reply still updates every 50 ms and a long one at least
-    /// once per `coalesce_max`.
+    /// long, now that the longest waiting text is `now_bytes` long:
+    /// [`coalesce`](Self::coalesce) once the text has grown by an eighth,
+    /// else [`coalesce_max`](Self::coalesce_max).
+    ///
+    /// Every such frame repeats the whole text so far, so a fixed window
+    /// would send bytes in proportion to the text's length times the
+    /// reply's duration. Waiting for the text to grow by a fraction makes
+    /// the sizes of successive frames a geometric series: the bytes stay
+    /// within a constant multiple of the final text whatever the
+    /// generator's pace, while a short reply still updates every 50 ms and
+    /// a long one at least once per `coalesce_max`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_core::dialect::compat::CompatSettings;
+    ///
+    /// let s = CompatSettings::default();
+    /// assert_eq!(s.window(800, 900), Duration::from_millis(50));
+    /// assert_eq!(s.window(800, 850), Duration::from_secs(1));
+    /// ```
     #[must_use]
-    pub fn window(&self, sent_bytes: usize) -> Duration {
-        let kib = u32::try_from(sent_bytes.div_ceil(Self::WINDOW_BYTES)).unwrap_or(u32::MAX);
-        self.coalesce
-            .saturating_mul(kib.max(1))
-            .min(self.coalesce_max.max(self.coalesce))
+    pub fn window(&self, sent_bytes: usize, now_bytes: usize) -> Duration {
+        let grown = now_bytes >= sent_bytes.saturating_add(sent_bytes / Self::GROWTH_DIVISOR);
+        if grown {
+            self.coalesce
+        } else {
+            self.coalesce_max.max(self.coalesce)
+        }
     }
 
     /// The text the page shows for a message of `status` whose own text is
@@ -296,15 +313,15 @@ impl CompatConn {
         if !self.replies.values().any(|r| r.dirty) {
             return;
         }
-        if let Some((last, bytes)) = self.last_sent {
-            let open_at = last + ctx.compat.window(bytes);
+        let dirty = || self.replies.iter().filter(|(_, r)| r.dirty);
+        let bytes = dirty().map(|(_, r)| r.content.len()).max().unwrap_or(0);
+        if let Some((last, sent)) = self.last_sent {
+            let open_at = last + ctx.compat.window(sent, bytes);
             if ctx.now < open_at {
                 self.due = Some(self.due.map_or(open_at, |d| d.min(open_at)));
                 return;
             }
         }
-        let dirty = || self.replies.iter().filter(|(_, r)| r.dirty);
-        let bytes = dirty().map(|(_, r)| r.content.len()).max().unwrap_or(0);
         let frames: Vec<DialectFrame> = dirty()
             .map(|(id, r)| message_frame(&self.chat_message(id, r)))
             .collect();

@@ -250,18 +250,19 @@ fn chunks_accumulate_and_coalesce_to_one_frame_per_window() {
 }
 
 #[test]
-fn the_window_grows_with_the_text_from_50_ms_to_one_second() {
+fn the_window_is_50_ms_once_the_text_grew_by_an_eighth_else_one_second() {
     let s = CompatSettings::default();
-    assert_eq!(s.window(0), Duration::from_millis(50));
-    assert_eq!(s.window(1024), Duration::from_millis(50));
-    assert_eq!(s.window(1025), Duration::from_millis(100));
-    assert_eq!(s.window(10 * 1024), Duration::from_millis(500));
-    assert_eq!(s.window(20 * 1024), Duration::from_secs(1));
-    assert_eq!(s.window(usize::MAX), Duration::from_secs(1));
+    let (short, long) = (Duration::from_millis(50), Duration::from_secs(1));
+    assert_eq!(s.window(0, 0), short, "nothing sent yet: any text goes");
+    assert_eq!(s.window(7, 7), short, "under 8 bytes an eighth is nothing");
+    assert_eq!(s.window(800, 899), long);
+    assert_eq!(s.window(800, 900), short);
+    assert_eq!(s.window(usize::MAX, usize::MAX), short, "saturates");
+    assert_eq!(s.window(usize::MAX - 1, usize::MAX - 1), long);
 }
 
 #[test]
-fn a_long_text_waits_a_longer_window_before_its_next_frame() {
+fn a_long_text_waits_until_it_grew_by_an_eighth_or_one_second_passed() {
     let clock = Clock::new();
     let mut c = conn();
     let long = "x".repeat(4 * 1024);
@@ -270,15 +271,22 @@ fn a_long_text_waits_a_longer_window_before_its_next_frame() {
     assert!(render(&mut c, &clock.at(60), chunk("r1", 2, "y")).is_empty());
     assert_eq!(
         c.poll_timeout(),
-        Some(clock.at(200).now),
-        "4 KiB sent: the next frame waits 4 windows of 50 ms"
+        Some(clock.at(1000).now),
+        "one byte more than 4 KiB: the next frame waits for the longest window"
     );
     let mut out = Vec::new();
-    c.handle_timeout(&clock.at(199), &mut out);
+    c.handle_timeout(&clock.at(999), &mut out);
     assert!(out.is_empty(), "not yet due");
-    c.handle_timeout(&clock.at(200), &mut out);
+    c.handle_timeout(&clock.at(1000), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(json_of(&out[0])["data"]["content"], format!("{long}y"));
+    // Half a KiB more (an eighth of 4 KiB) goes as soon as 50 ms have passed.
+    let more = "z".repeat(512);
+    assert!(render(&mut c, &clock.at(1010), chunk("r1", 3, &more)).is_empty());
+    assert_eq!(c.poll_timeout(), Some(clock.at(1050).now));
+    let out = render(&mut c, &clock.at(1060), chunk("r1", 4, "w"));
+    assert_eq!(out.len(), 1, "grown enough and the short window is over");
+    assert_eq!(out[0]["data"]["content"], format!("{long}y{more}w"));
 }
 
 #[test]
