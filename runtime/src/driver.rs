@@ -107,6 +107,11 @@ pub(crate) struct Driver<R: Runtime> {
     /// behind the readers' frames and pongs of hundreds of connections while
     /// the node is busy. As many as the operations the node has in flight.
     replies_rx: async_channel::Receiver<Input>,
+    /// Held so that the replies' channel never closes, whatever the store
+    /// (the in-memory store sends nothing through it): a closed channel
+    /// would make every wait of the driver end at once, and an idle node
+    /// would spin.
+    _replies_tx: async_channel::Sender<Input>,
     metrics: Arc<Metrics>,
     shutdown_grace: Duration,
     /// The core's stall timeout: the queues are looked at four times per (at
@@ -197,7 +202,7 @@ impl<R: Runtime> Driver<R> {
                     settings,
                     config.store,
                     tx.clone(),
-                    replies_tx,
+                    replies_tx.clone(),
                     notices,
                     metrics.clone(),
                 )?;
@@ -218,6 +223,7 @@ impl<R: Runtime> Driver<R> {
             generator_tx,
             generator_rx,
             replies_rx,
+            _replies_tx: replies_tx,
             metrics,
             shutdown_grace: config.shutdown_grace,
             stall_timeout: config.node.stall_timeout,
@@ -299,8 +305,7 @@ impl<R: Runtime> Driver<R> {
                     .fuse());
                     let mut time = pin!(alarm.wait(wake).fuse());
                     select_biased! {
-                        // Never closed: the driver holds a receiver and the
-                        // Redis backend a sender (or none, in memory).
+                        // Never closed: the driver holds a sender.
                         reply = reply => reply.map_or(Woke::Time, Woke::Reply),
                         msg = msg => msg.map_or(Woke::Closed, Woke::Message),
                         // Never closed: the driver holds a sender.
@@ -310,6 +315,7 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             };
+            self.metrics.driver_wakes.fetch_add(1, Relaxed);
             match woke {
                 Woke::Message(msg) => {
                     budget -= 1;

@@ -92,6 +92,9 @@ pub(crate) struct Metrics {
     pub(crate) notices_dropped: AtomicU64,
     /// Lease renewals of replies this node produces, sent to the store.
     pub(crate) lease_renewals: AtomicU64,
+    /// Times the driver woke up: a message, a notice, a store reply, a
+    /// deadline. An idle node wakes only for its deadlines.
+    pub(crate) driver_wakes: AtomicU64,
     /// Refusals by a cap, by [`Cap::ALL`] order.
     rate_limited: [AtomicU64; Cap::ALL.len()],
     resumes_exact: AtomicU64,
@@ -268,6 +271,13 @@ impl Metrics {
             "Lease renewals sent to the store for replies this node produces (one per reply per \
              third of the lease TTL).",
             &[("", self.lease_renewals.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_driver_wakes_total",
+            "counter",
+            "Times the node's driver woke up (a message, a notice, a store reply or a deadline); \
+             an idle node wakes only for its timers.",
+            &[("", self.driver_wakes.load(Relaxed).to_string())],
         );
         let refusals: Vec<(String, String)> = Cap::ALL
             .iter()
