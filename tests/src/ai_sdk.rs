@@ -216,20 +216,10 @@ impl SseStream {
         rcvbuf: Option<u32>,
     ) -> Self {
         let mut stream = tcp(endpoint, rcvbuf).await;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\naccept: text/event-stream\r\n",
-            endpoint.addr(),
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("content-type: application/json\r\n");
-        }
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        tokio::time::timeout(T, stream.write_all(req.as_bytes()))
+        let mut all = vec![("Accept", "text/event-stream")];
+        all.extend_from_slice(headers);
+        let req = crate::http::request_bytes(endpoint.addr(), method, path, &all, body.as_bytes());
+        tokio::time::timeout(T, stream.write_all(&req))
             .await
             .expect("write the request in time")
             .expect("write the request");

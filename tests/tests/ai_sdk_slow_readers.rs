@@ -108,6 +108,24 @@ fn exact_prefix(prompt: &str, got: &[(u64, Value)], after: Option<u64>) -> (u64,
     (expect - 1, text)
 }
 
+/// Checks a resume after sequence `last`: exactly the rest of the reply
+/// (checked as [`exact_prefix`]) to its `finish`, which with `head` is the
+/// whole text.
+fn exact_rest(prompt: &str, head: &str, rest: &[(u64, Value)], last: u64) {
+    let (end, tail) = exact_prefix(prompt, rest, Some(last));
+    assert_eq!(rest.last().map(|(_, c)| &c["type"]), Some(&json!("finish")));
+    assert_eq!(
+        end,
+        u64::from(CHUNKS) + 3,
+        "text-end and finish close the reply"
+    );
+    assert_eq!(
+        format!("{head}{tail}"),
+        DemoText::full(prompt, CHUNKS),
+        "exactly the rest"
+    );
+}
+
 async fn a_stalled_ai_sdk_socket_is_let_go_never_sent_merged_or_gapped_chunks_and_resumes_exactly_after_its_last_sequence(
 ) {
     let weir = start();
@@ -177,18 +195,7 @@ async fn a_stalled_ai_sdk_socket_is_let_go_never_sent_merged_or_gapped_chunks_an
             )
         })
         .collect();
-    let (end, tail) = exact_prefix(prompt, &rest, Some(last));
-    assert_eq!(rest.last().map(|(_, c)| &c["type"]), Some(&json!("finish")));
-    assert_eq!(
-        end,
-        u64::from(CHUNKS) + 3,
-        "text-end and finish close the reply"
-    );
-    assert_eq!(
-        head + &tail,
-        DemoText::full(prompt, CHUNKS),
-        "exactly the rest"
-    );
+    exact_rest(prompt, &head, &rest, last);
     assert!(!message_id.is_empty());
     again.close().await;
 }
@@ -236,18 +243,7 @@ async fn a_stalled_ai_sdk_event_stream_is_let_go_never_sent_merged_or_gapped_chu
         .iter()
         .map(|e| (e.id.expect("an event id"), e.json()))
         .collect();
-    let (end, tail) = exact_prefix(prompt, &rest, Some(last));
-    assert_eq!(rest.last().map(|(_, c)| &c["type"]), Some(&json!("finish")));
-    assert_eq!(
-        end,
-        u64::from(CHUNKS) + 3,
-        "text-end and finish close the reply"
-    );
-    assert_eq!(
-        head + &tail,
-        DemoText::full(prompt, CHUNKS),
-        "exactly the rest"
-    );
+    exact_rest(prompt, &head, &rest, last);
 }
 
 weir_tests::both_runtimes! {
