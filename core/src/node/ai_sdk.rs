@@ -41,6 +41,9 @@ pub(super) struct Socket {
     /// close timeout) if its client has not gone by then, like a native
     /// connection — a client that stopped reading may never read the close.
     closing: Option<Instant>,
+    /// Its queue is full (`WriteBlocked`, not yet `Writable`): its requests,
+    /// a new one included, are handed nothing.
+    blocked: bool,
 }
 
 /// The node's AI SDK sockets.
@@ -74,6 +77,7 @@ impl<I: IdSource> Node<I> {
                 requests: BTreeMap::new(),
                 idle_at: now + self.config.idle_timeout,
                 closing: None,
+                blocked: false,
             },
         );
         self.timers
@@ -177,16 +181,8 @@ impl<I: IdSource> Node<I> {
             }
             // The socket's queue is its requests' queue: its credit is
             // theirs, so a request that catches up never overflows it.
-            Input::WriteBlocked { .. } => {
-                for r in self.socket_requests(conn) {
-                    self.on_write_blocked(r);
-                }
-            }
-            Input::Writable { .. } => {
-                for r in self.socket_requests(conn) {
-                    self.on_writable(now, r);
-                }
-            }
+            Input::WriteBlocked { .. } => self.socket_blocked(now, conn, true),
+            Input::Writable { .. } => self.socket_blocked(now, conn, false),
             Input::Disconnected { .. } => {
                 self.close_socket(now, conn, CloseCode::Normal);
                 self.release_socket(conn);
@@ -279,7 +275,12 @@ impl<I: IdSource> Node<I> {
                     socket: conn,
                     request_id: request_id.clone(),
                 };
+                let blocked = s.blocked;
                 self.open_request(now, request, user, chat, AiSdkConn::new(via, ask));
+                if blocked {
+                    // Its chunks wait like the socket's other requests'.
+                    self.on_write_blocked(request);
+                }
                 if self.conns.contains_key(&request) {
                     if let Some(s) = self.ai_sdk.sockets.get_mut(&conn) {
                         s.requests.insert(request_id, request);
@@ -383,12 +384,20 @@ impl<I: IdSource> Node<I> {
             .push_back(Output::Event(Event::ConnectionClosed { conn }));
     }
 
-    /// The request connections open on a socket.
-    fn socket_requests(&self, conn: ConnId) -> Vec<ConnId> {
-        self.ai_sdk
-            .sockets
-            .get(&conn)
-            .map(|s| s.requests.values().copied().collect())
-            .unwrap_or_default()
+    /// The socket's queue filled (`blocked`) or drained: so did its
+    /// requests'.
+    fn socket_blocked(&mut self, now: Instant, conn: ConnId, blocked: bool) {
+        let Some(s) = self.ai_sdk.sockets.get_mut(&conn) else {
+            return;
+        };
+        s.blocked = blocked;
+        let requests: Vec<ConnId> = s.requests.values().copied().collect();
+        for r in requests {
+            if blocked {
+                self.on_write_blocked(r);
+            } else {
+                self.on_writable(now, r);
+            }
+        }
     }
 }
