@@ -23,6 +23,8 @@
 //! (`--runtime tokio|smol|both`, `--worker-threads N`: [`RuntimeOpts`]).
 #![forbid(unsafe_code)]
 
+pub mod same_run;
+
 use std::num::NonZeroUsize;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -213,7 +215,11 @@ pub fn scan_chunk(frame: &str) -> Option<Span> {
     Some(Span { from, seq })
 }
 
-fn number_after(frame: &str, key: &str) -> Option<u64> {
+/// The whole number after the first `key` in `frame` (e.g. `"ts_ns":`),
+/// found by scanning rather than parsing, like [`scan_chunk`]. Meant for a
+/// key that no string value of the frame can contain unescaped.
+#[must_use]
+pub fn number_after(frame: &str, key: &str) -> Option<u64> {
     let at = frame.find(key)? + key.len();
     let digits = frame[at..].bytes().take_while(u8::is_ascii_digit).count();
     frame[at..at + digits].parse().ok()

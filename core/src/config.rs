@@ -66,6 +66,15 @@ pub struct Config {
     /// renewals) for long
     /// ([`DEFAULT_FANOUT_SLICE`](Self::DEFAULT_FANOUT_SLICE)).
     pub fanout_slice: usize,
+    /// The most chunks one step hands a connection of a dialect that sends
+    /// one frame per chunk (the AI SDK's: [`DialectConn::unmerged`](crate::dialect::DialectConn::unmerged)),
+    /// so that the frames of a step fit in the room its outbound queue
+    /// keeps above the high-water mark (credit then holds the rest in the
+    /// view, [`Input::WriteBlocked`](crate::Input::WriteBlocked)); a
+    /// catch-up of thousands of chunks would otherwise overflow the queue
+    /// and close the connection. The runtime sets it from its queue
+    /// capacity ([`DEFAULT_NUMBERED_STEP`](Self::DEFAULT_NUMBERED_STEP)).
+    pub numbered_step: usize,
     /// Caps per user and per client address ([`caps`](crate::caps)); all
     /// off by default here, `weir serve` sets [`Caps::RECOMMENDED`].
     pub caps: Caps,
@@ -88,6 +97,9 @@ impl Config {
     /// 1 000 connections fell to 0.25–0.33x the bare server's chunks/s
     /// (docs/benchmarks.md).
     pub const DEFAULT_FANOUT_SLICE: usize = 65_536;
+    /// Default [`numbered_step`](Self::numbered_step): a sixteenth of the
+    /// runtime's default queue capacity (256 frames).
+    pub const DEFAULT_NUMBERED_STEP: usize = 16;
     /// Default lag bound: 1 MiB of reply text per connection. A whole long
     /// reply (tens of thousands of tokens is a few hundred KiB) fits, so a
     /// reader that is a reply behind is not closed for it. The lag is text
@@ -116,6 +128,7 @@ impl Config {
             append_max_chunks: Self::DEFAULT_APPEND_MAX_CHUNKS,
             append_max_bytes: Self::DEFAULT_APPEND_MAX_BYTES,
             fanout_slice: Self::DEFAULT_FANOUT_SLICE,
+            numbered_step: Self::DEFAULT_NUMBERED_STEP,
             caps: Caps::default(),
             compat: crate::dialect::compat::CompatSettings::default(),
             chunk_timestamps: false,

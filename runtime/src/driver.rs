@@ -175,8 +175,13 @@ impl<R: Runtime> Driver<R> {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, Readiness)> {
         let unix_ms = R::unix_ms();
+        // One step hands a connection that gets a frame per chunk (the AI
+        // SDK's) what fits in the room its queue keeps above the high-water
+        // mark (a quarter), with room for its other frames.
+        let mut node_config = config.node.clone();
+        node_config.numbered_step = (config.queue_capacity / 16).max(1);
         let mut node = Node::new(
-            config.node.clone(),
+            node_config,
             SeededIds::new(os_random_seed()),
             R::now(),
             unix_ms,

@@ -65,15 +65,16 @@ const textOf = (chunks) =>
   chunks.filter((c) => c.type === "text-delta").map((c) => c.delta).join("");
 const deltas = (chunks) => chunks.filter((c) => c.type === "text-delta").length;
 
-/// The chat's messages as weir's HTTP API holds them.
-async function history(base, chatId) {
-  const r = await fetch(`${base}/v1/sessions/${chatId}/messages`);
+/// The chat's messages as weir's HTTP API holds them (as the user of
+/// `headers`' token, if any).
+async function history(base, chatId, headers = {}) {
+  const r = await fetch(`${base}/v1/sessions/${chatId}/messages`, { headers });
   assertEq(r.status, 200, "history status");
   return (await r.json()).messages;
 }
-async function lastReply(base, chatId, settled = true) {
+async function lastReply(base, chatId, settled = true, headers = {}) {
   for (let i = 0; i < 200; i++) {
-    const m = (await history(base, chatId)).filter((m) => m.role === "assistant").at(-1);
+    const m = (await history(base, chatId, headers)).filter((m) => m.role === "assistant").at(-1);
     if (m && (!settled || m.status !== "streaming")) return m;
     await sleep(50);
   }
@@ -83,9 +84,9 @@ async function lastReply(base, chatId, settled = true) {
 /// A raw client of the socket protocol, for what the SDK's class hides
 /// (lastSequence, the frames after an abort, bad frames).
 class RawSocket {
-  static async open(base) {
+  static async open(base, query = "") {
     const s = new RawSocket();
-    s.ws = new WebSocket(wsUrl(base));
+    s.ws = new WebSocket(wsUrl(base) + query);
     s.frames = [];
     s.waiters = [];
     s.ws.on("message", (data) => {
@@ -313,6 +314,53 @@ const scenarios = {
     assertEq(reply.status, "cancelled", "history status");
     assertEq(textOf(head) + textOf(rest), reply.content, "no text after the fence");
     assertEq(rest.at(-1).type, "abort", "last chunk");
+  },
+
+  // Under token auth (tokens of users A and B in WEIR_TEST_TOKEN_A and
+  // _B), B's chat of the same id as A's is another conversation: B's resume
+  // is null (HTTP: 204; socket: no-active), B's stop stops nothing of A's,
+  // B's send is not busy (it starts B's own reply), and A's reply completes
+  // with its full text.
+  async other_users_chat() {
+    const [tokenA, tokenB] = [process.env.WEIR_TEST_TOKEN_A, process.env.WEIR_TEST_TOKEN_B];
+    if (!tokenA || !tokenB) fail("WEIR_TEST_TOKEN_A and WEIR_TEST_TOKEN_B are needed");
+    const auth = (token) => ({ Authorization: `Bearer ${token}` });
+    const chat = newChat("owner");
+    const a = new DefaultChatTransport({ api: apiUrl(baseA), headers: auth(tokenA) });
+    const stream = await send(a, chat, "only mine");
+    const head = await read(stream, (_, all) => deltas(all) >= 3);
+
+    const bHttp = new DefaultChatTransport({ api: apiUrl(baseB), headers: auth(tokenB) });
+    assertEq(await bHttp.reconnectToStream({ chatId: chat }), null, "B's reconnectToStream over HTTP");
+    const resume = await fetch(`${apiUrl(baseB)}/${chat}/stream`, { headers: auth(tokenB) });
+    assertEq(resume.status, 204, "B's resume status");
+    const bWs = new WebSocketChatTransport({ url: wsUrl(baseB), webSocket: WebSocket, params: { token: tokenB } });
+    assertEq(await bWs.reconnectToStream({ chatId: chat }), null, "B's reconnectToStream over the socket");
+    const raw = await RawSocket.open(baseB, `?token=${tokenB}`);
+    raw.send({ type: "resume", requestId: "q1", id: chat, headers: {}, body: {} });
+    await raw.until((f) => f.some((x) => x.requestId === "q1"), "B's raw resume answer");
+    assertEq(raw.of("q1")[0].type, "no-active", "B's raw resume");
+    raw.close();
+
+    const stop = await fetch(`${apiUrl(baseB)}/${chat}/stop`, { method: "POST", headers: auth(tokenB) });
+    const stopBody = await stop.text();
+    if (stop.status === 200 && JSON.parse(stopBody).status === "cancelled") fail(`B's stop cancelled something: ${stopBody}`);
+
+    // B's send into "the same" chat is B's own conversation: not busy.
+    const own = await read(await send(bWs, chat, "mine too"));
+    assertEq(own.at(-1).type, "finish", "B's own reply");
+    const bReply = await lastReply(baseB, chat, true, auth(tokenB));
+    assertEq(textOf(own), bReply.content, "B's own reply text");
+    bWs.close();
+
+    const rest = await read(stream);
+    assertEq(rest.at(-1).type, "finish", "A's reply ends with finish, not abort");
+    const reply = await lastReply(baseA, chat, true, auth(tokenA));
+    assertEq(reply.status, "completed", "A's reply status");
+    assertEq(textOf(head) + textOf(rest), reply.content, "A's full text");
+    if (reply.content === bReply.content) fail("A and B got the same reply");
+    const aMessages = (await history(baseA, chat, auth(tokenA))).map((m) => m.content);
+    if (aMessages.includes("mine too")) fail("B's turn is in A's conversation");
   },
 
   // A busy chat answers the POST with 409.

@@ -38,6 +38,31 @@ impl HttpResponse {
     }
 }
 
+/// An HTTP/1.1 request to `addr` for a connection of its own
+/// (`Connection: close`), a JSON body when there is one.
+pub(crate) fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), the
 /// whole exchange within [`T`].
 pub async fn http_request(
@@ -63,19 +88,7 @@ pub async fn http_request_within(
 ) -> HttpResponse {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
-        }
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        let mut bytes = request.into_bytes();
-        bytes.extend_from_slice(body);
+        let bytes = request_bytes(addr, method, path, headers, body);
         stream.write_all(&bytes).await.expect("write the request");
         let mut buf = Vec::new();
         stream

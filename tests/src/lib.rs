@@ -69,6 +69,7 @@
 
 pub mod llm;
 
+mod ai_sdk;
 mod client;
 mod compat;
 mod endpoint;
@@ -89,6 +90,7 @@ use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::WebSocketStream;
 use tokio::net::TcpStream;
 
+pub use ai_sdk::{ai_sdk_chat_body, ui_user_message, AiSdkSocket, SseEvent, SseStream};
 pub use async_tungstenite::tungstenite;
 pub use client::{
     chunks, chunks_of, contiguous, demo_prefix, only, position, refusal_status, Chunk, Client,

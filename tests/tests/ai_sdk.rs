@@ -36,12 +36,18 @@ fn script_dir() -> PathBuf {
 /// Runs `node transports.mjs SCENARIO A [B]` and fails the test with its
 /// output unless it printed `ok SCENARIO`.
 fn scenario(name: &str, a: &WeirProcess, b: Option<&WeirProcess>) {
+    scenario_with_env(name, a, b, &[]);
+}
+
+/// [`scenario`] with `env` set for the script.
+fn scenario_with_env(name: &str, a: &WeirProcess, b: Option<&WeirProcess>, env: &[(&str, &str)]) {
     let dir = script_dir();
     let mut args = vec![name.to_owned(), a.url("")];
     args.extend(b.map(|b| b.url("")));
     let mut child = Command::new("node")
         .arg(dir.join("transports.mjs"))
         .args(&args)
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -121,7 +127,33 @@ async fn on_two_nodes_a_reply_of_node_a_resumes_exactly_on_node_b_and_a_stop_sen
     }
 }
 
+/// An HS256 token of `user` signed with `secret`.
+fn token(secret: &str, user: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &weir_tests::json!({"sub": user, "exp": weir_tests::now_secs() + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a JWT")
+}
+
+async fn under_token_auth_another_users_chat_of_the_same_id_is_another_conversation_its_resume_is_empty_and_its_stop_stops_nothing(
+) {
+    let secret = "ai-sdk-test-secret-of-32-bytes!!";
+    let mut args = DEMO.to_vec();
+    args.extend(["--auth", "token", "--jwt-secret", secret]);
+    let weir = WeirProcess::start(&args);
+    let (a, b) = (token(secret, "ada"), token(secret, "bob"));
+    scenario_with_env(
+        "other_users_chat",
+        &weir,
+        None,
+        &[("WEIR_TEST_TOKEN_A", &a), ("WEIR_TEST_TOKEN_B", &b)],
+    );
+}
+
 weir_tests::both_runtimes! {
+    under_token_auth_another_users_chat_of_the_same_id_is_another_conversation_its_resume_is_empty_and_its_stop_stops_nothing,
     over_the_socket_replies_stream_stop_fences_resume_is_exact_chats_interleave_busy_and_bad_frames_are_errors,
     over_http_replies_stream_resume_is_exact_stop_fences_and_busy_is_409,
     on_two_nodes_a_reply_of_node_a_resumes_exactly_on_node_b_and_a_stop_sent_to_b_fences_it,

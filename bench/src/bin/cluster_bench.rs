@@ -121,14 +121,7 @@ impl Pair {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let weir = cli.weir.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("weir")))
-            .unwrap_or_else(|| PathBuf::from("weir"))
-    });
-    // WeirProcess runs $WEIR_BIN.
-    std::env::set_var("WEIR_BIN", &weir);
+    let weir = weir_bench::same_run::weir_bin(cli.weir.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

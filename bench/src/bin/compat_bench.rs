@@ -26,13 +26,13 @@
     reason = "printing the figures is this tool's job"
 )]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use weir_bench::{cpu_ticks, load_average, utc_now, Runtime};
+use weir_bench::same_run::{cpu_us_per_chunk, met, node_args, percentiles_ms, SameRunOpts};
+use weir_bench::{cpu_ticks, Runtime};
 use weir_tests::{CompatClient, RedisServer, WeirProcess};
 
 #[derive(Debug, Parser)]
@@ -40,12 +40,8 @@ use weir_tests::{CompatClient, RedisServer, WeirProcess};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-    /// The weir binary [default: `weir` next to this executable]
-    #[arg(long, global = true, value_name = "PATH")]
-    weir: Option<PathBuf>,
-    /// The nodes' runtime: tokio or smol
-    #[arg(long, global = true, default_value = "tokio")]
-    runtime: String,
+    #[command(flatten)]
+    same_run: SameRunOpts,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -75,56 +71,14 @@ enum Cmd {
 
 const S: &str = "session_1796272685223";
 
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
-/// p50 and p99 of `samples`, in ms.
-fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len().saturating_sub(1)) as f64 * q).round() as usize;
-        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    (at(0.5), at(0.99))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let weir = cli.weir.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("weir")))
-            .unwrap_or_else(|| PathBuf::from("weir"))
-    });
-    std::env::set_var("WEIR_BIN", &weir);
-    let runtime = if cli.runtime == "smol" {
-        Runtime::Smol
-    } else {
-        Runtime::Tokio
-    };
-    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    else {
-        eprintln!("compat_bench: no tokio runtime");
-        return ExitCode::FAILURE;
-    };
-    let date = utc_now();
-    println!(
-        "# compat_bench: weir {} · {date} · nodes on {} · load average {}",
-        weir.display(),
-        runtime.name(),
-        load_average()
-    );
-    let limit = Duration::from_secs(900);
-    let result = rt.block_on(async {
-        tokio::time::timeout(limit, async {
-            match cli.command {
+    let command = cli.command;
+    cli.same_run.run(
+        "compat_bench",
+        Duration::from_secs(900),
+        |runtime| async move {
+            match command {
                 Cmd::Cancel { cancels } => cancel(runtime, cancels).await,
                 Cmd::Bytes {
                     chunks,
@@ -133,26 +87,8 @@ fn main() -> ExitCode {
                     max_ratio,
                 } => bytes(runtime, chunks, rate, conns, max_ratio).await,
             }
-        })
-        .await
-    });
-    let Ok(mut result) = result else {
-        eprintln!("compat_bench: the run took longer than {limit:?}");
-        return ExitCode::FAILURE;
-    };
-    result["tool"] = json!("compat_bench");
-    result["date"] = json!(date);
-    result["runtime"] = json!(runtime.name());
-    result["load_average_end"] = json!(load_average());
-    println!("{result}");
-    ExitCode::SUCCESS
-}
-
-fn node_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["--log", "warn", "--queue-capacity", "4096"];
-    args.extend(weir_tests::NO_CAPS);
-    args.extend_from_slice(extra);
-    args
+        },
+    )
 }
 
 async fn post(node: &WeirProcess, path: &str, body: &Value) -> Value {
@@ -214,8 +150,8 @@ async fn cancel(runtime: Runtime, n: usize) -> Value {
             }
         }
     }
-    let (c50, c99) = percentiles(&mut compat_ms);
-    let (n50, n99) = percentiles(&mut native_ms);
+    let (c50, c99) = percentiles_ms(&mut compat_ms);
+    let (n50, n99) = percentiles_ms(&mut native_ms);
     println!("cancels: {n} each way; page on node A, POSTs on node B");
     println!(
         "page: POST /api/cancel on B -> final frame on A: p50 {c50:.2} ms, p99 {c99:.2} ms \
@@ -328,9 +264,10 @@ async fn bytes(runtime: Runtime, chunks: u32, rate: u32, conns: usize, max_ratio
     let ratio = page / native.max(1.0);
     let (_, _, native_ticks) = one_reply(&node, "cpu_native", 0, conns).await;
     let (_, _, page_ticks) = one_reply(&node, "cpu_page", conns, 0).await;
-    let tick_ms = 10.0; // USER_HZ = 100 on Linux
-    let per_chunk = |ticks: u64| ticks as f64 * tick_ms * 1000.0 / f64::from(chunks);
-    let (native_us, page_us) = (per_chunk(native_ticks), per_chunk(page_ticks));
+    let (native_us, page_us) = (
+        cpu_us_per_chunk(native_ticks, chunks),
+        cpu_us_per_chunk(page_ticks, chunks),
+    );
     println!("reply: {chunks} chunks at up to {rate}/s; {conns} connections of each kind");
     println!(
         "bytes per connection: /ws/chat {page:.0}, /v1/ws {native:.0}: {ratio:.2}x \

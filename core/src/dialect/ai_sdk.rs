@@ -379,18 +379,25 @@ impl AiSdkConn {
                 // Never merged for these connections; should one be, its
                 // text goes at its first position and the rest are empty,
                 // which keeps the sequence and the whole text.
+                // With `--chunk-timestamps` each delta carries its chunk's
+                // `ts_ns` as provider metadata (a merged frame's only on its
+                // last).
                 for seq in c.first_seq()..=c.seq {
                     let delta = if seq == c.first_seq() {
                         &c.delta[..]
                     } else {
                         ""
                     };
+                    let ts_ns = c.ts_ns.filter(|_| seq == c.seq);
                     self.chunk(
                         seq + 1,
                         &UiChunk::TextDelta {
                             r#type: "text-delta",
                             id,
                             delta,
+                            provider_metadata: ts_ns.map(|ts_ns| Weir {
+                                weir: Stamp { ts_ns },
+                            }),
                         },
                         out,
                     );
@@ -608,6 +615,8 @@ enum UiChunk<'a> {
         r#type: &'static str,
         id: &'a str,
         delta: &'a str,
+        #[serde(rename = "providerMetadata", skip_serializing_if = "Option::is_none")]
+        provider_metadata: Option<Weir>,
     },
     Finish {
         r#type: &'static str,
@@ -625,6 +634,21 @@ enum UiChunk<'a> {
         #[serde(rename = "errorText")]
         error_text: &'a str,
     },
+}
+
+/// `providerMetadata` of a `text-delta` under `--chunk-timestamps`:
+/// `{"weir":{"ts_ns":N}}`, the producer's append time of the chunk
+/// (docs/protocol-notes.md). The SDK's schema allows provider metadata on a
+/// text delta (a record of records of JSON values) and keeps the last one
+/// on the text part.
+#[derive(Serialize)]
+struct Weir {
+    weir: Stamp,
+}
+
+#[derive(Serialize)]
+struct Stamp {
+    ts_ns: u64,
 }
 
 fn json(value: &impl Serialize) -> String {

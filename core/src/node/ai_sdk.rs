@@ -37,7 +37,13 @@ pub(super) struct Socket {
     user: UserId,
     requests: BTreeMap<RequestId, ConnId>,
     idle_at: Instant,
-    closing: bool,
+    /// Closing since the node closed it: released at this deadline (the
+    /// close timeout) if its client has not gone by then, like a native
+    /// connection — a client that stopped reading may never read the close.
+    closing: Option<Instant>,
+    /// Its queue is full (`WriteBlocked`, not yet `Writable`): its requests,
+    /// a new one included, are handed nothing.
+    blocked: bool,
 }
 
 /// The node's AI SDK sockets.
@@ -70,7 +76,8 @@ impl<I: IdSource> Node<I> {
                 user,
                 requests: BTreeMap::new(),
                 idle_at: now + self.config.idle_timeout,
-                closing: false,
+                closing: None,
+                blocked: false,
             },
         );
         self.timers
@@ -139,6 +146,8 @@ impl<I: IdSource> Node<I> {
             | Input::SlowConsumer { conn }
             | Input::WriteStalled { conn, .. }
             | Input::QueueLag { conn, .. }
+            | Input::WriteBlocked { conn }
+            | Input::Writable { conn }
             | Input::Disconnected { conn } => *conn,
             Input::Shutdown => {
                 let sockets: Vec<ConnId> = self.ai_sdk.sockets.keys().copied().collect();
@@ -170,13 +179,13 @@ impl<I: IdSource> Node<I> {
             {
                 self.close_socket(now, conn, CloseCode::TooSlow);
             }
+            // The socket's queue is its requests' queue: its credit is
+            // theirs, so a request that catches up never overflows it.
+            Input::WriteBlocked { .. } => self.socket_blocked(now, conn, true),
+            Input::Writable { .. } => self.socket_blocked(now, conn, false),
             Input::Disconnected { .. } => {
                 self.close_socket(now, conn, CloseCode::Normal);
-                self.ai_sdk.sockets.remove(&conn);
-                self.timers.cancel(&TimerKey::Dialect(conn));
-                self.out.push_back(Output::Released { conn });
-                self.out
-                    .push_back(Output::Event(Event::ConnectionClosed { conn }));
+                self.release_socket(conn);
             }
             _ => {}
         }
@@ -189,7 +198,12 @@ impl<I: IdSource> Node<I> {
         let Some(s) = self.ai_sdk.sockets.get(&conn) else {
             return false;
         };
-        if s.closing {
+        if let Some(close_at) = s.closing {
+            if now >= close_at {
+                self.release_socket(conn);
+            } else {
+                self.timers.set(TimerKey::Dialect(conn), close_at);
+            }
             return true;
         }
         if now >= s.idle_at {
@@ -226,7 +240,7 @@ impl<I: IdSource> Node<I> {
         let Some(s) = self.ai_sdk.sockets.get(&conn) else {
             return;
         };
-        if s.closing {
+        if s.closing.is_some() {
             return;
         }
         match ai_sdk::decode_ws_frame(bytes, &self.config.limits) {
@@ -261,7 +275,12 @@ impl<I: IdSource> Node<I> {
                     socket: conn,
                     request_id: request_id.clone(),
                 };
+                let blocked = s.blocked;
                 self.open_request(now, request, user, chat, AiSdkConn::new(via, ask));
+                if blocked {
+                    // Its chunks wait like the socket's other requests'.
+                    self.on_write_blocked(request);
+                }
                 if self.conns.contains_key(&request) {
                     if let Some(s) = self.ai_sdk.sockets.get_mut(&conn) {
                         s.requests.insert(request_id, request);
@@ -341,12 +360,44 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let requests: Vec<ConnId> = std::mem::take(&mut s.requests).into_values().collect();
-        let was_closing = std::mem::replace(&mut s.closing, true);
+        let was_closing = s.closing.is_some();
+        let close_at = now + self.config.close_timeout;
+        s.closing.get_or_insert(close_at);
         for r in requests {
             self.release_request(now, r);
         }
         if !was_closing && code != CloseCode::Normal {
             self.out.push_back(Output::Close { conn, code });
+            self.timers.set(TimerKey::Dialect(conn), close_at);
+        }
+    }
+
+    /// Forgets a socket: its client went away, or did not read its close
+    /// within the close timeout.
+    fn release_socket(&mut self, conn: ConnId) {
+        if self.ai_sdk.sockets.remove(&conn).is_none() {
+            return;
+        }
+        self.timers.cancel(&TimerKey::Dialect(conn));
+        self.out.push_back(Output::Released { conn });
+        self.out
+            .push_back(Output::Event(Event::ConnectionClosed { conn }));
+    }
+
+    /// The socket's queue filled (`blocked`) or drained: so did its
+    /// requests'.
+    fn socket_blocked(&mut self, now: Instant, conn: ConnId, blocked: bool) {
+        let Some(s) = self.ai_sdk.sockets.get_mut(&conn) else {
+            return;
+        };
+        s.blocked = blocked;
+        let requests: Vec<ConnId> = s.requests.values().copied().collect();
+        for r in requests {
+            if blocked {
+                self.on_write_blocked(r);
+            } else {
+                self.on_writable(now, r);
+            }
         }
     }
 }

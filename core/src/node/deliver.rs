@@ -73,10 +73,13 @@ impl<I: IdSource> Node<I> {
             .iter()
             .filter(|c| self.conns.get(c).is_some_and(takes))
             .count();
-        // Each open connection's share of the step, at least one chunk.
+        // Each open connection's share of the step, at least one chunk; a
+        // connection that gets a frame per chunk at most `numbered_step`.
         let share = Seq::try_from(self.config.fanout_slice / open.max(1))
             .unwrap_or(Seq::MAX)
             .max(1);
+        let numbered_share =
+            share.min(Seq::try_from(self.config.numbered_step.max(1)).unwrap_or(1));
         let mut more = false;
         // A connection is given the chunks `from..=to` of a reply at once,
         // and they go as one frame (a merged one when there are several;
@@ -99,6 +102,11 @@ impl<I: IdSource> Node<I> {
             if !takes(c) {
                 continue;
             }
+            let share = if self.dialects.get(conn_id).is_some_and(|d| d.unmerged()) {
+                numbered_share
+            } else {
+                share
+            };
             let mut ended = Vec::new();
             for (id, cursor) in c.cursors.iter_mut() {
                 let Some((id, r)) = view.replies().get_key_value(id) else {

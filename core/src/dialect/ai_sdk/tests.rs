@@ -67,6 +67,14 @@ fn chunk(seq: u64, delta: &str) -> ServerFrame {
     })
 }
 
+fn ack() -> ServerFrame {
+    ServerFrame::Ack(Ack {
+        request_id: None,
+        user_message_id: id("u"),
+        message_id: id("m"),
+    })
+}
+
 fn end(status: ReplyStatus, final_seq: u64, usage: Option<Usage>) -> ServerFrame {
     ServerFrame::End(End {
         message_id: id("m"),
@@ -90,11 +98,7 @@ fn render(c: &mut AiSdkConn, frames: &[ServerFrame]) -> Vec<Value> {
 #[test]
 fn a_reply_is_numbered_by_its_position_start_text_deltas_text_end_finish() {
     let mut c = ws(send_ask());
-    let ack = ServerFrame::Ack(Ack {
-        request_id: None,
-        user_message_id: id("u"),
-        message_id: id("m"),
-    });
+    let ack = ack();
     let start = ServerFrame::Start(Start {
         message_id: id("m"),
         reply_to: id("u"),
@@ -276,4 +280,33 @@ fn client_frames_decode_to_requests_or_errors_for_their_request_id() {
         "x".repeat(101)
     );
     assert_eq!(bad(long.as_bytes()).as_deref(), Some("r"));
+}
+
+#[test]
+fn a_stamped_chunk_carries_its_ts_ns_as_weir_provider_metadata_an_unstamped_one_none() {
+    let mut c = AiSdkConn::new(Via::Sse, send_ask());
+    let ack = ack();
+    let stamped = ServerFrame::Chunk(Chunk {
+        message_id: id("m"),
+        seq: 1,
+        delta: "a".to_owned(),
+        from_seq: None,
+        ts_ns: Some(1_764_777_600_123_456_789),
+    });
+    let mut out = Vec::new();
+    for f in [ack, stamped, chunk(2, "b")] {
+        c.render(&f, &mut out);
+    }
+    let events: Vec<&str> = out.iter().map(|f| f.text.as_str()).collect();
+    assert!(
+        events.contains(
+            &"id: 2\ndata: {\"type\":\"text-delta\",\"id\":\"m\",\"delta\":\"a\",\
+              \"providerMetadata\":{\"weir\":{\"ts_ns\":1764777600123456789}}}\n\n"
+        ),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"id: 3\ndata: {\"type\":\"text-delta\",\"id\":\"m\",\"delta\":\"b\"}\n\n"),
+        "{events:?}"
+    );
 }

@@ -100,6 +100,17 @@ impl Rig {
         conn
     }
 
+    /// A connection of `dialect` (alice's, conversation `s`).
+    fn connect_with(&mut self, conn: ConnId, dialect: Dialect) {
+        self.input(Input::ConnectWith {
+            user: UserId::parse("alice").unwrap(),
+            dialect,
+            session: SessionId::parse("s").unwrap(),
+            conn,
+            ip: None,
+        });
+    }
+
     /// `conn` asks for a reply; its id.
     fn chat(&mut self, conn: ConnId) -> MessageId {
         let chat = br#"{"type":"chat","content":"hi","request_id":"r1"}"#;
@@ -293,13 +304,7 @@ fn a_blocked_compat_connection_renders_the_whole_reply_once_writable() {
     let mut rig = Rig::new(|_| {});
     let a = rig.connect(1, None);
     let page = ConnId(2);
-    rig.input(Input::ConnectWith {
-        conn: page,
-        user: UserId::parse("alice").unwrap(),
-        session: SessionId::parse("s").unwrap(),
-        dialect: Dialect::Compat,
-        ip: None,
-    });
+    rig.connect_with(page, Dialect::Compat);
     let id = rig.chat(a);
     rig.input(Input::WriteBlocked { conn: page });
     rig.deltas(&id, &["one ", "two"]);
@@ -325,4 +330,68 @@ fn a_blocked_compat_connection_renders_the_whole_reply_once_writable() {
         last.contains(r#""content":"one two""#) && last.contains(r#""is_complete":true"#),
         "{last}"
     );
+}
+
+/// The UI chunks an AI SDK socket got, as `(sequence, type, delta)`.
+fn ui_chunks(frames: &[ServerFrame]) -> Vec<(u64, String, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Dialect(d) if d.kind == "chunk" => {
+                let v: serde_json::Value = serde_json::from_str(&d.text).ok()?;
+                Some((
+                    v["sequence"].as_u64()?,
+                    v["chunk"]["type"].as_str()?.to_owned(),
+                    v["chunk"]["delta"].as_str().unwrap_or_default().to_owned(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_ai_sdk_socket_that_is_blocked_holds_its_requests_and_a_resume_gets_one_chunk_per_frame_once_writable(
+) {
+    let mut rig = Rig::new(|c| c.numbered_step = 2);
+    let a = rig.connect(1, None);
+    let id = rig.chat(a);
+    rig.deltas(&id, &["one ", "two ", "three ", "four ", "five "]);
+    let socket = ConnId(9);
+    rig.connect_with(socket, Dialect::AiSdkWs);
+    rig.input(Input::WriteBlocked { conn: socket });
+    let resume = br#"{"type":"resume","requestId":"q1","id":"s","headers":{},"body":{}}"#;
+    rig.input(Input::Frame {
+        conn: socket,
+        bytes: resume.to_vec(),
+    });
+    let held = ui_chunks(&rig.take(socket));
+    assert!(
+        held.iter().all(|(_, kind, _)| kind != "text-delta"),
+        "a request opened on a blocked socket is handed no chunk: {held:?}"
+    );
+
+    rig.input(Input::Writable { conn: socket });
+    rig.deltas(&id, &["six "]);
+    let mut got = held;
+    got.extend(ui_chunks(&rig.take(socket)));
+    let deltas: Vec<(u64, &str)> = got
+        .iter()
+        .filter(|(_, kind, _)| kind == "text-delta")
+        .map(|(s, _, d)| (*s, d.as_str()))
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            (2, "one "),
+            (3, "two "),
+            (4, "three "),
+            (5, "four "),
+            (6, "five "),
+            (7, "six ")
+        ],
+        "every chunk once, a frame each, in steps of numbered_step"
+    );
+    let sequences: Vec<u64> = got.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(sequences, (0..=7).collect::<Vec<_>>(), "no gap");
 }
