@@ -14,12 +14,13 @@
 // `RESULT {json}` with what it saw (the Rust test checks the texts against
 // weir's history) and exits 0; on a failure prints the reason to stderr,
 // saves the screenshot, exits 1. Environment: CHROMIUM_PATH (default
-// /usr/bin/chromium).
+// /usr/bin/chromium), OVERALL_MS (how long the whole run may take; 150 s).
 
 import { chromium } from "playwright-core";
 
-const WAIT_MS = 30000; // the longest single wait (the openai generator's model is slow)
-const OVERALL_MS = 150000; // the whole run
+const WAIT_MS = 30000; // the longest a wait goes on with nothing changing on the page
+// The whole run: a reply of a real model on a busy machine takes a while.
+const OVERALL_MS = Number(process.env.OVERALL_MS) || 150000;
 const QUIET_MS = 500; // how long to watch that nothing follows an end
 
 const [pageUrl, promptStop, promptReload, screenshot] = process.argv.slice(2);
@@ -56,14 +57,19 @@ async function look() {
   });
 }
 
+// Waits until `pred(page)` holds, as long as the page keeps changing (a
+// streaming reply does), and at most WAIT_MS after its last change.
 async function waitFor(what, pred) {
-  const deadline = Date.now() + WAIT_MS;
+  let deadline = Date.now() + WAIT_MS;
+  let seen = "";
   for (;;) {
     const v = await look();
     if (v.alert) throw new Error(`the page shows an error while waiting for ${what}: ${v.alert}`);
     const got = pred(v);
     if (got) return { v, got };
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the page is ${JSON.stringify(v)}`);
+    const now = JSON.stringify(v);
+    if (now !== seen) [seen, deadline] = [now, Date.now() + WAIT_MS];
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the page is ${now}`);
     await page.waitForTimeout(15);
   }
 }
@@ -76,14 +82,16 @@ async function send(text) {
   await page.getByRole("button", { name: "Send", exact: true }).click({ timeout: WAIT_MS });
 }
 
-// Samples the reply `id` until it is no longer streaming; returns the texts
+const ENDED = ["completed", "cancelled", "failed"];
+
+// Samples the reply `id` until it shows how it ended; returns the texts
 // seen while it streamed (each distinct) and the page at its end.
 async function followToEnd(id, what) {
   const samples = [];
   const { v } = await waitFor(what, (v) => {
     const a = assistant(v, id);
     if (a?.status === "streaming" && a.text !== samples[samples.length - 1]) samples.push(a.text);
-    return a && a.status !== "streaming" && ready(v);
+    return a && ENDED.includes(a.status) && ready(v);
   });
   return { samples, end: v };
 }

@@ -1,5 +1,5 @@
 import { useChat } from "@ai-sdk/react";
-import { useEffect, useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { TRANSPORT, loadMessages, makeTransport, stopReply, urlWithTransport } from "./weir.js";
 
 /** Loads the chat's history, then shows it with useChat. */
@@ -35,28 +35,45 @@ const textOf = (message) => message.parts.map((p) => (p.type === "text" ? p.text
 
 function Chat({ chatId, history }) {
   const transport = useMemo(makeTransport, []);
-  // How each reply that ended on this page ended (replies from the history carry their status).
-  const [ended, setEnded] = useState({});
-  const { messages, setMessages, sendMessage, stop, status, error } = useChat({
+  // The replies that ended with `finish` on this page (the others carry weir's status).
+  const [completed, setCompleted] = useState({});
+  const { messages, setMessages, sendMessage, resumeStream, stop, status, error } = useChat({
     id: chatId,
     transport,
     messages: history,
     // On mount: a reply still streaming is replayed from its start (replacing the text the history
     // had), then goes on live, whichever node serves it.
     resume: true,
-    // weir ends a completed reply with `finish` ("stop"), a stopped one with `abort` (no finishReason).
-    onFinish: ({ message, finishReason, isError }) =>
-      setEnded((e) => ({ ...e, [message.id]: finishReason === "stop" ? "completed" : isError ? "failed" : "cancelled" })),
+    onFinish: ({ message, finishReason, isAbort }) => {
+      if (finishReason === "stop") setCompleted((c) => ({ ...c, [message.id]: true }));
+      // Ended without `finish`: stopped (weir sent `abort`), failed, or its stream was cut
+      // (weir closes a response that cannot keep up). weir's history says which.
+      else if (!isAbort) settle(message.id);
+    },
   });
-  // The history showed a reply streaming, but it ended before the resume reached weir: there is
-  // nothing to resume, so load the history again for its final text.
-  transport.onNothingToResume = () => {
-    if (history.some((m) => m.metadata?.status === "streaming")) loadMessages(chatId).then(setMessages, () => {});
-  };
+
+  // A resume of a reply the history showed streaming is under way.
+  const resuming = useRef(history.some((m) => m.metadata?.status === "streaming"));
+  // Shows weir's history; a reply that is still streaming there is resumed.
+  async function settle(id) {
+    const fresh = await loadMessages(chatId).catch(() => null);
+    if (!fresh) return;
+    resuming.current = fresh.some((m) => m.id === id && m.metadata.status === "streaming");
+    if (resuming.current) resumeStream();
+    else setMessages(fresh);
+  }
+  // That reply ended before the resume reached weir (nothing to resume): show the history again.
+  transport.onNothingToResume = () => resuming.current && settle(null);
 
   const busy = status === "submitted" || status === "streaming";
   const statusOf = (m, i) =>
-    m.role !== "assistant" ? undefined : busy && i === messages.length - 1 ? "streaming" : (ended[m.id] ?? m.metadata?.status);
+    m.role !== "assistant"
+      ? undefined
+      : busy && i === messages.length - 1
+        ? "streaming"
+        : completed[m.id]
+          ? "completed"
+          : m.metadata?.status;
 
   async function onStop() {
     // weir's fenced stop; the reply's stream then ends by itself. If weir had nothing to stop
