@@ -15,7 +15,8 @@
 #               and doc tests)
 #   6. llm      cargo test -p weir-tests --test llm -- --ignored --test-threads=1
 #               (the openai generator against a real model server, alone: the
-#               model is CPU-bound)
+#               model is CPU-bound), then the useChat example app on the same
+#               model (tests/tests/ai_sdk_app.rs, on tokio)
 #
 # Usage: ./scripts/test.sh [--setup-only]
 # Exits non-zero as soon as a stage fails.
@@ -203,6 +204,7 @@ cargo test --workspace
 banner "llm: cargo test -p weir-tests --test llm -- --ignored --test-threads=1"
 llm_started=$SECONDS
 cargo test -p weir-tests --test llm -- --ignored --test-threads=1
+cargo test -p weir-tests --test ai_sdk_app -- --ignored --test-threads=1 tokio::
 echo "llm stage: $((SECONDS - llm_started)) s"
 
 banner "all tests passed"
