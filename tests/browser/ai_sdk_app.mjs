@@ -85,9 +85,9 @@ async function send(text) {
 const ENDED = ["completed", "cancelled", "failed"];
 
 // Samples the reply `id` until it shows how it ended; returns the texts
-// seen while it streamed (each distinct) and the page at its end.
-async function followToEnd(id, what) {
-  const samples = [];
+// seen while it streamed (each new one added to `samples`) and the page at
+// its end.
+async function followToEnd(id, what, samples = []) {
   const { v } = await waitFor(what, (v) => {
     const a = assistant(v, id);
     if (a?.status === "streaming" && a.text !== samples[samples.length - 1]) samples.push(a.text);
@@ -129,12 +129,12 @@ async function main() {
     return samples.length >= 3;
   });
   await page.getByRole("button", { name: "Stop", exact: true }).click({ timeout: WAIT_MS });
-  const stopped = await followToEnd(first.id, "the stopped reply to end");
+  const stopped = await followToEnd(first.id, "the stopped reply to end", samples);
   await page.waitForTimeout(QUIET_MS);
   const later = await look();
   result.stop = {
     message_id: first.id,
-    samples: [...samples, ...stopped.samples],
+    samples: stopped.samples,
     status: assistant(stopped.end, first.id).status,
     text: assistant(stopped.end, first.id).text,
     status_later: assistant(later, first.id)?.status ?? null,
