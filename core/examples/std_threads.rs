@@ -44,45 +44,38 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self};
+use std::net::{Shutdown, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tungstenite::error::{CapacityError, Error as WsError};
-use tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tungstenite::http::{header, HeaderValue, StatusCode};
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Bytes, Message, WebSocket};
+use tungstenite::protocol::CloseFrame;
 use weir_core::demo::{DemoPrompt, DemoText};
-use weir_core::wire::http::HttpError;
-use weir_core::wire::{ErrorCode, Usage};
+use weir_core::wire::Usage;
 use weir_core::{
-    CloseCode, Config, ConnId, Event, GeneratorEvent, Input, MemoryStore, MessageId, Model, Node,
-    NodeId, Output, SeededIds, Seq, SessionId, StoreConfig, UserId,
+    CloseCode, Config, Event, GeneratorEvent, Input, MemoryStore, MessageId, Model, Node, NodeId,
+    Output, SeededIds, SessionId, StoreConfig, UserId,
 };
 
-/// The WebSocket path (PROTOCOL.md).
-const WS_PATH: &str = "/v1/ws";
+#[path = "std_threads/handshake.rs"]
+mod handshake;
+#[path = "std_threads/socket.rs"]
+mod socket;
+
+use handshake::{handshake, WS_PATH};
+use socket::{read_loop, write_loop, Item, ToCore, CONN, WRITE_TIMEOUT};
+
 /// This node's name.
 const NODE_ID: &str = "std-threads";
-/// The user under `auth = none` when the URL names none.
-const ANONYMOUS: &str = "anonymous";
-/// The one connection's number.
-const CONN: ConnId = ConnId(1);
 /// Inputs waiting for the core thread (reader, generators). A full channel
 /// makes them wait: backpressure, not loss.
 const INBOX: usize = 256;
 /// Items waiting for the writer; a full queue is a slow consumer.
 const OUTBOX: usize = 1024;
-/// How long a client may take to send its upgrade request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one write may block before the writer gives the socket up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the shutdown may take to settle the replies left.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the core's wall clock is re-anchored.
@@ -209,286 +202,6 @@ pub(crate) fn serve(listener: TcpListener, options: Options) -> io::Result<Summa
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name(name.into()).spawn(f)
-}
-
-// ----- the handshake -------------------------------------------------------
-
-/// The parameters of an accepted upgrade.
-#[derive(Debug)]
-struct Accepted {
-    user: UserId,
-    session: SessionId,
-    resume: Option<(MessageId, Seq)>,
-}
-
-/// The WebSocket upgrade with `auth = none`: `GET /v1/ws?session_id=S` with
-/// optional `user_id` and `resume`; anything else is refused with weir's
-/// HTTP error body before the upgrade.
-fn handshake(
-    stream: TcpStream,
-    max_frame_bytes: usize,
-) -> io::Result<(WebSocket<ReadHalf>, Accepted)> {
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .max_message_size(Some(max_frame_bytes))
-        .max_frame_size(Some(max_frame_bytes));
-    let mut accepted = None;
-    #[allow(
-        clippy::result_large_err,
-        reason = "the shape of tungstenite's handshake callback; it runs once"
-    )]
-    let callback = |request: &Request, response: Response| match accept(request) {
-        Ok(a) => {
-            accepted = Some(a);
-            Ok(response)
-        }
-        Err((status, error)) => Err(refusal(status, &error)),
-    };
-    let mut ws = tungstenite::accept_hdr_with_config(ReadHalf::new(stream), callback, Some(config))
-        .map_err(|e| io::Error::other(format!("WebSocket handshake: {e}")))?;
-    let accepted = accepted.ok_or_else(|| io::Error::other("WebSocket handshake refused"))?;
-    let half = ws.get_mut();
-    half.stream.set_read_timeout(None)?;
-    half.handshake_done = true;
-    Ok((ws, accepted))
-}
-
-/// Checks an upgrade request: its path and query.
-fn accept(request: &Request) -> Result<Accepted, (u16, HttpError)> {
-    let bad = |message: String| (400, HttpError::new(ErrorCode::BadRequest, message));
-    if request.uri().path() != WS_PATH {
-        let error = HttpError::new(
-            ErrorCode::NotFound,
-            format!("no WebSocket at {}", request.uri().path()),
-        );
-        return Err((404, error));
-    }
-    let query = request.uri().query().unwrap_or("");
-    let session = query_param(query, "session_id")
-        .map_err(bad)?
-        .ok_or_else(|| bad("session_id is required".into()))?;
-    let session = SessionId::parse(session).map_err(|e| bad(e.to_string()))?;
-    let user = query_param(query, "user_id")
-        .map_err(bad)?
-        .unwrap_or_else(|| ANONYMOUS.into());
-    let user = UserId::parse(user).map_err(|e| bad(e.to_string()))?;
-    let resume = match query_param(query, "resume").map_err(bad)? {
-        None => None,
-        Some(r) => {
-            let (id, seq) = r
-                .rsplit_once(':')
-                .ok_or_else(|| bad("resume must be MESSAGE_ID:SEQ".into()))?;
-            let seq: Seq = seq
-                .parse()
-                .map_err(|_| bad("resume must be MESSAGE_ID:SEQ".into()))?;
-            let id = MessageId::parse(id).map_err(|e| bad(format!("resume: {e}")))?;
-            Some((id, seq))
-        }
-    };
-    Ok(Accepted {
-        user,
-        session,
-        resume,
-    })
-}
-
-/// An HTTP refusal with weir's `{code, message}` body.
-fn refusal(status: u16, error: &HttpError) -> ErrorResponse {
-    let body = serde_json::to_string(error).unwrap_or_default();
-    let mut response = ErrorResponse::new(Some(body));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The percent-decoded value of `name` in a query string (the first one).
-fn query_param(query: &str, name: &str) -> Result<Option<String>, String> {
-    let Some(raw) = query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    }) else {
-        return Ok(None);
-    };
-    let invalid = || format!("{name} is not valid percent-encoded UTF-8");
-    let mut bytes = Vec::with_capacity(raw.len());
-    let mut rest = raw.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'%' {
-            let hex = tail
-                .get(..2)
-                .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
-            let hex = hex
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .ok_or_else(invalid)?;
-            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| invalid())?);
-            rest = &tail[2..];
-        } else {
-            bytes.push(b);
-            rest = tail;
-        }
-    }
-    String::from_utf8(bytes).map(Some).map_err(|_| invalid())
-}
-
-// ----- the reader ----------------------------------------------------------
-
-/// The reader's side of the socket. Reads go to the socket; writes only
-/// during the handshake (the `101` response). After it, the only writes the
-/// reader's tungstenite makes are its own answers to pings and closes: they
-/// are dropped here, and the reader hands those to the one writer instead.
-#[derive(Debug)]
-struct ReadHalf {
-    stream: TcpStream,
-    handshake_done: bool,
-}
-
-impl ReadHalf {
-    fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            handshake_done: false,
-        }
-    }
-}
-
-impl Read for ReadHalf {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
-    }
-}
-
-impl Write for ReadHalf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.handshake_done {
-            Ok(buf.len())
-        } else {
-            self.stream.write(buf)
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.handshake_done {
-            Ok(())
-        } else {
-            self.stream.flush()
-        }
-    }
-}
-
-/// What the reader and the generators send the core thread.
-#[derive(Debug)]
-enum ToCore {
-    /// Feed this.
-    Input(Input),
-    /// The client pinged: the writer answers, and it is a sign of life.
-    Ping(Bytes),
-    /// The client sent its close frame: the writer answers, and the socket
-    /// is done.
-    PeerClosed(Option<CloseFrame>),
-}
-
-/// Reads until the socket ends; reports everything to the core thread.
-fn read_loop(mut ws: WebSocket<ReadHalf>, tx: &SyncSender<ToCore>) {
-    let input = |input| ToCore::Input(input);
-    loop {
-        let (message, last) = match ws.read() {
-            Ok(Message::Text(text)) => (
-                input(Input::Frame {
-                    conn: CONN,
-                    bytes: text.as_str().as_bytes().to_vec(),
-                }),
-                false,
-            ),
-            // The core answers a binary frame `bad_request`.
-            Ok(Message::Binary(_)) => (input(Input::BinaryFrame { conn: CONN }), false),
-            Ok(Message::Ping(payload)) => (ToCore::Ping(payload), false),
-            Ok(Message::Pong(_)) => (input(Input::Activity { conn: CONN }), false),
-            Ok(Message::Close(frame)) => (ToCore::PeerClosed(frame), true),
-            Ok(Message::Frame(_)) => continue,
-            Err(
-                e @ (WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Utf8(_)),
-            ) => {
-                // The core answers with an error and a close (1009, 1007),
-                // which the writer sends before it shuts the socket down.
-                let unreadable = input(match e {
-                    WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
-                        Input::FrameTooLarge {
-                            conn: CONN,
-                            len: size,
-                        }
-                    }
-                    _ => Input::InvalidUtf8 { conn: CONN },
-                });
-                if tx.send(unreadable).is_err() {
-                    return;
-                }
-                (input(Input::Disconnected { conn: CONN }), true)
-            }
-            Err(_) => (input(Input::Disconnected { conn: CONN }), true),
-        };
-        if tx.send(message).is_err() || last {
-            return;
-        }
-    }
-}
-
-// ----- the writer ----------------------------------------------------------
-
-/// What the writer sends.
-#[derive(Debug)]
-enum Item {
-    /// A frame's JSON text.
-    Text(String),
-    /// A WebSocket ping.
-    Ping,
-    /// The answer to the client's ping.
-    Pong(Bytes),
-    /// A close frame; nothing is written after it.
-    Close(Option<CloseFrame>),
-}
-
-/// The connection's one writer: writes every item it can take without
-/// waiting, flushes, waits for the next. When the queue's sender is gone
-/// (the core thread is done) or a write fails, it shuts the socket down.
-fn write_loop(socket: TcpStream, items: &Receiver<Item>) {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(64) // never reads
-        .write_buffer_size(4 * 1024);
-    let mut ws = WebSocket::from_raw_socket(socket, Role::Server, Some(config));
-    let mut closed = false;
-    'wait: while let Ok(mut item) = items.recv() {
-        loop {
-            if !closed {
-                let message = match item {
-                    Item::Text(text) => Message::text(text),
-                    Item::Ping => Message::Ping(Bytes::new()),
-                    Item::Pong(payload) => Message::Pong(payload),
-                    Item::Close(frame) => {
-                        closed = true;
-                        Message::Close(frame)
-                    }
-                };
-                if ws.write(message).is_err() {
-                    break 'wait;
-                }
-            }
-            match items.try_recv() {
-                Ok(next) => item = next,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break 'wait,
-            }
-        }
-        if !closed && ws.flush().is_err() {
-            break;
-        }
-    }
-    // A close frame is flushed by `write` itself; flush anything else left.
-    let _ = ws.flush();
-    let _ = ws.get_ref().shutdown(Shutdown::Both);
 }
 
 // ----- the core thread -----------------------------------------------------
