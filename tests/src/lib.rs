@@ -11,8 +11,10 @@
 //! - black box, `tests/tests/`, against the real `weir` process
 //!   ([`WeirProcess`]), where the process matters: `e2e.rs` (signals, exit
 //!   codes, flags, the page and probes of the binary), `cluster.rs` (real
-//!   nodes over a real Redis), `browser.rs` (the web page in a real headless
-//!   Chromium, driven by `tests/browser/*.mjs`), `llm.rs` (the `openai`
+//!   nodes over a real Redis), `browser.rs` and `ai_sdk_app.rs` (the web page
+//!   and the `useChat` example app in a real headless Chromium, driven by
+//!   `tests/browser/*.mjs`; [`browser`] finds `node` and Chromium and runs
+//!   them with a time bound), `llm.rs` (the `openai`
 //!   generator in front of a real model server, [`llm::LlmServer`]).
 //!
 //! # What it offers
@@ -67,6 +69,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod browser;
 pub mod llm;
 
 mod ai_sdk;

@@ -9,12 +9,11 @@
 //! `./scripts/test.sh` installs all three. When one is missing this test
 //! fails and says what to install: it never passes without a browser.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use weir_tests::browser::{chromium, node, run_bounded};
 use weir_tests::{
     read_http_request, workspace_dir, DemoText, RedisServer, Runtime, Value, WeirProcess,
 };
@@ -25,47 +24,6 @@ const PROMPT_CANCEL: &str = "cancel me in the browser";
 const PROMPT_RELOAD: &str = "reload me in the browser";
 /// The longest the browser script may run (it gives up by itself at 90 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// `name` on the PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMIUM_PATH").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "CHROMIUM_PATH={} is not a file",
-            path.display()
-        );
-        return path;
-    }
-    let default = Path::new("/usr/bin/chromium");
-    if default.is_file() {
-        return default.to_path_buf();
-    }
-    on_path("chromium").unwrap_or_else(|| {
-        panic!(
-            "Chromium is not installed: the browser test needs /usr/bin/chromium (Debian package \
-             `chromium`; `./scripts/test.sh --setup-only` installs it), or CHROMIUM_PATH set to a \
-             Chromium binary"
-        )
-    })
-}
-
-fn node() -> PathBuf {
-    on_path("node").unwrap_or_else(|| {
-        panic!(
-            "Node.js is not installed: the browser test runs tests/browser/page.mjs with `node` \
-             (Debian package `nodejs`; `./scripts/test.sh --setup-only` installs it)"
-        )
-    })
-}
 
 fn browser_dir() -> PathBuf {
     let dir = workspace_dir().join("tests").join("browser");
@@ -82,59 +40,15 @@ fn browser_dir() -> PathBuf {
 /// Runs `node SCRIPT ARGS…` (a script of `tests/browser`); returns
 /// (success, stdout, stderr). Killed after `NODE_TIMEOUT`.
 fn run_node(script: &str, args: &[String]) -> (bool, String, String) {
-    let node = node();
-    let chromium = chromium();
     let dir = browser_dir();
-    let mut child = Command::new(&node)
+    let mut command = Command::new(node());
+    command
         .arg(dir.join(script))
         .args(args)
         .current_dir(&dir)
-        .env("CHROMIUM_PATH", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", node.display()));
-    let pid = child.id();
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let (done_tx, done_rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let status = child.wait();
-        let _ = done_tx.send(());
-        (status, out)
-    });
-    if done_rx.recv_timeout(NODE_TIMEOUT).is_err() {
-        // Ask politely (playwright closes the browser on SIGTERM), then not.
-        for signal in ["TERM", "KILL"] {
-            let _ = Command::new("sh")
-                .arg("-c")
-                .arg("kill -s \"$1\" \"$2\"")
-                .arg("sh")
-                .arg(signal)
-                .arg(pid.to_string())
-                .status();
-            if done_rx.recv_timeout(Duration::from_secs(3)).is_ok() {
-                break;
-            }
-        }
-        let (_, out) = waiter.join().expect("the waiter thread");
-        let err = err_reader.join().expect("the stderr thread");
-        panic!(
-            "node {script} did not finish within {NODE_TIMEOUT:?}\nstdout:\n{out}\nstderr:\n{err}"
-        );
-    }
-    let (status, out) = waiter.join().expect("the waiter thread");
-    let err = err_reader.join().expect("the stderr thread");
-    let status = status.expect("wait for node");
-    (status.success(), out, err)
+        .env("CHROMIUM_PATH", chromium());
+    let ran = run_bounded(command, NODE_TIMEOUT);
+    (ran.success, ran.stdout, ran.stderr)
 }
 
 /// Runs a browser script; its `RESULT` line as JSON.
