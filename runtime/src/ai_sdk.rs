@@ -222,9 +222,13 @@ async fn pump<R: Runtime>(
             // this response what it held back (the queue's credit).
             let _ = driver.send(ToDriver::Input(Input::Writable { conn })).await;
         }
-        let text = match popped.item {
-            Item::Frame(encoded) => Bytes::from(encoded.frame().encode()),
-            Item::Ping | Item::Merged(_) => continue,
+        // A heartbeat is an SSE comment (clients skip it): a response has no
+        // inbound frames, so the body taking it is the sign of life that
+        // keeps the connection's idle deadline moving, as a pong does.
+        let (text, ping) = match popped.item {
+            Item::Frame(encoded) => (Bytes::from(encoded.frame().encode()), false),
+            Item::Ping => (Bytes::from_static(b": ping\n\n"), true),
+            Item::Merged(_) => continue,
             Item::Close(_) => return,
         };
         let ready =
@@ -233,6 +237,9 @@ async fn pump<R: Runtime>(
             Ok(Ok(())) => body.start_send(Ok(Frame::data(text))).is_ok(),
             _ => false,
         };
+        if sent && ping {
+            let _ = driver.send(ToDriver::Input(Input::Activity { conn })).await;
+        }
         if !sent {
             // The client is gone: the reply goes on.
             let _ = driver
