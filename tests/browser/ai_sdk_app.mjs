@@ -16,7 +16,7 @@
 // saves the screenshot, exits 1. Environment: CHROMIUM_PATH (default
 // /usr/bin/chromium), OVERALL_MS (how long the whole run may take; 150 s).
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 
 const WAIT_MS = 30000; // the longest a wait goes on with nothing changing on the page
 // The whole run: a reply of a real model on a busy machine takes a while.
@@ -97,20 +97,7 @@ async function followToEnd(id, what, samples = []) {
 }
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    timeout: WAIT_MS,
-  });
+  browser = await launchChromium(executablePath, WAIT_MS);
   page = await (await browser.newContext({ viewport: { width: 900, height: 900 } })).newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   await page.goto(pageUrl);

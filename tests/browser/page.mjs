@@ -17,7 +17,7 @@
 // on a failure prints the reason to stderr, saves a screenshot, exits 1.
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium).
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -88,21 +88,7 @@ async function send(page, text) {
 }
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    // playwright-core adds --headless and a fresh temporary --user-data-dir.
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    timeout: WAIT_MS,
-  });
+  browser = await launchChromium(executablePath, WAIT_MS);
   const context = await browser.newContext();
 
   // 1. Stream, then Cancel.

@@ -9,7 +9,7 @@
 // prints the reason to stderr, saves a screenshot, exits 1.
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium).
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -77,20 +77,7 @@ async function send(text) {
 }
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    timeout: WAIT_MS,
-  });
+  browser = await launchChromium(executablePath, WAIT_MS);
   const context = await browser.newContext();
   page = await context.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));

@@ -19,6 +19,21 @@ fn on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// `tests/browser`, where the browser drivers and their npm packages are.
+/// Panics saying how to install them when `playwright-core` is missing.
+#[must_use]
+pub fn scripts_dir() -> PathBuf {
+    let dir = crate::workspace_dir().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "playwright-core is not installed in {}: run `npm ci --prefix tests/browser` \
+         (`./scripts/test.sh --setup-only` does)",
+        dir.display()
+    );
+    dir
+}
+
 /// The Chromium binary: `$CHROMIUM_PATH`, else `/usr/bin/chromium` (Debian
 /// package `chromium`), else `chromium` on the `PATH`. Panics saying what to
 /// install when there is none.

@@ -62,18 +62,6 @@ fn app_dir() -> PathBuf {
     dir
 }
 
-fn scripts_dir() -> PathBuf {
-    let dir = workspace_dir().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is not installed in {}: run `npm ci --prefix tests/browser` \
-         (`./scripts/test.sh --setup-only` does)",
-        dir.display()
-    );
-    dir
-}
-
 /// Builds the app once per test process (`vite build`, its output in
 /// `<target>/ai-sdk-chat/dist`); the folder of the built files.
 fn built_app() -> &'static Path {
@@ -215,7 +203,7 @@ async fn drive_the_app(
     };
     let started = Instant::now();
     let ran = ::tokio::task::spawn_blocking(move || {
-        let dir = scripts_dir();
+        let dir = weir_tests::browser::scripts_dir();
         let mut command = Command::new(node());
         command
             .arg(dir.join("ai_sdk_app.mjs"))

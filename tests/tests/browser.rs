@@ -9,7 +9,6 @@
 //! `./scripts/test.sh` installs all three. When one is missing this test
 //! fails and says what to install: it never passes without a browser.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,22 +24,10 @@ const PROMPT_RELOAD: &str = "reload me in the browser";
 /// The longest the browser script may run (it gives up by itself at 90 s).
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn browser_dir() -> PathBuf {
-    let dir = workspace_dir().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is not installed in {}: run `npm ci --prefix tests/browser` \
-         (`./scripts/test.sh --setup-only` does)",
-        dir.display()
-    );
-    dir
-}
-
 /// Runs `node SCRIPT ARGS…` (a script of `tests/browser`); returns
 /// (success, stdout, stderr). Killed after `NODE_TIMEOUT`.
 fn run_node(script: &str, args: &[String]) -> (bool, String, String) {
-    let dir = browser_dir();
+    let dir = weir_tests::browser::scripts_dir();
     let mut command = Command::new(node());
     command
         .arg(dir.join(script))
