@@ -16,7 +16,7 @@
 // saves the screenshot, exits 1. Environment: CHROMIUM_PATH (default
 // /usr/bin/chromium), OVERALL_MS (how long the whole run may take; 150 s).
 
-import { launchChromium } from "./launch.mjs";
+import { launchChromium, runDriver } from "./launch.mjs";
 
 const WAIT_MS = 30000; // the longest a wait goes on with nothing changing on the page
 // The whole run: a reply of a real model on a busy machine takes a while.
@@ -30,10 +30,6 @@ if (!pageUrl || !promptStop || !promptReload || !screenshot) {
 }
 const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-const watchdog = setTimeout(() => {
-  console.error(`ai_sdk_app.mjs: gave up after ${OVERALL_MS} ms`);
-  process.exit(1);
-}, OVERALL_MS);
 
 const result = {};
 const pageErrors = [];
@@ -158,24 +154,13 @@ async function main() {
   result.screenshot = screenshot;
 }
 
-let code = 0;
-try {
-  await main();
-  console.log(`RESULT ${JSON.stringify(result)}`);
-} catch (e) {
-  code = 1;
-  console.error(`ai_sdk_app.mjs: ${e && e.stack ? e.stack : e}`);
-  console.error(`ai_sdk_app.mjs: so far ${JSON.stringify(result)}; page errors ${JSON.stringify(pageErrors)}`);
-  if (page) {
-    try {
-      await page.screenshot({ path: screenshot, fullPage: true });
-      console.error(`ai_sdk_app.mjs: screenshot of the page at ${screenshot}`);
-    } catch (_) {
-      // no screenshot then
-    }
-  }
-} finally {
-  clearTimeout(watchdog);
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(code);
+await runDriver({
+  name: "ai_sdk_app.mjs",
+  overallMs: OVERALL_MS,
+  main,
+  result,
+  pageErrors,
+  page: () => page,
+  shot: screenshot,
+  browser: () => browser,
+});

@@ -19,3 +19,37 @@ export function launchChromium(executablePath, timeout) {
     timeout,
   });
 }
+
+// Runs a driver's `main` under a watchdog of `overallMs`, prints
+// `RESULT {json}` on success, or the error, what `result` holds so far and a
+// screenshot of `page()` (to `shot`) on failure; closes `browser()`; exits
+// 0 or 1.
+export async function runDriver({ name, overallMs, main, result, pageErrors, page, shot, browser }) {
+  const watchdog = setTimeout(() => {
+    console.error(`${name}: gave up after ${overallMs} ms`);
+    process.exit(1);
+  }, overallMs);
+  let code = 0;
+  try {
+    await main();
+    console.log(`RESULT ${JSON.stringify(result)}`);
+  } catch (e) {
+    code = 1;
+    console.error(`${name}: ${e && e.stack ? e.stack : e}`);
+    console.error(`${name}: so far ${JSON.stringify(result)}; page errors ${JSON.stringify(pageErrors)}`);
+    const p = page();
+    if (p) {
+      try {
+        await p.screenshot({ path: shot, fullPage: true });
+        console.error(`${name}: screenshot of the page at ${shot}`);
+      } catch (_) {
+        // no screenshot then
+      }
+    }
+  } finally {
+    clearTimeout(watchdog);
+    const b = browser();
+    if (b) await b.close().catch(() => {});
+  }
+  process.exit(code);
+}

@@ -17,7 +17,7 @@
 // on a failure prints the reason to stderr, saves a screenshot, exits 1.
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium).
 
-import { launchChromium } from "./launch.mjs";
+import { launchChromium, runDriver } from "./launch.mjs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -31,10 +31,6 @@ if (!base || !promptCancel || !promptReload) {
 }
 const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-const watchdog = setTimeout(() => {
-  console.error(`page.mjs: gave up after ${OVERALL_MS} ms`);
-  process.exit(1);
-}, OVERALL_MS);
 
 const suffix = `${Date.now().toString(36)}-${process.pid}`;
 const result = {};
@@ -156,25 +152,13 @@ async function main() {
   result.page_errors = pageErrors;
 }
 
-let code = 0;
-try {
-  await main();
-  console.log(`RESULT ${JSON.stringify(result)}`);
-} catch (e) {
-  code = 1;
-  console.error(`page.mjs: ${e && e.stack ? e.stack : e}`);
-  console.error(`page.mjs: so far ${JSON.stringify(result)}; page errors ${JSON.stringify(pageErrors)}`);
-  if (current) {
-    const shot = join(tmpdir(), `weir-browser-failure-${process.pid}.png`);
-    try {
-      await current.screenshot({ path: shot, fullPage: true });
-      console.error(`page.mjs: screenshot of the page at ${shot}`);
-    } catch (_) {
-      // no screenshot then
-    }
-  }
-} finally {
-  clearTimeout(watchdog);
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(code);
+await runDriver({
+  name: "page.mjs",
+  overallMs: OVERALL_MS,
+  main,
+  result,
+  pageErrors,
+  page: () => current,
+  shot: join(tmpdir(), `weir-browser-failure-${process.pid}.png`),
+  browser: () => browser,
+});

@@ -9,7 +9,7 @@
 // prints the reason to stderr, saves a screenshot, exits 1.
 // Environment: CHROMIUM_PATH (default /usr/bin/chromium).
 
-import { launchChromium } from "./launch.mjs";
+import { launchChromium, runDriver } from "./launch.mjs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -23,10 +23,6 @@ if (!pageUrl || !promptCancel || !promptReload) {
 }
 const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-const watchdog = setTimeout(() => {
-  console.error(`seed.mjs: gave up after ${OVERALL_MS} ms`);
-  process.exit(1);
-}, OVERALL_MS);
 
 const result = {};
 const pageErrors = [];
@@ -145,25 +141,13 @@ async function main() {
   result.console_errors = consoleErrors;
 }
 
-let code = 0;
-try {
-  await main();
-  console.log(`RESULT ${JSON.stringify(result)}`);
-} catch (e) {
-  code = 1;
-  console.error(`seed.mjs: ${e && e.stack ? e.stack : e}`);
-  console.error(`seed.mjs: so far ${JSON.stringify(result)}; page errors ${JSON.stringify(pageErrors)}`);
-  if (page) {
-    const shot = join(tmpdir(), `weir-seed-browser-failure-${process.pid}.png`);
-    try {
-      await page.screenshot({ path: shot, fullPage: true });
-      console.error(`seed.mjs: screenshot of the page at ${shot}`);
-    } catch (_) {
-      // no screenshot then
-    }
-  }
-} finally {
-  clearTimeout(watchdog);
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(code);
+await runDriver({
+  name: "seed.mjs",
+  overallMs: OVERALL_MS,
+  main,
+  result,
+  pageErrors,
+  page: () => page,
+  shot: join(tmpdir(), `weir-seed-browser-failure-${process.pid}.png`),
+  browser: () => browser,
+});
