@@ -333,11 +333,11 @@ impl<R: Runtime> Driver<R> {
                 }
                 Woke::Notice(notice) => {
                     budget -= 1;
-                    self.node.handle_input(R::now(), Input::Notice(notice));
+                    self.feed(R::now(), Input::Notice(notice));
                 }
                 Woke::Reply(reply) => {
                     budget -= 1;
-                    self.node.handle_input(R::now(), reply);
+                    self.feed(R::now(), reply);
                 }
                 Woke::NoMoreNotices => notices = None,
                 Woke::Closed => break,
@@ -381,7 +381,7 @@ impl<R: Runtime> Driver<R> {
         }
         if clock.wall <= now {
             clock.wall = now + WALL_CLOCK_EVERY;
-            self.node.handle_input(
+            self.feed(
                 now,
                 Input::WallClockNs {
                     unix_ns: R::unix_ns(),
@@ -422,7 +422,7 @@ impl<R: Runtime> Driver<R> {
                         ip: Some(ip),
                     },
                 };
-                self.node.handle_input(now, input);
+                self.feed(now, input);
             }
             ToDriver::Stream {
                 conn,
@@ -432,7 +432,7 @@ impl<R: Runtime> Driver<R> {
             } => {
                 self.conns.insert(conn, handle);
                 self.count_connections();
-                self.node.handle_input(
+                self.feed(
                     now,
                     Input::AiSdkStream {
                         conn,
@@ -448,7 +448,7 @@ impl<R: Runtime> Driver<R> {
                 if let Some(h) = self.conns.get_mut(&conn) {
                     if !h.queue.is_blocked() {
                         h.told_blocked = false;
-                        self.node.handle_input(now, Input::Writable { conn });
+                        self.feed(now, Input::Writable { conn });
                     }
                 }
             }
@@ -461,7 +461,7 @@ impl<R: Runtime> Driver<R> {
                     // The task ends by itself after its last event.
                     self.generators.remove(message_id);
                 }
-                self.node.handle_input(now, input);
+                self.feed(now, input);
             }
             ToDriver::Http {
                 user,
@@ -471,14 +471,13 @@ impl<R: Runtime> Driver<R> {
                 let req = HttpReqId(self.next_http);
                 self.next_http += 1;
                 self.http.insert(req, reply);
-                self.node
-                    .handle_input(now, Input::Http { req, user, request });
+                self.feed(now, Input::Http { req, user, request });
             }
             ToDriver::Shutdown => {
                 if shutdown.is_none() {
                     tracing::info!("shutdown: closing connections and settling replies");
                     *shutdown = Some(now + self.shutdown_grace);
-                    self.node.handle_input(now, Input::Shutdown);
+                    self.feed(now, Input::Shutdown);
                 }
             }
         }
@@ -505,6 +504,12 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Hands `input` to the node, counted (`weir_core_inputs_total`).
+    fn feed(&mut self, now: Instant, input: Input) {
+        self.metrics.core_inputs.fetch_add(1, Relaxed);
+        self.node.handle_input(now, input);
+    }
+
     /// Carries out every output, feeding what that produces, until the node
     /// has nothing more to say.
     fn drain(&mut self) {
@@ -513,7 +518,7 @@ impl<R: Runtime> Driver<R> {
                 self.carry(output);
             }
             match self.immediate.pop_front() {
-                Some(input) => self.node.handle_input(R::now(), input),
+                Some(input) => self.feed(R::now(), input),
                 None => break,
             }
         }

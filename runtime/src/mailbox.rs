@@ -67,6 +67,8 @@ pub(crate) struct ConnHandle {
     pub(crate) progress: Option<(u64, Instant)>,
     /// The core was told `Input::WriteBlocked` and not yet `Input::Writable`.
     pub(crate) told_blocked: bool,
+    /// The last `Input::QueueLag` told the core an empty queue.
+    pub(crate) told_empty: bool,
 }
 
 impl ConnHandle {
@@ -78,6 +80,7 @@ impl ConnHandle {
             merged_seen: 0,
             progress: None,
             told_blocked: false,
+            told_empty: false,
         }
     }
 

@@ -95,6 +95,9 @@ pub(crate) struct Metrics {
     /// Times the driver woke up: a message, a notice, a store reply, a
     /// deadline. An idle node wakes only for its deadlines.
     pub(crate) driver_wakes: AtomicU64,
+    /// Inputs the driver handed to the core (client frames, store replies,
+    /// notices, generator events, its own looks at the queues, …).
+    pub(crate) core_inputs: AtomicU64,
     /// Refusals by a cap, by [`Cap::ALL`] order.
     rate_limited: [AtomicU64; Cap::ALL.len()],
     resumes_exact: AtomicU64,
@@ -278,6 +281,13 @@ impl Metrics {
             "Times the node's driver woke up (a message, a notice, a store reply or a deadline); \
              an idle node wakes only for its timers.",
             &[("", self.driver_wakes.load(Relaxed).to_string())],
+        );
+        family(
+            "weir_core_inputs_total",
+            "counter",
+            "Inputs the node's driver handed to the core (frames, store replies, notices, generator \
+             events, its looks at the queues); an idle connection adds none.",
+            &[("", self.core_inputs.load(Relaxed).to_string())],
         );
         let refusals: Vec<(String, String)> = Cap::ALL
             .iter()

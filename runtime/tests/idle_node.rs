@@ -6,7 +6,10 @@
 //! with the in-memory store nothing held the store replies' channel open, so
 //! every wait ended at once and the idle driver spun — `weir_bench c100k`
 //! measured about 100 000 wakes a second and three quarters of a core at
-//! 5 000 idle connections. The bound here is two orders of magnitude above
+//! 5 000 idle connections. And the second one: the driver's look at the
+//! queues (once a second) told the core every connection's lag, an input per
+//! connection per second even with every queue empty — at 19 000 idle
+//! connections a third of the idle CPU (`weir_bench c100k`, perf). The bound here is two orders of magnitude above
 //! what an idle node needs and three below what a spinning one does.
 
 use std::time::Duration;
@@ -24,6 +27,10 @@ const WATCHED: Duration = Duration::from_secs(3);
 /// The most wakes allowed meanwhile: the queues are looked at once a second
 /// and nothing else is due (the default heartbeat is 15 s).
 const MAX_WAKES: f64 = 100.0;
+/// The most core inputs allowed meanwhile: none is needed per idle
+/// connection (the presence refreshes of their users are store replies,
+/// fewer than one per user here).
+const MAX_INPUTS: f64 = 20.0;
 
 async fn an_idle_node_with_open_connections_wakes_only_for_its_deadlines() {
     let server = InProcess::start(demo_config(10, 100.0)).await;
@@ -31,15 +38,31 @@ async fn an_idle_node_with_open_connections_wakes_only_for_its_deadlines() {
     for i in 0..CONNECTIONS {
         clients.push(server.ws(&format!("session_id=idle{i}&user_id=u{i}")).await);
     }
-    // Let presence and the joins settle.
-    ::tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = server.metrics().await.get("weir_driver_wakes_total");
+    // Let presence and the joins settle, and the driver look at the new
+    // queues once (its first look tells the core each one is empty).
+    ::tokio::time::sleep(Duration::from_millis(1500)).await;
+    let m = server.metrics().await;
+    let (before, inputs_before) = (
+        m.get("weir_driver_wakes_total"),
+        m.get("weir_core_inputs_total"),
+    );
     ::tokio::time::sleep(WATCHED).await;
-    let wakes = server.metrics().await.get("weir_driver_wakes_total") - before;
+    let m = server.metrics().await;
+    let wakes = m.get("weir_driver_wakes_total") - before;
+    let inputs = m.get("weir_core_inputs_total") - inputs_before;
+    eprintln!("{wakes} driver wakes and {inputs} core inputs in {WATCHED:?}");
     assert!(
         wakes <= MAX_WAKES,
         "{wakes} driver wakes in {WATCHED:?} with {CONNECTIONS} idle connections (at most \
          {MAX_WAKES}): the driver spins instead of waiting"
+    );
+    // The driver looks at every queue once a second; an empty queue is told
+    // to the core once, not at every look (which cost an input per
+    // connection per second: 60 here).
+    assert!(
+        inputs <= MAX_INPUTS,
+        "{inputs} core inputs in {WATCHED:?} with {CONNECTIONS} idle connections (at most \
+         {MAX_INPUTS}): idle connections keep the core busy"
     );
     drop(clients);
     server.shutdown().await.expect("shuts down");

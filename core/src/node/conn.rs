@@ -141,7 +141,10 @@ impl<I: IdSource> Node<I> {
     /// their place) and is what it would cost to hold for it had delivery
     /// not waited.
     pub(super) fn cursor_lag(&self, conn: ConnId) -> usize {
-        let Some(c) = self.conns.get(&conn) else {
+        // Most connections watch no reply most of the time (an idle one
+        // between turns): they are asked about once a look, for each of them,
+        // so they cost no look-up of their conversation.
+        let Some(c) = self.conns.get(&conn).filter(|c| !c.cursors.is_empty()) else {
             return 0;
         };
         let Some(view) = self.convs.get(&c.conv) else {

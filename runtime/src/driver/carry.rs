@@ -126,16 +126,22 @@ impl<R: Runtime> Driver<R> {
     }
 
     /// Looks at every connection's queue and reports to the core its lag
-    /// (the core decides when that is a slow consumer: `--max-lag-bytes`)
+    /// (the core decides when that is a slow consumer: `--max-lag-bytes`;
+    /// a queue that stays empty is reported once)
     /// and, when its writer has taken nothing since an earlier look while
     /// frames wait, the stall (the core decides when that is one:
     /// `--stall-timeout`).
     pub(super) fn report_stalls(&mut self, now: Instant) {
         for (conn, handle) in &mut self.conns {
-            self.immediate.push_back(Input::QueueLag {
-                conn: *conn,
-                bytes: handle.queue.lag_bytes(),
-            });
+            // An empty queue is told once, not at every look: most
+            // connections are idle most of the time, and a look at each of
+            // them every second would cost the core an input per connection.
+            let bytes = handle.queue.lag_bytes();
+            if bytes > 0 || !handle.told_empty {
+                handle.told_empty = bytes == 0;
+                self.immediate
+                    .push_back(Input::QueueLag { conn: *conn, bytes });
+            }
             if let Some(since) = handle.stalled_since(now) {
                 self.immediate
                     .push_back(Input::WriteStalled { conn: *conn, since });

@@ -17,6 +17,10 @@
 //!   TCP memory and idle CPU per connection, the connect rate, and the
 //!   latency (receive time − `ts_ns`) of one reply fanned out to the 1 000;
 //!   bare_ws at N in the same run.
+//! - `weir_bench resume --resumes R --chunks M`: weir only; a stored reply
+//!   of M chunks resumed from seq 0 by R connections in turn, on the
+//!   producing node and on another node on Redis: connect → first and last
+//!   replayed chunk, frames per replay, exactness, Redis commands per resume.
 //! - `weir_bench stalled --conns N --stalled-percent P`: weir only; N clients
 //!   on one conversation and a long reply, once with every client reading
 //!   and once with P % of them stalled (they stop reading after `history`);
@@ -37,7 +41,7 @@
 //! files limit, the source ports, the machine), `server` (weir or bare_ws as
 //! a child process), `client` (connecting from many source addresses, the
 //! tally of connections), then one file per benchmark: `idle`, `fanout`,
-//! `stalled`.
+//! `stalled`, `c100k`, `resume`.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stdout,
@@ -48,6 +52,7 @@ mod c100k;
 mod client;
 mod fanout;
 mod idle;
+mod resume;
 mod server;
 mod setup;
 mod stalled;
@@ -63,6 +68,7 @@ use weir_bench::RuntimeOpts;
 use c100k::{c100k, C100kArgs};
 use fanout::{fanout, FanoutArgs};
 use idle::{idle, IdleArgs};
+use resume::{resume, ResumeArgs};
 use setup::{binary, check_ports, raise_fd_limit, Env};
 use stalled::{stalled, StalledArgs};
 
@@ -106,6 +112,8 @@ enum Cmd {
     Stalled(StalledArgs),
     /// 100 000 connections with heartbeats: RSS and idle CPU per connection, connect rate, fan-out latency.
     C100k(C100kArgs),
+    /// Resume latency of a stored reply, on its node and on another node on Redis.
+    Resume(ResumeArgs),
 }
 
 fn main() -> ExitCode {
@@ -160,12 +168,14 @@ async fn interrupted() {
 
 async fn run(cli: &Cli) -> Res<()> {
     let weir = binary("weir", cli.weir.as_deref())?;
-    let bare = binary("bare_ws", cli.bare.as_deref())?;
+    // Every benchmark but `stalled` and `resume` loads bare_ws too.
+    let bare = || binary("bare_ws", cli.bare.as_deref());
     let conns = match &cli.command {
         Cmd::Idle(a) => a.conns,
         Cmd::Fanout(a) => a.conns,
         Cmd::Stalled(a) => a.conns,
         Cmd::C100k(a) => a.conns,
+        Cmd::Resume(a) => a.resumes.min(1000),
     };
     if conns == 0 {
         return Err("--conns must be at least 1".into());
@@ -174,9 +184,10 @@ async fn run(cli: &Cli) -> Res<()> {
     check_ports(conns, cli.source_ips)?;
     let env = Env::read(&weir, nofile, &cli.rt).await;
     match &cli.command {
-        Cmd::Idle(args) => idle(cli, args, &weir, &bare, &env).await,
-        Cmd::Fanout(args) => fanout(cli, args, &weir, &bare, &env).await,
+        Cmd::Idle(args) => idle(cli, args, &weir, &bare()?, &env).await,
+        Cmd::Fanout(args) => fanout(cli, args, &weir, &bare()?, &env).await,
         Cmd::Stalled(args) => stalled(cli, args, &weir, &env).await,
-        Cmd::C100k(args) => c100k(cli, args, &weir, &bare, &env).await,
+        Cmd::C100k(args) => c100k(cli, args, &weir, &bare()?, &env).await,
+        Cmd::Resume(args) => resume(cli, args, &weir, &env).await,
     }
 }

@@ -69,13 +69,23 @@ impl Server {
     /// `weir serve` with `runtime` (the `--runtime` and `--worker-threads`
     /// arguments of [`RuntimeOpts::weir_args`]) and `extra`.
     pub(crate) async fn weir(program: &Path, runtime: &[String], extra: &[String]) -> Res<Self> {
+        Self::weir_node(program, runtime, "bench", extra).await
+    }
+
+    /// [`Server::weir`] as node `node_id` (several nodes on one store).
+    pub(crate) async fn weir_node(
+        program: &Path,
+        runtime: &[String],
+        node_id: &str,
+        extra: &[String],
+    ) -> Res<Self> {
         let quiet = [
             "--heartbeat",
             WEIR_HEARTBEAT_SECS,
             "--idle-timeout",
             WEIR_IDLE_TIMEOUT_SECS,
         ];
-        Self::weir_with(program, runtime, &quiet, extra).await
+        Self::weir_with(program, runtime, node_id, &quiet, extra).await
     }
 
     /// [`Server::weir`] with weir's default heartbeat and idle timeout.
@@ -84,12 +94,13 @@ impl Server {
         runtime: &[String],
         extra: &[String],
     ) -> Res<Self> {
-        Self::weir_with(program, runtime, &[], extra).await
+        Self::weir_with(program, runtime, "bench", &[], extra).await
     }
 
     async fn weir_with(
         program: &Path,
         runtime: &[String],
+        node_id: &str,
         timers: &[&str],
         extra: &[String],
     ) -> Res<Self> {
@@ -98,7 +109,7 @@ impl Server {
             "--listen",
             "127.0.0.1:0",
             "--node-id",
-            "bench",
+            node_id,
             "--log",
             "error",
         ]
