@@ -120,7 +120,7 @@ pub fn times(r: Option<f64>) -> String {
 
 /// Per-connection read buffer of the servers: weir's `READ_BUFFER`
 /// (`runtime/src/ws.rs`), not tungstenite's 128 KiB default.
-pub const SERVER_READ_BUFFER: usize = 1024;
+pub const SERVER_READ_BUFFER: usize = 256;
 /// Write buffer of the servers: weir's (`runtime/src/ws.rs`).
 pub const SERVER_WRITE_BUFFER: usize = 4 * 1024;
 /// Largest inbound message and frame: weir's default `--max-frame-bytes`.

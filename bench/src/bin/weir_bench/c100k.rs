@@ -205,9 +205,7 @@ fn report(cli: &Cli, args: &C100kArgs, env: &Env, runs: &[Run]) {
             );
         }
     }
-    let mut out = env.json();
-    out["bench"] = json!("c100k");
-    out["params"] = json!({
+    let params = json!({
         "conns": args.conns,
         "fanout": args.fanout,
         "chunks": args.chunks,
@@ -215,10 +213,8 @@ fn report(cli: &Cli, args: &C100kArgs, env: &Env, runs: &[Run]) {
         "settle_secs": args.settle_secs,
         "source_ips": cli.source_ips,
         "concurrency": cli.concurrency,
-        "runtimes": cli.rt.runtimes().iter().map(|r| r.name()).collect::<Vec<_>>(),
-        "worker_threads": cli.rt.worker_threads,
     });
-    out["load_average_end"] = json!(weir_bench::load_average());
+    let mut out = env.result_json("c100k", &cli.rt, params);
     out["results"] = runs
         .iter()
         .map(|r| {

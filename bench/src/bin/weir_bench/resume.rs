@@ -400,15 +400,12 @@ fn report(cli: &Cli, args: &ResumeArgs, env: &Env, runs: &[Run]) {
             if met { "met" } else { "NOT met" }
         );
     }
-    let mut out = env.json();
-    out["bench"] = json!("resume");
-    out["params"] = json!({
+    let params = json!({
         "resumes": args.resumes,
         "chunks": args.chunks,
-        "runtimes": cli.rt.runtimes().iter().map(|r| r.name()).collect::<Vec<_>>(),
-        "worker_threads": cli.rt.worker_threads,
+        "place": format!("{:?}", args.place).to_lowercase(),
     });
-    out["load_average_end"] = json!(weir_bench::load_average());
+    let mut out = env.result_json("resume", &cli.rt, params);
     out["results"] = runs
         .iter()
         .map(|r| {

@@ -141,6 +141,18 @@ impl Env {
         );
     }
 
+    /// The JSON line of benchmark `bench`: [`Env::json`], its `params` with
+    /// the runtimes added, and the load average at the end.
+    pub(crate) fn result_json(&self, bench: &str, rt: &RuntimeOpts, mut params: Value) -> Value {
+        params["runtimes"] = json!(rt.runtimes().iter().map(|r| r.name()).collect::<Vec<_>>());
+        params["worker_threads"] = json!(rt.worker_threads);
+        let mut out = self.json();
+        out["bench"] = json!(bench);
+        out["params"] = params;
+        out["load_average_end"] = json!(load_average());
+        out
+    }
+
     pub(crate) fn json(&self) -> Value {
         let m = &self.machine;
         json!({
