@@ -46,7 +46,8 @@ pub struct Config {
     /// How many history messages a generator gets as context.
     pub context_limit: usize,
     /// How often the node sweeps the store (reaps dead owners' replies) and
-    /// refreshes its presence entries.
+    /// refreshes its presence entries (those at most every third of
+    /// [`PresenceTimers::entry_ttl_ms`]).
     pub housekeeping: Duration,
     /// How long a watched reply may stay silent before the node re-reads it
     /// from the store (catches lost notices and dead owners).

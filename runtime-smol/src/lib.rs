@@ -182,7 +182,7 @@ impl Runtime for Smol {
     }
 
     async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        TcpListener::try_from(weir_runtime::listen_std(addr)?)
     }
 
     fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {

@@ -109,7 +109,7 @@ impl Runtime for Tokio {
     }
 
     async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        TcpListener::from_std(weir_runtime::listen_std(addr)?)
     }
 
     fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {

@@ -110,7 +110,7 @@ pub use config::{
     Auth, CompatConfig, GeneratorConfig, RedisSettings, RuntimeConfig, StoreBackend, TokenAuth,
     TokenKey,
 };
-pub use rt::{Runtime, SEND_BUFFER_BYTES};
+pub use rt::{listen_std, Runtime, LISTEN_BACKLOG, SEND_BUFFER_BYTES};
 
 /// A bound, not yet running weir server on runtime `R`.
 pub struct Server<R: Runtime> {

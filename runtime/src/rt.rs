@@ -22,6 +22,30 @@ use hyper::rt::{Sleep, Timer as _};
 /// second over a 100 ms round trip.
 pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
+/// The listening socket's accept queue (`listen(2)`'s backlog; the kernel
+/// caps it at `net.core.somaxconn`, 4 096 by default). The standard
+/// library's `bind` asks for 128: when thousands of clients reconnect at
+/// once (a node restarted, `cluster_bench storm`) and the accept loop falls
+/// behind, the kernel drops their SYNs and each waits for its 1 s
+/// retransmission.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening TCP socket on `addr` (`SO_REUSEADDR`, as the standard
+/// library's `bind` sets it) with a [`LISTEN_BACKLOG`] accept queue, in
+/// non-blocking mode for the runtime's reactor.
+///
+/// # Errors
+/// The socket cannot be made, bound or put to listen.
+pub fn listen_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// What weir asks of an async runtime: tasks, the clock, sleeps, TCP,
 /// hyper's timer.
 /// Everything else (the driver, HTTP, WebSocket, Redis, generators) is

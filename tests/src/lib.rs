@@ -15,7 +15,10 @@
 //!   and the `useChat` example app in a real headless Chromium, driven by
 //!   `tests/browser/*.mjs`; [`browser`] finds `node` and Chromium and runs
 //!   them with a time bound), `llm.rs` (the `openai`
-//!   generator in front of a real model server, [`llm::LlmServer`]).
+//!   generator in front of a real model server, [`llm::LlmServer`]),
+//!   `storm.rs` (a node stopped or killed under many clients, each resuming
+//!   on another node exactly once; its clients, [`storm`], are also those
+//!   of the `cluster_bench storm` benchmark).
 //!
 //! # What it offers
 //!
@@ -71,6 +74,7 @@
 
 pub mod browser;
 pub mod llm;
+pub mod storm;
 
 mod ai_sdk;
 mod client;

@@ -13,6 +13,10 @@
 //!   fast as the demo generator goes. Reports the chunks B's viewers
 //!   received per second (everything crossed Redis), and per chunk the delay
 //!   between A's client and B's client receiving it (cross-node delivery).
+//! - `cluster_bench storm --clients N`: N clients on node A (a tenth of them
+//!   following a reply A streams) reconnect to node B and resume when A gets
+//!   SIGTERM, then again when A is killed: time until all are resumed,
+//!   resume latency, Redis commands per client, exactly-once (`storm.rs`).
 //!
 //! Each runs on every pair of runtimes that `--runtime tokio|smol|both`
 //! (default both) names, one after the other in the same run, each pair on
@@ -31,6 +35,8 @@
     clippy::print_stdout,
     reason = "printing the figures is this tool's job"
 )]
+
+mod storm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -80,6 +86,9 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// A node stopped (SIGTERM), then killed (SIGKILL), under N clients that
+    /// resume on the other node.
+    Storm(storm::StormArgs),
 }
 
 /// The runtimes of the two nodes of one run.
@@ -134,6 +143,16 @@ fn main() -> ExitCode {
     };
     let pairs = Pair::chosen(&cli);
     let date = utc_now();
+    let mut env = Value::Null;
+    if let Cmd::Storm(args) = &cli.command {
+        match storm::raise_fd_limit(args.clients) {
+            Ok(limit) => env = storm::print_env(&weir, limit),
+            Err(e) => {
+                eprintln!("cluster_bench storm: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     println!(
         "# cluster_bench: weir {} · {} · {} pair(s): {} · {} · load average {}",
         weir.display(),
@@ -183,6 +202,17 @@ fn main() -> ExitCode {
                 json!({ "convs": convs, "chunks": chunks, "rounds": rounds }),
             )
         }
+        Cmd::Storm(ref args) => {
+            let phases: Vec<(Pair, Vec<&storm::Phase>)> = runs
+                .iter()
+                .filter_map(|(pair, run)| match run {
+                    RunResult::Storm(p) => Some((*pair, p.iter().collect())),
+                    _ => None,
+                })
+                .collect();
+            storm::print_table(&phases);
+            ("storm", args.json())
+        }
     };
     let mut sections = serde_json::Map::new();
     for (pair, run) in &runs {
@@ -199,6 +229,7 @@ fn main() -> ExitCode {
             "date": date,
             "params": params,
             "worker_threads": cli.rt.worker_threads,
+            "env": env,
             "runs": sections,
         })
     );
@@ -210,6 +241,8 @@ fn main() -> ExitCode {
 enum RunResult {
     Cancel(CancelResult),
     Throughput(ThroughputResult),
+    /// The SIGTERM phase, then the SIGKILL one.
+    Storm(Vec<storm::Phase>),
 }
 
 impl RunResult {
@@ -229,6 +262,9 @@ impl RunResult {
                 "delivery_delay_ms": t.delay.json(),
                 "b_merged_frames": t.merged,
                 "b_notices_dropped": t.notices_dropped,
+            }),
+            Self::Storm(phases) => json!({
+                "phases": phases.iter().map(storm::Phase::json).collect::<Vec<_>>(),
             }),
         }
     }
@@ -257,6 +293,7 @@ async fn one_pair(cli: &Cli, pair: Pair) -> RunResult {
         } => RunResult::Throughput(
             throughput(&redis, cli, pair, load, (convs, chunks, rounds)).await,
         ),
+        Cmd::Storm(ref args) => RunResult::Storm(storm::storm(&redis, cli, pair, args).await),
     }
 }
 
