@@ -63,6 +63,13 @@ impl<I: IdSource> Node<I> {
         let Some(view) = self.convs.get_mut(conv) else {
             return;
         };
+        // A conversation without replies has nothing to hand out (every
+        // connection joining an idle conversation asks for a step): the walk
+        // over its connections below would make each join cost in proportion
+        // to the connections already there.
+        if view.replies().is_empty() {
+            return;
+        }
         // A blocked connection (its queue is full) is handed nothing: its
         // cursors keep their place, and the chunks it has not had stay in
         // the view, once for every connection, until it is writable again
