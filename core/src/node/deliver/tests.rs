@@ -395,3 +395,31 @@ fn an_ai_sdk_socket_that_is_blocked_holds_its_requests_and_a_resume_gets_one_chu
     let sequences: Vec<u64> = got.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(sequences, (0..=7).collect::<Vec<_>>(), "no gap");
 }
+
+#[test]
+fn a_merged_frame_holds_exactly_merged_max_bytes_of_text_and_the_next_chunk_starts_the_next_frame()
+{
+    let mut rig = Rig::new(|_| {});
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    let id = rig.chat(a);
+    rig.deltas(&id, &["x"]);
+    rig.take(a);
+    rig.take(b);
+
+    // Chunks 2..=5 are a quarter of the limit each: together exactly the
+    // limit, so they fit one frame; chunk 6 does not.
+    rig.input(Input::WriteBlocked { conn: b });
+    let quarter = "q".repeat(super::MERGED_MAX_BYTES / 4);
+    rig.deltas(&id, &[&quarter, &quarter, &quarter, &quarter, "z"]);
+    rig.input(Input::Writable { conn: b });
+    let got = rig.take(b);
+    let spans: Vec<(Option<u64>, u64, usize)> = chunks(&got)
+        .iter()
+        .map(|c| (c.from_seq, c.seq, c.delta.len()))
+        .collect();
+    assert_eq!(
+        spans,
+        [(Some(2), 5, super::MERGED_MAX_BYTES), (None, 6, 1)],
+        "one frame of exactly the limit, then the rest"
+    );
+}
