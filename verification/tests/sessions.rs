@@ -359,6 +359,71 @@ fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
     );
 }
 
+/// A viewer on another node that lost touch with the store (every operation
+/// failed, every notice lost) while the reply failed and its record expired
+/// ends it with the status history keeps: `failed`, not `completed`.
+#[test]
+fn a_viewer_cut_off_until_a_failed_replys_record_expired_ends_it_failed_from_history() {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Delta("partial".into()));
+    settle(&mut w, &mut c);
+    assert!(matches!(last(&w, b), ServerFrame::Chunk(_)), "b follows it");
+    w.generate(
+        &id,
+        GeneratorEvent::Failed {
+            reason: "model_error".into(),
+            usage: None,
+        },
+    );
+    // Node 1 is cut off from the store for 100 s, longer than the record
+    // lives after the reply settled; node 0 goes on.
+    for _ in 0..200 {
+        w.advance(Duration::from_millis(500));
+        // b answers its pings: only the store is out of reach.
+        w.input(1, weir_core::Input::Activity { conn: b });
+        loop {
+            w.notices.retain(|(node, _)| *node != 1);
+            while let Some(k) = w.ops.iter().position(|op| op.node == 1) {
+                w.fail_op(k);
+            }
+            if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+                break;
+            }
+        }
+    }
+    let hist = w.store.history(&w.clients[&a].conv);
+    assert_eq!(
+        hist.last().map(|m| m.status),
+        Some(weir_core::wire::MessageStatus::Failed)
+    );
+    assert!(
+        w.frames(b)
+            .iter()
+            .all(|f| !matches!(f, ServerFrame::End(_))),
+        "no end while cut off: {:?}",
+        w.frames(b)
+    );
+    // Back in touch: its next read finds no record, and history says failed.
+    w.run_for(Duration::from_secs(1), Duration::from_millis(500));
+    settle(&mut w, &mut c);
+    assert_eq!(w.clients[&b].closed, None);
+    match last(&w, b) {
+        ServerFrame::End(e) => {
+            assert_eq!(e.status, ReplyStatus::Failed);
+            assert_eq!(e.final_seq, 1);
+        }
+        f => panic!("{f:?}"),
+    }
+}
+
 #[test]
 fn shutdown_closes_with_1001_and_settles_owned_replies() {
     let mut w = world();
