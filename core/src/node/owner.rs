@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{Node, Pending, SHUTDOWN, STORE_FULL};
+use super::{Node, Pending, SHUTDOWN, STORE_FULL, STORE_LOST};
 use crate::api::{Event, GeneratorEvent, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, RequestId, Seq};
 use crate::store::{AppendOp, RenewOp, SettleOp, StoreOp, StoreReply, Token};
@@ -313,6 +313,13 @@ impl Owned {
     /// whether the generator must be aborted.
     #[must_use]
     pub(super) fn on_refused(&mut self, lost: bool) -> bool {
+        self.stop_failed(STORE_FULL, lost)
+    }
+
+    /// Stops producing: the reply ends `failed(reason)` with the chunks
+    /// already stored, unless it already ended otherwise and `lost`
+    /// nothing. Returns whether the generator must be aborted.
+    fn stop_failed(&mut self, reason: &str, lost: bool) -> bool {
         let lost = lost || !self.queue.is_empty();
         self.stopped = true;
         self.deferred = None;
@@ -320,9 +327,46 @@ impl Owned {
         let ends_well = matches!(self.end, Some((SettleRequest::Completed, _)));
         if self.end.is_none() || (ends_well && lost) {
             let usage = self.usage();
-            self.end = Some((SettleRequest::Failed(STORE_FULL.to_owned()), usage));
+            self.end = Some((SettleRequest::Failed(reason.to_owned()), usage));
         }
         std::mem::take(&mut self.generator_running)
+    }
+
+    /// The last seq the store acknowledged.
+    pub(super) fn acked(&self) -> Seq {
+        self.acked
+    }
+
+    /// The store answered the append of `batch` with a gap: its log ends at
+    /// `last_seq`, before chunks it had acknowledged, so it lost writes (a
+    /// Redis failover to a replica that had not received them). With the
+    /// lost chunks (`last_seq + 1..=acked`, from this node's view) they go
+    /// back in front of the queue, the batch after them, to be written
+    /// again with the same seqs: the reply goes on exactly, and returns
+    /// `false`. Without them it ends `failed(store_lost)` with what the
+    /// store holds, and returns whether the generator must be aborted.
+    #[must_use]
+    pub(super) fn on_gap(
+        &mut self,
+        last_seq: Seq,
+        batch: Batch,
+        lost: Option<Vec<String>>,
+    ) -> bool {
+        let whole =
+            lost.filter(|l| last_seq + l.len() as Seq == self.acked && last_seq < self.acked);
+        match whole {
+            Some(lost) => {
+                for d in batch.deltas.into_iter().rev() {
+                    self.queue.push_front(d);
+                }
+                for d in lost.into_iter().rev() {
+                    self.queue.push_front(d);
+                }
+                self.acked = last_seq;
+                false
+            }
+            None => self.stop_failed(STORE_LOST, true),
+        }
     }
 
     /// The cancel that held the generator back failed: its input, to start
@@ -466,6 +510,7 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let conv = o.conv().clone();
+        let o_acked = o.acked();
         match reply {
             StoreReply::Ok { last_seq } => {
                 o.on_append_acked(last_seq);
@@ -478,6 +523,22 @@ impl<I: IdSource> Node<I> {
             StoreReply::CancelRequested { final_seq } => {
                 self.owner_told_cancelled(now, id, final_seq);
                 self.pump(now, &conv);
+            }
+            StoreReply::Gap { last_seq } => {
+                let lost = self.reply_view_mut(&conv, id).and_then(|r| {
+                    (last_seq + 1..=o_acked)
+                        .map(|seq| r.delta(seq).map(str::to_owned))
+                        .collect::<Option<Vec<String>>>()
+                });
+                let Some(o) = self.owned.get_mut(id) else {
+                    return;
+                };
+                if o.on_gap(last_seq, batch, lost) {
+                    self.out.push_back(Output::AbortGenerator {
+                        message_id: id.clone(),
+                    });
+                }
+                self.owner_flush(now, id);
             }
             _ => self.owner_fenced(now, id),
         }

@@ -366,3 +366,49 @@ fn the_settle_waits_until_the_last_bounded_append_is_acked() {
     ack(&mut o);
     assert!(matches!(o.next_write(two), Some(Write::Settle { .. })));
 }
+
+#[test]
+fn a_gap_with_the_lost_chunks_at_hand_writes_them_again_before_the_batch_with_the_same_seqs() {
+    let mut o = owned();
+    for d in ["a", "b", "c"] {
+        delta(&mut o, d);
+        assert!(o.next_write(UNBOUNDED).is_some());
+        ack(&mut o);
+    }
+    delta(&mut o, "d");
+    assert_eq!(o.next_write(UNBOUNDED), append(4, &["d"]));
+    let batch = o.on_append_answered().expect("in flight");
+    // The store's log ends at 1: chunks 2 and 3 were lost.
+    let abort = o.on_gap(1, batch, Some(vec!["b".into(), "c".into()]));
+    assert!(!abort, "the reply goes on");
+    assert_eq!(o.acked(), 1);
+    assert_eq!(o.next_write(UNBOUNDED), append(2, &["b", "c", "d"]));
+}
+
+#[test]
+fn a_gap_without_every_lost_chunk_stops_the_reply_failed_store_lost() {
+    for lost in [None, Some(vec!["b".to_owned()])] {
+        let mut o = owned();
+        for d in ["a", "b", "c"] {
+            delta(&mut o, d);
+            assert!(o.next_write(UNBOUNDED).is_some());
+            ack(&mut o);
+        }
+        delta(&mut o, "d");
+        assert!(o.next_write(UNBOUNDED).is_some());
+        let batch = o.on_append_answered().expect("in flight");
+        assert!(o.on_gap(1, batch, lost.clone()), "the generator is aborted");
+        assert!(
+            !o.on_generator(GeneratorEvent::Delta("e".into())),
+            "what it still sends is ignored"
+        );
+        assert_eq!(
+            o.next_write(UNBOUNDED),
+            Some(Write::Settle {
+                request: SettleRequest::Failed(STORE_LOST.to_owned()),
+                usage: None,
+            }),
+            "{lost:?}: nothing more is appended; it settles failed"
+        );
+    }
+}
