@@ -86,6 +86,7 @@ mod in_process;
 mod process;
 mod redis_cluster;
 mod redis_server;
+mod shared_redis;
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -112,6 +113,7 @@ pub use process::{target_dir, weir_bin, workspace_dir, Signal, WeirProcess, NO_C
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use serde_json::{json, Value};
+pub use shared_redis::{RedisKind, SharedRedis, StoreUrl};
 pub use weir_core::demo::DemoText;
 
 /// The longest any single wait in a test may take.
@@ -200,6 +202,41 @@ macro_rules! both_runtimes {
                     super::$name().await;
                 }
             )+
+        }
+    };
+}
+
+/// [`both_runtimes!`] on one `redis-server`, and again on a Redis Cluster:
+/// each body named after `everywhere:` becomes four tests, `tokio::NAME`
+/// and `smol::NAME` (one Redis) and `cluster::tokio::NAME` and
+/// `cluster::smol::NAME`, each setting [`Runtime`] and [`RedisKind`] for
+/// the servers it starts ([`SharedRedis::start`]); a body named after
+/// `one_redis_only:` becomes the first two.
+#[macro_export]
+macro_rules! runtimes_and_redis {
+    (everywhere: $($name:ident),+ ; one_redis_only: $($one:ident),* $(,)?) => {
+        $crate::both_runtimes! { $($name,)+ $($one),* }
+        mod cluster {
+            mod tokio {
+                $(
+                    #[::tokio::test]
+                    async fn $name() {
+                        $crate::Runtime::Tokio.use_on_this_thread();
+                        $crate::RedisKind::Cluster.use_on_this_thread();
+                        super::super::$name().await;
+                    }
+                )+
+            }
+            mod smol {
+                $(
+                    #[::tokio::test]
+                    async fn $name() {
+                        $crate::Runtime::Smol.use_on_this_thread();
+                        $crate::RedisKind::Cluster.use_on_this_thread();
+                        super::super::$name().await;
+                    }
+                )+
+            }
         }
     };
 }

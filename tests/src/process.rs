@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{temp_log, Endpoint, RedisServer, Runtime, T};
+use crate::{temp_log, Endpoint, Runtime, StoreUrl, T};
 
 /// `weir serve` flags that turn every cap off (issue 17 point 5): for the
 /// tests and benchmarks that are about something else and open more
@@ -252,12 +252,12 @@ impl WeirProcess {
     #[must_use]
     pub fn start_on_redis(
         runtime: Runtime,
-        redis: &RedisServer,
+        redis: &impl StoreUrl,
         node_id: &str,
         (chunks, rate): (u64, u64),
         extra: &[&str],
     ) -> Self {
-        let (url, chunks, rate) = (redis.url(), chunks.to_string(), rate.to_string());
+        let (url, chunks, rate) = (redis.store_url(), chunks.to_string(), rate.to_string());
         let mut args = vec![
             "--store",
             url.as_str(),

@@ -15,7 +15,9 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts six cluster-enabled servers and joins them; returns once every
-    /// node says `cluster_state:ok`.
+    /// node says `cluster_state:ok` and every replica has synced with its
+    /// master (`master_link_status:up`: a replica that never synced cannot
+    /// take over, "Disconnected from master for longer than allowed").
     ///
     /// # Panics
     /// `redis-server` or `redis-cli` is missing, or the cluster is not ok
@@ -29,6 +31,10 @@ impl RedisCluster {
                     "yes",
                     "--cluster-node-timeout",
                     "2000",
+                    // A replica's first sync starts at once (the default
+                    // waits 5 s for more replicas to share it).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
             })
             .collect();
@@ -49,14 +55,15 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster
-            .nodes
-            .iter()
-            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-        {
+        while !cluster.nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") && {
+                let replication = n.cli(&["INFO", "replication"]);
+                replication.contains("role:master") || replication.contains("master_link_status:up")
+            }
+        }) {
             assert!(
                 Instant::now() < deadline,
-                "the cluster is not ok within 30 s"
+                "the cluster is not ok (or a replica not synced) within 30 s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -128,6 +128,12 @@ impl RedisServer {
         self.port
     }
 
+    /// The server process's id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the server answers `PING` now.
     #[must_use]
     pub fn ping(&self) -> bool {

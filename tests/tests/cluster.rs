@@ -1,6 +1,9 @@
 //! Many nodes on one Redis, end to end: real `weir serve` processes with
 //! `--store redis://…` on one real `redis-server` that each test starts on a
-//! free loopback port, real WebSocket and HTTP clients.
+//! free loopback port, real WebSocket and HTTP clients. Every scenario but
+//! the Redis restart and the thread names runs again on a Redis Cluster
+//! (`cluster::tokio::…`, `cluster::smol::…`: three masters with a replica
+//! each, `--store redis-cluster://…`).
 //!
 //! No assertion is about speed; the bounds that the issue names (an owner's
 //! death noticed within the lease plus a margin) are asserted with generous
@@ -9,20 +12,20 @@
 use std::time::{Duration, Instant};
 
 use weir_tests::{
-    chunks, chunks_of, contiguous, demo_prefix, Client, Frame, RedisServer, Runtime, Signal,
-    WeirProcess, T,
+    chunks, chunks_of, contiguous, demo_prefix, Client, Frame, RedisServer, Runtime, SharedRedis,
+    Signal, StoreUrl, WeirProcess, T,
 };
 
 /// A node on `redis` with demo replies of `chunks` chunks at `rate` per
 /// second, and `extra` flags.
-fn node(redis: &RedisServer, id: &str, chunks: u32, rate: u32, extra: &[&str]) -> WeirProcess {
+fn node(redis: &impl StoreUrl, id: &str, chunks: u32, rate: u32, extra: &[&str]) -> WeirProcess {
     node_on(Runtime::current(), redis, id, chunks, rate, extra)
 }
 
 /// [`node`] on `runtime`.
 fn node_on(
     runtime: Runtime,
-    redis: &RedisServer,
+    redis: &impl StoreUrl,
     id: &str,
     chunks: u32,
     rate: u32,
@@ -53,10 +56,10 @@ async fn assert_nothing_more(ws: &mut Client, id: &str) {
 }
 
 /// The chunk log's length of a reply, read from Redis itself.
-fn log_len(redis: &RedisServer, user: &str, session: &str, mid: &str) -> u64 {
+fn log_len(redis: &SharedRedis, user: &str, session: &str, mid: &str) -> u64 {
     let key = format!("weir:{{c:{user}/{session}}}:log:{mid}");
     redis
-        .cli(&["XLEN", &key])
+        .cli_key("XLEN", &key, &[])
         .parse()
         .unwrap_or_else(|e| panic!("XLEN {key}: {e}"))
 }
@@ -69,7 +72,7 @@ async fn cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_
 /// The reply is produced on node A (on `a_runtime`); the cancel is sent to
 /// node B (on `b_runtime`).
 async fn cancel_on_b_stops_a(a_runtime: Runtime, b_runtime: Runtime) {
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let a = node_on(a_runtime, &redis, "node-a", 2_000, 100, &[]);
     let b = node_on(b_runtime, &redis, "node-b", 2_000, 100, &[]);
     let mut on_a = a.ws("session_id=x&user_id=u").await;
@@ -129,7 +132,7 @@ async fn cancel_on_b_stops_a(a_runtime: Runtime, b_runtime: Runtime) {
 }
 
 async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_node_reports() {
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let a = node(&redis, "node-a", 8, 200, &[]);
     let b = node(&redis, "node-b", 8, 200, &[]);
     let mut on_a = a.ws("session_id=race&user_id=u").await;
@@ -179,7 +182,7 @@ async fn cancel_racing_completion_across_two_nodes_has_one_winner_that_every_nod
 
 async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_then_live_then_end() {
     const N: u32 = 60;
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let a = node(&redis, "node-a", N, 40, &[]);
     let b = node(&redis, "node-b", N, 40, &[]);
     let mut on_a = a.ws("session_id=r&user_id=u").await;
@@ -211,7 +214,7 @@ async fn client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_the
 
 async fn killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the_lease_and_nothing_is_appended_after(
 ) {
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let lease = ["--lease-ttl", "1"];
     let mut a = node(&redis, "node-a", 2_000, 50, &lease);
     let b = node(&redis, "node-b", 2_000, 50, &lease);
@@ -326,7 +329,7 @@ async fn redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_re
 }
 
 async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_after_the_expiry() {
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let timers = ["--presence-debounce", "2", "--presence-expiry", "4"];
     let mut a = node(&redis, "node-a", 10, 20, &timers);
     let b = node(&redis, "node-b", 10, 20, &timers);
@@ -378,7 +381,7 @@ async fn presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_a
 
 async fn a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknowledged_and_recovers(
 ) {
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let a = node(
         &redis,
         "node-a",
@@ -478,7 +481,7 @@ fn thread_names(pid: u32) -> Vec<String> {
 async fn a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_node_starts_no_tokio(
 ) {
     let runtime = Runtime::current();
-    let redis = RedisServer::start();
+    let redis = SharedRedis::start();
     let a = node(&redis, "node-a", 5, 500, &["--worker-threads", "3"]);
     let mut ws = a.ws("session_id=rt&user_id=u").await;
     // Redis in use: a reply streams, through the store and its pub/sub.
@@ -504,15 +507,17 @@ async fn a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_n
     }
 }
 
-weir_tests::both_runtimes! {
-    a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_node_starts_no_tokio,
+weir_tests::runtimes_and_redis! {
+    everywhere:
     cancel_sent_to_node_b_stops_node_a_generator_and_every_connection_sees_cancelled_with_no_chunk_after,
     cancel_racing_completion_across_two_nodes_has_one_winner_that_every_node_reports,
     client_dropping_from_a_resumes_on_b_with_exactly_the_missing_chunks_then_live_then_end,
     killing_the_owner_node_ends_its_reply_on_b_failed_owner_lost_within_the_lease_and_nothing_is_appended_after,
-    redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_resume_across_it_is_epoch_changed,
     presence_spans_nodes_with_debounce_and_a_killed_node_users_go_offline_after_the_expiry,
-    a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknowledged_and_recovers,
+    a_redis_outage_answers_unavailable_with_readyz_503_loses_nothing_acknowledged_and_recovers;
+    one_redis_only:
+    a_node_runs_on_the_runtime_and_worker_threads_it_was_given_and_a_smol_node_starts_no_tokio,
+    redis_restarted_mid_reply_nodes_reconnect_replies_end_explicitly_and_resume_across_it_is_epoch_changed,
 }
 
 /// A tokio node and a smol node on one Redis.

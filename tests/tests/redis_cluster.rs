@@ -5,7 +5,7 @@
 //!
 //! No assertion is about speed; every wait is bounded.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_tests::{
     chunks_of, contiguous, demo_prefix, Client, RedisCluster, Runtime, Signal, WeirProcess, T,
@@ -136,6 +136,7 @@ weir_tests::both_runtimes! {
     cancel_sent_to_node_b_on_a_cluster_stops_node_a_generator_with_no_chunk_after,
     a_weir_node_killed_mid_reply_on_a_cluster_ends_the_reply_failed_owner_lost_on_the_other,
     a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_explicit_end,
+    a_master_killed_mid_reply_its_replica_takes_over_and_every_watcher_gets_every_chunk_once_or_an_explicit_end,
 }
 
 /// Moves `slot` from the master that owns it to another master while weir
@@ -271,4 +272,91 @@ async fn a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_exp
         subscribers(from)
     );
     assert_eq!(subscribers(from), 0);
+}
+
+/// The port of the master that serves `slot` now (`CLUSTER SHARDS` as seen
+/// by `via`... any live node: the first whose `CLUSTER NODES` answers).
+fn master_of(cluster: &RedisCluster, slot: &str) -> Option<u16> {
+    cluster.masters().into_iter().find_map(|n| {
+        n.cli(&["CLUSTER", "NODES"])
+            .lines()
+            .find(|l| l.contains("myself") && l.contains("master") && owns_slot(l, slot))
+            .map(|_| n.port())
+    })
+}
+
+async fn a_master_killed_mid_reply_its_replica_takes_over_and_every_watcher_gets_every_chunk_once_or_an_explicit_end(
+) {
+    const N: u32 = 400;
+    let mut cluster = RedisCluster::start();
+    let a = node(&cluster, "node-a", N, 50, &[]);
+    let b = node(&cluster, "node-b", N, 50, &[]);
+    let mut on_a = a.ws("session_id=f&user_id=u").await;
+    let mut on_b = b.ws("session_id=f&user_id=u").await;
+    let mid = on_a.chat_acked("failing over", "r1").await;
+    let seen_a = on_a.until_seq(Some(&mid), 20).await;
+    let seen_b = on_b.until_seq(Some(&mid), 20).await;
+    let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/f}:conv"]);
+    let slot = slot.trim().to_owned();
+    let old = master_of(&cluster, &slot).expect("the slot's master");
+    cluster.kill(old);
+    let killed = Instant::now();
+    eprintln!("master :{old} of slot {slot} killed mid-reply");
+    for (name, seen, ws) in [("A", seen_a, &mut on_a), ("B", seen_b, &mut on_b)] {
+        let (frames, end) = ws.until_end_of(&mid).await;
+        let mut got = chunks_of(&seen, &mid);
+        got.extend(chunks_of(&frames, &mid));
+        let (text, last) = contiguous(0, &got);
+        let final_seq = end.u64("final_seq");
+        eprintln!(
+            "{name}: end {} ({}) {:?} after the kill, chunks 1..={last} delivered, final_seq {final_seq}, 0 duplicates, 0 gaps",
+            end["status"],
+            end["reason"],
+            killed.elapsed()
+        );
+        assert_eq!(
+            text,
+            demo_prefix("failing over", N, last),
+            "no duplicate, no gap"
+        );
+        match end.str("status") {
+            "completed" => assert_eq!(last, u64::from(N), "every chunk: {got:?}"),
+            // The lost writes could not be written again: what the store
+            // holds, explicitly.
+            "failed" => assert!(
+                end["reason"] == "store_lost" || end["reason"] == "owner_lost",
+                "{end:?}"
+            ),
+            other => panic!("{other}: {end:?}"),
+        }
+    }
+    let new = master_of(&cluster, &slot).expect("a master for the slot again");
+    assert_ne!(new, old, "the replica took over");
+    eprintln!("slot {slot} now on :{new}");
+    // A resume afterwards, on the other node: exact, or unavailable.
+    let mut late = b
+        .connect(&format!("session_id=f&user_id=u&resume={mid}:10"))
+        .await;
+    let mut frames = Vec::new();
+    let end = loop {
+        let f = late.next_frame().await;
+        if f.is("resume_unavailable") || (f.is("end") && f["message_id"] == mid.as_str()) {
+            break f;
+        }
+        frames.push(f);
+    };
+    if end.is("end") {
+        let (text, last) = contiguous(10, &chunks_of(&frames, &mid));
+        assert_eq!(last, end.u64("final_seq"), "exact after seq 10");
+        assert_eq!(
+            format!("{}{text}", demo_prefix("failing over", N, 10)),
+            demo_prefix("failing over", N, last)
+        );
+    }
+    // The conversation works on the new master.
+    let mid2 = late.chat_acked("after the failover", "r2").await;
+    late.until_seq(Some(&mid2), 2).await;
+    late.cancel(Some(&mid2), "c2").await;
+    let (_, end2) = late.until_end_of(&mid2).await;
+    assert_eq!(end2["status"], "cancelled", "{end2:?}");
 }

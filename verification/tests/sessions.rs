@@ -8,7 +8,8 @@ use weir_core::session::ConnState;
 use weir_core::store::StoreOp;
 use weir_core::stream::OWNER_LOST;
 use weir_core::wire::{
-    CloseCode, ErrorCode, PresenceStatus, ReplyStatus, ResumeUnavailableReason, ServerFrame,
+    CloseCode, ErrorCode, MessageStatus, PresenceStatus, ReplyStatus, ResumeUnavailableReason,
+    ServerFrame,
 };
 use weir_core::GeneratorEvent;
 use weir_verification::check::Checker;
@@ -360,10 +361,20 @@ fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
 }
 
 /// A viewer on another node that lost touch with the store (every operation
-/// failed, every notice lost) while the reply failed and its record expired
-/// ends it with the status history keeps: `failed`, not `completed`.
+/// failed, every notice lost) while the reply ended and its record expired
+/// ends it with the status history keeps (`failed`, `cancelled`), not
+/// `completed`.
 #[test]
-fn a_viewer_cut_off_until_a_failed_replys_record_expired_ends_it_failed_from_history() {
+fn a_viewer_cut_off_until_an_ended_replys_record_expired_ends_it_as_history_says() {
+    for (status, expect) in [
+        (MessageStatus::Failed, ReplyStatus::Failed),
+        (MessageStatus::Cancelled, ReplyStatus::Cancelled),
+    ] {
+        viewer_cut_off_until_the_record_expired(status, expect);
+    }
+}
+
+fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyStatus) {
     let mut w = World::new(&WorldConfig {
         nodes: 2,
         ..WorldConfig::default()
@@ -376,19 +387,24 @@ fn a_viewer_cut_off_until_a_failed_replys_record_expired_ends_it_failed_from_his
     w.generate(&id, GeneratorEvent::Delta("partial".into()));
     settle(&mut w, &mut c);
     assert!(matches!(last(&w, b), ServerFrame::Chunk(_)), "b follows it");
-    w.generate(
-        &id,
-        GeneratorEvent::Failed {
-            reason: "model_error".into(),
-            usage: None,
-        },
-    );
+    if status == MessageStatus::Failed {
+        w.generate(
+            &id,
+            GeneratorEvent::Failed {
+                reason: "model_error".into(),
+                usage: None,
+            },
+        );
+    } else {
+        w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    }
     // Node 1 is cut off from the store for 100 s, longer than the record
     // lives after the reply settled; node 0 goes on.
     for _ in 0..200 {
         w.advance(Duration::from_millis(500));
         // b answers its pings: only the store is out of reach.
         w.input(1, weir_core::Input::Activity { conn: b });
+        w.input(0, weir_core::Input::Activity { conn: a });
         loop {
             w.notices.retain(|(node, _)| *node != 1);
             while let Some(k) = w.ops.iter().position(|op| op.node == 1) {
@@ -400,10 +416,7 @@ fn a_viewer_cut_off_until_a_failed_replys_record_expired_ends_it_failed_from_his
         }
     }
     let hist = w.store.history(&w.clients[&a].conv);
-    assert_eq!(
-        hist.last().map(|m| m.status),
-        Some(weir_core::wire::MessageStatus::Failed)
-    );
+    assert_eq!(hist.last().map(|m| m.status), Some(status));
     assert!(
         w.frames(b)
             .iter()
@@ -411,16 +424,17 @@ fn a_viewer_cut_off_until_a_failed_replys_record_expired_ends_it_failed_from_his
         "no end while cut off: {:?}",
         w.frames(b)
     );
-    // Back in touch: its next read finds no record, and history says failed.
+    // Back in touch: its next read finds no record, and history says how
+    // the reply ended.
     w.run_for(Duration::from_secs(1), Duration::from_millis(500));
     settle(&mut w, &mut c);
     assert_eq!(w.clients[&b].closed, None);
     match last(&w, b) {
         ServerFrame::End(e) => {
-            assert_eq!(e.status, ReplyStatus::Failed);
+            assert_eq!(e.status, expect);
             assert_eq!(e.final_seq, 1);
         }
-        f => panic!("{f:?}"),
+        f => panic!("{status:?}: {f:?}"),
     }
 }
 

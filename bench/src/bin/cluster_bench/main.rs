@@ -36,6 +36,7 @@
     reason = "printing the figures is this tool's job"
 )]
 
+mod backend;
 mod storm;
 
 use std::collections::HashMap;
@@ -46,7 +47,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use weir_bench::{load_average, ratio, times, utc_now, Runtime, RuntimeChoice, RuntimeOpts};
-use weir_tests::{Client, Frame, RedisServer, WeirProcess};
+use weir_tests::{Client, Frame, WeirProcess};
+
+use backend::{describe, Meter, RedisChoice, RedisCost};
+use weir_tests::{RedisKind as Kind, SharedRedis};
 
 #[derive(Debug, Parser)]
 #[command(name = "cluster_bench", version)]
@@ -61,6 +65,10 @@ struct Cli {
     /// With `--runtime both`: skip the mixed pair (node A on tokio, node B on smol)
     #[arg(long, global = true)]
     skip_mixed: bool,
+    /// The Redis the nodes share: one `redis-server`, a Redis Cluster of
+    /// three masters with a replica each, or both in the same run
+    #[arg(long, global = true, value_enum, default_value_t = RedisChoice::One)]
+    redis: RedisChoice,
     /// Upper bound of the whole run, in seconds
     #[arg(long, global = true, default_value_t = 900)]
     timeout_secs: u64,
@@ -171,7 +179,9 @@ fn main() -> ExitCode {
         tokio::time::timeout(limit, async {
             let mut runs = Vec::new();
             for &pair in &pairs {
-                runs.push((pair, one_pair(&cli, pair).await));
+                for &kind in cli.redis.kinds() {
+                    runs.push((pair, kind, one_pair(&cli, pair, kind).await));
+                }
             }
             runs
         })
@@ -205,7 +215,7 @@ fn main() -> ExitCode {
         Cmd::Storm(ref args) => {
             let phases: Vec<(Pair, Vec<&storm::Phase>)> = runs
                 .iter()
-                .filter_map(|(pair, run)| match run {
+                .filter_map(|(pair, _, run)| match run {
                     RunResult::Storm(p) => Some((*pair, p.iter().collect())),
                     _ => None,
                 })
@@ -215,11 +225,12 @@ fn main() -> ExitCode {
         }
     };
     let mut sections = serde_json::Map::new();
-    for (pair, run) in &runs {
+    for (pair, kind, run) in &runs {
         let mut v = run.json();
         v["node_a"] = json!(pair.a.name());
         v["node_b"] = json!(pair.b.name());
-        sections.insert(pair.name().to_owned(), v);
+        v["redis"] = json!(kind.name());
+        sections.insert(label(*pair, *kind, cli.redis), v);
     }
     println!(
         "{}",
@@ -235,6 +246,19 @@ fn main() -> ExitCode {
     );
     ExitCode::SUCCESS
 }
+
+/// A run's name: the pair's, and the Redis's when a run has both.
+fn label(pair: Pair, kind: Kind, choice: RedisChoice) -> String {
+    if choice == RedisChoice::Both {
+        format!("{}/{}", pair.name(), kind.name())
+    } else {
+        pair.name().to_owned()
+    }
+}
+
+/// The runs of a `cluster_bench` invocation: a pair of runtimes on one
+/// kind of Redis, and what it measured.
+type Runs = [(Pair, Kind, RunResult)];
 
 /// What one pair of nodes measured.
 #[derive(Debug)]
@@ -254,6 +278,7 @@ impl RunResult {
                 "cancel_to_result_ms": c.to_result.json(),
                 "cancel_to_last_chunk_on_a_ms": c.to_quiet_a.json(),
                 "b_cancel_quiet_mean_ms": c.quiet_mean_ms,
+                "redis_cost": c.redis.json(c.to_result.n as u64),
             }),
             Self::Throughput(t) => json!({
                 "load_average": t.load,
@@ -262,6 +287,7 @@ impl RunResult {
                 "delivery_delay_ms": t.delay.json(),
                 "b_merged_frames": t.merged,
                 "b_notices_dropped": t.notices_dropped,
+                "redis_cost": t.redis.json(t.received),
             }),
             Self::Storm(phases) => json!({
                 "phases": phases.iter().map(storm::Phase::json).collect::<Vec<_>>(),
@@ -271,16 +297,16 @@ impl RunResult {
 }
 
 /// Starts Redis and the two nodes of `pair`, runs the command, stops them.
-async fn one_pair(cli: &Cli, pair: Pair) -> RunResult {
-    let redis = RedisServer::start();
+async fn one_pair(cli: &Cli, pair: Pair, kind: Kind) -> RunResult {
+    let redis = SharedRedis::start_kind(kind);
     let load = load_average();
     println!();
     println!(
-        "## {}: node A on {}, node B on {} · redis-server port {} · load average {load}",
-        pair.name(),
+        "## {}: node A on {}, node B on {} · {} · load average {load}",
+        label(pair, kind, cli.redis),
         pair.a.name(),
         pair.b.name(),
-        redis.port()
+        describe(&redis)
     );
     match cli.command {
         Cmd::Cancel { cancels } => {
@@ -298,7 +324,7 @@ async fn one_pair(cli: &Cli, pair: Pair) -> RunResult {
 }
 
 fn nodes(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     cli: &Cli,
     pair: Pair,
     chunks: u32,
@@ -336,10 +362,11 @@ struct CancelResult {
     to_result: Stats,
     to_quiet_a: Stats,
     quiet_mean_ms: f64,
+    redis: RedisCost,
 }
 
 async fn cancel(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     cli: &Cli,
     pair: Pair,
     load: String,
@@ -350,6 +377,7 @@ async fn cancel(
     let mut on_b = b.ws("session_id=bench&user_id=u").await;
     let mut to_result = Vec::with_capacity(n);
     let mut to_quiet_a = Vec::with_capacity(n);
+    let meter = Meter::start(redis);
     for i in 0..n {
         on_a.chat("cancel me", &format!("r{i}")).await;
         let (_, ack) = on_a.next_of("ack").await;
@@ -394,6 +422,7 @@ async fn cancel(
             b_ended = f.is("end") && f["message_id"] == mid.as_str();
         }
     }
+    let cost = meter.finish(redis);
     let metrics = b.metrics().await;
     let (to_result, to_quiet_a) = (Stats::of(&mut to_result), Stats::of(&mut to_quiet_a));
     let quiet_mean_ms = 1000.0 * metrics.get("weir_cancel_quiet_seconds_sum")
@@ -406,11 +435,13 @@ async fn cancel(
         metrics.get("weir_cancel_quiet_seconds_count"),
         metrics.get("weir_cancel_quiet_seconds_sum"),
     );
+    cost.print("cancels", n as u64);
     CancelResult {
         load,
         to_result,
         to_quiet_a,
         quiet_mean_ms,
+        redis: cost,
     }
 }
 
@@ -422,10 +453,11 @@ struct ThroughputResult {
     delay: Stats,
     merged: f64,
     notices_dropped: f64,
+    redis: RedisCost,
 }
 
 async fn throughput(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     cli: &Cli,
     pair: Pair,
     load: String,
@@ -440,6 +472,7 @@ async fn throughput(
         let viewer = b.ws(&q).await;
         pairs.push((producer, viewer));
     }
+    let meter = Meter::start(redis);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (c, (producer, viewer)) in pairs.into_iter().enumerate() {
@@ -456,6 +489,7 @@ async fn throughput(
         first = Some(first.map_or(f, |x: Instant| x.min(f)));
         last = Some(last.map_or(l, |x: Instant| x.max(l)));
     }
+    let cost = meter.finish(redis);
     let span = match (first, last) {
         (Some(f), Some(l)) => l.duration_since(f),
         _ => started.elapsed(),
@@ -473,6 +507,7 @@ async fn throughput(
         m.get("weir_notices_dropped_total"),
     );
     println!("B: merged frames {merged}, notices dropped {notices_dropped}");
+    cost.print("chunks", received);
     ThroughputResult {
         load,
         received,
@@ -480,6 +515,7 @@ async fn throughput(
         delay,
         merged,
         notices_dropped,
+        redis: cost,
     }
 }
 
@@ -600,75 +636,147 @@ impl std::fmt::Display for Stats {
     }
 }
 
-/// The pairs side by side: one row each, then smol's figures against
-/// tokio's.
-fn print_cancel_table(runs: &[(Pair, RunResult)]) {
+/// The runs side by side: one row each, then smol's figures against
+/// tokio's and the cluster's against one Redis's (each pair with itself).
+fn print_cancel_table(runs: &Runs) {
     println!(
-        "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}",
+        "{:<7} {:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}  {:>10}",
         "pair",
+        "redis",
         "node A",
         "node B",
         "load",
         "cancel → cancel_result on B, ms",
         "cancel → last chunk on A, ms",
-        "B quiet"
+        "B quiet",
+        "Redis CPU"
     );
     println!(
-        "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}",
-        "", "", "", "", "p50 / p90 / p99 / max", "p50 / p90 / p99 / max", "mean, ms"
+        "{:<7} {:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9}  {:>10}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "p50 / p90 / p99 / max",
+        "p50 / p90 / p99 / max",
+        "mean, ms",
+        "ms/cancel"
     );
-    let mut to_result = HashMap::new();
-    for (pair, run) in runs {
+    let mut p50_p99 = HashMap::new();
+    for (pair, kind, run) in runs {
         let RunResult::Cancel(c) = run else { continue };
         println!(
-            "{:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9.3}",
+            "{:<7} {:<7} {:<6} {:<6} {:>5}  {:<36}  {:<36}  {:>9.3}  {:>10.3}",
             pair.name(),
+            kind.name(),
             pair.a.name(),
             pair.b.name(),
             c.load,
             c.to_result.short(),
             c.to_quiet_a.short(),
-            c.quiet_mean_ms
+            c.quiet_mean_ms,
+            c.redis.per_million(c.to_result.n as u64) / 1000.0
         );
-        to_result.insert(pair.name(), (c.to_result.p50, c.to_result.p99));
+        p50_p99.insert((pair.name(), *kind), (c.to_result.p50, c.to_result.p99));
     }
-    if let (Some(t), Some(s)) = (to_result.get("tokio"), to_result.get("smol")) {
-        println!(
-            "smol / tokio: cancel → cancel_result p50 {}, p99 {}",
-            times(ratio(s.0, t.0)),
-            times(ratio(s.1, t.1))
-        );
+    for kind in [Kind::One, Kind::Cluster] {
+        if let (Some(t), Some(s)) = (p50_p99.get(&("tokio", kind)), p50_p99.get(&("smol", kind))) {
+            println!(
+                "smol / tokio on {}: cancel → cancel_result p50 {}, p99 {}",
+                kind.name(),
+                times(ratio(s.0, t.0)),
+                times(ratio(s.1, t.1))
+            );
+        }
+    }
+    for name in ["tokio", "smol", "mixed"] {
+        if let (Some(o), Some(c)) = (
+            p50_p99.get(&(name, Kind::One)),
+            p50_p99.get(&(name, Kind::Cluster)),
+        ) {
+            println!(
+                "cluster / one Redis ({name}): cancel → cancel_result p50 {}, p99 {}",
+                times(ratio(c.0, o.0)),
+                times(ratio(c.1, o.1))
+            );
+        }
     }
 }
 
-fn print_throughput_table(runs: &[(Pair, RunResult)]) {
+fn print_throughput_table(runs: &Runs) {
     println!(
-        "{:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11}  {:<36}  {:>7}",
-        "pair", "node A", "node B", "load", "chunks", "chunks/s", "A → B delay, ms", "merged"
+        "{:<7} {:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11}  {:<36}  {:>7}  {:>11}  {:>10}",
+        "pair",
+        "redis",
+        "node A",
+        "node B",
+        "load",
+        "chunks",
+        "chunks/s",
+        "A → B delay, ms",
+        "merged",
+        "Redis CPU s",
+        "publishing"
     );
     println!(
-        "{:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11}  {:<36}  {:>7}",
-        "", "", "", "", "on B", "on B", "p50 / p90 / p99 / max", "on B"
+        "{:<7} {:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11}  {:<36}  {:>7}  {:>11}  {:>10}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "on B",
+        "on B",
+        "p50 / p90 / p99 / max",
+        "on B",
+        "per M chunks",
+        "processes"
     );
     let mut rates = HashMap::new();
-    for (pair, run) in runs {
+    for (pair, kind, run) in runs {
         let RunResult::Throughput(t) = run else {
             continue;
         };
         println!(
-            "{:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11.0}  {:<36}  {:>7}",
+            "{:<7} {:<7} {:<6} {:<6} {:>5}  {:>9}  {:>11.0}  {:<36}  {:>7}  {:>11.1}  {:>6} of {}",
             pair.name(),
+            kind.name(),
             pair.a.name(),
             pair.b.name(),
             t.load,
             t.received,
             t.chunks_per_sec,
             t.delay.short(),
-            t.merged
+            t.merged,
+            t.redis.per_million(t.received),
+            t.redis.publishing(),
+            t.redis.shards.len()
         );
-        rates.insert(pair.name(), t.chunks_per_sec);
+        rates.insert(
+            (pair.name(), *kind),
+            (t.chunks_per_sec, t.redis.per_million(t.received)),
+        );
     }
-    if let (Some(t), Some(s)) = (rates.get("tokio"), rates.get("smol")) {
-        println!("smol / tokio: {} in chunks/s", times(ratio(*s, *t)));
+    for kind in [Kind::One, Kind::Cluster] {
+        if let (Some(t), Some(s)) = (rates.get(&("tokio", kind)), rates.get(&("smol", kind))) {
+            println!(
+                "smol / tokio on {}: {} in chunks/s",
+                kind.name(),
+                times(ratio(s.0, t.0))
+            );
+        }
+    }
+    for name in ["tokio", "smol", "mixed"] {
+        if let (Some(o), Some(c)) = (
+            rates.get(&(name, Kind::One)),
+            rates.get(&(name, Kind::Cluster)),
+        ) {
+            println!(
+                "cluster / one Redis ({name}): {} in chunks/s, {} in Redis CPU per chunk",
+                times(ratio(c.0, o.0)),
+                times(ratio(c.1, o.1))
+            );
+        }
     }
 }

@@ -35,9 +35,10 @@ use tokio::time::{sleep, Instant};
 use weir_bench::same_run::met;
 use weir_bench::{load_average, Runtime};
 use weir_tests::storm::{history_of, source_ip, storm_client, Follow, StormCtx};
-use weir_tests::{RedisServer, Signal, WeirProcess, NO_CAPS};
+use weir_tests::{Signal, WeirProcess, NO_CAPS};
 
 use crate::{Cli, Pair, Stats};
+use weir_tests::SharedRedis;
 
 /// Targets of issue 16.
 const TARGET_CLIENTS: usize = 20_000;
@@ -239,7 +240,7 @@ impl Phase {
 /// Both phases of one pair of runtimes: SIGTERM on `redis`, then SIGKILL
 /// on a fresh Redis.
 pub(crate) async fn storm(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     cli: &Cli,
     pair: Pair,
     args: &StormArgs,
@@ -251,13 +252,13 @@ pub(crate) async fn storm(
         args.clients, args.chunks, args.rate, args.stream_secs, args.lease_ttl, args.source_ips, args.concurrency, args.forget
     );
     let mut phases = vec![phase(redis, cli, pair, args, Signal::Term).await];
-    let fresh = RedisServer::start();
+    let fresh = SharedRedis::start_kind(redis.kind());
     phases.push(phase(&fresh, cli, pair, args, Signal::Kill).await);
     phases
 }
 
 fn start_node(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     cli: &Cli,
     runtime: Runtime,
     id: &str,
@@ -290,29 +291,18 @@ fn start_node(
     WeirProcess::start_on(runtime, &flags)
 }
 
-/// `INFO stats`' `total_commands_processed` and `INFO commandstats`' calls
-/// per command.
-fn redis_counts(redis: &RedisServer) -> (u64, BTreeMap<String, u64>) {
-    let total = redis
-        .cli(&["INFO", "stats"])
-        .lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let per = redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .filter_map(|l| {
-            let (cmd, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((cmd.to_owned(), calls))
-        })
-        .collect();
+/// Commands processed and calls per command, summed over every process of
+/// `redis`.
+fn redis_counts(redis: &SharedRedis) -> (u64, BTreeMap<String, u64>) {
+    let mut total = 0;
+    let mut per = BTreeMap::new();
+    for s in redis.servers() {
+        let (t, p) = crate::backend::redis_counts(s);
+        total += t;
+        for (cmd, n) in p {
+            *per.entry(cmd).or_insert(0) += n;
+        }
+    }
     (total, per)
 }
 
@@ -332,7 +322,7 @@ fn since(t0: Instant, t: Option<Instant>) -> Option<Duration> {
 }
 
 async fn phase(
-    redis: &RedisServer,
+    redis: &SharedRedis,
     cli: &Cli,
     pair: Pair,
     args: &StormArgs,
