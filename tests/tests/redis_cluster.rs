@@ -252,10 +252,10 @@ async fn a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_exp
         .find(|n| n.port() == to)
         .expect("target");
     assert_ne!(target.cli(&["EXISTS", "weir:{c:u/m}:conv"]).trim(), "0");
-    let deadline = std::time::Instant::now() + T;
+    let deadline = Instant::now() + T;
     while subscribers(to) < 2 {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "subscriptions on the new owner: {:?} (old owner: {:?})",
             target.cli(&["PUBSUB", "SHARDNUMSUB", channel]),
             cluster
