@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use serde::Deserialize;
 use weir_tests::tungstenite::Message;
 use weir_tests::{
-    chunks, contiguous, demo_config, eventually, Client, DemoText, Endpoint, InProcess,
+    chunks, contiguous, demo_config, eventually, Client, DemoText, Endpoint, Frame, InProcess,
 };
 
 weir_tests::both_runtimes! {
@@ -175,7 +175,7 @@ async fn read_reply(endpoint: Endpoint, mut ws: Client, slow: bool) -> Read {
 /// A reader closed with 4008 resumes after the last chunk it holds and
 /// ends with exactly the reply's `n` chunks: nothing lost, nothing twice.
 async fn closed_with_4008_then_resumed_exactly(endpoint: Endpoint, mut ws: Client, n: u32) {
-    let (frames, code) = ws.frames_until_close().await;
+    let (frames, code) = ws.frames_until_close_or(tcp_report).await;
     assert_eq!(code, 4008);
     let mid = frames
         .iter()
@@ -197,6 +197,24 @@ async fn closed_with_4008_then_resumed_exactly(endpoint: Endpoint, mut ws: Clien
         DemoText::full(PROMPT, n),
         "exactly the missing chunks"
     );
+}
+
+/// What the kernel holds for `ws`'s connection, both ends (the lines of
+/// `/proc/net/tcp` with its port: `tx_queue:rx_queue` bytes unsent and
+/// unread, `tr:tm->when` the timer, 4 being the zero-window probe) and the
+/// last chunk `ws` got: whether a silent reader's bytes were stuck in the
+/// kernel, or the server never wrote them.
+fn tcp_report(ws: &Client, frames: &[Frame]) -> String {
+    let port = format!(":{:04X} ", ws.local_addr().port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let ends: Vec<&str> = lines.filter(|l| l.contains(&port)).collect();
+    let last = chunks(frames).last().map(|c| c.seq);
+    format!(
+        "last chunk seq {last:?}; /proc/net/tcp:\n{header}\n{}",
+        ends.join("\n")
+    )
 }
 
 /// A reading client, its `hello` and `history` read. Its socket's receive

@@ -258,12 +258,30 @@ impl Client {
         self.send_json(frame).await;
     }
 
+    /// The client's end of the TCP connection.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.ws
+            .get_ref()
+            .get_ref()
+            .local_addr()
+            .expect("a connected socket's address")
+    }
+
+    /// The next WebSocket message within `wait`: `Err` when none came,
+    /// `Ok(None)` when the stream ended.
+    pub async fn message_within(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<Option<Message>, tokio::time::error::Elapsed> {
+        let next = tokio::time::timeout(wait, self.ws.next()).await?;
+        Ok(next.map(|m| m.expect("read from the WebSocket")))
+    }
+
     /// The next WebSocket message within [`T`] (`None`: the stream ended).
     pub async fn next_message(&mut self) -> Option<Message> {
-        tokio::time::timeout(T, self.ws.next())
+        self.message_within(T)
             .await
             .unwrap_or_else(|_| panic!("no WebSocket message within {T:?}"))
-            .map(|m| m.expect("read from the WebSocket"))
     }
 
     /// The next protocol frame within [`T`]; skips WebSocket pings and
@@ -345,9 +363,26 @@ impl Client {
     /// (1005 when the close frame had none). Reads on until the stream ends,
     /// which sends the client's answer to the close, as a browser does.
     pub async fn frames_until_close(&mut self) -> (Vec<Frame>, u16) {
+        self.frames_until_close_or(|_, _| String::new()).await
+    }
+
+    /// [`frames_until_close`](Self::frames_until_close), and when no message
+    /// comes within [`T`], the panic says what `report` makes of the client
+    /// and the frames it got before the silence.
+    pub async fn frames_until_close_or(
+        &mut self,
+        report: impl FnOnce(&Self, &[Frame]) -> String,
+    ) -> (Vec<Frame>, u16) {
         let mut frames = Vec::new();
         let code = loop {
-            match self.next_message().await {
+            let Ok(message) = self.message_within(T).await else {
+                panic!(
+                    "no WebSocket message within {T:?} after {} frames; {}",
+                    frames.len(),
+                    report(self, &frames)
+                );
+            };
+            match message {
                 Some(Message::Text(text)) => frames.push(Frame::parse(&text)),
                 Some(Message::Close(Some(f))) => break u16::from(f.code),
                 Some(Message::Close(None)) => break 1005,
