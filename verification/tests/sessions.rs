@@ -360,10 +360,127 @@ fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
     );
 }
 
+/// A reply that starts while a connection on another node waits for its
+/// snapshot (read before the chat, answered after the `started` notice
+/// came) reaches it only after its `hello` and `history`: nothing of a
+/// reply goes to a connection before its handshake is done.
+#[test]
+fn a_reply_that_starts_while_a_connection_waits_for_its_snapshot_reaches_it_after_its_hello() {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let b = w.connect(1, "u1", "s1", None);
+    // b's snapshot is read now, before the chat; its answer waits.
+    let k = w.ops.iter().position(|op| op.node == 1).expect("b's read");
+    assert!(w.apply_op(k));
+    let held = w
+        .replies
+        .iter()
+        .position(|r| r.node == 1)
+        .expect("b's snapshot");
+    let held = w.replies.remove(held).expect("b's snapshot");
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    while w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0) {}
+    assert!(
+        w.frames(a)
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Start(_))),
+        "the reply started"
+    );
+    assert!(
+        w.frames(b).is_empty(),
+        "nothing before the handshake: {:?}",
+        w.frames(b)
+    );
+    w.replies.push_back(held);
+    settle(&mut w, &mut c);
+    let kinds: Vec<&str> = w.frames(b).iter().map(ServerFrame::kind).collect();
+    assert_eq!(
+        kinds[..4],
+        ["hello", "history", "user_message", "start"],
+        "{kinds:?}"
+    );
+}
+
+/// Everything waiting but the notices to node `held`, until nothing else
+/// waits.
+fn settle_holding_notices_to(w: &mut World, held: usize) {
+    loop {
+        let notice = w.notices.iter().position(|(node, _)| *node != held);
+        if !(w.apply_op(0) || w.deliver_reply(0) || notice.is_some_and(|k| w.deliver_notice(k))) {
+            return;
+        }
+    }
+}
+
+/// A `started` notice that reaches a node late, after a connection there
+/// resumed the reply from the store: the connection that resumed does not
+/// begin the reply again, and a connection that was already open there and
+/// had not seen the reply gets its `start` and every chunk (before the fix,
+/// it got nothing of the reply: the snapshot taught the node the reply's
+/// user turn, and the late notice, finding it known, announced nothing).
+#[test]
+fn a_late_started_notice_neither_begins_a_resumed_reply_again_nor_hides_it_from_the_others() {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle_holding_notices_to(&mut w, 1);
+    let (_, id) = w.running_generators().pop().expect("a generator runs");
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    settle_holding_notices_to(&mut w, 1);
+    let resumed = w.connect(1, "u1", "s1", Some((id.clone(), 0)));
+    settle_holding_notices_to(&mut w, 1);
+    assert!(
+        w.frames(resumed)
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Chunk(_))),
+        "the resume got the chunk: {:?}",
+        w.frames(resumed)
+    );
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Delta(" two".into()));
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    let starts = |conn| {
+        w.frames(conn)
+            .iter()
+            .filter(|f| matches!(f, ServerFrame::Start(_) | ServerFrame::UserMessage(_)))
+            .count()
+    };
+    assert_eq!(starts(resumed), 0, "{:?}", w.frames(resumed));
+    assert_eq!(starts(b), 2, "{:?}", w.frames(b));
+    for conn in [b, resumed] {
+        let text: String = w
+            .frames(conn)
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Chunk(ch) => Some(ch.delta.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "one two", "{conn}: every chunk once");
+        match last(&w, conn) {
+            ServerFrame::End(e) => assert_eq!(e.status, ReplyStatus::Completed),
+            f => panic!("{conn}: {f:?}"),
+        }
+    }
+}
+
 /// A viewer on another node that lost touch with the store (every operation
 /// failed, every notice lost) while the reply ended and its record expired
 /// ends it with the status history keeps (`failed`, `cancelled`), not
-/// `completed`.
+/// `completed`; and so does a connection that resumed the reply there (the
+/// node's view had its start: an `end`, not `resume_unavailable`).
 #[test]
 fn a_viewer_cut_off_until_an_ended_replys_record_expired_ends_it_as_history_says() {
     for (status, expect) in [
@@ -387,6 +504,8 @@ fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyS
     w.generate(&id, GeneratorEvent::Delta("partial".into()));
     settle(&mut w, &mut c);
     assert!(matches!(last(&w, b), ServerFrame::Chunk(_)), "b follows it");
+    let resumed = w.connect(1, "u1", "s1", Some((id.clone(), 1)));
+    settle(&mut w, &mut c);
     if status == MessageStatus::Failed {
         w.generate(
             &id,
@@ -404,6 +523,7 @@ fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyS
         w.advance(Duration::from_millis(500));
         // b answers its pings: only the store is out of reach.
         w.input(1, weir_core::Input::Activity { conn: b });
+        w.input(1, weir_core::Input::Activity { conn: resumed });
         w.input(0, weir_core::Input::Activity { conn: a });
         loop {
             w.notices.retain(|(node, _)| *node != 1);
@@ -428,13 +548,15 @@ fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyS
     // the reply ended.
     w.run_for(Duration::from_secs(1), Duration::from_millis(500));
     settle(&mut w, &mut c);
-    assert_eq!(w.clients[&b].closed, None);
-    match last(&w, b) {
-        ServerFrame::End(e) => {
-            assert_eq!(e.status, expect);
-            assert_eq!(e.final_seq, 1);
+    for conn in [b, resumed] {
+        assert_eq!(w.clients[&conn].closed, None);
+        match last(&w, conn) {
+            ServerFrame::End(e) => {
+                assert_eq!(e.status, expect);
+                assert_eq!(e.final_seq, 1);
+            }
+            f => panic!("{status:?}, {conn}: {f:?}"),
         }
-        f => panic!("{status:?}: {f:?}"),
     }
 }
 

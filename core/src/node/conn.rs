@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::view::ConvView;
 use super::{error_frame, live_message, Node, Pending};
 use crate::api::{Event, Output};
 use crate::ids::{ConnId, ConvKey, IdSource, MessageId, Seq, SessionId, UserId};
@@ -347,11 +348,26 @@ impl<I: IdSource> Node<I> {
         let view = self.convs.entry(conv.clone()).or_default();
         let mut reread = Vec::new();
         let live_id = live.as_ref().map(|l| l.message_id.clone());
+        // The live reply's user turn, when this snapshot is how this node
+        // first learns it (its `started` notice is late): the other open
+        // connections begin it below.
+        let mut learned = None;
         if let Some(l) = live {
+            let known = |v: &ConvView| {
+                v.reply(&l.message_id)
+                    .is_some_and(|r| r.user_message().is_some())
+            };
+            let known_before = known(view);
             if view.on_snapshot_live(&l, &messages) {
                 // The snapshot was read before the reply ended here: learn
                 // the end from the store.
                 reread.push(l.message_id.clone());
+            }
+            if !known_before && known(view) {
+                learned = view
+                    .reply(&l.message_id)
+                    .and_then(|r| r.user_message().cloned())
+                    .map(|m| (l.message_id.clone(), m));
             }
             let shown_live = live_message(&l);
             shown.insert(l.message_id, shown_live.seq);
@@ -424,6 +440,9 @@ impl<I: IdSource> Node<I> {
         if let Some((id, seq)) = resume {
             self.on_resume(now, conn, id, seq);
         }
+        if let Some((id, user_message)) = learned {
+            self.begin_on_open_conns(now, &conv, &id, &user_message, None);
+        }
         for id in reread {
             self.read(now, &conv, &id);
         }
@@ -469,3 +488,6 @@ impl<I: IdSource> Node<I> {
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

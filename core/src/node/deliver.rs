@@ -250,6 +250,21 @@ impl<I: IdSource> Node<I> {
         if !r.learn_user_message(user_message) {
             return;
         }
+        self.begin_on_open_conns(now, conv, id, user_message, sender);
+    }
+
+    /// Reply `id`'s user turn just became known here (from its `started`
+    /// notice, or from a connection's snapshot that showed it live before
+    /// the notice came): every open connection of `conv` that has neither
+    /// begun nor finished it gets its user turn and `start`, and a cursor.
+    pub(super) fn begin_on_open_conns(
+        &mut self,
+        now: Instant,
+        conv: &ConvKey,
+        id: &MessageId,
+        user_message: &Message,
+        sender: Option<(ConnId, Option<RequestId>)>,
+    ) {
         let conns: Vec<ConnId> = self
             .convs
             .get(conv)
