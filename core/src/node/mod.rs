@@ -80,6 +80,8 @@ mod deliver;
 mod dialect;
 mod http;
 mod owner;
+#[cfg(test)]
+mod rig;
 mod view;
 
 use cancel::CancelAsk;

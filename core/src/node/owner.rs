@@ -661,4 +661,6 @@ impl<I: IdSource> Node<I> {
 }
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
