@@ -72,6 +72,10 @@ pub(crate) struct Shard {
     /// `cluster_stats_messages_publishshard_sent`: shard messages sent over
     /// the bus (to the shard's own replicas only).
     pub(crate) bus_publishshard: u64,
+    /// From `ROLE`: a master's replication offset and its replicas (port @
+    /// the offset each acknowledged); a replica's master, link state and
+    /// offset.
+    pub(crate) replication: String,
 }
 
 impl Shard {
@@ -86,9 +90,11 @@ impl Shard {
                 .unwrap_or(0)
         };
         let role = s.cli(&["ROLE"]);
+        let lines: Vec<&str> = role.lines().map(str::trim).collect();
         Self {
             port: s.port(),
-            role: role.lines().next().unwrap_or("?").to_owned(),
+            role: lines.first().copied().unwrap_or("?").to_owned(),
+            replication: replication(&lines),
             commands,
             per_command,
             bus_publish: field("cluster_stats_messages_publish_sent"),
@@ -111,7 +117,28 @@ impl Shard {
             "ssubscribe": self.calls("ssubscribe"),
             "bus_publish_sent": self.bus_publish,
             "bus_publishshard_sent": self.bus_publishshard,
+            "replication": self.replication,
         })
+    }
+}
+
+/// `ROLE`'s answer (as `redis-cli` prints it, one value a line) in a few
+/// words: `offset O; replicas P@O …` for a master, `of P, STATE, offset O`
+/// for a replica.
+fn replication(role: &[&str]) -> String {
+    match role {
+        ["master", offset, replicas @ ..] => {
+            let replicas: Vec<String> = replicas
+                .chunks(3)
+                .filter_map(|r| match r {
+                    [_, port, acked] => Some(format!("{port}@{acked}")),
+                    _ => None,
+                })
+                .collect();
+            format!("offset {offset}; replicas {}", replicas.join(" "))
+        }
+        ["slave", _, port, state, offset, ..] => format!("of {port}, {state}, offset {offset}"),
+        _ => role.join(" "),
     }
 }
 
@@ -144,12 +171,12 @@ pub(crate) fn redis_counts(redis: &RedisServer) -> (u64, BTreeMap<String, u64>) 
 /// The per-process table of one run.
 pub(crate) fn print_shards(shards: &[Shard]) {
     println!(
-        "{:>6} {:<6} {:>10} {:>9} {:>9} {:>8} {:>10} {:>13}",
+        "{:>6} {:<6} {:>10} {:>9} {:>9} {:>8} {:>10} {:>13}  replication",
         "port", "role", "commands", "evalsha", "spublish", "publish", "bus publ.", "bus publshard"
     );
     for s in shards {
         println!(
-            "{:>6} {:<6} {:>10} {:>9} {:>9} {:>8} {:>10} {:>13}",
+            "{:>6} {:<6} {:>10} {:>9} {:>9} {:>8} {:>10} {:>13}  {}",
             s.port,
             s.role,
             s.commands,
@@ -157,7 +184,8 @@ pub(crate) fn print_shards(shards: &[Shard]) {
             s.calls("spublish"),
             s.calls("publish"),
             s.bus_publish,
-            s.bus_publishshard
+            s.bus_publishshard,
+            s.replication
         );
     }
 }
