@@ -42,12 +42,10 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures_util::future::{select, Either};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::aio::MultiplexedConnection;
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, Topic};
 use weir_core::{Input, OpId};
-use weir_store_redis::{Failure, RedisStore};
+use weir_store_redis::{Failure, RedisConn, RedisStore};
 
 use crate::io::RedisIo;
 use crate::mailbox::ToDriver;
@@ -69,7 +67,7 @@ pub(crate) const NOTICE_CAPACITY: usize = 65_536;
 #[derive(Debug)]
 struct Link {
     /// The operations connection, its epoch, and its generation.
-    current: Mutex<Option<(StoreConn, Epoch, u64)>>,
+    current: Mutex<Option<(RedisConn, Epoch, u64)>>,
     /// Rung by an operation that saw its connection fail: a channel of one,
     /// so a ring while the supervisor is busy waits for it.
     broken: (async_channel::Sender<()>, async_channel::Receiver<()>),
@@ -194,11 +192,11 @@ impl Link {
         let _ = timeout::<R, _>(limit, wait).await;
     }
 
-    fn get(&self) -> Option<(StoreConn, Epoch, u64)> {
+    fn get(&self) -> Option<(RedisConn, Epoch, u64)> {
         self.current.lock().ok().and_then(|c| c.clone())
     }
 
-    fn set(&self, value: Option<(StoreConn, Epoch, u64)>) {
+    fn set(&self, value: Option<(RedisConn, Epoch, u64)>) {
         if let Ok(mut c) = self.current.lock() {
             *c = value;
         }
@@ -423,58 +421,11 @@ enum Client {
     Cluster(redis::cluster::ClusterClient),
 }
 
-/// The operations connection: one multiplexed connection to one Redis, or
-/// the redis crate's cluster connection (it routes each command by its key's
-/// slot, follows `MOVED` and `ASK`, and refreshes the slot map itself).
-#[derive(Clone)]
-pub(crate) enum StoreConn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl std::fmt::Debug for StoreConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Single(_) => "StoreConn::Single",
-            Self::Cluster(_) => "StoreConn::Cluster",
-        })
-    }
-}
-
-impl ConnectionLike for StoreConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Connects to the store.
-async fn connect<R: Runtime>(client: &Client, limit: Duration) -> redis::RedisResult<StoreConn> {
+async fn connect<R: Runtime>(client: &Client, limit: Duration) -> redis::RedisResult<RedisConn> {
     match client {
-        Client::Single(c) => connect_single::<R>(c, limit).await.map(StoreConn::Single),
+        Client::Single(c) => connect_single::<R>(c, limit).await.map(RedisConn::Single),
         Client::Cluster(c) => match timeout::<R, _>(limit * 2, c.get_async_connection()).await {
-            Ok(connected) => connected.map(StoreConn::Cluster),
+            Ok(connected) => connected.map(RedisConn::Cluster),
             Err(_elapsed) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connecting to the Redis Cluster timed out",
@@ -582,7 +533,7 @@ async fn supervise<R: Runtime>(
 async fn establish<R: Runtime>(
     store: &RedisStore,
     link: &Link,
-    conn: &mut StoreConn,
+    conn: &mut RedisConn,
 ) -> Result<Epoch, Failure> {
     match store.establish_epoch(conn, R::unix_ms()).await {
         Ok(epoch) => {

@@ -98,6 +98,8 @@ use weir_core::ids::{ConvKey, NodeId};
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
 
 mod caps;
+mod conn;
+pub use conn::RedisConn;
 mod decode;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

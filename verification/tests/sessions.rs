@@ -37,6 +37,20 @@ fn error_code(f: &ServerFrame) -> Option<ErrorCode> {
     }
 }
 
+/// Two nodes, and a connection to each in one conversation (`a` on node 0,
+/// `b` on node 1), both open.
+fn two_nodes_watching_one_conversation() -> (World, Checker, ConnId, ConnId) {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    (w, c, a, b)
+}
+
 fn start_reply(w: &mut World, c: &mut Checker, conn: ConnId) -> MessageId {
     w.send_text(conn, r#"{"type":"chat","content":"hi"}"#);
     settle(w, c);
@@ -318,14 +332,7 @@ fn presence_goes_offline_after_the_debounce() {
 
 #[test]
 fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
-    let mut w = World::new(&WorldConfig {
-        nodes: 2,
-        ..WorldConfig::default()
-    });
-    let mut c = Checker::new();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    settle(&mut w, &mut c);
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
     let id = start_reply(&mut w, &mut c, a);
     w.generate(&id, GeneratorEvent::Delta("partial".into()));
     settle(&mut w, &mut c);
@@ -425,14 +432,7 @@ fn settle_holding_notices_to(w: &mut World, held: usize) {
 /// user turn, and the late notice, finding it known, announced nothing).
 #[test]
 fn a_late_started_notice_neither_begins_a_resumed_reply_again_nor_hides_it_from_the_others() {
-    let mut w = World::new(&WorldConfig {
-        nodes: 2,
-        ..WorldConfig::default()
-    });
-    let mut c = Checker::new();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    settle(&mut w, &mut c);
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
     w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
     settle_holding_notices_to(&mut w, 1);
     let (_, id) = w.running_generators().pop().expect("a generator runs");
@@ -492,14 +492,7 @@ fn a_viewer_cut_off_until_an_ended_replys_record_expired_ends_it_as_history_says
 }
 
 fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyStatus) {
-    let mut w = World::new(&WorldConfig {
-        nodes: 2,
-        ..WorldConfig::default()
-    });
-    let mut c = Checker::new();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    settle(&mut w, &mut c);
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
     let id = start_reply(&mut w, &mut c, a);
     w.generate(&id, GeneratorEvent::Delta("partial".into()));
     settle(&mut w, &mut c);

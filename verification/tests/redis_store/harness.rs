@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use weir_store_redis::RedisConn;
 
 use super::*;
 
@@ -21,48 +19,12 @@ pub(crate) enum Target {
     Cluster(String),
 }
 
-/// A connection to the Redis under test: scripts, `FLUSHALL`, `CONFIG SET`
-/// and `KEYS` go where they belong (on a cluster, the redis crate routes a
-/// script by its keys and the others to every master or node).
-enum Conn {
-    One(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::One(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::One(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::One(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 impl Target {
     /// A connection for commands, and one (RESP3) whose pushes go to `tx`.
     async fn connect(
         &self,
         tx: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
-    ) -> (Conn, Conn) {
+    ) -> (RedisConn, RedisConn) {
         match self {
             Self::One(url) => {
                 let client = redis::Client::open(url.as_str()).expect("redis url");
@@ -77,7 +39,7 @@ impl Target {
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
                     .expect("subscriber");
-                (Conn::One(conn), Conn::One(subscriber))
+                (RedisConn::Single(conn), RedisConn::Single(subscriber))
             }
             Self::Cluster(url) => {
                 let seeds: Vec<String> = url
@@ -99,7 +61,7 @@ impl Target {
                     .get_async_connection()
                     .await
                     .expect("subscribe to the cluster");
-                (Conn::Cluster(conn), Conn::Cluster(subscriber))
+                (RedisConn::Cluster(conn), RedisConn::Cluster(subscriber))
             }
         }
     }
@@ -134,11 +96,11 @@ pub(crate) struct Known {
 
 pub(crate) struct Harness {
     store: RedisStore,
-    conn: Conn,
+    conn: RedisConn,
     /// Every channel of the test's conversations, users and nodes, and the
     /// sentinels' (`SSUBSCRIBE`d: the store publishes on shard channels).
     notices: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
-    _subscriber: Conn,
+    _subscriber: RedisConn,
     /// One channel in each slot of the others (see [`sentinels`]).
     sentinels: Vec<String>,
     /// How many times each step's sentinels were published.
@@ -178,8 +140,8 @@ impl Harness {
             // confirmation to a command (and on a cluster, routes it to
             // the master of the channel's slot).
             match &mut subscriber {
-                Conn::One(c) => redis::cmd("SSUBSCRIBE").arg(channel).query_async(c).await,
-                Conn::Cluster(c) => c.ssubscribe(channel).await,
+                RedisConn::Single(c) => redis::cmd("SSUBSCRIBE").arg(channel).query_async(c).await,
+                RedisConn::Cluster(c) => c.ssubscribe(channel).await,
             }
             .expect("ssubscribe");
         }
@@ -582,7 +544,7 @@ impl Harness {
 }
 
 /// Makes Redis full (`maxmemory 1`: below any use, `noeviction`) or not.
-async fn set_maxmemory(conn: &mut Conn, full: bool) {
+async fn set_maxmemory(conn: &mut RedisConn, full: bool) {
     let limit = if full { "1" } else { "0" };
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
