@@ -28,6 +28,10 @@ pub(crate) enum TimerKey {
     /// step's `now`; fires on the next call of `handle_timeout`, not in the
     /// one that set it. Boxed, like `Watch`.
     Pump(Box<ConvKey>),
+    /// Read a conversation's snapshot again to learn the user turn of a
+    /// reply heard of without its start: the last read failed. Boxed, like
+    /// `Watch`.
+    Learn(Box<ConvKey>),
     /// Reap expired leases store-wide and refresh this node's presence.
     Housekeeping,
     /// A dialect connection's renderer timer (the compat dialect's

@@ -5,7 +5,7 @@
 //! seen yet, so it is cheap), and [`Checker::check_quiescent`] when nothing
 //! is in flight any more and every reply had time to settle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use weir_core::ids::{ConnId, ConvKey, MessageId, NodeId, Seq};
 use weir_core::node::STORE_LOST;
@@ -34,6 +34,26 @@ struct Track {
 struct ClientTrack {
     seen: usize,
     replies: BTreeMap<MessageId, Track>,
+    /// The replies of its conversation the store held when its `history`
+    /// came: any other reply began after its snapshot was read, so the
+    /// connection must be given it ([`Checker::check_quiescent`]).
+    known_at_history: Option<BTreeSet<MessageId>>,
+}
+
+/// The replies of `conv` the store holds: live ones and those in history.
+fn replies_of(w: &World, conv: &ConvKey) -> BTreeSet<MessageId> {
+    let live = w
+        .store
+        .streams()
+        .filter(|(c, ..)| *c == conv)
+        .map(|(_, id, ..)| id.clone());
+    let settled = w
+        .store
+        .history(conv)
+        .into_iter()
+        .filter(|m| m.role == Role::Assistant)
+        .map(|m| m.message_id);
+    live.chain(settled).collect()
 }
 
 /// A broken invariant: which, and what happened.
@@ -279,6 +299,9 @@ impl Checker {
                 }
                 _ => {}
             }
+            if matches!(frame, ServerFrame::History(_)) && t.known_at_history.is_none() {
+                t.known_at_history = Some(replies_of(w, &client.conv));
+            }
             match frame {
                 ServerFrame::History(h) => {
                     for m in &h.messages {
@@ -493,7 +516,10 @@ impl Checker {
 
     /// Checks what must hold once nothing is in flight and every reply had
     /// time to settle: every open connection that saw a reply begin has its
-    /// one `end` (invariants 1 and 6).
+    /// one `end` (invariants 1 and 6), and every open connection was given
+    /// every reply of its conversation that began after its snapshot (one
+    /// the store did not hold when its `history` came): a lost or late
+    /// notice costs latency, not a reply.
     pub fn check_quiescent(&mut self, w: &World) -> Result<(), Violation> {
         self.check(w)?;
         for (conn, t) in &self.clients {
@@ -502,6 +528,18 @@ impl Checker {
             };
             if c.gone || c.closed.is_some() {
                 continue;
+            }
+            if let Some(known) = &t.known_at_history {
+                for id in replies_of(w, &c.conv).difference(known) {
+                    if !t.replies.contains_key(id) {
+                        return fail(
+                            1,
+                            format!(
+                                "{conn}: reply {id} began after its history and never reached it"
+                            ),
+                        );
+                    }
+                }
             }
             for (id, r) in &t.replies {
                 if !r.ended {

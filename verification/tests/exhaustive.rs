@@ -18,11 +18,17 @@ use weir_verification::explore::{explore, Bounds};
 /// out in one step — one merged frame — are now a state apart from the same
 /// two handed out in two steps — two plain frames. The smallest steps
 /// below, one chunk per step so nothing merges, kept their count.)
-const PINNED_STATES: usize = 146_440;
+/// 146 440 until a node that hears of a reply before its `started` notice
+/// reads the conversation's snapshot to learn its user turn (`learn.rs`,
+/// with a retry after a failed read): the explorer delivers and loses
+/// notices in any order, so in every interleaving where node 1 gets the
+/// reply's chunks or its end before its start, that read is one more
+/// operation in flight.
+const PINNED_STATES: usize = 189_504;
 
 /// Distinct reachable states of the same configuration in the smallest
-/// steps (`Bounds::small_steps`).
-const PINNED_SMALL_STEP_STATES: usize = 199_954;
+/// steps (`Bounds::small_steps`; 199 954 before the same change).
+const PINNED_SMALL_STEP_STATES: usize = 247_976;
 
 #[test]
 fn two_nodes_every_interleaving_keeps_invariants_and_settles() {

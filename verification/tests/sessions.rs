@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use weir_core::ids::{ConnId, MessageId, UserId};
 use weir_core::session::ConnState;
-use weir_core::store::StoreOp;
+use weir_core::store::{Notice, StoreOp};
 use weir_core::stream::OWNER_LOST;
 use weir_core::wire::{
     CloseCode, ErrorCode, MessageStatus, PresenceStatus, ReplyStatus, ResumeUnavailableReason,
@@ -474,6 +474,62 @@ fn a_late_started_notice_neither_begins_a_resumed_reply_again_nor_hides_it_from_
             f => panic!("{conn}: {f:?}"),
         }
     }
+}
+
+/// A `started` notice lost on its way to node 1 (pub/sub may lose any
+/// notice): the connection open there still gets the reply — its user turn,
+/// `start`, every chunk once and `end` — once the reply's next notice tells
+/// node 1 of a reply it has no start for. A lost notice costs latency, not
+/// the reply (before the fix, b got nothing of it).
+#[test]
+fn a_lost_started_notice_costs_latency_not_the_reply() {
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    loop {
+        let started = w
+            .notices
+            .iter()
+            .position(|(node, n)| *node == 1 && matches!(n, Notice::Started { .. }));
+        if let Some(k) = started {
+            assert!(w.drop_notice(k));
+            continue;
+        }
+        if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+            break;
+        }
+    }
+    assert!(
+        w.frames(b).len() == 2,
+        "b has not heard of it: {:?}",
+        w.frames(b)
+    );
+    let (_, id) = w.running_generators().pop().expect("a generator runs");
+    for d in ["one", " two"] {
+        w.generate(&id, GeneratorEvent::Delta(d.into()));
+        settle(&mut w, &mut c);
+    }
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    let kinds: Vec<&str> = w.frames(b).iter().map(ServerFrame::kind).collect();
+    assert_eq!(
+        kinds[..4],
+        ["hello", "history", "user_message", "start"],
+        "{kinds:?}"
+    );
+    let text: String = w
+        .frames(b)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunk(ch) => Some(ch.delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, "one two", "every chunk once");
+    match last(&w, b) {
+        ServerFrame::End(e) => assert_eq!(e.status, ReplyStatus::Completed),
+        f => panic!("{f:?}"),
+    }
+    c.check_quiescent(&w).expect("invariants");
 }
 
 /// A viewer on another node that lost touch with the store (every operation

@@ -15,7 +15,7 @@ use crate::store::{PresenceJoinOp, PresenceLeaveOp, SnapshotOp, StoreOp, StoreRe
 use crate::timer::TimerKey;
 use crate::wire::{
     decode_client_frame, ClientFrame, CloseCode, DecodeError, ErrorCode, FrameError, Hello,
-    History, Message, Pong, Presence, PresenceStatus, ServerFrame,
+    History, Message, MessageStatus, Pong, Presence, PresenceStatus, Role, ServerFrame,
 };
 
 impl<I: IdSource> Node<I> {
@@ -358,12 +358,15 @@ impl<I: IdSource> Node<I> {
                     .is_some_and(|r| r.user_message().is_some())
             };
             let known_before = known(view);
-            if view.on_snapshot_live(&l, &messages) {
+            let ended_here = view.on_snapshot_live(&l, &messages);
+            if ended_here {
                 // The snapshot was read before the reply ended here: learn
                 // the end from the store.
                 reread.push(l.message_id.clone());
             }
-            if !known_before && known(view) {
+            // (A reply that ended here already began on the connections
+            // that were open then.)
+            if !known_before && !ended_here && known(view) {
                 learned = view
                     .reply(&l.message_id)
                     .and_then(|r| r.user_message().cloned())
@@ -381,8 +384,14 @@ impl<I: IdSource> Node<I> {
             .get_mut(&conn)
             .unwrap_or_else(|| unreachable!("checked above"));
         // The live reply continues from what the snapshot showed; replies the
-        // snapshot shows settled are done for this connection; replies it
-        // does not show started after it was read: they are announced below.
+        // snapshot shows settled are done for this connection (a late notice
+        // of one begins nothing here); replies it does not show started after
+        // it was read: they are announced below.
+        for m in &messages {
+            if m.role == Role::Assistant && m.status != MessageStatus::Streaming {
+                c.mark_ended(m.message_id.clone());
+            }
+        }
         if let Some(live_seq) = live_id.as_ref().and_then(|id| shown.get(id)) {
             if let Some(id) = live_id.clone() {
                 if resume.as_ref().is_none_or(|(rid, _)| *rid != id) {
@@ -437,11 +446,13 @@ impl<I: IdSource> Node<I> {
         for id in watched {
             self.arm_watch(now, &conv, &id);
         }
+        // Before the resume, which may finish the reply here at once: the
+        // cursors it gives the other connections keep it in the view.
+        if let Some((id, user_message)) = learned {
+            self.begin_on_open_conns(now, &conv, &id, &user_message, None, Some(conn));
+        }
         if let Some((id, seq)) = resume {
             self.on_resume(now, conn, id, seq);
-        }
-        if let Some((id, user_message)) = learned {
-            self.begin_on_open_conns(now, &conv, &id, &user_message, None);
         }
         for id in reread {
             self.read(now, &conv, &id);

@@ -250,13 +250,14 @@ impl<I: IdSource> Node<I> {
         if !r.learn_user_message(user_message) {
             return;
         }
-        self.begin_on_open_conns(now, conv, id, user_message, sender);
+        self.begin_on_open_conns(now, conv, id, user_message, sender, None);
     }
 
     /// Reply `id`'s user turn just became known here (from its `started`
     /// notice, or from a connection's snapshot that showed it live before
     /// the notice came): every open connection of `conv` that has neither
-    /// begun nor finished it gets its user turn and `start`, and a cursor.
+    /// begun nor finished it gets its user turn and `start`, and a cursor —
+    /// but `skip` (a connection about to resume it).
     pub(super) fn begin_on_open_conns(
         &mut self,
         now: Instant,
@@ -264,6 +265,7 @@ impl<I: IdSource> Node<I> {
         id: &MessageId,
         user_message: &Message,
         sender: Option<(ConnId, Option<RequestId>)>,
+        skip: Option<ConnId>,
     ) {
         let conns: Vec<ConnId> = self
             .convs
@@ -277,7 +279,11 @@ impl<I: IdSource> Node<I> {
             // A late `started` notice must not begin again what this
             // connection already finished (e.g. by a resume, which needs no
             // `start`).
-            if c.state != ConnState::Open || c.cursors.contains_key(id) || c.ended.contains(id) {
+            if c.state != ConnState::Open
+                || c.cursors.contains_key(id)
+                || c.ended.contains(id)
+                || skip == Some(conn)
+            {
                 continue;
             }
             c.cursors.insert(id.clone(), Cursor::at(0, false));

@@ -79,6 +79,7 @@ mod conn;
 mod deliver;
 mod dialect;
 mod http;
+mod learn;
 mod owner;
 #[cfg(test)]
 mod rig;
@@ -106,6 +107,9 @@ enum Pending {
     Settle(MessageId),
     Renew(MessageId),
     Read(ConvKey, MessageId),
+    /// A snapshot read to learn the user turn of a reply heard of without
+    /// its start ([`learn`](self::learn)).
+    Learn(ConvKey),
     Reap,
     Housekeeping,
     Presence(UserId),
@@ -353,6 +357,7 @@ impl<I: IdSource> Node<I> {
                 TimerKey::Conn(conn) => self.conn_timer(now, conn),
                 TimerKey::Renew(id) => self.renew(now, &id),
                 TimerKey::OwnerRetry(id) => self.owner_flush(now, &id),
+                TimerKey::Learn(conv) => self.learn_again(now, &conv),
                 TimerKey::Watch(w) => {
                     let (conv, id) = *w;
                     self.watch_fired(now, &conv, &id);
@@ -428,6 +433,7 @@ impl<I: IdSource> Node<I> {
             Pending::Settle(id) => self.on_settle_reply(now, &id, reply),
             Pending::Renew(id) => self.on_renew_reply(now, &id, reply),
             Pending::Read(conv, id) => self.on_read_reply(now, &conv, &id, reply),
+            Pending::Learn(conv) => self.on_learn_reply(now, &conv, reply),
             Pending::Reap | Pending::Housekeeping | Pending::CapQuiet => {}
             Pending::Admit(why) => self.on_admit_reply(now, why, reply),
             Pending::HttpStart(req, conv) => self.on_http_started(now, req, conv, reply),
@@ -497,6 +503,7 @@ impl<I: IdSource> Node<I> {
             Pending::Settle(id) => self.settle_failed(now, id),
             Pending::Renew(id) => self.renew_failed(&id),
             Pending::Read(conv, id) => self.read_failed(now, &conv, &id),
+            Pending::Learn(conv) => self.learn_failed(now, conv),
             Pending::HttpStart(req, _)
             | Pending::HttpCancel(req, _, _)
             | Pending::HttpList(req, _)

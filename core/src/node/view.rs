@@ -210,6 +210,9 @@ pub(super) struct ConvView {
     /// Replies this view finished with, newest last (at most [`DONE_MEMORY`]):
     /// late notices about them are ignored rather than reviving them.
     done: VecDeque<MessageId>,
+    /// A snapshot is being read to learn the user turn of a reply heard of
+    /// without its start (`learn.rs`).
+    pub(super) learning: bool,
 }
 
 /// How many finished replies a conversation view remembers.
@@ -395,6 +398,7 @@ impl<I: IdSource> Node<I> {
                         }),
                     );
                 }
+                self.learn_if_unknown(now, conv, id);
                 self.arm_watch(now, conv, id);
                 self.pump(now, conv);
             }
@@ -435,7 +439,10 @@ impl<I: IdSource> Node<I> {
                     let _ = r.add_stamped(first_seq, deltas, ts_ns);
                     // The producer's node already has these from its append:
                     // nothing new, nothing to walk.
-                    if r.len() > before || r.needs_read() {
+                    let walk = r.len() > before || r.needs_read();
+                    // Before the walk, which may tidy the reply away.
+                    self.learn_if_unknown(now, &conv, &message_id);
+                    if walk {
                         self.arm_watch(now, &conv, &message_id);
                         self.pump(now, &conv);
                     }
@@ -449,9 +456,10 @@ impl<I: IdSource> Node<I> {
                 if let Some(r) = self
                     .convs
                     .get_mut(&conv)
-                    .and_then(|v| v.replies.get_mut(&message_id))
+                    .and_then(|v| v.live_reply(&message_id))
                 {
                     r.fix_final(final_seq);
+                    self.learn_if_unknown(now, &conv, &message_id);
                     self.pump(now, &conv);
                 }
             }
@@ -469,6 +477,7 @@ impl<I: IdSource> Node<I> {
                     .and_then(|v| v.live_reply(&message_id))
                 {
                     r.settle(outcome, final_seq, usage);
+                    self.learn_if_unknown(now, &conv, &message_id);
                     self.arm_watch(now, &conv, &message_id);
                     self.pump(now, &conv);
                 }
@@ -497,10 +506,13 @@ impl<I: IdSource> Node<I> {
         view.replies.retain(|id, r| {
             // A settled reply nobody still reads is done; while a connection
             // waits for its snapshot, keep it (the snapshot may predate the end).
+            // A reply heard of without its start waits for the snapshot
+            // read to learn its user turn (`learn.rs`).
             let keep = r.reading
                 || watched.contains(id)
                 || (handshaking && r.settled.is_some())
-                || (r.settled.is_none() && !view.conns.is_empty());
+                || (r.settled.is_none() && !view.conns.is_empty())
+                || (view.learning && r.user_message.is_none());
             if !keep {
                 dropped.push(id.clone());
             }

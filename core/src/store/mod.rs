@@ -100,6 +100,16 @@ pub fn reply_nonce(id: &MessageId) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// The id of the user turn that reply `reply` answers: the two are made
+/// together, with one nonce ([`message_ids`]). `None` if `reply` is not the
+/// id of a reply of ours.
+#[must_use]
+pub fn user_turn_of(reply: &MessageId) -> Option<MessageId> {
+    let nonce = reply_nonce(reply)?;
+    let epoch = epoch_of(reply)?;
+    Some(message_ids(epoch, nonce).0)
+}
+
 /// A live reply as a snapshot shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LiveReply {
@@ -395,6 +405,15 @@ pub struct Published {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replys_user_turn_is_the_id_made_with_its_nonce() {
+        let (u, r) = message_ids(0xabc, 42);
+        assert_eq!(user_turn_of(&r), Some(u.clone()));
+        assert_eq!(user_turn_of(&u), None, "a user turn answers nothing");
+        let other = MessageId::parse("client-made").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user_turn_of(&other), None);
+    }
 
     #[test]
     fn message_ids_carry_their_epoch() {
