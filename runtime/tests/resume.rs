@@ -138,7 +138,7 @@ async fn client_that_stops_reading_gets_merged_chunks_then_4008_and_resumes_ever
     config.queue_capacity = 8;
     let server = InProcess::start(config).await;
     let mut ws = server
-        .connect_small_buffer("session_id=slow&user_id=snail", 4096)
+        .connect_small_buffer("session_id=slow&user_id=snail", weir_tests::SMALL_RCVBUF)
         .await;
     ws.handshake().await;
     ws.chat(PROMPT, "r1").await;

@@ -223,7 +223,9 @@ fn tcp_report(ws: &Client, frames: &[Frame]) -> String {
 /// megabytes of small ones, which the test's one client thread would have to
 /// parse for 900 readers.
 async fn reader(endpoint: Endpoint, query: &str) -> Client {
-    let mut ws = endpoint.connect_small_buffer(query, 16 * 1024).await;
+    let mut ws = endpoint
+        .connect_small_buffer(query, weir_tests::SMALL_RCVBUF)
+        .await;
     ws.handshake().await;
     ws
 }
@@ -278,10 +280,12 @@ async fn readers_that_read_are_never_idle_and_stalled_ones_get_4008_then_resume_
     let peak = PeakRss::watch();
 
     let mut readers = connect_all(READERS, || reader(endpoint, QUERY)).await;
-    // Each stalled client has a 4 KiB receive buffer and reads only `hello`
+    // Each stalled client has a small receive buffer and reads only `hello`
     // and `history`.
     let stalled = connect_all(STALLED, || async {
-        let mut ws = endpoint.connect_small_buffer(QUERY, 4096).await;
+        let mut ws = endpoint
+            .connect_small_buffer(QUERY, weir_tests::SMALL_RCVBUF)
+            .await;
         ws.handshake().await;
         ws
     })
@@ -369,7 +373,9 @@ async fn a_stalled_reader_past_the_lag_bound_gets_4008_before_its_stall_timeout_
     config.node.stall_timeout = Duration::from_secs(60);
     let server = InProcess::start(config).await;
     let endpoint = *server;
-    let mut ws = endpoint.connect_small_buffer(QUERY, 4096).await;
+    let mut ws = endpoint
+        .connect_small_buffer(QUERY, weir_tests::SMALL_RCVBUF)
+        .await;
     ws.handshake().await;
     ws.chat(PROMPT, "r1").await;
     eventually("the lag bound closes the stalled reader", || async {
@@ -400,7 +406,9 @@ async fn stalled_readers_wait_in_the_view_not_in_copies_of_their_own_and_get_eve
     let endpoint = *server;
     let first = reader(endpoint, QUERY).await;
     let stalled = connect_all(STALLED, || async {
-        let mut ws = endpoint.connect_small_buffer(QUERY, 4096).await;
+        let mut ws = endpoint
+            .connect_small_buffer(QUERY, weir_tests::SMALL_RCVBUF)
+            .await;
         ws.handshake().await;
         ws
     })

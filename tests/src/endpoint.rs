@@ -88,6 +88,16 @@ impl Endpoint {
 
     /// A WebSocket whose socket has a receive buffer of `rcvbuf` bytes (the
     /// kernel may round it), for a client that stops reading; nothing read.
+    ///
+    /// Use at least [`SMALL_RCVBUF`]. With 4 KiB (8 KiB as the kernel counts
+    /// it) a client that had stopped reading sometimes never got the rest on
+    /// loopback once it read again, for a reason of TCP's own: its empty
+    /// buffer advertised a window of 1 908 bytes while the sender's MSS had
+    /// been bounded to 2 048 (half the largest window it saw), so the sender
+    /// sent nothing but window probes, the window never grew, and the
+    /// connection sat with 56 KB unsent (`ss`: `persist` timer,
+    /// `rwnd_limited` 100 %, `snd_wnd:1908`, `mss:2048`). Seen in 1 of 15
+    /// runs of the fan-out test and once in CI's slow-readers test.
     pub async fn connect_small_buffer(&self, query: &str, rcvbuf: u32) -> Client {
         let socket = TcpSocket::new_v4().expect("TCP socket");
         socket.set_recv_buffer_size(rcvbuf).expect("set SO_RCVBUF");

@@ -119,6 +119,10 @@ pub use weir_core::demo::DemoText;
 /// The longest any single wait in a test may take.
 pub const T: Duration = Duration::from_secs(10);
 
+/// The smallest receive buffer a test client that stops reading should ask
+/// for ([`Endpoint::connect_small_buffer`] says why not less).
+pub const SMALL_RCVBUF: u32 = 16 * 1024;
+
 /// A WebSocket client stream over loopback TCP.
 pub type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
 
