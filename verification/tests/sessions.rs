@@ -460,19 +460,25 @@ fn a_late_started_notice_neither_begins_a_resumed_reply_again_nor_hides_it_from_
     assert_eq!(starts(resumed), 0, "{:?}", w.frames(resumed));
     assert_eq!(starts(b), 2, "{:?}", w.frames(b));
     for conn in [b, resumed] {
-        let text: String = w
-            .frames(conn)
-            .iter()
-            .filter_map(|f| match f {
-                ServerFrame::Chunk(ch) => Some(ch.delta.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(text, "one two", "{conn}: every chunk once");
-        match last(&w, conn) {
-            ServerFrame::End(e) => assert_eq!(e.status, ReplyStatus::Completed),
-            f => panic!("{conn}: {f:?}"),
-        }
+        assert_whole_reply(&w, conn, "one two");
+    }
+}
+
+/// `conn` got every chunk of its reply once (their text is `text`), then
+/// its `end`, `completed`.
+fn assert_whole_reply(w: &World, conn: ConnId, text: &str) {
+    let got: String = w
+        .frames(conn)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Chunk(ch) => Some(ch.delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, text, "{conn}: every chunk once");
+    match last(w, conn) {
+        ServerFrame::End(e) => assert_eq!(e.status, ReplyStatus::Completed),
+        f => panic!("{conn}: {f:?}"),
     }
 }
 
@@ -516,19 +522,7 @@ fn a_lost_started_notice_costs_latency_not_the_reply() {
         ["hello", "history", "user_message", "start"],
         "{kinds:?}"
     );
-    let text: String = w
-        .frames(b)
-        .iter()
-        .filter_map(|f| match f {
-            ServerFrame::Chunk(ch) => Some(ch.delta.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(text, "one two", "every chunk once");
-    match last(&w, b) {
-        ServerFrame::End(e) => assert_eq!(e.status, ReplyStatus::Completed),
-        f => panic!("{f:?}"),
-    }
+    assert_whole_reply(&w, b, "one two");
     c.check_quiescent(&w).expect("invariants");
 }
 
