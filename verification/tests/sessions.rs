@@ -405,12 +405,7 @@ fn a_reply_that_starts_while_a_connection_waits_for_its_snapshot_reaches_it_afte
     );
     w.replies.push_back(held);
     settle(&mut w, &mut c);
-    let kinds: Vec<&str> = w.frames(b).iter().map(ServerFrame::kind).collect();
-    assert_eq!(
-        kinds[..4],
-        ["hello", "history", "user_message", "start"],
-        "{kinds:?}"
-    );
+    assert_begun_after_handshake(&w, b);
 }
 
 /// Everything waiting but the notices to node `held`, until nothing else
@@ -462,6 +457,17 @@ fn a_late_started_notice_neither_begins_a_resumed_reply_again_nor_hides_it_from_
     for conn in [b, resumed] {
         assert_whole_reply(&w, conn, "one two");
     }
+}
+
+/// `conn`'s first frames: its handshake, then the reply's user turn and
+/// `start`.
+fn assert_begun_after_handshake(w: &World, conn: ConnId) {
+    let kinds: Vec<&str> = w.frames(conn).iter().map(ServerFrame::kind).collect();
+    assert_eq!(
+        kinds.get(..4),
+        Some(&["hello", "history", "user_message", "start"][..]),
+        "{kinds:?}"
+    );
 }
 
 /// `conn` got every chunk of its reply once (their text is `text`), then
@@ -516,12 +522,7 @@ fn a_lost_started_notice_costs_latency_not_the_reply() {
     }
     w.generate(&id, GeneratorEvent::Finished { usage: None });
     settle(&mut w, &mut c);
-    let kinds: Vec<&str> = w.frames(b).iter().map(ServerFrame::kind).collect();
-    assert_eq!(
-        kinds[..4],
-        ["hello", "history", "user_message", "start"],
-        "{kinds:?}"
-    );
+    assert_begun_after_handshake(&w, b);
     assert_whole_reply(&w, b, "one two");
     c.check_quiescent(&w).expect("invariants");
 }
