@@ -189,6 +189,7 @@ impl Call {
             kind.to_owned(),
             reason,
             usage,
+            op.last_seq.to_string(),
         ];
         Ok(Self::conv("settle", op.conv, op.at_ms, args, Then::Write))
     }

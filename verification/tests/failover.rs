@@ -139,3 +139,68 @@ fn chunks_lost_in_a_failover_that_their_owner_no_longer_holds_end_the_reply_fail
     assert_eq!(reply.content, "one ");
     assert_eq!(reply.status, MessageStatus::Failed);
 }
+
+/// The failover loses the reply's last chunks and nothing more is appended:
+/// the settle finds the log short (`Gap`), not a shorter reply to settle.
+#[test]
+fn the_last_chunks_lost_in_a_failover_are_written_again_before_the_settle() {
+    let mut w = two_nodes();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    w.settle_queues();
+    let id = start_reply(&mut w, a);
+    deltas(&mut w, &id, &["one "]);
+    let replica = w.store.clone();
+    deltas(&mut w, &id, &["two ", "three"]);
+    w.store = replica;
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    w.settle_queues();
+
+    for conn in [a, b] {
+        let (seqs, text, end) = got(&w, conn, &id);
+        assert_eq!(seqs, [1, 2, 3], "each chunk once, in order");
+        assert_eq!(text, "one two three");
+        match end {
+            Some(ServerFrame::End(e)) => {
+                assert_eq!(e.status, ReplyStatus::Completed);
+                assert_eq!(e.final_seq, 3, "not the 1 the replica had");
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+    let hist = w.store.history(&w.clients[&a].conv);
+    assert_eq!(
+        hist.last().map(|m| m.content.as_str()),
+        Some("one two three")
+    );
+}
+
+/// As above, with nobody left on the owner's node to hold the lost chunks:
+/// the reply ends `failed(store_lost)` at what the store holds, once.
+#[test]
+fn the_last_chunks_lost_in_a_failover_and_no_longer_held_end_the_reply_failed_at_the_settle() {
+    let mut w = two_nodes();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    w.settle_queues();
+    let id = start_reply(&mut w, a);
+    deltas(&mut w, &id, &["one "]);
+    let replica = w.store.clone();
+    deltas(&mut w, &id, &["two ", "three"]);
+    w.disconnect(a);
+    w.settle_queues();
+    w.store = replica;
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    w.settle_queues();
+
+    let (seqs, _, end) = got(&w, b, &id);
+    assert_eq!(seqs, [1, 2, 3], "what b had streamed, once");
+    match end {
+        Some(ServerFrame::End(e)) => {
+            assert_eq!(e.status, ReplyStatus::Failed);
+            assert_eq!(e.reason.as_deref(), Some(STORE_LOST));
+            assert_eq!(e.final_seq, 1, "what the store holds");
+        }
+        f => panic!("an explicit end: {f:?}"),
+    }
+}

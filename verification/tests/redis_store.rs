@@ -117,6 +117,9 @@ enum Op {
         good: bool,
         kind: u8,
         usage: bool,
+        /// Claims one chunk more than the store holds (as after a failover
+        /// lost the last append): a streaming reply answers `gap`.
+        ahead: bool,
     },
     Renew {
         reply: usize,
@@ -241,8 +244,8 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (reply.clone(), prop::bool::weighted(0.9), seq, prop::collection::vec(0..DELTAS.len(), 1..4))
             .prop_map(|(reply, good, seq, deltas)| Op::Append { reply, good, seq, deltas }),
         3 => (conv, prop::option::weighted(0.6, reply.clone())).prop_map(|(conv, target)| Op::Cancel { conv, target }),
-        3 => (reply.clone(), prop::bool::weighted(0.9), 0u8..3, any::<bool>())
-            .prop_map(|(reply, good, kind, usage)| Op::Settle { reply, good, kind, usage }),
+        3 => (reply.clone(), prop::bool::weighted(0.9), 0u8..3, any::<bool>(), prop::bool::weighted(0.15))
+            .prop_map(|(reply, good, kind, usage, ahead)| Op::Settle { reply, good, kind, usage, ahead }),
         2 => (reply.clone(), prop::bool::weighted(0.8)).prop_map(|(reply, good)| Op::Renew { reply, good }),
         2 => reply.clone().prop_map(|reply| Op::Reap { reply }),
         2 => (reply, 0u64..6).prop_map(|(reply, after)| Op::Read { reply, after }),
@@ -412,6 +415,7 @@ async fn located_cancelled_then_deleted(mut h: Harness) {
             good: true,
             kind: 0,
             usage: false,
+            ahead: false,
         },
         Op::Delete { conv: 4 },
         Op::Snapshot { conv: 4, limit: 5 },
@@ -505,6 +509,7 @@ async fn started_streamed_cancelled_and_settled(mut h: Harness) {
             good: true,
             kind: 0,
             usage: true,
+            ahead: false,
         },
         Op::Cancel {
             conv: 0,
@@ -585,6 +590,7 @@ async fn hostile_user_ids(mut h: Harness) {
             good: true,
             kind: 2,
             usage: false,
+            ahead: false,
         },
         Op::Join {
             user: 1,
@@ -659,6 +665,7 @@ async fn full_redis(mut h: Harness) {
             good: true,
             kind: 1,
             usage: false,
+            ahead: false,
         },
         Op::Snapshot { conv: 0, limit: 5 },
         Op::Tick { ms: 2_000 },

@@ -106,6 +106,9 @@ pub(super) enum Write {
     /// Everything is appended: settle the reply.
     Settle {
         request: SettleRequest,
+        /// The last seq the store acknowledged: a store that lost some of
+        /// them answers a gap.
+        last_seq: Seq,
         usage: Option<Usage>,
     },
 }
@@ -220,7 +223,11 @@ impl Owned {
             Some(Write::Append(batch))
         } else if let Some((request, usage)) = self.end.clone() {
             self.settling = true;
-            Some(Write::Settle { request, usage })
+            Some(Write::Settle {
+                request,
+                last_seq: self.acked,
+                usage,
+            })
         } else {
             None
         }
@@ -337,14 +344,15 @@ impl Owned {
         self.acked
     }
 
-    /// The store answered the append of `batch` with a gap: its log ends at
-    /// `last_seq`, before chunks it had acknowledged, so it lost writes (a
-    /// Redis failover to a replica that had not received them). With the
-    /// lost chunks (`last_seq + 1..=acked`, from this node's view) they go
-    /// back in front of the queue, the batch after them, to be written
-    /// again with the same seqs: the reply goes on exactly, and returns
-    /// `false`. Without them it ends `failed(store_lost)` with what the
-    /// store holds, and returns whether the generator must be aborted.
+    /// The store answered the append of `batch` (or the settle: an empty
+    /// batch) with a gap: its log ends at `last_seq`, before chunks it had
+    /// acknowledged, so it lost writes (a Redis failover to a replica that
+    /// had not received them). With the lost chunks (`last_seq + 1..=acked`,
+    /// from this node's view) they go back in front of the queue, the batch
+    /// after them, to be written again with the same seqs: the reply goes on
+    /// exactly, and returns `false`. Without them it ends
+    /// `failed(store_lost)` with what the store holds, and returns whether
+    /// the generator must be aborted.
     #[must_use]
     pub(super) fn on_gap(
         &mut self,
@@ -352,8 +360,10 @@ impl Owned {
         batch: Batch,
         lost: Option<Vec<String>>,
     ) -> bool {
+        self.settling = false;
         let whole =
             lost.filter(|l| last_seq + l.len() as Seq == self.acked && last_seq < self.acked);
+        self.acked = last_seq;
         match whole {
             Some(lost) => {
                 for d in batch.deltas.into_iter().rev() {
@@ -362,9 +372,10 @@ impl Owned {
                 for d in lost.into_iter().rev() {
                     self.queue.push_front(d);
                 }
-                self.acked = last_seq;
                 false
             }
+            // What the store holds is what the reply ends with: the settle
+            // that follows asks no more (or it would meet the gap again).
             None => self.stop_failed(STORE_LOST, true),
         }
     }
@@ -471,13 +482,18 @@ impl<I: IdSource> Node<I> {
                     at_ns,
                 }),
             ),
-            Write::Settle { request, usage } => self.store(
+            Write::Settle {
+                request,
+                last_seq,
+                usage,
+            } => self.store(
                 Pending::Settle(id.clone()),
                 StoreOp::Settle(SettleOp {
                     conv,
                     message_id,
                     token,
                     request,
+                    last_seq,
                     usage,
                     at_ms,
                 }),
@@ -510,7 +526,6 @@ impl<I: IdSource> Node<I> {
             return;
         };
         let conv = o.conv().clone();
-        let o_acked = o.acked();
         match reply {
             StoreReply::Ok { last_seq } => {
                 o.on_append_acked(last_seq);
@@ -524,24 +539,34 @@ impl<I: IdSource> Node<I> {
                 self.owner_told_cancelled(now, id, final_seq);
                 self.pump(now, &conv);
             }
-            StoreReply::Gap { last_seq } => {
-                let lost = self.reply_view_mut(&conv, id).and_then(|r| {
-                    (last_seq + 1..=o_acked)
-                        .map(|seq| r.delta(seq).map(str::to_owned))
-                        .collect::<Option<Vec<String>>>()
-                });
-                let Some(o) = self.owned.get_mut(id) else {
-                    return;
-                };
-                if o.on_gap(last_seq, batch, lost) {
-                    self.out.push_back(Output::AbortGenerator {
-                        message_id: id.clone(),
-                    });
-                }
-                self.owner_flush(now, id);
-            }
+            StoreReply::Gap { last_seq } => self.owner_gap(now, id, last_seq, batch),
             _ => self.owner_fenced(now, id),
         }
+    }
+
+    /// The store lost chunks it had acknowledged (its log ends at
+    /// `last_seq`): they are written again from this node's view of the
+    /// reply, `batch` (what was being appended) after them, or the reply
+    /// ends `failed(store_lost)` where the view no longer holds them.
+    fn owner_gap(&mut self, now: Instant, id: &MessageId, last_seq: Seq, batch: Batch) {
+        let Some(o) = self.owned.get(id) else {
+            return;
+        };
+        let (conv, acked) = (o.conv().clone(), o.acked());
+        let lost = self.reply_view_mut(&conv, id).and_then(|r| {
+            (last_seq + 1..=acked)
+                .map(|seq| r.delta(seq).map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        });
+        let Some(o) = self.owned.get_mut(id) else {
+            return;
+        };
+        if o.on_gap(last_seq, batch, lost) {
+            self.out.push_back(Output::AbortGenerator {
+                message_id: id.clone(),
+            });
+        }
+        self.owner_flush(now, id);
     }
 
     pub(super) fn on_settle_reply(&mut self, now: Instant, id: &MessageId, reply: StoreReply) {
@@ -564,6 +589,16 @@ impl<I: IdSource> Node<I> {
                     final_seq,
                 }));
                 self.pump(now, o.conv());
+            }
+            // Acknowledged chunks were lost (a failover): written again
+            // first, then the settle goes out once more.
+            StoreReply::Gap { last_seq } => {
+                let batch = Batch {
+                    first_seq: last_seq + 1,
+                    deltas: Vec::new(),
+                    at_ns: None,
+                };
+                self.owner_gap(now, id, last_seq, batch);
             }
             _ => self.owner_fenced(now, id),
         }

@@ -179,8 +179,9 @@ pub enum StoreReply {
         /// The last stored seq.
         last_seq: Seq,
     },
-    /// [`StoreOp::Append`] with a `first_seq` beyond the log's end: nothing
-    /// was stored.
+    /// [`StoreOp::Append`] with a `first_seq` beyond the log's end, or
+    /// [`StoreOp::Settle`] of an Active reply with a `last_seq` beyond it:
+    /// nothing was stored (the store lost writes it had acknowledged).
     Gap {
         /// The last stored seq.
         last_seq: Seq,

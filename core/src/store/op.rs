@@ -195,6 +195,11 @@ pub struct SettleOp {
     pub token: Token,
     /// What the producer asks for.
     pub request: SettleRequest,
+    /// The last seq the store acknowledged to the producer. A store whose
+    /// log of the still streaming reply ends before it lost acknowledged
+    /// writes (a Redis failover to a replica that had not received them)
+    /// and answers [`StoreReply::Gap`] instead of settling short.
+    pub last_seq: Seq,
     /// Token counts, where known.
     pub usage: Option<Usage>,
     /// Wall-clock time of the operation.

@@ -98,6 +98,7 @@ fn settle(
         message_id: id.clone(),
         token,
         request: req,
+        last_seq: 0,
         usage: None,
         at_ms: at,
     }))
@@ -164,6 +165,31 @@ fn append_stores_explicit_seqs_so_a_retry_cannot_duplicate() {
         m.stream(&c, &id).map(|(_, d)| d.concat()),
         Some("abc".into())
     );
+}
+
+#[test]
+fn settle_of_a_streaming_reply_whose_log_ends_before_the_producers_last_ack_is_a_gap() {
+    let mut m = model();
+    let c = conv("u");
+    let (id, t) = started(start(&mut m, &c, 1, 0, None));
+    let _ = append(&mut m, &c, &id, t, 1, &["a", "b"], 1);
+    let mut op = SettleOp {
+        conv: c.clone(),
+        message_id: id.clone(),
+        token: t,
+        request: SettleRequest::Completed,
+        last_seq: 3,
+        usage: None,
+        at_ms: 2,
+    };
+    let (r, notices) = m.apply(StoreOp::Settle(op.clone()));
+    assert_eq!(r, StoreReply::Gap { last_seq: 2 });
+    assert!(notices.is_empty(), "nothing changed, nothing published");
+    op.last_seq = 2;
+    assert!(matches!(
+        m.apply(StoreOp::Settle(op)).0,
+        StoreReply::Settled { final_seq: 2, .. }
+    ));
 }
 
 #[test]

@@ -382,10 +382,13 @@ local function conv_op()
     return { 'cancel', r.id, answer, r.final or false, false }
 
   elseif OP == 'settle' then
+    -- ARGV[16]: the last seq the store acknowledged to the producer. A log
+    -- that ends before it lost writes (a failover): 'gap', nothing changed.
     local id, token, req, reason, usage = ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
     local r = load(id)
     if not r then return missing(id) end
     if r.token ~= token then return { 'fenced' } end
+    if r.st == 'a' and r.last < tonumber(ARGV[16]) then return { 'gap', r.last } end
     if recv_settle(r, req, reason) then
       if usage ~= '' then r.usage = usage end
       return publish_settled(r)

@@ -237,8 +237,13 @@ impl Harness {
                 good,
                 kind,
                 usage,
+                ahead,
             } => {
                 let k = self.pick(reply);
+                let last = self
+                    .model
+                    .stream(&k.conv, &k.id)
+                    .map_or(0, |(_, d)| d.len() as u64);
                 StoreOp::Settle(SettleOp {
                     conv: k.conv.clone(),
                     message_id: k.id.clone(),
@@ -248,6 +253,7 @@ impl Harness {
                         1 => SettleRequest::Failed("upstream \"broke\"".into()),
                         _ => SettleRequest::Cancelled,
                     },
+                    last_seq: last + u64::from(ahead),
                     usage: usage.then_some(Usage {
                         prompt_tokens: 12,
                         completion_tokens: 34,

@@ -76,6 +76,7 @@ fn the_settle_waits_until_every_delta_is_appended() {
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Completed,
+            last_seq: 2,
             usage: None
         })
     );
@@ -96,6 +97,7 @@ fn events_after_the_generator_ended_are_ignored() {
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Failed("boom".into()),
+            last_seq: 0,
             usage: None
         })
     );
@@ -143,6 +145,7 @@ fn a_cancel_drops_queued_deltas_stops_the_generator_and_settles_cancelled() {
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Cancelled,
+            last_seq: 1,
             usage: None
         })
     );
@@ -176,6 +179,7 @@ fn shutdown_fails_the_reply_unless_it_already_ends() {
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Failed(SHUTDOWN.into()),
+            last_seq: 0,
             usage: None
         })
     );
@@ -186,6 +190,7 @@ fn shutdown_fails_the_reply_unless_it_already_ends() {
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Completed,
+            last_seq: 0,
             ..
         })
     ));
@@ -218,6 +223,7 @@ fn a_refused_append_drops_what_was_not_stored_and_settles_failed_store_full() {
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Failed(STORE_FULL.into()),
+            last_seq: 0,
             usage: None
         }),
         "neither the refused batch nor what queued behind it is sent again"
@@ -248,6 +254,7 @@ fn a_refusal_waits_for_the_append_in_flight_and_fails_a_finished_reply_only_if_i
     let settle = |request| {
         Some(Write::Settle {
             request,
+            last_seq: 1,
             usage: None,
         })
     };
@@ -269,6 +276,7 @@ fn a_refusal_waits_for_the_append_in_flight_and_fails_a_finished_reply_only_if_i
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
             request: SettleRequest::Cancelled,
+            last_seq: 0,
             usage: None
         })
     );
@@ -406,9 +414,41 @@ fn a_gap_without_every_lost_chunk_stops_the_reply_failed_store_lost() {
             o.next_write(UNBOUNDED),
             Some(Write::Settle {
                 request: SettleRequest::Failed(STORE_LOST.to_owned()),
+                last_seq: 1,
                 usage: None,
             }),
             "{lost:?}: nothing more is appended; it settles failed"
         );
     }
+}
+
+#[test]
+fn a_settle_answered_with_a_gap_writes_the_lost_chunks_again_then_settles_at_the_old_end() {
+    let mut o = owned();
+    for d in ["a", "b", "c"] {
+        delta(&mut o, d);
+        assert!(o.next_write(UNBOUNDED).is_some());
+        ack(&mut o);
+    }
+    assert!(o.on_generator(GeneratorEvent::Finished { usage: None }));
+    let settle = |last_seq| {
+        Some(Write::Settle {
+            request: SettleRequest::Completed,
+            last_seq,
+            usage: None,
+        })
+    };
+    assert_eq!(o.next_write(UNBOUNDED), settle(3));
+    // The store's log ends at 1: chunks 2 and 3 were lost (the settle
+    // carries no batch of its own).
+    let none = Batch {
+        first_seq: 2,
+        deltas: Vec::new(),
+        at_ns: None,
+    };
+    assert!(!o.on_gap(1, none, Some(vec!["b".into(), "c".into()])));
+    assert!(!o.is_settling(), "the settle waits for the chunks");
+    assert_eq!(o.next_write(UNBOUNDED), append(2, &["b", "c"]));
+    ack(&mut o);
+    assert_eq!(o.next_write(UNBOUNDED), settle(3), "and settles as before");
 }

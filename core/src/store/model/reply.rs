@@ -218,6 +218,7 @@ impl Model {
             message_id: id,
             token,
             request,
+            last_seq,
             usage,
             at_ms,
         } = op;
@@ -229,6 +230,11 @@ impl Model {
         };
         if r.token != token {
             return StoreReply::Fenced;
+        }
+        if matches!(r.state, StreamState::Active { .. }) && r.last_seq() < last_seq {
+            return StoreReply::Gap {
+                last_seq: r.last_seq(),
+            };
         }
         match r.state.recv_settle(request, r.last_seq(), at_ms, &timers) {
             Some(outcome) => {
