@@ -45,7 +45,7 @@ use futures_util::future::{select, Either};
 use redis::aio::MultiplexedConnection;
 use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, Topic};
 use weir_core::{Input, OpId};
-use weir_store_redis::{Failure, RedisConn, RedisStore};
+use weir_store_redis::{Failure, RedisConn, RedisStore, Replication};
 
 use crate::io::RedisIo;
 use crate::mailbox::ToDriver;
@@ -68,6 +68,9 @@ pub(crate) const NOTICE_CAPACITY: usize = 65_536;
 struct Link {
     /// The operations connection, its epoch, and its generation.
     current: Mutex<Option<(RedisConn, Epoch, u64)>>,
+    /// On a cluster, the connection settles and cancels go over (they wait
+    /// for their replicas there: `weir_store_redis::Replication`).
+    deciding: Mutex<Option<RedisConn>>,
     /// Rung by an operation that saw its connection fail: a channel of one,
     /// so a ring while the supervisor is busy waits for it.
     broken: (async_channel::Sender<()>, async_channel::Receiver<()>),
@@ -100,6 +103,7 @@ impl Link {
     fn new() -> Self {
         Self {
             current: Mutex::new(None),
+            deciding: Mutex::new(None),
             broken: async_channel::bounded(1),
             store_up: AtomicBool::new(false),
             pubsub_up: AtomicBool::new(false),
@@ -202,6 +206,16 @@ impl Link {
         }
     }
 
+    fn deciding(&self) -> Option<RedisConn> {
+        self.deciding.lock().ok().and_then(|c| c.clone())
+    }
+
+    fn set_deciding(&self, value: Option<RedisConn>) {
+        if let Ok(mut c) = self.deciding.lock() {
+            *c = value;
+        }
+    }
+
     fn report_broken(&self, generation: u64) {
         if self.generation.load(Relaxed) == generation {
             let _ = self.broken.0.try_send(());
@@ -278,12 +292,18 @@ impl<R: Runtime> RedisBackend<R> {
                     .iter()
                     .map(|(h, p)| format!("redis://{h}:{p}"))
                     .collect();
-                let client = redis::cluster::ClusterClient::builder(urls)
+                let ops = redis::cluster::ClusterClient::builder(urls)
                     .connection_timeout(settings.timeout)
                     .response_timeout(settings.timeout)
                     .build()
                     .map_err(|e| bad(&e))?;
-                (Client::Cluster(client), Nodes::Cluster(seeds))
+                (
+                    Client::Cluster {
+                        ops: Box::new(ops),
+                        replication: Replication::new(settings.timeout / 2),
+                    },
+                    Nodes::Cluster(seeds),
+                )
             }
             None => {
                 let client = redis::Client::open(settings.url.as_str()).map_err(|e| bad(&e))?;
@@ -297,6 +317,10 @@ impl<R: Runtime> RedisBackend<R> {
         let retention_ms =
             u64::try_from(settings.history_retention.as_millis()).unwrap_or(u64::MAX);
         let store = RedisStore::new(&settings.prefix, config, retention_ms);
+        let store = match &client {
+            Client::Cluster { replication, .. } => store.with_replication(replication.clone()),
+            Client::Single(_) => store,
+        };
         let link = Arc::new(Link::new());
         let (sub_tx, sub_rx) = async_channel::unbounded();
         let supervisor = R::spawn(supervise::<R>(
@@ -356,7 +380,13 @@ impl<R: Runtime> RedisBackend<R> {
                 link.subscribed_through::<R>(needed, timeout).await;
             }
             let write = request.is_refused_when_full();
-            let result = match store.apply(&mut conn, epoch, request).await {
+            let applied = match link.deciding() {
+                Some(mut deciding) if is_deciding(&request) => {
+                    store.apply_replicated(&mut deciding, epoch, request).await
+                }
+                _ => store.apply(&mut conn, epoch, request).await,
+            };
+            let result = match applied {
                 Ok(reply) => {
                     if write {
                         link.accepted();
@@ -414,24 +444,71 @@ fn parse_seeds(seeds: &str) -> Result<Vec<Addr>, String> {
         .collect()
 }
 
+/// Whether `op` decides how a reply ends: on a cluster it waits for its
+/// replicas, on the deciding connection.
+fn is_deciding(op: &StoreOp) -> bool {
+    matches!(op, StoreOp::Settle(_) | StoreOp::Cancel(_))
+}
+
 /// How to reach the store: one Redis, or a Redis Cluster.
 #[derive(Clone)]
 enum Client {
     Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    Cluster {
+        /// Its two connections: one for every operation but settles and
+        /// cancels, one for those (a `WAIT` holds a connection's later
+        /// commands).
+        ops: Box<redis::cluster::ClusterClient>,
+        /// The replicas each slot's settles and cancels wait for.
+        replication: Replication,
+    },
 }
 
-async fn connect<R: Runtime>(client: &Client, limit: Duration) -> redis::RedisResult<RedisConn> {
+async fn connect_cluster<R: Runtime>(
+    c: &redis::cluster::ClusterClient,
+    limit: Duration,
+) -> redis::RedisResult<RedisConn> {
+    match timeout::<R, _>(limit * 2, c.get_async_connection()).await {
+        Ok(connected) => connected.map(RedisConn::Cluster),
+        Err(_elapsed) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting to the Redis Cluster timed out",
+        )
+        .into()),
+    }
+}
+
+/// The operations connection and, on a cluster, the deciding one (with the
+/// replicas it waits for learnt).
+async fn connect<R: Runtime>(
+    client: &Client,
+    limit: Duration,
+) -> redis::RedisResult<(RedisConn, Option<RedisConn>)> {
     match client {
-        Client::Single(c) => connect_single::<R>(c, limit).await.map(RedisConn::Single),
-        Client::Cluster(c) => match timeout::<R, _>(limit * 2, c.get_async_connection()).await {
-            Ok(connected) => connected.map(RedisConn::Cluster),
-            Err(_elapsed) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connecting to the Redis Cluster timed out",
-            )
-            .into()),
-        },
+        Client::Single(c) => Ok((
+            RedisConn::Single(connect_single::<R>(c, limit).await?),
+            None,
+        )),
+        Client::Cluster { ops, replication } => {
+            let mut conn = connect_cluster::<R>(ops, limit).await?;
+            let deciding = connect_cluster::<R>(ops, limit).await?;
+            learn_replicas::<R>(replication, &mut conn, limit).await;
+            Ok((conn, Some(deciding)))
+        }
+    }
+}
+
+/// Reads which replicas each slot has (`CLUSTER SLOTS`), for the deciding
+/// writes to wait for; on failure keeps what it knew.
+async fn learn_replicas<R: Runtime>(
+    replication: &Replication,
+    conn: &mut RedisConn,
+    limit: Duration,
+) {
+    match timeout::<R, _>(limit, replication.refresh(conn)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("redis cluster: replicas not read: {e}"),
+        Err(_elapsed) => tracing::warn!("redis cluster: replicas not read in time"),
     }
 }
 
@@ -482,9 +559,10 @@ async fn supervise<R: Runtime>(
     let mut backoff = BACKOFF_MIN;
     loop {
         match connect::<R>(&client, timeout).await {
-            Ok(mut conn) => match establish::<R>(&store, &link, &mut conn).await {
+            Ok((mut conn, deciding)) => match establish::<R>(&store, &link, &mut conn).await {
                 Ok(mut epoch) => {
                     let generation = link.generation.fetch_add(1, Relaxed) + 1;
+                    link.set_deciding(deciding);
                     link.set(Some((conn.clone(), epoch, generation)));
                     link.store_up.store(true, Relaxed);
                     tracing::info!(epoch, "redis store connected");
@@ -499,6 +577,9 @@ async fn supervise<R: Runtime>(
                             break;
                         }
                         link.remind();
+                        if let Client::Cluster { replication, .. } = &client {
+                            learn_replicas::<R>(replication, &mut conn, timeout).await;
+                        }
                         match establish::<R>(&store, &link, &mut conn).await {
                             Ok(now) if now != epoch => {
                                 tracing::warn!(
@@ -516,6 +597,7 @@ async fn supervise<R: Runtime>(
                     }
                     link.store_up.store(false, Relaxed);
                     link.set(None);
+                    link.set_deciding(None);
                     tracing::warn!("redis store connection lost; reconnecting");
                 }
                 Err(e) => tracing::warn!("redis store: {e}"),

@@ -124,6 +124,13 @@ impl RedisStore {
         format!("{}:{{{}}}:conv", self.prefix, conv_tag(conv))
     }
 
+    /// A conversation's fence key: written by each settle and cancel that
+    /// waits for its replicas (`replicas.rs`), so that the call always
+    /// replicates.
+    pub(crate) fn fence_key(&self, conv: &ConvKey) -> String {
+        format!("{}:{{{}}}:fence", self.prefix, conv_tag(conv))
+    }
+
     /// The conversation of a meta key (`None`: not one of ours, or made by
     /// an older weir for an id it did not escape).
     pub(crate) fn conv_of_key(&self, key: &str) -> Option<ConvKey> {

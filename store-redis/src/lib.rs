@@ -95,7 +95,9 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::Value;
 use weir_core::ids::{ConvKey, NodeId};
-use weir_core::store::{Epoch, Notice, StoreConfig, StoreError, StoreOp, StoreReply, Topic};
+use weir_core::store::{
+    CancelOp, Epoch, Notice, SettleOp, StoreConfig, StoreError, StoreOp, StoreReply, Topic,
+};
 
 mod caps;
 mod conn;
@@ -107,6 +109,8 @@ mod keys;
 pub use keys::slot;
 mod locate;
 mod plan;
+mod replicas;
+pub use replicas::Replication;
 mod sweep;
 
 use decode::Fields;
@@ -135,6 +139,16 @@ pub enum Failure {
     /// Redis answered something the script never returns: a bug.
     #[error("unexpected reply from the store script: {0}")]
     Protocol(String),
+    /// A settle or a cancel took effect on the master, but fewer of the
+    /// shard's replicas than it has confirmed it in time: a failover now
+    /// could lose it (the `replicas` module).
+    #[error("redis: {got} of {wanted} replicas confirmed the write in time")]
+    Unreplicated {
+        /// The replicas the write waited for.
+        wanted: u8,
+        /// The replicas that confirmed it.
+        got: u8,
+    },
 }
 
 impl Failure {
@@ -146,7 +160,7 @@ impl Failure {
     pub fn is_refusal(&self) -> bool {
         match self {
             Self::Redis(e) => matches!(e.code(), Some("OOM" | "MISCONF")),
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::Unreplicated { .. } => false,
         }
     }
 
@@ -160,7 +174,7 @@ impl Failure {
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
             }
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::Unreplicated { .. } => false,
         }
     }
 }
@@ -176,7 +190,7 @@ impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
         match f {
             Failure::Redis(_) if f.is_refusal() => Self::Refused(f.to_string()),
-            Failure::Redis(_) => Self::Unavailable(f.to_string()),
+            Failure::Redis(_) | Failure::Unreplicated { .. } => Self::Unavailable(f.to_string()),
             Failure::Protocol(_) => Self::Internal(f.to_string()),
         }
     }
@@ -223,6 +237,8 @@ pub struct RedisStore {
     config: StoreConfig,
     retention_ms: u64,
     scripts: Arc<Scripts>,
+    /// Replicas that settles and cancels wait for (a Redis Cluster).
+    replication: Option<Replication>,
 }
 
 /// The scripts, shared by every clone of a [`RedisStore`].
@@ -260,7 +276,18 @@ impl RedisStore {
                 index: redis::Script::new(sweep::INDEX),
                 caps: redis::Script::new(&format!("#!lua flags=allow-oom\n{}", caps::CAPS_SCRIPT)),
             }),
+            replication: None,
         }
+    }
+
+    /// This store's settles and cancels wait until the replicas
+    /// `replication` lists for their slot have them (see
+    /// [`Replication`]). Give it the connection it is meant for: one only
+    /// settles and cancels go over, without retries.
+    #[must_use]
+    pub fn with_replication(mut self, replication: Replication) -> Self {
+        self.replication = Some(replication);
+        self
     }
 
     /// The settings the scripts decide with.
@@ -364,6 +391,75 @@ impl RedisStore {
         epoch: Epoch,
         op: StoreOp,
     ) -> Result<StoreReply, Failure> {
+        self.apply_fenced(conn, epoch, op, None).await
+    }
+
+    /// [`Self::apply`], and for a settle or a cancel of a store made
+    /// [`with_replication`](Self::with_replication), then waits until the
+    /// replicas of its slot have it ([`Replication`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::apply`]; [`Failure::Unreplicated`] when the replicas did
+    /// not confirm in time (the operation took effect on the master).
+    pub async fn apply_replicated<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        epoch: Epoch,
+        op: StoreOp,
+    ) -> Result<StoreReply, Failure> {
+        let wait = match (&self.replication, &op) {
+            (
+                Some(r),
+                StoreOp::Settle(SettleOp { conv, .. }) | StoreOp::Cancel(CancelOp { conv, .. }),
+            ) => {
+                let fence = self.fence_key(conv);
+                let replicas = r.replicas_of(&fence);
+                (replicas > 0).then(|| Confirm {
+                    fence,
+                    replicas,
+                    wait: r.wait(),
+                })
+            }
+            _ => None,
+        };
+        let Some(confirm) = wait else {
+            return self.apply(conn, epoch, op).await;
+        };
+        let settle = match &op {
+            StoreOp::Settle(s) => Some((s.conv.clone(), s.message_id.clone(), s.usage)),
+            _ => None,
+        };
+        let reply = self.apply_fenced(conn, epoch, op, Some(confirm)).await?;
+        // The settled notice the script held back (also when this call
+        // found the reply already settled: it is a settle sent again after
+        // one whose replicas did not confirm, and whose notice was held).
+        if let (
+            Some((conv, message_id, usage)),
+            StoreReply::Settled {
+                outcome, final_seq, ..
+            },
+        ) = (settle, &reply)
+        {
+            let notice = Notice::Settled {
+                conv: conv.clone(),
+                message_id,
+                outcome: outcome.clone(),
+                final_seq: *final_seq,
+                usage,
+            };
+            self.publish(conn, &Topic::Conv(conv), &notice).await;
+        }
+        Ok(reply)
+    }
+
+    async fn apply_fenced<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        epoch: Epoch,
+        op: StoreOp,
+        confirm: Option<Confirm>,
+    ) -> Result<StoreReply, Failure> {
         let t = &self.config.timers;
         let flags = Flags::of(&op);
         let call = match op {
@@ -394,7 +490,9 @@ impl RedisStore {
             StoreOp::Reap(op) => Call::reap(op),
             StoreOp::Read(op) => Call::read(op),
         };
-        let value = self.invoke(conn, &call, epoch, flags).await?;
+        let value = self
+            .invoke_fenced(conn, &call, epoch, flags, confirm)
+            .await?;
         let plan::Decoded {
             reply,
             due_ms,
@@ -442,11 +540,17 @@ impl RedisStore {
             message_id: message_id.clone(),
             final_seq: *final_seq,
         };
-        let Ok(payload) = serde_json::to_string(&notice) else {
+        self.publish(conn, &Topic::Node(owner), &notice).await;
+    }
+
+    /// Publishes `notice` on `topic`'s channel (a hint: a failure is not
+    /// the operation's).
+    async fn publish<C: ConnectionLike>(&self, conn: &mut C, topic: &Topic, notice: &Notice) {
+        let Ok(payload) = serde_json::to_string(notice) else {
             return;
         };
         let _ignored: Result<Value, _> = redis::cmd("SPUBLISH")
-            .arg(self.channel(&Topic::Node(owner)))
+            .arg(self.channel(topic))
             .arg(payload)
             .query_async(conn)
             .await;
@@ -460,45 +564,114 @@ impl RedisStore {
         epoch: Epoch,
         flags: Flags,
     ) -> Result<Value, Failure> {
+        self.invoke_fenced(conn, call, epoch, flags, None).await
+    }
+
+    /// One call of the script. With `confirm`, the conversation's fence key
+    /// goes as `KEYS[2]` (the call then always replicates) and `WAIT` right
+    /// after it, in one pipeline: the redis crate sends a pipeline on one
+    /// connection and, when it retries, retries it whole, so the `WAIT`
+    /// always counts the call it follows, on the master that ran it.
+    async fn invoke_fenced<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        call: &Call,
+        epoch: Epoch,
+        flags: Flags,
+        confirm: Option<Confirm>,
+    ) -> Result<Value, Failure> {
         let script = match flags {
             Flags::DenyOom => &self.scripts.deny_oom,
             Flags::AllowOom => &self.scripts.allow_oom,
             Flags::Plain => &self.scripts.plain,
         };
-        let mut inv = match &call.target {
+        let mut keys = Vec::with_capacity(2);
+        let mut args = Vec::with_capacity(10 + call.args.len());
+        args.push(call.op.to_owned());
+        args.push(call.at_ms.to_string());
+        match &call.target {
             Target::Conv(conv) => {
                 let t = &self.config.timers;
-                let mut inv = script.key(self.conv_key(conv));
-                inv.arg(call.op)
-                    .arg(call.at_ms)
-                    .arg(to_json(conv)?)
-                    .arg(t.lease_ttl_ms)
-                    .arg(t.cancel_deadline_ms)
-                    .arg(t.grace_ms)
-                    .arg(self.config.history_limit)
-                    .arg(self.retention_ms)
-                    .arg(SLACK_MS)
-                    .arg(epoch.to_string());
-                inv
+                keys.push(self.conv_key(conv));
+                args.extend([
+                    to_json(conv)?,
+                    t.lease_ttl_ms.to_string(),
+                    t.cancel_deadline_ms.to_string(),
+                    t.grace_ms.to_string(),
+                    self.config.history_limit.to_string(),
+                    self.retention_ms.to_string(),
+                    SLACK_MS.to_string(),
+                    epoch.to_string(),
+                ]);
             }
             Target::Presence(user) => {
                 let t = &self.config.presence;
-                let mut inv = script.key(self.presence_key(user));
-                inv.arg(call.op)
-                    .arg(call.at_ms)
-                    .arg(user.as_str())
-                    .arg(t.debounce_ms)
-                    .arg(t.entry_ttl_ms)
-                    .arg(SLACK_MS)
-                    .arg(self.channel(&Topic::User(user.clone())));
-                inv
+                keys.push(self.presence_key(user));
+                args.extend([
+                    user.as_str().to_owned(),
+                    t.debounce_ms.to_string(),
+                    t.entry_ttl_ms.to_string(),
+                    SLACK_MS.to_string(),
+                    self.channel(&Topic::User(user.clone())),
+                ]);
             }
-        };
-        for a in &call.args {
-            inv.arg(a);
         }
-        Ok(inv.invoke_async(conn).await?)
+        args.extend(call.args.iter().cloned());
+        let Some(confirm) = confirm else {
+            let mut inv = script.prepare_invoke();
+            for k in keys {
+                inv.key(k);
+            }
+            for a in args {
+                inv.arg(a);
+            }
+            return Ok(inv.invoke_async(conn).await?);
+        };
+        keys.push(confirm.fence);
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(&args);
+        let wait_ms = u64::try_from(confirm.wait.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut pipe = redis::pipe();
+        pipe.add_command(evalsha)
+            .cmd("WAIT")
+            .arg(confirm.replicas)
+            .arg(wait_ms);
+        let mut loaded = false;
+        loop {
+            match pipe.query_async::<(Value, i64)>(conn).await {
+                Ok((value, got)) if got >= i64::from(confirm.replicas) => return Ok(value),
+                Ok((_, got)) => {
+                    return Err(Failure::Unreplicated {
+                        wanted: confirm.replicas,
+                        got: u8::try_from(got.max(0)).unwrap_or(u8::MAX),
+                    })
+                }
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                        && !loaded =>
+                {
+                    script.load_async(conn).await?;
+                    loaded = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
+}
+
+/// What a deciding write waits for: `WAIT replicas wait` after a call that
+/// also wrote `fence` (the `replicas` module).
+#[derive(Debug, Clone)]
+struct Confirm {
+    fence: String,
+    replicas: u8,
+    wait: Duration,
 }
 
 fn epoch_ttl_ms() -> u64 {

@@ -15,8 +15,8 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts six cluster-enabled servers and joins them; returns once every
-    /// node says `cluster_state:ok` and every replica has synced with its
-    /// master (`master_link_status:up`: a replica that never synced cannot
+    /// node says `cluster_state:ok` and all three replicas have synced with
+    /// their masters (`master_link_status:up`: a replica that never synced cannot
     /// take over, "Disconnected from master for longer than allowed").
     ///
     /// # Panics
@@ -55,11 +55,56 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster.nodes.iter().all(|n| {
-            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") && {
-                let replication = n.cli(&["INFO", "replication"]);
-                replication.contains("role:master") || replication.contains("master_link_status:up")
+        // Every node ok and knowing the three replicas, and those synced:
+        // right after `--cluster create` a node meant as a replica still says
+        // `role:master` until `CLUSTER REPLICATE` reaches it, and the others
+        // learn it by gossip (until then their `CLUSTER SLOTS` lists no
+        // replica for its master).
+        let ready = |c: &Self| {
+            c.nodes.iter().all(|n| {
+                n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                    && n.cli(&["CLUSTER", "NODES"])
+                        .lines()
+                        .filter(|l| {
+                            l.split_whitespace()
+                                .nth(2)
+                                .is_some_and(|f| f.contains("slave"))
+                        })
+                        .count()
+                        == 3
+            }) && c
+                .nodes
+                .iter()
+                .filter(|n| {
+                    let replication = n.cli(&["INFO", "replication"]);
+                    replication.contains("role:slave")
+                        && replication.contains("master_link_status:up")
+                })
+                .count()
+                == 3
+        };
+        // A replica whose replication offset is still 0 is not offered to
+        // clients (`CLUSTER SLOTS` leaves it out until the master has
+        // written something): one write to each master's slots (`{b}`,
+        // `{c}` and `{a}` hash to 3300, 7365 and 15495).
+        let mut written = false;
+        let listed = |c: &Self| {
+            c.nodes
+                .iter()
+                .all(|n| n.cli(&["CLUSTER", "SLOTS"]).matches("127.0.0.1").count() == 6)
+        };
+        while !(ready(&cluster) && {
+            if !written {
+                for key in ["{a}", "{b}", "{c}"] {
+                    let port = cluster.nodes[0].port().to_string();
+                    let _ = Command::new("redis-cli")
+                        .args(["-c", "-p", &port, "SET", &format!("weir-test:{key}"), "1"])
+                        .stdin(Stdio::null())
+                        .output();
+                }
+                written = true;
             }
+            listed(&cluster)
         }) {
             assert!(
                 Instant::now() < deadline,
@@ -98,6 +143,36 @@ impl RedisCluster {
             .find(|n| n.port() == port)
             .expect("a node on that port")
             .kill();
+    }
+
+    /// The node listening on `port`.
+    ///
+    /// # Panics
+    /// No node of the cluster listens on `port`.
+    #[must_use]
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .expect("a node on that port")
+    }
+
+    /// The port of a replica of the master on `port` (`CLUSTER NODES` as
+    /// that master sees it).
+    #[must_use]
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let table = self.node(port).cli(&["CLUSTER", "NODES"]);
+        let id = table
+            .lines()
+            .find(|l| l.contains("myself"))?
+            .split_whitespace()
+            .next()?
+            .to_owned();
+        table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2)?.contains("slave") && *f.get(3)? == id)
+                .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
+        })
     }
 
     /// The masters (the nodes whose `ROLE` is master).

@@ -137,6 +137,7 @@ weir_tests::both_runtimes! {
     a_weir_node_killed_mid_reply_on_a_cluster_ends_the_reply_failed_owner_lost_on_the_other,
     a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_explicit_end,
     a_master_killed_mid_reply_its_replica_takes_over_and_every_watcher_gets_every_chunk_once_or_an_explicit_end,
+    a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it_loses_nothing,
 }
 
 /// Moves `slot` from the master that owns it to another master while weir
@@ -357,6 +358,123 @@ async fn a_master_killed_mid_reply_its_replica_takes_over_and_every_watcher_gets
     let mid2 = late.chat_acked("after the failover", "r2").await;
     late.until_seq(Some(&mid2), 2).await;
     late.cancel(Some(&mid2), "c2").await;
-    let (_, end2) = late.until_end_of(&mid2).await;
-    assert_eq!(end2["status"], "cancelled", "{end2:?}");
+    let (frames, end2) = late.until_end_of(&mid2).await;
+    assert_eq!(end2["status"], "cancelled", "{end2:?} after {frames:?}");
+}
+
+/// Frames `ws` gets within `wait` (fewer if the stream ends).
+async fn frames_within(ws: &mut Client, wait: Duration) -> Vec<weir_tests::Frame> {
+    let until = Instant::now() + wait;
+    let mut frames = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match ws.message_within(left).await {
+            Ok(Some(weir_tests::tungstenite::Message::Text(t))) => {
+                frames.push(weir_tests::Frame::parse(&t));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    frames
+}
+
+/// A settle the master acknowledged and its replica never got would be lost
+/// in a failover: clients told `end`, the promoted replica still streaming
+/// (then reaped `owner_lost`, and short). So a settle waits for the replica
+/// (`WAIT`, `weir_store_redis::Replication`): with the replica frozen, the
+/// reply's last chunks reach both nodes' clients but its `end` does not;
+/// the master is killed, the replica (without those chunks and the settle)
+/// takes over, the owner writes the lost chunks again and settles there, and
+/// only then do clients get `end` — each chunk once, and the history holds
+/// the whole reply.
+async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it_loses_nothing() {
+    const N: u32 = 40;
+    let mut cluster = RedisCluster::start();
+    let a = node(&cluster, "node-a", N, 50, &[]);
+    let b = node(&cluster, "node-b", N, 50, &[]);
+    let mut on_a = a.ws("session_id=w&user_id=u").await;
+    let mut on_b = b.ws("session_id=w&user_id=u").await;
+    let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/w}:conv"]);
+    let slot = slot.trim().to_owned();
+    let old = master_of(&cluster, &slot).expect("the slot's master");
+    let replica = cluster.replica_of(old).unwrap_or_else(|| {
+        panic!(
+            "a replica of :{old}: {}",
+            cluster.node(old).cli(&["CLUSTER", "NODES"])
+        )
+    });
+    let mid = on_a.chat_acked("held end", "r1").await;
+    let mut seen_a = on_a.until_seq(Some(&mid), 10).await;
+    let mut seen_b = on_b.until_seq(Some(&mid), 10).await;
+    cluster.node(replica).pause();
+    let paused = Instant::now();
+    seen_a.extend(on_a.until_seq(Some(&mid), u64::from(N)).await);
+    seen_b.extend(on_b.until_seq(Some(&mid), u64::from(N)).await);
+    // Below the cluster node timeout (2 s) in all, so that the replica is
+    // never marked failed (a failed replica is one nothing waits for).
+    for (seen, ws) in [(&mut seen_a, &mut on_a), (&mut seen_b, &mut on_b)] {
+        let held = frames_within(ws, Duration::from_millis(300)).await;
+        assert!(
+            !held.iter().any(|f| f.is("end")),
+            "no end while the replica cannot confirm the settle: {held:?}"
+        );
+        seen.extend(held);
+    }
+    cluster.kill(old);
+    cluster.node(replica).resume();
+    eprintln!(
+        "replica :{replica} frozen {:?}, every chunk delivered and no end; master :{old} killed",
+        paused.elapsed()
+    );
+    let killed = Instant::now();
+    for (name, mut seen, ws) in [("A", seen_a, &mut on_a), ("B", seen_b, &mut on_b)] {
+        let (frames, end) = ws.until_end_of(&mid).await;
+        seen.extend(frames);
+        let got = chunks_of(&seen, &mid);
+        let (text, last) = contiguous(0, &got);
+        eprintln!(
+            "{name}: end {} ({}) {:?} after the kill, chunks 1..={last} delivered ({} chunk frames), final_seq {}",
+            end["status"],
+            end["reason"],
+            killed.elapsed(),
+            got.len(),
+            end["final_seq"]
+        );
+        assert_eq!(
+            text,
+            demo_prefix("held end", N, u64::from(N)),
+            "each chunk once"
+        );
+        assert_eq!(end["status"], "completed", "{end:?}");
+        assert_eq!(end.u64("final_seq"), u64::from(N));
+    }
+    assert_eq!(
+        master_of(&cluster, &slot),
+        Some(replica),
+        "the replica took over"
+    );
+    // The promoted replica holds the whole reply, settled. (Right after the
+    // failover a node may still be reconnecting to the store: its new
+    // connections are then told `unavailable` and closed; try again.)
+    let mut history = None;
+    for _ in 0..40 {
+        let mut late = b.connect("session_id=w&user_id=u").await;
+        let mut f = late.next_frame().await;
+        if f.is("hello") {
+            f = late.next_frame().await;
+        }
+        if f.is("history") {
+            history = Some(f);
+            break;
+        }
+        assert_eq!(f["code"], "unavailable", "{f:?}");
+        ::tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let history = history.expect("a snapshot within 10 s");
+    let last = &history["messages"][1];
+    assert_eq!(last["status"], "completed", "{history:?}");
+    assert_eq!(
+        last["content"],
+        demo_prefix("held end", N, u64::from(N)).as_str()
+    );
 }

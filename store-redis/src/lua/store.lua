@@ -2,7 +2,7 @@
 -- model (weir_core::store::model) is one atomic call of this script; the
 -- differential test in weir-verification demands equal replies.
 --
--- Call: EVALSHA sha 1 KEY op at_ms args...
+-- Call: EVALSHA sha 1 KEY op at_ms args...  (or sha 2 KEY FENCE: below)
 --   KEY  a conversation's meta key "P:{TAG}:conv" (conversation ops) or a
 --        user's presence entries key "P:{TAG}:e" (presence ops), named by
 --        store-redis/src/keys.rs (ids escaped there). Every other key the
@@ -58,6 +58,15 @@ local function conv_op()
   local function rkey(id) return P .. ':r:' .. id end
   local function lkey(id) return P .. ':log:' .. id end
   local function ikey(k) return P .. ':idem:' .. k end
+
+  -- KEYS[2], given with a settle or cancel that waits for its replicas
+  -- (store-redis/src/replicas.rs): the conversation's fence key, written
+  -- first so that the call replicates even when it changes nothing, and a
+  -- WAIT after it counts it.
+  -- Its settled notice is then the caller's to publish, once the replicas
+  -- confirmed the settle: no client hears of an end a failover could lose.
+  local FENCED = KEYS[2] ~= nil
+  if FENCED then redis.call('SET', KEYS[2], ARGV[2], 'PX', 60000) end
 
   -- Drop the records whose grace window has passed.
   local function purge()
@@ -237,9 +246,11 @@ local function conv_op()
     local status = r.outcome
     push_history(msg_json(r.id, 'assistant', log_text(r.id, r.final), status, r.created, r.final))
     if redis.call('HGET', META, 'live') == r.id then redis.call('HDEL', META, 'live') end
-    redis.call('SPUBLISH', CHANNEL, '{"notice":"settled","conv":' .. CONV .. ',"message_id":' ..
-      cjson.encode(r.id) .. ',"outcome":' .. outcome_json(r.outcome, r.reason) ..
-      ',"final_seq":' .. fmt(r.final) .. ',"usage":' .. (r.usage or 'null') .. '}')
+    if not FENCED then
+      redis.call('SPUBLISH', CHANNEL, '{"notice":"settled","conv":' .. CONV .. ',"message_id":' ..
+        cjson.encode(r.id) .. ',"outcome":' .. outcome_json(r.outcome, r.reason) ..
+        ',"final_seq":' .. fmt(r.final) .. ',"usage":' .. (r.usage or 'null') .. '}')
+    end
     return { 'settled', r.outcome, r.reason or false, r.final, 1 }
   end
 
