@@ -86,6 +86,7 @@
 //! | `sweep` | [`StoreOp::Sweep`] and the two sweep indexes (`P:{i:N}:live`, `P:{i:N}:presence`, 16 partitions each) |
 //! | `caps` | the caps' operations (admit, release, keep) on their own script |
 //! | `locate` | the reply locators (register, locate): one command each |
+//! | `replicas` | [`Replication`]: on a cluster, settles and cancels wait for their shard's replicas |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
