@@ -431,7 +431,19 @@ impl RedisStore {
             StoreOp::Settle(s) => Some((s.conv.clone(), s.message_id.clone(), s.usage)),
             _ => None,
         };
-        let reply = self.apply_fenced(conn, epoch, op, Some(confirm)).await?;
+        let reply = match self.apply_fenced(conn, epoch, op, Some(confirm)).await {
+            Ok(reply) => reply,
+            Err(e @ Failure::Unreplicated { .. }) => {
+                // Most likely the shard changed (a failover, whose new
+                // master has no replica yet): learn it now, not at the next
+                // periodic read, before the write is sent again.
+                if let Some(r) = &self.replication {
+                    let _ = r.refresh(conn).await;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         // The settled notice the script held back (also when this call
         // found the reply already settled: it is a settle sent again after
         // one whose replicas did not confirm, and whose notice was held).

@@ -138,6 +138,7 @@ weir_tests::both_runtimes! {
     a_slot_migrated_mid_reply_every_watcher_gets_every_chunk_once_or_an_explicit_end,
     a_master_killed_mid_reply_its_replica_takes_over_and_every_watcher_gets_every_chunk_once_or_an_explicit_end,
     a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it_loses_nothing,
+    a_cancel_waits_for_its_replica_and_a_failover_leaves_no_cancel_result_the_store_lost,
 }
 
 /// Moves `slot` from the master that owns it to another master while weir
@@ -477,4 +478,117 @@ async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it
         last["content"],
         demo_prefix("held end", N, u64::from(N)).as_str()
     );
+}
+
+/// As above for a cancel: with the replica of the conversation's master
+/// frozen, a cross-node cancel gets no `cancel_result` (it waits for the
+/// replica), and neither node's client an `end`; the master is killed and the
+/// replica takes over without the cancel. The canceller is then told either
+/// `cancelled` or `unavailable` (the redis crate sends the call again to the
+/// promoted replica, where it may take effect while the wait for replicas
+/// the new master does not have yet times out); the reply ends explicitly,
+/// `cancelled` at the `final_seq` the canceller was told when it was told
+/// one; each client got each chunk once, and none after the end; a cancel
+/// sent again is answered.
+async fn a_cancel_waits_for_its_replica_and_a_failover_leaves_no_cancel_result_the_store_lost() {
+    const N: u32 = 400;
+    let mut cluster = RedisCluster::start();
+    let a = node(&cluster, "node-a", N, 50, &[]);
+    let b = node(&cluster, "node-b", N, 50, &[]);
+    let mut on_a = a.ws("session_id=k&user_id=u").await;
+    let mut on_b = b.ws("session_id=k&user_id=u").await;
+    let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/k}:conv"]);
+    let slot = slot.trim().to_owned();
+    let old = master_of(&cluster, &slot).expect("the slot's master");
+    let replica = cluster.replica_of(old).expect("the master's replica");
+    let mid = on_a.chat_acked("held cancel", "r1").await;
+    let mut seen_a = on_a.until_seq(Some(&mid), 10).await;
+    let mut seen_b = on_b.until_seq(Some(&mid), 10).await;
+    cluster.node(replica).pause();
+    on_b.cancel(Some(&mid), "c1").await;
+    for (seen, ws) in [(&mut seen_a, &mut on_a), (&mut seen_b, &mut on_b)] {
+        let held = frames_within(ws, Duration::from_millis(500)).await;
+        assert!(
+            !held.iter().any(|f| f.is("end") || f.is("cancel_result")),
+            "neither cancel_result nor end while the replica cannot confirm: {held:?}"
+        );
+        seen.extend(held);
+    }
+    cluster.kill(old);
+    cluster.node(replica).resume();
+    let killed = Instant::now();
+    // The canceller's answer (before or after the end: the protocol orders
+    // only chunks against `cancel_result`).
+    let answer = loop {
+        let f = on_b.next_frame().await;
+        if f.is("cancel_result") || (f.is("error") && f["request_id"] == "c1") {
+            break f;
+        }
+        seen_b.push(f);
+    };
+    eprintln!(
+        "canceller told {answer:?} {:?} after the kill",
+        killed.elapsed()
+    );
+    let ended_b = seen_b.iter().find(|f| f.is("end")).cloned();
+    for (name, mut seen, ws) in [("A", seen_a, &mut on_a), ("B", seen_b, &mut on_b)] {
+        let end = match (name, &ended_b) {
+            ("B", Some(end)) => end.clone(),
+            _ => {
+                let (frames, end) = ws.until_end_of(&mid).await;
+                seen.extend(frames);
+                end
+            }
+        };
+        let (text, last) = contiguous(0, &chunks_of(&seen, &mid));
+        eprintln!(
+            "{name}: end {} ({}) final_seq {}, chunks 1..={last} once each",
+            end["status"], end["reason"], end["final_seq"]
+        );
+        assert_eq!(
+            text,
+            demo_prefix("held cancel", N, last),
+            "no duplicate, no gap"
+        );
+        assert_eq!(
+            last,
+            end.u64("final_seq"),
+            "every chunk up to the end, none after"
+        );
+        if answer.is("cancel_result") {
+            assert_eq!(answer["status"], "cancelled", "{answer:?}");
+            assert_eq!(end["status"], "cancelled", "{end:?}");
+            assert_eq!(end["final_seq"], answer["final_seq"]);
+        } else {
+            assert_eq!(answer["code"], "unavailable", "{answer:?}");
+            assert!(
+                end["status"] == "cancelled" || end["status"] == "failed",
+                "an explicit end: {end:?}"
+            );
+        }
+    }
+    // Told `unavailable`, the canceller sends it again, as the error says:
+    // the answer is now the reply's outcome.
+    if answer.is("error") {
+        let mut result = None;
+        for attempt in 0..20 {
+            let id = format!("c{}", attempt + 2);
+            on_b.cancel(Some(&mid), &id).await;
+            let f = loop {
+                let f = on_b.next_frame().await;
+                if f["request_id"] == id.as_str() {
+                    break f;
+                }
+            };
+            eprintln!("sent again: {f:?}");
+            if f.is("cancel_result") {
+                result = Some(f);
+                break;
+            }
+            assert_eq!(f["code"], "unavailable", "{f:?}");
+            ::tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let result = result.expect("a cancel sent again is answered within 20 tries");
+        assert_eq!(result["status"], "cancelled", "{result:?}");
+    }
 }

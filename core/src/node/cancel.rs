@@ -49,9 +49,12 @@
 //!    `Settled` notice marks the view settled; `pump` sends
 //!    [`end`](crate::wire::End) after the `cancel_result`, never before it.
 //!
-//! If the store cannot be reached, or is full and refuses the cancel,
-//! `cancel_failed` tells the asker that nothing was cancelled, and a
-//! generator held back for that cancel starts.
+//! If the store is full and refuses the cancel, `cancel_failed` tells the
+//! asker that nothing was cancelled; if it cannot be reached (or, on a
+//! Redis Cluster, its replicas did not confirm the cancel in time), that
+//! the cancel may not have taken effect and may be sent again (a cancel is
+//! idempotent). Either way a generator held back for that cancel starts
+//! (the store still fences it if the cancel did take effect).
 
 use std::time::Instant;
 
@@ -203,8 +206,9 @@ impl<I: IdSource> Node<I> {
         self.owner_flush(now, id);
     }
 
-    /// The cancel did not reach the store: nothing was cancelled. A reply
-    /// whose generator waited for this cancel starts it now.
+    /// The cancel failed: refused by a full store (nothing was cancelled),
+    /// or unanswered (it may have taken effect). A reply whose generator
+    /// waited for this cancel starts it now.
     pub(super) fn cancel_failed(&mut self, ask: CancelAsk, error: &StoreError) {
         let CancelAsk {
             conn,
@@ -216,7 +220,8 @@ impl<I: IdSource> Node<I> {
             conn,
             store_error_frame(
                 error,
-                "the store cannot be reached; nothing was cancelled",
+                "the store cannot be reached or did not confirm the cancel; it may not have \
+                 taken effect: send it again",
                 "the store is full and refuses writes: nothing was cancelled (a reply that \
                  cannot be stored ends by itself, failed store_full)",
                 request_id,
