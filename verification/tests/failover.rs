@@ -10,6 +10,8 @@
 //! reply `failed(store_lost)` with what the store holds. Either way no
 //! reply streams forever.
 
+use std::time::Duration;
+
 use weir_core::ids::{ConnId, MessageId};
 use weir_core::node::STORE_LOST;
 use weir_core::wire::{MessageStatus, ReplyStatus, ServerFrame};
@@ -203,4 +205,65 @@ fn the_last_chunks_lost_in_a_failover_and_no_longer_held_end_the_reply_failed_at
         }
         f => panic!("an explicit end: {f:?}"),
     }
+}
+
+/// The failover loses the reply's start itself (the replica never had its
+/// record): the owner's next append is answered `missing` and it stops; every
+/// client gets an explicit end, `failed(store_lost)`, after the chunks it
+/// had — the other node's when its watch of the silent reply reads it (2 s
+/// of this world's time) — and no reply streams on. (The user's turn is lost with the start:
+/// nothing in the store remembers it.)
+#[test]
+fn a_start_lost_in_a_failover_ends_the_reply_failed_store_lost_for_every_client() {
+    let mut w = two_nodes();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    w.settle_queues();
+    let replica = w.store.clone();
+    let id = start_reply(&mut w, a);
+    deltas(&mut w, &id, &["one "]);
+    w.store = replica;
+    deltas(&mut w, &id, &["two"]);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    w.settle_queues();
+    // Node 1 hears nothing more of it: its watch of the reply finds it.
+    let before = w.elapsed_ms();
+    for _ in 0..120 {
+        if got(&w, b, &id).2.is_some() {
+            break;
+        }
+        w.run_for(Duration::from_millis(500), Duration::from_millis(100));
+    }
+    eprintln!(
+        "node 1 ended it {} ms (virtual) later",
+        w.elapsed_ms() - before
+    );
+
+    assert!(
+        w.running_generators().is_empty(),
+        "the generator was stopped"
+    );
+    for conn in [a, b] {
+        let (seqs, text, end) = got(&w, conn, &id);
+        assert_eq!(
+            (seqs, text.as_str()),
+            (vec![1], "one "),
+            "what it had, once"
+        );
+        match end {
+            Some(ServerFrame::End(e)) => {
+                assert_eq!(e.status, ReplyStatus::Failed);
+                assert_eq!(e.reason.as_deref(), Some(STORE_LOST));
+                assert_eq!(e.final_seq, 1);
+            }
+            f => panic!(
+                "conn {conn:?}: an explicit end: {f:?}\n{:#?}",
+                w.frames(conn)
+            ),
+        }
+    }
+    assert!(
+        w.store.history(&w.clients[&a].conv).is_empty(),
+        "the store remembers neither turn"
+    );
 }
