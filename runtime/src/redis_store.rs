@@ -398,6 +398,9 @@ impl<R: Runtime> RedisBackend<R> {
                         link.report_broken(generation);
                     } else if failure.is_refusal() {
                         link.refused(&failure);
+                    } else if matches!(failure, Failure::Unreplicated { .. }) {
+                        // A lagging or failed-over shard: the core retries.
+                        tracing::warn!("store: {failure}; answered unavailable");
                     } else {
                         tracing::error!("store script: {failure}");
                     }

@@ -363,6 +363,36 @@ async fn a_master_killed_mid_reply_its_replica_takes_over_and_every_watcher_gets
     assert_eq!(end2["status"], "cancelled", "{end2:?} after {frames:?}");
 }
 
+/// A cluster, and the shard of user `u`'s conversation `w`: its slot, its
+/// master's port and that master's replica's.
+struct Shard {
+    cluster: RedisCluster,
+    slot: String,
+    master: u16,
+    replica: u16,
+}
+
+impl Shard {
+    fn start() -> Self {
+        let cluster = RedisCluster::start();
+        let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/w}:conv"]);
+        let slot = slot.trim().to_owned();
+        let master = master_of(&cluster, &slot).expect("the slot's master");
+        let replica = cluster.replica_of(master).unwrap_or_else(|| {
+            panic!(
+                "a replica of :{master}: {}",
+                cluster.node(master).cli(&["CLUSTER", "NODES"])
+            )
+        });
+        Self {
+            cluster,
+            slot,
+            master,
+            replica,
+        }
+    }
+}
+
 /// Frames `ws` gets within `wait` (fewer if the stream ends).
 async fn frames_within(ws: &mut Client, wait: Duration) -> Vec<weir_tests::Frame> {
     let until = Instant::now() + wait;
@@ -390,20 +420,16 @@ async fn frames_within(ws: &mut Client, wait: Duration) -> Vec<weir_tests::Frame
 /// the whole reply.
 async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it_loses_nothing() {
     const N: u32 = 40;
-    let mut cluster = RedisCluster::start();
+    let Shard {
+        mut cluster,
+        slot,
+        master: old,
+        replica,
+    } = Shard::start();
     let a = node(&cluster, "node-a", N, 50, &[]);
     let b = node(&cluster, "node-b", N, 50, &[]);
     let mut on_a = a.ws("session_id=w&user_id=u").await;
     let mut on_b = b.ws("session_id=w&user_id=u").await;
-    let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/w}:conv"]);
-    let slot = slot.trim().to_owned();
-    let old = master_of(&cluster, &slot).expect("the slot's master");
-    let replica = cluster.replica_of(old).unwrap_or_else(|| {
-        panic!(
-            "a replica of :{old}: {}",
-            cluster.node(old).cli(&["CLUSTER", "NODES"])
-        )
-    });
     let mid = on_a.chat_acked("held end", "r1").await;
     let mut seen_a = on_a.until_seq(Some(&mid), 10).await;
     let mut seen_b = on_b.until_seq(Some(&mid), 10).await;
@@ -492,15 +518,16 @@ async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it
 /// sent again is answered.
 async fn a_cancel_waits_for_its_replica_and_a_failover_leaves_no_cancel_result_the_store_lost() {
     const N: u32 = 400;
-    let mut cluster = RedisCluster::start();
+    let Shard {
+        mut cluster,
+        master: old,
+        replica,
+        ..
+    } = Shard::start();
     let a = node(&cluster, "node-a", N, 50, &[]);
     let b = node(&cluster, "node-b", N, 50, &[]);
-    let mut on_a = a.ws("session_id=k&user_id=u").await;
-    let mut on_b = b.ws("session_id=k&user_id=u").await;
-    let slot = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", "weir:{c:u/k}:conv"]);
-    let slot = slot.trim().to_owned();
-    let old = master_of(&cluster, &slot).expect("the slot's master");
-    let replica = cluster.replica_of(old).expect("the master's replica");
+    let mut on_a = a.ws("session_id=w&user_id=u").await;
+    let mut on_b = b.ws("session_id=w&user_id=u").await;
     let mid = on_a.chat_acked("held cancel", "r1").await;
     let mut seen_a = on_a.until_seq(Some(&mid), 10).await;
     let mut seen_b = on_b.until_seq(Some(&mid), 10).await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use weir_core::ids::{ConnId, MessageId};
 use weir_core::node::STORE_LOST;
+use weir_core::store::Model;
 use weir_core::wire::{MessageStatus, ReplyStatus, ServerFrame};
 use weir_core::GeneratorEvent;
 use weir_verification::harness::{World, WorldConfig};
@@ -41,6 +42,21 @@ fn deltas(w: &mut World, id: &MessageId, deltas: &[&str]) {
     }
 }
 
+/// A reply of node 0 (`a` there, `b` on node 1 watching) with chunk 1,
+/// `one `, which the replica got, and then `lost`, which it did not: the
+/// world, the two connections, the reply and the replica's state.
+fn replicated_then(lost: &[&str]) -> (World, ConnId, ConnId, MessageId, Model) {
+    let mut w = two_nodes();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    w.settle_queues();
+    let id = start_reply(&mut w, a);
+    deltas(&mut w, &id, &["one "]);
+    let replica = w.store.clone();
+    deltas(&mut w, &id, lost);
+    (w, a, b, id, replica)
+}
+
 /// Every chunk of `id` that `conn` got, as (seq, text) per seq, and its
 /// `end`.
 fn got(w: &World, conn: ConnId, id: &MessageId) -> (Vec<u64>, String, Option<ServerFrame>) {
@@ -62,15 +78,7 @@ fn got(w: &World, conn: ConnId, id: &MessageId) -> (Vec<u64>, String, Option<Ser
 
 #[test]
 fn chunks_lost_in_a_failover_are_written_again_by_their_owner_and_every_client_gets_each_once() {
-    let mut w = two_nodes();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    w.settle_queues();
-    let id = start_reply(&mut w, a);
-    deltas(&mut w, &id, &["one "]);
-    // The replica has everything up to here.
-    let replica = w.store.clone();
-    deltas(&mut w, &id, &["two ", "three "]);
+    let (mut w, a, b, id, replica) = replicated_then(&["two ", "three "]);
     assert_eq!(got(&w, b, &id).0, [1, 2, 3], "b streamed chunks 1..=3");
     // The master dies; the replica, without chunks 2 and 3, takes over.
     w.store = replica;
@@ -106,14 +114,7 @@ fn chunks_lost_in_a_failover_are_written_again_by_their_owner_and_every_client_g
 
 #[test]
 fn chunks_lost_in_a_failover_that_their_owner_no_longer_holds_end_the_reply_failed_store_lost() {
-    let mut w = two_nodes();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    w.settle_queues();
-    let id = start_reply(&mut w, a);
-    deltas(&mut w, &id, &["one "]);
-    let replica = w.store.clone();
-    deltas(&mut w, &id, &["two ", "three "]);
+    let (mut w, a, b, id, replica) = replicated_then(&["two ", "three "]);
     // The owner's node has nobody left watching: it keeps no chunks.
     w.disconnect(a);
     w.settle_queues();
@@ -146,14 +147,7 @@ fn chunks_lost_in_a_failover_that_their_owner_no_longer_holds_end_the_reply_fail
 /// the settle finds the log short (`Gap`), not a shorter reply to settle.
 #[test]
 fn the_last_chunks_lost_in_a_failover_are_written_again_before_the_settle() {
-    let mut w = two_nodes();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    w.settle_queues();
-    let id = start_reply(&mut w, a);
-    deltas(&mut w, &id, &["one "]);
-    let replica = w.store.clone();
-    deltas(&mut w, &id, &["two ", "three"]);
+    let (mut w, a, b, id, replica) = replicated_then(&["two ", "three"]);
     w.store = replica;
     w.generate(&id, GeneratorEvent::Finished { usage: None });
     w.settle_queues();
@@ -181,14 +175,7 @@ fn the_last_chunks_lost_in_a_failover_are_written_again_before_the_settle() {
 /// the reply ends `failed(store_lost)` at what the store holds, once.
 #[test]
 fn the_last_chunks_lost_in_a_failover_and_no_longer_held_end_the_reply_failed_at_the_settle() {
-    let mut w = two_nodes();
-    let a = w.connect(0, "u1", "s1", None);
-    let b = w.connect(1, "u1", "s1", None);
-    w.settle_queues();
-    let id = start_reply(&mut w, a);
-    deltas(&mut w, &id, &["one "]);
-    let replica = w.store.clone();
-    deltas(&mut w, &id, &["two ", "three"]);
+    let (mut w, a, b, id, replica) = replicated_then(&["two ", "three"]);
     w.disconnect(a);
     w.settle_queues();
     w.store = replica;
