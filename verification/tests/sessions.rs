@@ -496,6 +496,21 @@ fn assert_whole_reply(w: &World, conn: ConnId, text: &str) {
 #[test]
 fn a_lost_started_notice_costs_latency_not_the_reply() {
     let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    let id = start_losing_its_started_notice_to_node_1(&mut w, a, b);
+    for d in ["one", " two"] {
+        w.generate(&id, GeneratorEvent::Delta(d.into()));
+        settle(&mut w, &mut c);
+    }
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    assert_begun_after_handshake(&w, b);
+    assert_whole_reply(&w, b, "one two");
+    c.check_quiescent(&w).expect("invariants");
+}
+
+/// `a` (node 0) starts a reply whose `started` notice never reaches node 1,
+/// where `b` has heard nothing of it yet.
+fn start_losing_its_started_notice_to_node_1(w: &mut World, a: ConnId, b: ConnId) -> MessageId {
     w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
     loop {
         let started = w
@@ -516,10 +531,45 @@ fn a_lost_started_notice_costs_latency_not_the_reply() {
         w.frames(b)
     );
     let (_, id) = w.running_generators().pop().expect("a generator runs");
-    for d in ["one", " two"] {
-        w.generate(&id, GeneratorEvent::Delta(d.into()));
-        settle(&mut w, &mut c);
+    id
+}
+
+/// As above, and the snapshot read that would teach node 1 the reply fails:
+/// node 1 reads it again after `store_retry` (200 ms), not before and not
+/// never, and b still gets the whole reply.
+#[test]
+fn a_failed_read_for_a_lost_started_notice_is_made_again_after_store_retry() {
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    let id = start_losing_its_started_notice_to_node_1(&mut w, a, b);
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    let mut failed = false;
+    loop {
+        let learn = w
+            .ops
+            .iter()
+            .position(|o| o.node == 1 && matches!(o.request, StoreOp::Snapshot(_)));
+        if let (false, Some(k)) = (failed, learn) {
+            assert!(w.fail_op(k));
+            failed = true;
+            continue;
+        }
+        if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+            break;
+        }
     }
+    assert!(failed, "node 1 read the snapshot to learn of the reply");
+    assert_eq!(w.frames(b).len(), 2, "the read failed: b has nothing yet");
+    w.advance(Duration::from_millis(190));
+    settle(&mut w, &mut c);
+    assert_eq!(w.frames(b).len(), 2, "no second read before store_retry");
+    w.advance(Duration::from_millis(20));
+    settle(&mut w, &mut c);
+    assert!(
+        w.frames(b).len() > 2,
+        "the second read taught node 1 the reply"
+    );
+    w.generate(&id, GeneratorEvent::Delta(" two".into()));
+    settle(&mut w, &mut c);
     w.generate(&id, GeneratorEvent::Finished { usage: None });
     settle(&mut w, &mut c);
     assert_begun_after_handshake(&w, b);

@@ -54,7 +54,7 @@ impl<I: IdSource> Node<I> {
             return;
         };
         view.learning = false;
-        let StoreReply::Snapshot { history, live, .. } = reply else {
+        let StoreReply::Snapshot { history, .. } = reply else {
             return;
         };
         let unknown: Vec<MessageId> = view
@@ -67,11 +67,10 @@ impl<I: IdSource> Node<I> {
         // next notice or watch read asks again.
         let mut learned = Vec::new();
         for id in unknown {
-            let turn = match &live {
-                Some(l) if l.message_id == id => Some(l.reply_to.clone()),
-                _ => user_turn_of(&id),
-            };
-            // (A user turn gone from the history's window is not learnt.)
+            // The store makes a reply's id and its user turn's from one
+            // nonce (a live reply's `reply_to` is the same id). A user turn
+            // gone from the history's window is not learnt.
+            let turn = user_turn_of(&id);
             let Some(m) = turn.and_then(|t| history.iter().find(|m| m.message_id == t)) else {
                 continue;
             };
