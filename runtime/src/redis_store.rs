@@ -12,6 +12,12 @@
 //!   `weir_core::Config::append_max_chunks` chunks, one at a time per reply.) While there is
 //!   no connection an operation fails at once with `unavailable`; the core
 //!   decides what that means (never a false `cancelled`).
+//! - **On a Redis Cluster, settles and cancels** go over a second cluster
+//!   connection and wait there for their shard's replicas
+//!   ([`weir_store_redis::Replication`], whose per-slot replica counts the
+//!   supervisor reads from `CLUSTER SLOTS` at connect and with every epoch
+//!   check): no client is told an `end` or a `cancel_result` that a
+//!   failover could take back.
 //! - **The supervisor** connects with backoff (50 ms doubling to 2 s),
 //!   establishes the epoch, re-checks it every [`EPOCH_CHECK`] (a flush
 //!   without a restart), and reconnects when an operation reports the

@@ -281,10 +281,11 @@ impl RedisStore {
         }
     }
 
-    /// This store's settles and cancels wait until the replicas
-    /// `replication` lists for their slot have them (see
-    /// [`Replication`]). Give it the connection it is meant for: one only
-    /// settles and cancels go over, without retries.
+    /// This store's settles and cancels, sent with
+    /// [`apply_replicated`](Self::apply_replicated), wait until the replicas
+    /// `replication` lists for their slot have them (see [`Replication`]).
+    /// Give that a connection of its own: while a `WAIT` blocks, Redis holds
+    /// the connection's later commands.
     #[must_use]
     pub fn with_replication(mut self, replication: Replication) -> Self {
         self.replication = Some(replication);

@@ -8,9 +8,9 @@
 //! connections open there would miss the whole reply. So the first notice
 //! (or read) of a reply whose user turn the view lacks makes the node read the
 //! conversation's snapshot, once per conversation at a time; the user turn is
-//! in its history (the live reply's `reply_to`, or, for a reply that settled
-//! meanwhile, the user turn made with the reply's nonce,
-//! [`user_turn_of`]). With it the node begins the reply on every open
+//! in its history, under the id the store made with the reply's own nonce
+//! ([`user_turn_of`]; a live reply's `reply_to` is that id). With it the
+//! node begins the reply on every open
 //! connection of the conversation ([`begin_on_open_conns`]), which then gets
 //! every chunk from seq 1 (read from the store where the view lacks them) and
 //! its `end`. If the `started` notice was only late, whichever comes first
