@@ -30,6 +30,10 @@ pub(crate) struct Rig {
     pub(crate) fail_appends: usize,
     /// The appends the node sent, and when.
     pub(crate) appends: Vec<Instant>,
+    /// How many of the next settles the store fails (`Unavailable`).
+    pub(crate) fail_settles: usize,
+    /// The settles the node sent, and when.
+    pub(crate) settles: Vec<Instant>,
 }
 
 impl Rig {
@@ -52,6 +56,8 @@ impl Rig {
             renews: 0,
             fail_appends: 0,
             appends: Vec::new(),
+            fail_settles: 0,
+            settles: Vec::new(),
         };
         rig.settle();
         rig
@@ -110,6 +116,10 @@ impl Rig {
                     StoreOp::Append(_) => {
                         self.appends.push(self.now);
                         take_one(&mut self.fail_appends)
+                    }
+                    StoreOp::Settle(_) => {
+                        self.settles.push(self.now);
+                        take_one(&mut self.fail_settles)
                     }
                     _ => false,
                 };

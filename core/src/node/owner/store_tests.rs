@@ -94,3 +94,31 @@ fn an_append_the_store_did_not_answer_is_retried_after_store_retry_and_the_reply
         .collect();
     assert_eq!(text, "ab", "each chunk once: {frames:?}");
 }
+
+#[test]
+fn a_settle_the_store_did_not_answer_is_sent_again_after_store_retry_and_the_reply_ends_once() {
+    let mut rig = Rig::new(|c| c.store_retry = Duration::from_millis(500));
+    let conn = rig.connect(1, None);
+    let id = rig.chat(conn);
+    rig.deltas(&id, &["a"]);
+    rig.fail_settles = 1;
+    rig.generate(&id, GeneratorEvent::Finished { usage: None });
+    assert_eq!(rig.settles.len(), 1, "the settle went out");
+    let failed_at = rig.settles[0];
+    rig.advance(Duration::from_millis(400));
+    assert_eq!(rig.settles.len(), 1, "not sent again before store_retry");
+    rig.advance(Duration::from_millis(200));
+    assert_eq!(rig.settles.len(), 2, "sent again once store_retry passed");
+    assert_eq!(rig.settles[1] - failed_at, Duration::from_millis(500));
+    let ends: Vec<_> = rig
+        .take(conn)
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::End(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "one end: {ends:?}");
+    assert_eq!(ends[0].status, ReplyStatus::Completed);
+    assert_eq!(ends[0].final_seq, 1);
+}
