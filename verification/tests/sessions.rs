@@ -332,7 +332,33 @@ fn presence_goes_offline_after_the_debounce() {
 
 #[test]
 fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
-    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    let (w, c, a, b) = two_nodes_watching_one_conversation();
+    dead_owners_reply_reaped_for_a_viewer(w, c, a, b);
+}
+
+/// The watch's re-read reaps a dead owner's reply by itself: with the sweep
+/// every 20 s (the longest the presence expiry of 30 s allows), the viewer on
+/// the other node still gets `end` `owner_lost` within the lease plus one
+/// watch period, not at the next sweep.
+#[test]
+fn the_watch_alone_reaps_a_dead_owners_reply_when_the_sweep_is_far_off() {
+    let mut w = World::tuned(
+        &WorldConfig {
+            nodes: 2,
+            ..WorldConfig::default()
+        },
+        |c| c.housekeeping = Duration::from_secs(20),
+    );
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    let b = w.connect(1, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    dead_owners_reply_reaped_for_a_viewer(w, c, a, b);
+}
+
+/// `a` (node 0) starts a reply, one chunk, then node 0 dies: `b` (node 1)
+/// gets `end` `failed` `owner_lost` at seq 1, 10–12.5 s later.
+fn dead_owners_reply_reaped_for_a_viewer(mut w: World, mut c: Checker, a: ConnId, b: ConnId) {
     let id = start_reply(&mut w, &mut c, a);
     w.generate(&id, GeneratorEvent::Delta("partial".into()));
     settle(&mut w, &mut c);
@@ -346,17 +372,17 @@ fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
         w.notices.retain(|(node, _)| *node != 0);
         w.settle_queues();
         c.check(&w).unwrap();
-        if ended_at.is_none() && matches!(last(&w, b), ServerFrame::End(_)) {
+        if ended_at.is_none() && end_of(&w, b).is_some() {
             ended_at = Some(w.elapsed_ms());
         }
     }
-    match last(&w, b) {
-        ServerFrame::End(e) => {
+    match end_of(&w, b) {
+        Some(e) => {
             assert_eq!(e.status, ReplyStatus::Failed);
             assert_eq!(e.reason.as_deref(), Some(OWNER_LOST));
             assert_eq!(e.final_seq, 1);
         }
-        f => panic!("{f:?}"),
+        None => panic!("no end: {:?}", w.frames(b)),
     }
     // Invariant 6: within the lease (10 s) plus one watch period (2 s) and
     // one step of this loop.
@@ -365,6 +391,14 @@ fn a_dead_owners_reply_is_reaped_for_viewers_on_another_node() {
         (10_000..=12_500).contains(&took),
         "ended {took} ms after the owner died"
     );
+}
+
+/// The `end` frame `conn` got, if any (presence frames may follow it).
+fn end_of(w: &World, conn: ConnId) -> Option<weir_core::wire::End> {
+    w.frames(conn).iter().find_map(|f| match f {
+        ServerFrame::End(e) => Some(e.clone()),
+        _ => None,
+    })
 }
 
 /// A reply that starts while a connection on another node waits for its
@@ -457,6 +491,42 @@ fn a_late_started_notice_neither_begins_a_resumed_reply_again_nor_hides_it_from_
     for conn in [b, resumed] {
         assert_whole_reply(&w, conn, "one two");
     }
+}
+
+/// A reply that ended while its notices to node 1 were held: a connection
+/// that opens there meanwhile finds it `complete` in its `history`, and the
+/// late notices (`started`, the chunks, `settled`) begin nothing for it —
+/// no `start`, no chunk, no `end` of a reply its history already holds —
+/// while the connection that was open there all along gets the whole reply
+/// once.
+#[test]
+fn late_notices_of_a_reply_the_snapshot_shows_ended_begin_nothing_for_that_connection() {
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    settle_holding_notices_to(&mut w, 1);
+    let (_, id) = w.running_generators().pop().expect("a generator runs");
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle_holding_notices_to(&mut w, 1);
+    let late = w.connect(1, "u1", "s1", None);
+    settle_holding_notices_to(&mut w, 1);
+    let Some(ServerFrame::History(h)) = w.frames(late).get(1).cloned() else {
+        panic!("hello, then history: {:?}", w.frames(late));
+    };
+    assert!(
+        h.messages
+            .iter()
+            .any(|m| m.message_id == id && m.status == MessageStatus::Completed),
+        "the history holds the ended reply: {h:?}"
+    );
+    let before = w.frames(late).len();
+    settle(&mut w, &mut c);
+    assert_eq!(
+        &w.frames(late)[before..],
+        &[],
+        "the late notices began nothing for the new connection"
+    );
+    assert_whole_reply(&w, b, "one");
 }
 
 /// `conn`'s first frames: its handshake, then the reply's user turn and

@@ -101,7 +101,6 @@ impl<I: IdSource> Node<I> {
         let mut tails = Vec::new();
         let mut resumed = Vec::new();
         let mut answered = Vec::new();
-        let mut any_ended = false;
         for conn_id in &view.conns {
             let Some(c) = self.conns.get_mut(conn_id) else {
                 continue;
@@ -156,7 +155,6 @@ impl<I: IdSource> Node<I> {
                     }
                 }
             }
-            any_ended |= !ended.is_empty();
             for id in ended {
                 c.cursors.remove(&id);
                 c.mark_ended(id);
@@ -228,8 +226,9 @@ impl<I: IdSource> Node<I> {
                 .set_earliest(TimerKey::Pump(Box::new(conv.clone())), now);
         }
         // Tidying walks every connection's cursors: only when something
-        // could have become droppable.
-        if any_ended || settled_any {
+        // could have become droppable. A cursor ends only on a settled reply
+        // (`end` above), so `settled_any` covers the cursors that ended here.
+        if settled_any {
             self.tidy_conv(conv);
         }
     }

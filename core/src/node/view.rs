@@ -574,6 +574,20 @@ mod tests {
     }
 
     #[test]
+    fn unstamped_chunks_cost_no_stamps_and_the_first_stamp_pads_those_before_it() {
+        let mut r = ReplyView::default();
+        assert!(r.add_stamps(1, chunks(&["a", "b"]), &[]));
+        assert!(r.add_stamped(3, chunks(&["c"]), None));
+        assert!(r.ts_ns.is_empty(), "no stamp is held while none is known");
+        assert!(r.add_stamped(4, chunks(&["d", "e"]), Some(70)));
+        assert_eq!(r.ts_ns, [0, 0, 0, 70, 70]);
+        assert_eq!((r.stamp(3), r.stamp(4), r.stamp(6)), (None, Some(70), None));
+        assert!(r.add_stamps(6, chunks(&["f"]), &[0]));
+        assert_eq!(r.ts_ns.len(), 6, "once one is known, one per chunk");
+        assert_eq!(r.stamp(6), None);
+    }
+
+    #[test]
     fn the_text_between_two_seqs_counts_the_chunks_held() {
         let mut r = ReplyView::default();
         assert_eq!(r.text_between(0, 3), 0, "nothing held");

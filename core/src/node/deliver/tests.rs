@@ -284,3 +284,32 @@ fn a_merged_frame_holds_exactly_merged_max_bytes_of_text_and_the_next_chunk_star
         "one frame of exactly the limit, then the rest"
     );
 }
+
+/// The runtime reports `Writable` after a `WriteBlocked`; one that comes
+/// without it (a connection that was never blocked, or one already closing)
+/// schedules no step of delivery: a step walks every connection of the
+/// conversation, and a spurious one per write would make a fan-out cost in
+/// proportion to its square.
+#[test]
+fn a_writable_without_a_block_before_it_schedules_no_step_of_delivery() {
+    let mut rig = Rig::new(|_| {});
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    let id = rig.chat(a);
+    rig.deltas(&id, &["one "]);
+    let due = rig.node.poll_timeout();
+    assert!(due.is_some_and(|t| t > rig.now), "nothing due now");
+
+    rig.node.handle_input(rig.now, Input::Writable { conn: b });
+    assert_eq!(rig.node.poll_timeout(), due, "b was not blocked: no step");
+
+    rig.node
+        .handle_input(rig.now, Input::WriteBlocked { conn: b });
+    rig.node.handle_input(rig.now, Input::Writable { conn: b });
+    assert_eq!(
+        rig.node.poll_timeout(),
+        Some(rig.now),
+        "b was blocked: a step at once"
+    );
+    rig.settle();
+    assert_eq!(rig.cursor(b, &id), Some(1));
+}
