@@ -5,127 +5,46 @@
 //! Driven like a runtime drives the node (the in-memory store, inputs fed
 //! before their outputs are carried out).
 
-use std::collections::VecDeque;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use weir_core::ids::{MessageId, Seq};
-use weir_core::wire::Chunk;
-use weir_core::{
-    Config, ConnId, GeneratorEvent, Input, MemoryStore, Model, Node, NodeId, Output, SeededIds,
-    ServerFrame, SessionId, StoreConfig, UserId,
-};
+use support::{connect, Rig, Sent};
+use weir_core::{Config, ConnId, Input, NodeId, ServerFrame};
 
 const A: ConnId = ConnId(1);
 const LATE: ConnId = ConnId(2);
 /// The wall clock's anchor: 2023-11-14T22:13:20.123456789Z.
 const ANCHOR_NS: u64 = 1_700_000_000_123_456_789;
 
-struct Rig {
-    node: Node<SeededIds>,
-    store: MemoryStore,
-    start: Instant,
-    now: Instant,
-    reply: Option<MessageId>,
+/// A node (`chunk_timestamps` as given) whose wall clock is anchored at
+/// `ANCHOR_NS`, with connection `A` streaming a reply; the instant it
+/// started at.
+fn rig(stamped: bool) -> (Rig, Instant) {
+    let mut config = Config::new(NodeId::parse("n1").expect("node id"));
+    config.chunk_timestamps = stamped;
+    let mut rig = Rig::new(config, ANCHOR_NS / 1_000_000);
+    let start = rig.now;
+    rig.run(vec![
+        Input::WallClockNs { unix_ns: ANCHOR_NS },
+        connect(A, None),
+    ]);
+    rig.chat(A);
+    (rig, start)
 }
 
-impl Rig {
-    // The test stands in for a runtime, which reads the clock; any base
-    // instant will do (the test moves time itself).
-    #[allow(clippy::disallowed_methods)]
-    fn new(stamped: bool) -> Self {
-        let now = Instant::now();
-        let mut config = Config::new(NodeId::parse("n1").expect("node id"));
-        config.chunk_timestamps = stamped;
-        let node = Node::new(config, SeededIds::new(7), now, ANCHOR_NS / 1_000_000);
-        let mut rig = Self {
-            node,
-            store: MemoryStore::new(Model::new(StoreConfig::default(), 1)),
-            start: now,
-            now,
-            reply: None,
-        };
-        rig.run(vec![
-            Input::WallClockNs { unix_ns: ANCHOR_NS },
-            connect(A, None),
-        ]);
-        rig.run(vec![Input::Frame {
-            conn: A,
-            bytes: br#"{"type":"chat","content":"hi"}"#.to_vec(),
-        }]);
-        assert!(rig.reply.is_some(), "the chat started a generator");
-        rig
-    }
-
-    /// The wall clock `ms` after the anchor, in ns.
-    fn wall_ns_at(ms: u64) -> u64 {
-        ANCHOR_NS + ms * 1_000_000
-    }
-
-    fn at(&mut self, ms: u64) {
-        self.now = self.start + Duration::from_millis(ms);
-    }
-
-    /// Feeds `inputs`, carries out every output until the node is quiet;
-    /// returns the chunk frames sent with their connections.
-    fn run(&mut self, inputs: Vec<Input>) -> Vec<(Vec<ConnId>, Chunk)> {
-        let mut sent = Vec::new();
-        for input in inputs {
-            self.node.handle_input(self.now, input);
-        }
-        loop {
-            let mut inbox = VecDeque::new();
-            while let Some(output) = self.node.poll_output() {
-                match output {
-                    Output::Send {
-                        conn,
-                        frame: ServerFrame::Chunk(c),
-                    } => sent.push((vec![conn], c)),
-                    Output::SendMany {
-                        conns,
-                        frame: ServerFrame::Chunk(c),
-                    } => sent.push((conns, c)),
-                    Output::Store { op, request } => inbox.extend(self.store.apply(op, request)),
-                    Output::Subscribe(topic) => self.store.subscribe(&topic),
-                    Output::Unsubscribe(topic) => self.store.unsubscribe(&topic),
-                    Output::StartGenerator { message_id, .. } => self.reply = Some(message_id),
-                    _ => {}
-                }
-            }
-            if inbox.is_empty() {
-                return sent;
-            }
-            for input in inbox {
-                self.node.handle_input(self.now, input);
-            }
-        }
-    }
-
-    fn deltas(&mut self, deltas: &[&str]) -> Vec<(Vec<ConnId>, Chunk)> {
-        let message_id = self.reply.clone().expect("a reply");
-        self.run(
-            deltas
-                .iter()
-                .map(|d| Input::Generator {
-                    message_id: message_id.clone(),
-                    event: GeneratorEvent::Delta((*d).to_owned()),
-                })
-                .collect(),
-        )
-    }
+/// Moves the rig's clock to `ms` after `start`.
+fn at(rig: &mut Rig, start: Instant, ms: u64) {
+    rig.now = start + Duration::from_millis(ms);
 }
 
-fn connect(conn: ConnId, resume: Option<(MessageId, Seq)>) -> Input {
-    Input::Connect {
-        conn,
-        user: UserId::parse("alice").expect("user id"),
-        session: SessionId::parse("chat-1").expect("session id"),
-        resume,
-        ip: None,
-    }
+/// The wall clock `ms` after the anchor, in ns.
+fn wall_ns_at(ms: u64) -> u64 {
+    ANCHOR_NS + ms * 1_000_000
 }
 
 /// (first seq, last seq, ts_ns) of each chunk frame.
-fn stamps(sent: &[(Vec<ConnId>, Chunk)]) -> Vec<(u64, u64, Option<u64>)> {
+fn stamps(sent: &Sent) -> Vec<(u64, u64, Option<u64>)> {
     sent.iter()
         .map(|(_, c)| (c.first_seq(), c.seq, c.ts_ns))
         .collect()
@@ -133,8 +52,8 @@ fn stamps(sent: &[(Vec<ConnId>, Chunk)]) -> Vec<(u64, u64, Option<u64>)> {
 
 #[test]
 fn chunk_frames_carry_no_timestamp_by_default() {
-    let mut rig = Rig::new(false);
-    rig.at(5);
+    let (mut rig, start) = rig(false);
+    at(&mut rig, start, 5);
     let sent = rig.deltas(&["a", "b", "c"]);
     assert!(!sent.is_empty());
     assert!(sent.iter().all(|(_, c)| c.ts_ns.is_none()), "{sent:?}");
@@ -145,31 +64,28 @@ fn chunk_frames_carry_no_timestamp_by_default() {
 
 #[test]
 fn each_chunk_frame_carries_the_nanosecond_its_chunk_was_appended() {
-    let mut rig = Rig::new(true);
-    rig.at(5);
+    let (mut rig, start) = rig(true);
+    at(&mut rig, start, 5);
     let sent = rig.deltas(&["a"]);
-    assert_eq!(stamps(&sent), [(1, 1, Some(Rig::wall_ns_at(5)))]);
-    rig.at(9);
+    assert_eq!(stamps(&sent), [(1, 1, Some(wall_ns_at(5)))]);
+    at(&mut rig, start, 9);
     // "b" is appended alone; "c" and "d" wait behind it and go in the next
     // append: one merged frame, stamped with that append's time.
     let sent = rig.deltas(&["b", "c", "d"]);
     assert_eq!(
         stamps(&sent),
-        [
-            (2, 2, Some(Rig::wall_ns_at(9))),
-            (3, 4, Some(Rig::wall_ns_at(9)))
-        ]
+        [(2, 2, Some(wall_ns_at(9))), (3, 4, Some(wall_ns_at(9)))]
     );
 }
 
 #[test]
 fn a_merged_catch_up_frame_carries_its_last_chunks_timestamp() {
-    let mut rig = Rig::new(true);
-    rig.at(5);
+    let (mut rig, start) = rig(true);
+    at(&mut rig, start, 5);
     let _ = rig.deltas(&["a"]);
-    rig.at(20);
+    at(&mut rig, start, 20);
     let _ = rig.deltas(&["b"]);
-    rig.at(30);
+    at(&mut rig, start, 30);
     let id = rig.reply.clone().expect("a reply");
     // A connection that resumes from 0 gets chunks 1..=2 at once, merged,
     // stamped with chunk 2's append (20 ms), not chunk 1's (5 ms) nor now.
@@ -179,5 +95,5 @@ fn a_merged_catch_up_frame_carries_its_last_chunks_timestamp() {
         .filter(|(conns, _)| conns.contains(&LATE))
         .cloned()
         .collect();
-    assert_eq!(stamps(&late), [(1, 2, Some(Rig::wall_ns_at(20)))]);
+    assert_eq!(stamps(&late), [(1, 2, Some(wall_ns_at(20)))]);
 }
