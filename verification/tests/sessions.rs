@@ -529,6 +529,76 @@ fn late_notices_of_a_reply_the_snapshot_shows_ended_begin_nothing_for_that_conne
     assert_whole_reply(&w, b, "one");
 }
 
+/// The same with two ended replies and a third still streaming in the
+/// snapshot: the connection remembers the replies its history showed ended
+/// (not the user turns, nor the live one: a connection remembers only its
+/// last few ended replies), so the late notices of both ended ones begin
+/// nothing for it, and it gets the live one's remaining chunks once. The
+/// connection open there all along gets each reply whole and once, the
+/// live one first (the snapshot taught its node that one before the late
+/// notices of the other two came).
+#[test]
+fn late_notices_of_two_ended_replies_begin_nothing_beside_a_live_one() {
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    let mut ids = Vec::new();
+    for (text, finish) in [("one", true), ("two", true), ("three", false)] {
+        w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+        settle_holding_notices_to(&mut w, 1);
+        let (_, id) = w.running_generators().pop().expect("a generator runs");
+        w.generate(&id, GeneratorEvent::Delta(text.into()));
+        if finish {
+            w.generate(&id, GeneratorEvent::Finished { usage: None });
+        }
+        settle_holding_notices_to(&mut w, 1);
+        ids.push(id);
+    }
+    let late = w.connect(1, "u1", "s1", None);
+    settle_holding_notices_to(&mut w, 1);
+    let before = w.frames(late).len();
+    settle(&mut w, &mut c);
+    w.generate(&ids[2], GeneratorEvent::Delta(" more".into()));
+    w.generate(&ids[2], GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    let after: Vec<&ServerFrame> = w.frames(late)[before..].iter().collect();
+    let about = |f: &ServerFrame| match f {
+        ServerFrame::Chunk(ch) => Some(ch.message_id.clone()),
+        ServerFrame::End(e) => Some(e.message_id.clone()),
+        ServerFrame::Start(s) => Some(s.message_id.clone()),
+        _ => None,
+    };
+    assert!(
+        after.iter().all(
+            |f| !matches!(f, ServerFrame::UserMessage(_) | ServerFrame::Start(_))
+                && about(f).is_none_or(|id| id == ids[2])
+        ),
+        "nothing of the ended replies, no new start: {after:?}"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|f| matches!(f, ServerFrame::End(_)))
+            .count(),
+        1,
+        "the live reply's end, once: {after:?}"
+    );
+    // "three" came in the snapshot, as the live reply's text so far.
+    assert_whole_reply(&w, late, " more");
+    // b learnt the live reply from the new connection's snapshot, before
+    // the late notices of the two ended ones reached its node: it got the
+    // three in that order, each whole and once.
+    for (id, text) in ids.iter().zip(["one", "two", "three more"]) {
+        let got: String = w
+            .frames(b)
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Chunk(ch) if ch.message_id == *id => Some(ch.delta.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, text, "b got every reply once");
+    }
+}
+
 /// `conn`'s first frames: its handshake, then the reply's user turn and
 /// `start`.
 fn assert_begun_after_handshake(w: &World, conn: ConnId) {
