@@ -727,6 +727,7 @@ fn a_viewer_cut_off_until_an_ended_replys_record_expired_ends_it_as_history_says
     for (status, expect) in [
         (MessageStatus::Failed, ReplyStatus::Failed),
         (MessageStatus::Cancelled, ReplyStatus::Cancelled),
+        (MessageStatus::Completed, ReplyStatus::Completed),
     ] {
         viewer_cut_off_until_the_record_expired(status, expect);
     }
@@ -740,16 +741,20 @@ fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyS
     assert!(matches!(last(&w, b), ServerFrame::Chunk(_)), "b follows it");
     let resumed = w.connect(1, "u1", "s1", Some((id.clone(), 1)));
     settle(&mut w, &mut c);
-    if status == MessageStatus::Failed {
-        w.generate(
-            &id,
-            GeneratorEvent::Failed {
-                reason: "model_error".into(),
-                usage: None,
-            },
-        );
-    } else {
-        w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#));
+    match status {
+        MessageStatus::Failed => {
+            w.generate(
+                &id,
+                GeneratorEvent::Failed {
+                    reason: "model_error".into(),
+                    usage: None,
+                },
+            );
+        }
+        MessageStatus::Completed => {
+            w.generate(&id, GeneratorEvent::Finished { usage: None });
+        }
+        _ => w.send_text(a, &format!(r#"{{"type":"cancel","message_id":"{id}"}}"#)),
     }
     // Node 1 is cut off from the store for 100 s, longer than the record
     // lives after the reply settled; node 0 goes on.

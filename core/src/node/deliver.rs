@@ -362,23 +362,18 @@ impl<I: IdSource> Node<I> {
                     snapshot: snapshot.clone(),
                 })
             } else {
-                // It had started here: it gets its one `end`.
-                let (status, final_seq, reason) = match &snapshot {
-                    Some(m) if m.status != MessageStatus::Streaming => (
-                        match m.status {
-                            MessageStatus::Cancelled => ReplyStatus::Cancelled,
-                            MessageStatus::Failed => ReplyStatus::Failed,
-                            _ => ReplyStatus::Completed,
-                        },
-                        cursor.delivered,
-                        None,
-                    ),
-                    _ => (
-                        ReplyStatus::Failed,
-                        cursor.delivered,
-                        Some(STORE_LOST.to_owned()),
-                    ),
+                // It had started here: it gets its one `end`, as history
+                // says it ended (history holds only settled replies), or
+                // `store_lost` when history no longer has it.
+                let (status, reason) = match snapshot.as_ref().map(|m| m.status) {
+                    Some(MessageStatus::Completed) => (ReplyStatus::Completed, None),
+                    Some(MessageStatus::Cancelled) => (ReplyStatus::Cancelled, None),
+                    Some(MessageStatus::Failed) => (ReplyStatus::Failed, None),
+                    Some(MessageStatus::Streaming) | None => {
+                        (ReplyStatus::Failed, Some(STORE_LOST.to_owned()))
+                    }
                 };
+                let final_seq = cursor.delivered;
                 if let Some(h) = cursor.held_cancel {
                     self.send_cancel_result(now, conn, h, id.clone());
                 }
@@ -393,7 +388,6 @@ impl<I: IdSource> Node<I> {
             self.send(conn, frame);
         }
         self.tidy_conv(conv);
-        let _ = now;
     }
 }
 
