@@ -1093,3 +1093,79 @@ fn a_queue_lag_past_the_bound_at_two_looks_closes_with_4008_and_a_shrinking_one_
     assert_eq!(w.nodes[0].node.conn_state(b), Some(ConnState::Open));
     settle(&mut w, &mut c);
 }
+
+/// A node cut off from the store past its presence entries' expiry (its
+/// refreshes fail; notices still reach it) loses them: the store says the
+/// user is `offline` while their connection is open there. The node joins
+/// that connection again once the store answers, so the user is `online`
+/// again with their one connection, and the connection heard `offline`, then
+/// `online`, once each. (Before, a refresh only extended the entries that
+/// still existed: the user stayed `offline` for as long as they stayed
+/// connected.)
+#[test]
+fn presence_lost_in_a_store_outage_is_joined_again_when_the_store_answers() {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let user = UserId::parse("u1").expect("valid");
+    let b = w.connect(1, "u1", "s2", None);
+    settle(&mut w, &mut c);
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
+    // 50 s cut off: node 1's writes fail, longer than an entry's 30 s.
+    for _ in 0..100 {
+        w.advance(Duration::from_millis(500));
+        w.input(1, weir_core::Input::Activity { conn: b });
+        loop {
+            while let Some(k) = w.ops.iter().position(|op| op.node == 1) {
+                w.fail_op(k);
+            }
+            if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+                break;
+            }
+        }
+    }
+    let presence = |w: &World| -> Vec<PresenceStatus> {
+        w.frames(b)
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Presence(p) => Some(p.status),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(w.store.presence(&user).0, PresenceStatus::Offline, "lost");
+    assert_eq!(presence(&w), [PresenceStatus::Offline]);
+    w.run_for(Duration::from_secs(2), Duration::from_millis(500));
+    settle(&mut w, &mut c);
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
+    assert_eq!(
+        presence(&w),
+        [PresenceStatus::Offline, PresenceStatus::Online]
+    );
+    assert_eq!(w.clients[&b].closed, None);
+}
+
+/// A connection whose presence join did not reach the store (a blip at
+/// connect time) still makes its user `online`: the node checks again
+/// after `store_retry`, finds the user `offline` and joins the connection
+/// again. (Before, the failed join was dropped: the user stayed `offline`
+/// for as long as that connection lasted.)
+#[test]
+fn a_presence_join_that_failed_is_made_again_after_store_retry() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let user = UserId::parse("u1").expect("valid");
+    let _a = w.connect(0, "u1", "s1", None);
+    let k = w
+        .ops
+        .iter()
+        .position(|o| matches!(o.request, StoreOp::PresenceJoin(_)))
+        .expect("the join");
+    w.fail_op(k);
+    settle(&mut w, &mut c);
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Offline, 0));
+    w.run_for(Duration::from_secs(2), Duration::from_millis(500));
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
+}

@@ -81,6 +81,11 @@ impl<I: IdSource> Node<I> {
                 at_ms,
             }),
         );
+        self.presence_join(at_ms, user, conn);
+    }
+
+    /// `conn` of `user` joins the user's presence in the store.
+    fn presence_join(&mut self, at_ms: u64, user: UserId, conn: ConnId) {
         self.store(
             Pending::Presence(user.clone()),
             StoreOp::PresenceJoin(PresenceJoinOp {
@@ -470,9 +475,34 @@ impl<I: IdSource> Node<I> {
         }
     }
 
+    /// The store says `user` is offline: each of their live connections on
+    /// this node joins again (a join of an entry the store still has only
+    /// extends it).
+    pub(super) fn presence_rejoin(&mut self, now: Instant, user: &UserId) {
+        let live: Vec<ConnId> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| self.conn_is_live(*c))
+            .collect();
+        let at_ms = self.wall_ms(now);
+        for conn in live {
+            self.presence_join(at_ms, user.clone(), conn);
+        }
+    }
+
     /// A user's presence changed: tell each of their open connections that
-    /// has not heard it yet.
-    pub(super) fn on_presence(&mut self, user: &UserId, status: PresenceStatus) {
+    /// has not heard it yet. `offline` while this node holds a live
+    /// connection of the user means the store lost this node's entries (it
+    /// was cut off from the store past their expiry, and the refresh only
+    /// extends entries that still exist): they are joined again, and the
+    /// store's `online` follows.
+    pub(super) fn on_presence(&mut self, now: Instant, user: &UserId, status: PresenceStatus) {
+        if status == PresenceStatus::Offline {
+            self.presence_rejoin(now, user);
+        }
         let conns: Vec<ConnId> = self
             .users
             .get(user)

@@ -68,7 +68,9 @@ use crate::store::{
     SweepOp, Topic,
 };
 use crate::timer::{TimerKey, Timers};
-use crate::wire::{CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, Role, ServerFrame};
+use crate::wire::{
+    CloseCode, ErrorCode, ErrorFrame, Message, MessageStatus, PresenceStatus, Role, ServerFrame,
+};
 
 mod ai_sdk;
 pub mod cancel;
@@ -455,12 +457,15 @@ impl<I: IdSource> Node<I> {
             }
             Pending::CompatDelete(req, conv) => self.on_compat_deleted(req, &conv, &reply),
             Pending::Presence(user) => {
-                if let StoreReply::Presence {
-                    due_ms: Some(due), ..
-                } = reply
-                {
-                    let at = self.mono(now, due);
-                    self.timers.set_earliest(TimerKey::Presence(user), at);
+                if let StoreReply::Presence { status, due_ms, .. } = reply {
+                    if status == PresenceStatus::Offline {
+                        // Its notice may be lost: the reply says it too.
+                        self.presence_rejoin(now, &user);
+                    }
+                    if let Some(due) = due_ms {
+                        let at = self.mono(now, due);
+                        self.timers.set_earliest(TimerKey::Presence(user), at);
+                    }
                 }
             }
         }
@@ -515,7 +520,14 @@ impl<I: IdSource> Node<I> {
             | Pending::CompatCancel(req, _, _)
             | Pending::CompatHistory(req, _)
             | Pending::CompatDelete(req, _) => self.compat_store_error(req, error),
-            Pending::Reap | Pending::Housekeeping | Pending::Presence(_) | Pending::CapQuiet => {}
+            // A presence join, leave or check that did not reach the store:
+            // a check after `store_retry` (again until one is answered)
+            // moves the user's presence on, and an `offline` it finds while
+            // the user is connected here joins their connections again.
+            Pending::Presence(user) => self
+                .timers
+                .set_earliest(TimerKey::Presence(user), now + self.config.store_retry),
+            Pending::Reap | Pending::Housekeeping | Pending::CapQuiet => {}
         }
     }
 
