@@ -405,6 +405,8 @@ const MERGED_MAX_BYTES: usize = 16 * 1024;
 /// With `stamped` (chunk timestamps on this node), each frame carries its last
 /// chunk's append time.
 fn run_frames(id: &MessageId, r: &ReplyView, from: Seq, to: Seq, stamped: bool) -> Vec<Chunk> {
+    // `pump` makes a run only for a cursor that moves.
+    debug_assert!(from <= to, "a run of no chunks: {from}..={to}");
     let mut frames = Vec::new();
     let mut first = from;
     while first <= to {

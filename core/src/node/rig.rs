@@ -34,6 +34,8 @@ pub(crate) struct Rig {
     pub(crate) fail_settles: usize,
     /// The settles the node sent, and when.
     pub(crate) settles: Vec<Instant>,
+    /// `SendMany` outputs that named fewer than two connections.
+    pub(crate) shared_with_one: usize,
 }
 
 impl Rig {
@@ -58,6 +60,7 @@ impl Rig {
             appends: Vec::new(),
             fail_settles: 0,
             settles: Vec::new(),
+            shared_with_one: 0,
         };
         rig.settle();
         rig
@@ -99,6 +102,7 @@ impl Rig {
         match output {
             Output::Send { conn, frame } => self.frames.entry(conn).or_default().push(frame),
             Output::SendMany { conns, frame } => {
+                self.shared_with_one += usize::from(conns.len() < 2);
                 for conn in conns {
                     self.frames.entry(conn).or_default().push(frame.clone());
                 }

@@ -313,3 +313,32 @@ fn a_writable_without_a_block_before_it_schedules_no_step_of_delivery() {
     rig.settle();
     assert_eq!(rig.cursor(b, &id), Some(1));
 }
+
+/// A `SendMany` is a frame shared by several connections; a frame for one
+/// goes as a `Send` (no list to allocate, nothing to share) — on its own, and
+/// when the others at the same point render it in a dialect of their own.
+#[test]
+fn a_frame_for_one_connection_goes_as_a_send_not_a_shared_one() {
+    let mut rig = Rig::new(|_| {});
+    let a = rig.connect(1, None);
+    let id = rig.chat(a);
+    rig.deltas(&id, &["alone"]);
+    rig.generate(&id, GeneratorEvent::Finished { usage: None });
+    assert_eq!(chunks(&rig.take(a)).len(), 1);
+    assert_eq!(rig.shared_with_one, 0, "one connection in the conversation");
+
+    rig.connect_with(ConnId(2), Dialect::Compat);
+    let id = rig.chat(a);
+    rig.deltas(&id, &["one ", "two"]);
+    rig.generate(&id, GeneratorEvent::Finished { usage: None });
+    let got = rig.take(a);
+    assert_eq!(chunks(&got).len(), 2, "{got:?}");
+    assert_eq!(rig.shared_with_one, 0);
+
+    let b = rig.connect(3, None);
+    let id = rig.chat(b);
+    rig.deltas(&id, &["three"]);
+    assert_eq!(chunks(&rig.take(a)).len(), 1);
+    assert_eq!(chunks(&rig.take(b)).len(), 1);
+    assert_eq!(rig.shared_with_one, 0);
+}
