@@ -342,3 +342,22 @@ fn a_frame_for_one_connection_goes_as_a_send_not_a_shared_one() {
     assert_eq!(chunks(&rig.take(b)).len(), 1);
     assert_eq!(rig.shared_with_one, 0);
 }
+
+/// The `request_id` of a `chat` comes back on its own connection's
+/// `user_message` only: the other connections of the conversation get the
+/// user turn without it (it is the sender's, to match its request).
+#[test]
+fn the_user_turn_carries_the_request_id_to_its_sender_only() {
+    let mut rig = Rig::new(|_| {});
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    rig.chat(a);
+    let request_id = |frames: Vec<ServerFrame>| {
+        frames.into_iter().find_map(|f| match f {
+            ServerFrame::UserMessage(u) => Some(u.request_id),
+            _ => None,
+        })
+    };
+    let got = request_id(rig.take(a)).expect("a's user_message");
+    assert_eq!(got.as_ref().map(ToString::to_string).as_deref(), Some("r1"));
+    assert_eq!(request_id(rig.take(b)), Some(None), "b's has none");
+}
