@@ -122,3 +122,28 @@ fn a_settle_the_store_did_not_answer_is_sent_again_after_store_retry_and_the_rep
     assert_eq!(ends[0].status, ReplyStatus::Completed);
     assert_eq!(ends[0].final_seq, 1);
 }
+
+/// The token counts a generator ends with reach the `end` of every
+/// connection on the owner's node (its own view settles with them, not
+/// only the other nodes' views, which learn them from the store).
+#[test]
+fn the_generators_usage_reaches_the_end_on_the_owners_node() {
+    let usage = crate::wire::Usage {
+        prompt_tokens: 7,
+        completion_tokens: 2,
+    };
+    let mut rig = Rig::new(|_| {});
+    let (a, b) = (rig.connect(1, None), rig.connect(2, None));
+    let id = rig.chat(a);
+    rig.deltas(&id, &["one ", "two"]);
+    rig.generate(&id, GeneratorEvent::Finished { usage: Some(usage) });
+    for conn in [a, b] {
+        let end = rig.take(conn).into_iter().find_map(|f| match f {
+            ServerFrame::End(e) => Some(e),
+            _ => None,
+        });
+        let end = end.expect("an end");
+        assert_eq!(end.status, ReplyStatus::Completed);
+        assert_eq!(end.usage, Some(usage), "{conn}");
+    }
+}
