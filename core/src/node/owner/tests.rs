@@ -422,6 +422,32 @@ fn a_gap_without_every_lost_chunk_stops_the_reply_failed_store_lost() {
     }
 }
 
+/// A `gap` that names no lost chunk (the store's log ends at the last
+/// acknowledged seq, so the batch would have followed it) contradicts
+/// itself: writing the batch again could meet it forever, so the reply ends
+/// `failed(store_lost)` at what the store holds.
+#[test]
+fn a_gap_that_names_no_lost_chunk_stops_the_reply_instead_of_writing_again() {
+    let mut o = owned();
+    for d in ["a", "b"] {
+        delta(&mut o, d);
+        assert!(o.next_write(UNBOUNDED).is_some());
+        ack(&mut o);
+    }
+    delta(&mut o, "c");
+    assert!(o.next_write(UNBOUNDED).is_some());
+    let batch = o.on_append_answered().expect("in flight");
+    assert!(o.on_gap(2, batch, Some(Vec::new())), "aborted");
+    assert_eq!(
+        o.next_write(UNBOUNDED),
+        Some(Write::Settle {
+            request: SettleRequest::Failed(STORE_LOST.to_owned()),
+            last_seq: 2,
+            usage: None,
+        })
+    );
+}
+
 #[test]
 fn a_settle_answered_with_a_gap_writes_the_lost_chunks_again_then_settles_at_the_old_end() {
     let mut o = owned();
