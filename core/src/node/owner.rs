@@ -344,12 +344,13 @@ impl Owned {
         self.acked
     }
 
-    /// The store answered the append of `batch` (or the settle: an empty
-    /// batch) with a gap: its log ends at `last_seq`, before chunks it had
-    /// acknowledged, so it lost writes (a Redis failover to a replica that
-    /// had not received them). With the lost chunks (`last_seq + 1..=acked`,
-    /// from this node's view) they go back in front of the queue, the batch
-    /// after them, to be written again with the same seqs: the reply goes on
+    /// The store answered an append (whose chunks, `unsent`, it did not
+    /// take) or the settle (no chunks) with a gap: its log ends at
+    /// `last_seq`, before chunks it had acknowledged, so it lost writes (a
+    /// Redis failover to a replica that had not received them). With the
+    /// lost chunks (`last_seq + 1..=acked`, from this node's view) they go
+    /// back in front of the queue, `unsent` after them, to be written again
+    /// with the same seqs: the reply goes on
     /// exactly, and returns `false`. Without them it ends
     /// `failed(store_lost)` with what the store holds, and returns whether
     /// the generator must be aborted.
@@ -357,7 +358,7 @@ impl Owned {
     pub(super) fn on_gap(
         &mut self,
         last_seq: Seq,
-        batch: Batch,
+        unsent: Vec<String>,
         lost: Option<Vec<String>>,
     ) -> bool {
         self.settling = false;
@@ -366,7 +367,7 @@ impl Owned {
         self.acked = last_seq;
         match whole {
             Some(lost) => {
-                for d in batch.deltas.into_iter().rev() {
+                for d in unsent.into_iter().rev() {
                     self.queue.push_front(d);
                 }
                 for d in lost.into_iter().rev() {
@@ -539,7 +540,7 @@ impl<I: IdSource> Node<I> {
                 self.owner_told_cancelled(now, id, final_seq);
                 self.pump(now, &conv);
             }
-            StoreReply::Gap { last_seq } => self.owner_gap(now, id, last_seq, batch),
+            StoreReply::Gap { last_seq } => self.owner_gap(now, id, last_seq, batch.deltas),
             _ => self.owner_fenced(now, id),
         }
     }
@@ -548,7 +549,7 @@ impl<I: IdSource> Node<I> {
     /// `last_seq`): they are written again from this node's view of the
     /// reply, `batch` (what was being appended) after them, or the reply
     /// ends `failed(store_lost)` where the view no longer holds them.
-    fn owner_gap(&mut self, now: Instant, id: &MessageId, last_seq: Seq, batch: Batch) {
+    fn owner_gap(&mut self, now: Instant, id: &MessageId, last_seq: Seq, unsent: Vec<String>) {
         let Some(o) = self.owned.get(id) else {
             return;
         };
@@ -561,7 +562,7 @@ impl<I: IdSource> Node<I> {
         let Some(o) = self.owned.get_mut(id) else {
             return;
         };
-        if o.on_gap(last_seq, batch, lost) {
+        if o.on_gap(last_seq, unsent, lost) {
             self.out.push_back(Output::AbortGenerator {
                 message_id: id.clone(),
             });
@@ -592,14 +593,8 @@ impl<I: IdSource> Node<I> {
             }
             // Acknowledged chunks were lost (a failover): written again
             // first, then the settle goes out once more.
-            StoreReply::Gap { last_seq } => {
-                let batch = Batch {
-                    first_seq: last_seq + 1,
-                    deltas: Vec::new(),
-                    at_ns: None,
-                };
-                self.owner_gap(now, id, last_seq, batch);
-            }
+            // (A settle carries no chunks of its own.)
+            StoreReply::Gap { last_seq } => self.owner_gap(now, id, last_seq, Vec::new()),
             _ => self.owner_fenced(now, id),
         }
     }

@@ -387,7 +387,7 @@ fn a_gap_with_the_lost_chunks_at_hand_writes_them_again_before_the_batch_with_th
     assert_eq!(o.next_write(UNBOUNDED), append(4, &["d"]));
     let batch = o.on_append_answered().expect("in flight");
     // The store's log ends at 1: chunks 2 and 3 were lost.
-    let abort = o.on_gap(1, batch, Some(vec!["b".into(), "c".into()]));
+    let abort = o.on_gap(1, batch.deltas, Some(vec!["b".into(), "c".into()]));
     assert!(!abort, "the reply goes on");
     assert_eq!(o.acked(), 1);
     assert_eq!(o.next_write(UNBOUNDED), append(2, &["b", "c", "d"]));
@@ -405,7 +405,10 @@ fn a_gap_without_every_lost_chunk_stops_the_reply_failed_store_lost() {
         delta(&mut o, "d");
         assert!(o.next_write(UNBOUNDED).is_some());
         let batch = o.on_append_answered().expect("in flight");
-        assert!(o.on_gap(1, batch, lost.clone()), "the generator is aborted");
+        assert!(
+            o.on_gap(1, batch.deltas, lost.clone()),
+            "the generator is aborted"
+        );
         assert!(
             !o.on_generator(GeneratorEvent::Delta("e".into())),
             "what it still sends is ignored"
@@ -437,7 +440,7 @@ fn a_gap_that_names_no_lost_chunk_stops_the_reply_instead_of_writing_again() {
     delta(&mut o, "c");
     assert!(o.next_write(UNBOUNDED).is_some());
     let batch = o.on_append_answered().expect("in flight");
-    assert!(o.on_gap(2, batch, Some(Vec::new())), "aborted");
+    assert!(o.on_gap(2, batch.deltas, Some(Vec::new())), "aborted");
     assert_eq!(
         o.next_write(UNBOUNDED),
         Some(Write::Settle {
@@ -466,13 +469,8 @@ fn a_settle_answered_with_a_gap_writes_the_lost_chunks_again_then_settles_at_the
     };
     assert_eq!(o.next_write(UNBOUNDED), settle(3));
     // The store's log ends at 1: chunks 2 and 3 were lost (the settle
-    // carries no batch of its own).
-    let none = Batch {
-        first_seq: 2,
-        deltas: Vec::new(),
-        at_ns: None,
-    };
-    assert!(!o.on_gap(1, none, Some(vec!["b".into(), "c".into()])));
+    // carries no chunks of its own).
+    assert!(!o.on_gap(1, Vec::new(), Some(vec!["b".into(), "c".into()])));
     assert!(!o.is_settling(), "the settle waits for the chunks");
     assert_eq!(o.next_write(UNBOUNDED), append(2, &["b", "c"]));
     ack(&mut o);
