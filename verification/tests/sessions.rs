@@ -371,7 +371,9 @@ fn dead_owners_reply_reaped_for_a_viewer(mut w: World, mut c: Checker, a: ConnId
         w.ops.retain(|op| op.node != 0);
         w.notices.retain(|(node, _)| *node != 0);
         w.settle_queues();
-        c.check(&w).unwrap();
+        if let Err(v) = c.check(&w) {
+            panic!("{v}");
+        }
         if ended_at.is_none() && end_of(&w, b).is_some() {
             ended_at = Some(w.elapsed_ms());
         }
