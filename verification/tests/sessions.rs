@@ -760,22 +760,7 @@ fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyS
     }
     // Node 1 is cut off from the store for 100 s, longer than the record
     // lives after the reply settled; node 0 goes on.
-    for _ in 0..200 {
-        w.advance(Duration::from_millis(500));
-        // b answers its pings: only the store is out of reach.
-        w.input(1, weir_core::Input::Activity { conn: b });
-        w.input(1, weir_core::Input::Activity { conn: resumed });
-        w.input(0, weir_core::Input::Activity { conn: a });
-        loop {
-            w.notices.retain(|(node, _)| *node != 1);
-            while let Some(k) = w.ops.iter().position(|op| op.node == 1) {
-                w.fail_op(k);
-            }
-            if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
-                break;
-            }
-        }
-    }
+    cut_off_node_1(&mut w, 200, &[(1, b), (1, resumed), (0, a)], false);
     let hist = w.store.history(&w.clients[&a].conv);
     assert_eq!(hist.last().map(|m| m.status), Some(status));
     assert!(
@@ -797,6 +782,30 @@ fn viewer_cut_off_until_the_record_expired(status: MessageStatus, expect: ReplyS
                 assert_eq!(e.final_seq, 1);
             }
             f => panic!("{status:?}, {conn}: {f:?}"),
+        }
+    }
+}
+
+/// `steps` half-seconds in which every store operation of node 1 fails (and,
+/// unless `notices_reach_it`, every notice to it is lost) while node 0 goes
+/// on; the clients `(node, conn)` answer their pings throughout: only the
+/// store is out of node 1's reach.
+fn cut_off_node_1(w: &mut World, steps: usize, alive: &[(usize, ConnId)], notices_reach_it: bool) {
+    for _ in 0..steps {
+        w.advance(Duration::from_millis(500));
+        for &(node, conn) in alive {
+            w.input(node, weir_core::Input::Activity { conn });
+        }
+        loop {
+            if !notices_reach_it {
+                w.notices.retain(|(node, _)| *node != 1);
+            }
+            while let Some(k) = w.ops.iter().position(|op| op.node == 1) {
+                w.fail_op(k);
+            }
+            if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+                break;
+            }
         }
     }
 }
@@ -1116,18 +1125,7 @@ fn presence_lost_in_a_store_outage_is_joined_again_when_the_store_answers() {
     settle(&mut w, &mut c);
     assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
     // 50 s cut off: node 1's writes fail, longer than an entry's 30 s.
-    for _ in 0..100 {
-        w.advance(Duration::from_millis(500));
-        w.input(1, weir_core::Input::Activity { conn: b });
-        loop {
-            while let Some(k) = w.ops.iter().position(|op| op.node == 1) {
-                w.fail_op(k);
-            }
-            if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
-                break;
-            }
-        }
-    }
+    cut_off_node_1(&mut w, 100, &[(1, b)], true);
     let presence = |w: &World| -> Vec<PresenceStatus> {
         w.frames(b)
             .iter()
