@@ -4,6 +4,7 @@
 //! and a watch timer per unsettled reply (invariant 6). Delivery from the
 //! views to the connections is in [`deliver`](super::deliver).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
@@ -140,18 +141,23 @@ impl ReplyView {
         ts_ns: &[u64],
     ) -> bool {
         for (i, (seq, d)) in (first_seq..).zip(deltas).enumerate() {
-            if seq == self.len() + 1 {
-                let t = stamps::at(ts_ns, i).unwrap_or(0);
-                if t != 0 || !self.ts_ns.is_empty() {
-                    self.ts_ns.resize(self.deltas.len(), 0);
-                    self.ts_ns.push(t);
+            match seq.cmp(&(self.len() + 1)) {
+                // Known already: skipped.
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    let t = stamps::at(ts_ns, i).unwrap_or(0);
+                    if t != 0 || !self.ts_ns.is_empty() {
+                        self.ts_ns.resize(self.deltas.len(), 0);
+                        self.ts_ns.push(t);
+                    }
+                    let before = self.text_ends.last().copied().unwrap_or(0);
+                    self.text_ends.push(before + d.len());
+                    self.deltas.push(d);
                 }
-                let before = self.text_ends.last().copied().unwrap_or(0);
-                self.text_ends.push(before + d.len());
-                self.deltas.push(d);
-            } else if seq > self.len() + 1 {
-                self.gap = true;
-                return false;
+                Ordering::Greater => {
+                    self.gap = true;
+                    return false;
+                }
             }
         }
         true
