@@ -1169,3 +1169,37 @@ fn a_presence_join_that_failed_is_made_again_after_store_retry() {
     w.run_for(Duration::from_secs(2), Duration::from_millis(500));
     assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
 }
+
+/// Only the presence refreshes fail (every other operation reaches the
+/// store): no presence operation of the node fails, so nothing is retried,
+/// and the entry expires under a live connection. The check the node makes
+/// at the entry's due time (named by the join's answer) finds the user
+/// `offline` and joins the connection again: `online`, one connection.
+#[test]
+fn an_entry_expired_under_a_live_connection_is_joined_again_at_its_due_check() {
+    let mut w = world();
+    let mut c = Checker::new();
+    let user = UserId::parse("u1").expect("valid");
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let mut saw_offline = false;
+    for _ in 0..80 {
+        w.advance(Duration::from_millis(500));
+        w.input(0, weir_core::Input::Activity { conn: a });
+        loop {
+            while let Some(k) = w
+                .ops
+                .iter()
+                .position(|o| matches!(o.request, StoreOp::PresenceRefresh(_)))
+            {
+                w.fail_op(k);
+            }
+            if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+                break;
+            }
+            saw_offline |= w.store.presence(&user).0 == PresenceStatus::Offline;
+        }
+    }
+    assert!(saw_offline, "the entry expired under the live connection");
+    assert_eq!(w.store.presence(&user), (PresenceStatus::Online, 1));
+}

@@ -475,9 +475,13 @@ impl<I: IdSource> Node<I> {
         }
     }
 
-    /// The store says `user` is offline: each of their live connections on
-    /// this node joins again (a join of an entry the store still has only
-    /// extends it).
+    /// The store answered a presence operation with `offline` while `user`
+    /// has live connections on this node: it lost this node's entries (the
+    /// node was cut off past their expiry, and a refresh extends only
+    /// entries that still exist; or the join failed). Each of those
+    /// connections joins again, and the store's `online` follows. The node
+    /// checks each user at every due time a presence answer names, so a
+    /// loss is found at the latest when the lost entry would have expired.
     pub(super) fn presence_rejoin(&mut self, now: Instant, user: &UserId) {
         let live: Vec<ConnId> = self
             .users
@@ -494,15 +498,8 @@ impl<I: IdSource> Node<I> {
     }
 
     /// A user's presence changed: tell each of their open connections that
-    /// has not heard it yet. `offline` while this node holds a live
-    /// connection of the user means the store lost this node's entries (it
-    /// was cut off from the store past their expiry, and the refresh only
-    /// extends entries that still exist): they are joined again, and the
-    /// store's `online` follows.
-    pub(super) fn on_presence(&mut self, now: Instant, user: &UserId, status: PresenceStatus) {
-        if status == PresenceStatus::Offline {
-            self.presence_rejoin(now, user);
-        }
+    /// has not heard it yet.
+    pub(super) fn on_presence(&mut self, user: &UserId, status: PresenceStatus) {
         let conns: Vec<ConnId> = self
             .users
             .get(user)

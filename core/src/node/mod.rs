@@ -459,7 +459,6 @@ impl<I: IdSource> Node<I> {
             Pending::Presence(user) => {
                 if let StoreReply::Presence { status, due_ms, .. } = reply {
                     if status == PresenceStatus::Offline {
-                        // Its notice may be lost: the reply says it too.
                         self.presence_rejoin(now, &user);
                     }
                     if let Some(due) = due_ms {

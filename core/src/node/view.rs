@@ -488,7 +488,7 @@ impl<I: IdSource> Node<I> {
                     self.pump(now, &conv);
                 }
             }
-            Notice::Presence { user, status } => self.on_presence(now, &user, status),
+            Notice::Presence { user, status } => self.on_presence(&user, status),
         }
     }
 
