@@ -547,8 +547,9 @@ impl<I: IdSource> Node<I> {
 
     /// The store lost chunks it had acknowledged (its log ends at
     /// `last_seq`): they are written again from this node's view of the
-    /// reply, `batch` (what was being appended) after them, or the reply
-    /// ends `failed(store_lost)` where the view no longer holds them.
+    /// reply, `unsent` (the chunks of the append the store answered) after
+    /// them, or the reply ends `failed(store_lost)` where the view no longer
+    /// holds them.
     fn owner_gap(&mut self, now: Instant, id: &MessageId, last_seq: Seq, unsent: Vec<String>) {
         let Some(o) = self.owned.get(id) else {
             return;
