@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use weir_tests::{
-    chunks_of, contiguous, demo_prefix, Client, RedisCluster, Runtime, Signal, WeirProcess, T,
+    chunks_of, contiguous, demo_prefix, Client, Frame, RedisCluster, Runtime, Signal, WeirProcess,
+    T,
 };
 
 /// A weir node on `cluster` with demo replies of `chunks` chunks at `rate`
@@ -509,8 +510,9 @@ async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it
 /// As above for a cancel: with the replica of the conversation's master
 /// frozen, a cross-node cancel gets no `cancel_result` (it waits for the
 /// replica), and neither node's client an `end`; the master is killed and the
-/// replica takes over without the cancel. The canceller is then told either
-/// `cancelled` or `unavailable` (the redis crate sends the call again to the
+/// replica takes over without the cancel. The canceller is told either
+/// `cancelled` or `unavailable` (the wait for the frozen replica may end
+/// before the kill; or the redis crate sends the call again to the
 /// promoted replica, where it may take effect while the wait for replicas
 /// the new master does not have yet times out); the reply ends explicitly,
 /// `cancelled` at the `final_seq` the canceller was told when it was told
@@ -545,13 +547,19 @@ async fn a_cancel_waits_for_its_replica_and_a_failover_leaves_no_cancel_result_t
     cluster.node(replica).resume();
     let killed = Instant::now();
     // The canceller's answer (before or after the end: the protocol orders
-    // only chunks against `cancel_result`).
-    let answer = loop {
-        let f = on_b.next_frame().await;
-        if f.is("cancel_result") || (f.is("error") && f["request_id"] == "c1") {
-            break f;
-        }
-        seen_b.push(f);
+    // only chunks against `cancel_result`). An `unavailable` may already have
+    // come while the replica was frozen: the `WAIT` is bounded (half the
+    // store timeout), and its end races the kill.
+    let told_c1 = |f: &Frame| f.is("cancel_result") || (f.is("error") && f["request_id"] == "c1");
+    let answer = match seen_b.iter().position(told_c1) {
+        Some(early) => seen_b.remove(early),
+        None => loop {
+            let f = on_b.next_frame().await;
+            if told_c1(&f) {
+                break f;
+            }
+            seen_b.push(f);
+        },
     };
     eprintln!(
         "canceller told {answer:?} {:?} after the kill",
