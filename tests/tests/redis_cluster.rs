@@ -392,16 +392,49 @@ impl Shard {
             replica,
         }
     }
+
+    /// Two nodes on the cluster, a client of the same conversation on each,
+    /// and a demo reply of `chunks` chunks (50 a second) from node A that
+    /// both clients have seen the first 10 chunks of.
+    async fn streaming(&self, chunks: u32, text: &str) -> Streaming {
+        let a = node(&self.cluster, "node-a", chunks, 50, &[]);
+        let b = node(&self.cluster, "node-b", chunks, 50, &[]);
+        let mut on_a = a.ws("session_id=w&user_id=u").await;
+        let mut on_b = b.ws("session_id=w&user_id=u").await;
+        let mid = on_a.chat_acked(text, "r1").await;
+        let seen_a = on_a.until_seq(Some(&mid), 10).await;
+        let seen_b = on_b.until_seq(Some(&mid), 10).await;
+        Streaming {
+            a,
+            b,
+            on_a,
+            on_b,
+            mid,
+            seen_a,
+            seen_b,
+        }
+    }
+}
+
+/// What [`Shard::streaming`] sets up.
+struct Streaming {
+    a: WeirProcess,
+    b: WeirProcess,
+    on_a: Client,
+    on_b: Client,
+    mid: String,
+    seen_a: Vec<Frame>,
+    seen_b: Vec<Frame>,
 }
 
 /// Frames `ws` gets within `wait` (fewer if the stream ends).
-async fn frames_within(ws: &mut Client, wait: Duration) -> Vec<weir_tests::Frame> {
+async fn frames_within(ws: &mut Client, wait: Duration) -> Vec<Frame> {
     let until = Instant::now() + wait;
     let mut frames = Vec::new();
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match ws.message_within(left).await {
             Ok(Some(weir_tests::tungstenite::Message::Text(t))) => {
-                frames.push(weir_tests::Frame::parse(&t));
+                frames.push(Frame::parse(&t));
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
@@ -421,19 +454,22 @@ async fn frames_within(ws: &mut Client, wait: Duration) -> Vec<weir_tests::Frame
 /// the whole reply.
 async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it_loses_nothing() {
     const N: u32 = 40;
+    let shard = Shard::start();
+    let Streaming {
+        a: _a,
+        b,
+        mut on_a,
+        mut on_b,
+        mid,
+        mut seen_a,
+        mut seen_b,
+    } = shard.streaming(N, "held end").await;
     let Shard {
         mut cluster,
         slot,
         master: old,
         replica,
-    } = Shard::start();
-    let a = node(&cluster, "node-a", N, 50, &[]);
-    let b = node(&cluster, "node-b", N, 50, &[]);
-    let mut on_a = a.ws("session_id=w&user_id=u").await;
-    let mut on_b = b.ws("session_id=w&user_id=u").await;
-    let mid = on_a.chat_acked("held end", "r1").await;
-    let mut seen_a = on_a.until_seq(Some(&mid), 10).await;
-    let mut seen_b = on_b.until_seq(Some(&mid), 10).await;
+    } = shard;
     cluster.node(replica).pause();
     let paused = Instant::now();
     seen_a.extend(on_a.until_seq(Some(&mid), u64::from(N)).await);
@@ -520,21 +556,25 @@ async fn a_settle_waits_for_its_replica_so_a_master_killed_before_replicating_it
 /// sent again is answered.
 async fn a_cancel_waits_for_its_replica_and_a_failover_leaves_no_cancel_result_the_store_lost() {
     const N: u32 = 400;
+    let shard = Shard::start();
+    let Streaming {
+        a: _a,
+        b: _b,
+        mut on_a,
+        mut on_b,
+        mid,
+        mut seen_a,
+        mut seen_b,
+    } = shard.streaming(N, "held cancel").await;
     let Shard {
         mut cluster,
         master: old,
         replica,
         ..
-    } = Shard::start();
-    let a = node(&cluster, "node-a", N, 50, &[]);
-    let b = node(&cluster, "node-b", N, 50, &[]);
-    let mut on_a = a.ws("session_id=w&user_id=u").await;
-    let mut on_b = b.ws("session_id=w&user_id=u").await;
-    let mid = on_a.chat_acked("held cancel", "r1").await;
-    let mut seen_a = on_a.until_seq(Some(&mid), 10).await;
-    let mut seen_b = on_b.until_seq(Some(&mid), 10).await;
+    } = shard;
     cluster.node(replica).pause();
     on_b.cancel(Some(&mid), "c1").await;
+    // Below the cluster node timeout (2 s) in all, as above.
     for (seen, ws) in [(&mut seen_a, &mut on_a), (&mut seen_b, &mut on_b)] {
         let held = frames_within(ws, Duration::from_millis(500)).await;
         assert!(
