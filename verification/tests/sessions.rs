@@ -650,16 +650,12 @@ fn a_lost_started_notice_costs_latency_not_the_reply() {
     c.check_quiescent(&w).expect("invariants");
 }
 
-/// `a` (node 0) starts a reply whose `started` notice never reaches node 1,
-/// where `b` has heard nothing of it yet.
-fn start_losing_its_started_notice_to_node_1(w: &mut World, a: ConnId, b: ConnId) -> MessageId {
-    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+/// Runs every operation, reply and notice in order, dropping each notice to
+/// node 1 that `lost` picks.
+fn run_losing_notices_to_node_1(w: &mut World, lost: impl Fn(&Notice) -> bool) {
     loop {
-        let started = w
-            .notices
-            .iter()
-            .position(|(node, n)| *node == 1 && matches!(n, Notice::Started { .. }));
-        if let Some(k) = started {
+        let k = w.notices.iter().position(|(node, n)| *node == 1 && lost(n));
+        if let Some(k) = k {
             assert!(w.drop_notice(k));
             continue;
         }
@@ -667,6 +663,31 @@ fn start_losing_its_started_notice_to_node_1(w: &mut World, a: ConnId, b: ConnId
             break;
         }
     }
+}
+
+/// Runs every operation, reply and notice in order, failing the first
+/// operation of node 1 that `fails` picks; whether there was one.
+fn run_failing_one_op_of_node_1(w: &mut World, fails: impl Fn(&StoreOp) -> bool) -> bool {
+    let mut failed = false;
+    loop {
+        let k = w.ops.iter().position(|o| o.node == 1 && fails(&o.request));
+        if let (false, Some(k)) = (failed, k) {
+            assert!(w.fail_op(k));
+            failed = true;
+            continue;
+        }
+        if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
+            break;
+        }
+    }
+    failed
+}
+
+/// `a` (node 0) starts a reply whose `started` notice never reaches node 1,
+/// where `b` has heard nothing of it yet.
+fn start_losing_its_started_notice_to_node_1(w: &mut World, a: ConnId, b: ConnId) -> MessageId {
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    run_losing_notices_to_node_1(w, |n| matches!(n, Notice::Started { .. }));
     assert!(
         w.frames(b).len() == 2,
         "b has not heard of it: {:?}",
@@ -684,21 +705,7 @@ fn a_failed_read_for_a_lost_started_notice_is_made_again_after_store_retry() {
     let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
     let id = start_losing_its_started_notice_to_node_1(&mut w, a, b);
     w.generate(&id, GeneratorEvent::Delta("one".into()));
-    let mut failed = false;
-    loop {
-        let learn = w
-            .ops
-            .iter()
-            .position(|o| o.node == 1 && matches!(o.request, StoreOp::Snapshot(_)));
-        if let (false, Some(k)) = (failed, learn) {
-            assert!(w.fail_op(k));
-            failed = true;
-            continue;
-        }
-        if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
-            break;
-        }
-    }
+    let failed = run_failing_one_op_of_node_1(&mut w, |op| matches!(op, StoreOp::Snapshot(_)));
     assert!(failed, "node 1 read the snapshot to learn of the reply");
     assert_eq!(w.frames(b).len(), 2, "the read failed: b has nothing yet");
     w.advance(Duration::from_millis(190));
@@ -715,6 +722,42 @@ fn a_failed_read_for_a_lost_started_notice_is_made_again_after_store_retry() {
     w.generate(&id, GeneratorEvent::Finished { usage: None });
     settle(&mut w, &mut c);
     assert_begun_after_handshake(&w, b);
+    assert_whole_reply(&w, b, "one two");
+    c.check_quiescent(&w).expect("invariants");
+}
+
+/// A `chunks` notice lost on its way to node 1: the next one shows it a gap,
+/// and the read that would fill it fails. Node 1 reads again after
+/// `store_retry` (200 ms), not before (a read failing at once would be asked
+/// again at once, a busy loop while the store is down), and b still gets the
+/// whole reply.
+#[test]
+fn a_failed_read_for_a_gap_is_made_again_after_store_retry() {
+    let (mut w, mut c, a, b) = two_nodes_watching_one_conversation();
+    let id = start_reply(&mut w, &mut c, a);
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    run_losing_notices_to_node_1(&mut w, |n| matches!(n, Notice::Chunks { .. }));
+    let before = w.frames(b).len();
+    w.generate(&id, GeneratorEvent::Delta(" two".into()));
+    let failed = run_failing_one_op_of_node_1(&mut w, |op| matches!(op, StoreOp::Read(_)));
+    assert!(failed, "node 1 read the reply to fill the gap");
+    assert_eq!(
+        w.frames(b).len(),
+        before,
+        "the read failed: b waits for chunk 1"
+    );
+    w.advance(Duration::from_millis(190));
+    settle(&mut w, &mut c);
+    assert_eq!(
+        w.frames(b).len(),
+        before,
+        "no second read before store_retry"
+    );
+    w.advance(Duration::from_millis(20));
+    settle(&mut w, &mut c);
+    assert!(w.frames(b).len() > before, "the second read filled the gap");
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
     assert_whole_reply(&w, b, "one two");
     c.check_quiescent(&w).expect("invariants");
 }
