@@ -13,7 +13,7 @@ use weir_core::wire::{
 };
 use weir_core::GeneratorEvent;
 use weir_verification::check::Checker;
-use weir_verification::harness::{World, WorldConfig};
+use weir_verification::harness::{InFlightOp, World, WorldConfig};
 
 fn world() -> World {
     World::new(&WorldConfig::default())
@@ -760,6 +760,66 @@ fn a_failed_read_for_a_gap_is_made_again_after_store_retry() {
     settle(&mut w, &mut c);
     assert_whole_reply(&w, b, "one two");
     c.check_quiescent(&w).expect("invariants");
+}
+
+/// Two connections on node 1 wait for their snapshots while a reply starts
+/// on node 0 and streams; node 1 hears of it from notices alone. One of the
+/// two goes away, which tidies the conversation's view: the reply, live and
+/// watched by no cursor yet, is kept (a connection of the view will want
+/// it). The other's snapshot then shows it live, and that connection gets
+/// the whole reply from the notices that follow — no time passes, so nothing
+/// comes from a watch or a retry. Dropping the reply there would mark it
+/// finished, and every later notice of it would be ignored.
+#[test]
+fn a_live_reply_stays_in_the_view_while_its_connections_wait_for_their_snapshots() {
+    let mut w = World::new(&WorldConfig {
+        nodes: 2,
+        ..WorldConfig::default()
+    });
+    let mut c = Checker::new();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    let h1 = w.connect(1, "u1", "s1", None);
+    let h2 = w.connect(1, "u1", "s1", None);
+    w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
+    let snapshot_of_node_1 =
+        |o: &InFlightOp| o.node == 1 && matches!(o.request, StoreOp::Snapshot(_));
+    run_holding(&mut w, snapshot_of_node_1);
+    let (_, id) = w.running_generators().pop().expect("a generator runs");
+    w.generate(&id, GeneratorEvent::Delta("one".into()));
+    run_holding(&mut w, snapshot_of_node_1);
+    assert!(w.frames(h1).is_empty(), "h1 waits for its snapshot");
+    w.disconnect(h2);
+    run_holding(&mut w, snapshot_of_node_1);
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Delta(" two".into()));
+    settle(&mut w, &mut c);
+    w.generate(&id, GeneratorEvent::Finished { usage: None });
+    settle(&mut w, &mut c);
+    // The snapshot shows the reply so far; chunks bring the rest.
+    let shown: String = w
+        .frames(h1)
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::History(h) => h.messages.iter().find(|m| m.message_id == id),
+            _ => None,
+        })
+        .map(|m| m.content.clone())
+        .collect();
+    assert_eq!(shown, "one", "{:?}", w.frames(h1));
+    assert_whole_reply(&w, h1, " two");
+    c.check_quiescent(&w).expect("invariants");
+}
+
+/// Runs every operation, reply and notice in order except the operations
+/// `held` picks, which stay in flight.
+fn run_holding(w: &mut World, held: impl Fn(&InFlightOp) -> bool) {
+    loop {
+        let k = w.ops.iter().position(|o| !held(o));
+        if !(k.is_some_and(|k| w.apply_op(k)) || w.deliver_reply(0) || w.deliver_notice(0)) {
+            break;
+        }
+    }
 }
 
 /// A viewer on another node that lost touch with the store (every operation
