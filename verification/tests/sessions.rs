@@ -39,12 +39,24 @@ fn error_code(f: &ServerFrame) -> Option<ErrorCode> {
 
 /// Two nodes, and a connection to each in one conversation (`a` on node 0,
 /// `b` on node 1), both open.
-fn two_nodes_watching_one_conversation() -> (World, Checker, ConnId, ConnId) {
-    let mut w = World::new(&WorldConfig {
+fn two_nodes() -> (World, Checker) {
+    let w = World::new(&WorldConfig {
         nodes: 2,
         ..WorldConfig::default()
     });
-    let mut c = Checker::new();
+    (w, Checker::new())
+}
+
+/// Two nodes, and `a` of u1's conversation s1 open on node 0.
+fn two_nodes_one_connection_on_node_0() -> (World, Checker, ConnId) {
+    let (mut w, mut c) = two_nodes();
+    let a = w.connect(0, "u1", "s1", None);
+    settle(&mut w, &mut c);
+    (w, c, a)
+}
+
+fn two_nodes_watching_one_conversation() -> (World, Checker, ConnId, ConnId) {
+    let (mut w, mut c) = two_nodes();
     let a = w.connect(0, "u1", "s1", None);
     let b = w.connect(1, "u1", "s1", None);
     settle(&mut w, &mut c);
@@ -409,13 +421,7 @@ fn end_of(w: &World, conn: ConnId) -> Option<weir_core::wire::End> {
 /// reply goes to a connection before its handshake is done.
 #[test]
 fn a_reply_that_starts_while_a_connection_waits_for_its_snapshot_reaches_it_after_its_hello() {
-    let mut w = World::new(&WorldConfig {
-        nodes: 2,
-        ..WorldConfig::default()
-    });
-    let mut c = Checker::new();
-    let a = w.connect(0, "u1", "s1", None);
-    settle(&mut w, &mut c);
+    let (mut w, mut c, a) = two_nodes_one_connection_on_node_0();
     let b = w.connect(1, "u1", "s1", None);
     // b's snapshot is read now, before the chat; its answer waits.
     let k = w.ops.iter().position(|op| op.node == 1).expect("b's read");
@@ -772,13 +778,7 @@ fn a_failed_read_for_a_gap_is_made_again_after_store_retry() {
 /// finished, and every later notice of it would be ignored.
 #[test]
 fn a_live_reply_stays_in_the_view_while_its_connections_wait_for_their_snapshots() {
-    let mut w = World::new(&WorldConfig {
-        nodes: 2,
-        ..WorldConfig::default()
-    });
-    let mut c = Checker::new();
-    let a = w.connect(0, "u1", "s1", None);
-    settle(&mut w, &mut c);
+    let (mut w, mut c, a) = two_nodes_one_connection_on_node_0();
     let h1 = w.connect(1, "u1", "s1", None);
     let h2 = w.connect(1, "u1", "s1", None);
     w.send_text(a, r#"{"type":"chat","content":"hi"}"#);
@@ -1218,11 +1218,7 @@ fn a_queue_lag_past_the_bound_at_two_looks_closes_with_4008_and_a_shrinking_one_
 /// connected.)
 #[test]
 fn presence_lost_in_a_store_outage_is_joined_again_when_the_store_answers() {
-    let mut w = World::new(&WorldConfig {
-        nodes: 2,
-        ..WorldConfig::default()
-    });
-    let mut c = Checker::new();
+    let (mut w, mut c) = two_nodes();
     let user = UserId::parse("u1").expect("valid");
     let b = w.connect(1, "u1", "s2", None);
     settle(&mut w, &mut c);
