@@ -656,36 +656,30 @@ fn a_lost_started_notice_costs_latency_not_the_reply() {
     c.check_quiescent(&w).expect("invariants");
 }
 
-/// Runs every operation, reply and notice in order, dropping each notice to
-/// node 1 that `lost` picks.
-fn run_losing_notices_to_node_1(w: &mut World, lost: impl Fn(&Notice) -> bool) {
-    loop {
-        let k = w.notices.iter().position(|(node, n)| *node == 1 && lost(n));
-        if let Some(k) = k {
-            assert!(w.drop_notice(k));
-            continue;
-        }
-        if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
-            break;
-        }
-    }
+/// Runs every operation, reply and notice in order; before each step,
+/// `meddle` may act on what is in flight (when it did, it is asked again).
+fn run_meddling(w: &mut World, mut meddle: impl FnMut(&mut World) -> bool) {
+    while meddle(w) || w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0) {}
 }
 
-/// Runs every operation, reply and notice in order, failing the first
-/// operation of node 1 that `fails` picks; whether there was one.
+/// [`run_meddling`], dropping each notice to node 1 that `lost` picks.
+fn run_losing_notices_to_node_1(w: &mut World, lost: impl Fn(&Notice) -> bool) {
+    run_meddling(w, |w| {
+        let k = w.notices.iter().position(|(node, n)| *node == 1 && lost(n));
+        k.is_some_and(|k| w.drop_notice(k))
+    });
+}
+
+/// [`run_meddling`], failing the first operation of node 1 that `fails`
+/// picks; whether there was one.
 fn run_failing_one_op_of_node_1(w: &mut World, fails: impl Fn(&StoreOp) -> bool) -> bool {
     let mut failed = false;
-    loop {
+    run_meddling(w, |w| {
         let k = w.ops.iter().position(|o| o.node == 1 && fails(&o.request));
-        if let (false, Some(k)) = (failed, k) {
-            assert!(w.fail_op(k));
-            failed = true;
-            continue;
-        }
-        if !(w.apply_op(0) || w.deliver_reply(0) || w.deliver_notice(0)) {
-            break;
-        }
-    }
+        let fail = !failed && k.is_some_and(|k| w.fail_op(k));
+        failed |= fail;
+        fail
+    });
     failed
 }
 
